@@ -1,0 +1,75 @@
+"""FastAPI dependencies: the context, the current principal (API key, rate-limited) and role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from qhook.context import AppContext
+from qhook.domain.access import Principal, Role
+from qhook.domain.rates import parse_rate
+from qhook.errors import Forbidden, Unauthorized
+from qhook.services import users
+
+SESSION_COOKIE = "qhook_session"
+TOKEN_PARAMS = ("access_token", "accessToken", "authToken", "authtoken")
+
+
+def get_ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def authenticate_token(request: Request, ctx: AppContext, token: str | None) -> Principal:
+    """Resolve a key, count it against the rate limit and remember the headers for the response."""
+    if not token:
+        raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
+    rate = parse_rate(ctx.settings.api_rate_limit, "QHOOK_API_RATE_LIMIT")
+    principal, state = await run_in_threadpool(users.authenticate_key, ctx.db, token, rate)
+    request.state.rate_state = state
+    return principal
+
+
+async def current_principal(request: Request, ctx: Ctx) -> Principal:
+    """Bearer API key for the API; the UI's session cookie also works so the UI can call the API."""
+    token = bearer_token(request)
+    if token is None:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            principal = await run_in_threadpool(users.session_principal, ctx.db, cookie)
+            if principal is not None:
+                return principal
+    return await authenticate_token(request, ctx, token)
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def require(role: Role) -> Callable[[Principal], Principal]:
+    """A dependency that lets ``role`` or a higher role through."""
+
+    def _check(principal: CurrentUser) -> Principal:
+        if not principal.has_role(role):
+            raise Forbidden(f"This needs the {role} role; {principal.name} is {principal.role}")
+        return principal
+
+    return _check
+
+
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Editor = Annotated[Principal, Depends(require("editor"))]
+Admin = Annotated[Principal, Depends(require("admin"))]

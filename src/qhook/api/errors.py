@@ -1,0 +1,83 @@
+"""Errors become HTTP here, and only here: JSON for the APIs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from qhook.errors import QhookError, RateLimited
+
+logger = logging.getLogger("qhook.api")
+
+
+def _field_path(location: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or ".".join(str(p) for p in location)
+
+
+def is_compat_path(path: str) -> bool:
+    """The AlisQI-compatible operations answer errors as a bare ``{"error": ...}``."""
+    return path.startswith("/api/") and not path.startswith("/api/v1")
+
+
+def rate_headers(request: Request) -> dict[str, str]:
+    state = getattr(request.state, "rate_state", None)
+    if state is None:
+        return {}
+    return {
+        "X-RateLimit-Limit": str(state.limit),
+        "X-RateLimit-Remaining": str(state.remaining),
+        "X-RateLimit-Retry-After": str(state.retry_after_s),
+    }
+
+
+def error_response(request: Request, exc: QhookError) -> JSONResponse:
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.details and not is_compat_path(request.url.path):
+        body["details"] = exc.details
+    headers = rate_headers(request)
+    if isinstance(exc, RateLimited):
+        state = getattr(exc, "rate_state", None)
+        if state is not None:
+            request.state.rate_state = state
+            headers = rate_headers(request)
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(QhookError)
+    async def _qhook_error(request: Request, exc: QhookError) -> JSONResponse:
+        if exc.status >= 500:
+            logger.error(
+                "request failed", extra={"action": "request_error", "path": request.url.path}, exc_info=exc
+            )
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": _field_path(e.get("loc", ())), "error": e.get("msg", "invalid")} for e in exc.errors()
+        ]
+        summary = "; ".join(f"{d['field']}: {d['error']}" for d in details[:5])
+        return JSONResponse(
+            {"error": f"Invalid input: {summary}", "details": details},
+            status_code=422,
+            headers=rate_headers(request),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"Not found: {request.url.path}"
+        return JSONResponse(
+            {"error": message},
+            status_code=exc.status_code,
+            headers={**(exc.headers or {}), **rate_headers(request)},
+        )

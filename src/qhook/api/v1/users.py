@@ -1,0 +1,115 @@
+"""/api/v1/me, /users and /api-keys: who am I, people and their keys (admin)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from qhook.api.deps import Admin, Ctx, CurrentUser
+from qhook.services import users
+from qhook.store.users import ApiKeyRecord, UserRecord
+
+router = APIRouter(tags=["users"])
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    set_ids: list[int] | None
+    active: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: UserRecord) -> UserOut:
+        set_ids = list(user.set_ids) if user.set_ids is not None else None
+        return cls(
+            id=user.id,
+            name=user.name,
+            role=user.role,
+            set_ids=set_ids,
+            active=user.active,
+            created_at=user.created_at,
+        )
+
+
+class UserIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: str = Field(description="admin, editor or viewer")
+    password: str | None = Field(None, min_length=8)
+    set_ids: list[int] | None = Field(None, description="Limit the user to these sets; null for all")
+
+
+class ApiKeyOut(BaseModel):
+    id: int
+    user: str
+    label: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKeyRecord) -> ApiKeyOut:
+        return cls(
+            id=key.id,
+            user=key.user_name,
+            label=key.label,
+            prefix=key.prefix,
+            created_at=key.created_at,
+            last_used_at=key.last_used_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class ApiKeyIn(BaseModel):
+    user: str
+    label: str = ""
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The key itself; shown this once and never again")
+
+
+class MeOut(BaseModel):
+    name: str
+    role: str
+    set_ids: list[int] | None
+
+
+@router.get("/me")
+def me(principal: CurrentUser) -> MeOut:
+    set_ids = sorted(principal.set_ids) if principal.set_ids is not None else None
+    return MeOut(name=principal.name, role=principal.role, set_ids=set_ids)
+
+
+@router.get("/users")
+def list_users(ctx: Ctx, _: Admin) -> list[UserOut]:
+    return [UserOut.of(u) for u in users.list_users(ctx.db)]
+
+
+@router.post("/users", status_code=201)
+async def create_user(body: UserIn, ctx: Ctx, principal: Admin) -> UserOut:
+    user = await run_in_threadpool(
+        users.create_user, ctx.db, body.name, body.role, body.password, body.set_ids, principal.name
+    )
+    return UserOut.of(user)
+
+
+@router.get("/api-keys")
+def list_keys(ctx: Ctx, _: Admin, user: str | None = None) -> list[ApiKeyOut]:
+    return [ApiKeyOut.of(k) for k in users.list_api_keys(ctx.db, user)]
+
+
+@router.post("/api-keys", status_code=201)
+def create_key(body: ApiKeyIn, ctx: Ctx, principal: Admin) -> ApiKeyCreated:
+    key, plain = users.create_api_key(ctx.db, body.user, body.label, principal.name)
+    return ApiKeyCreated(**ApiKeyOut.of(key).model_dump(), key=plain)
+
+
+@router.delete("/api-keys/{key_id}")
+def revoke_key(key_id: int, ctx: Ctx, principal: Admin) -> ApiKeyOut:
+    return ApiKeyOut.of(users.revoke_api_key(ctx.db, key_id, principal.name))

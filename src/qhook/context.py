@@ -1,0 +1,33 @@
+"""What a process holds once: settings, database, secret box, and the worker's wake-up call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from qhook.crypto import SecretBox, load_or_create_key
+from qhook.settings import Settings
+from qhook.store import migrate
+from qhook.store.db import Database
+
+
+def _no_wake() -> None:
+    """No worker in this process: PostgreSQL NOTIFY or polling picks the work up."""
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    wake: Callable[[], None] = field(default=_no_wake)
+
+
+def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AppContext:
+    """Open the database (migrating the embedded SQLite default) and the secret box."""
+    db = Database(settings.resolved_database_url)
+    if migrate_sqlite and db.is_sqlite:
+        migrate.upgrade(db)
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+    box = SecretBox(secret or load_or_create_key(settings.data_dir))
+    return AppContext(settings=settings, db=db, box=box)

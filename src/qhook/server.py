@@ -1,0 +1,32 @@
+"""``qhook serve``: uvicorn around the app, with the delivery worker and scheduler in the same loop."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from rich.console import Console
+
+from qhook.api.app import create_app
+from qhook.context import AppContext
+from qhook.services import users
+
+console = Console(stderr=True)
+
+
+def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_worker: bool) -> None:
+    host = host or ctx.settings.host
+    port = port or ctx.settings.port
+    logging.basicConfig(level=ctx.settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    credentials = users.bootstrap_admin(ctx.db)
+    app = create_app(ctx)
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+    console.print(f"[bold green]qhook[/] listening on http://{shown}:{port}  (API docs: /api/v1/docs)")
+    console.print(f"database: {ctx.db.engine.url.render_as_string(hide_password=True)}")
+    if credentials:
+        name, password = credentials
+        console.print(
+            f"[bold yellow]First start:[/] admin user [bold]{name}[/], password [bold]{password}[/]"
+            " (shown once; change it or create your own admin)"
+        )
+    uvicorn.run(app, host=host, port=port, log_level=ctx.settings.log_level.lower(), access_log=False)

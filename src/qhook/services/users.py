@@ -1,0 +1,189 @@
+"""Users, API keys, UI sessions, the bootstrap admin and the per-key rate limit."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from qhook.clock import utcnow
+from qhook.crypto import new_token, sha256_hex
+from qhook.domain.access import Principal, role_from_text
+from qhook.domain.rates import Rate
+from qhook.errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed, field_error
+from qhook.services import audit
+from qhook.store import rates
+from qhook.store import users as store
+from qhook.store.db import Database
+from qhook.store.users import ApiKeyRecord, UserRecord
+
+_hasher = PasswordHasher()
+SESSION_LIFETIME = timedelta(hours=12)
+
+
+@dataclass(frozen=True, slots=True)
+class RateState:
+    """What the X-RateLimit-* headers say."""
+
+    limit: int
+    remaining: int
+    retry_after_s: int
+
+
+def principal_of(user: UserRecord, key_id: int | None = None) -> Principal:
+    set_ids = frozenset(user.set_ids) if user.set_ids is not None else None
+    return Principal(user.id, user.name, role_from_text(user.role), set_ids, key_id)
+
+
+def create_user(
+    db: Database,
+    name: str,
+    role: str,
+    password: str | None = None,
+    set_ids: list[int] | None = None,
+    actor: str = "system",
+) -> UserRecord:
+    name = name.strip()
+    if not name:
+        raise field_error("name", "a non-empty user name")
+    try:
+        role_from_text(role)
+    except ValueError as exc:
+        raise field_error("role", str(exc)) from exc
+    if password is not None and len(password) < 8:
+        raise field_error("password", "at least 8 characters")
+    password_hash = _hasher.hash(password) if password else None
+    with db.transaction() as tx:
+        if store.user_by_name(tx, name) is not None:
+            raise Conflict(f"name: a user named {name!r} exists already")
+        user = store.insert_user(
+            tx, name=name, role=role, password_hash=password_hash, set_ids=set_ids, now=utcnow()
+        )
+        audit.record(
+            tx, actor, "user.create", "user", user.id, {"name": name, "role": role, "set_ids": set_ids}
+        )
+    return user
+
+
+def list_users(db: Database) -> list[UserRecord]:
+    with db.reading() as tx:
+        return store.list_users(tx)
+
+
+def bootstrap_admin(db: Database) -> tuple[str, str] | None:
+    """On the very first start, create ``admin`` with a random password; return (name, password) once."""
+    with db.transaction() as tx:
+        if store.count_users(tx) > 0:
+            return None
+        password = secrets.token_urlsafe(12)
+        user = store.insert_user(
+            tx, name="admin", role="admin", password_hash=_hasher.hash(password), set_ids=None, now=utcnow()
+        )
+        audit.record(tx, "system", "user.create", "user", user.id, {"name": "admin", "role": "admin"})
+    return "admin", password
+
+
+def check_password(db: Database, name: str, password: str) -> UserRecord:
+    with db.reading() as tx:
+        found = store.user_by_name(tx, name)
+    if found is None or found[1] is None or not found[0].active:
+        raise Unauthorized("Unknown user or wrong password")
+    try:
+        _hasher.verify(found[1], password)
+    except (VerificationError, InvalidHashError) as exc:
+        raise Unauthorized("Unknown user or wrong password") from exc
+    return found[0]
+
+
+def create_api_key(
+    db: Database, user_name: str, label: str = "", actor: str = "system"
+) -> tuple[ApiKeyRecord, str]:
+    """Make a key for ``user_name``; the plain key is returned here and never again."""
+    plain = new_token("qhk")
+    with db.transaction() as tx:
+        found = store.user_by_name(tx, user_name)
+        if found is None:
+            raise NotFound(f"user: no user named {user_name!r}")
+        key = store.insert_api_key(
+            tx, user_id=found[0].id, label=label, prefix=plain[:12], key_hash=sha256_hex(plain), now=utcnow()
+        )
+        audit.record(tx, actor, "apikey.create", "api_key", key.id, {"user": user_name, "label": label})
+    return key, plain
+
+
+def list_api_keys(db: Database, user_name: str | None = None) -> list[ApiKeyRecord]:
+    with db.reading() as tx:
+        user_id = None
+        if user_name is not None:
+            found = store.user_by_name(tx, user_name)
+            if found is None:
+                raise NotFound(f"user: no user named {user_name!r}")
+            user_id = found[0].id
+        return store.list_api_keys(tx, user_id)
+
+
+def revoke_api_key(db: Database, key_id: int, actor: str = "system") -> ApiKeyRecord:
+    with db.transaction() as tx:
+        if not store.revoke_api_key(tx, key_id, utcnow()):
+            raise NotFound(f"api key {key_id}: no such active key")
+        audit.record(tx, actor, "apikey.revoke", "api_key", key_id, None)
+        key = store.api_key_by_id(tx, key_id)
+    assert key is not None
+    return key
+
+
+def authenticate_key(
+    db: Database, plain: str, rate: Rate, now: datetime | None = None
+) -> tuple[Principal, RateState]:
+    """Resolve an API key, count the request against its limit and keep its last-used time.
+
+    Raises Unauthorized for an unknown or revoked key and RateLimited past the limit; the counter
+    lives in the database, so every process behind a load balancer shares it.
+    """
+    now = now or utcnow()
+    if not plain:
+        raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
+    now_ms = int(now.timestamp() * 1000)
+    with db.transaction() as tx:
+        found = store.active_key_by_hash(tx, sha256_hex(plain))
+        if found is None:
+            raise Unauthorized("Invalid or revoked API key")
+        key, user = found
+        count, window_start_ms = rates.hit(
+            tx, f"apikey:{key.id}", period_ms=rate.period_s * 1000, now_ms=now_ms
+        )
+        store.touch_api_key(tx, key.id, now)
+    retry_after_s = max(1, -(-(window_start_ms + rate.period_s * 1000 - now_ms) // 1000))
+    state = RateState(rate.limit, max(0, rate.limit - count), retry_after_s)
+    if count > rate.limit:
+        error = RateLimited(
+            f"Rate limit of {rate} exceeded; retry in {retry_after_s} s", retry_after_s=retry_after_s
+        )
+        error.rate_state = state  # type: ignore[attr-defined]
+        raise error
+    return principal_of(user, key.id), state
+
+
+def open_session(db: Database, user: UserRecord) -> str:
+    token = new_token("qhs")
+    now = utcnow()
+    with db.transaction() as tx:
+        store.insert_session(
+            tx, token_hash=sha256_hex(token), user_id=user.id, now=now, expires_at=now + SESSION_LIFETIME
+        )
+    return token
+
+
+def session_principal(db: Database, token: str) -> Principal | None:
+    with db.reading() as tx:
+        user = store.session_user(tx, sha256_hex(token), utcnow())
+    return principal_of(user) if user else None
+
+
+def require_password(password: str | None) -> str:
+    if not password:
+        raise ValidationFailed("password: required")
+    return password

@@ -1,0 +1,65 @@
+"""Settings from QHOOK_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob qhook reads; the README's configuration table lists each one."""
+
+    model_config = SettingsConfigDict(env_prefix="QHOOK_", env_file=None, extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("var"), description="Folder for the embedded SQLite database and secret key.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite at <data_dir>/qhook.db.")
+    secret_key: SecretStr | None = Field(
+        None, description="Fernet key for secrets at rest; generated into <data_dir>/secret.key when unset."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = Field("", description="Base URL people and receivers reach qhook at.")
+    api_rate_limit: str = Field("30/minute", description="Requests per API key, e.g. 1000/minute.")
+    max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest accepted request body.")
+    timezone: str = Field("UTC", description="Time zone for on_date triggers on date fields.")
+    max_chain_depth: int = 8
+    allowed_target_networks: str = Field("", description="Comma-separated networks exempt from SSRF refusal.")
+    allow_http: bool = Field(False, description="Allow plain http:// webhook targets.")
+    ca_bundle: Path | None = Field(None, description="Extra CA bundle for webhook TLS verification.")
+    smtp_url: str = Field(
+        "", description="smtp://user:pass@host:port for error reports; empty disables them."
+    )
+    smtp_from: str = "qhook@localhost"
+    error_mail_interval_s: int = Field(900, description="At most one error digest per endpoint per interval.")
+    retention_days: int = 30
+    failed_retention_days: int = 90
+    worker_concurrency: int = Field(100, description="Deliveries in flight per worker process.")
+    worker_batch_size: int = 200
+    lease_seconds: int = 120
+    poll_interval_s: float = Field(2.0, description="Fallback polling when no wake-up arrives.")
+    response_body_limit: int = 64 * 1024
+    log_level: str = "INFO"
+
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from qhook.domain.rates import parse_rate
+
+        parse_rate(value)
+        return value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The URL SQLAlchemy gets: the SQLite default, and psycopg 3 for postgresql:// URLs."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'qhook.db').as_posix()}"
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

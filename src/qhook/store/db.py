@@ -1,0 +1,96 @@
+"""The engine and transactions: the one narrow door to the database.
+
+Store functions take a ``Tx`` (an open connection inside a transaction) and plain values, and
+return frozen records. Services open transactions with ``Database.transaction()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from qhook.errors import StoreError
+
+Tx = Connection
+"""An open connection inside a transaction; services pass it through without importing SQLAlchemy."""
+
+
+class Database:
+    """One engine per process; SQLite gets WAL, foreign keys and IMMEDIATE write transactions."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["pool_size"] = pool_size
+        else:
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = pool_size
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.dialect == "sqlite":
+            _sqlite_setup(self.engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """A write transaction: commits on success, rolls back on any exception."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_unavailable(exc):
+                raise
+            raise StoreError(f"Database unavailable: {type(exc.orig).__name__}") from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[Tx]:
+        """A read-only transaction (deferred on SQLite, so readers never wait for the writer lock)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(qhook_read_only=True)
+            with conn.begin():
+                yield conn
+
+    def ping(self) -> None:
+        with self.reading() as tx:
+            tx.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _is_unavailable(exc: DBAPIError) -> bool:
+    return isinstance(exc, OperationalError) and "locked" not in str(exc.orig).lower()
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook emit BEGIN itself so writers can take the lock up front.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # IMMEDIATE: a writer waits for the lock at BEGIN (honouring busy_timeout) instead of
+        # failing with SQLITE_BUSY when a deferred read upgrades to a write.
+        read_only = conn.get_execution_options().get("qhook_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -1,0 +1,30 @@
+"""Shared fixed-window counters: one atomic upsert per hit, so every process sees the same count."""
+
+from __future__ import annotations
+
+from sqlalchemy import case, literal
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from qhook.store.db import Tx
+from qhook.store.tables import rate_counters
+
+
+def hit(tx: Tx, bucket: str, *, period_ms: int, now_ms: int) -> tuple[int, int]:
+    """Count one hit; return (hits in the current window, window start in epoch ms).
+
+    A window opens at the first hit after the previous one closed, so "31 requests within a
+    minute" always trips a 30/minute limit, whatever the clock's second hand says.
+    """
+    dialect_insert = pg_insert if tx.dialect.name == "postgresql" else sqlite_insert
+    upsert = dialect_insert(rate_counters).values(bucket=bucket, window_start_ms=now_ms, count=1)
+    expired = rate_counters.c.window_start_ms <= literal(now_ms - period_ms)
+    statement = upsert.on_conflict_do_update(
+        index_elements=[rate_counters.c.bucket],
+        set_={
+            "count": case((expired, 1), else_=rate_counters.c.count + 1),
+            "window_start_ms": case((expired, now_ms), else_=rate_counters.c.window_start_ms),
+        },
+    ).returning(rate_counters.c.count, rate_counters.c.window_start_ms)
+    row = tx.execute(statement).one()
+    return int(row[0]), int(row[1])

@@ -1,0 +1,180 @@
+"""Users, API keys and UI sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from qhook.store.db import Tx
+from qhook.store.tables import api_keys, ui_sessions, users
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: int
+    name: str
+    role: str
+    set_ids: tuple[int, ...] | None
+    active: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: int
+    user_id: int
+    user_name: str
+    label: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _user(row: Any) -> UserRecord:
+    set_ids = tuple(row.set_ids) if row.set_ids is not None else None
+    return UserRecord(row.id, row.name, row.role, set_ids, row.active, row.created_at)
+
+
+def insert_user(
+    tx: Tx, *, name: str, role: str, password_hash: str | None, set_ids: list[int] | None, now: datetime
+) -> UserRecord:
+    row = tx.execute(
+        insert(users)
+        .values(
+            name=name, role=role, password_hash=password_hash, set_ids=set_ids, active=True, created_at=now
+        )
+        .returning(users)
+    ).one()
+    return _user(row)
+
+
+def user_by_name(tx: Tx, name: str) -> tuple[UserRecord, str | None] | None:
+    row = tx.execute(select(users).where(users.c.name == name)).one_or_none()
+    return (_user(row), row.password_hash) if row else None
+
+
+def user_by_id(tx: Tx, user_id: int) -> UserRecord | None:
+    row = tx.execute(select(users).where(users.c.id == user_id)).one_or_none()
+    return _user(row) if row else None
+
+
+def list_users(tx: Tx) -> list[UserRecord]:
+    return [_user(r) for r in tx.execute(select(users).order_by(users.c.id))]
+
+
+def count_users(tx: Tx) -> int:
+    return int(tx.execute(select(func.count()).select_from(users)).scalar_one())
+
+
+def update_user(tx: Tx, user_id: int, **values: Any) -> UserRecord | None:
+    row = tx.execute(
+        update(users).where(users.c.id == user_id).values(**values).returning(users)
+    ).one_or_none()
+    return _user(row) if row else None
+
+
+_KEY_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.user_id,
+    users.c.name.label("user_name"),
+    api_keys.c.label,
+    api_keys.c.prefix,
+    api_keys.c.created_at,
+    api_keys.c.last_used_at,
+    api_keys.c.revoked_at,
+)
+
+
+def _key(row: Any) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        row.id,
+        row.user_id,
+        row.user_name,
+        row.label,
+        row.prefix,
+        row.created_at,
+        row.last_used_at,
+        row.revoked_at,
+    )
+
+
+def insert_api_key(
+    tx: Tx, *, user_id: int, label: str, prefix: str, key_hash: str, now: datetime
+) -> ApiKeyRecord:
+    key_id = tx.execute(
+        insert(api_keys)
+        .values(user_id=user_id, label=label, prefix=prefix, key_hash=key_hash, created_at=now)
+        .returning(api_keys.c.id)
+    ).scalar_one()
+    found = api_key_by_id(tx, key_id)
+    assert found is not None
+    return found
+
+
+def api_key_by_id(tx: Tx, key_id: int) -> ApiKeyRecord | None:
+    row = tx.execute(
+        select(*_KEY_COLUMNS).join(users, users.c.id == api_keys.c.user_id).where(api_keys.c.id == key_id)
+    ).one_or_none()
+    return _key(row) if row else None
+
+
+def active_key_by_hash(tx: Tx, key_hash: str) -> tuple[ApiKeyRecord, UserRecord] | None:
+    """The unrevoked key with this hash and its active user."""
+    row = tx.execute(
+        select(
+            *_KEY_COLUMNS,
+            users.c.role,
+            users.c.set_ids,
+            users.c.active,
+            users.c.created_at.label("user_created"),
+        )
+        .join(users, users.c.id == api_keys.c.user_id)
+        .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None), users.c.active.is_(True))
+    ).one_or_none()
+    if row is None:
+        return None
+    set_ids = tuple(row.set_ids) if row.set_ids is not None else None
+    return _key(row), UserRecord(row.user_id, row.user_name, row.role, set_ids, row.active, row.user_created)
+
+
+def touch_api_key(tx: Tx, key_id: int, now: datetime) -> None:
+    tx.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
+
+
+def list_api_keys(tx: Tx, user_id: int | None = None) -> list[ApiKeyRecord]:
+    query = select(*_KEY_COLUMNS).join(users, users.c.id == api_keys.c.user_id).order_by(api_keys.c.id)
+    if user_id is not None:
+        query = query.where(api_keys.c.user_id == user_id)
+    return [_key(r) for r in tx.execute(query)]
+
+
+def revoke_api_key(tx: Tx, key_id: int, now: datetime) -> bool:
+    done = tx.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return bool(done.rowcount)
+
+
+def insert_session(tx: Tx, *, token_hash: str, user_id: int, now: datetime, expires_at: datetime) -> None:
+    tx.execute(
+        insert(ui_sessions).values(
+            token_hash=token_hash, user_id=user_id, created_at=now, expires_at=expires_at
+        )
+    )
+
+
+def session_user(tx: Tx, token_hash: str, now: datetime) -> UserRecord | None:
+    row = tx.execute(
+        select(users)
+        .join(ui_sessions, ui_sessions.c.user_id == users.c.id)
+        .where(
+            ui_sessions.c.token_hash == token_hash, ui_sessions.c.expires_at > now, users.c.active.is_(True)
+        )
+    ).one_or_none()
+    return _user(row) if row else None

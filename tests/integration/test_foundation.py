@@ -1,0 +1,106 @@
+"""Health checks, migrations, the error shape, keys, roles and the shared rate limit."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import inspect
+
+from qhook.context import AppContext
+from qhook.services import users
+from qhook.store import migrate
+from qhook.store.db import Database
+from qhook.store.tables import metadata
+from tests.conftest import auth
+
+
+async def test_health_and_ready(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ready"}
+
+
+def test_migrations_match_models(db: Database) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+    assert diff == [], diff
+    assert migrate.is_current(db)
+    assert set(inspect(db.engine).get_table_names()) >= set(metadata.tables)
+
+
+async def test_missing_and_bad_key_are_401(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/me")
+    assert response.status_code == 401
+    assert "Bearer" in response.json()["error"]
+    response = await client.get("/api/v1/me", headers=auth("qhk_nope"))
+    assert response.status_code == 401
+    assert response.json() == {"error": "Invalid or revoked API key"}
+
+
+async def test_revoked_key_stops_working(client: httpx.AsyncClient, ctx: AppContext, admin_key: str) -> None:
+    assert (await client.get("/api/v1/me", headers=auth(admin_key))).status_code == 200
+    key = next(k for k in users.list_api_keys(ctx.db, "alice"))
+    users.revoke_api_key(ctx.db, key.id)
+    assert (await client.get("/api/v1/me", headers=auth(admin_key))).status_code == 401
+    listed = users.list_api_keys(ctx.db, "alice")[0]
+    assert listed.revoked_at is not None and listed.last_used_at is not None
+
+
+async def test_unknown_route_is_json_404(api: httpx.AsyncClient) -> None:
+    response = await api.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"].startswith("Not found")
+
+
+async def test_body_over_limit_is_413(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    limit = ctx.settings.max_body_bytes
+    response = await api.post(
+        "/api/v1/sets", content=b"x" * (limit + 1), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert "QHOOK_MAX_BODY_BYTES" in response.json()["error"]
+
+
+async def test_roles_are_checked(client: httpx.AsyncClient, viewer_key: str, admin_key: str) -> None:
+    response = await client.get("/api/v1/users", headers=auth(viewer_key))
+    assert response.status_code == 403
+    assert "admin role" in response.json()["error"]
+    response = await client.get("/api/v1/users", headers=auth(admin_key))
+    assert response.status_code == 200
+    assert {u["name"] for u in response.json()} == {"alice", "victor"}
+
+
+async def test_key_created_by_api_is_shown_once_and_works(api: httpx.AsyncClient, make_key) -> None:  # type: ignore[no-untyped-def]
+    make_key("editor", "ed")
+    created = await api.post("/api/v1/api-keys", json={"user": "ed", "label": "erp"})
+    assert created.status_code == 201
+    plain = created.json()["key"]
+    listed = (await api.get("/api/v1/api-keys", params={"user": "ed"})).json()
+    assert all("key" not in k for k in listed)
+    assert plain not in str(listed)
+    me = await api.get("/api/v1/me", headers=auth(plain))
+    assert me.json() == {"name": "ed", "role": "editor", "set_ids": None}
+
+
+async def test_rate_limit_31st_request_is_429(client: httpx.AsyncClient, ctx: AppContext) -> None:
+    from qhook.settings import Settings
+
+    ctx.settings = Settings(**{**ctx.settings.model_dump(), "api_rate_limit": "30/minute"})
+    key = users.create_api_key(ctx.db, users.create_user(ctx.db, "rita", "viewer").name)[1]
+    other = users.create_api_key(ctx.db, "rita", "second key")[1]
+    for number in range(1, 31):
+        response = await client.get("/api/v1/me", headers=auth(key))
+        assert response.status_code == 200
+        assert response.headers["X-RateLimit-Limit"] == "30"
+        assert response.headers["X-RateLimit-Remaining"] == str(30 - number)
+        assert 1 <= int(response.headers["X-RateLimit-Retry-After"]) <= 60
+    response = await client.get("/api/v1/me", headers=auth(key))
+    assert response.status_code == 429
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert "30/minute" in response.json()["error"]
+    # the limit is per key
+    assert (await client.get("/api/v1/me", headers=auth(other))).status_code == 200
