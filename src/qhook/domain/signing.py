@@ -1,0 +1,73 @@
+"""Standard Webhooks signing (https://www.standardwebhooks.com): pure, no clock, no I/O."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 24
+
+
+def new_secret() -> str:
+    """A fresh signing secret, ``whsec_`` + base64 of random bytes, as the spec's libraries expect."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key inside a ``whsec_`` secret; ValueError when it is not valid base64."""
+    raw = secret.removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("a signing secret is 'whsec_' followed by base64") from exc
+    if not key:
+        raise ValueError("a signing secret may not be empty")
+    return key
+
+
+def is_valid_secret(secret: str) -> bool:
+    try:
+        secret_key(secret)
+    except ValueError:
+        return False
+    return secret.startswith(SECRET_PREFIX)
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``."""
+    return _sign_with_key(secret_key(secret), msg_id, timestamp, body)
+
+
+def _sign_with_key(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    to_sign = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, to_sign, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_header(
+    secret: str, msg_id: str, timestamp: int, body: bytes, previous_secret: str | None = None
+) -> str:
+    """The ``webhook-signature`` value: the current signature, then the previous secret's during rotation.
+
+    Receivers accept a message when any space-separated signature matches, so both old and new
+    secrets verify during the grace period.
+    """
+    signatures = [sign(secret, msg_id, timestamp, body)]
+    if previous_secret and previous_secret != secret:
+        signatures.append(sign(previous_secret, msg_id, timestamp, body))
+    return " ".join(signatures)
+
+
+def signing_headers(
+    secret: str, msg_id: str, timestamp: int, body: bytes, previous_secret: str | None = None
+) -> dict[str, str]:
+    """The three Standard Webhooks headers."""
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(secret, msg_id, timestamp, body, previous_secret),
+    }
