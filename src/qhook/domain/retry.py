@@ -1,0 +1,169 @@
+"""Retry policy: what to do after an attempt. Pure arithmetic; ``now`` and the jitter are passed in.
+
+- Retryable: connection errors (dns, connect, tls), timeouts, the auth kind (the token endpoint was
+  unreachable), 408 425 429 500 502 503 504 and other 5xx except 501 and 505 (those say "never").
+- Not retryable: 3xx (redirects are not followed), other 4xx, ``ssrf_blocked``, ``redirect``,
+  ``too_large``; 410 Gone also pauses the signal.
+- ``Retry-After`` on 429/503 is honoured (capped at 1 h) and pauses the whole endpoint until then.
+- After the first try: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h, 12 h, 24 h, each ±20 %.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import isodate
+
+DEFAULT_SCHEDULE_S: tuple[int, ...] = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
+DEFAULT_MAX_ATTEMPTS = 12
+DEFAULT_MAX_AGE = timedelta(days=2)
+MAX_ATTEMPTS_LIMIT = 50
+MAX_AGE_LIMIT = timedelta(days=30)
+JITTER = 0.2
+RETRY_AFTER_CAP_S = 3600.0
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# 501 Not Implemented and 505 HTTP Version Not Supported will not change by waiting.
+PERMANENT_SERVER_STATUSES = frozenset({501, 505})
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+RETRYABLE_KINDS = frozenset({"dns", "connect", "tls", "timeout", "auth"})
+PERMANENT_KINDS = frozenset({"ssrf_blocked", "redirect", "too_large"})
+
+Outcome = Literal["succeeded", "retry", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Per signal: how often and how long to keep trying."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_age: timedelta = DEFAULT_MAX_AGE
+    schedule_s: tuple[int, ...] = field(default=DEFAULT_SCHEDULE_S)
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """What the worker does next with the delivery (and its endpoint and signal)."""
+
+    outcome: Outcome
+    next_attempt_at: datetime | None = None  # set when outcome == "retry"
+    pause_endpoint_until: datetime | None = None  # Retry-After: hold the whole origin until then
+    pause_signal: bool = False  # 410 Gone: the receiver says it will never take these again
+    reason: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.outcome != "retry"
+
+
+def is_success(status_code: int | None, error_kind: str | None) -> bool:
+    return error_kind is None and status_code is not None and 200 <= status_code < 300
+
+
+def is_retryable(status_code: int | None, error_kind: str | None) -> bool:
+    """Whether waiting and trying again may help."""
+    if error_kind in PERMANENT_KINDS:
+        return False
+    if error_kind in RETRYABLE_KINDS:
+        return True
+    if status_code is None:
+        return error_kind is not None  # an unknown network failure: assume transient
+    if status_code in RETRYABLE_STATUSES:
+        return True
+    return 500 <= status_code < 600 and status_code not in PERMANENT_SERVER_STATUSES
+
+
+def backoff_s(attempt_number: int, jitter: float, schedule_s: tuple[int, ...] = DEFAULT_SCHEDULE_S) -> float:
+    """Delay after attempt ``attempt_number`` (1 = the first try); ``jitter`` in [0, 1) spreads it ±20 %."""
+    base = schedule_s[min(max(attempt_number, 1), len(schedule_s)) - 1]
+    return base * (1 + JITTER * (2 * min(max(jitter, 0.0), 1.0) - 1))
+
+
+def decide(
+    *,
+    status_code: int | None,
+    error_kind: str | None,
+    attempt_number: int,
+    created_at: datetime,
+    now: datetime,
+    jitter: float,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    retry_after_s: float | None = None,
+    permanent: bool = False,
+) -> RetryDecision:
+    """Decide after attempt ``attempt_number`` (1-based) of a delivery created at ``created_at``.
+
+    ``permanent`` forces failure for refusals decided before sending (e.g. allowed domains).
+    """
+    if is_success(status_code, error_kind):
+        return RetryDecision("succeeded", reason="delivered")
+    pause_until = None
+    if retry_after_s is not None and status_code in RETRY_AFTER_STATUSES:
+        pause_until = now + timedelta(seconds=min(max(retry_after_s, 0.0), RETRY_AFTER_CAP_S))
+    if status_code == 410:
+        return RetryDecision("failed", pause_signal=True, reason="the receiver answered 410 Gone")
+    if permanent or not is_retryable(status_code, error_kind):
+        return RetryDecision("failed", pause_endpoint_until=pause_until, reason="not retryable")
+    if attempt_number >= policy.max_attempts:
+        return RetryDecision(
+            "failed", pause_endpoint_until=pause_until, reason=f"gave up after {attempt_number} attempts"
+        )
+    deadline = created_at + policy.max_age
+    if now >= deadline:
+        return RetryDecision("failed", pause_endpoint_until=pause_until, reason="older than max_age")
+    next_at = now + timedelta(seconds=backoff_s(attempt_number, jitter, policy.schedule_s))
+    if pause_until is not None and pause_until > next_at:
+        next_at = pause_until
+    # One last try at the deadline rather than giving up early.
+    next_at = min(next_at, deadline)
+    return RetryDecision(
+        "retry", next_attempt_at=next_at, pause_endpoint_until=pause_until, reason="retrying"
+    )
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP date), capped at 1 h."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isascii() and text.isdigit():
+        return min(float(text), RETRY_AFTER_CAP_S)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" dates: RFC 9110 dates are GMT
+        when = when.replace(tzinfo=now.tzinfo)
+    return min(max((when - now).total_seconds(), 0.0), RETRY_AFTER_CAP_S)
+
+
+def parse_max_age(text: str, field_name: str = "max_age") -> timedelta:
+    """An ISO 8601 duration (``P2D``, ``PT6H``) of at least a minute and at most 30 days."""
+    try:
+        duration = isodate.parse_duration(text)
+    except (isodate.ISO8601Error, ValueError, TypeError) as exc:
+        raise ValueError(f"{field_name}: an ISO 8601 duration such as 'P2D' or 'PT6H'") from exc
+    if not isinstance(duration, timedelta):  # months/years have no fixed length
+        raise ValueError(f"{field_name}: use days, hours or minutes (e.g. 'P30D'), not months or years")
+    if not timedelta(minutes=1) <= duration <= MAX_AGE_LIMIT:
+        raise ValueError(f"{field_name}: between 1 minute and 30 days")
+    return duration
+
+
+def policy_of(config: Mapping[str, Any]) -> RetryPolicy:
+    """The retry policy of a webhook signal's config (defaults for absent keys)."""
+    max_attempts = int(config.get("max_attempts") or DEFAULT_MAX_ATTEMPTS)
+    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise ValueError(f"max_attempts: between 1 and {MAX_ATTEMPTS_LIMIT}")
+    max_age_text = config.get("max_age")
+    max_age = parse_max_age(str(max_age_text)) if max_age_text else DEFAULT_MAX_AGE
+    return RetryPolicy(max_attempts=max_attempts, max_age=max_age)
