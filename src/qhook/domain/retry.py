@@ -161,7 +161,10 @@ def parse_max_age(text: str, field_name: str = "max_age") -> timedelta:
 
 def policy_of(config: Mapping[str, Any]) -> RetryPolicy:
     """The retry policy of a webhook signal's config (defaults for absent keys)."""
-    max_attempts = int(config.get("max_attempts") or DEFAULT_MAX_ATTEMPTS)
+    raw_attempts = config.get("max_attempts")
+    max_attempts = DEFAULT_MAX_ATTEMPTS if raw_attempts is None else raw_attempts
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+        raise ValueError("max_attempts: a whole number")
     if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
         raise ValueError(f"max_attempts: between 1 and {MAX_ATTEMPTS_LIMIT}")
     max_age_text = config.get("max_age")
