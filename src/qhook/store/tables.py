@@ -331,6 +331,8 @@ inspector_bins = Table(
     Column("responses", JSONType, nullable=True),  # [{"status", "delay_ms", "body", "headers", "times"}]
     Column("max_captures", Integer, nullable=False),
     Column("secret_enc", Text, nullable=True),  # to check signatures of captures
+    # Captures ever answered (not rows kept): picks the scripted response for the Nth request.
+    Column("capture_count", Integer, nullable=False, server_default=text("0")),
 )
 
 inspector_requests = Table(
@@ -346,5 +348,7 @@ inspector_requests = Table(
     Column("body", LargeBinary, nullable=False),
     Column("source", String(100), nullable=False),
     Column("status", Integer, nullable=False),
+    # Checked when captured, while the Standard Webhooks timestamp is still within tolerance.
+    Column("signature", String(20), nullable=False, server_default="unsigned"),
     Index("ix_inspector_requests_bin_id_id", "bin_id", "id"),
 )

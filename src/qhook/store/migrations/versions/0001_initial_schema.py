@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 13:02:57.441078
+Create Date: 2026-11-28 13:07:14.461913
 """
 
 from __future__ import annotations
@@ -147,6 +147,7 @@ def upgrade() -> None:
     sa.Column('responses', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('max_captures', sa.Integer(), nullable=False),
     sa.Column('secret_enc', sa.Text(), nullable=True),
+    sa.Column('capture_count', sa.Integer(), server_default=sa.text('0'), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_inspector_bins'))
     )
     op.create_table('rate_counters',
@@ -241,6 +242,7 @@ def upgrade() -> None:
     sa.Column('body', sa.LargeBinary(), nullable=False),
     sa.Column('source', sa.String(length=100), nullable=False),
     sa.Column('status', sa.Integer(), nullable=False),
+    sa.Column('signature', sa.String(length=20), server_default='unsigned', nullable=False),
     sa.ForeignKeyConstraint(['bin_id'], ['inspector_bins.id'], name=op.f('fk_inspector_requests_bin_id_inspector_bins'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_inspector_requests'))
     )
