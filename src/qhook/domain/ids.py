@@ -1,0 +1,50 @@
+"""Sortable unique ids ("evt_01J...", "msg_01J...") and opaque page cursors. Pure but for randomness."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from datetime import datetime
+
+# Crockford's base32, as ULID uses: no I, L, O, U; sorts like the numbers it encodes.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _base32(number: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        number, digit = divmod(number, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+def ulid(now: datetime, randomness: bytes | None = None) -> str:
+    """26 characters: 48 bits of milliseconds since the epoch, then 80 random bits."""
+    millis = int(now.timestamp() * 1000) & ((1 << 48) - 1)
+    noise = randomness if randomness is not None else secrets.token_bytes(10)
+    if len(noise) != 10:
+        raise ValueError("ulid randomness must be 10 bytes")
+    return _base32(millis, 10) + _base32(int.from_bytes(noise, "big"), 16)
+
+
+def new_uid(prefix: str, now: datetime) -> str:
+    """A public id such as "evt_01J9Z..."; ids made later sort after earlier ones (to the millisecond)."""
+    return f"{prefix}_{ulid(now)}"
+
+
+def encode_cursor(last_id: int) -> str:
+    """An opaque cursor for "the page after the row with this id"."""
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The id a cursor points after; ValueError for anything this module did not make."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError("not a cursor this API returned") from exc
+    kind, _, number = text.partition(":")
+    if kind != "id" or not number.isdigit():
+        raise ValueError("not a cursor this API returned")
+    return int(number)
