@@ -254,12 +254,28 @@ deliveries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
+    # "manual" after a redelivery from the Hub: the worker stamps it on the next attempt, then resets it.
+    Column("next_trigger", String(20), nullable=False, server_default="scheduled"),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
     Index("ix_deliveries_order_key", "order_key", "id"),
     Index("ix_deliveries_workflow_id_id", "workflow_id", "id"),
     Index("ix_deliveries_result_id_id", "result_id", "id"),
     Index("ix_deliveries_endpoint_id", "endpoint", "id"),
     Index("ix_deliveries_created_at", "created_at"),
+    # Integration Hub filters: each one walks its index in id order (keyset pagination by id desc).
+    Index("ix_deliveries_status_id", "status", "id"),
+    Index("ix_deliveries_signal_id_id", "signal_id", "id"),
+    Index("ix_deliveries_set_id_id", "set_id", "id"),
+    Index("ix_deliveries_action_id", "action", "id"),
+    # Body search ("B-1234") on PostgreSQL: a trigram index serves ILIKE '%...%'. On SQLite the
+    # index is partial with an always-false predicate, so it stays empty and costs nothing.
+    Index(
+        "ix_deliveries_body_trgm",
+        "body",
+        postgresql_using="gin",
+        postgresql_ops={"body": "gin_trgm_ops"},
+        sqlite_where=text("0"),
+    ),
 )
 
 attempts = Table(
@@ -279,6 +295,7 @@ attempts = Table(
     Column("error", Text, nullable=True),
     Column("hint", Text, nullable=True),
     Index("ix_attempts_delivery_id_number", "delivery_id", "number"),
+    Index("ix_attempts_started_at", "started_at"),  # endpoint health and stats windows
 )
 
 # Per origin: operator pause, Retry-After pause, circuit state, limits. Shared by every worker.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 
 from qhook.store.tables import metadata
 
@@ -20,5 +20,9 @@ with engine.connect() as connection:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # The trigram index on deliveries.body needs pg_trgm (a trusted extension since
+            # PostgreSQL 13: the database owner may create it).
+            connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
         context.run_migrations()
     connection.commit()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 13:07:14.461913
+Create Date: 2026-11-28 13:07:42.758945
 """
 
 from __future__ import annotations
@@ -72,15 +72,21 @@ def upgrade() -> None:
     sa.Column('created_at', qhook.store.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', qhook.store.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('delivered_at', qhook.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_trigger', sa.String(length=20), server_default='scheduled', nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deliveries')),
     sa.UniqueConstraint('webhook_id', name=op.f('uq_deliveries_webhook_id'))
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.create_index('ix_deliveries_action_id', ['action', 'id'], unique=False)
+        batch_op.create_index('ix_deliveries_body_trgm', ['body'], unique=False, postgresql_using='gin', postgresql_ops={'body': 'gin_trgm_ops'}, sqlite_where=sa.text('0'))
         batch_op.create_index('ix_deliveries_created_at', ['created_at'], unique=False)
         batch_op.create_index('ix_deliveries_due', ['status', 'next_attempt_at'], unique=False)
         batch_op.create_index('ix_deliveries_endpoint_id', ['endpoint', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_order_key', ['order_key', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_result_id_id', ['result_id', 'id'], unique=False)
+        batch_op.create_index('ix_deliveries_set_id_id', ['set_id', 'id'], unique=False)
+        batch_op.create_index('ix_deliveries_signal_id_id', ['signal_id', 'id'], unique=False)
+        batch_op.create_index('ix_deliveries_status_id', ['status', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_workflow_id_id', ['workflow_id', 'id'], unique=False)
 
     op.create_table('endpoint_log',
@@ -213,6 +219,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('attempts', schema=None) as batch_op:
         batch_op.create_index('ix_attempts_delivery_id_number', ['delivery_id', 'number'], unique=False)
+        batch_op.create_index('ix_attempts_started_at', ['started_at'], unique=False)
 
     op.create_table('fields',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -362,6 +369,7 @@ def downgrade() -> None:
 
     op.drop_table('fields')
     with op.batch_alter_table('attempts', schema=None) as batch_op:
+        batch_op.drop_index('ix_attempts_started_at')
         batch_op.drop_index('ix_attempts_delivery_id_number')
 
     op.drop_table('attempts')
@@ -389,11 +397,16 @@ def downgrade() -> None:
     op.drop_table('endpoint_log')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index('ix_deliveries_workflow_id_id')
+        batch_op.drop_index('ix_deliveries_status_id')
+        batch_op.drop_index('ix_deliveries_signal_id_id')
+        batch_op.drop_index('ix_deliveries_set_id_id')
         batch_op.drop_index('ix_deliveries_result_id_id')
         batch_op.drop_index('ix_deliveries_order_key')
         batch_op.drop_index('ix_deliveries_endpoint_id')
         batch_op.drop_index('ix_deliveries_due')
         batch_op.drop_index('ix_deliveries_created_at')
+        batch_op.drop_index('ix_deliveries_body_trgm', postgresql_using='gin', postgresql_ops={'body': 'gin_trgm_ops'}, sqlite_where=sa.text('0'))
+        batch_op.drop_index('ix_deliveries_action_id')
 
     op.drop_table('deliveries')
     op.drop_table('auth_profiles')
