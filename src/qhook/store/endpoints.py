@@ -1,0 +1,212 @@
+"""Endpoint state shared by every worker: pause, Retry-After throttle, circuit; and its log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from qhook.store.db import Tx
+from qhook.store.tables import endpoint_log, endpoints
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    origin: str
+    paused: bool
+    throttled_until: datetime | None
+    circuit_state: str
+    circuit_opened_at: datetime | None
+    circuit_probe_at: datetime | None
+    rate_limit: str | None
+    max_in_flight: int | None
+    updated_at: datetime
+
+    def blocked(self, now: datetime) -> bool:
+        """Whether nothing may be sent to it now (a probe is claimed separately)."""
+        throttled = self.throttled_until is not None and self.throttled_until > now
+        return self.paused or throttled or self.circuit_state != "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLogEntry:
+    id: int
+    origin: str
+    at: datetime
+    change: str
+    detail: str | None
+
+
+def _state(row: object) -> EndpointState:
+    return EndpointState(*(getattr(row, c.name) for c in endpoints.columns))
+
+
+def ensure(tx: Tx, origin: str, now: datetime) -> None:
+    """Create the endpoint's row if missing (concurrent workers may race; both succeed)."""
+    dialect_insert = pg_insert if tx.dialect.name == "postgresql" else sqlite_insert
+    tx.execute(
+        dialect_insert(endpoints)
+        .values(origin=origin, paused=False, circuit_state="closed", updated_at=now)
+        .on_conflict_do_nothing(index_elements=[endpoints.c.origin])
+    )
+
+
+def get(tx: Tx, origin: str) -> EndpointState | None:
+    row = tx.execute(select(endpoints).where(endpoints.c.origin == origin)).one_or_none()
+    return _state(row) if row else None
+
+
+def states(tx: Tx, origins: Iterable[str] | None = None) -> dict[str, EndpointState]:
+    query = select(endpoints)
+    if origins is not None:
+        query = query.where(endpoints.c.origin.in_(sorted(set(origins))))
+    return {r.origin: _state(r) for r in tx.execute(query)}
+
+
+def blocked_origins(tx: Tx, now: datetime) -> dict[str, EndpointState]:
+    """Endpoints that take nothing now: paused, throttled, or with a circuit not closed."""
+    rows = tx.execute(
+        select(endpoints).where(
+            or_(
+                endpoints.c.paused.is_(True),
+                endpoints.c.throttled_until > now,
+                endpoints.c.circuit_state != "closed",
+            )
+        )
+    )
+    return {r.origin: _state(r) for r in rows}
+
+
+def log(tx: Tx, origin: str, change: str, detail: str | None, now: datetime) -> None:
+    tx.execute(insert(endpoint_log).values(origin=origin, at=now, change=change, detail=detail))
+
+
+def log_entries(tx: Tx, origin: str | None = None, limit: int = 100) -> list[EndpointLogEntry]:
+    query = select(endpoint_log).order_by(endpoint_log.c.id.desc()).limit(limit)
+    if origin is not None:
+        query = query.where(endpoint_log.c.origin == origin)
+    return [EndpointLogEntry(r.id, r.origin, r.at, r.change, r.detail) for r in tx.execute(query)]
+
+
+def throttle(tx: Tx, origin: str, until: datetime, now: datetime, detail: str | None = None) -> bool:
+    """Pause the whole endpoint until ``until`` (Retry-After); only ever extends. True when changed."""
+    ensure(tx, origin, now)
+    done = tx.execute(
+        update(endpoints)
+        .where(
+            endpoints.c.origin == origin,
+            or_(endpoints.c.throttled_until.is_(None), endpoints.c.throttled_until < until),
+        )
+        .values(throttled_until=until, updated_at=now)
+    )
+    if done.rowcount:
+        log(tx, origin, "throttled", detail or f"until {until.isoformat()}", now)
+    return bool(done.rowcount)
+
+
+def set_paused(tx: Tx, origin: str, paused: bool, now: datetime) -> bool:
+    """An operator's pause or resume; True when it changed anything."""
+    ensure(tx, origin, now)
+    done = tx.execute(
+        update(endpoints)
+        .where(endpoints.c.origin == origin, endpoints.c.paused.is_(not paused))
+        .values(paused=paused, updated_at=now)
+    )
+    if done.rowcount:
+        log(tx, origin, "paused" if paused else "resumed", None, now)
+    return bool(done.rowcount)
+
+
+def open_circuit(tx: Tx, origin: str, now: datetime, detail: str) -> bool:
+    """closed -> open; True only for the worker that made the change (it reports and logs it)."""
+    ensure(tx, origin, now)
+    done = tx.execute(
+        update(endpoints)
+        .where(endpoints.c.origin == origin, endpoints.c.circuit_state == "closed")
+        .values(circuit_state="open", circuit_opened_at=now, circuit_probe_at=None, updated_at=now)
+    )
+    if done.rowcount:
+        log(tx, origin, "circuit_open", detail, now)
+    return bool(done.rowcount)
+
+
+def start_probe(tx: Tx, origin: str, now: datetime, cool_off: timedelta, probe_timeout: timedelta) -> bool:
+    """open (cooled off) or a lost half_open probe -> half_open; True for the one worker that probes."""
+    done = tx.execute(
+        update(endpoints)
+        .where(
+            endpoints.c.origin == origin,
+            or_(
+                and_(endpoints.c.circuit_state == "open", endpoints.c.circuit_opened_at <= now - cool_off),
+                and_(
+                    endpoints.c.circuit_state == "half_open",
+                    or_(
+                        endpoints.c.circuit_probe_at.is_(None),
+                        endpoints.c.circuit_probe_at <= now - probe_timeout,
+                    ),
+                ),
+            ),
+        )
+        .values(circuit_state="half_open", circuit_probe_at=now, updated_at=now)
+    )
+    return bool(done.rowcount)
+
+
+def abandon_probe(tx: Tx, origin: str, now: datetime) -> None:
+    """Nothing to probe with: back to open, cool-off unchanged, so the next tick tries again."""
+    tx.execute(
+        update(endpoints)
+        .where(endpoints.c.origin == origin, endpoints.c.circuit_state == "half_open")
+        .values(circuit_state="open", circuit_probe_at=None, updated_at=now)
+    )
+
+
+def probe_failed(tx: Tx, origin: str, now: datetime, detail: str) -> None:
+    """half_open -> open with a fresh cool-off."""
+    done = tx.execute(
+        update(endpoints)
+        .where(endpoints.c.origin == origin, endpoints.c.circuit_state != "closed")
+        .values(circuit_state="open", circuit_opened_at=now, circuit_probe_at=None, updated_at=now)
+    )
+    if done.rowcount:
+        log(tx, origin, "probe_failed", detail, now)
+
+
+def close_circuit(tx: Tx, origin: str, now: datetime, detail: str | None = None) -> bool:
+    """open/half_open -> closed; True when it changed."""
+    done = tx.execute(
+        update(endpoints)
+        .where(endpoints.c.origin == origin, endpoints.c.circuit_state != "closed")
+        .values(circuit_state="closed", circuit_opened_at=None, circuit_probe_at=None, updated_at=now)
+    )
+    if done.rowcount:
+        log(tx, origin, "circuit_closed", detail, now)
+    return bool(done.rowcount)
+
+
+def probe_candidates(tx: Tx, now: datetime, cool_off: timedelta, probe_timeout: timedelta) -> list[str]:
+    """Origins whose circuit may send one probe now."""
+    rows = tx.execute(
+        select(endpoints.c.origin).where(
+            or_(
+                and_(endpoints.c.circuit_state == "open", endpoints.c.circuit_opened_at <= now - cool_off),
+                and_(
+                    endpoints.c.circuit_state == "half_open",
+                    or_(
+                        endpoints.c.circuit_probe_at.is_(None),
+                        endpoints.c.circuit_probe_at <= now - probe_timeout,
+                    ),
+                ),
+            )
+        )
+    )
+    return [r.origin for r in rows]
+
+
+def open_circuit_count(tx: Tx) -> int:
+    rows = tx.execute(select(endpoints.c.origin).where(endpoints.c.circuit_state != "closed"))
+    return len(rows.all())

@@ -1,0 +1,398 @@
+"""The delivery queue: claims with a lease, batched outcomes, wake-ups, depth.
+
+A claimed row keeps its status (pending/retrying/held) and gets ``lease_owner``/``lease_expires_at``;
+a row whose lease ran out is claimable again, so a killed worker loses nothing (at-least-once).
+PostgreSQL claims with ``FOR UPDATE SKIP LOCKED`` so workers never take the same row; SQLite has
+one worker and renders no locking clause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    text,
+    update,
+)
+
+from qhook.store.db import Tx
+from qhook.store.tables import attempts, deliveries, endpoints, signals, workflows
+
+Lane = Literal["first", "retry"]
+CLAIMABLE = ("pending", "retrying")
+UNFINISHED = ("pending", "retrying", "held")
+NOTIFY_CHANNEL = "qhook_deliveries"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDelivery:
+    id: int
+    webhook_id: str
+    event_id: int | None
+    workflow_id: int | None
+    signal_id: int | None
+    set_id: int | None
+    result_id: int | None
+    action: str
+    url: str
+    endpoint: str
+    body: str
+    status: str
+    attempt_count: int
+    next_attempt_at: datetime | None
+    ordered: bool
+    order_key: str | None
+    is_test: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SendSignal:
+    """What the worker needs of a signal at send time (secrets still encrypted)."""
+
+    id: int
+    workflow_id: int
+    config: dict[str, Any]
+    secret_enc: str | None
+    previous_secret_enc: str | None
+    previous_secret_until: datetime | None
+    paused_reason: str | None
+    active: bool
+    error_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    delivery_id: int
+    number: int
+    trigger: str
+    started_at: datetime
+    duration_ms: int | None
+    request_headers: dict[str, str]
+    status_code: int | None
+    response_headers: dict[str, str] | None
+    response_body: str | None
+    error_kind: str | None
+    error: str | None
+    hint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The delivery row after an attempt; status succeeded, retrying or failed."""
+
+    delivery_id: int
+    status: str
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error_kind: str | None
+    hint: str | None
+    delivered_at: datetime | None
+
+
+_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.webhook_id,
+    deliveries.c.event_id,
+    deliveries.c.workflow_id,
+    deliveries.c.signal_id,
+    deliveries.c.set_id,
+    deliveries.c.result_id,
+    deliveries.c.action,
+    deliveries.c.url,
+    deliveries.c.endpoint,
+    deliveries.c.body,
+    deliveries.c.status,
+    deliveries.c.attempt_count,
+    deliveries.c.next_attempt_at,
+    deliveries.c.ordered,
+    deliveries.c.order_key,
+    deliveries.c.is_test,
+    deliveries.c.created_at,
+)
+
+
+def _queued(row: Any) -> QueuedDelivery:
+    return QueuedDelivery(*(getattr(row, c.name) for c in _COLUMNS))
+
+
+def _not_blocked(now: datetime) -> ColumnElement[bool]:
+    """Rows whose endpoint is usable and whose signal is not paused; ordered rows only at their turn."""
+    blocked = select(endpoints.c.origin).where(
+        or_(
+            endpoints.c.paused.is_(True),
+            endpoints.c.throttled_until > now,
+            endpoints.c.circuit_state != "closed",
+        )
+    )
+    paused_signal = exists().where(
+        signals.c.id == deliveries.c.signal_id,
+        or_(signals.c.paused_reason.is_not(None), signals.c.active.is_(False)),
+    )
+    older = deliveries.alias("older")
+    earlier_unfinished = exists().where(
+        older.c.order_key == deliveries.c.order_key,
+        older.c.id < deliveries.c.id,
+        older.c.status.in_(UNFINISHED),
+    )
+    return and_(
+        deliveries.c.endpoint.not_in(blocked),
+        not_(paused_signal),
+        or_(deliveries.c.ordered.is_(False), not_(earlier_unfinished)),
+    )
+
+
+def _lease_free(now: datetime) -> ColumnElement[bool]:
+    return or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at <= now)
+
+
+def claim(
+    tx: Tx,
+    *,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    lane: Lane,
+    exclude_endpoints: Iterable[str] = (),
+) -> list[QueuedDelivery]:
+    """Lease up to ``limit`` due deliveries of one lane (first attempts or retries), oldest due first."""
+    lane_filter = deliveries.c.attempt_count == 0 if lane == "first" else deliveries.c.attempt_count > 0
+    conditions = [
+        deliveries.c.status.in_(CLAIMABLE),
+        deliveries.c.next_attempt_at <= now,
+        _lease_free(now),
+        lane_filter,
+        _not_blocked(now),
+    ]
+    excluded = list(exclude_endpoints)
+    if excluded:
+        conditions.append(deliveries.c.endpoint.not_in(excluded))
+    due = (
+        select(deliveries.c.id)
+        .where(*conditions)
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return _lease(tx, due, owner, lease_until)
+
+
+def claim_probe(
+    tx: Tx, *, origin: str, owner: str, now: datetime, lease_until: datetime
+) -> QueuedDelivery | None:
+    """Lease the one delivery that probes an endpoint whose circuit is half-open (held rows included)."""
+    older = deliveries.alias("older")
+    earlier_unfinished = exists().where(
+        older.c.order_key == deliveries.c.order_key,
+        older.c.id < deliveries.c.id,
+        older.c.status.in_(UNFINISHED),
+    )
+    due = (
+        select(deliveries.c.id)
+        .where(
+            deliveries.c.endpoint == origin,
+            deliveries.c.status.in_(UNFINISHED),
+            _lease_free(now),
+            or_(deliveries.c.ordered.is_(False), not_(earlier_unfinished)),
+        )
+        .order_by(deliveries.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    found = _lease(tx, due, owner, lease_until)
+    return found[0] if found else None
+
+
+def _lease(tx: Tx, due: Any, owner: str, lease_until: datetime) -> list[QueuedDelivery]:
+    rows = tx.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=lease_until)
+        .returning(*_COLUMNS)
+    ).all()
+    found = [_queued(r) for r in rows]
+    found.sort(key=lambda d: (d.next_attempt_at or d.created_at, d.id))
+    return found
+
+
+def renew_leases(tx: Tx, ids: Sequence[int], *, owner: str, lease_until: datetime) -> int:
+    """Extend this worker's leases (long batches, slow endpoints)."""
+    if not ids:
+        return 0
+    done = tx.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(list(ids)), deliveries.c.lease_owner == owner)
+        .values(lease_expires_at=lease_until)
+    )
+    return int(done.rowcount)
+
+
+def release(tx: Tx, ids: Sequence[int], *, owner: str) -> int:
+    """Give leased rows back unsent (throttled or circuit opened, or shutting down): no attempt burnt."""
+    if not ids:
+        return 0
+    done = tx.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(list(ids)), deliveries.c.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+    return int(done.rowcount)
+
+
+def hold_endpoint(tx: Tx, origin: str, now: datetime) -> int:
+    """Mark an open circuit's waiting deliveries ``held`` (leased, in-flight rows finish on their own)."""
+    done = tx.execute(
+        update(deliveries)
+        .where(deliveries.c.endpoint == origin, deliveries.c.status.in_(CLAIMABLE), _lease_free(now))
+        .values(status="held", lease_owner=None, lease_expires_at=None, updated_at=now)
+    )
+    return int(done.rowcount)
+
+
+def unhold_endpoint(tx: Tx, origin: str, now: datetime) -> int:
+    """The circuit closed: held deliveries go back to their lane, due at once."""
+    done = tx.execute(
+        update(deliveries)
+        .where(deliveries.c.endpoint == origin, deliveries.c.status == "held")
+        .values(
+            status=case((deliveries.c.attempt_count == 0, "pending"), else_="retrying"),
+            next_attempt_at=now,
+            updated_at=now,
+        )
+    )
+    return int(done.rowcount)
+
+
+def record_outcomes(
+    tx: Tx, attempt_rows: Sequence[AttemptRow], finishes: Sequence[Finish], *, now: datetime
+) -> None:
+    """Write many finished attempts at once: one executemany insert, one executemany update."""
+    if attempt_rows:
+        tx.execute(
+            insert(attempts),
+            [
+                {
+                    "delivery_id": a.delivery_id,
+                    "number": a.number,
+                    "trigger": a.trigger,
+                    "started_at": a.started_at,
+                    "duration_ms": a.duration_ms,
+                    "request_headers": a.request_headers,
+                    "status_code": a.status_code,
+                    "response_headers": a.response_headers,
+                    "response_body": a.response_body,
+                    "error_kind": a.error_kind,
+                    "error": a.error,
+                    "hint": a.hint,
+                }
+                for a in attempt_rows
+            ],
+        )
+    if finishes:
+        tx.execute(
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("b_id"))
+            .values(
+                status=bindparam("b_status"),
+                attempt_count=bindparam("b_attempt_count"),
+                next_attempt_at=bindparam("b_next"),
+                last_status_code=bindparam("b_code"),
+                last_error_kind=bindparam("b_kind"),
+                hint=bindparam("b_hint"),
+                delivered_at=func.coalesce(
+                    bindparam("b_delivered", type_=deliveries.c.delivered_at.type), deliveries.c.delivered_at
+                ),
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            ),
+            [
+                {
+                    "b_id": f.delivery_id,
+                    "b_status": f.status,
+                    "b_attempt_count": f.attempt_count,
+                    "b_next": f.next_attempt_at,
+                    "b_code": f.last_status_code,
+                    "b_kind": f.last_error_kind,
+                    "b_hint": f.hint,
+                    "b_delivered": f.delivered_at,
+                }
+                for f in finishes
+            ],
+        )
+
+
+def send_signals(tx: Tx, signal_ids: Iterable[int]) -> dict[int, SendSignal]:
+    """Signal configs and encrypted secrets for a batch, with the workflow's error e-mail."""
+    ids = sorted(set(signal_ids))
+    if not ids:
+        return {}
+    rows = tx.execute(
+        select(
+            signals.c.id,
+            signals.c.workflow_id,
+            signals.c.config,
+            signals.c.secret_enc,
+            signals.c.previous_secret_enc,
+            signals.c.previous_secret_until,
+            signals.c.paused_reason,
+            signals.c.active,
+            workflows.c.error_email,
+        )
+        .join(workflows, workflows.c.id == signals.c.workflow_id)
+        .where(signals.c.id.in_(ids))
+    )
+    return {
+        r.id: SendSignal(
+            r.id,
+            r.workflow_id,
+            dict(r.config or {}),
+            r.secret_enc,
+            r.previous_secret_enc,
+            r.previous_secret_until,
+            r.paused_reason,
+            bool(r.active),
+            r.error_email,
+        )
+        for r in rows
+    }
+
+
+def pause_signal(tx: Tx, signal_id: int, reason: str) -> None:
+    """Stop a signal (e.g. 410 Gone); its waiting deliveries stay, unclaimed, until it is resumed."""
+    tx.execute(
+        update(signals)
+        .where(signals.c.id == signal_id, signals.c.paused_reason.is_(None))
+        .values(paused_reason=reason)
+    )
+
+
+def notify(tx: Tx) -> None:
+    """Wake ``qhook worker`` processes on PostgreSQL (delivered at commit); a no-op on SQLite."""
+    if tx.dialect.name == "postgresql":
+        tx.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+
+def depth_by_status(tx: Tx) -> dict[str, int]:
+    rows = tx.execute(select(deliveries.c.status, func.count()).group_by(deliveries.c.status))
+    return {str(status): int(count) for status, count in rows}
+
+
+def delivery_by_id(tx: Tx, delivery_id: int) -> QueuedDelivery | None:
+    row = tx.execute(select(*_COLUMNS).where(deliveries.c.id == delivery_id)).one_or_none()
+    return _queued(row) if row else None
