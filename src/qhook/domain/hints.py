@@ -1,0 +1,205 @@
+"""A hint a person at the Integration Hub can act on, for each kind of failed attempt. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from http import HTTPStatus
+from typing import Literal
+
+from qhook.domain.urls import host_of, origin_of
+
+ALLOWED_DOMAINS_PREFIX = "allowed_domains:"
+"""Errors for the allowed-domains refusal start with this (kind ``auth``), so the hint can name it."""
+
+TlsProblem = Literal["expired", "unknown_ca", "hostname", "protocol", "other"]
+
+
+def tls_problem(error: str | None) -> TlsProblem:
+    """Which TLS failure an OpenSSL / ssl-module message describes."""
+    text = (error or "").lower()
+    if "expired" in text:
+        return "expired"
+    if "mismatch" in text or "doesn't match" in text or "not valid for" in text:
+        return "hostname"
+    if any(
+        marker in text
+        for marker in (
+            "unable to get local issuer",
+            "self-signed",
+            "self signed",
+            "unknown ca",
+            "unable to verify",
+            "certificate verify failed",
+        )
+    ):
+        return "unknown_ca"
+    if any(
+        marker in text
+        for marker in ("protocol version", "unsupported protocol", "no protocols available", "wrong version")
+    ):
+        return "protocol"
+    return "other"
+
+
+def _reason(code: int) -> str:
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
+def _size(limit: int | None) -> str:
+    if not limit:
+        return "the limit"
+    return f"{limit // 1024} KiB" if limit >= 1024 else f"{limit} bytes"
+
+
+def hint_for(
+    *,
+    url: str,
+    status_code: int | None,
+    error_kind: str | None,
+    error: str | None = None,
+    auth_profile: str | None = None,
+    paused_until: datetime | None = None,
+    location: str | None = None,
+    timeout_s: float | None = None,
+    body_limit: int | None = None,
+) -> str | None:
+    """The hint for one attempt; None when it succeeded.
+
+    ``auth_profile`` is the profile's name, ``paused_until`` the endpoint's Retry-After pause (UTC),
+    ``location`` a redirect's target, ``body_limit`` the response truncation limit in bytes.
+    """
+    host = host_of(url) or url
+    if error_kind is None and status_code is not None and 200 <= status_code < 300:
+        return None
+    if error_kind == "dns":
+        return (
+            f"The host name {host} could not be resolved (DNS). Check the spelling of the URL, "
+            "or the DNS of the network qhook runs in."
+        )
+    if error_kind == "connect":
+        address = origin_of(url).split("://", 1)[-1] if host_of(url) else host
+        return (
+            f"Nothing accepted the connection to {address} (refused or unreachable). "
+            "Is the receiver running, and can qhook's network reach it (firewall, port)?"
+        )
+    if error_kind == "tls":
+        return _tls_hint(host, error)
+    if error_kind == "timeout":
+        within = f"within {timeout_s:g} s" if timeout_s else "in time"
+        return (
+            f"{host} did not answer {within}. Let the receiver reply 2xx at once and do slow work "
+            "afterwards, or raise the signal's timeout_s (at most 60)."
+        )
+    if error_kind == "ssrf_blocked":
+        detail = f" ({error})" if error else ""
+        return (
+            f"{host} resolves to a private, loopback or internal address{detail}, which qhook refuses "
+            "to protect the internal network. If this target is intended, add its network to "
+            "QHOOK_ALLOWED_TARGET_NETWORKS."
+        )
+    if error_kind == "auth":
+        return _auth_hint(host, error, auth_profile)
+    if error_kind == "too_large":
+        return (
+            f"The response from {host} is larger than {_size(body_limit)}; qhook kept only the first "
+            f"{_size(body_limit)}. Receivers should answer webhooks with a short body."
+        )
+    if error_kind == "redirect" or (status_code is not None and 300 <= status_code < 400):
+        target = f" to {location}" if location else ""
+        code = f" ({_reason(status_code)})" if status_code else ""
+        return (
+            f"{host} answered with a redirect{code}{target}; qhook does not follow redirects "
+            "(they could lead anywhere and drop the body). Change the signal's URL to the final address."
+        )
+    if status_code is not None:
+        return _status_hint(host, status_code, auth_profile, paused_until)
+    return f"The request to {host} failed: {error or 'unknown error'}."
+
+
+def _tls_hint(host: str, error: str | None) -> str:
+    problem = tls_problem(error)
+    if problem == "expired":
+        return f"The TLS certificate of {host} has expired. The receiver's operator must renew it."
+    if problem == "unknown_ca":
+        return (
+            f"The TLS certificate of {host} is signed by a certificate authority qhook does not trust "
+            "(self-signed or private CA). Add that CA to QHOOK_CA_BUNDLE or to the auth profile's "
+            "CA certificate."
+        )
+    if problem == "hostname":
+        return (
+            f"The TLS certificate presented by {host} is for a different host name. Use the host name "
+            "the certificate was issued for, or have the certificate fixed."
+        )
+    if problem == "protocol":
+        return (
+            f"{host} only offers TLS versions older than 1.2, which qhook refuses. The receiver must "
+            "enable TLS 1.2 or 1.3."
+        )
+    detail = f": {error}" if error else ""
+    return f"The TLS handshake with {host} failed{detail}."
+
+
+def _auth_hint(host: str, error: str | None, auth_profile: str | None) -> str:
+    profile = f"auth profile '{auth_profile}'" if auth_profile else "the auth profile"
+    if error and error.startswith(ALLOWED_DOMAINS_PREFIX):
+        return (
+            f"The credentials of {profile} may only be sent to its allowed domains, and {host} is not "
+            "one of them. Add the host to the profile's allowed_domains, or use another profile."
+        )
+    detail = f" ({error})" if error else ""
+    return (
+        f"qhook could not get an access token for {profile}{detail}. Check the token URL, "
+        "client id and client secret of the profile."
+    )
+
+
+def _status_hint(host: str, code: int, auth_profile: str | None, paused_until: datetime | None) -> str:
+    if code in (401, 403):
+        if auth_profile:
+            return (
+                f"The endpoint rejected the credentials of auth profile '{auth_profile}'. "
+                "Check or regenerate the API token."
+            )
+        return (
+            f"{host} answered {_reason(code)}: it wants credentials. Attach an auth profile to this signal."
+        )
+    if code == 404:
+        return f"No such path on {host}: check the URL."
+    if code == 410:
+        return (
+            f"{host} says this URL is gone for good (410 Gone), so qhook paused the signal. Fix the URL, "
+            "then resume the signal and redeliver."
+        )
+    if code == 413:
+        return (
+            f"{host} refused the request body as too large (413). Send a smaller payload (payload "
+            "'result' or a template instead of 'envelope') or raise the receiver's limit."
+        )
+    if code == 429 or (code == 503 and paused_until is not None):
+        if paused_until is not None:
+            until = paused_until.strftime("%H:%M UTC")
+            return (
+                f"{host} is rate-limiting qhook; deliveries to it are paused until {until} "
+                "(Retry-After). Consider a rate limit on this endpoint."
+            )
+        return (
+            f"{host} is rate-limiting qhook (429); qhook will retry later. Consider a rate limit on "
+            "this endpoint."
+        )
+    if code == 408:
+        return f"{host} gave up waiting for the request (408); qhook will retry."
+    if 500 <= code < 600:
+        return (
+            f"{host} had a server error ({_reason(code)}). qhook retries transient errors; if it "
+            "persists, check the receiving application's logs."
+        )
+    if 400 <= code < 500:
+        return (
+            f"{host} refused the request ({_reason(code)}): the receiver does not accept this payload. "
+            "The response body usually says why."
+        )
+    return f"{host} answered {_reason(code)}, which qhook does not treat as a success."

@@ -1,0 +1,158 @@
+"""One test per hint: each names what failed and what a person can do."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX, hint_for, tls_problem
+
+URL = "https://erp.example.com/api/batches"
+
+
+def _hint(**kwargs: object) -> str:
+    values: dict[str, object] = {"url": URL, "status_code": None, "error_kind": None}
+    values.update(kwargs)
+    hint = hint_for(**values)  # type: ignore[arg-type]
+    assert hint is not None
+    return hint
+
+
+def test_success_has_no_hint() -> None:
+    assert hint_for(url=URL, status_code=200, error_kind=None) is None
+    assert hint_for(url=URL, status_code=204, error_kind=None) is None
+
+
+@pytest.mark.parametrize("code", [401, 403])
+def test_rejected_credentials_name_the_profile(code: int) -> None:
+    assert _hint(status_code=code, error_kind="http_status", auth_profile="ERP prod") == (
+        "The endpoint rejected the credentials of auth profile 'ERP prod'. Check or regenerate the API token."
+    )
+
+
+def test_401_without_profile_suggests_one() -> None:
+    hint = _hint(status_code=401, error_kind="http_status")
+    assert "erp.example.com answered 401 Unauthorized" in hint and "Attach an auth profile" in hint
+
+
+def test_404() -> None:
+    assert (
+        _hint(status_code=404, error_kind="http_status") == "No such path on erp.example.com: check the URL."
+    )
+
+
+def test_410_pauses_signal() -> None:
+    hint = _hint(status_code=410, error_kind="http_status")
+    assert "gone for good" in hint and "paused the signal" in hint
+
+
+def test_413() -> None:
+    hint = _hint(status_code=413, error_kind="http_status")
+    assert "too large (413)" in hint and "smaller payload" in hint
+
+
+def test_429_with_pause_time() -> None:
+    until = datetime(2025, 10, 2, 14, 5, 30, tzinfo=UTC)
+    assert _hint(status_code=429, error_kind="http_status", paused_until=until) == (
+        "erp.example.com is rate-limiting qhook; deliveries to it are paused until 14:05 UTC "
+        "(Retry-After). Consider a rate limit on this endpoint."
+    )
+
+
+def test_429_without_retry_after() -> None:
+    hint = _hint(status_code=429, error_kind="http_status")
+    assert "rate-limiting" in hint and "paused until" not in hint
+
+
+@pytest.mark.parametrize(("code", "text"), [(500, "500 Internal Server Error"), (502, "502 Bad Gateway")])
+def test_5xx(code: int, text: str) -> None:
+    hint = _hint(status_code=code, error_kind="http_status")
+    assert f"server error ({text})" in hint and "logs" in hint
+
+
+def test_other_4xx() -> None:
+    hint = _hint(status_code=422, error_kind="http_status")
+    assert "422 Unprocessable" in hint and "response body" in hint
+
+
+def test_dns() -> None:
+    hint = _hint(error_kind="dns", error="Name or service not known")
+    assert hint.startswith("The host name erp.example.com could not be resolved (DNS)")
+
+
+def test_connection_refused_names_host_and_port() -> None:
+    hint = _hint(url="https://erp.example.com:8443/x", error_kind="connect", error="Connection refused")
+    assert "erp.example.com:8443" in hint and "refused" in hint
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired",
+            "has expired",
+        ),
+        (
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+            "unable to get local issuer certificate",
+            "QHOOK_CA_BUNDLE",
+        ),
+        (
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate",
+            "QHOOK_CA_BUNDLE",
+        ),
+        (
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, certificate is "
+            "not valid for 'erp.example.com'",
+            "different host name",
+        ),
+        ("[SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version", "older than 1.2"),
+        ("[SSL: UNSUPPORTED_PROTOCOL] unsupported protocol", "older than 1.2"),
+        ("[SSL] record layer failure", "TLS handshake with erp.example.com failed: [SSL] record layer"),
+    ],
+)
+def test_tls_problems(error: str, expected: str) -> None:
+    assert expected in _hint(error_kind="tls", error=error)
+
+
+def test_tls_problem_classification() -> None:
+    assert tls_problem("certificate has expired") == "expired"
+    assert tls_problem("IP address mismatch, certificate is not valid for '127.0.0.1'") == "hostname"
+    assert tls_problem(None) == "other"
+
+
+def test_timeout_names_the_limit() -> None:
+    hint = _hint(error_kind="timeout", timeout_s=15.0)
+    assert "did not answer within 15 s" in hint and "timeout_s" in hint
+
+
+def test_ssrf_refusal() -> None:
+    hint = _hint(url="https://intranet.local/x", error_kind="ssrf_blocked", error="10.0.0.5 is private")
+    assert "intranet.local resolves to a private" in hint and "QHOOK_ALLOWED_TARGET_NETWORKS" in hint
+
+
+def test_allowed_domains_refusal() -> None:
+    hint = _hint(
+        url="https://evil.example.org/",
+        error_kind="auth",
+        error=f"{ALLOWED_DOMAINS_PREFIX} evil.example.org is not allowed",
+        auth_profile="ERP prod",
+    )
+    assert "auth profile 'ERP prod'" in hint and "evil.example.org is not one of them" in hint
+
+
+def test_token_fetch_failure() -> None:
+    hint = _hint(error_kind="auth", error="token endpoint answered 401", auth_profile="ERP prod")
+    assert "access token for auth profile 'ERP prod'" in hint and "client secret" in hint
+
+
+def test_redirect_names_location() -> None:
+    hint = _hint(status_code=301, error_kind="redirect", location="https://erp2.example.com/api")
+    assert "redirect (301 Moved Permanently) to https://erp2.example.com/api" in hint
+    assert "does not follow redirects" in hint
+
+
+def test_too_large_response() -> None:
+    hint = _hint(status_code=200, error_kind="too_large", body_limit=65536)
+    assert "larger than 64 KiB" in hint
