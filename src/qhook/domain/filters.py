@@ -1,0 +1,339 @@
+"""Workflow filters: a JSON condition tree, validated against a set's fields, evaluated purely.
+
+A filter is ``{"all": [...]}``, ``{"any": [...]}``, ``{"not": {...}}`` or a leaf
+``{"field": "status_", "op": "eq", "value": "released"}``. Leaves compare the *flat presented
+result* (list fields as their label, dates as text) and may ask whether a field ``changed`` in the
+event. Evaluation never raises: a value that cannot be compared makes the filter "not met" and the
+reason says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+
+from qhook.errors import ValidationFailed
+
+
+class FieldLike(Protocol):
+    """What filters need of a field definition (``qhook.domain.fields.FieldDef`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def options(self) -> Sequence[Any]: ...
+
+
+OPS = (
+    "eq ne lt lte gt gte in not_in contains not_contains starts_with ends_with empty not_empty changed"
+).split()
+_NO_VALUE = {"empty", "not_empty", "changed"}
+_ORDER = {"lt", "lte", "gt", "gte"}
+_TEXTUAL = {"contains", "not_contains", "starts_with", "ends_with"}
+_LISTED = {"in", "not_in"}
+_BASIC = {"eq", "ne", "in", "not_in", "empty", "not_empty", "changed"}
+
+# Which operators fit which field type; the result's own "date" is a datetime and "@id" an integer.
+OPS_BY_TYPE: dict[str, frozenset[str]] = {
+    "text": frozenset(_BASIC | _TEXTUAL),
+    "list": frozenset(_BASIC | _TEXTUAL),
+    "number": frozenset(_BASIC | _ORDER),
+    "integer": frozenset(_BASIC | _ORDER),
+    "date": frozenset(_BASIC | _ORDER),
+    "datetime": frozenset(_BASIC | _ORDER),
+    "boolean": frozenset({"eq", "ne", "empty", "not_empty", "changed"}),
+}
+SYSTEM_FIELDS = {"date": "datetime", "@id": "integer"}
+
+
+class FilterRuntimeError(Exception):
+    """A value in the result that the filter cannot compare (e.g. a qualified number ``<321``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    field: str
+    op: str
+    value: Any
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NotOf:
+    item: Node
+
+
+Node = Leaf | AllOf | AnyOf | NotOf
+
+
+def _fail(path: str, expected: str) -> ValidationFailed:
+    return ValidationFailed(f"{path}: {expected}", details=[{"field": path, "error": expected}])
+
+
+def parse_filter(raw: Any, fields: Sequence[FieldLike], path: str = "filter") -> Node | None:
+    """Validate ``raw`` against the set's fields; None (or {}) means every result passes."""
+    if raw is None or raw == {}:
+        return None
+    by_name = {f.name: f for f in fields}
+    return _parse(raw, by_name, path)
+
+
+def _parse(raw: Any, fields: Mapping[str, FieldLike], path: str) -> Node:
+    if not isinstance(raw, dict):
+        raise _fail(path, "an object with 'all', 'any', 'not' or 'field'/'op'")
+    if "field" in raw or "op" in raw:
+        return _parse_leaf(raw, fields, path)
+    if len(raw) != 1:
+        raise _fail(path, "exactly one of 'all', 'any', 'not', or a leaf with 'field' and 'op'")
+    key, inner = next(iter(raw.items()))
+    if key in ("all", "any"):
+        if not isinstance(inner, list) or not inner:
+            raise _fail(f"{path}.{key}", "a non-empty list of conditions")
+        items = tuple(_parse(item, fields, f"{path}.{key}[{i}]") for i, item in enumerate(inner))
+        return AllOf(items) if key == "all" else AnyOf(items)
+    if key == "not":
+        return NotOf(_parse(inner, fields, f"{path}.not"))
+    raise _fail(f"{path}.{key}", "one of 'all', 'any', 'not', or a leaf with 'field' and 'op'")
+
+
+def _parse_leaf(raw: dict[str, Any], fields: Mapping[str, FieldLike], path: str) -> Leaf:
+    extra = set(raw) - {"field", "op", "value"}
+    if extra:
+        raise _fail(f"{path}.{sorted(extra)[0]}", "only 'field', 'op' and 'value' in a leaf")
+    name = raw.get("field")
+    if not isinstance(name, str):
+        raise _fail(f"{path}.field", "a field name")
+    if name in SYSTEM_FIELDS:
+        field_type = SYSTEM_FIELDS[name]
+        options: Sequence[Any] = ()
+    elif name in fields:
+        field_type = fields[name].type
+        options = fields[name].options
+    else:
+        known = ", ".join(sorted(fields)) or "none"
+        raise _fail(f"{path}.field", f"a field of the set ({known}), got {name!r}")
+    op = raw.get("op")
+    if op not in OPS:
+        raise _fail(f"{path}.op", f"one of {', '.join(OPS)}, got {op!r}")
+    if op not in OPS_BY_TYPE.get(field_type, frozenset()):
+        allowed = ", ".join(o for o in OPS if o in OPS_BY_TYPE.get(field_type, frozenset()))
+        raise _fail(f"{path}.op", f"an operator for a {field_type} field ({allowed}), got {op!r}")
+    if op in _NO_VALUE:
+        if raw.get("value") is not None:
+            raise _fail(f"{path}.value", f"no value for {op!r}")
+        return Leaf(name, op, None, field_type)
+    if "value" not in raw:
+        raise _fail(f"{path}.value", f"a value for {op!r}")
+    value = raw["value"]
+    if op in _LISTED:
+        if not isinstance(value, list) or not value:
+            raise _fail(f"{path}.value", f"a non-empty list of {field_type} values for {op!r}")
+        checked = tuple(
+            _check_value(v, field_type, options, f"{path}.value[{i}]") for i, v in enumerate(value)
+        )
+        return Leaf(name, op, checked, field_type)
+    if op in _TEXTUAL:
+        if not isinstance(value, str):
+            raise _fail(f"{path}.value", f"a text value for {op!r}")
+        return Leaf(name, op, value, field_type)
+    return Leaf(name, op, _check_value(value, field_type, options, f"{path}.value"), field_type)
+
+
+def _check_value(value: Any, field_type: str, options: Sequence[Any], path: str) -> Any:
+    """The filter's own value, checked and normalised to what the presented result holds."""
+    if field_type == "text":
+        if not isinstance(value, str):
+            raise _fail(path, "a text value")
+        return value
+    if field_type == "list":
+        labels = {getattr(o, "label", None): o for o in options}
+        ids = {getattr(o, "id", None): o for o in options}
+        if isinstance(value, str) and value in labels:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and value in ids:
+            return str(ids[value].label)
+        known = ", ".join(repr(label) for label in labels if label is not None)
+        raise _fail(path, f"an option label or id of the list ({known}), got {value!r}")
+    if field_type == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(path, "a number")
+        return float(value)
+    if field_type == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(path, "an integer")
+        return value
+    if field_type == "boolean":
+        if not isinstance(value, bool):
+            raise _fail(path, "true or false")
+        return value
+    if field_type == "date":
+        try:
+            return _as_date(value)
+        except (TypeError, ValueError) as exc:
+            raise _fail(path, "a date 'YYYY-MM-DD'") from exc
+    if field_type == "datetime":
+        try:
+            return _as_datetime(value)
+        except (TypeError, ValueError) as exc:
+            raise _fail(path, "a date-time, e.g. '2025-10-02T13:37:00Z'") from exc
+    raise _fail(path, f"a field type qhook knows, not {field_type!r}")
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        raise TypeError("not a date")
+    return date.fromisoformat(value.strip()[:10])
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "T", 1)
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    else:
+        raise TypeError("not a date-time")
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _actual(value: Any, leaf: Leaf) -> Any:
+    """The result's presented value in the leaf's terms; FilterRuntimeError when it cannot be."""
+    if value is None or value == "":
+        return None
+    try:
+        if leaf.type == "number":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if leaf.type == "integer":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if leaf.type == "boolean":
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in ("1", "true", "yes"):
+                return True
+            if str(value).strip().lower() in ("0", "false", "no"):
+                return False
+            raise ValueError
+        if leaf.type == "date":
+            return _as_date(value)
+        if leaf.type == "datetime":
+            return _as_datetime(value)
+    except (TypeError, ValueError) as exc:
+        raise FilterRuntimeError(f"{leaf.field} is {value!r}, not a plain {leaf.type}") from exc
+    return str(value)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, datetime):
+        return repr(value.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if isinstance(value, date):
+        return repr(value.isoformat())
+    if isinstance(value, float) and value.is_integer():
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return repr(value)
+
+
+def _leaf(leaf: Leaf, result: Mapping[str, Any], changes: Mapping[str, Any]) -> tuple[bool, str]:
+    if leaf.op == "changed":
+        met = leaf.field in changes
+        return met, f"{leaf.field} {'changed' if met else 'did not change'}, expected changed"
+    raw = result.get(leaf.field)
+    actual = _actual(raw, leaf)
+    op, expected = leaf.op, leaf.value
+    if op == "empty":
+        met = actual is None
+    elif op == "not_empty":
+        met = actual is not None
+    elif op == "eq":
+        met = actual == expected
+    elif op == "ne":
+        met = actual != expected
+    elif op == "in":
+        met = actual in expected
+    elif op == "not_in":
+        met = actual not in expected
+    elif op in _TEXTUAL:
+        text = "" if actual is None else str(actual)
+        if op == "contains":
+            met = expected in text
+        elif op == "not_contains":
+            met = expected not in text
+        elif op == "starts_with":
+            met = actual is not None and text.startswith(expected)
+        else:
+            met = actual is not None and text.endswith(expected)
+    else:  # ordering: an empty value is never less or greater than anything
+        if actual is None:
+            met = False
+        elif op == "lt":
+            met = actual < expected
+        elif op == "lte":
+            met = actual <= expected
+        elif op == "gt":
+            met = actual > expected
+        else:
+            met = actual >= expected
+    shown = f"{leaf.field} is {_show(raw if actual is None or leaf.type in ('text', 'list') else actual)}"
+    want = f"expected {op}" if op in _NO_VALUE else f"expected {op} {_show(expected)}"
+    return met, f"{shown}, {want}"
+
+
+def _eval(node: Node, result: Mapping[str, Any], changes: Mapping[str, Any]) -> tuple[bool, str]:
+    if isinstance(node, Leaf):
+        return _leaf(node, result, changes)
+    if isinstance(node, AllOf):
+        for item in node.items:
+            met, why = _eval(item, result, changes)
+            if not met:
+                return False, why
+        return True, "all conditions met"
+    if isinstance(node, AnyOf):
+        reasons = []
+        for item in node.items:
+            met, why = _eval(item, result, changes)
+            if met:
+                return True, why
+            reasons.append(why)
+        return False, "none of: " + "; ".join(reasons)
+    met, why = _eval(node.item, result, changes)
+    return not met, f"not ({why})"
+
+
+def evaluate(
+    node: Node | None, result: Mapping[str, Any] | None, changes: Mapping[str, Any] | None = None
+) -> tuple[bool, str]:
+    """(met, reason) for the flat presented result and the event's changes; never raises."""
+    if node is None:
+        return True, "no filter"
+    try:
+        met, why = _eval(node, result or {}, changes or {})
+    except FilterRuntimeError as exc:
+        return False, f"filter not met: error: {exc}"
+    except Exception as exc:  # a filter must never crash the change it evaluates
+        return False, f"filter not met: error: {type(exc).__name__}: {exc}"
+    return (True, f"filter met: {why}") if met else (False, f"filter not met: {why}")

@@ -1,0 +1,195 @@
+"""Webhook bodies: sandboxed Jinja2 templates and the envelope, serialised once, deterministically."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+from qhook.domain.filters import FieldLike
+from qhook.errors import ValidationFailed
+
+PAYLOAD_KINDS = ("envelope", "result", "template")
+
+
+class PayloadError(ValueError):
+    """A template that fails at render time (the event still commits; the reason is recorded)."""
+
+
+def _finalize(value: Any) -> Any:
+    # An empty field renders as nothing rather than the word "None".
+    return "" if value is None else value
+
+
+_env = SandboxedEnvironment(autoescape=False, finalize=_finalize, keep_trailing_newline=True)
+
+
+@lru_cache(maxsize=512)
+def _compiled(text: str) -> Template:
+    return _env.from_string(text)
+
+
+def _fail(path: str, expected: str) -> ValidationFailed:
+    return ValidationFailed(f"{path}: {expected}", details=[{"field": path, "error": expected}])
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, keys in insertion order: the exact text frozen into a delivery."""
+    return orjson.dumps(value).decode()
+
+
+def check_template(text: Any, path: str) -> str:
+    """Refuse a template that does not parse, naming where it is."""
+    if not isinstance(text, str):
+        raise _fail(path, "a text template")
+    try:
+        _compiled(text)
+    except TemplateSyntaxError as exc:
+        raise _fail(path, f"a template that parses (line {exc.lineno}: {exc.message})") from exc
+    return text
+
+
+def render_text(text: str, context: Mapping[str, Any]) -> str:
+    """Render a template; PayloadError for anything that goes wrong inside it."""
+    try:
+        return _compiled(text).render(dict(context))
+    except TemplateError as exc:
+        raise PayloadError(f"template error: {exc}") from exc
+    except Exception as exc:  # a user's template must never crash the change that triggered it
+        raise PayloadError(f"template error: {type(exc).__name__}: {exc}") from exc
+
+
+def render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    """A constant stays as it is; a string is a template (used by update_result and transfer)."""
+    return render_text(value, context) if isinstance(value, str) and "{" in value else value
+
+
+def build_context(
+    result: Mapping[str, Any] | None,
+    *,
+    actor: str,
+    action: str,
+    set_info: Mapping[str, Any],
+    workflow: Mapping[str, Any],
+    changes: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The template variables: the result's values by name, plus actor, action, set, workflow, changes."""
+    context: dict[str, Any] = dict(result or {})
+    context.update(
+        result=dict(result or {}),
+        actor=actor,
+        action=action,
+        set=dict(set_info),
+        workflow=dict(workflow),
+        changes=dict(changes or {}),
+    )
+    return context
+
+
+def envelope(
+    *,
+    action: str,
+    subject: str,
+    message: str,
+    result: Mapping[str, Any] | None,
+    changes: Mapping[str, Any] | None,
+    set_info: Mapping[str, Any],
+    workflow: Mapping[str, Any],
+    event_id: str,
+    occurred_at: datetime,
+) -> dict[str, Any]:
+    """The default body; action/subject/message/results are what the original's receivers expect."""
+    return {
+        "action": action,
+        "subject": subject,
+        "message": message,
+        "results": dict(result or {}),
+        "changes": dict(changes or {}),
+        "set": {"id": set_info["id"], "name": set_info["name"]},
+        "workflow": {"id": workflow["id"], "name": workflow["name"]},
+        "event_id": event_id,
+        "occurred_at": occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def render_body(
+    config: Mapping[str, Any],
+    context: Mapping[str, Any],
+    *,
+    event_id: str,
+    occurred_at: datetime,
+) -> str:
+    """The webhook body for a signal ``config`` as frozen JSON text; PayloadError on template errors."""
+    kind = config.get("payload", "envelope")
+    result = context.get("result") or {}
+    if kind == "result":
+        return dumps(result)
+    if kind == "template":
+        rendered = render_text(str(config.get("body_template") or ""), context)
+        try:
+            parsed = json.loads(rendered)
+        except ValueError as exc:
+            raise PayloadError(f"body_template did not produce JSON: {exc}") from exc
+        return dumps(parsed)
+    subject = render_text(str(config.get("subject") or ""), context)
+    message = render_text(str(config.get("message") or ""), context)
+    body = envelope(
+        action=str(context["action"]),
+        subject=subject,
+        message=message,
+        result=result,
+        changes=context.get("changes"),
+        set_info=context["set"],
+        workflow=context["workflow"],
+        event_id=event_id,
+        occurred_at=occurred_at,
+    )
+    return dumps(body)
+
+
+_SAMPLES: dict[str, Any] = {
+    "text": "sample",
+    "number": 1.5,
+    "integer": 1,
+    "boolean": True,
+    "date": "2025-01-31",
+    "datetime": "2025-01-31 12:00:00",
+}
+
+
+def sample_result(fields: Sequence[FieldLike]) -> dict[str, Any]:
+    """A plausible flat result for checking templates when a workflow is saved."""
+    sample: dict[str, Any] = {"@id": 1, "date": "2025-01-31 12:00:00"}
+    for field in fields:
+        if field.type == "list":
+            labels = [getattr(o, "label", "") for o in field.options]
+            sample[field.name] = labels[0] if labels else "option"
+        else:
+            sample[field.name] = _SAMPLES.get(field.type, "sample")
+    return sample
+
+
+def check_body_template(text: Any, path: str, fields: Sequence[FieldLike]) -> str:
+    """A JSON body template must parse and, rendered with a sample result, produce JSON."""
+    check_template(text, path)
+    context = build_context(
+        sample_result(fields),
+        actor="sample",
+        action="new",
+        set_info={"id": 1, "name": "sample"},
+        workflow={"id": 1, "name": "sample"},
+        changes={},
+    )
+    try:
+        json.loads(render_text(text, context))
+    except PayloadError as exc:
+        raise _fail(path, f"a template that renders ({exc})") from exc
+    except ValueError as exc:
+        raise _fail(path, f"a template producing JSON with a sample result ({exc})") from exc
+    return str(text)

@@ -1,0 +1,68 @@
+"""When an on_date trigger comes due for one result: date or date-time field plus an ISO offset."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import isodate
+
+from qhook.domain.triggers import OnDate
+
+
+def offset_of(text: str) -> timedelta | isodate.Duration:
+    """An ISO 8601 duration; months and years come back as ``isodate.Duration``."""
+    parsed: timedelta | isodate.Duration = isodate.parse_duration(text)
+    return parsed
+
+
+def _date_value(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and value.strip():
+        return date.fromisoformat(value.strip()[:10])
+    return None
+
+
+def _datetime_value(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().replace(" ", "T", 1)
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    else:
+        return None
+    # Stored and presented date-times are UTC; a naive one is read as UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def due_at(on_date: OnDate, value: Any, timezone: str) -> datetime | None:
+    """The UTC moment the trigger fires for a field holding ``value``; None when it is empty.
+
+    A date field fires at local time ``at`` in ``timezone`` on the date plus the offset; the offset
+    is applied on the wall clock, so "-P7D at 08:00" is 08:00 local even across a DST change. A
+    date-time field fires at the exact instant plus the offset. Raises ValueError for a value that
+    is not a date.
+    """
+    offset = offset_of(on_date.offset)
+    if on_date.field_type == "datetime":
+        moment = _datetime_value(value)
+        if moment is None:
+            return None
+        shifted: datetime = moment + offset
+        return shifted.astimezone(UTC)
+    day = _date_value(value)
+    if day is None:
+        return None
+    local = datetime.combine(day, on_date.at) + offset  # naive: wall-clock arithmetic
+    # fold=0: an ambiguous local time (autumn) is its first occurrence; a missing one (spring)
+    # maps forward by the gap, which zoneinfo does for fold=0.
+    return local.replace(tzinfo=ZoneInfo(timezone)).astimezone(UTC)
+
+
+def local_time(moment: datetime, timezone: str) -> time:
+    """The wall-clock time of a UTC moment in ``timezone`` (for tests and display)."""
+    return moment.astimezone(ZoneInfo(timezone)).time()

@@ -1,0 +1,318 @@
+"""A workflow document (triggers, filter, signals) validated as a whole, and overlap warnings; pure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import isodate
+
+from qhook.domain import filters, payloads, triggers
+from qhook.domain.filters import FieldLike
+from qhook.domain.rates import parse_rate
+from qhook.errors import ValidationFailed
+
+SIGNAL_TYPES = ("webhook", "update_result", "transfer", "email")
+WEBHOOK_DEFAULTS: dict[str, Any] = {
+    "auth_profile_id": None,
+    "payload": "envelope",
+    "subject": "",
+    "message": "",
+    "body_template": None,
+    "headers": {},
+    "timeout_s": 15,
+    "max_attempts": 12,
+    "max_age": "P2D",
+    "ordered": False,
+    "rate_limit": None,
+    "max_in_flight": 10,
+}
+# Headers qhook sets itself; a signal may not override them.
+RESERVED_HEADERS = frozenset(
+    {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"}
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/=_-]{16,200}$")
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSpec:
+    type: str
+    config: dict[str, Any]  # never holds the secret
+    id: int | None = None  # given on PATCH to keep a signal (and its secret and deliveries)
+    secret: str | None = None  # a webhook's whsec_ secret when the caller gave one
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSpec:
+    name: str
+    set_id: int
+    active: bool
+    triggers: triggers.Triggers
+    filter: dict[str, Any] | None
+    error_email: str | None
+    signals: tuple[SignalSpec, ...]
+    filter_node: filters.Node | None = field(default=None, compare=False)
+
+
+def _fail(path: str, expected: str) -> ValidationFailed:
+    return ValidationFailed(f"{path}: {expected}", details=[{"field": path, "error": expected}])
+
+
+def simple_url_check(url: str, *, allow_http: bool) -> None:
+    """Scheme and host; the delivery engine also checks every address it connects to (SSRF)."""
+    parts = urlsplit(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(
+            "an https:// URL with a host" + ("" if allow_http else " (plain http needs QHOOK_ALLOW_HTTP)")
+        )
+
+
+def transfer_set_ids(doc: Mapping[str, Any]) -> set[int]:
+    """Sets named by transfer signals, so the caller can load their fields before validating."""
+    found = set()
+    for signal in doc.get("signals") or []:
+        if isinstance(signal, dict) and signal.get("type") == "transfer":
+            set_id = signal.get("set_id")
+            if isinstance(set_id, int) and not isinstance(set_id, bool):
+                found.add(set_id)
+    return found
+
+
+def parse_workflow(
+    doc: Any,
+    fields: Sequence[FieldLike],
+    *,
+    other_sets: Mapping[int, Sequence[FieldLike]],
+    check_url: Callable[[str], None],
+) -> WorkflowSpec:
+    """Validate a whole workflow document against its set's fields; 422 names the place."""
+    if not isinstance(doc, dict):
+        raise _fail("body", "a workflow object")
+    allowed = {"name", "set_id", "active", "triggers", "filter", "signals", "error_email", "id"}
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise _fail(unknown[0], f"not a workflow key ({', '.join(sorted(allowed - {'id'}))})")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise _fail("name", "a name of 1 to 200 characters")
+    set_id = doc.get("set_id")
+    if not isinstance(set_id, int) or isinstance(set_id, bool):
+        raise _fail("set_id", "the id of a set")
+    active = doc.get("active", True)
+    if not isinstance(active, bool):
+        raise _fail("active", "true or false")
+    parsed_triggers = triggers.parse_triggers(doc.get("triggers"), fields)
+    raw_filter = doc.get("filter") or None
+    node = filters.parse_filter(raw_filter, fields)
+    error_email = doc.get("error_email")
+    if error_email is not None and (not isinstance(error_email, str) or "@" not in error_email):
+        raise _fail("error_email", "an e-mail address")
+    raw_signals = doc.get("signals") or []
+    if not isinstance(raw_signals, list):
+        raise _fail("signals", "a list of signals")
+    signals = tuple(
+        _signal(raw, f"signals[{i}]", fields, other_sets, check_url) for i, raw in enumerate(raw_signals)
+    )
+    ids = [s.id for s in signals if s.id is not None]
+    if len(ids) != len(set(ids)):
+        raise _fail("signals", "each signal id at most once")
+    return WorkflowSpec(
+        name=name.strip(),
+        set_id=set_id,
+        active=active,
+        triggers=parsed_triggers,
+        filter=raw_filter,
+        error_email=error_email,
+        signals=signals,
+        filter_node=node,
+    )
+
+
+def _int(raw: Mapping[str, Any], key: str, path: str, low: int, high: int, default: int) -> int:
+    value = raw.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(f"{path}.{key}", f"an integer from {low} to {high}")
+    return value
+
+
+def _signal(
+    raw: Any,
+    path: str,
+    fields: Sequence[FieldLike],
+    other_sets: Mapping[int, Sequence[FieldLike]],
+    check_url: Callable[[str], None],
+) -> SignalSpec:
+    if not isinstance(raw, dict):
+        raise _fail(path, "a signal object with a 'type'")
+    kind = raw.get("type")
+    if kind not in SIGNAL_TYPES:
+        raise _fail(f"{path}.type", f"one of {', '.join(SIGNAL_TYPES)}, got {kind!r}")
+    signal_id = raw.get("id")
+    if signal_id is not None and (isinstance(signal_id, bool) or not isinstance(signal_id, int)):
+        raise _fail(f"{path}.id", "the id of an existing signal of this workflow")
+    if kind == "webhook":
+        config, secret = _webhook(raw, path, fields, check_url)
+        return SignalSpec(kind, config, signal_id, secret)
+    if kind == "update_result":
+        return SignalSpec(kind, {"values": _values(raw, path, fields, "the set")}, signal_id)
+    if kind == "transfer":
+        return SignalSpec(kind, _transfer(raw, path, other_sets), signal_id)
+    return SignalSpec(kind, _email(raw, path), signal_id)
+
+
+def _only(raw: Mapping[str, Any], path: str, keys: set[str]) -> None:
+    extra = sorted(set(raw) - keys - {"type", "id"})
+    if extra:
+        raise _fail(f"{path}.{extra[0]}", f"one of {', '.join(sorted(keys))}")
+
+
+def _webhook(
+    raw: Mapping[str, Any], path: str, fields: Sequence[FieldLike], check_url: Callable[[str], None]
+) -> tuple[dict[str, Any], str | None]:
+    _only(raw, path, set(WEBHOOK_DEFAULTS) | {"url", "secret"})
+    url = raw.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise _fail(f"{path}.url", "the receiver's URL")
+    try:
+        check_url(url.strip())
+    except ValueError as exc:
+        raise _fail(f"{path}.url", str(exc)) from exc
+    except ValidationFailed as exc:
+        expected = exc.details[0]["error"] if exc.details else exc.message
+        raise _fail(f"{path}.url", str(expected)) from exc
+    config = {"url": url.strip(), **WEBHOOK_DEFAULTS}
+    profile = raw.get("auth_profile_id")
+    if profile is not None and (isinstance(profile, bool) or not isinstance(profile, int)):
+        raise _fail(f"{path}.auth_profile_id", "the id of an auth profile")
+    config["auth_profile_id"] = profile
+    kind = raw.get("payload", "envelope")
+    if kind not in payloads.PAYLOAD_KINDS:
+        raise _fail(f"{path}.payload", f"one of {', '.join(payloads.PAYLOAD_KINDS)}")
+    config["payload"] = kind
+    for key in ("subject", "message"):
+        value = raw.get(key) or ""
+        config[key] = payloads.check_template(value, f"{path}.{key}")
+    if kind == "template":
+        config["body_template"] = payloads.check_body_template(
+            raw.get("body_template"), f"{path}.body_template", fields
+        )
+    elif raw.get("body_template") is not None:
+        raise _fail(f"{path}.body_template", 'only with "payload": "template"')
+    headers = raw.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise _fail(f"{path}.headers", "an object of header names to text values")
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
+            raise _fail(f"{path}.headers.{name}", "a header name qhook does not set itself")
+        if not isinstance(value, str) or "\n" in value or "\r" in value:
+            raise _fail(f"{path}.headers.{name}", "a single-line text value")
+    config["headers"] = dict(headers)
+    timeout = raw.get("timeout_s", 15)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
+        raise _fail(f"{path}.timeout_s", "seconds, more than 0 and at most 60")
+    config["timeout_s"] = timeout
+    config["max_attempts"] = _int(raw, "max_attempts", path, 1, 50, 12)
+    config["max_in_flight"] = _int(raw, "max_in_flight", path, 1, 100, 10)
+    max_age = raw.get("max_age") or "P2D"
+    try:
+        parsed_age = isodate.parse_duration(max_age) if isinstance(max_age, str) else None
+    except (isodate.ISO8601Error, ValueError):
+        parsed_age = None
+    if parsed_age is None or str(max_age).startswith("-"):
+        raise _fail(f"{path}.max_age", "a positive ISO 8601 duration, e.g. 'P2D' or 'PT6H'")
+    config["max_age"] = max_age
+    ordered = raw.get("ordered", False)
+    if not isinstance(ordered, bool):
+        raise _fail(f"{path}.ordered", "true or false")
+    config["ordered"] = ordered
+    rate = raw.get("rate_limit")
+    if rate is not None:
+        if not isinstance(rate, str):
+            raise _fail(f"{path}.rate_limit", "a rate such as '30/minute'")
+        parse_rate(rate, f"{path}.rate_limit")
+    config["rate_limit"] = rate
+    secret = raw.get("secret")
+    if secret is not None and (not isinstance(secret, str) or not _SECRET.match(secret)):
+        raise _fail(f"{path}.secret", "a signing secret 'whsec_' followed by base64 (at least 16 characters)")
+    return config, secret
+
+
+def _values(raw: Mapping[str, Any], path: str, fields: Sequence[FieldLike], where: str) -> dict[str, Any]:
+    values = raw.get("values")
+    if not isinstance(values, dict) or not values:
+        raise _fail(f"{path}.values", "an object of field names to values or templates")
+    names = {f.name for f in fields}
+    for name, value in values.items():
+        if name not in names:
+            raise _fail(f"{path}.values.{name}", f"a field of {where} ({', '.join(sorted(names))})")
+        if isinstance(value, str):
+            payloads.check_template(value, f"{path}.values.{name}")
+        elif value is not None and not isinstance(value, bool | int | float):
+            raise _fail(f"{path}.values.{name}", "a constant (text, number, boolean, null) or a template")
+    return dict(values)
+
+
+def _transfer(
+    raw: Mapping[str, Any], path: str, other_sets: Mapping[int, Sequence[FieldLike]]
+) -> dict[str, Any]:
+    _only(raw, path, {"set_id", "key_field", "values"})
+    set_id = raw.get("set_id")
+    if isinstance(set_id, bool) or not isinstance(set_id, int) or set_id not in other_sets:
+        raise _fail(f"{path}.set_id", "the id of an existing set")
+    target = other_sets[set_id]
+    values = _values(raw, path, target, f"set {set_id}")
+    key_field = raw.get("key_field")
+    if key_field is not None:
+        if key_field not in {f.name for f in target}:
+            raise _fail(f"{path}.key_field", f"a field of set {set_id}")
+        if key_field not in values:
+            raise _fail(f"{path}.values.{key_field}", "a value for the key field")
+    return {"set_id": set_id, "key_field": key_field, "values": values}
+
+
+def _email(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
+    _only(raw, path, {"to", "subject", "message"})
+    to = raw.get("to")
+    if not isinstance(to, str) or "@" not in to:
+        raise _fail(f"{path}.to", "an e-mail address")
+    return {
+        "to": to,
+        "subject": payloads.check_template(raw.get("subject") or "", f"{path}.subject"),
+        "message": payloads.check_template(raw.get("message") or "", f"{path}.message"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class OverlapView:
+    """What overlap detection needs of a workflow."""
+
+    id: int
+    name: str
+    active: bool
+    actions: frozenset[str]
+    filter: Any
+    urls: frozenset[str]
+
+
+def overlaps(workflow: OverlapView, others: Sequence[OverlapView]) -> list[str]:
+    """Warnings for active workflows of the same set that would send the same event to the same URL."""
+    warnings = []
+    for other in others:
+        if other.id == workflow.id or not (workflow.active and other.active):
+            continue
+        shared_actions = workflow.actions & other.actions
+        shared_urls = workflow.urls & other.urls
+        same_filter = workflow.filter is None or other.filter is None or workflow.filter == other.filter
+        if shared_actions and shared_urls and same_filter:
+            warnings.append(
+                f"workflow {other.id} ({other.name!r}) also fires on {', '.join(sorted(shared_actions))}"
+                f" and sends to {', '.join(sorted(shared_urls))}: receivers may get the event twice"
+            )
+    return warnings
