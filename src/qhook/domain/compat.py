@@ -1,0 +1,310 @@
+"""Parameters of the AlisQI-compatible API, pure: parsing, filter matching, sorting, presenting.
+
+Everything here takes strings as the original's clients send them (query string or form body) and
+the set's ``FieldDef``s, and either returns plain values or raises ``BadRequest`` with the
+original's message style: ``Invalid parameter: sort field 'batchnr'. No such field in set.``
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from qhook.domain.fields import FieldDef, coerce_value, format_flat, parse_datetime
+from qhook.errors import BadRequest
+
+MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 100
+SYSTEM_SORT_KEYS = ("date", "@id")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    field: str  # "date", "@id" or a user field name
+    descending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One filter entry: the result matches when its stored value equals any of ``accepted``.
+
+    Conditions on different fields are AND-ed. ``field == "date"`` compares the presented result
+    date as a prefix, so ``2025-10-02`` selects a day and ``2025-10-02 13:37:00`` one moment.
+    """
+
+    field: str
+    accepted: tuple[Any, ...]
+
+
+def bad_parameter(name: str, problem: str) -> BadRequest:
+    return BadRequest(f"Invalid parameter: {name}. {problem}")
+
+
+def missing_parameter(name: str) -> BadRequest:
+    return BadRequest(f"Missing parameter: {name}")
+
+
+# --- scalars ---------------------------------------------------------------------------------------
+
+
+def parse_bool(raw: str | None, name: str, default: bool = False) -> bool:
+    if raw is None:
+        return default
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise bad_parameter(name, f"Expected true or false, got {raw!r}.")
+
+
+def parse_int(
+    raw: str | None, name: str, *, default: int | None = None, minimum: int = 0, maximum: int | None = None
+) -> int:
+    if raw is None or raw.strip() == "":
+        if default is None:
+            raise missing_parameter(name)
+        return default
+    text = raw.strip()
+    if not text.lstrip("-").isdigit():
+        raise bad_parameter(name, f"Expected a whole number, got {raw!r}.")
+    value = int(text)
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and {maximum}" if maximum is not None else ""
+        raise bad_parameter(name, f"Expected a number between {minimum}{upper}, got {value}.")
+    return value
+
+
+def split_list(raw: str | None) -> list[str]:
+    """A list parameter as a JSON array or comma-separated text; empty parts dropped."""
+    if raw is None or not raw.strip():
+        return []
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            items = None
+        if isinstance(items, list):
+            return [str(item).strip() for item in items if str(item).strip()]
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def compat_datetime(moment: datetime) -> str:
+    """The original's way of writing a moment: ``YYYY-MM-DD HH:MM:SS`` in UTC."""
+    return format_flat(moment)
+
+
+def parse_result_date(raw: Any, where: str) -> datetime:
+    """A result ``date`` as clients send it: ``YYYY-MM-DD HH:MM:SS`` (UTC), ISO 8601, or a day."""
+    try:
+        return parse_datetime(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{where}: date: expected 'YYYY-MM-DD HH:MM:SS', got {raw!r}") from exc
+
+
+# --- fields=, sort=, filter= ------------------------------------------------------------------------
+
+
+def _by_name(fields: Sequence[FieldDef]) -> dict[str, FieldDef]:
+    return {field.name: field for field in fields}
+
+
+def parse_fields(raw: str | None, fields: Sequence[FieldDef]) -> tuple[str, ...] | None:
+    """``fields=a_,b_``: which user fields to return (``date`` always comes); None for all."""
+    names = split_list(raw)
+    if not names:
+        return None
+    known = _by_name(fields)
+    for name in names:
+        if name not in known and name not in SYSTEM_SORT_KEYS:
+            raise bad_parameter(f"fields field '{name}'", "No such field in set.")
+    return tuple(name for name in names if name in known)
+
+
+def parse_sort(raw: str | None, fields: Sequence[FieldDef]) -> tuple[SortKey, ...]:
+    """``sort=date:desc`` or ``sort=batchnumber_:asc,date:desc``; the default is newest first."""
+    if raw is None or not raw.strip():
+        return (SortKey("date", True),)
+    known = _by_name(fields)
+    keys: list[SortKey] = []
+    for part in split_list(raw):
+        name, _, direction = part.partition(":")
+        name = name.strip()
+        if name == "id":
+            name = "@id"
+        if name not in known and name not in SYSTEM_SORT_KEYS:
+            raise bad_parameter(f"sort field '{name}'", "No such field in set.")
+        direction = direction.strip().lower() or "asc"
+        if direction not in ("asc", "desc"):
+            raise bad_parameter(f"sort direction '{direction}'", "Expected asc or desc.")
+        keys.append(SortKey(name, direction == "desc"))
+    return tuple(keys)
+
+
+def parse_filter(raw: str | None, fields: Sequence[FieldDef]) -> tuple[Condition, ...]:
+    """``filter`` as JSON in either form the original accepts.
+
+    Full form: ``{"status_": [{"value": 3}, {"value": "draft"}]}``; shorthand:
+    ``{"status_": "released"}`` (or a plain list of values). List values may be an option id or
+    its label. Values are turned into their stored form here so matching is a plain comparison.
+    """
+    if raw is None or not raw.strip():
+        return ()
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise bad_parameter("filter", 'Expected a JSON object such as {"status_": "released"}.') from exc
+    if not isinstance(parsed, dict):
+        raise bad_parameter("filter", 'Expected a JSON object such as {"status_": "released"}.')
+    known = _by_name(fields)
+    conditions: list[Condition] = []
+    for name, spec in parsed.items():
+        if name != "date" and name not in known:
+            raise bad_parameter(f"filter field '{name}'", "No such field in set.")
+        wanted = _filter_values(name, spec)
+        if name == "date":
+            accepted = tuple(_date_prefix(value) for value in wanted)
+        else:
+            accepted = tuple(_stored_form(known[name], value) for value in wanted)
+        conditions.append(Condition(name, accepted))
+    return tuple(conditions)
+
+
+def _filter_values(name: str, spec: Any) -> list[Any]:
+    items = spec if isinstance(spec, list) else [spec]
+    values: list[Any] = []
+    for item in items:
+        if isinstance(item, dict):
+            if "value" not in item:
+                raise bad_parameter(f"filter field '{name}'", 'Expected {"value": ...} entries.')
+            values.append(item["value"])
+        else:
+            values.append(item)
+    if not values:
+        raise bad_parameter(f"filter field '{name}'", "Expected at least one value.")
+    return values
+
+
+def _date_prefix(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise bad_parameter("filter field 'date'", "Expected 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'.")
+    return value.strip().replace("T", " ").removesuffix("Z")
+
+
+def _stored_form(field: FieldDef, value: Any) -> Any:
+    """The value as results.values stores it, so a filter compares like with like."""
+    if value is None or value == "":
+        return None
+    where = f"filter value {value!r} for field '{field.name}'"
+    if field.type == "list":
+        # Deactivated options still match: old results keep them.
+        text = str(value).strip()
+        for option in field.options:
+            if text == str(option.id) or text.casefold() == option.label.casefold():
+                return option.id
+        raise bad_parameter(where, "No such option.")
+    if field.type == "datetime" and isinstance(value, str) and len(value.strip()) == 10:
+        return value.strip()  # a day: matches every moment of it (see _same)
+    try:
+        return coerce_value(field, value)
+    except ValueError as exc:
+        raise bad_parameter(where, f"Expected {exc}.") from exc
+
+
+def matches(values: Mapping[str, Any], presented_date: str, conditions: Iterable[Condition]) -> bool:
+    """Whether stored ``values`` (and the presented date) satisfy every condition."""
+    for condition in conditions:
+        if condition.field == "date":
+            if not any(presented_date.startswith(prefix) for prefix in condition.accepted):
+                return False
+            continue
+        stored = values.get(condition.field)
+        if stored == "":
+            stored = None
+        if not any(_same(stored, wanted) for wanted in condition.accepted):
+            return False
+    return True
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    if stored is None or wanted is None:
+        return stored is None and wanted is None
+    if isinstance(wanted, bool) or isinstance(stored, bool):
+        return stored is wanted
+    if isinstance(wanted, str) and isinstance(stored, str) and len(wanted) == 10 and len(stored) > 10:
+        return stored.startswith(wanted)
+    return bool(stored == wanted)
+
+
+# --- sorting and presenting ---------------------------------------------------------------------------
+
+
+def needs_memory_sort(keys: Sequence[SortKey]) -> bool:
+    """Only date and @id sort in the database; user fields sort the presented results."""
+    return any(key.field not in SYSTEM_SORT_KEYS for key in keys)
+
+
+def _order_value(value: Any) -> tuple[int, Any]:
+    if isinstance(value, bool):
+        return (0, int(value))
+    if isinstance(value, int | float):
+        return (0, float(value))
+    return (1, str(value))
+
+
+def sort_presented(rows: list[dict[str, Any]], keys: Sequence[SortKey]) -> list[dict[str, Any]]:
+    """Stable multi-key sort of flat results; empty values go last in either direction."""
+    ordered = list(rows)
+    for key in reversed(keys):
+        if key.descending:
+            ordered.sort(
+                key=lambda row, k=key.field: (row.get(k) is not None, _order_value(row.get(k))),  # type: ignore[misc]
+                reverse=True,
+            )
+        else:
+            ordered.sort(key=lambda row, k=key.field: (row.get(k) is None, _order_value(row.get(k))))  # type: ignore[misc]
+    return ordered
+
+
+def present(
+    flat: Mapping[str, Any],
+    *,
+    include_id: bool,
+    only_fields: tuple[str, ...] | None,
+    last_modified: datetime | None = None,
+) -> dict[str, Any]:
+    """A flat result as getResults returns it: ``@id`` on request, ``date``, then the user fields."""
+    shown: dict[str, Any] = {}
+    if include_id:
+        shown["@id"] = flat.get("@id")
+    shown["date"] = flat.get("date")
+    for name, value in flat.items():
+        if name in ("@id", "date"):
+            continue
+        if only_fields is None or name in only_fields:
+            shown[name] = value
+    if last_modified is not None:
+        shown["lastModificationDate"] = compat_datetime(last_modified)
+    return shown
+
+
+def parse_results_param(raw: str | None) -> list[dict[str, Any]]:
+    """``results``: a JSON string holding an array of result objects, or one object."""
+    if raw is None or not raw.strip():
+        raise missing_parameter("results")
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise bad_parameter("results", f"Expected JSON (an array of result objects): {exc}.") from exc
+    items = [parsed] if isinstance(parsed, dict) else parsed
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise bad_parameter("results", "Expected a JSON array of result objects, or one object.")
+    if not items:
+        raise bad_parameter("results", "Expected at least one result.")
+    return items

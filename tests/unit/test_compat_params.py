@@ -1,0 +1,167 @@
+"""Parameters of the AlisQI-compatible API: filter forms, sort, fields, flags, presenting."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qhook.domain import compat
+from qhook.domain.fields import FieldDef, OptionDef
+from qhook.errors import BadRequest
+
+FIELDS = (
+    FieldDef(1, "batchnumber_", "Batch", "text", True, True, 1),
+    FieldDef(
+        2,
+        "status_",
+        "Status",
+        "list",
+        False,
+        True,
+        2,
+        (OptionDef(1, "draft"), OptionDef(2, "released"), OptionDef(3, "blocked", active=False)),
+    ),
+    FieldDef(3, "ph_", "pH", "number", False, True, 3),
+    FieldDef(4, "count_", "Count", "integer", False, True, 4),
+    FieldDef(5, "ok_", "OK", "boolean", False, True, 5),
+    FieldDef(6, "expiry_", "Expiry", "datetime", False, True, 6),
+    FieldDef(7, "made_", "Made", "date", False, True, 7),
+)
+
+
+def test_both_filter_forms_mean_the_same() -> None:
+    full = compat.parse_filter('{"status_": [{"value": 2}]}', FIELDS)
+    by_label = compat.parse_filter('{"status_": [{"value": "released"}]}', FIELDS)
+    shorthand = compat.parse_filter('{"status_": "Released"}', FIELDS)
+    assert full == by_label == shorthand == (compat.Condition("status_", (2,)),)
+
+
+def test_filter_values_take_their_stored_form() -> None:
+    conditions = compat.parse_filter(
+        '{"ph_": "7.5", "count_": "3", "ok_": "true", "made_": "2025-10-02", "batchnumber_": 12}', FIELDS
+    )
+    assert [c.accepted for c in conditions] == [(7.5,), (3,), (True,), ("2025-10-02",), ("12",)]
+    assert compat.parse_filter('{"ph_": "<321"}', FIELDS)[0].accepted == ("<321",)
+    # deactivated options still filter: old results keep them
+    assert compat.parse_filter('{"status_": "blocked"}', FIELDS)[0].accepted == (3,)
+
+
+def test_matching_ands_fields_and_ors_values() -> None:
+    conditions = compat.parse_filter('{"status_": [{"value": 1}, {"value": 2}], "ph_": 7}', FIELDS)
+    assert compat.matches({"status_": 2, "ph_": 7.0}, "2025-10-02 13:37:00", conditions)
+    assert not compat.matches({"status_": 2, "ph_": 7.1}, "2025-10-02 13:37:00", conditions)
+    assert not compat.matches({"ph_": 7.0}, "2025-10-02 13:37:00", conditions)
+    empty = compat.parse_filter('{"ph_": null}', FIELDS)
+    assert compat.matches({}, "x", empty) and not compat.matches({"ph_": 1.0}, "x", empty)
+
+
+def test_filter_on_date_and_datetime_days() -> None:
+    by_day = compat.parse_filter('{"date": "2025-10-02"}', FIELDS)
+    assert compat.matches({}, "2025-10-02 13:37:00", by_day)
+    assert not compat.matches({}, "2025-10-03 00:00:00", by_day)
+    expiry = compat.parse_filter('{"expiry_": "2025-12-01"}', FIELDS)
+    assert compat.matches({"expiry_": "2025-12-01T08:00:00Z"}, "x", expiry)
+    exact = compat.parse_filter('{"expiry_": "2025-12-01 08:00:00"}', FIELDS)
+    assert exact[0].accepted == ("2025-12-01T08:00:00Z",)
+
+
+def test_boolean_filter_does_not_match_numbers() -> None:
+    conditions = compat.parse_filter('{"ok_": true}', FIELDS)
+    assert compat.matches({"ok_": True}, "x", conditions)
+    assert not compat.matches({"ok_": 1}, "x", conditions)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"batchnr": "x"}', "Invalid parameter: filter field 'batchnr'. No such field in set."),
+        ('{"status_": "nope"}', "No such option."),
+        ('{"count_": "many"}', "filter value 'many' for field 'count_'"),
+        ("[1, 2]", "Expected a JSON object"),
+        ("{not json", "Expected a JSON object"),
+        ('{"status_": [{"id": 2}]}', 'Expected {"value": ...} entries.'),
+        ('{"status_": []}', "Expected at least one value."),
+    ],
+)
+def test_bad_filters_are_400_naming_the_problem(raw: str, message: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        compat.parse_filter(raw, FIELDS)
+    assert caught.value.status == 400
+    assert message in caught.value.message
+
+
+def test_sort_parsing() -> None:
+    assert compat.parse_sort(None, FIELDS) == (compat.SortKey("date", True),)
+    assert compat.parse_sort("ph_:desc,date", FIELDS) == (
+        compat.SortKey("ph_", True),
+        compat.SortKey("date", False),
+    )
+    assert compat.parse_sort("id:desc", FIELDS) == (compat.SortKey("@id", True),)
+    with pytest.raises(BadRequest) as caught:
+        compat.parse_sort("batchnr:asc", FIELDS)
+    assert caught.value.message == "Invalid parameter: sort field 'batchnr'. No such field in set."
+    with pytest.raises(BadRequest, match="asc or desc"):
+        compat.parse_sort("date:sideways", FIELDS)
+
+
+def test_fields_and_flags() -> None:
+    assert compat.parse_fields(None, FIELDS) is None
+    assert compat.parse_fields("ph_, status_", FIELDS) == ("ph_", "status_")
+    assert compat.parse_fields('["ph_"]', FIELDS) == ("ph_",)
+    with pytest.raises(BadRequest, match="fields field 'x_'"):
+        compat.parse_fields("x_", FIELDS)
+    assert compat.parse_bool("TRUE", "includeId") is True
+    assert compat.parse_bool(None, "includeId") is False
+    with pytest.raises(BadRequest, match="includeId"):
+        compat.parse_bool("maybe", "includeId")
+    assert compat.parse_int(None, "limit", default=100, minimum=1, maximum=10_000) == 100
+    with pytest.raises(BadRequest, match="between 1 and 10000"):
+        compat.parse_int("10001", "limit", default=100, minimum=1, maximum=10_000)
+    with pytest.raises(BadRequest, match="Missing parameter: setId"):
+        compat.parse_int(None, "setId", minimum=1)
+    with pytest.raises(BadRequest, match="whole number"):
+        compat.parse_int("abc", "offset", default=0)
+
+
+def test_sort_presented_puts_empty_last_both_ways() -> None:
+    rows = [{"@id": 1, "ph_": 7.0}, {"@id": 2, "ph_": None}, {"@id": 3, "ph_": 3.5}, {"@id": 4, "ph_": "<1"}]
+    ascending = compat.sort_presented(rows, (compat.SortKey("ph_", False),))
+    assert [r["@id"] for r in ascending] == [3, 1, 4, 2]
+    descending = compat.sort_presented(rows, (compat.SortKey("ph_", True),))
+    assert [r["@id"] for r in descending] == [4, 1, 3, 2]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", None]), st.integers(0, 5)), max_size=30))
+def test_multi_key_sort_equals_tuple_sort(pairs: list[tuple[str | None, int]]) -> None:
+    rows = [{"@id": i, "k_": k, "n_": n} for i, (k, n) in enumerate(pairs)]
+    keys = (compat.SortKey("k_", False), compat.SortKey("n_", True))
+    got = [(r["k_"], r["n_"]) for r in compat.sort_presented(rows, keys)]
+    expected = sorted(pairs, key=lambda p: (p[0] is None, p[0] or "", -p[1]))
+    assert got == expected
+
+
+def test_present_shapes_a_flat_result() -> None:
+    flat = {"@id": 17, "date": "2025-10-02 13:37:00", "batchnumber_": "B-1", "status_": "released"}
+    assert compat.present(flat, include_id=False, only_fields=None) == {
+        "date": "2025-10-02 13:37:00",
+        "batchnumber_": "B-1",
+        "status_": "released",
+    }
+    modified = datetime(2025, 10, 3, 8, 0, tzinfo=UTC)
+    assert compat.present(flat, include_id=True, only_fields=("status_",), last_modified=modified) == {
+        "@id": 17,
+        "date": "2025-10-02 13:37:00",
+        "status_": "released",
+        "lastModificationDate": "2025-10-03 08:00:00",
+    }
+
+
+def test_results_parameter_forms() -> None:
+    assert compat.parse_results_param('{"ph_": 7}') == [{"ph_": 7}]
+    assert compat.parse_results_param('[{"ph_": 7}, {"ph_": 8}]') == [{"ph_": 7}, {"ph_": 8}]
+    for bad in (None, "", "[]", "[1]", "nope", '"text"'):
+        with pytest.raises(BadRequest, match="results"):
+            compat.parse_results_param(bad)
