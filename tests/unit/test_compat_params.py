@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from qhook.domain import compat
 from qhook.domain.fields import FieldDef, OptionDef
@@ -49,31 +47,6 @@ def test_filter_values_take_their_stored_form() -> None:
     assert compat.parse_filter('{"status_": "blocked"}', FIELDS)[0].accepted == (3,)
 
 
-def test_matching_ands_fields_and_ors_values() -> None:
-    conditions = compat.parse_filter('{"status_": [{"value": 1}, {"value": 2}], "ph_": 7}', FIELDS)
-    assert compat.matches({"status_": 2, "ph_": 7.0}, "2025-10-02 13:37:00", conditions)
-    assert not compat.matches({"status_": 2, "ph_": 7.1}, "2025-10-02 13:37:00", conditions)
-    assert not compat.matches({"ph_": 7.0}, "2025-10-02 13:37:00", conditions)
-    empty = compat.parse_filter('{"ph_": null}', FIELDS)
-    assert compat.matches({}, "x", empty) and not compat.matches({"ph_": 1.0}, "x", empty)
-
-
-def test_filter_on_date_and_datetime_days() -> None:
-    by_day = compat.parse_filter('{"date": "2025-10-02"}', FIELDS)
-    assert compat.matches({}, "2025-10-02 13:37:00", by_day)
-    assert not compat.matches({}, "2025-10-03 00:00:00", by_day)
-    expiry = compat.parse_filter('{"expiry_": "2025-12-01"}', FIELDS)
-    assert compat.matches({"expiry_": "2025-12-01T08:00:00Z"}, "x", expiry)
-    exact = compat.parse_filter('{"expiry_": "2025-12-01 08:00:00"}', FIELDS)
-    assert exact[0].accepted == ("2025-12-01T08:00:00Z",)
-
-
-def test_boolean_filter_does_not_match_numbers() -> None:
-    conditions = compat.parse_filter('{"ok_": true}', FIELDS)
-    assert compat.matches({"ok_": True}, "x", conditions)
-    assert not compat.matches({"ok_": 1}, "x", conditions)
-
-
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -107,6 +80,15 @@ def test_sort_parsing() -> None:
         compat.parse_sort("date:sideways", FIELDS)
 
 
+def test_conditions_and_sort_in_store_terms() -> None:
+    conditions = compat.parse_filter(
+        '{"status_": [{"value": 1}, {"value": "released"}], "ph_": null}', FIELDS
+    )
+    assert compat.as_store_filters(conditions) == {"status_": [1, 2], "ph_": [None]}
+    keys = compat.parse_sort("@id:desc,ph_", FIELDS)
+    assert compat.as_store_sort(keys) == [("id", True), ("ph_", False)]
+
+
 def test_fields_and_flags() -> None:
     assert compat.parse_fields(None, FIELDS) is None
     assert compat.parse_fields("ph_, status_", FIELDS) == ("ph_", "status_")
@@ -124,23 +106,6 @@ def test_fields_and_flags() -> None:
         compat.parse_int(None, "setId", minimum=1)
     with pytest.raises(BadRequest, match="whole number"):
         compat.parse_int("abc", "offset", default=0)
-
-
-def test_sort_presented_puts_empty_last_both_ways() -> None:
-    rows = [{"@id": 1, "ph_": 7.0}, {"@id": 2, "ph_": None}, {"@id": 3, "ph_": 3.5}, {"@id": 4, "ph_": "<1"}]
-    ascending = compat.sort_presented(rows, (compat.SortKey("ph_", False),))
-    assert [r["@id"] for r in ascending] == [3, 1, 4, 2]
-    descending = compat.sort_presented(rows, (compat.SortKey("ph_", True),))
-    assert [r["@id"] for r in descending] == [4, 1, 3, 2]
-
-
-@given(st.lists(st.tuples(st.sampled_from(["a", "b", None]), st.integers(0, 5)), max_size=30))
-def test_multi_key_sort_equals_tuple_sort(pairs: list[tuple[str | None, int]]) -> None:
-    rows = [{"@id": i, "k_": k, "n_": n} for i, (k, n) in enumerate(pairs)]
-    keys = (compat.SortKey("k_", False), compat.SortKey("n_", True))
-    got = [(r["k_"], r["n_"]) for r in compat.sort_presented(rows, keys)]
-    expected = sorted(pairs, key=lambda p: (p[0] is None, p[0] or "", -p[1]))
-    assert got == expected
 
 
 def test_present_shapes_a_flat_result() -> None:

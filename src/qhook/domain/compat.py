@@ -31,10 +31,9 @@ class SortKey:
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """One filter entry: the result matches when its stored value equals any of ``accepted``.
+    """One filter entry: a result matches when its stored value equals any of ``accepted``.
 
-    Conditions on different fields are AND-ed. ``field == "date"`` compares the presented result
-    date as a prefix, so ``2025-10-02`` selects a day and ``2025-10-02 13:37:00`` one moment.
+    Conditions on different fields are AND-ed; ``None`` in ``accepted`` matches an empty value.
     """
 
     field: str
@@ -165,13 +164,9 @@ def parse_filter(raw: str | None, fields: Sequence[FieldDef]) -> tuple[Condition
     known = _by_name(fields)
     conditions: list[Condition] = []
     for name, spec in parsed.items():
-        if name != "date" and name not in known:
+        if name not in known:
             raise bad_parameter(f"filter field '{name}'", "No such field in set.")
-        wanted = _filter_values(name, spec)
-        if name == "date":
-            accepted = tuple(_date_prefix(value) for value in wanted)
-        else:
-            accepted = tuple(_stored_form(known[name], value) for value in wanted)
+        accepted = tuple(_stored_form(known[name], value) for value in _filter_values(name, spec))
         conditions.append(Condition(name, accepted))
     return tuple(conditions)
 
@@ -191,12 +186,6 @@ def _filter_values(name: str, spec: Any) -> list[Any]:
     return values
 
 
-def _date_prefix(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise bad_parameter("filter field 'date'", "Expected 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'.")
-    return value.strip().replace("T", " ").removesuffix("Z")
-
-
 def _stored_form(field: FieldDef, value: Any) -> Any:
     """The value as results.values stores it, so a filter compares like with like."""
     if value is None or value == "":
@@ -209,67 +198,23 @@ def _stored_form(field: FieldDef, value: Any) -> Any:
             if text == str(option.id) or text.casefold() == option.label.casefold():
                 return option.id
         raise bad_parameter(where, "No such option.")
-    if field.type == "datetime" and isinstance(value, str) and len(value.strip()) == 10:
-        return value.strip()  # a day: matches every moment of it (see _same)
     try:
         return coerce_value(field, value)
     except ValueError as exc:
         raise bad_parameter(where, f"Expected {exc}.") from exc
 
 
-def matches(values: Mapping[str, Any], presented_date: str, conditions: Iterable[Condition]) -> bool:
-    """Whether stored ``values`` (and the presented date) satisfy every condition."""
-    for condition in conditions:
-        if condition.field == "date":
-            if not any(presented_date.startswith(prefix) for prefix in condition.accepted):
-                return False
-            continue
-        stored = values.get(condition.field)
-        if stored == "":
-            stored = None
-        if not any(_same(stored, wanted) for wanted in condition.accepted):
-            return False
-    return True
+def as_store_filters(conditions: Iterable[Condition]) -> dict[str, list[Any]]:
+    """Conditions as the results store filters them: field -> any of these stored values."""
+    return {condition.field: list(condition.accepted) for condition in conditions}
 
 
-def _same(stored: Any, wanted: Any) -> bool:
-    if stored is None or wanted is None:
-        return stored is None and wanted is None
-    if isinstance(wanted, bool) or isinstance(stored, bool):
-        return stored is wanted
-    if isinstance(wanted, str) and isinstance(stored, str) and len(wanted) == 10 and len(stored) > 10:
-        return stored.startswith(wanted)
-    return bool(stored == wanted)
+def as_store_sort(keys: Iterable[SortKey]) -> list[tuple[str, bool]]:
+    """Sort keys as the results store orders them (``@id`` is its ``id``)."""
+    return [("id" if key.field == "@id" else key.field, key.descending) for key in keys]
 
 
-# --- sorting and presenting ---------------------------------------------------------------------------
-
-
-def needs_memory_sort(keys: Sequence[SortKey]) -> bool:
-    """Only date and @id sort in the database; user fields sort the presented results."""
-    return any(key.field not in SYSTEM_SORT_KEYS for key in keys)
-
-
-def _order_value(value: Any) -> tuple[int, Any]:
-    if isinstance(value, bool):
-        return (0, int(value))
-    if isinstance(value, int | float):
-        return (0, float(value))
-    return (1, str(value))
-
-
-def sort_presented(rows: list[dict[str, Any]], keys: Sequence[SortKey]) -> list[dict[str, Any]]:
-    """Stable multi-key sort of flat results; empty values go last in either direction."""
-    ordered = list(rows)
-    for key in reversed(keys):
-        if key.descending:
-            ordered.sort(
-                key=lambda row, k=key.field: (row.get(k) is not None, _order_value(row.get(k))),  # type: ignore[misc]
-                reverse=True,
-            )
-        else:
-            ordered.sort(key=lambda row, k=key.field: (row.get(k) is None, _order_value(row.get(k))))  # type: ignore[misc]
-    return ordered
+# --- presenting -----------------------------------------------------------------------------------
 
 
 def present(
