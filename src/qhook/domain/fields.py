@@ -394,7 +394,9 @@ def _text(raw: object) -> str:
     raise _Invalid("text")
 
 
-def _list_value(field: FieldDef, raw: object, added: list[OptionDef], add_options: bool) -> int:
+def _list_value(
+    field: FieldDef, raw: object, added: list[OptionDef], add_options: bool, allow_inactive: bool = False
+) -> int:
     choices = ", ".join(repr(o.label) for o in field.options if o.active) or "none yet"
     expected = f"one of the options ({choices}) as label or id"
     if isinstance(raw, bool):
@@ -417,7 +419,7 @@ def _list_value(field: FieldDef, raw: object, added: list[OptionDef], add_option
             added.append(option)
     if option is None:
         raise _Invalid(expected)
-    if not option.active:
+    if not option.active and not allow_inactive:
         raise _Invalid(f"an active option; {option.label!r} is deactivated ({expected})")
     return option.id
 
@@ -484,6 +486,38 @@ def coerce_values(
             new_options[name] = tuple(added)
     raise_if_errors(errors)
     return Coerced(values, new_options)
+
+
+def coerce_filter(
+    fields: Sequence[FieldDef], raw: Mapping[str, object], *, path: str = "filter"
+) -> dict[str, tuple[StoredValue, ...]]:
+    """A filter {field: value or [values]} to stored values (any of them matches); null: no value.
+
+    Deactivated fields and options may be filtered on: their data is kept and may be searched.
+    """
+    by_name = {f.name: f for f in fields}
+    errors: list[dict[str, str]] = []
+    wanted: dict[str, tuple[StoredValue, ...]] = {}
+    for name, raw_value in raw.items():
+        field = by_name.get(name)
+        if field is None:
+            known = ", ".join(f.name for f in fields if f.active) or "none"
+            _fail(errors, f"{path}.{name}", f"a field of this set; no such field (fields: {known})")
+            continue
+        choices = raw_value if isinstance(raw_value, list) else [raw_value]
+        stored: list[StoredValue] = []
+        for choice in choices:
+            try:
+                if field.type == "list" and choice is not None and choice != "":
+                    stored.append(_list_value(field, choice, [], False, allow_inactive=True))
+                else:
+                    stored.append(coerce_value(field, choice))
+            except ValueError as exc:
+                _fail(errors, f"{path}.{name}", f"expected {exc}")
+                break
+        wanted[name] = tuple(stored)
+    raise_if_errors(errors, "Invalid filter")
+    return wanted
 
 
 def merge_values(

@@ -1,0 +1,132 @@
+"""Sets and their field definitions: create, read, change (never dropping data), delete."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from qhook.clock import utcnow
+from qhook.domain.fields import (
+    SET_KINDS,
+    FieldDef,
+    OptionDef,
+    new_field_defs,
+    patched_field_defs,
+    with_options,
+)
+from qhook.errors import Conflict, NotFound, field_error
+from qhook.services import audit
+from qhook.store import sets as store
+from qhook.store.db import Database, Tx
+from qhook.store.sets import SetRecord
+
+
+def _name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 200:
+        raise field_error("name", "a non-empty set name of at most 200 characters")
+    return name.strip()
+
+
+def _kind(kind: object) -> str:
+    if kind not in SET_KINDS:
+        raise field_error("kind", f"one of {', '.join(SET_KINDS)}")
+    return str(kind)
+
+
+def _describe(fields: Sequence[FieldDef]) -> list[dict[str, object]]:
+    return [{"name": f.name, "type": f.type, "active": f.active} for f in fields]
+
+
+def create_set(
+    db: Database, *, name: str, kind: str = "analysis_set", fields: object = None, actor: str
+) -> SetRecord:
+    """Validate and store a new set; list options get ids 1..n."""
+    clean_name, clean_kind = _name(name), _kind(kind)
+    defs = new_field_defs(fields if fields is not None else [])
+    with db.transaction() as tx:
+        set_id = store.insert_set(tx, name=clean_name, kind=clean_kind, now=utcnow())
+        for field in defs:
+            store.insert_field(tx, set_id, field)
+        audit.record(
+            tx,
+            actor,
+            "set.create",
+            "set",
+            set_id,
+            {"name": clean_name, "kind": clean_kind, "fields": _describe(defs)},
+        )
+        created = store.get_set(tx, set_id)
+    assert created is not None
+    return created
+
+
+def get_set_tx(tx: Tx, set_id: int) -> SetRecord:
+    found = store.get_set(tx, set_id)
+    if found is None:
+        raise NotFound(f"set {set_id}: no such set")
+    return found
+
+
+def get_set(db: Database, set_id: int) -> SetRecord:
+    """The set with its fields (all of them, active or not, by position); NotFound otherwise."""
+    with db.reading() as tx:
+        return get_set_tx(tx, set_id)
+
+
+def list_sets(db: Database, set_ids: Sequence[int] | None = None) -> list[SetRecord]:
+    """Every set, or only those in ``set_ids`` (a principal limited to some sets)."""
+    with db.reading() as tx:
+        return store.list_sets(tx, set_ids)
+
+
+def update_set(
+    db: Database, set_id: int, *, name: str | None = None, fields: object = None, actor: str
+) -> SetRecord:
+    """Rename; add fields; relabel, (de)activate or re-require fields; add, relabel or (de)activate options.
+
+    Fields are matched by name; nothing unmentioned changes and nothing is dropped. A type change: 409.
+    """
+    clean_name = _name(name) if name is not None else None
+    with db.transaction() as tx:
+        store.lock_set(tx, set_id)
+        current = get_set_tx(tx, set_id)
+        changed: list[FieldDef] = []
+        if fields is not None:
+            patched = patched_field_defs(current.fields, fields)
+            for field in patched:
+                if field.id == 0:
+                    store.insert_field(tx, set_id, field)
+                    changed.append(field)
+                elif field not in current.fields:
+                    store.update_field(tx, field)
+                    changed.append(field)
+        store.update_set(tx, set_id, now=utcnow(), name=clean_name)
+        audit.record(
+            tx, actor, "set.update", "set", set_id, {"name": clean_name, "fields": _describe(changed)}
+        )
+        return get_set_tx(tx, set_id)
+
+
+def delete_set(db: Database, set_id: int, *, force: bool = False, actor: str) -> None:
+    """Delete a set; refused while it has results unless ``force`` (then the results go too)."""
+    with db.transaction() as tx:
+        store.lock_set(tx, set_id)
+        current = get_set_tx(tx, set_id)
+        count = store.count_results(tx, set_id)
+        if count and not force:
+            raise Conflict(
+                f"set {set_id} has {count} result(s); delete them first or pass force=true to delete them too"
+            )
+        store.delete_set(tx, set_id)
+        audit.record(tx, actor, "set.delete", "set", set_id, {"name": current.name, "results_deleted": count})
+
+
+def add_options_tx(tx: Tx, current: SetRecord, new_options: dict[str, tuple[OptionDef, ...]]) -> SetRecord:
+    """Store list options added on the fly (``add_list_options``); returns the set as it is now."""
+    if not new_options:
+        return current
+    updated = with_options(current.fields, new_options)
+    for field in updated:
+        if field.name in new_options:
+            store.update_field(tx, field)
+    return replace(current, fields=updated)
