@@ -1,0 +1,191 @@
+"""Filter parsing and evaluation: every operator on every type, tree paths in errors, runtime errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from qhook.domain.fields import FieldDef, OptionDef
+from qhook.domain.filters import OPS, OPS_BY_TYPE, evaluate, parse_filter
+from qhook.errors import ValidationFailed
+
+
+def field(name: str, type_: str, options: tuple[str, ...] = ()) -> FieldDef:
+    opts = tuple(OptionDef(i + 1, label) for i, label in enumerate(options))
+    return FieldDef(0, name, name, type_, False, True, 0, opts)  # type: ignore[arg-type]
+
+
+FIELDS = [
+    field("batch_", "text"),
+    field("status_", "list", ("draft", "released", "blocked")),
+    field("ph_", "number"),
+    field("count_", "integer"),
+    field("ok_", "boolean"),
+    field("expiry_", "date"),
+    field("tested_", "datetime"),
+]
+
+RESULT = {
+    "@id": 17,
+    "date": "2025-10-02 13:37:00",
+    "batch_": "B-1234",
+    "status_": "released",
+    "ph_": 6.8,
+    "count_": 3,
+    "ok_": True,
+    "expiry_": "2025-12-31",
+    "tested_": "2025-10-01 08:00:00",
+}
+
+
+def check(leaf: dict[str, Any], result: dict[str, Any] | None = None, changes: Any = None) -> bool:
+    node = parse_filter(leaf, FIELDS)
+    return evaluate(node, RESULT if result is None else result, changes)[0]
+
+
+CASES = [
+    # text
+    ({"field": "batch_", "op": "eq", "value": "B-1234"}, True),
+    ({"field": "batch_", "op": "ne", "value": "B-1234"}, False),
+    ({"field": "batch_", "op": "in", "value": ["A", "B-1234"]}, True),
+    ({"field": "batch_", "op": "not_in", "value": ["A", "B-1234"]}, False),
+    ({"field": "batch_", "op": "contains", "value": "12"}, True),
+    ({"field": "batch_", "op": "not_contains", "value": "12"}, False),
+    ({"field": "batch_", "op": "starts_with", "value": "B-"}, True),
+    ({"field": "batch_", "op": "ends_with", "value": "99"}, False),
+    ({"field": "batch_", "op": "empty"}, False),
+    ({"field": "batch_", "op": "not_empty"}, True),
+    # list (by label, or by option id in the filter)
+    ({"field": "status_", "op": "eq", "value": "released"}, True),
+    ({"field": "status_", "op": "eq", "value": 2}, True),
+    ({"field": "status_", "op": "ne", "value": "draft"}, True),
+    ({"field": "status_", "op": "in", "value": ["draft", "blocked"]}, False),
+    ({"field": "status_", "op": "not_in", "value": ["draft", "blocked"]}, True),
+    ({"field": "status_", "op": "starts_with", "value": "rel"}, True),
+    # number
+    ({"field": "ph_", "op": "eq", "value": 6.8}, True),
+    ({"field": "ph_", "op": "lt", "value": 7}, True),
+    ({"field": "ph_", "op": "lte", "value": 6.8}, True),
+    ({"field": "ph_", "op": "gt", "value": 6.8}, False),
+    ({"field": "ph_", "op": "gte", "value": 6.5}, True),
+    ({"field": "ph_", "op": "in", "value": [6.8, 7]}, True),
+    # integer
+    ({"field": "count_", "op": "eq", "value": 3}, True),
+    ({"field": "count_", "op": "gt", "value": 3}, False),
+    ({"field": "count_", "op": "gte", "value": 3}, True),
+    ({"field": "count_", "op": "lt", "value": 4}, True),
+    ({"field": "count_", "op": "lte", "value": 2}, False),
+    ({"field": "count_", "op": "not_in", "value": [1, 2]}, True),
+    ({"field": "@id", "op": "eq", "value": 17}, True),
+    # boolean
+    ({"field": "ok_", "op": "eq", "value": True}, True),
+    ({"field": "ok_", "op": "ne", "value": True}, False),
+    ({"field": "ok_", "op": "not_empty"}, True),
+    # date
+    ({"field": "expiry_", "op": "eq", "value": "2025-12-31"}, True),
+    ({"field": "expiry_", "op": "lt", "value": "2026-01-01"}, True),
+    ({"field": "expiry_", "op": "gt", "value": "2026-01-01"}, False),
+    ({"field": "expiry_", "op": "in", "value": ["2025-12-31"]}, True),
+    # datetime (the result's own date too)
+    ({"field": "tested_", "op": "gte", "value": "2025-10-01T08:00:00Z"}, True),
+    ({"field": "tested_", "op": "lt", "value": "2025-10-01T08:00:00Z"}, False),
+    ({"field": "tested_", "op": "eq", "value": "2025-10-01T10:00:00+02:00"}, True),
+    ({"field": "date", "op": "gt", "value": "2025-10-01T00:00:00Z"}, True),
+]
+
+
+@pytest.mark.parametrize(("leaf", "expected"), CASES)
+def test_every_operator_and_type(leaf: dict[str, Any], expected: bool) -> None:
+    assert check(leaf) is expected
+
+
+def test_every_operator_is_covered_somewhere() -> None:
+    used = {leaf["op"] for leaf, _ in CASES} | {"changed"}
+    assert used == set(OPS)
+    assert set().union(*OPS_BY_TYPE.values()) == set(OPS)
+
+
+def test_empty_values() -> None:
+    empty = {**RESULT, "batch_": None, "ph_": None, "status_": None}
+    assert check({"field": "batch_", "op": "empty"}, empty)
+    assert check({"field": "ph_", "op": "empty"}, empty)
+    assert not check({"field": "ph_", "op": "lt", "value": 100}, empty)
+    assert not check({"field": "ph_", "op": "gte", "value": 0}, empty)
+    assert check({"field": "status_", "op": "ne", "value": "draft"}, empty)
+    assert not check({"field": "batch_", "op": "starts_with", "value": ""}, empty)
+    assert check({"field": "batch_", "op": "not_contains", "value": "x"}, empty)
+
+
+def test_changed() -> None:
+    leaf = {"field": "status_", "op": "changed"}
+    assert check(leaf, changes={"status_": {"old": "draft", "new": "released"}})
+    assert not check(leaf, changes={"ph_": {"old": 1, "new": 2}})
+    assert not check(leaf, changes={})
+
+
+def test_tree_and_reason() -> None:
+    tree = {
+        "all": [
+            {"field": "status_", "op": "eq", "value": "released"},
+            {
+                "any": [
+                    {"field": "ph_", "op": "gte", "value": 6.5},
+                    {"not": {"field": "batch_", "op": "empty"}},
+                ]
+            },
+        ]
+    }
+    node = parse_filter(tree, FIELDS)
+    assert evaluate(node, RESULT)[0]
+    met, reason = evaluate(node, {**RESULT, "status_": "draft"})
+    assert not met
+    assert reason == "filter not met: status_ is 'draft', expected eq 'released'"
+    met, reason = evaluate(node, {**RESULT, "ph_": 6.0, "batch_": None})
+    assert not met
+    assert reason.startswith("filter not met: none of: ph_ is 6.0, expected gte 6.5; not (")
+    assert evaluate(None, RESULT) == (True, "no filter")
+    assert parse_filter({}, FIELDS) is None
+
+
+def test_runtime_error_is_not_met_with_reason() -> None:
+    node = parse_filter({"field": "ph_", "op": "gt", "value": 300}, FIELDS)
+    met, reason = evaluate(node, {**RESULT, "ph_": "<321"})
+    assert not met
+    assert "error" in reason and "'<321'" in reason
+
+
+@pytest.mark.parametrize(
+    ("tree", "place"),
+    [
+        ({"field": "nope_", "op": "eq", "value": 1}, "filter.field"),
+        ({"field": "ph_", "op": "contains", "value": "1"}, "filter.op"),
+        ({"field": "ok_", "op": "lt", "value": True}, "filter.op"),
+        ({"field": "ph_", "op": "eq", "value": "high"}, "filter.value"),
+        ({"field": "count_", "op": "eq", "value": 1.5}, "filter.value"),
+        ({"field": "status_", "op": "eq", "value": "gone"}, "filter.value"),
+        ({"field": "expiry_", "op": "lt", "value": "tomorrow"}, "filter.value"),
+        ({"field": "ph_", "op": "in", "value": 5}, "filter.value"),
+        ({"field": "ph_", "op": "in", "value": [5, "x"]}, "filter.value[1]"),
+        ({"field": "ph_", "op": "empty", "value": 5}, "filter.value"),
+        ({"field": "ph_", "op": "eq"}, "filter.value"),
+        ({"field": "ph_", "op": "like", "value": 5}, "filter.op"),
+        ({"all": []}, "filter.all"),
+        ({"both": []}, "filter.both"),
+        (
+            {
+                "all": [
+                    {"field": "ph_", "op": "eq", "value": 1},
+                    {"any": [{"field": "ph_", "op": "eq", "value": "x"}]},
+                ]
+            },
+            "filter.all[1].any[0].value",
+        ),
+        ({"not": {"field": "x_", "op": "empty"}}, "filter.not.field"),
+    ],
+)
+def test_validation_names_the_place(tree: dict[str, Any], place: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        parse_filter(tree, FIELDS)
+    assert caught.value.details[0]["field"] == place
+    assert caught.value.message.startswith(place + ":")

@@ -1,0 +1,115 @@
+"""Sandboxed templates, the envelope shape and key order, result and template payloads."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from qhook.domain.fields import FieldDef, OptionDef
+from qhook.domain.payloads import (
+    PayloadError,
+    build_context,
+    check_body_template,
+    check_template,
+    render_body,
+    render_text,
+)
+from qhook.errors import ValidationFailed
+
+RESULT = {
+    "@id": 17,
+    "date": "2025-10-02 13:37:00",
+    "batchnumber_": "B-1234",
+    "status_": "released",
+    "ph_": None,
+}
+CHANGES = {"status_": {"old": "draft", "new": "released"}}
+WHEN = datetime(2025, 10, 2, 13, 37, tzinfo=UTC)
+FIELDS = [
+    FieldDef(1, "batchnumber_", "Batch", "text", True, True, 1),
+    FieldDef(2, "status_", "Status", "list", False, True, 2, (OptionDef(1, "draft"),)),
+]
+
+
+def context() -> dict[str, object]:
+    return build_context(
+        RESULT,
+        actor="alice",
+        action="modified",
+        set_info={"id": 1, "name": "Batch release"},
+        workflow={"id": 4, "name": "To ERP"},
+        changes=CHANGES,
+    )
+
+
+def test_envelope_shape_and_order() -> None:
+    config = {
+        "payload": "envelope",
+        "subject": "Batch {{ batchnumber_ }} released",
+        "message": "By {{ actor }}",
+    }
+    body = render_body(config, context(), event_id="evt_1", occurred_at=WHEN)
+    parsed = json.loads(body)
+    assert list(parsed) == [
+        "action",
+        "subject",
+        "message",
+        "results",
+        "changes",
+        "set",
+        "workflow",
+        "event_id",
+        "occurred_at",
+    ]
+    assert parsed["subject"] == "Batch B-1234 released"
+    assert parsed["message"] == "By alice"
+    assert parsed["results"] == RESULT
+    assert parsed["changes"] == CHANGES
+    assert parsed["set"] == {"id": 1, "name": "Batch release"}
+    assert parsed["occurred_at"] == "2025-10-02T13:37:00Z"
+    assert " " not in body.split('"subject"')[0]  # compact
+    assert render_body(config, context(), event_id="evt_1", occurred_at=WHEN) == body  # deterministic
+
+
+def test_result_payload_is_the_flat_result() -> None:
+    body = render_body({"payload": "result"}, context(), event_id="e", occurred_at=WHEN)
+    assert json.loads(body) == RESULT
+    assert body.startswith('{"@id":17,')
+
+
+def test_template_payload() -> None:
+    config = {
+        "payload": "template",
+        "body_template": '{"batch": {{ batchnumber_|tojson }}, "by": "{{ actor }}"}',
+    }
+    assert render_body(config, context(), event_id="e", occurred_at=WHEN) == '{"batch":"B-1234","by":"alice"}'
+    with pytest.raises(PayloadError):
+        render_body(
+            {"payload": "template", "body_template": "not json {{ actor }}"},
+            context(),
+            event_id="e",
+            occurred_at=WHEN,
+        )
+
+
+def test_empty_renders_as_nothing_and_set_is_available() -> None:
+    assert render_text("pH={{ ph_ }} in {{ set.name }}", context()) == "pH= in Batch release"
+    assert render_text("{{ result['@id'] }} {{ changes.status_.old }}", context()) == "17 draft"
+
+
+def test_sandbox_blocks_unsafe_access() -> None:
+    with pytest.raises(PayloadError):
+        render_text("{{ ''.__class__.__mro__[1].__subclasses__() }}", context())
+
+
+def test_template_checks_when_saved() -> None:
+    assert check_template("Hello {{ actor }}", "signals[0].subject") == "Hello {{ actor }}"
+    with pytest.raises(ValidationFailed) as caught:
+        check_template("Hello {{ actor", "signals[0].subject")
+    assert caught.value.details[0]["field"] == "signals[0].subject"
+    check_body_template('{"b": {{ batchnumber_|tojson }}}', "signals[0].body_template", FIELDS)
+    with pytest.raises(ValidationFailed) as caught:
+        check_body_template('{"b": {{ batchnumber_ }}}', "signals[0].body_template", FIELDS)
+    assert "JSON" in caught.value.message
