@@ -4,4 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-ALL: list[APIRouter] = []
+from qhook.api import inspect
+from qhook.api import metrics as metrics_routes
+
+ALL: list[APIRouter] = [inspect.router]
+ALL.append(metrics_routes.router)

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from qhook.api.v1 import users
+from qhook.api.v1 import inspector, users
 
-ALL: list[APIRouter] = [users.router]
+ALL: list[APIRouter] = [users.router, inspector.router]

@@ -1,0 +1,201 @@
+"""The request inspector: bins people point webhooks at, captures, scripted answers, signature checks."""
+
+from __future__ import annotations
+
+import binascii
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError, WebhookVerificationError
+
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.domain import inspector as domain
+from qhook.domain.inspector import Answer
+from qhook.errors import NotFound, QhookError
+from qhook.services import audit
+from qhook.store import inspector as store
+from qhook.store.db import Tx
+from qhook.store.inspector import BinRecord, CaptureRecord
+
+logger = logging.getLogger("qhook.inspector")
+
+
+@dataclass(frozen=True, slots=True)
+class BinInfo:
+    bin: BinRecord
+    captures: int
+
+
+def _not_found(bin_id: str) -> NotFound:
+    return NotFound(f"No inspector bin {bin_id!r}: it never existed, expired or was deleted")
+
+
+def create_bin(
+    ctx: AppContext,
+    *,
+    responses: object = None,
+    ttl_days: object = None,
+    max_captures: object = None,
+    secret: object = None,
+    actor: str,
+) -> BinRecord:
+    options = domain.parse_bin_options(responses, ttl_days, max_captures, secret)
+    now = utcnow()
+    secret_enc = ctx.box.encrypt(options.secret) if options.secret else None
+    with ctx.db.transaction() as tx:
+        record = store.insert_bin(
+            tx,
+            bin_id=secrets.token_urlsafe(16),
+            now=now,
+            expires_at=now + timedelta(days=options.ttl_days),
+            responses=domain.steps_to_json(options.steps),
+            max_captures=options.max_captures,
+            secret_enc=secret_enc,
+        )
+        details = {
+            "ttl_days": options.ttl_days,
+            "max_captures": options.max_captures,
+            "has_secret": secret_enc is not None,
+            "responses": record.responses,
+        }
+        audit.record(tx, actor, "inspector_bin.create", "inspector_bin", record.id, details)
+    return record
+
+
+def get_bin(ctx: AppContext, bin_id: str) -> BinInfo:
+    with ctx.db.reading() as tx:
+        record = store.live_bin(tx, bin_id, utcnow())
+        if record is None:
+            raise _not_found(bin_id)
+        return BinInfo(record, store.count_captures(tx, bin_id))
+
+
+def list_captures(
+    ctx: AppContext, bin_id: str, *, limit: int = 100, before_id: int | None = None
+) -> list[CaptureRecord]:
+    with ctx.db.reading() as tx:
+        if store.live_bin(tx, bin_id, utcnow()) is None:
+            raise _not_found(bin_id)
+        return store.list_captures(tx, bin_id, limit=limit, before_id=before_id)
+
+
+def set_responses(ctx: AppContext, bin_id: str, responses: object, *, actor: str) -> BinRecord:
+    steps = domain.parse_responses(responses)
+    with ctx.db.transaction() as tx:
+        record = store.set_responses(tx, bin_id, domain.steps_to_json(steps), utcnow())
+        if record is None:
+            raise _not_found(bin_id)
+        audit.record(
+            tx, actor, "inspector_bin.responses", "inspector_bin", bin_id, {"responses": record.responses}
+        )
+    return record
+
+
+def delete_bin(ctx: AppContext, bin_id: str, *, actor: str) -> None:
+    with ctx.db.transaction() as tx:
+        if not store.delete_bin(tx, bin_id):
+            raise _not_found(bin_id)
+        audit.record(tx, actor, "inspector_bin.delete", "inspector_bin", bin_id, None)
+
+
+def purge_expired(ctx: AppContext, now: datetime) -> int:
+    """Delete expired bins and their captures; the scheduler calls this now and then."""
+    with ctx.db.transaction() as tx:
+        purged = store.delete_expired(tx, now)
+    if purged:
+        logger.info("purged inspector bins", extra={"action": "inspector_purge", "bins": purged})
+    return purged
+
+
+def capture(
+    ctx: AppContext,
+    bin_id: str,
+    *,
+    method: str,
+    path: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes,
+    source: str,
+    now: datetime,
+) -> Answer:
+    """Record one request to a bin and decide the answer, in one transaction.
+
+    The signature is checked now, while the Standard Webhooks timestamp is within the library's
+    five-minute tolerance; checking it when someone looks days later would call every old capture
+    invalid.
+    """
+    if not domain.is_bin_id(bin_id):
+        raise _not_found(bin_id)
+    with ctx.db.transaction() as tx:
+        record = store.take_capture_number(tx, bin_id, now)
+        if record is None:
+            raise _not_found(bin_id)
+        answer = domain.answer_for(domain.steps_from_json(record.responses), record.capture_count)
+        signature = _signature_verdict(tx, ctx, record, headers, body, now)
+        store.insert_capture(
+            tx,
+            bin_id=bin_id,
+            at=now,
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            body=body,
+            source=source,
+            status=answer.status,
+            signature=signature,
+        )
+        store.drop_oldest(tx, bin_id, record.max_captures)
+    return answer
+
+
+def _signature_verdict(
+    tx: Tx, ctx: AppContext, record: BinRecord, headers: dict[str, str], body: bytes, now: datetime
+) -> str:
+    if "webhook-signature" not in headers:
+        return domain.SIGNATURE_UNSIGNED
+    candidates = _candidate_secrets(tx, ctx, record, headers.get("webhook-id"), now)
+    if not candidates:
+        return domain.SIGNATURE_NO_SECRET
+    for secret in candidates:
+        if _verifies(secret, body, headers):
+            return domain.SIGNATURE_VALID
+    return domain.SIGNATURE_INVALID
+
+
+def _candidate_secrets(
+    tx: Tx, ctx: AppContext, record: BinRecord, webhook_id: str | None, now: datetime
+) -> list[str]:
+    encrypted: list[str] = []
+    if webhook_id:
+        found = store.signal_secrets_for_webhook_id(tx, webhook_id)
+        if found is not None:
+            if found.secret_enc:
+                encrypted.append(found.secret_enc)
+            rotating = found.previous_secret_until is None or found.previous_secret_until > now
+            if found.previous_secret_enc and rotating:
+                encrypted.append(found.previous_secret_enc)
+    if record.secret_enc:
+        encrypted.append(record.secret_enc)
+    plain: list[str] = []
+    for token in encrypted:
+        try:
+            plain.append(ctx.box.decrypt(token))
+        except QhookError:
+            logger.warning("inspector secret unreadable", extra={"action": "inspector_secret_unreadable"})
+    return plain
+
+
+def _verifies(secret: str, body: bytes, headers: dict[str, Any]) -> bool:
+    try:
+        Webhook(secret).verify(body, headers, json_parse=False)
+    except (WebhookVerificationError, EmptyWebhookSecretError, ValueError, binascii.Error):
+        # ValueError covers malformed signature lists and bodies that are not UTF-8 text.
+        return False
+    return True
