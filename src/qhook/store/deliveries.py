@@ -1,0 +1,118 @@
+"""Writing deliveries when a workflow fires, and the simple reads the workflow engine needs.
+
+The queue side (claims, leases, outcomes) lives in ``store/queue.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from qhook.store.db import Tx
+from qhook.store.tables import deliveries
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    id: int
+    webhook_id: str
+    event_id: int | None
+    workflow_id: int | None
+    signal_id: int | None
+    set_id: int | None
+    result_id: int | None
+    action: str
+    url: str
+    endpoint: str
+    body: str
+    status: str
+    ordered: bool
+    order_key: str | None
+    created_at: datetime
+
+
+_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.webhook_id,
+    deliveries.c.event_id,
+    deliveries.c.workflow_id,
+    deliveries.c.signal_id,
+    deliveries.c.set_id,
+    deliveries.c.result_id,
+    deliveries.c.action,
+    deliveries.c.url,
+    deliveries.c.endpoint,
+    deliveries.c.body,
+    deliveries.c.status,
+    deliveries.c.ordered,
+    deliveries.c.order_key,
+    deliveries.c.created_at,
+)
+
+
+def _row(row: Any) -> DeliveryRow:
+    return DeliveryRow(*(getattr(row, c.name) for c in _COLUMNS))
+
+
+def insert_delivery(
+    tx: Tx,
+    *,
+    webhook_id: str,
+    event_id: int | None,
+    workflow_id: int,
+    signal_id: int,
+    set_id: int,
+    result_id: int | None,
+    action: str,
+    url: str,
+    endpoint: str,
+    body: str,
+    ordered: bool,
+    now: datetime,
+    is_test: bool = False,
+) -> int:
+    """A pending delivery, due now; ``order_key`` keeps one result's events in order for ordered signals."""
+    return int(
+        tx.execute(
+            insert(deliveries)
+            .values(
+                webhook_id=webhook_id,
+                event_id=event_id,
+                workflow_id=workflow_id,
+                signal_id=signal_id,
+                set_id=set_id,
+                result_id=result_id,
+                action=action,
+                url=url,
+                endpoint=endpoint,
+                body=body,
+                status="pending",
+                attempt_count=0,
+                next_attempt_at=now,
+                ordered=ordered,
+                order_key=f"{signal_id}:{result_id}" if ordered else None,
+                is_test=is_test,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(deliveries.c.id)
+        ).scalar_one()
+    )
+
+
+def deliveries_of_event(tx: Tx, event_id: int) -> list[DeliveryRow]:
+    query = select(*_COLUMNS).where(deliveries.c.event_id == event_id).order_by(deliveries.c.id)
+    return [_row(r) for r in tx.execute(query)]
+
+
+def deliveries_of_result(tx: Tx, result_id: int) -> list[DeliveryRow]:
+    query = select(*_COLUMNS).where(deliveries.c.result_id == result_id).order_by(deliveries.c.id)
+    return [_row(r) for r in tx.execute(query)]
+
+
+def deliveries_of_workflow(tx: Tx, workflow_id: int) -> list[DeliveryRow]:
+    query = select(*_COLUMNS).where(deliveries.c.workflow_id == workflow_id).order_by(deliveries.c.id)
+    return [_row(r) for r in tx.execute(query)]

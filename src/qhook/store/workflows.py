@@ -1,0 +1,346 @@
+"""Workflows, their signals (with encrypted signing secrets) and on_date schedule rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, text, update
+
+from qhook.store.db import Tx
+from qhook.store.tables import schedules, signals, workflows
+
+# pg_try_advisory_xact_lock key: "qhook scheduler" (any constant unique to qhook works).
+SCHEDULER_LOCK_KEY = 0x71686F6F6B5343
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    id: int
+    workflow_id: int
+    position: int
+    type: str
+    config: Mapping[str, Any]
+    secret_set: bool
+    previous_secret_until: datetime | None
+    paused_reason: str | None
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSecrets:
+    secret_enc: str | None
+    previous_secret_enc: str | None
+    previous_secret_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord:
+    id: int
+    set_id: int
+    name: str
+    active: bool
+    triggers: Mapping[str, Any]
+    filter: Mapping[str, Any] | None
+    error_email: str | None
+    created_at: datetime
+    updated_at: datetime
+    signals: tuple[SignalRecord, ...]  # every signal, active or not, by position
+
+    @property
+    def active_signals(self) -> tuple[SignalRecord, ...]:
+        return tuple(s for s in self.signals if s.active)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    id: int
+    workflow_id: int
+    result_id: int
+    due_at: datetime
+    fired_at: datetime | None
+
+
+def _signal(row: Any) -> SignalRecord:
+    return SignalRecord(
+        id=row.id,
+        workflow_id=row.workflow_id,
+        position=row.position,
+        type=row.type,
+        config=dict(row.config or {}),
+        secret_set=row.secret_enc is not None,
+        previous_secret_until=row.previous_secret_until,
+        paused_reason=row.paused_reason,
+        active=row.active,
+    )
+
+
+def _signals_of(tx: Tx, workflow_ids: Sequence[int]) -> dict[int, list[SignalRecord]]:
+    found: dict[int, list[SignalRecord]] = {wid: [] for wid in workflow_ids}
+    if not workflow_ids:
+        return found
+    query = (
+        select(signals)
+        .where(signals.c.workflow_id.in_(list(workflow_ids)))
+        .order_by(signals.c.position, signals.c.id)
+    )
+    for row in tx.execute(query):
+        found[row.workflow_id].append(_signal(row))
+    return found
+
+
+def _workflow(row: Any, its_signals: Sequence[SignalRecord]) -> WorkflowRecord:
+    return WorkflowRecord(
+        id=row.id,
+        set_id=row.set_id,
+        name=row.name,
+        active=row.active,
+        triggers=dict(row.triggers or {}),
+        filter=row.filter,
+        error_email=row.error_email,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        signals=tuple(its_signals),
+    )
+
+
+def insert_workflow(
+    tx: Tx,
+    *,
+    set_id: int,
+    name: str,
+    active: bool,
+    triggers: Mapping[str, Any],
+    filter: Mapping[str, Any] | None,
+    error_email: str | None,
+    now: datetime,
+) -> int:
+    return int(
+        tx.execute(
+            insert(workflows)
+            .values(
+                set_id=set_id,
+                name=name,
+                active=active,
+                triggers=dict(triggers),
+                filter=dict(filter) if filter is not None else None,
+                error_email=error_email,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(workflows.c.id)
+        ).scalar_one()
+    )
+
+
+def update_workflow(
+    tx: Tx,
+    workflow_id: int,
+    *,
+    name: str,
+    active: bool,
+    triggers: Mapping[str, Any],
+    filter: Mapping[str, Any] | None,
+    error_email: str | None,
+    now: datetime,
+) -> None:
+    tx.execute(
+        update(workflows)
+        .where(workflows.c.id == workflow_id)
+        .values(
+            name=name,
+            active=active,
+            triggers=dict(triggers),
+            filter=dict(filter) if filter is not None else None,
+            error_email=error_email,
+            updated_at=now,
+        )
+    )
+
+
+def delete_workflow(tx: Tx, workflow_id: int) -> bool:
+    # Children explicitly, so SQLite and PostgreSQL behave alike whatever the FK settings.
+    tx.execute(delete(schedules).where(schedules.c.workflow_id == workflow_id))
+    tx.execute(delete(signals).where(signals.c.workflow_id == workflow_id))
+    return bool(tx.execute(delete(workflows).where(workflows.c.id == workflow_id)).rowcount)
+
+
+def get_workflow(tx: Tx, workflow_id: int, *, for_update: bool = False) -> WorkflowRecord | None:
+    query = select(workflows).where(workflows.c.id == workflow_id)
+    if for_update and tx.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = tx.execute(query).one_or_none()
+    if row is None:
+        return None
+    return _workflow(row, _signals_of(tx, [row.id])[row.id])
+
+
+def list_workflows(
+    tx: Tx,
+    *,
+    set_id: int | None = None,
+    set_ids: Sequence[int] | None = None,
+    active_only: bool = False,
+) -> list[WorkflowRecord]:
+    """Workflows by id; ``set_ids`` limits them to sets a principal may use."""
+    query = select(workflows).order_by(workflows.c.id)
+    if set_id is not None:
+        query = query.where(workflows.c.set_id == set_id)
+    if set_ids is not None:
+        query = query.where(workflows.c.set_id.in_(list(set_ids)))
+    if active_only:
+        query = query.where(workflows.c.active.is_(True))
+    rows = list(tx.execute(query))
+    by_workflow = _signals_of(tx, [r.id for r in rows])
+    return [_workflow(r, by_workflow[r.id]) for r in rows]
+
+
+# --- signals ------------------------------------------------------------------------------------
+
+
+def insert_signal(
+    tx: Tx,
+    *,
+    workflow_id: int,
+    position: int,
+    type: str,
+    config: Mapping[str, Any],
+    secret_enc: str | None,
+) -> int:
+    return int(
+        tx.execute(
+            insert(signals)
+            .values(
+                workflow_id=workflow_id,
+                position=position,
+                type=type,
+                config=dict(config),
+                secret_enc=secret_enc,
+                active=True,
+            )
+            .returning(signals.c.id)
+        ).scalar_one()
+    )
+
+
+def update_signal(
+    tx: Tx, signal_id: int, *, position: int, config: Mapping[str, Any], active: bool = True
+) -> None:
+    tx.execute(
+        update(signals)
+        .where(signals.c.id == signal_id)
+        .values(position=position, config=dict(config), active=active)
+    )
+
+
+def deactivate_signals(tx: Tx, workflow_id: int, keep_ids: Iterable[int]) -> list[int]:
+    """Deactivate the workflow's signals not in ``keep_ids`` (their deliveries keep pointing at them)."""
+    keep = list(keep_ids)
+    query = update(signals).where(signals.c.workflow_id == workflow_id, signals.c.active.is_(True))
+    if keep:
+        query = query.where(signals.c.id.not_in(keep))
+    return [int(r.id) for r in tx.execute(query.values(active=False).returning(signals.c.id))]
+
+
+def signal_secrets(tx: Tx, signal_id: int) -> SignalSecrets | None:
+    row = tx.execute(
+        select(signals.c.secret_enc, signals.c.previous_secret_enc, signals.c.previous_secret_until).where(
+            signals.c.id == signal_id
+        )
+    ).one_or_none()
+    return SignalSecrets(row.secret_enc, row.previous_secret_enc, row.previous_secret_until) if row else None
+
+
+def set_signal_secrets(
+    tx: Tx,
+    signal_id: int,
+    *,
+    secret_enc: str | None,
+    previous_secret_enc: str | None,
+    previous_secret_until: datetime | None,
+) -> None:
+    tx.execute(
+        update(signals)
+        .where(signals.c.id == signal_id)
+        .values(
+            secret_enc=secret_enc,
+            previous_secret_enc=previous_secret_enc,
+            previous_secret_until=previous_secret_until,
+        )
+    )
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+
+def _schedule(row: Any) -> ScheduleRecord:
+    return ScheduleRecord(row.id, row.workflow_id, row.result_id, row.due_at, row.fired_at)
+
+
+def get_schedule(tx: Tx, workflow_id: int, result_id: int) -> ScheduleRecord | None:
+    row = tx.execute(
+        select(schedules).where(schedules.c.workflow_id == workflow_id, schedules.c.result_id == result_id)
+    ).one_or_none()
+    return _schedule(row) if row else None
+
+
+def put_schedule(tx: Tx, workflow_id: int, result_id: int, due_at: datetime) -> None:
+    """Keep one row per (workflow, result); a moved due time fires again, an unchanged one never twice."""
+    current = get_schedule(tx, workflow_id, result_id)
+    if current is None:
+        tx.execute(insert(schedules).values(workflow_id=workflow_id, result_id=result_id, due_at=due_at))
+    elif current.due_at != due_at:
+        tx.execute(update(schedules).where(schedules.c.id == current.id).values(due_at=due_at, fired_at=None))
+
+
+def drop_schedule(tx: Tx, workflow_id: int, result_id: int) -> None:
+    tx.execute(
+        delete(schedules).where(schedules.c.workflow_id == workflow_id, schedules.c.result_id == result_id)
+    )
+
+
+def drop_schedules_of_result(tx: Tx, result_id: int) -> None:
+    tx.execute(delete(schedules).where(schedules.c.result_id == result_id))
+
+
+def drop_schedules_of_workflow(tx: Tx, workflow_id: int) -> None:
+    tx.execute(delete(schedules).where(schedules.c.workflow_id == workflow_id))
+
+
+def list_schedules(
+    tx: Tx, *, workflow_id: int | None = None, result_id: int | None = None
+) -> list[ScheduleRecord]:
+    query = select(schedules).order_by(schedules.c.id)
+    if workflow_id is not None:
+        query = query.where(schedules.c.workflow_id == workflow_id)
+    if result_id is not None:
+        query = query.where(schedules.c.result_id == result_id)
+    return [_schedule(r) for r in tx.execute(query)]
+
+
+def claim_due_schedules(tx: Tx, now: datetime, limit: int) -> list[ScheduleRecord]:
+    """Unfired schedules due by ``now``, locked for this transaction (skipping rows others hold)."""
+    query = (
+        select(schedules)
+        .where(schedules.c.fired_at.is_(None), schedules.c.due_at <= now)
+        .order_by(schedules.c.due_at, schedules.c.id)
+        .limit(limit)
+    )
+    if tx.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [_schedule(r) for r in tx.execute(query)]
+
+
+def mark_fired(tx: Tx, schedule_id: int, now: datetime) -> None:
+    tx.execute(update(schedules).where(schedules.c.id == schedule_id).values(fired_at=now))
+
+
+def try_scheduler_lock(tx: Tx) -> bool:
+    """One scheduler at a time on PostgreSQL (held until this transaction ends); always True on SQLite."""
+    if tx.dialect.name != "postgresql":
+        return True
+    return bool(
+        tx.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SCHEDULER_LOCK_KEY}).scalar()
+    )
