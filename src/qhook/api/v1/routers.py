@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from qhook.api.v1 import inspector, users
+from qhook.api.v1 import events, inspector, results, sets, users
 
-ALL: list[APIRouter] = [users.router, inspector.router]
+ALL: list[APIRouter] = [users.router, inspector.router, sets.router, results.router, events.router]

@@ -1,0 +1,83 @@
+"""/api/v1/events: the audit trail of result changes, newest first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from qhook.api.deps import Ctx, Viewer
+from qhook.api.v1.results import parse_cursor
+from qhook.api.v1.sets import ensure_set_access
+from qhook.domain.ids import encode_cursor
+from qhook.services import results
+from qhook.store.events import EventRecord
+
+router = APIRouter(tags=["events"])
+
+
+class EventOut(BaseModel):
+    id: int
+    uid: str
+    set_id: int
+    result_id: int | None
+    action: str = Field(description="new, modified, deleted, date or manual")
+    actor: str
+    occurred_at: datetime
+    before: dict[str, Any] | None = Field(description="The flat result as it was (null for new)")
+    after: dict[str, Any] | None = Field(description="The flat result as it is (null for deleted)")
+    changes: dict[str, Any] = Field(description='{"field": {"old": .., "new": ..}}')
+    evaluations: list[dict[str, Any]] = Field(description="What each workflow decided")
+    chain: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, event: EventRecord) -> EventOut:
+        return cls(
+            id=event.id,
+            uid=event.uid,
+            set_id=event.set_id,
+            result_id=event.result_id,
+            action=event.action,
+            actor=event.actor,
+            occurred_at=event.occurred_at,
+            before=dict(event.before) if event.before is not None else None,
+            after=dict(event.after) if event.after is not None else None,
+            changes={k: dict(v) for k, v in event.changes.items()},
+            evaluations=[dict(e) for e in event.evaluations],
+            chain=dict(event.chain) if event.chain is not None else None,
+        )
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+@router.get("/events")
+def list_events(
+    ctx: Ctx,
+    principal: Viewer,
+    result_id: int | None = None,
+    set_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> EventPage:
+    if set_id is not None:
+        ensure_set_access(principal, set_id)
+    allowed = sorted(principal.set_ids) if principal.set_ids is not None else None
+    page = results.list_events(
+        ctx.db,
+        result_id=result_id,
+        set_id=set_id,
+        set_ids=allowed,
+        before_id=parse_cursor(cursor),
+        limit=limit + 1,
+    )
+    more = len(page) > limit
+    page = page[:limit]
+    return EventPage(
+        items=[EventOut.of(e) for e in page],
+        next_cursor=encode_cursor(page[-1].id) if more and page else None,
+    )
