@@ -47,6 +47,11 @@ class BodyLimit:
             await self.app(scope, counting_receive, send)
         except _TooLarge:
             await self._too_large(scope, receive, send)
+        except BaseExceptionGroup as group:
+            # @app.middleware("http") reads the body in a task group, which wraps our signal.
+            if group.subgroup(_TooLarge) is None:
+                raise
+            await self._too_large(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"Request body too large: the limit is {self.max_bytes} bytes (QHOOK_MAX_BODY_BYTES)"

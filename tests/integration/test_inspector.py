@@ -1,0 +1,404 @@
+"""The request inspector over HTTP on SQLite and PostgreSQL: bins, captures, scripts, limits, signatures."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import insert, select, update
+from standardwebhooks import Webhook
+
+from qhook.api.app import create_app
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.domain.signing import new_secret, signing_headers
+from qhook.services import inspector
+from qhook.store import tables
+from tests.conftest import auth
+
+
+async def _bin(api: httpx.AsyncClient, **body: object) -> dict[str, str]:
+    response = await api.post("/api/v1/inspector/bins", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def _path(url: str) -> str:
+    return httpx.URL(url).path
+
+
+async def _captures(api: httpx.AsyncClient, bin_id: str) -> list[dict[str, object]]:
+    response = await api.get(f"/api/v1/inspector/bins/{bin_id}/requests")
+    assert response.status_code == 200, response.text
+    return list(response.json())
+
+
+def _signed_headers(
+    secret: str, body: bytes, msg_id: str = "msg_test1", at: datetime | None = None
+) -> dict[str, str]:
+    """Signed with the standardwebhooks library itself, so our check is judged by the reference."""
+    moment = at or datetime.now(UTC)
+    signature = Webhook(secret).sign(msg_id, moment, body.decode())
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+
+
+async def test_create_bin_and_capture_any_method_path_query_headers_body(api: httpx.AsyncClient) -> None:
+    created = await _bin(api)
+    bin_id = created["id"]
+    assert len(bin_id) >= 22
+    assert created["url"] == f"http://testserver/inspect/{bin_id}"
+    expires = datetime.fromisoformat(created["expires_at"])
+    assert timedelta(days=6, hours=23) < expires - utcnow() <= timedelta(days=7)
+
+    base = _path(created["url"])
+    answer = await api.post(
+        base + "/orders/7?x=1&y=two",
+        content=b'{"a": 1}',
+        headers={"X-Tag": "one", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 200
+    assert answer.json() == {"ok": True}
+    for method in ("GET", "PUT", "PATCH", "DELETE"):
+        assert (await api.request(method, base)).status_code == 200
+    binary = b"\xff\xfe\x00raw"
+    await api.post(base + "/bin", content=binary)
+
+    captures = await _captures(api, bin_id)
+    assert [c["method"] for c in captures] == ["POST", "DELETE", "PATCH", "PUT", "GET", "POST"]
+    first = captures[-1]
+    assert first["path"] == "/orders/7"
+    assert first["query"] == "x=1&y=two"
+    assert first["body"] == '{"a": 1}' and first["body_encoding"] == "utf-8"
+    assert isinstance(first["headers"], dict) and first["headers"]["x-tag"] == "one"
+    assert first["source"] == "127.0.0.1"
+    assert first["status"] == 200
+    assert first["signature"] == "unsigned"
+    assert captures[1]["path"] == "/"
+    assert captures[0]["body_encoding"] == "base64"
+    assert base64.b64decode(str(captures[0]["body"])) == binary
+    ids = [c["id"] for c in captures]
+    assert ids == sorted(ids, reverse=True)
+
+    info = (await api.get(f"/api/v1/inspector/bins/{bin_id}")).json()
+    assert info["captures"] == 6 and info["capture_count"] == 6
+    assert info["max_captures"] == 500 and info["has_secret"] is False
+    assert info["url"] == created["url"]
+
+
+def _client(ctx: AppContext, base_url: str = "http://testserver", **headers: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(ctx)), base_url=base_url, headers=headers
+    )
+
+
+async def test_capture_needs_no_key_and_reveals_nothing(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    bin_id = (await _bin(api))["id"]
+    anonymous = _client(ctx)
+    async with anonymous:
+        answer = await anonymous.post(f"/inspect/{bin_id}", content=b"secret-ish")
+        assert answer.status_code == 200
+        assert b"secret-ish" not in answer.content
+        listed = await anonymous.get(f"/api/v1/inspector/bins/{bin_id}/requests")
+        assert listed.status_code == 401
+
+
+async def test_scripted_failures_then_success(api: httpx.AsyncClient) -> None:
+    created = await _bin(api, responses=[{"status": 500, "times": 3}, {"status": 200}])
+    url = _path(created["url"])
+    statuses = [(await api.post(url, content=b"{}")).status_code for _ in range(5)]
+    assert statuses == [500, 500, 500, 200, 200]
+    captures = await _captures(api, created["id"])
+    assert [c["status"] for c in captures] == [200, 200, 500, 500, 500]
+
+
+async def test_rate_limited_answer_with_retry_after(api: httpx.AsyncClient) -> None:
+    created = await _bin(
+        api, responses={"status": 429, "headers": {"Retry-After": "30"}, "body": "slow down"}
+    )
+    for _ in range(2):
+        answer = await api.post(_path(created["url"]))
+        assert answer.status_code == 429
+        assert answer.headers["retry-after"] == "30"
+        assert answer.text == "slow down"
+
+
+async def test_delay(api: httpx.AsyncClient) -> None:
+    created = await _bin(api, responses=[{"status": 202, "delay_ms": 400, "times": 1}])
+    started = time.monotonic()
+    answer = await api.get(_path(created["url"]))
+    assert answer.status_code == 202
+    assert time.monotonic() - started >= 0.4
+    started = time.monotonic()
+    assert (await api.get(_path(created["url"]))).status_code == 200  # script used up: default
+    assert time.monotonic() - started < 0.4
+
+
+async def test_patch_responses_restarts_the_script(api: httpx.AsyncClient) -> None:
+    created = await _bin(api)
+    url = _path(created["url"])
+    assert (await api.get(url)).status_code == 200
+    patched = await api.patch(
+        f"/api/v1/inspector/bins/{created['id']}", json={"responses": [{"status": 503, "times": 1}]}
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["responses"] == [{"status": 503, "times": 1}]
+    assert patched.json()["capture_count"] == 0
+    assert [(await api.get(url)).status_code for _ in range(2)] == [503, 200]
+    bad = await api.patch(f"/api/v1/inspector/bins/{created['id']}", json={"responses": [{"status": 700}]})
+    assert bad.status_code == 422
+    assert bad.json()["details"][0]["field"] == "responses[0].status"
+
+
+async def test_bad_bin_options_name_the_field(api: httpx.AsyncClient) -> None:
+    for body, field in [
+        ({"ttl_days": 0}, "ttl_days"),
+        ({"max_captures": "many"}, "max_captures"),
+        ({"secret": "hunter2"}, "secret"),
+        ({"responses": [{"status": 500}, {"status": 200}]}, "responses[0].times"),
+    ]:
+        response = await api.post("/api/v1/inspector/bins", json=body)
+        assert response.status_code == 422, body
+        assert response.json()["details"][0]["field"] == field
+
+
+async def test_max_captures_drops_oldest(api: httpx.AsyncClient) -> None:
+    created = await _bin(api, max_captures=3)
+    url = _path(created["url"])
+    for n in range(5):
+        await api.post(url, content=f"n={n}".encode())
+    captures = await _captures(api, created["id"])
+    assert [c["body"] for c in captures] == ["n=4", "n=3", "n=2"]
+    assert (await api.get(f"/api/v1/inspector/bins/{created['id']}")).json()["capture_count"] == 5
+
+
+async def test_expired_bin_is_404_and_purged(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    kept = await _bin(api)
+    gone = await _bin(api, ttl_days=1)
+    await api.post(_path(gone["url"]), content=b"x")
+    with ctx.db.transaction() as tx:
+        tx.execute(
+            update(tables.inspector_bins)
+            .where(tables.inspector_bins.c.id == gone["id"])
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    answer = await api.post(_path(gone["url"]), content=b"x")
+    assert answer.status_code == 404
+    assert "expired" in answer.json()["error"]
+    assert (await api.get(f"/api/v1/inspector/bins/{gone['id']}")).status_code == 404
+    assert (await api.get(f"/api/v1/inspector/bins/{gone['id']}/requests")).status_code == 404
+
+    assert inspector.purge_expired(ctx, utcnow()) == 1
+    with ctx.db.reading() as tx:
+        bins = set(tx.execute(select(tables.inspector_bins.c.id)).scalars())
+        leftover = tx.execute(
+            select(tables.inspector_requests.c.id).where(tables.inspector_requests.c.bin_id == gone["id"])
+        ).all()
+    assert bins == {kept["id"]}
+    assert leftover == []
+    assert inspector.purge_expired(ctx, utcnow()) == 0
+    # A bin expires once its days are up.
+    assert inspector.purge_expired(ctx, utcnow() + timedelta(days=8)) == 1
+
+
+async def test_unknown_bin_is_404(api: httpx.AsyncClient) -> None:
+    assert (await api.post("/inspect/doesnotexist", content=b"x")).status_code == 404
+    assert (await api.get("/inspect/..%2Fapi")).status_code == 404
+    assert (await api.get("/api/v1/inspector/bins/doesnotexist")).status_code == 404
+    assert (await api.delete("/api/v1/inspector/bins/doesnotexist")).status_code == 404
+
+
+async def test_delete_bin(api: httpx.AsyncClient) -> None:
+    created = await _bin(api)
+    await api.post(_path(created["url"]), content=b"x")
+    assert (await api.delete(f"/api/v1/inspector/bins/{created['id']}")).status_code == 204
+    assert (await api.post(_path(created["url"]), content=b"x")).status_code == 404
+    assert (await api.get(f"/api/v1/inspector/bins/{created['id']}")).status_code == 404
+
+
+@pytest.fixture
+async def small_limit_client(ctx: AppContext, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    small = AppContext(ctx.settings.model_copy(update={"max_body_bytes": 1000}), ctx.db, ctx.box)
+    transport = httpx.ASGITransport(app=create_app(small))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=auth(admin_key)
+    ) as http:
+        yield http
+
+
+async def test_bodies_over_the_limit_are_refused(small_limit_client: httpx.AsyncClient) -> None:
+    created = await _bin(small_limit_client)
+    url = _path(created["url"])
+    assert (await small_limit_client.post(url, content=b"x" * 1000)).status_code == 200
+    refused = await small_limit_client.post(url, content=b"x" * 1001)
+    assert refused.status_code == 413
+    assert "QHOOK_MAX_BODY_BYTES" in refused.json()["error"]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the streamed body is counted
+        for _ in range(3):
+            yield b"y" * 600
+
+    streamed = await small_limit_client.post(url, content=chunks())
+    assert streamed.status_code == 413
+    captures = await _captures(small_limit_client, created["id"])
+    assert [len(str(c["body"])) for c in captures] == [1000]
+
+
+async def test_signature_valid_invalid_unsigned_and_no_secret(api: httpx.AsyncClient) -> None:
+    secret = new_secret()
+    created = await _bin(api, secret=secret)
+    url = _path(created["url"])
+    body = b'{"type": "result.new", "data": {"@id": 1}}'
+    await api.post(url, content=body, headers=_signed_headers(secret, body))
+    await api.post(url, content=body + b" ", headers=_signed_headers(secret, body))  # body altered
+    await api.post(url, content=body, headers=_signed_headers(new_secret(), body))  # other secret
+    old = datetime.now(UTC) - timedelta(minutes=10)
+    await api.post(url, content=body, headers=_signed_headers(secret, body, at=old))  # replayed late
+    await api.post(
+        url, content=body, headers={"webhook-id": "x", "webhook-timestamp": "1", "webhook-signature": "junk"}
+    )
+    await api.post(url, content=body)
+    captures = await _captures(api, created["id"])
+    assert [c["signature"] for c in captures] == [
+        "unsigned",
+        "invalid",
+        "invalid",
+        "invalid",
+        "invalid",
+        "valid",
+    ]
+    assert (await api.get(f"/api/v1/inspector/bins/{created['id']}")).json()["has_secret"] is True
+
+    plain = await _bin(api)
+    await api.post(_path(plain["url"]), content=body, headers=_signed_headers(secret, body))
+    assert [c["signature"] for c in await _captures(api, plain["id"])] == ["no secret"]
+
+
+async def test_signature_stays_valid_when_read_later(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    """The verdict is taken on arrival; the library's 5-minute tolerance must not spoil old captures."""
+    secret = new_secret()
+    created = await _bin(api, secret=secret)
+    body = b'{"n": 1}'
+    await api.post(_path(created["url"]), content=body, headers=_signed_headers(secret, body))
+    with ctx.db.transaction() as tx:
+        tx.execute(update(tables.inspector_requests).values(at=utcnow() - timedelta(days=2)))
+    assert [c["signature"] for c in await _captures(api, created["id"])] == ["valid"]
+
+
+async def test_signature_checked_against_the_delivery_signal_secret(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    signal_secret, previous = new_secret(), new_secret()
+    now = utcnow()
+    with ctx.db.transaction() as tx:
+        set_id = tx.execute(
+            insert(tables.sets)
+            .values(name="Batches", kind="analysis_set", created_at=now, updated_at=now)
+            .returning(tables.sets.c.id)
+        ).scalar_one()
+        workflow_id = tx.execute(
+            insert(tables.workflows)
+            .values(set_id=set_id, name="ERP", triggers=[], created_at=now, updated_at=now)
+            .returning(tables.workflows.c.id)
+        ).scalar_one()
+        signal_id = tx.execute(
+            insert(tables.signals)
+            .values(
+                workflow_id=workflow_id,
+                position=0,
+                type="webhook",
+                config={},
+                secret_enc=ctx.box.encrypt(signal_secret),
+                previous_secret_enc=ctx.box.encrypt(previous),
+                previous_secret_until=now + timedelta(hours=1),
+            )
+            .returning(tables.signals.c.id)
+        ).scalar_one()
+        for webhook_id in ("msg_real1", "msg_real2"):
+            tx.execute(
+                insert(tables.deliveries).values(
+                    webhook_id=webhook_id,
+                    signal_id=signal_id,
+                    action="new",
+                    url="http://testserver/inspect/x",
+                    endpoint="http://testserver:80",
+                    body="{}",
+                    status="pending",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    created = await _bin(api)  # no secret of its own
+    url = _path(created["url"])
+    body = b'{"type": "result.new"}'
+    stamp = int(time.time())
+    # Signed the way qhook's own sender signs, during a rotation (new and previous signatures).
+    rotating = signing_headers(signal_secret, "msg_real1", stamp, body, previous_secret=previous)
+    await api.post(url, content=body, headers=rotating)
+    only_previous = signing_headers(previous, "msg_real2", stamp, body)
+    await api.post(url, content=body, headers=only_previous)
+    forged = signing_headers(new_secret(), "msg_real1", stamp, body)
+    await api.post(url, content=body, headers=forged)
+    unknown = signing_headers(signal_secret, "msg_unknown", stamp, body)
+    await api.post(url, content=body, headers=unknown)
+    captures = await _captures(api, created["id"])
+    assert [c["signature"] for c in captures] == ["no secret", "invalid", "valid", "valid"]
+
+
+async def test_url_base_from_public_url(ctx: AppContext, admin_key: str) -> None:
+    public = AppContext(
+        ctx.settings.model_copy(update={"public_url": "https://qhook.example.com/"}), ctx.db, ctx.box
+    )
+    transport = httpx.ASGITransport(app=create_app(public))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://internal:8000", headers=auth(admin_key)
+    ) as http:
+        created = await _bin(http)
+        assert created["url"] == f"https://qhook.example.com/inspect/{created['id']}"
+
+
+async def test_url_base_from_the_request(ctx: AppContext, editor_key: str) -> None:
+    other = _client(ctx, "http://qhook.lan:8123", **auth(editor_key))
+    async with other:
+        created = await _bin(other)
+    assert created["url"] == f"http://qhook.lan:8123/inspect/{created['id']}"
+
+
+async def test_viewer_reads_but_cannot_create_or_change(
+    client: httpx.AsyncClient, viewer_key: str, editor_key: str
+) -> None:
+    refused = await client.post("/api/v1/inspector/bins", json={}, headers=auth(viewer_key))
+    assert refused.status_code == 403
+    assert "editor role" in refused.json()["error"]
+    created = await client.post("/api/v1/inspector/bins", headers=auth(editor_key))
+    assert created.status_code == 201
+    bin_id = created.json()["id"]
+    assert (await client.get(f"/api/v1/inspector/bins/{bin_id}", headers=auth(viewer_key))).status_code == 200
+    listed = await client.get(f"/api/v1/inspector/bins/{bin_id}/requests", headers=auth(viewer_key))
+    assert listed.status_code == 200
+    patch = await client.patch(
+        f"/api/v1/inspector/bins/{bin_id}", json={"responses": None}, headers=auth(viewer_key)
+    )
+    assert patch.status_code == 403
+    assert (
+        await client.delete(f"/api/v1/inspector/bins/{bin_id}", headers=auth(viewer_key))
+    ).status_code == 403
+
+
+async def test_credentials_in_captures_are_masked(api: httpx.AsyncClient) -> None:
+    created = await _bin(api)
+    await api.post(
+        _path(created["url"]), content=b"{}", headers={"Authorization": "Basic dXNlcjpwYXNzd29yZA=="}
+    )
+    headers = (await _captures(api, created["id"]))[0]["headers"]
+    assert isinstance(headers, dict)
+    assert headers["authorization"].startswith("Basic [redacted")
+    assert "dXNlcjpwYXNzd29yZA" not in str(headers)
