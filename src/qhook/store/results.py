@@ -7,13 +7,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, false, func, insert, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from qhook.store.db import Tx
 from qhook.store.tables import results
 
 _values = results.c["values"]
+# The column is JSONB on PostgreSQL; say so, so jsonb operators (@>, ?) are allowed on it.
+_jsonb = type_coerce(_values, JSONB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +119,7 @@ def delete_result(tx: Tx, result_id: int) -> bool:
 def _value_of(tx: Tx, name: str) -> ColumnElement[Any]:
     # Field names are validated ([A-Za-z][A-Za-z0-9_]*), so they are safe inside a JSON path.
     if tx.dialect.name == "postgresql":
-        return _values[name]
+        return _jsonb[name]
     return func.json_extract(_values, f"$.{name}")
 
 
@@ -114,9 +129,9 @@ def _matches(tx: Tx, name: str, wanted: Sequence[Any]) -> ColumnElement[bool]:
     present = [w for w in wanted if w is not None]
     if tx.dialect.name == "postgresql":
         # jsonb containment compares numbers numerically (3 matches 3.0) and keeps types apart.
-        terms.extend(_values.contains({name: w}) for w in present)
+        terms.extend(_jsonb.contains({name: w}) for w in present)
         if len(present) < len(wanted):
-            terms.append(~_values.has_key(name))
+            terms.append(~_jsonb.has_key(name))
     else:
         extracted = func.json_extract(_values, f"$.{name}")
         # json_extract gives 1/0 for true/false, and compares 3 and 3.0 as equal.
