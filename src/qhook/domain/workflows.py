@@ -88,7 +88,7 @@ def parse_workflow(
     fields: Sequence[FieldLike],
     *,
     other_sets: Mapping[int, Sequence[FieldLike]],
-    check_url: Callable[[str], None],
+    check_url: Callable[[str], str | None],
 ) -> WorkflowSpec:
     """Validate a whole workflow document against its set's fields; 422 names the place."""
     if not isinstance(doc, dict):
@@ -147,7 +147,7 @@ def _signal(
     path: str,
     fields: Sequence[FieldLike],
     other_sets: Mapping[int, Sequence[FieldLike]],
-    check_url: Callable[[str], None],
+    check_url: Callable[[str], str | None],
 ) -> SignalSpec:
     if not isinstance(raw, dict):
         raise _fail(path, "a signal object with a 'type'")
@@ -174,20 +174,20 @@ def _only(raw: Mapping[str, Any], path: str, keys: set[str]) -> None:
 
 
 def _webhook(
-    raw: Mapping[str, Any], path: str, fields: Sequence[FieldLike], check_url: Callable[[str], None]
+    raw: Mapping[str, Any], path: str, fields: Sequence[FieldLike], check_url: Callable[[str], str | None]
 ) -> tuple[dict[str, Any], str | None]:
     _only(raw, path, set(WEBHOOK_DEFAULTS) | {"url", "secret"})
     url = raw.get("url")
     if not isinstance(url, str) or not url.strip():
         raise _fail(f"{path}.url", "the receiver's URL")
     try:
-        check_url(url.strip())
+        url = check_url(url.strip()) or url.strip()
     except ValueError as exc:
         raise _fail(f"{path}.url", str(exc)) from exc
     except ValidationFailed as exc:
         expected = exc.details[0]["error"] if exc.details else exc.message
         raise _fail(f"{path}.url", str(expected)) from exc
-    config = {"url": url.strip(), **WEBHOOK_DEFAULTS}
+    config = {"url": url, **WEBHOOK_DEFAULTS}
     profile = raw.get("auth_profile_id")
     if profile is not None and (isinstance(profile, bool) or not isinstance(profile, int)):
         raise _fail(f"{path}.auth_profile_id", "the id of an auth profile")

@@ -1,0 +1,460 @@
+"""Workflows: create, change, delete (audited), signing secrets, preview and manual runs."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.domain import payloads
+from qhook.domain.fields import flat_result
+from qhook.domain.ids import new_uid
+from qhook.domain.schedule import due_at
+from qhook.domain.urls import host_matches, host_of, parse_target
+from qhook.domain.workflows import (
+    OverlapView,
+    SignalSpec,
+    WorkflowSpec,
+    overlaps,
+    parse_workflow,
+    transfer_set_ids,
+)
+from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
+from qhook.services import audit, fanout
+from qhook.store import events as event_store
+from qhook.store import results as result_store
+from qhook.store import sets as set_store
+from qhook.store import workflows as store
+from qhook.store.db import Database, Tx
+from qhook.store.sets import SetRecord
+from qhook.store.workflows import WorkflowRecord
+
+SECRET_GRACE = timedelta(hours=24)
+MAX_RUN_RESULTS = 1000
+
+
+def new_signing_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` and 24 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def as_document(workflow: WorkflowRecord) -> dict[str, Any]:
+    """The API shape: no secrets, ``secret_set`` for webhook signals; active signals only."""
+    signals = []
+    for signal in workflow.active_signals:
+        item: dict[str, Any] = {"id": signal.id, "type": signal.type, **signal.config}
+        if signal.type == "webhook":
+            item["secret_set"] = signal.secret_set
+            item["paused_reason"] = signal.paused_reason
+        signals.append(item)
+    return {
+        "id": workflow.id,
+        "name": workflow.name,
+        "set_id": workflow.set_id,
+        "active": workflow.active,
+        "triggers": dict(workflow.triggers),
+        "filter": workflow.filter,
+        "error_email": workflow.error_email,
+        "signals": signals,
+        "created_at": workflow.created_at,
+        "updated_at": workflow.updated_at,
+    }
+
+
+def _set_for(tx: Tx, set_id: object) -> SetRecord:
+    if not isinstance(set_id, int) or isinstance(set_id, bool):
+        raise field_error("set_id", "the id of a set")
+    current = set_store.get_set(tx, set_id)
+    if current is None:
+        raise field_error("set_id", f"an existing set; there is no set {set_id}")
+    return current
+
+
+def _validate(tx: Tx, ctx: AppContext, doc: Mapping[str, Any]) -> tuple[WorkflowSpec, SetRecord]:
+    current = _set_for(tx, doc.get("set_id"))
+    others = {s.id: s.active_fields for s in set_store.list_sets(tx, sorted(transfer_set_ids(doc)))}
+
+    def check_url(url: str) -> str:
+        return parse_target(url, allow_http=ctx.settings.allow_http, allow_userinfo=False).url
+
+    spec = parse_workflow(doc, current.active_fields, other_sets=others, check_url=check_url)
+    for index, signal in enumerate(spec.signals):
+        profile_id = signal.config.get("auth_profile_id") if signal.type == "webhook" else None
+        if profile_id is not None:
+            _check_profile(tx, profile_id, str(signal.config["url"]), f"signals[{index}]")
+    return spec, current
+
+
+def _check_profile(tx: Tx, profile_id: int, url: str, path: str) -> None:
+    domains = store.auth_profile_domains(tx, profile_id)
+    if domains is None:
+        raise field_error(
+            f"{path}.auth_profile_id", f"an existing auth profile; there is none with id {profile_id}"
+        )
+    host = host_of(url)
+    if domains and not any(host_matches(host, pattern) for pattern in domains):
+        raise field_error(
+            f"{path}.url",
+            f"a host the auth profile may send credentials to ({', '.join(domains)}); {host} is not one",
+        )
+
+
+def _write_signals(
+    tx: Tx, ctx: AppContext, workflow_id: int, specs: Sequence[SignalSpec], existing: WorkflowRecord | None
+) -> dict[int, str]:
+    """Create or update signals in order; deactivate the ones left out. Returns new plain secrets."""
+    known = {s.id: s for s in existing.signals} if existing else {}
+    created_secrets: dict[int, str] = {}
+    kept: list[int] = []
+    now = utcnow()
+    for position, spec in enumerate(specs):
+        if spec.id is not None:
+            old = known.get(spec.id)
+            if old is None:
+                raise field_error(f"signals[{position}].id", "the id of a signal of this workflow")
+            if old.type != spec.type:
+                raise field_error(f"signals[{position}].type", f"{old.type!r}: a signal keeps its type")
+            store.update_signal(tx, spec.id, position=position, config=spec.config, active=True)
+            if spec.type == "webhook" and spec.secret is not None:
+                _replace_secret(tx, ctx, spec.id, spec.secret, now)
+            kept.append(spec.id)
+            continue
+        plain = (spec.secret or new_signing_secret()) if spec.type == "webhook" else None
+        signal_id = store.insert_signal(
+            tx,
+            workflow_id=workflow_id,
+            position=position,
+            type=spec.type,
+            config=spec.config,
+            secret_enc=ctx.box.encrypt(plain) if plain else None,
+        )
+        if plain:
+            created_secrets[signal_id] = plain
+        kept.append(signal_id)
+    store.deactivate_signals(tx, workflow_id, kept)
+    return created_secrets
+
+
+def _replace_secret(tx: Tx, ctx: AppContext, signal_id: int, plain: str, now: datetime) -> None:
+    """The old secret keeps signing alongside the new one for the grace period."""
+    current = store.signal_secrets(tx, signal_id)
+    old = current.secret_enc if current else None
+    store.set_signal_secrets(
+        tx,
+        signal_id,
+        secret_enc=ctx.box.encrypt(plain),
+        previous_secret_enc=old,
+        previous_secret_until=now + SECRET_GRACE if old else None,
+    )
+
+
+def _audit_details(spec: WorkflowSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "set_id": spec.set_id,
+        "active": spec.active,
+        "signals": [{"type": s.type, "url": s.config.get("url")} for s in spec.signals],
+    }
+
+
+def _reschedule(tx: Tx, ctx: AppContext, workflow: WorkflowRecord, current: SetRecord) -> None:
+    """Schedule on_date for the set's existing results; due times already past are not fired
+    (a new workflow does not replay history), except rows that were already waiting."""
+    triggers = fanout.triggers_of(workflow, current.fields)
+    if triggers.on_date is None or not workflow.active:
+        store.drop_schedules_of_workflow(tx, workflow.id)
+        return
+    now = utcnow()
+    waiting = {s.result_id for s in store.list_schedules(tx, workflow_id=workflow.id)}
+    after_id = None
+    while True:
+        page = result_store.list_results(tx, current.id, after_id=after_id, limit=500)
+        if not page:
+            break
+        for result in page:
+            flat = flat_result(result.id, result.date, result.values, current.fields)
+            try:
+                due = due_at(triggers.on_date, flat.get(triggers.on_date.field), ctx.settings.timezone)
+            except ValueError:
+                due = None
+            if due is None:
+                store.drop_schedule(tx, workflow.id, result.id)
+            elif due >= now or result.id in waiting:
+                store.put_schedule(tx, workflow.id, result.id, due)
+        after_id = page[-1].id
+
+
+def create_workflow(
+    ctx: AppContext, doc: Mapping[str, Any], *, actor: str
+) -> tuple[WorkflowRecord, dict[int, str]]:
+    """Validate and store a workflow; returns it and each webhook signal's secret (shown this once)."""
+    now = utcnow()
+    with ctx.db.transaction() as tx:
+        spec, current = _validate(tx, ctx, doc)
+        workflow_id = store.insert_workflow(
+            tx,
+            set_id=spec.set_id,
+            name=spec.name,
+            active=spec.active,
+            triggers=spec.triggers.as_json(),
+            filter=spec.filter,
+            error_email=spec.error_email,
+            now=now,
+        )
+        plain_secrets = _write_signals(tx, ctx, workflow_id, spec.signals, None)
+        workflow = _get(tx, workflow_id)
+        _reschedule(tx, ctx, workflow, current)
+        audit.record(tx, actor, "workflow.create", "workflow", workflow_id, _audit_details(spec))
+    return workflow, plain_secrets
+
+
+def _get(tx: Tx, workflow_id: int) -> WorkflowRecord:
+    found = store.get_workflow(tx, workflow_id)
+    if found is None:
+        raise NotFound(f"workflow {workflow_id}: no such workflow")
+    return found
+
+
+def get_workflow(db: Database, workflow_id: int) -> WorkflowRecord:
+    with db.reading() as tx:
+        return _get(tx, workflow_id)
+
+
+def list_workflows(
+    db: Database, *, set_id: int | None = None, set_ids: Sequence[int] | None = None
+) -> list[WorkflowRecord]:
+    with db.reading() as tx:
+        return store.list_workflows(tx, set_id=set_id, set_ids=set_ids)
+
+
+def _current_document(workflow: WorkflowRecord) -> dict[str, Any]:
+    return {
+        "name": workflow.name,
+        "set_id": workflow.set_id,
+        "active": workflow.active,
+        "triggers": dict(workflow.triggers),
+        "filter": workflow.filter,
+        "error_email": workflow.error_email,
+        "signals": [{"id": s.id, "type": s.type, **s.config} for s in workflow.active_signals],
+    }
+
+
+def update_workflow(
+    ctx: AppContext, workflow_id: int, patch: Mapping[str, Any], *, actor: str
+) -> tuple[WorkflowRecord, dict[int, str]]:
+    """Merge ``patch`` into the workflow. Signals given with an ``id`` keep it (and their secret),
+    signals without one are created, signals left out are deactivated."""
+    if not isinstance(patch, Mapping):
+        raise ValidationFailed("body: a workflow object")
+    now = utcnow()
+    with ctx.db.transaction() as tx:
+        existing = store.get_workflow(tx, workflow_id, for_update=True)
+        if existing is None:
+            raise NotFound(f"workflow {workflow_id}: no such workflow")
+        if "set_id" in patch and patch["set_id"] != existing.set_id:
+            raise field_error("set_id", f"{existing.set_id}: a workflow stays on its set")
+        doc = {**_current_document(existing), **patch}
+        spec, current = _validate(tx, ctx, doc)
+        store.update_workflow(
+            tx,
+            workflow_id,
+            name=spec.name,
+            active=spec.active,
+            triggers=spec.triggers.as_json(),
+            filter=spec.filter,
+            error_email=spec.error_email,
+            now=now,
+        )
+        plain_secrets = _write_signals(tx, ctx, workflow_id, spec.signals, existing)
+        workflow = _get(tx, workflow_id)
+        _reschedule(tx, ctx, workflow, current)
+        audit.record(tx, actor, "workflow.update", "workflow", workflow_id, _audit_details(spec))
+    return workflow, plain_secrets
+
+
+def delete_workflow(ctx: AppContext, workflow_id: int, *, actor: str) -> None:
+    """Delete the workflow, its signals and schedules; its deliveries and events stay on record."""
+    with ctx.db.transaction() as tx:
+        workflow = _get(tx, workflow_id)
+        store.delete_workflow(tx, workflow_id)
+        audit.record(tx, actor, "workflow.delete", "workflow", workflow_id, {"name": workflow.name})
+
+
+def _webhook_signal(tx: Tx, workflow_id: int, signal_id: int) -> WorkflowRecord:
+    workflow = _get(tx, workflow_id)
+    signal = next((s for s in workflow.signals if s.id == signal_id), None)
+    if signal is None:
+        raise NotFound(f"signal {signal_id}: no such signal in workflow {workflow_id}")
+    if signal.type != "webhook":
+        raise Conflict(f"signal {signal_id} is a {signal.type} signal; only webhooks have a signing secret")
+    return workflow
+
+
+def signal_secret(ctx: AppContext, workflow_id: int, signal_id: int, *, actor: str) -> str:
+    """The current signing secret (admin only; the read is audited)."""
+    with ctx.db.transaction() as tx:
+        _webhook_signal(tx, workflow_id, signal_id)
+        found = store.signal_secrets(tx, signal_id)
+        if found is None or found.secret_enc is None:
+            raise NotFound(f"signal {signal_id}: no signing secret")
+        audit.record(tx, actor, "signal.secret_read", "signal", signal_id, {"workflow_id": workflow_id})
+        return ctx.box.decrypt(found.secret_enc)
+
+
+def rotate_secret(
+    ctx: AppContext, workflow_id: int, signal_id: int, *, actor: str, secret: str | None = None
+) -> tuple[str, datetime]:
+    """A new secret; the old one keeps signing for 24 hours. Returns (new secret, old valid until)."""
+    if secret is not None and not (
+        isinstance(secret, str) and secret.startswith("whsec_") and len(secret) >= 22
+    ):
+        raise field_error("secret", "a signing secret 'whsec_' followed by base64")
+    plain = secret or new_signing_secret()
+    now = utcnow()
+    with ctx.db.transaction() as tx:
+        _webhook_signal(tx, workflow_id, signal_id)
+        _replace_secret(tx, ctx, signal_id, plain, now)
+        audit.record(tx, actor, "signal.rotate_secret", "signal", signal_id, {"workflow_id": workflow_id})
+    return plain, now + SECRET_GRACE
+
+
+def _overlap_view(workflow: WorkflowRecord, current: SetRecord) -> OverlapView:
+    return OverlapView(
+        id=workflow.id,
+        name=workflow.name,
+        active=workflow.active,
+        actions=fanout.triggers_of(workflow, current.fields).actions,
+        filter=workflow.filter,
+        urls=frozenset(str(s.config["url"]) for s in workflow.active_signals if s.type == "webhook"),
+    )
+
+
+def preview(ctx: AppContext, workflow_id: int, *, result_id: int, action: str) -> dict[str, Any]:
+    """Would the workflow fire for this result and action, why, and the exact bodies; sends nothing.
+
+    The changes are those of the result's latest event with the same action (none otherwise).
+    """
+    if action not in ("new", "modified", "deleted", "date", "manual"):
+        raise field_error("action", "one of new, modified, deleted, date, manual")
+    with ctx.db.reading() as tx:
+        workflow = _get(tx, workflow_id)
+        current = set_store.get_set(tx, workflow.set_id)
+        assert current is not None
+        result = result_store.get_result(tx, workflow.set_id, result_id)
+        if result is None:
+            raise field_error(
+                "result_id", f"a result of set {workflow.set_id}; there is no result {result_id}"
+            )
+        flat = flat_result(result.id, result.date, result.values, current.fields)
+        latest = next(
+            (e for e in event_store.list_events(tx, result_id=result_id, limit=50) if e.action == action),
+            None,
+        )
+        changes = dict(latest.changes) if latest else {}
+        others = store.list_workflows(tx, set_id=workflow.set_id)
+    try:
+        node = fanout.filter_of(workflow, current.fields)
+    except ValidationFailed as exc:
+        return {"would_fire": False, "reason": f"stored filter no longer fits the set: {exc}", "bodies": []}
+    decision = fanout.decide(
+        workflow,
+        fanout.triggers_of(workflow, current.fields),
+        node,
+        action=action,
+        changes=changes,
+        snapshot=flat,
+        chain=None,
+    )
+    now = utcnow()
+    bodies: list[dict[str, Any]] = []
+    notes: list[str] = []
+    if decision.fire:
+        context = payloads.build_context(
+            flat,
+            actor="preview",
+            action=action,
+            set_info={"id": current.id, "name": current.name},
+            workflow={"id": workflow.id, "name": workflow.name},
+            changes=changes,
+        )
+        for signal in workflow.active_signals:
+            if signal.type != "webhook":
+                notes.append(
+                    fanout.EMAIL_NOT_SUPPORTED
+                    if signal.type == "email"
+                    else f"signal {signal.id} ({signal.type}) would run"
+                )
+                continue
+            try:
+                body = payloads.render_body(signal.config, context, event_id="evt_preview", occurred_at=now)
+            except payloads.PayloadError as exc:
+                notes.append(f"signal {signal.id} (webhook) would not be sent: {exc}")
+                continue
+            bodies.append({"signal_id": signal.id, "url": signal.config["url"], "body": body})
+    warnings = overlaps(_overlap_view(workflow, current), [_overlap_view(o, current) for o in others])
+    return {
+        "would_fire": decision.fire,
+        "reason": decision.reason,
+        "changes": changes,
+        "bodies": bodies,
+        "notes": notes,
+        "warnings": warnings,
+    }
+
+
+def run_manual(
+    ctx: AppContext, workflow_id: int, result_ids: Sequence[int], *, actor: str
+) -> list[dict[str, Any]]:
+    """Fire a workflow with a manual trigger for each result whose filter is met; one ``manual``
+    event per result, all in one transaction. Answers per result: fired, or why not."""
+    if not result_ids or len(result_ids) > MAX_RUN_RESULTS:
+        raise field_error("result_ids", f"a list of 1 to {MAX_RUN_RESULTS} result ids")
+    outcomes: list[dict[str, Any]] = []
+    wrote = False
+    with ctx.db.transaction() as tx:
+        workflow = _get(tx, workflow_id)
+        current = set_store.get_set(tx, workflow.set_id)
+        assert current is not None
+        if not fanout.triggers_of(workflow, current.fields).manual:
+            raise Conflict(f"workflow {workflow_id} has no manual trigger; turn on triggers.manual to run it")
+        for result_id in dict.fromkeys(result_ids):
+            result = result_store.get_result(tx, workflow.set_id, result_id)
+            if result is None:
+                outcomes.append(
+                    {"result_id": result_id, "fired": False, "reason": "no such result in this set"}
+                )
+                continue
+            now = utcnow()
+            flat = flat_result(result.id, result.date, result.values, current.fields)
+            event = event_store.insert_event(
+                tx,
+                uid=new_uid("evt", now),
+                set_id=workflow.set_id,
+                result_id=result.id,
+                action="manual",
+                actor=actor,
+                occurred_at=now,
+                before=flat,
+                after=flat,
+                changes={},
+            )
+            evaluations = fanout.after_event(tx, ctx, event, only_workflow_id=workflow.id)
+            event_store.set_evaluations(tx, event.id, evaluations)
+            evaluation = evaluations[0] if evaluations else {"fired": False, "reason": "workflow not found"}
+            wrote = wrote or bool(evaluation["fired"])
+            outcomes.append(
+                {
+                    "result_id": result_id,
+                    "fired": evaluation["fired"],
+                    "reason": evaluation["reason"],
+                    "event_id": event.uid,
+                }
+            )
+        audit.record(tx, actor, "workflow.run", "workflow", workflow_id, {"result_ids": list(result_ids)})
+    if wrote:
+        ctx.wake()
+    return outcomes
