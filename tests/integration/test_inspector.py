@@ -402,3 +402,56 @@ async def test_credentials_in_captures_are_masked(api: httpx.AsyncClient) -> Non
     assert isinstance(headers, dict)
     assert headers["authorization"].startswith("Basic [redacted")
     assert "dXNlcjpwYXNzd29yZA" not in str(headers)
+
+
+@pytest.fixture
+async def served(ctx: AppContext) -> AsyncIterator[str]:
+    """The app on a real loopback socket, for requests that cross the wire as a sender's would."""
+    import asyncio
+
+    import uvicorn
+
+    small = AppContext(ctx.settings.model_copy(update={"max_body_bytes": 4096}), ctx.db, ctx.box)
+    config = uvicorn.Config(create_app(small), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+async def test_over_a_real_socket(served: str, admin_key: str) -> None:
+    import aiohttp
+
+    secret = new_secret()
+    async with httpx.AsyncClient(base_url=served, headers=auth(admin_key)) as http:
+        created = await _bin(http, secret=secret, responses=[{"status": 500, "times": 1}])
+        assert created["url"] == f"{served}/inspect/{created['id']}"
+        body = b'{"type": "result.modified"}'
+        headers = signing_headers(secret, "msg_wire", int(time.time()), body)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(created["url"] + "/hook", data=body, headers=headers) as first:
+                assert first.status == 500
+            async with session.post(created["url"] + "/hook", data=body, headers=headers) as second:
+                assert second.status == 200
+                assert await second.json() == {"ok": True}
+            async with session.head(created["url"]) as head:
+                assert head.status == 200
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(5):
+                    yield b"z" * 1000
+
+            async with session.post(created["url"], data=chunks()) as big:
+                assert big.status == 413
+        captures = await _captures(http, created["id"])
+    assert [(c["method"], c["path"], c["status"]) for c in captures] == [
+        ("HEAD", "/", 200),
+        ("POST", "/hook", 200),
+        ("POST", "/hook", 500),
+    ]
+    assert captures[1]["signature"] == "valid"
+    assert captures[1]["source"] == "127.0.0.1"
