@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from qhook.api import compat as compat_routes
 from qhook.api import inspect
 from qhook.api import metrics as metrics_routes
 
 ALL: list[APIRouter] = [inspect.router]
 ALL.append(metrics_routes.router)
+ALL.append(compat_routes.router)

@@ -1,0 +1,248 @@
+"""Use cases of the AlisQI-compatible API: list sets, describe a set, read and store results.
+
+Parameters arrive as the original's clients send them (strings); the pure parsing lives in
+``qhook.domain.compat``. storeResults writes every result of one call in ONE transaction through
+the same ``*_tx`` functions the native API uses, so events, workflows and deliveries follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qhook.context import AppContext
+from qhook.domain import compat
+from qhook.domain.access import Principal
+from qhook.domain.fields import flat_result
+from qhook.errors import BadRequest, Forbidden, QhookError
+from qhook.services import results as results_service
+from qhook.services import sets as sets_service
+from qhook.store import results as results_store
+from qhook.store.db import Tx
+from qhook.store.sets import SetRecord
+
+READ_FORBIDDEN = "No read permission for this set"
+WRITE_FORBIDDEN = "No write permission for this set"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """One input result of storeResults: the result it became and whether it was new."""
+
+    result_id: int
+    created: bool
+
+
+class StoreResultsFailed(BadRequest):
+    """Some results of a storeResults call were bad, so none was stored; ``errors`` says which."""
+
+    def __init__(self, errors: list[dict[str, Any]], total: int) -> None:
+        first = "; ".join(f"results[{e['index']}]: {e['error']}" for e in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        super().__init__(
+            f"{len(errors)} of {total} result(s) could not be stored, so none was stored: {first}{more}"
+        )
+        self.errors = errors
+
+
+def _readable(principal: Principal, set_id: int) -> None:
+    if not principal.can_use_set(set_id):
+        raise Forbidden(READ_FORBIDDEN)
+
+
+def set_summary(found: SetRecord) -> dict[str, Any]:
+    return {
+        "id": found.id,
+        "name": found.name,
+        "groupId": found.group_id,
+        "groupName": found.group_name,
+        "topLevelMenu": found.top_level_menu,
+    }
+
+
+def all_sets(ctx: AppContext, principal: Principal, *, groups: str | None, names: str | None) -> list[Any]:
+    """getAllSets: the sets this principal may use, optionally by group (id or name) and set name."""
+    wanted_groups = {g.casefold() for g in compat.split_list(groups)}
+    wanted_names = {n.casefold() for n in compat.split_list(names)}
+    allowed = sorted(principal.set_ids) if principal.set_ids is not None else None
+    found = sets_service.list_sets(ctx.db, allowed)
+    return [
+        set_summary(s)
+        for s in found
+        if (not wanted_groups or {str(s.group_id), s.group_name.casefold()} & wanted_groups)
+        and (not wanted_names or s.name.casefold() in wanted_names)
+    ]
+
+
+def set_definition(
+    ctx: AppContext, principal: Principal, set_id: int, *, only_active: bool
+) -> dict[str, Any]:
+    """getSetDefinition: the set with its fields, types and list options."""
+    _readable(principal, set_id)
+    found = sets_service.get_set(ctx.db, set_id)
+    fields: list[dict[str, Any]] = []
+    for field in found.fields:
+        if only_active and not field.active:
+            continue
+        shown: dict[str, Any] = {
+            "id": field.id,
+            "name": field.name,
+            "label": field.label,
+            "type": field.type,
+            "required": field.required,
+            "active": field.active,
+            "position": field.position,
+        }
+        if field.type == "list":
+            shown["options"] = [{"id": o.id, "label": o.label, "active": o.active} for o in field.options]
+        fields.append(shown)
+    return {**set_summary(found), "kind": found.kind, "fields": fields}
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsQuery:
+    """getResults parameters that need no set to parse; the rest are parsed against the set."""
+
+    set_id: int
+    limit: int = compat.DEFAULT_LIMIT
+    offset: int = 0
+    sort: str | None = None
+    filter: str | None = None
+    fields: str | None = None
+    include_id: bool = False
+    include_last_modification: bool = False
+
+
+def get_results(ctx: AppContext, principal: Principal, query: ResultsQuery) -> list[dict[str, Any]]:
+    """getResults: flat results of a set, filtered, sorted and paged in the database."""
+    _readable(principal, query.set_id)
+    with ctx.db.reading() as tx:
+        found = sets_service.get_set_tx(tx, query.set_id)
+        sort = compat.parse_sort(query.sort, found.fields)
+        conditions = compat.parse_filter(query.filter, found.fields)
+        only_fields = compat.parse_fields(query.fields, found.fields)
+        rows = results_store.list_results(
+            tx,
+            query.set_id,
+            filters=compat.as_store_filters(conditions),
+            limit=query.limit,
+            offset=query.offset,
+            sort=compat.as_store_sort(sort),
+        )
+    return [
+        compat.present(
+            flat_result(row.id, row.date, row.values, found.fields),
+            include_id=query.include_id,
+            only_fields=only_fields,
+            last_modified=row.updated_at if query.include_last_modification else None,
+        )
+        for row in rows
+    ]
+
+
+def store_results(
+    ctx: AppContext,
+    principal: Principal,
+    set_id: int,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    key_field: str | None = None,
+    edit_only: bool = False,
+    add_list_options: bool = False,
+) -> list[StoredResult]:
+    """storeResults: every result in one transaction, all or nothing.
+
+    A result with ``@id`` updates that result; with ``key_field`` a result whose key matches an
+    existing one updates it (values merged, null clears), otherwise a new one is created;
+    ``edit_only`` creates nothing and reports each result it could not match.
+    """
+    if not principal.has_role("editor") or not principal.can_use_set(set_id):
+        raise Forbidden(WRITE_FORBIDDEN)
+    actor = principal.name
+    stored: list[StoredResult] = []
+    with ctx.db.transaction() as tx:
+        found = sets_service.get_set_tx(tx, set_id)
+        if key_field is not None and not any(f.name == key_field for f in found.fields):
+            raise compat.bad_parameter(f"keyField field '{key_field}'", "No such field in set.")
+        errors: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            try:
+                stored.append(
+                    _store_one(
+                        tx,
+                        ctx,
+                        set_id,
+                        item,
+                        index=index,
+                        key_field=key_field,
+                        edit_only=edit_only,
+                        add_list_options=add_list_options,
+                        actor=actor,
+                    )
+                )
+            except QhookError as exc:
+                if exc.status >= 500:
+                    raise
+                # Keep going to report every bad result; the transaction is rolled back below.
+                errors.append({"index": index, "error": exc.message})
+        if errors:
+            raise StoreResultsFailed(errors, len(items))
+    ctx.wake()
+    return stored
+
+
+def _store_one(
+    tx: Tx,
+    ctx: AppContext,
+    set_id: int,
+    item: Mapping[str, Any],
+    *,
+    index: int,
+    key_field: str | None,
+    edit_only: bool,
+    add_list_options: bool,
+    actor: str,
+) -> StoredResult:
+    values = {k: v for k, v in item.items() if k not in ("@id", "date")}
+    date = compat.parse_result_date(item["date"], f"results[{index}]") if item.get("date") else None
+    result_id = item.get("@id")
+    if result_id is not None:
+        if (
+            isinstance(result_id, bool)
+            or not isinstance(result_id, int | str)
+            or not str(result_id).isdigit()
+        ):
+            raise BadRequest(f"@id: expected a result id, got {result_id!r}")
+        updated = results_service.update_result_tx(
+            tx,
+            ctx,
+            set_id=set_id,
+            result_id=int(result_id),
+            values=values,
+            date=date,
+            actor=actor,
+            add_list_options=add_list_options,
+        )
+        return StoredResult(updated.id, False)
+    if key_field is not None:
+        if values.get(key_field) in (None, ""):
+            raise BadRequest(f"{key_field}: the key field needs a value")
+        record, created = results_service.upsert_by_key_tx(
+            tx,
+            ctx,
+            set_id=set_id,
+            key_field=key_field,
+            values=values,
+            date=date,
+            actor=actor,
+            edit_only=edit_only,
+            add_list_options=add_list_options,
+        )
+        return StoredResult(record.id, created)
+    if edit_only:
+        raise BadRequest("editOnly: nothing identifies the result to edit; send @id or use keyField")
+    record = results_service.create_result_tx(
+        tx, ctx, set_id=set_id, values=values, date=date, actor=actor, add_list_options=add_list_options
+    )
+    return StoredResult(record.id, True)
