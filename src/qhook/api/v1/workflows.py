@@ -1,0 +1,137 @@
+"""/api/v1/workflows: triggers, filter and signals of a set; secrets, preview and manual runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+from pydantic import BaseModel, Field
+
+from qhook.api.deps import Admin, Ctx, Editor, Viewer
+from qhook.api.v1.sets import ensure_set_access
+from qhook.domain.access import Principal
+from qhook.services import workflows
+from qhook.store.workflows import WorkflowRecord
+
+router = APIRouter(tags=["workflows"])
+
+EXAMPLE = {
+    "name": "Released batches to ERP",
+    "set_id": 1,
+    "active": True,
+    "triggers": {"entry": True, "modification": {"fields": ["status_"]}, "manual": True},
+    "filter": {"all": [{"field": "status_", "op": "eq", "value": "released"}]},
+    "signals": [
+        {
+            "type": "webhook",
+            "url": "https://erp.example.com/api/batches",
+            "subject": "Batch {{ batchnumber_ }} released",
+            "message": "Released by {{ actor }}",
+        }
+    ],
+}
+WorkflowBody = Annotated[dict[str, Any], Body(openapi_examples={"webhook": {"value": EXAMPLE}})]
+
+
+class PreviewIn(BaseModel):
+    result_id: int
+    action: str = Field("modified", description="new, modified, deleted, date or manual")
+
+
+class RunIn(BaseModel):
+    result_ids: list[int] = Field(min_length=1, max_length=workflows.MAX_RUN_RESULTS)
+
+
+class RotateIn(BaseModel):
+    secret: str | None = Field(None, description="A whsec_ secret to use; generated when absent")
+
+
+class SecretOut(BaseModel):
+    signal_id: int
+    secret: str
+    previous_valid_until: datetime | None = None
+
+
+def _visible(principal: Principal, workflow: WorkflowRecord) -> WorkflowRecord:
+    ensure_set_access(principal, workflow.set_id)
+    return workflow
+
+
+def _with_secrets(workflow: WorkflowRecord, plain: dict[int, str]) -> dict[str, Any]:
+    doc = workflows.as_document(workflow)
+    for signal in doc["signals"]:
+        if signal["id"] in plain:
+            signal["secret"] = plain[signal["id"]]  # shown in this response only
+    return doc
+
+
+@router.post("/workflows", status_code=201)
+def create_workflow(body: WorkflowBody, ctx: Ctx, principal: Admin) -> dict[str, Any]:
+    """Create a workflow; the response holds each new webhook signal's signing secret, once."""
+    set_id = body.get("set_id")
+    if isinstance(set_id, int):
+        ensure_set_access(principal, set_id, write=True)
+    workflow, plain = workflows.create_workflow(ctx, body, actor=principal.name)
+    return _with_secrets(workflow, plain)
+
+
+@router.get("/workflows")
+def list_workflows(ctx: Ctx, principal: Viewer, set_id: int | None = None) -> list[dict[str, Any]]:
+    set_ids = sorted(principal.set_ids) if principal.set_ids is not None else None
+    found = workflows.list_workflows(ctx.db, set_id=set_id, set_ids=set_ids)
+    return [workflows.as_document(w) for w in found]
+
+
+@router.get("/workflows/{workflow_id}")
+def get_workflow(workflow_id: int, ctx: Ctx, principal: Viewer) -> dict[str, Any]:
+    return workflows.as_document(_visible(principal, workflows.get_workflow(ctx.db, workflow_id)))
+
+
+@router.patch("/workflows/{workflow_id}")
+def update_workflow(workflow_id: int, body: WorkflowBody, ctx: Ctx, principal: Admin) -> dict[str, Any]:
+    """Change a workflow; signals with an ``id`` are kept, new ones created, missing ones deactivated."""
+    _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
+    workflow, plain = workflows.update_workflow(ctx, workflow_id, body, actor=principal.name)
+    return _with_secrets(workflow, plain)
+
+
+@router.delete("/workflows/{workflow_id}", status_code=204)
+def delete_workflow(workflow_id: int, ctx: Ctx, principal: Admin) -> None:
+    _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
+    workflows.delete_workflow(ctx, workflow_id, actor=principal.name)
+
+
+@router.get("/workflows/{workflow_id}/signals/{signal_id}/secret")
+def get_secret(workflow_id: int, signal_id: int, ctx: Ctx, principal: Admin) -> SecretOut:
+    _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
+    secret = workflows.signal_secret(ctx, workflow_id, signal_id, actor=principal.name)
+    return SecretOut(signal_id=signal_id, secret=secret)
+
+
+@router.post("/workflows/{workflow_id}/signals/{signal_id}/rotate-secret")
+def rotate_secret(
+    workflow_id: int, signal_id: int, ctx: Ctx, principal: Admin, body: RotateIn | None = None
+) -> SecretOut:
+    """A new signing secret; the previous one keeps signing alongside it for 24 hours."""
+    _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
+    secret, until = workflows.rotate_secret(
+        ctx, workflow_id, signal_id, actor=principal.name, secret=body.secret if body else None
+    )
+    return SecretOut(signal_id=signal_id, secret=secret, previous_valid_until=until)
+
+
+@router.post("/workflows/{workflow_id}/preview")
+def preview(workflow_id: int, body: PreviewIn, ctx: Ctx, principal: Viewer) -> dict[str, Any]:
+    """Would it fire for this result and action, why, and the exact bodies; nothing is sent."""
+    _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
+    return workflows.preview(ctx, workflow_id, result_id=body.result_id, action=body.action)
+
+
+@router.post("/workflows/{workflow_id}/run")
+def run(workflow_id: int, body: RunIn, ctx: Ctx, principal: Editor) -> dict[str, Any]:
+    """Fire a workflow with a manual trigger for these results; per result: fired or why not."""
+    workflow = _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
+    ensure_set_access(principal, workflow.set_id, write=True)
+    outcomes = workflows.run_manual(ctx, workflow_id, body.result_ids, actor=principal.name)
+    return {"workflow_id": workflow_id, "results": outcomes}
