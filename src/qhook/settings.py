@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     error_mail_interval_s: int = Field(900, description="At most one error digest per endpoint per interval.")
     retention_days: int = 30
     failed_retention_days: int = 90
+    retention_interval_s: int = Field(300, description="How often the scheduler purges old deliveries.")
     worker_concurrency: int = Field(100, description="Deliveries in flight per worker process.")
     worker_batch_size: int = 200
     lease_seconds: int = 120

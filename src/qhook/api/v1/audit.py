@@ -1,0 +1,68 @@
+"""/api/v1/audit: who changed what and when (admin; secrets are never written there)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from qhook.api.deps import Admin, Ctx
+from qhook.domain import ids
+from qhook.errors import field_error
+from qhook.services import audit
+
+router = APIRouter(tags=["audit"])
+MAX_LIMIT = 500
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str | None
+    details: Any
+
+
+class AuditPage(BaseModel):
+    items: list[AuditOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last")
+
+
+@router.get("/audit")
+def list_audit(
+    ctx: Ctx,
+    _: Admin,
+    target_type: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> AuditPage:
+    """Newest first."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise field_error("limit", f"between 1 and {MAX_LIMIT}")
+    before_id = None
+    if cursor:
+        try:
+            before_id = ids.decode_cursor(cursor)
+        except ValueError as exc:
+            raise field_error("cursor", "a next_cursor value from a previous page") from exc
+    rows = audit.list_entries(ctx.db, limit=limit + 1, before_id=before_id, target_type=target_type)
+    page = rows[:limit]
+    return AuditPage(
+        items=[
+            AuditOut(
+                id=r.id,
+                at=r.at,
+                actor=r.actor,
+                action=r.action,
+                target_type=r.target_type,
+                target_id=r.target_id,
+                details=r.details,
+            )
+            for r in page
+        ],
+        next_cursor=ids.encode_cursor(page[-1].id) if len(rows) > limit else None,
+    )

@@ -1,0 +1,204 @@
+"""/api/v1/deliveries: the Integration Hub's log, detail, redeliver, replay and cancel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from qhook.api.deps import Ctx, Editor, Viewer
+from qhook.services import hub
+from qhook.store.hub import AttemptRecord, DeliveryRecord
+
+router = APIRouter(tags=["integration hub"])
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    webhook_id: str
+    status: str = Field(description="pending, retrying, held, succeeded, failed or cancelled")
+    workflow_id: int | None
+    signal_id: int | None
+    set_id: int | None
+    result_id: int | None
+    event_id: int | None
+    action: str
+    url: str
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error_kind: str | None
+    hint: str | None = Field(description="What a person can do about the last failure")
+    created_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, d: DeliveryRecord) -> DeliveryOut:
+        return cls(
+            id=d.id,
+            webhook_id=d.webhook_id,
+            status=d.status,
+            workflow_id=d.workflow_id,
+            signal_id=d.signal_id,
+            set_id=d.set_id,
+            result_id=d.result_id,
+            event_id=d.event_id,
+            action=d.action,
+            url=d.url,
+            attempt_count=d.attempt_count,
+            next_attempt_at=d.next_attempt_at,
+            last_status_code=d.last_status_code,
+            last_error_kind=d.last_error_kind,
+            hint=d.hint,
+            created_at=d.created_at,
+            delivered_at=d.delivered_at,
+        )
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last")
+
+
+class AttemptOut(BaseModel):
+    number: int
+    trigger: str = Field(description="scheduled, manual (a redelivery or replay) or test")
+    started_at: datetime
+    duration_ms: int | None
+    request_headers: dict[str, str] = Field(description="Secrets redacted")
+    status_code: int | None
+    response_headers: dict[str, str] | None
+    response_body: str | None = Field(description="Truncated")
+    error_kind: str | None
+    error: str | None
+    hint: str | None
+
+    @classmethod
+    def of(cls, a: AttemptRecord) -> AttemptOut:
+        return cls(
+            number=a.number,
+            trigger=a.trigger,
+            started_at=a.started_at,
+            duration_ms=a.duration_ms,
+            request_headers=a.request_headers,
+            status_code=a.status_code,
+            response_headers=a.response_headers,
+            response_body=a.response_body,
+            error_kind=a.error_kind,
+            error=a.error,
+            hint=a.hint,
+        )
+
+
+class RequestOut(BaseModel):
+    method: str = "POST"
+    url: str
+    headers: dict[str, str] = Field(description="As last sent, secrets redacted; empty before the first try")
+    body: str = Field(description="Sent byte for byte on every attempt")
+
+
+class DeliveryDetailOut(DeliveryOut):
+    request: RequestOut
+    attempts: list[AttemptOut]
+
+
+class ReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: str | None = Field(
+        None, description="failed, succeeded or cancelled; default failed and succeeded"
+    )
+    workflow_id: int | None = None
+    endpoint: str | None = Field(None, description="Origin, e.g. https://erp.example.com:443")
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class ReplayOut(BaseModel):
+    queued: int
+
+
+@router.get("/deliveries")
+def list_deliveries(
+    ctx: Ctx,
+    principal: Viewer,
+    status: str | None = None,
+    workflow_id: int | None = None,
+    signal_id: int | None = None,
+    set_id: int | None = None,
+    result_id: int | None = None,
+    endpoint: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    q: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> DeliveryPage:
+    """Newest first. ``q`` finds text in the body (e.g. a batch number)."""
+    filters = hub.Filters(
+        status=status,
+        workflow_id=workflow_id,
+        signal_id=signal_id,
+        set_id=set_id,
+        result_id=result_id,
+        endpoint=endpoint,
+        action=action,
+        since=since,
+        until=until,
+        q=q,
+    )
+    page, next_cursor = hub.list_deliveries(
+        ctx, filters, limit=limit, cursor=cursor, set_ids=principal.set_ids
+    )
+    return DeliveryPage(items=[DeliveryOut.of(d) for d in page], next_cursor=next_cursor)
+
+
+@router.post("/deliveries/replay")
+async def replay(body: ReplayIn, ctx: Ctx, principal: Editor) -> ReplayOut:
+    """Queue matching finished deliveries again; calling twice queues nothing twice."""
+    filters = hub.Filters(
+        status=body.status,
+        workflow_id=body.workflow_id,
+        endpoint=body.endpoint,
+        since=body.since,
+        until=body.until,
+    )
+    queued = await run_in_threadpool(
+        lambda: hub.replay(ctx, filters, actor=principal.name, set_ids=principal.set_ids)
+    )
+    if queued:
+        ctx.wake()
+    return ReplayOut(queued=queued)
+
+
+@router.get("/deliveries/{delivery_id}")
+def get_delivery(delivery_id: int, ctx: Ctx, principal: Viewer) -> DeliveryDetailOut:
+    found = hub.delivery_detail(ctx, delivery_id, set_ids=principal.set_ids)
+    d = found.delivery
+    return DeliveryDetailOut(
+        **DeliveryOut.of(d).model_dump(),
+        request=RequestOut(url=d.url, headers=found.request_headers, body=found.body),
+        attempts=[AttemptOut.of(a) for a in found.attempts],
+    )
+
+
+@router.post("/deliveries/{delivery_id}/redeliver")
+async def redeliver(delivery_id: int, ctx: Ctx, principal: Editor) -> DeliveryOut:
+    """Send again now with the same body and webhook-id (failed, succeeded or retrying ones)."""
+    done = await run_in_threadpool(
+        lambda: hub.redeliver(ctx, delivery_id, actor=principal.name, set_ids=principal.set_ids)
+    )
+    ctx.wake()
+    return DeliveryOut.of(done)
+
+
+@router.post("/deliveries/{delivery_id}/cancel")
+async def cancel(delivery_id: int, ctx: Ctx, principal: Editor) -> DeliveryOut:
+    """Stop a pending, retrying or held delivery."""
+    done = await run_in_threadpool(
+        lambda: hub.cancel(ctx, delivery_id, actor=principal.name, set_ids=principal.set_ids)
+    )
+    return DeliveryOut.of(done)

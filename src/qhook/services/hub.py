@@ -1,0 +1,464 @@
+"""The Integration Hub: find a delivery, understand it, send it again, cancel it; endpoint health;
+stats for charts; retention. Each change runs in one transaction with its audit entry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.domain import ids
+from qhook.domain.urls import origin_of
+from qhook.errors import Conflict, NotFound, QhookError, ValidationFailed, field_error
+from qhook.services import audit
+from qhook.store import hub as store
+from qhook.store import hub_stats
+from qhook.store.hub import AttemptRecord, DeliveryFilter, DeliveryRecord, EndpointRecord
+from qhook.store.hub_stats import Latency
+
+logger = logging.getLogger("qhook.hub")
+
+ACTIONS = ("new", "modified", "deleted", "date", "manual", "test")
+REDELIVERABLE = ("failed", "succeeded", "retrying")
+CANCELLABLE = ("pending", "retrying", "held")
+REPLAYABLE = ("failed", "succeeded", "cancelled")
+REPLAY_DEFAULT = ("failed", "succeeded")
+MAX_LIMIT = 500
+MAX_STATS_DAYS = 31
+# Header names whose values never leave the Hub, whatever the worker stored.
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"}
+)
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The Hub's filters as people give them (validated by ``to_store``)."""
+
+    status: str | None = None
+    workflow_id: int | None = None
+    signal_id: int | None = None
+    set_id: int | None = None
+    result_id: int | None = None
+    endpoint: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryDetail:
+    delivery: DeliveryRecord
+    body: str
+    request_headers: dict[str, str]
+    attempts: list[AttemptRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSummary:
+    origin: str
+    state: str  # ok throttled circuit_open paused
+    paused: bool
+    throttled_until: datetime | None
+    circuit_open_since: datetime | None
+    last_hour: Latency
+    last_day: Latency
+    queue_depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class HourStats:
+    hour: datetime
+    deliveries: dict[str, int]
+    latency: Latency
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    since: datetime
+    until: datetime
+    hours: list[HourStats]
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    dry_run: bool
+    deliveries: dict[str, int] = field(default_factory=dict)  # per status
+    attempts: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.deliveries.values())
+
+
+EMPTY_LATENCY = Latency(0, 0, None, None, None)
+
+
+# --- the log -------------------------------------------------------------------------------------
+
+
+def to_store(filters: Filters, set_ids: frozenset[int] | None = None) -> DeliveryFilter:
+    """Validate people's filters (422 naming the field) and turn them into the store's."""
+    if filters.status is not None and filters.status not in store.STATUSES:
+        raise field_error("status", f"one of {', '.join(store.STATUSES)}")
+    if filters.action is not None and filters.action not in ACTIONS:
+        raise field_error("action", f"one of {', '.join(ACTIONS)}")
+    if filters.since and filters.until and filters.since >= filters.until:
+        raise field_error("until", "a time after since")
+    for name in ("since", "until"):
+        moment = getattr(filters, name)
+        if moment is not None and moment.tzinfo is None:
+            raise field_error(name, "an ISO 8601 time with a zone, e.g. 2025-10-02T13:37:00Z")
+    endpoint = filters.endpoint
+    if endpoint is not None:
+        endpoint = _origin(endpoint, "endpoint")
+    q = filters.q.strip() if filters.q else None
+    if q is not None and len(q) > 200:
+        raise field_error("q", "at most 200 characters")
+    return DeliveryFilter(
+        statuses=(filters.status,) if filters.status else (),
+        workflow_id=filters.workflow_id,
+        signal_id=filters.signal_id,
+        set_id=filters.set_id,
+        result_id=filters.result_id,
+        endpoint=endpoint,
+        action=filters.action,
+        since=filters.since,
+        until=filters.until,
+        q=q or None,
+        set_ids=set_ids,
+    )
+
+
+def _origin(text: str, name: str) -> str:
+    """An origin as the queue keys it: "https://erp.example.com" becomes "https://erp.example.com:443"."""
+    try:
+        origin = origin_of(text.strip())
+    except (ValueError, QhookError) as exc:
+        raise field_error(name, "an origin such as https://erp.example.com:443") from exc
+    if not origin.startswith(("http://", "https://")) or origin.endswith("://:0"):
+        raise field_error(name, "an origin such as https://erp.example.com:443")
+    return origin
+
+
+def list_deliveries(
+    ctx: AppContext,
+    filters: Filters,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    set_ids: frozenset[int] | None = None,
+) -> tuple[list[DeliveryRecord], str | None]:
+    """One page, newest first, and the cursor of the next page (None on the last)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise field_error("limit", f"between 1 and {MAX_LIMIT}")
+    before_id = None
+    if cursor:
+        try:
+            before_id = ids.decode_cursor(cursor)
+        except ValueError as exc:
+            raise field_error("cursor", "a next_cursor value from a previous page") from exc
+    wanted = to_store(filters, set_ids)
+    with ctx.db.reading() as tx:
+        rows = store.list_deliveries(tx, wanted, limit=limit + 1, before_id=before_id)
+    page = rows[:limit]
+    next_cursor = ids.encode_cursor(page[-1].id) if len(rows) > limit else None
+    return page, next_cursor
+
+
+def _visible(delivery: DeliveryRecord | None, set_ids: frozenset[int] | None) -> bool:
+    if delivery is None:
+        return False
+    return set_ids is None or (delivery.set_id is not None and delivery.set_id in set_ids)
+
+
+def _redacted(headers: dict[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+def delivery_detail(
+    ctx: AppContext, delivery_id: int, *, set_ids: frozenset[int] | None = None
+) -> DeliveryDetail:
+    with ctx.db.reading() as tx:
+        found = store.get_delivery(tx, delivery_id)
+        if found is None or not _visible(found[0], set_ids):
+            raise NotFound(f"No delivery {delivery_id}")
+        tries = store.list_attempts(tx, delivery_id)
+    delivery, body = found
+    tries = [replace(a, request_headers=_redacted(a.request_headers)) for a in tries]
+    # The request as last sent (headers come from the newest attempt; none before the first try).
+    headers = tries[-1].request_headers if tries else {}
+    return DeliveryDetail(delivery, body, headers, tries)
+
+
+# --- changes -------------------------------------------------------------------------------------
+
+
+def redeliver(
+    ctx: AppContext, delivery_id: int, *, actor: str, set_ids: frozenset[int] | None = None
+) -> DeliveryRecord:
+    """Due now with the same body and webhook-id; the next attempt is marked manual."""
+    now = utcnow()
+    with ctx.db.transaction() as tx:
+        found = store.get_delivery(tx, delivery_id)
+        current = found[0] if found else None
+        if current is None or not _visible(current, set_ids):
+            raise NotFound(f"No delivery {delivery_id}")
+        _check_movable(current, REDELIVERABLE, "redelivered", now)
+        done = store.requeue(tx, delivery_id, from_statuses=REDELIVERABLE, now=now, trigger="manual")
+        if done is None:
+            raise Conflict(f"Delivery {delivery_id} changed meanwhile; reload it and try again")
+        audit.record(tx, actor, "delivery.redeliver", "delivery", delivery_id, {"was": current.status})
+    logger.info("redelivery queued", extra={"action": "delivery_redeliver", "delivery_id": delivery_id})
+    return done
+
+
+def _check_movable(delivery: DeliveryRecord, allowed: tuple[str, ...], verb: str, now: datetime) -> None:
+    if delivery.status not in allowed:
+        reasons = {
+            "pending": "it is already queued",
+            "cancelled": "it was cancelled; replay it with status=cancelled to send it again",
+            "held": "it waits for its endpoint's circuit to close or for an earlier delivery",
+            "succeeded": "it was already delivered",
+            "failed": "it has already failed",
+            "retrying": "it is already queued for a retry",
+        }
+        raise Conflict(
+            f"Delivery {delivery.id} is {delivery.status} and cannot be {verb}: {reasons[delivery.status]}"
+        )
+    if delivery.lease_expires_at is not None and delivery.lease_expires_at > now:
+        raise Conflict(f"Delivery {delivery.id} is being sent right now; try again in a moment")
+
+
+def cancel(
+    ctx: AppContext, delivery_id: int, *, actor: str, set_ids: frozenset[int] | None = None
+) -> DeliveryRecord:
+    now = utcnow()
+    with ctx.db.transaction() as tx:
+        found = store.get_delivery(tx, delivery_id)
+        current = found[0] if found else None
+        if current is None or not _visible(current, set_ids):
+            raise NotFound(f"No delivery {delivery_id}")
+        _check_movable(current, CANCELLABLE, "cancelled", now)
+        done = store.cancel(tx, delivery_id, from_statuses=CANCELLABLE, now=now)
+        if done is None:
+            raise Conflict(f"Delivery {delivery_id} changed meanwhile; reload it and try again")
+        audit.record(tx, actor, "delivery.cancel", "delivery", delivery_id, {"was": current.status})
+    return done
+
+
+def _replay_filter(filters: Filters, set_ids: frozenset[int] | None) -> DeliveryFilter:
+    if filters.is_empty():
+        raise ValidationFailed(
+            "Give at least one filter (status, workflow_id, endpoint, since, until) to replay",
+            details=[{"field": "filters", "error": "at least one filter"}],
+        )
+    if filters.status is not None and filters.status not in REPLAYABLE:
+        raise field_error("status", f"one of {', '.join(REPLAYABLE)} (queued deliveries are not replayed)")
+    wanted = to_store(filters, set_ids)
+    return replace(wanted, statuses=wanted.statuses or REPLAY_DEFAULT)
+
+
+def count_replayable(ctx: AppContext, filters: Filters, *, set_ids: frozenset[int] | None = None) -> int:
+    wanted = _replay_filter(filters, set_ids)
+    with ctx.db.reading() as tx:
+        return store.count_matching(tx, wanted)
+
+
+def replay(
+    ctx: AppContext,
+    filters: Filters,
+    *,
+    actor: str,
+    set_ids: frozenset[int] | None = None,
+    batch: int = 500,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Queue every finished delivery matching ``filters`` again, in batches of short transactions.
+
+    Only finished rows (failed, succeeded; cancelled when asked) move, so a second call while the
+    first one's deliveries are still queued finds nothing to queue.
+    """
+    wanted = _replay_filter(filters, set_ids)
+    queued = 0
+    while True:
+        now = utcnow()
+        with ctx.db.transaction() as tx:
+            moved = store.requeue_batch(tx, wanted, now=now, trigger="manual", batch=batch)
+            if moved:
+                audit.record(
+                    tx,
+                    actor,
+                    "delivery.replay",
+                    "delivery",
+                    None,
+                    {"filters": _described(filters), "queued": len(moved), "first": moved[0]},
+                )
+        queued += len(moved)
+        if on_progress is not None and moved:
+            on_progress(len(moved))
+        if len(moved) < batch:
+            break
+    if queued == 0:
+        with ctx.db.transaction() as tx:
+            audit.record(
+                tx, actor, "delivery.replay", "delivery", None, {"filters": _described(filters), "queued": 0}
+            )
+    logger.info("replay queued", extra={"action": "delivery_replay", "queued": queued})
+    return queued
+
+
+def _described(filters: Filters) -> dict[str, object]:
+    shown: dict[str, object] = {}
+    for name in filters.__dataclass_fields__:
+        value = getattr(filters, name)
+        if value is not None:
+            shown[name] = value.isoformat() if isinstance(value, datetime) else value
+    return shown
+
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+def _state(row: EndpointRecord | None, now: datetime) -> str:
+    if row is None:
+        return "ok"
+    if row.paused:
+        return "paused"
+    if row.circuit_state != "closed":
+        return "circuit_open"
+    if row.throttled_until is not None and row.throttled_until > now:
+        return "throttled"
+    return "ok"
+
+
+def endpoint_summaries(ctx: AppContext, now: datetime | None = None) -> list[EndpointSummary]:
+    """Every origin that is configured, queued or tried in the last day."""
+    now = now or utcnow()
+    with ctx.db.reading() as tx:
+        rows = {r.origin: r for r in store.list_endpoint_rows(tx)}
+        depths = store.queue_depths(tx)
+        day = hub_stats.latency_by_endpoint(tx, now - timedelta(days=1), now)
+        hour = hub_stats.latency_by_endpoint(tx, now - timedelta(hours=1), now)
+    found = []
+    for origin in sorted(set(rows) | set(depths) | set(day)):
+        row = rows.get(origin)
+        state = _state(row, now)
+        found.append(
+            EndpointSummary(
+                origin=origin,
+                state=state,
+                paused=bool(row and row.paused),
+                throttled_until=row.throttled_until if row and state == "throttled" else None,
+                circuit_open_since=row.circuit_opened_at if row and row.circuit_state != "closed" else None,
+                last_hour=hour.get(origin, EMPTY_LATENCY),
+                last_day=day.get(origin, EMPTY_LATENCY),
+                queue_depth=depths.get(origin, 0),
+            )
+        )
+    return found
+
+
+def set_endpoint_paused(ctx: AppContext, origin: str, *, paused: bool, actor: str) -> EndpointRecord:
+    """Pause stops new attempts to the origin (in-flight ones finish); resume lets them go."""
+    key = _origin(origin, "origin")
+    with ctx.db.transaction() as tx:
+        row = store.set_paused(tx, key, paused=paused, now=utcnow(), detail=f"by {actor}")
+        audit.record(tx, actor, "endpoint.pause" if paused else "endpoint.resume", "endpoint", key, None)
+    return row
+
+
+# --- stats ---------------------------------------------------------------------------------------
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def stats(ctx: AppContext, since: datetime | None = None, now: datetime | None = None) -> Stats:
+    """Per UTC hour from ``since`` (default: 24 hours ago): deliveries by status, attempt latency."""
+    now = now or utcnow()
+    since = since or now - timedelta(hours=24)
+    if since.tzinfo is None:
+        raise field_error("since", "an ISO 8601 time with a zone, e.g. 2025-10-02T13:37:00Z")
+    if since < now - timedelta(days=MAX_STATS_DAYS):
+        raise field_error("since", f"within the last {MAX_STATS_DAYS} days")
+    if since >= now:
+        raise field_error("since", "a time in the past")
+    start = _hour(since)
+    with ctx.db.reading() as tx:
+        counts = hub_stats.deliveries_by_hour(tx, start, now)
+        latency = hub_stats.latency_by_hour(tx, start, now)
+    hours = []
+    moment = start
+    while moment <= now:
+        by_status = {s: counts.get((moment, s), 0) for s in store.STATUSES}
+        hours.append(HourStats(moment, by_status, latency.get(moment, EMPTY_LATENCY)))
+        moment += timedelta(hours=1)
+    return Stats(since=start, until=now, hours=hours)
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+
+def _retention(ctx: AppContext, now: datetime) -> list[tuple[str, datetime]]:
+    """Which finished statuses go after how long; failed ones stay longer so people can act on them."""
+    settings = ctx.settings
+    return [
+        ("succeeded", now - timedelta(days=settings.retention_days)),
+        ("cancelled", now - timedelta(days=settings.retention_days)),
+        ("failed", now - timedelta(days=settings.failed_retention_days)),
+    ]
+
+
+def purge(
+    ctx: AppContext, now: datetime | None = None, dry_run: bool = False, batch: int = 500
+) -> PurgeReport:
+    """Delete deliveries (and their attempts) past retention in small transactions; dry-run counts."""
+    now = now or utcnow()
+    removed: dict[str, int] = {}
+    removed_attempts = 0
+    for status, cutoff in _retention(ctx, now):
+        if dry_run:
+            with ctx.db.reading() as tx:
+                rows, tries = store.count_purgeable(tx, status, cutoff)
+            removed[status], removed_attempts = rows, removed_attempts + tries
+            continue
+        removed[status] = 0
+        while True:
+            with ctx.db.transaction() as tx:
+                rows, tries = store.purge_batch(tx, status, cutoff, batch=batch)
+            removed[status] += rows
+            removed_attempts += tries
+            if rows < batch:
+                break
+    report = PurgeReport(dry_run=dry_run, deliveries=removed, attempts=removed_attempts)
+    if report.total and not dry_run:
+        logger.info(
+            "purged",
+            extra={"action": "hub_purge", "deliveries": report.total, "attempts": report.attempts},
+        )
+    return report
+
+
+async def run_retention(ctx: AppContext, stop: asyncio.Event) -> None:
+    """Purge every ``QHOOK_RETENTION_INTERVAL_S`` until ``stop`` is set; never raises."""
+    interval = ctx.settings.retention_interval_s
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(purge, ctx)
+        except Exception:  # the loop must outlive a bad moment of the database
+            logger.exception("purge failed", extra={"action": "hub_purge_failed"})
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass

@@ -1,0 +1,358 @@
+"""The Integration Hub's queries: the delivery log, requeue and cancel, endpoint pause, retention.
+
+Every list walks an index in id order (keyset pagination, newest first); see tests/integration/
+test_hub_plans.py for the plans. Endpoint health and stats live in ``store/hub_stats.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from qhook.store.db import Tx
+from qhook.store.tables import attempts, deliveries, endpoint_log, endpoints
+
+STATUSES = ("pending", "retrying", "held", "succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    """What the Hub narrows the log by; ``set_ids`` is the asker's set restriction (None: all)."""
+
+    statuses: tuple[str, ...] = ()
+    workflow_id: int | None = None
+    signal_id: int | None = None
+    set_id: int | None = None
+    result_id: int | None = None
+    endpoint: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None
+    set_ids: frozenset[int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One line of the Hub's log (everything but the body)."""
+
+    id: int
+    webhook_id: str
+    status: str
+    workflow_id: int | None
+    signal_id: int | None
+    set_id: int | None
+    result_id: int | None
+    event_id: int | None
+    action: str
+    url: str
+    endpoint: str
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error_kind: str | None
+    hint: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+    next_trigger: str
+    lease_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    id: int
+    delivery_id: int
+    number: int
+    trigger: str
+    started_at: datetime
+    duration_ms: int | None
+    request_headers: dict[str, str]
+    status_code: int | None
+    response_headers: dict[str, str] | None
+    response_body: str | None
+    error_kind: str | None
+    error: str | None
+    hint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    origin: str
+    paused: bool
+    throttled_until: datetime | None
+    circuit_state: str
+    circuit_opened_at: datetime | None
+    updated_at: datetime
+
+
+_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.webhook_id,
+    deliveries.c.status,
+    deliveries.c.workflow_id,
+    deliveries.c.signal_id,
+    deliveries.c.set_id,
+    deliveries.c.result_id,
+    deliveries.c.event_id,
+    deliveries.c.action,
+    deliveries.c.url,
+    deliveries.c.endpoint,
+    deliveries.c.attempt_count,
+    deliveries.c.next_attempt_at,
+    deliveries.c.last_status_code,
+    deliveries.c.last_error_kind,
+    deliveries.c.hint,
+    deliveries.c.created_at,
+    deliveries.c.updated_at,
+    deliveries.c.delivered_at,
+    deliveries.c.next_trigger,
+    deliveries.c.lease_expires_at,
+)
+
+
+def _delivery(row: Any) -> DeliveryRecord:
+    return DeliveryRecord(*(getattr(row, c.name) for c in _COLUMNS))
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _conditions(tx: Tx, f: DeliveryFilter) -> list[ColumnElement[bool]]:
+    d = deliveries.c
+    found: list[ColumnElement[bool]] = []
+    if f.statuses:
+        found.append(d.status == f.statuses[0] if len(f.statuses) == 1 else d.status.in_(f.statuses))
+    for column, value in (
+        (d.workflow_id, f.workflow_id),
+        (d.signal_id, f.signal_id),
+        (d.set_id, f.set_id),
+        (d.result_id, f.result_id),
+        (d.endpoint, f.endpoint),
+        (d.action, f.action),
+    ):
+        if value is not None:
+            found.append(column == value)
+    if f.since is not None:
+        found.append(d.created_at >= f.since)
+    if f.until is not None:
+        found.append(d.created_at < f.until)
+    if f.q:
+        pattern = _like_pattern(f.q)
+        # ILIKE is what the trigram index serves on PostgreSQL; SQLite's LIKE is case-insensitive
+        # for ASCII already and has no index for a leading wildcard.
+        if tx.dialect.name == "postgresql":
+            found.append(d.body.ilike(pattern, escape="\\"))
+        else:
+            found.append(d.body.like(pattern, escape="\\"))
+    if f.set_ids is not None:
+        found.append(d.set_id.in_(sorted(f.set_ids)))
+    return found
+
+
+def list_query(tx: Tx, f: DeliveryFilter, *, limit: int, before_id: int | None = None) -> Select[Any]:
+    """The page query (exposed so the plan test can EXPLAIN exactly what the Hub runs)."""
+    conditions = _conditions(tx, f)
+    if before_id is not None:
+        conditions.append(deliveries.c.id < before_id)
+    return select(*_COLUMNS).where(*conditions).order_by(deliveries.c.id.desc()).limit(limit)
+
+
+def list_deliveries(
+    tx: Tx, f: DeliveryFilter, *, limit: int, before_id: int | None = None
+) -> list[DeliveryRecord]:
+    """Newest first; pass the last id of a page as ``before_id`` for the next one."""
+    return [_delivery(r) for r in tx.execute(list_query(tx, f, limit=limit, before_id=before_id))]
+
+
+def get_delivery(tx: Tx, delivery_id: int) -> tuple[DeliveryRecord, str] | None:
+    """The delivery and its frozen body."""
+    row = tx.execute(select(*_COLUMNS, deliveries.c.body).where(deliveries.c.id == delivery_id)).one_or_none()
+    return (_delivery(row), row.body) if row else None
+
+
+def list_attempts(tx: Tx, delivery_id: int) -> list[AttemptRecord]:
+    rows = tx.execute(
+        select(attempts)
+        .where(attempts.c.delivery_id == delivery_id)
+        .order_by(attempts.c.number, attempts.c.id)
+    )
+    return [
+        AttemptRecord(
+            r.id,
+            r.delivery_id,
+            r.number,
+            r.trigger,
+            r.started_at,
+            r.duration_ms,
+            dict(r.request_headers or {}),
+            r.status_code,
+            dict(r.response_headers) if r.response_headers is not None else None,
+            r.response_body,
+            r.error_kind,
+            r.error,
+            r.hint,
+        )
+        for r in rows
+    ]
+
+
+def _lease_free(now: datetime) -> ColumnElement[bool]:
+    return or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at <= now)
+
+
+def requeue(
+    tx: Tx, delivery_id: int, *, from_statuses: Sequence[str], now: datetime, trigger: str
+) -> DeliveryRecord | None:
+    """Due now, same body and webhook id; None when the row is gone, moved on, or being sent."""
+    row = tx.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id, deliveries.c.status.in_(list(from_statuses)), _lease_free(now))
+        .values(
+            status=_requeued_status(),
+            next_attempt_at=now,
+            next_trigger=trigger,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        .returning(*_COLUMNS)
+    ).one_or_none()
+    return _delivery(row) if row else None
+
+
+def _requeued_status() -> Any:
+    # A retrying row keeps its status (it only moves up); finished rows become pending again.
+    return case((deliveries.c.status == "retrying", "retrying"), else_="pending")
+
+
+def count_matching(tx: Tx, f: DeliveryFilter) -> int:
+    conditions = _conditions(tx, f)
+    return int(tx.execute(select(func.count()).select_from(deliveries).where(*conditions)).scalar_one())
+
+
+def requeue_batch(tx: Tx, f: DeliveryFilter, *, now: datetime, trigger: str, batch: int) -> list[int]:
+    """Requeue up to ``batch`` rows matching ``f`` (whose statuses must all be finished ones)."""
+    assert f.statuses and not set(f.statuses) & {"pending", "retrying", "held"}
+    ids_query = (
+        select(deliveries.c.id)
+        .where(*_conditions(tx, f), _lease_free(now))
+        .order_by(deliveries.c.id)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(tx.execute(ids_query).scalars())
+    if not ids:
+        return []
+    done = tx.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(ids), deliveries.c.status.in_(list(f.statuses)))
+        .values(
+            status="pending",
+            next_attempt_at=now,
+            next_trigger=trigger,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        .returning(deliveries.c.id)
+    )
+    return list(done.scalars())
+
+
+def cancel(tx: Tx, delivery_id: int, *, from_statuses: Sequence[str], now: datetime) -> DeliveryRecord | None:
+    row = tx.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id, deliveries.c.status.in_(list(from_statuses)), _lease_free(now))
+        .values(status="cancelled", next_attempt_at=None, updated_at=now)
+        .returning(*_COLUMNS)
+    ).one_or_none()
+    return _delivery(row) if row else None
+
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+def _endpoint(row: Any) -> EndpointRecord:
+    return EndpointRecord(
+        row.origin, row.paused, row.throttled_until, row.circuit_state, row.circuit_opened_at, row.updated_at
+    )
+
+
+def list_endpoint_rows(tx: Tx) -> list[EndpointRecord]:
+    return [_endpoint(r) for r in tx.execute(select(endpoints).order_by(endpoints.c.origin))]
+
+
+def set_paused(tx: Tx, origin: str, *, paused: bool, now: datetime, detail: str) -> EndpointRecord:
+    """Upsert the endpoint row's operator pause and log the change."""
+    dialect_insert = pg_insert if tx.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(endpoints).values(origin=origin, paused=paused, updated_at=now)
+    row = tx.execute(
+        statement.on_conflict_do_update(
+            index_elements=[endpoints.c.origin], set_={"paused": paused, "updated_at": now}
+        ).returning(endpoints)
+    ).one()
+    tx.execute(
+        insert(endpoint_log).values(
+            origin=origin, at=now, change="paused" if paused else "resumed", detail=detail
+        )
+    )
+    return _endpoint(row)
+
+
+def queue_depths(tx: Tx) -> dict[str, int]:
+    """Unfinished deliveries per endpoint (walks the (status, ...) index of the due rows)."""
+    rows = tx.execute(
+        select(deliveries.c.endpoint, func.count())
+        .where(deliveries.c.status.in_(["pending", "retrying", "held"]))
+        .group_by(deliveries.c.endpoint)
+    )
+    return {origin: int(count) for origin, count in rows}
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+
+def _purgeable(status: str, cutoff: datetime) -> ColumnElement[bool]:
+    # created_at bounds the index walk; updated_at keeps rows that were redelivered lately.
+    return and_(
+        deliveries.c.created_at < cutoff, deliveries.c.status == status, deliveries.c.updated_at < cutoff
+    )
+
+
+def count_purgeable(tx: Tx, status: str, cutoff: datetime) -> tuple[int, int]:
+    """(deliveries, attempts) a purge of ``status`` rows older than ``cutoff`` would remove."""
+    condition = _purgeable(status, cutoff)
+    rows = int(tx.execute(select(func.count()).select_from(deliveries).where(condition)).scalar_one())
+    tries = tx.execute(
+        select(func.count())
+        .select_from(attempts)
+        .where(attempts.c.delivery_id.in_(select(deliveries.c.id).where(condition)))
+    ).scalar_one()
+    return rows, int(tries)
+
+
+def purge_batch(tx: Tx, status: str, cutoff: datetime, *, batch: int) -> tuple[int, int]:
+    """Delete up to ``batch`` old ``status`` deliveries and their attempts; (deliveries, attempts)."""
+    ids = list(
+        tx.execute(
+            select(deliveries.c.id)
+            .where(_purgeable(status, cutoff))
+            .order_by(deliveries.c.created_at)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if not ids:
+        return 0, 0
+    removed_attempts = tx.execute(delete(attempts).where(attempts.c.delivery_id.in_(ids))).rowcount
+    removed = tx.execute(delete(deliveries).where(deliveries.c.id.in_(ids))).rowcount
+    return int(removed), int(removed_attempts)
