@@ -133,13 +133,16 @@ async def test_patch_merges_bumps_version_and_honours_if_match(api: httpx.AsyncC
     assert "version 2" in stale.json()["error"]
     quoted = await api.patch(url, json={"values": {"status_": "blocked"}}, headers={"If-Match": '"2"'})
     assert quoted.status_code == 200 and quoted.json()["version"] == 3
+    star = await api.patch(url, json={"values": {"ph_": 1}}, headers={"If-Match": "*"})
+    assert star.status_code == 200 and star.json()["version"] == 4
+    await api.patch(url, json={"values": {"ph_": None}}, headers={"If-Match": 'W/"4"'})
     bad = await api.patch(url, json={"values": {}}, headers={"If-Match": "three"})
     assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "If-Match"
     cleared = await api.patch(url, json={"values": {"batchnumber_": None}})
     assert cleared.status_code == 422
     assert cleared.json()["details"][0]["field"] == "values.batchnumber_"
     moved = await api.patch(url, json={"date": "2024-01-01T00:00:00Z"})
-    assert moved.json()["date"] == "2024-01-01T00:00:00Z" and moved.json()["version"] == 4
+    assert moved.json()["date"] == "2024-01-01T00:00:00Z" and moved.json()["version"] == 6
 
 
 async def test_patch_without_change_keeps_version_and_writes_no_event(

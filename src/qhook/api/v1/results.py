@@ -63,8 +63,8 @@ class ResultPatch(BaseModel):
 
 
 def parse_if_match(header: str | None) -> int | None:
-    """If-Match: 3, "3" or W/"3" -> 3."""
-    if header is None or not header.strip():
+    """If-Match: 3, "3" or W/"3" -> 3; "*" (any version) -> no check."""
+    if header is None or not header.strip() or header.strip() == "*":
         return None
     text = header.strip().removeprefix("W/").strip().strip('"')
     if not text.isdigit():
