@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -127,3 +128,55 @@ def apikey_revoke(key_id: int) -> None:
 
     users.revoke_api_key(open_ctx().db, key_id, actor="cli")
     console.print(f"key {key_id} revoked")
+
+
+@app.command("import")
+@friendly
+def import_csv(
+    set_id: int,
+    file: Annotated[Path, typer.Argument(help="CSV with a header of field names (and date, @id)")],
+    key_field: Annotated[
+        str | None, typer.Option("--key-field", help="Update the result whose field F matches; else create")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(help="Rows per transaction", min=1)] = 500,
+) -> None:
+    """Import results from a CSV file; bad rows are reported by row number, good rows are stored.
+
+    Exits 1 when any row could not be stored.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from qhook.errors import NotFound
+    from qhook.services import csv_import
+
+    if not file.is_file():
+        raise NotFound(f"{file}: no such file")
+    ctx = open_ctx()
+    columns = (TextColumn("importing"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with file.open("rb") as stream, Progress(*columns, console=err_console) as progress:
+        task = progress.add_task("import", total=file.stat().st_size)
+
+        def lines() -> Iterator[bytes]:
+            for line in stream:
+                progress.advance(task, len(line))
+                yield line
+
+        def report(error: csv_import.RowError) -> None:
+            progress.console.print(
+                f"[red]row {error.number}[/red] (line {error.line}): {error.message}", soft_wrap=True
+            )
+
+        summary = csv_import.import_rows(
+            ctx,
+            set_id,
+            csv_import.csv_rows(lines()),
+            key_field=key_field,
+            chunk_size=chunk_size,
+            on_error=report,
+        )
+    console.print(
+        f"{summary.stored} row(s) stored ({summary.created} created, {summary.updated} updated), "
+        f"{len(summary.errors)} row(s) failed"
+    )
+    if summary.errors:
+        raise typer.Exit(1)

@@ -99,12 +99,12 @@ def compat_datetime(moment: datetime) -> str:
     return format_flat(moment)
 
 
-def parse_result_date(raw: Any, where: str) -> datetime:
+def parse_result_date(raw: Any) -> datetime:
     """A result ``date`` as clients send it: ``YYYY-MM-DD HH:MM:SS`` (UTC), ISO 8601, or a day."""
     try:
         return parse_datetime(raw)
     except ValueError as exc:
-        raise BadRequest(f"{where}: date: expected 'YYYY-MM-DD HH:MM:SS', got {raw!r}") from exc
+        raise BadRequest(f"date: expected 'YYYY-MM-DD HH:MM:SS', got {raw!r}") from exc
 
 
 # --- fields=, sort=, filter= ------------------------------------------------------------------------

@@ -169,12 +169,11 @@ def store_results(
         for index, item in enumerate(items):
             try:
                 stored.append(
-                    _store_one(
+                    store_one_tx(
                         tx,
                         ctx,
                         set_id,
                         item,
-                        index=index,
                         key_field=key_field,
                         edit_only=edit_only,
                         add_list_options=add_list_options,
@@ -192,20 +191,20 @@ def store_results(
     return stored
 
 
-def _store_one(
+def store_one_tx(
     tx: Tx,
     ctx: AppContext,
     set_id: int,
     item: Mapping[str, Any],
     *,
-    index: int,
     key_field: str | None,
     edit_only: bool,
     add_list_options: bool,
     actor: str,
 ) -> StoredResult:
+    """One result inside the caller's transaction: by ``@id``, by ``key_field``, or new."""
     values = {k: v for k, v in item.items() if k not in ("@id", "date")}
-    date = compat.parse_result_date(item["date"], f"results[{index}]") if item.get("date") else None
+    date = compat.parse_result_date(item["date"]) if item.get("date") else None
     result_id = item.get("@id")
     if result_id is not None:
         if (
