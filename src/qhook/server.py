@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import uvicorn
+from fastapi import FastAPI
 from rich.console import Console
 
+from qhook import scheduler
 from qhook.api.app import create_app
 from qhook.context import AppContext
 from qhook.services import users
@@ -19,7 +22,9 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
     port = port or ctx.settings.port
     logging.basicConfig(level=ctx.settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     credentials = users.bootstrap_admin(ctx.db)
-    app = create_app(ctx)
+    # The delivery worker adds its own hook beside the scheduler's.
+    hooks: list[Callable[[FastAPI], Awaitable[None]]] = [scheduler.start_in_app]
+    app = create_app(ctx, lifespan_hooks=hooks)
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     console.print(f"[bold green]qhook[/] listening on http://{shown}:{port}  (API docs: /api/v1/docs)")
     console.print(f"database: {ctx.db.engine.url.render_as_string(hide_password=True)}")

@@ -1,0 +1,107 @@
+"""The on_date scheduler: fires due schedule rows as ``date`` events, once each, even after downtime.
+
+Each tick claims due rows (``fired_at`` null, ``due_at`` <= now) in small batches; for each it
+writes a ``date`` event, fans out that one workflow and marks the row fired, all in one
+transaction. On PostgreSQL a transaction-level advisory lock lets one scheduler work at a time
+and ``FOR UPDATE SKIP LOCKED`` keeps claims apart; SQLite serves one process anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from fastapi import FastAPI
+
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.domain.fields import flat_result
+from qhook.domain.ids import new_uid
+from qhook.services import fanout
+from qhook.store import events as event_store
+from qhook.store import results as result_store
+from qhook.store import sets as set_store
+from qhook.store import workflows as store
+from qhook.store.db import Tx
+from qhook.store.workflows import ScheduleRecord
+
+logger = logging.getLogger(__name__)
+BATCH_SIZE = 50
+TICK_SECONDS = 1.0
+
+
+def _fire(tx: Tx, ctx: AppContext, schedule: ScheduleRecord, now: datetime) -> bool:
+    """Fire one schedule row; False when its workflow or result no longer allows it."""
+    store.mark_fired(tx, schedule.id, now)
+    workflow = store.get_workflow(tx, schedule.workflow_id)
+    if workflow is None or not workflow.active:
+        return False
+    current = set_store.get_set(tx, workflow.set_id)
+    result = result_store.get_result(tx, workflow.set_id, schedule.result_id)
+    if current is None or result is None:
+        return False
+    flat = flat_result(result.id, result.date, result.values, current.fields)
+    event = event_store.insert_event(
+        tx,
+        uid=new_uid("evt", now),
+        set_id=workflow.set_id,
+        result_id=result.id,
+        action="date",
+        actor="scheduler",
+        occurred_at=now,
+        before=flat,
+        after=flat,
+        changes={},
+    )
+    evaluations = fanout.after_event(tx, ctx, event, only_workflow_id=workflow.id)
+    event_store.set_evaluations(tx, event.id, evaluations)
+    return True
+
+
+def tick(ctx: AppContext, now: datetime | None = None, *, batch_size: int = BATCH_SIZE) -> int:
+    """Fire everything due by ``now``; returns the number of ``date`` events written."""
+    now = now or utcnow()
+    fired = 0
+    while True:
+        with ctx.db.transaction() as tx:
+            if not store.try_scheduler_lock(tx):
+                break  # another process is the scheduler right now
+            due = store.claim_due_schedules(tx, now, batch_size)
+            for schedule in due:
+                fired += _fire(tx, ctx, schedule, now)
+        if len(due) < batch_size:
+            break
+    if fired:
+        logger.info("schedules fired", extra={"action": "schedules_fired", "count": fired})
+        ctx.wake()
+    return fired
+
+
+async def run_scheduler(ctx: AppContext, stop: asyncio.Event, wake: asyncio.Event | None = None) -> None:
+    """Tick every second (or when ``wake`` is set) until ``stop``; errors are logged, never fatal."""
+    wake = wake or asyncio.Event()
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(tick, ctx)
+        except Exception:  # the database may be away for a moment; try again next tick
+            logger.exception("scheduler tick failed", extra={"action": "scheduler_error"})
+        wake.clear()
+        stopping = asyncio.ensure_future(stop.wait())
+        waking = asyncio.ensure_future(wake.wait())
+        await asyncio.wait({stopping, waking}, timeout=TICK_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stopping, waking):
+            waiter.cancel()
+
+
+async def start_in_app(app: FastAPI) -> None:
+    """Lifespan hook for ``qhook serve``: run the scheduler beside the API, stop it on shutdown."""
+    ctx: AppContext = app.state.ctx
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_scheduler(ctx, stop), name="qhook-scheduler")
+
+    async def _stop() -> None:
+        stop.set()
+        await task
+
+    app.state.on_stop.append(_stop)
