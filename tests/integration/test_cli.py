@@ -1,0 +1,157 @@
+"""The ``qhook`` command in-process (Typer's CliRunner) against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from typer.testing import CliRunner, Result
+
+from qhook.cli import app
+from qhook.context import AppContext
+from qhook.services import results as result_service
+from qhook.services import sets as set_service
+from qhook.store import migrate
+from qhook.store.db import Database
+from tests.conftest import TEST_SECRET_KEY, auth
+
+
+def one_line(text: str) -> str:
+    """Rich wraps long messages at the terminal width; compare them unwrapped."""
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def run(db_url: str, tmp_path: Path, ctx: AppContext):  # type: ignore[no-untyped-def]
+    """run(*args, database_url=None) -> Result, with QHOOK_* pointing at the test database."""
+    runner = CliRunner()
+
+    def _run(*args: str, database_url: str | None = None) -> Result:
+        env = {
+            "QHOOK_DATABASE_URL": database_url or db_url,
+            "QHOOK_DATA_DIR": str(tmp_path / "var"),
+            "QHOOK_SECRET_KEY": TEST_SECRET_KEY,
+        }
+        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+    return _run
+
+
+def test_user_and_key_lifecycle(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
+    created = run("user", "create", "bob", "--role", "editor", "--password", "long-enough")
+    assert created.exit_code == 0, created.output
+    assert "user bob (editor) created" in created.stdout
+    key = run("apikey", "create", "bob", "--label", "erp")
+    assert key.exit_code == 0, key.output
+    plain = key.stdout.strip().splitlines()[-1]
+    assert plain.startswith("qhk_") and " " not in plain
+    listed = run("apikey", "list")
+    assert listed.exit_code == 0
+    assert "bob" in listed.stdout and "erp" in listed.stdout and plain not in listed.stdout
+
+
+async def test_created_key_works_against_the_api(run, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    run("user", "create", "bob", "--role", "viewer")
+    plain = run("apikey", "create", "bob").stdout.strip().splitlines()[-1]
+    me = await client.get("/api/v1/me", headers=auth(plain))
+    assert me.status_code == 200
+    assert me.json()["name"] == "bob"
+    compat = await client.get("/api/getAllSets", params={"access_token": plain})
+    assert compat.status_code == 200
+    key_id = next(line for line in run("apikey", "list").stdout.splitlines() if "bob" in line).split()[1]
+    revoked = run("apikey", "revoke", key_id)
+    assert revoked.exit_code == 0 and f"key {key_id} revoked" in revoked.stdout
+    assert (await client.get("/api/v1/me", headers=auth(plain))).status_code == 401
+
+
+def test_errors_exit_1_with_a_message(run) -> None:  # type: ignore[no-untyped-def]
+    bad_role = run("user", "create", "bob", "--role", "wizard")
+    assert bad_role.exit_code == 1
+    assert "error:" in one_line(bad_role.stderr) and "role" in one_line(bad_role.stderr)
+    short = run("user", "create", "bob", "--role", "viewer", "--password", "short")
+    assert short.exit_code == 1 and "at least 8 characters" in one_line(short.stderr)
+    run("user", "create", "bob", "--role", "viewer")
+    twice = run("user", "create", "bob", "--role", "viewer")
+    assert twice.exit_code == 1 and "exists already" in one_line(twice.stderr)
+    nobody = run("apikey", "create", "nobody")
+    assert nobody.exit_code == 1 and "error:" in one_line(nobody.stderr)
+    missing_key = run("apikey", "revoke", "9999")
+    assert missing_key.exit_code == 1 and "error:" in one_line(missing_key.stderr)
+
+
+def test_migrate_brings_a_fresh_database_to_head(run, db_url: str, tmp_path: Path, request) -> None:  # type: ignore[no-untyped-def]
+    if db_url.startswith("sqlite"):
+        fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    else:
+        server = request.getfixturevalue("pg_server")
+        with psycopg.connect(server.url("postgres").replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE cli_fresh")
+        fresh = server.url("cli_fresh")
+    result = run("migrate", database_url=fresh)
+    assert result.exit_code == 0, result.output
+    assert "(was empty)" in result.stdout
+    database = Database(fresh)
+    try:
+        assert migrate.is_current(database)
+    finally:
+        database.dispose()
+    again = run("migrate", database_url=fresh)
+    assert again.exit_code == 0 and "(was empty)" not in again.stdout
+
+
+def test_import_stores_good_rows_and_reports_bad_ones(run, ctx: AppContext, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    current = set_service.create_set(
+        ctx.db,
+        name="Batch release",
+        fields=[
+            {"name": "batchnumber_", "type": "text", "required": True},
+            {"name": "ph_", "type": "number"},
+            {"name": "status_", "type": "list", "options": ["draft", "released"]},
+        ],
+        actor="tests",
+    )
+    csv_file = tmp_path / "results.csv"
+    csv_file.write_text(
+        "batchnumber_,ph_,status_,date\n"
+        "B-1,7.1,draft,2025-10-01 08:00:00\n"
+        "B-2,acid,draft,\n"
+        '"B-3\nsecond line",6,released,\n'
+        ",5,draft,\n"
+        "B-5,5,unknown,\n"
+        "B-6,5.5,,\n",
+        encoding="utf-8",
+    )
+    result = run("import", str(current.id), str(csv_file), "--chunk-size", "2")
+    assert result.exit_code == 1
+    errors = [line for line in one_line(result.stderr).splitlines() if line.startswith("row ")]
+    assert len(errors) == 3
+    assert errors[0].startswith("row 2 (line 3):") and "ph_" in errors[0]
+    assert errors[1].startswith("row 4 (line 6):") and "batchnumber_" in errors[1]
+    assert errors[2].startswith("row 5 (line 7):") and "status_" in errors[2]
+    assert "3 row(s) stored (3 created, 0 updated), 3 row(s) failed" in result.stdout
+    _, stored = result_service.list_results(ctx.db, current.id, sort=[("id", False)])
+    assert [r.values["batchnumber_"] for r in stored] == ["B-1", "B-3\nsecond line", "B-6"]
+    assert stored[0].date.strftime("%Y-%m-%d %H:%M:%S") == "2025-10-01 08:00:00"
+
+    update_file = tmp_path / "update.csv"
+    update_file.write_text("\ufeffbatchnumber_,ph_\nB-1,8\nB-7,9\n", encoding="utf-8")
+    updated = run("import", str(current.id), str(update_file), "--key-field", "batchnumber_")
+    assert updated.exit_code == 0, updated.output
+    assert "2 row(s) stored (1 created, 1 updated), 0 row(s) failed" in updated.stdout
+    _, after = result_service.list_results(ctx.db, current.id, sort=[("id", False)])
+    assert after[0].values == {"batchnumber_": "B-1", "ph_": 8.0, "status_": 1}
+    assert after[0].version == 2 and len(after) == 4
+
+
+def test_import_refuses_unknown_set_file_or_key_field(run, ctx: AppContext, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    current = set_service.create_set(ctx.db, name="S", fields=[{"name": "a_", "type": "text"}], actor="t")
+    csv_file = tmp_path / "a.csv"
+    csv_file.write_text("a_\nx\n", encoding="utf-8")
+    no_set = run("import", "9999", str(csv_file))
+    assert no_set.exit_code == 1 and "no such set" in one_line(no_set.stderr)
+    no_file = run("import", str(current.id), str(tmp_path / "missing.csv"))
+    assert no_file.exit_code == 1 and "missing.csv: no such file" in one_line(no_file.stderr)
+    no_field = run("import", str(current.id), str(csv_file), "--key-field", "b_")
+    assert no_field.exit_code == 1 and "has no field 'b_'" in one_line(no_field.stderr)
