@@ -125,7 +125,7 @@ def test_import_stores_good_rows_and_reports_bad_ones(run, ctx: AppContext, tmp_
     )
     result = run("import", str(current.id), str(csv_file), "--chunk-size", "2")
     assert result.exit_code == 1
-    errors = [line for line in one_line(result.stderr).splitlines() if line.startswith("row ")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("row ")]
     assert len(errors) == 3
     assert errors[0].startswith("row 2 (line 3):") and "ph_" in errors[0]
     assert errors[1].startswith("row 4 (line 6):") and "batchnumber_" in errors[1]
