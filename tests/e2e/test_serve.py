@@ -1,0 +1,143 @@
+"""End to end: ``qhook serve`` as a subprocess on a fresh SQLite data dir, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qhook.services import users
+from qhook.settings import Settings
+from qhook.store.db import Database
+from tests.support.pg import free_port
+
+CREDENTIALS = re.compile(r"First start: admin user (\S+), password (\S+) ")
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QHOOK_")}
+    # Wide and plain, so the printed credentials stay on one line.
+    env.update({"QHOOK_DATA_DIR": str(data_dir), "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"})
+    return env
+
+
+def _qhook(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qhook", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str], subprocess.Popen[bytes]]]:
+    data_dir = tmp_path / "var"
+    env = _env(data_dir)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "qhook", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "qhook serve did not become ready:\n" + log.read_text()
+            time.sleep(0.1)
+        yield base, log, env, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_serve_end_to_end(server: tuple[str, Path, dict[str, str], subprocess.Popen[bytes]]) -> None:
+    base, log, env, process = server
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    found = CREDENTIALS.search(log.read_text())
+    assert found, log.read_text()
+    admin, password = found.groups()
+    database = Database(Settings(data_dir=Path(env["QHOOK_DATA_DIR"])).resolved_database_url)
+    try:
+        assert users.check_password(database, admin, password).role == "admin"
+    finally:
+        database.dispose()
+
+    created = _qhook("apikey", "create", admin, "--label", "e2e", env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {key}"}
+
+    with httpx.Client(base_url=base, headers=headers, timeout=10) as http:
+        new_set = http.post(
+            "/api/v1/sets",
+            json={
+                "name": "Batch release",
+                "kind": "analysis_set",
+                "fields": [
+                    {"name": "batchnumber_", "type": "text", "required": True},
+                    {"name": "status_", "type": "list", "options": ["draft", "released", "blocked"]},
+                    {"name": "ph_", "type": "number"},
+                ],
+            },
+        )
+        assert new_set.status_code == 201, new_set.text
+        set_id = new_set.json()["id"]
+        native = http.post(f"/api/v1/sets/{set_id}/results", json={"values": {"batchnumber_": "B-1"}})
+        assert native.status_code == 201, native.text
+        stored = http.post(
+            "/api/storeResults",
+            data={
+                "setId": str(set_id),
+                "results": json.dumps(
+                    [
+                        {
+                            "batchnumber_": "B-2",
+                            "status_": "released",
+                            "ph_": "6.8",
+                            "date": "2025-10-02 13:37:00",
+                        },
+                        {"batchnumber_": "B-1", "status_": "blocked"},
+                    ]
+                ),
+                "keyField": "batchnumber_",
+            },
+        )
+        assert stored.status_code == 200, stored.text
+        assert [r["action"] for r in stored.json()["results"]] == ["created", "updated"]
+        assert int(stored.headers["X-RateLimit-Limit"]) >= 1
+        rows = http.get(
+            "/api/getResults",
+            params={"setId": set_id, "sort": "batchnumber_:asc", "includeId": "true"},
+        ).json()
+    assert [(r["batchnumber_"], r["status_"], r["ph_"]) for r in rows] == [
+        ("B-1", "blocked", None),
+        ("B-2", "released", 6.8),
+    ]
+    assert rows[0]["@id"] == native.json()["id"]
+    assert rows[1]["date"] == "2025-10-02 13:37:00"
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 0, log.read_text()
