@@ -1,0 +1,369 @@
+"""Auth profiles: reusable endpoint credentials (Basic, header, OAuth2 client credentials).
+
+Secret parts (password, header_value, client_secret, client_key) are encrypted with ctx.box into
+``secrets_enc``; the API shows only ``<name>_set: true``. Audit entries name what changed, never
+a secret value. ``allowed_domains`` limits where a profile's credentials may ever be sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX
+from qhook.domain.urls import host_matches, host_of, parse_target
+from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
+from qhook.services import audit
+from qhook.store import auth_profiles as store
+from qhook.store.auth_profiles import AuthProfileRow
+
+TYPES = ("basic", "header", "oauth2_client_credentials")
+CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
+    "basic": ("username",),
+    "header": ("header_name",),
+    "oauth2_client_credentials": ("token_url", "client_id", "scope", "audience", "client_auth"),
+}
+SECRET_FIELDS: dict[str, tuple[str, ...]] = {
+    "basic": ("password",),
+    "header": ("header_value",),
+    "oauth2_client_credentials": ("client_secret",),
+}
+COMMON_CONFIG = ("allowed_domains", "ca_cert", "client_cert")
+COMMON_SECRETS = ("client_key",)
+CLIENT_AUTH = ("basic", "body")
+# Headers qhook sets itself; a profile may not replace them.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "user-agent",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthProfile:
+    """A profile with its secrets decrypted: for building requests only, never for responses or logs."""
+
+    id: int
+    name: str
+    type: str
+    config: Mapping[str, Any]
+    secrets: Mapping[str, str] = field(repr=False)
+    updated_at: datetime
+
+    @property
+    def allowed_domains(self) -> tuple[str, ...]:
+        return tuple(self.config.get("allowed_domains") or ())
+
+
+@dataclass(frozen=True, slots=True)
+class AuthProfileView:
+    """What the API shows: the non-secret config and which secrets are set."""
+
+    id: int
+    name: str
+    type: str
+    config: Mapping[str, Any]
+    secrets_set: frozenset[str]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def allowed_domains(self) -> tuple[str, ...]:
+        return tuple(self.config.get("allowed_domains") or ())
+
+
+def is_allowed(profile: AuthProfile | AuthProfileView, url: str) -> bool:
+    """Whether the profile's credentials may go to ``url``'s host (an empty list allows none)."""
+    host = host_of(url)
+    return bool(host) and any(host_matches(host, pattern) for pattern in profile.allowed_domains)
+
+
+def check_allowed(profile: AuthProfile | AuthProfileView, url: str, field_name: str = "url") -> None:
+    """422 naming ``field_name`` when the profile may not send credentials to the URL's host."""
+    if not is_allowed(profile, url):
+        raise field_error(
+            field_name,
+            f"a host auth profile {profile.name!r} may send credentials to "
+            f"({', '.join(profile.allowed_domains)}); {host_of(url) or url} is not one",
+        )
+
+
+def refusal_message(profile: AuthProfile | AuthProfileView, url: str) -> str:
+    """The error text of a send-time refusal (``domain.hints`` recognises the prefix)."""
+    return (
+        f"{ALLOWED_DOMAINS_PREFIX} {host_of(url) or url} is not in the allowed domains of auth profile "
+        f"{profile.name!r} ({', '.join(profile.allowed_domains)})"
+    )
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+
+def _view(row: AuthProfileRow, secret_names: frozenset[str]) -> AuthProfileView:
+    return AuthProfileView(
+        row.id, row.name, row.type, row.config, secret_names, row.created_at, row.updated_at
+    )
+
+
+def _secrets(ctx: AppContext, row: AuthProfileRow) -> dict[str, str]:
+    loaded = json.loads(ctx.box.decrypt(row.secrets_enc))
+    return {str(k): str(v) for k, v in loaded.items()}
+
+
+def list_profiles(ctx: AppContext) -> list[AuthProfileView]:
+    with ctx.db.reading() as tx:
+        rows = store.list_profiles(tx)
+    return [_view(r, frozenset(_secrets(ctx, r))) for r in rows]
+
+
+def get_profile(ctx: AppContext, profile_id: int) -> AuthProfileView:
+    with ctx.db.reading() as tx:
+        row = store.profile_by_id(tx, profile_id)
+    if row is None:
+        raise NotFound(f"No auth profile with id {profile_id}")
+    return _view(row, frozenset(_secrets(ctx, row)))
+
+
+def load_profile(ctx: AppContext, profile_id: int) -> AuthProfile:
+    """The decrypted profile for sending (sync; call it from a thread in async code)."""
+    with ctx.db.reading() as tx:
+        row = store.profile_by_id(tx, profile_id)
+    if row is None:
+        raise NotFound(f"No auth profile with id {profile_id}")
+    return AuthProfile(row.id, row.name, row.type, row.config, _secrets(ctx, row), row.updated_at)
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def create_profile(ctx: AppContext, doc: Mapping[str, Any], actor: str) -> AuthProfileView:
+    name, kind, config, secrets = _normalize(ctx, doc)
+    with ctx.db.transaction() as tx:
+        if store.profile_by_name(tx, name) is not None:
+            raise Conflict(f"name: an auth profile named {name!r} exists already")
+        row = store.insert_profile(
+            tx,
+            name=name,
+            type=kind,
+            config=config,
+            secrets_enc=ctx.box.encrypt(json.dumps(secrets)),
+            now=utcnow(),
+        )
+        audit.record(
+            tx,
+            actor,
+            "auth_profile.create",
+            "auth_profile",
+            row.id,
+            {"name": name, "type": kind, "config": config, "secrets_set": sorted(secrets)},
+        )
+    return _view(row, frozenset(secrets))
+
+
+def update_profile(ctx: AppContext, profile_id: int, doc: Mapping[str, Any], actor: str) -> AuthProfileView:
+    """Given keys replace the stored ones; secrets left out stay as they are; null removes a key."""
+    with ctx.db.transaction() as tx:
+        row = store.profile_by_id(tx, profile_id)
+        if row is None:
+            raise NotFound(f"No auth profile with id {profile_id}")
+        if "type" in doc and doc["type"] != row.type:
+            raise field_error("type", f"{row.type!r}: a profile keeps its type; create a new one instead")
+        old_secrets = _secrets(ctx, row)
+        merged: dict[str, Any] = {"name": row.name, "type": row.type, **row.config, **old_secrets}
+        merged.update(doc)
+        if merged.get("client_cert") is None:
+            merged.pop("client_key", None)
+        name, _, config, secrets = _normalize(ctx, {k: v for k, v in merged.items() if v is not None})
+        if name != row.name:
+            other = store.profile_by_name(tx, name)
+            if other is not None and other.id != profile_id:
+                raise Conflict(f"name: an auth profile named {name!r} exists already")
+        now = utcnow()
+        updated = store.update_profile(
+            tx,
+            profile_id,
+            name=name,
+            config=config,
+            secrets_enc=ctx.box.encrypt(json.dumps(secrets)),
+            updated_at=now,
+        )
+        assert updated is not None
+        # A changed credential makes a cached OAuth token stale for every worker.
+        store.delete_token(tx, profile_id)
+        changed = sorted(k for k in set(config) | set(row.config) if config.get(k) != row.config.get(k))
+        audit.record(
+            tx,
+            actor,
+            "auth_profile.update",
+            "auth_profile",
+            profile_id,
+            {
+                "name": name,
+                "changed": ([*changed, "name"] if name != row.name else changed),
+                "config": config,
+                "secrets_changed": sorted(
+                    k for k in set(secrets) | set(old_secrets) if secrets.get(k) != old_secrets.get(k)
+                ),
+            },
+        )
+    return _view(updated, frozenset(secrets))
+
+
+def delete_profile(ctx: AppContext, profile_id: int, actor: str) -> None:
+    with ctx.db.transaction() as tx:
+        row = store.profile_by_id(tx, profile_id)
+        if row is None:
+            raise NotFound(f"No auth profile with id {profile_id}")
+        users = store.signals_using(tx, profile_id)
+        if users:
+            raise Conflict(
+                f"auth profile {row.name!r} is used by signal(s) {', '.join(map(str, users))}; "
+                "change those signals first"
+            )
+        store.delete_profile(tx, profile_id)
+        audit.record(
+            tx, actor, "auth_profile.delete", "auth_profile", profile_id, {"name": row.name, "type": row.type}
+        )
+
+
+# --- validation -------------------------------------------------------------------------------------
+
+
+def _normalize(ctx: AppContext, doc: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], dict[str, str]]:
+    """(name, type, config, secrets) from a request body; 422 naming the first bad field."""
+    kind = doc.get("type")
+    if kind not in TYPES:
+        raise field_error("type", "one of " + ", ".join(TYPES))
+    known = {"name", "type", *CONFIG_FIELDS[kind], *SECRET_FIELDS[kind], *COMMON_CONFIG, *COMMON_SECRETS}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ValidationFailed(
+            f"{unknown[0]}: not a field of a {kind} profile",
+            details=[{"field": k, "error": f"not a field of a {kind} profile"} for k in unknown],
+        )
+    name = _text(doc, "name", max_length=200)
+    config: dict[str, Any] = {"allowed_domains": _domains(doc.get("allowed_domains"))}
+    secrets: dict[str, str] = {}
+    if kind == "basic":
+        config["username"] = _text(doc, "username", max_length=200)
+        if ":" in config["username"]:
+            raise field_error("username", "a user name without ':' (Basic authentication forbids it)")
+        secrets["password"] = _text(doc, "password", max_length=1000, strip=False)
+    elif kind == "header":
+        header = _text(doc, "header_name", max_length=100)
+        if not _TOKEN.match(header):
+            raise field_error("header_name", "an HTTP header name such as 'X-API-Key'")
+        if header.lower() in RESERVED_HEADERS:
+            raise field_error("header_name", f"a header qhook does not set itself ({header} is reserved)")
+        config["header_name"] = header
+        value = _text(doc, "header_value", max_length=4000, strip=False)
+        if any(c in value for c in "\r\n\0"):
+            raise field_error("header_value", "a header value on one line")
+        secrets["header_value"] = value
+    else:
+        config["token_url"] = parse_target(
+            _text(doc, "token_url", max_length=2048),
+            allow_http=ctx.settings.allow_http,
+            allow_userinfo=False,
+            field="token_url",
+        ).url
+        config["client_id"] = _text(doc, "client_id", max_length=500)
+        secrets["client_secret"] = _text(doc, "client_secret", max_length=2000, strip=False)
+        for optional in ("scope", "audience"):
+            if doc.get(optional) not in (None, ""):
+                config[optional] = _text(doc, optional, max_length=1000)
+        client_auth = doc.get("client_auth", "basic")
+        if client_auth not in CLIENT_AUTH:
+            raise field_error("client_auth", "'basic' (HTTP Basic) or 'body' (client_secret in the form)")
+        config["client_auth"] = client_auth
+    _tls_parts(doc, config, secrets)
+    return name, kind, config, secrets
+
+
+def _text(doc: Mapping[str, Any], name: str, *, max_length: int, strip: bool = True) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise field_error(name, "a non-empty string")
+    if len(value) > max_length:
+        raise field_error(name, f"at most {max_length} characters")
+    return value.strip() if strip else value
+
+
+def _domains(value: Any) -> list[str]:
+    expected = "a non-empty list of host names, '*.example.com' for sub-domains"
+    if not isinstance(value, list) or not value:
+        raise field_error("allowed_domains", expected)
+    domains: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not _valid_pattern(item.strip().lower().rstrip(".")):
+            raise field_error(f"allowed_domains[{index}]", expected)
+        pattern = item.strip().lower().rstrip(".")
+        if pattern not in domains:
+            domains.append(pattern)
+    return domains
+
+
+def _valid_pattern(pattern: str) -> bool:
+    try:
+        ipaddress.ip_address(pattern.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    labels = pattern.removeprefix("*.").split(".")
+    return len(pattern) <= 253 and len(labels) >= 1 and all(_LABEL.match(label) for label in labels)
+
+
+def _tls_parts(doc: Mapping[str, Any], config: dict[str, Any], secrets: dict[str, str]) -> None:
+    ca_cert = doc.get("ca_cert")
+    if ca_cert is not None:
+        if not isinstance(ca_cert, str) or not _is_certificate(ca_cert):
+            raise field_error(
+                "ca_cert", "PEM certificate(s) of the CA that signed the endpoint's certificate"
+            )
+        config["ca_cert"] = ca_cert
+    client_cert, client_key = doc.get("client_cert"), doc.get("client_key")
+    if (client_cert is None) != (client_key is None):
+        missing = "client_key" if client_key is None else "client_cert"
+        raise field_error(missing, "client_cert and client_key together (mutual TLS), or neither")
+    if client_cert is not None:
+        if not isinstance(client_cert, str) or not _is_certificate(client_cert):
+            raise field_error("client_cert", "a PEM client certificate")
+        if not isinstance(client_key, str) or not _is_private_key(client_key):
+            raise field_error("client_key", "an unencrypted PEM private key")
+        config["client_cert"] = client_cert
+        secrets["client_key"] = client_key
+
+
+def _is_certificate(pem: str) -> bool:
+    try:
+        return bool(x509.load_pem_x509_certificates(pem.encode()))
+    except ValueError:
+        return False
+
+
+def _is_private_key(pem: str) -> bool:
+    try:
+        serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        return False
+    return True
