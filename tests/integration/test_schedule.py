@@ -1,0 +1,152 @@
+"""on_date workflows on both databases: schedule rows at write time, firing once, moving, dropping."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from qhook import scheduler
+from qhook.context import AppContext, open_context
+from qhook.settings import Settings
+from tests.support.workflows import (
+    add_result,
+    deliveries_of,
+    events_of,
+    make_set,
+    make_workflow,
+    patch_result,
+    schedules_of,
+)
+
+ON_DATE = {"on_date": {"field": "expiry_", "offset": "-P7D", "at": "08:00"}}
+
+
+async def test_date_field_schedule_fires_once(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    set_id = await make_set(api)
+    workflow = await make_workflow(api, set_id, triggers=ON_DATE)
+    result_id = await add_result(api, set_id, batchnumber_="B-1", expiry_="2031-03-10")
+    [schedule] = schedules_of(ctx, workflow["id"])
+    assert schedule.result_id == result_id
+    assert schedule.due_at == datetime(2031, 3, 3, 8, 0, tzinfo=UTC)
+    assert schedule.fired_at is None
+    assert deliveries_of(ctx, result_id) == []  # saving it does not fire it
+    assert scheduler.tick(ctx, schedule.due_at - timedelta(seconds=1)) == 0
+    assert scheduler.tick(ctx, schedule.due_at) == 1
+    assert scheduler.tick(ctx, schedule.due_at + timedelta(days=1)) == 0
+    [delivery] = deliveries_of(ctx, result_id)
+    assert delivery.action == "date" and json.loads(delivery.body)["action"] == "date"
+    date_event = (await events_of(api, result_id))[-1]
+    assert date_event["action"] == "date"
+    assert date_event["evaluations"][0]["fired"] is True
+    assert schedules_of(ctx, workflow["id"])[0].fired_at is not None
+
+
+async def test_datetime_field_is_exact(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    set_id = await make_set(api)
+    workflow = await make_workflow(
+        api, set_id, triggers={"on_date": {"field": "tested_", "offset": "PT1H30M"}}
+    )
+    await add_result(api, set_id, batchnumber_="B-1", tested_="2031-01-01T10:00:00Z")
+    [schedule] = schedules_of(ctx, workflow["id"])
+    assert schedule.due_at == datetime(2031, 1, 1, 11, 30, tzinfo=UTC)
+
+
+async def test_past_due_fires_after_a_restart_once(
+    api: httpx.AsyncClient, ctx: AppContext, settings: Settings
+) -> None:
+    set_id = await make_set(api)
+    workflow = await make_workflow(api, set_id, triggers=ON_DATE)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    result_id = await add_result(api, set_id, batchnumber_="B-1", expiry_=yesterday)
+    [schedule] = schedules_of(ctx, workflow["id"])
+    assert schedule.due_at < datetime.now(UTC)  # already due when saved
+    # The process "stops" before its scheduler ticks; a new one starts on the same database.
+    restarted = open_context(settings)
+    try:
+        assert scheduler.tick(restarted) == 1
+        assert scheduler.tick(restarted) == 0
+    finally:
+        restarted.db.dispose()
+    assert scheduler.tick(ctx) == 0
+    assert len(deliveries_of(ctx, result_id)) == 1
+
+
+async def test_schedule_moves_when_the_field_changes(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    set_id = await make_set(api)
+    workflow = await make_workflow(api, set_id, triggers=ON_DATE)
+    result_id = await add_result(api, set_id, batchnumber_="B-1", expiry_="2031-03-10")
+    first = schedules_of(ctx, workflow["id"])[0]
+    scheduler.tick(ctx, first.due_at)
+    assert schedules_of(ctx, workflow["id"])[0].fired_at is not None
+    await patch_result(api, set_id, result_id, expiry_="2031-06-10")
+    [moved] = schedules_of(ctx, workflow["id"])
+    assert moved.due_at == datetime(2031, 6, 3, 8, 0, tzinfo=UTC)
+    assert moved.fired_at is None  # a new due time fires again
+    await patch_result(api, set_id, result_id, note_="unrelated")
+    assert schedules_of(ctx, workflow["id"])[0].due_at == moved.due_at
+    await patch_result(api, set_id, result_id, expiry_=None)
+    assert schedules_of(ctx, workflow["id"]) == []
+
+
+async def test_dropped_on_delete_and_on_deactivate(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    set_id = await make_set(api)
+    workflow = await make_workflow(api, set_id, triggers=ON_DATE)
+    gone = await add_result(api, set_id, batchnumber_="B-1", expiry_="2031-03-10")
+    await add_result(api, set_id, batchnumber_="B-2", expiry_="2031-04-10")
+    assert len(schedules_of(ctx, workflow["id"])) == 2
+    assert (await api.delete(f"/api/v1/sets/{set_id}/results/{gone}")).status_code == 204
+    assert [s.result_id for s in schedules_of(ctx, workflow["id"])] != [gone]
+    assert len(schedules_of(ctx, workflow["id"])) == 1
+    response = await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"active": False})
+    assert response.status_code == 200, response.text
+    assert schedules_of(ctx, workflow["id"]) == []
+    assert scheduler.tick(ctx, datetime(2040, 1, 1, tzinfo=UTC)) == 0
+    # Reactivated: future due times are scheduled again from the stored results.
+    await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"active": True})
+    assert len(schedules_of(ctx, workflow["id"])) == 1
+
+
+async def test_new_workflow_schedules_existing_results_in_the_future_only(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    set_id = await make_set(api)
+    future = await add_result(api, set_id, batchnumber_="B-1", expiry_="2031-03-10")
+    await add_result(api, set_id, batchnumber_="B-0", expiry_="2001-03-10")
+    workflow = await make_workflow(api, set_id, triggers=ON_DATE)
+    assert [s.result_id for s in schedules_of(ctx, workflow["id"])] == [future]
+
+
+async def test_run_scheduler_loop_fires_and_stops(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    import asyncio
+
+    set_id = await make_set(api)
+    await make_workflow(api, set_id, triggers=ON_DATE)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    result_id = await add_result(api, set_id, batchnumber_="B-1", expiry_=yesterday)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run_scheduler(ctx, stop))
+    for _ in range(100):
+        if deliveries_of(ctx, result_id):
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert len(deliveries_of(ctx, result_id)) == 1
+
+
+async def test_one_scheduler_at_a_time(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    from qhook.store import workflows as workflow_store
+
+    set_id = await make_set(api)
+    await make_workflow(api, set_id, triggers=ON_DATE)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    await add_result(api, set_id, batchnumber_="B-1", expiry_=yesterday)
+    if ctx.db.is_sqlite:  # one process per SQLite database; the lock is PostgreSQL's
+        assert scheduler.tick(ctx) == 1
+        return
+    with ctx.db.transaction() as tx:
+        assert workflow_store.try_scheduler_lock(tx)
+        assert scheduler.tick(ctx) == 0  # another "process" holds the lock
+    assert scheduler.tick(ctx) == 1
