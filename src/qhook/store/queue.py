@@ -8,7 +8,9 @@ one worker and renders no locking clause.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -28,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 
-from qhook.store.db import Tx
+from qhook.store.db import Database, Tx
 from qhook.store.tables import attempts, deliveries, endpoints, signals, workflows
 
 Lane = Literal["first", "retry"]
@@ -57,6 +59,7 @@ class QueuedDelivery:
     order_key: str | None
     is_test: bool
     created_at: datetime
+    next_trigger: str  # "scheduled", or "manual" after a redelivery from the Hub
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,7 @@ _COLUMNS = (
     deliveries.c.order_key,
     deliveries.c.is_test,
     deliveries.c.created_at,
+    deliveries.c.next_trigger,
 )
 
 
@@ -319,6 +323,7 @@ def record_outcomes(
                 ),
                 lease_owner=None,
                 lease_expires_at=None,
+                next_trigger="scheduled",
                 updated_at=now,
             ),
             [
@@ -396,3 +401,28 @@ def depth_by_status(tx: Tx) -> dict[str, int]:
 def delivery_by_id(tx: Tx, delivery_id: int) -> QueuedDelivery | None:
     row = tx.execute(select(*_COLUMNS).where(deliveries.c.id == delivery_id)).one_or_none()
     return _queued(row) if row else None
+
+
+def listen(db: Database, on_notify: Callable[[], None], stop: threading.Event) -> None:
+    """Call ``on_notify`` for each NOTIFY on the deliveries channel until ``stop`` (PostgreSQL; a thread).
+
+    A lost connection is reopened after a pause; polling covers the gap.
+    """
+    while not stop.is_set():
+        try:
+            raw = db.engine.raw_connection()
+        except Exception:
+            stop.wait(1.0)
+            continue
+        try:
+            conn = raw.driver_connection
+            conn.autocommit = True  # type: ignore[union-attr]
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")  # type: ignore[union-attr]
+            while not stop.is_set():
+                for _ in conn.notifies(timeout=0.5):  # type: ignore[union-attr]
+                    on_notify()
+        except Exception:
+            stop.wait(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                raw.invalidate()  # never hand a LISTENing connection back to the pool

@@ -1,0 +1,122 @@
+"""Batches finished attempts into few transactions: the worker's hot path to the database.
+
+Outcomes wait a few milliseconds so that many share one transaction (one executemany insert of
+attempts, one executemany update of deliveries); rare side effects (pauses, circuits, error
+reports, released leases) ride along in the same transaction, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from qhook.clock import utcnow
+from qhook.errors import QhookError
+from qhook.store import queue
+from qhook.store.db import Database, Tx
+
+logger = logging.getLogger(__name__)
+
+Op = Callable[[Tx, datetime], object]
+RunInThread = Callable[..., Awaitable[object]]
+GATHER_S = 0.005
+
+
+@dataclass
+class _Pending:
+    attempts: list[queue.AttemptRow] = field(default_factory=list)
+    finishes: list[queue.Finish] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    done_ids: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.attempts or self.finishes or self.ops or self.done_ids)
+
+
+class Recorder:
+    """Collects outcomes on the loop; one task writes them in batches from a thread."""
+
+    def __init__(
+        self,
+        db: Database,
+        run_in_thread: RunInThread,
+        on_written: Callable[[list[int]], None],
+        *,
+        batch_size: int,
+    ) -> None:
+        self._db = db
+        self._run = run_in_thread
+        self._on_written = on_written
+        self._batch_size = batch_size
+        self._pending = _Pending()
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def add(
+        self,
+        attempt: queue.AttemptRow | None,
+        finish: queue.Finish | None,
+        ops: list[Op] | None = None,
+        done_ids: list[int] | None = None,
+    ) -> None:
+        """Queue one outcome (and its side effects); ``done_ids`` leave the worker's hands once written."""
+        if attempt is not None:
+            self._pending.attempts.append(attempt)
+        if finish is not None:
+            self._pending.finishes.append(finish)
+            self._pending.done_ids.append(finish.delivery_id)
+        self._pending.ops.extend(ops or [])
+        self._pending.done_ids.extend(done_ids or [])
+        self._idle.clear()
+        self._ready.set()
+
+    def op(self, op: Op, done_ids: list[int] | None = None) -> None:
+        self.add(None, None, [op], done_ids)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write batches until ``stop`` and nothing is left."""
+        while True:
+            if not self._pending:
+                self._idle.set()
+                if stop.is_set():
+                    return
+                waiter = asyncio.ensure_future(self._ready.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                self._ready.clear()
+                continue
+            if len(self._pending.finishes) < self._batch_size and not stop.is_set():
+                await asyncio.sleep(GATHER_S)
+            batch, self._pending = self._pending, _Pending()
+            self._ready.clear()
+            while True:
+                try:
+                    await self._run(self._write, batch)
+                    break
+                except QhookError as exc:  # database unavailable: keep the batch, try again
+                    logger.warning(
+                        "recording outcomes failed: %s", exc.message, extra={"action": "record_retry"}
+                    )
+                    await asyncio.sleep(1.0)
+                except Exception:
+                    # A bug, not an outage: retrying would loop. The leases run out and the rows
+                    # are sent again, so nothing is lost (at-least-once).
+                    logger.exception("recording outcomes failed", extra={"action": "record_failed"})
+                    break
+            self._on_written(batch.done_ids)
+
+    async def drained(self) -> None:
+        await self._idle.wait()
+
+    def _write(self, batch: _Pending) -> None:
+        now = utcnow()
+        with self._db.transaction() as tx:
+            queue.record_outcomes(tx, batch.attempts, batch.finishes, now=now)
+            for op in batch.ops:
+                op(tx, now)

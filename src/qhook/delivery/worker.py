@@ -1,0 +1,521 @@
+"""The delivery worker: claim due deliveries, send them per endpoint, record outcomes in batches.
+
+Flow: a claim loop leases batches (first attempts and retries in separate lanes) into per-endpoint
+gates; each gate starts sends while it has a free slot, is not paused and its circuit is closed;
+a send never waits on another endpoint's slot. Outcomes go to the recorder, which writes many in
+one transaction. A maintenance tick syncs endpoint state with the database (other workers'
+pauses and circuits), sends circuit probes, marks open circuits' deliveries ``held`` and renews
+leases. Database calls run in a small thread pool; the loop never blocks on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from qhook import metrics
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.delivery import attempt as attempt_mod
+from qhook.delivery.endpoints import Gate, Gates
+from qhook.delivery.recorder import Op, Recorder
+from qhook.domain import circuit, endpoint_limits
+from qhook.domain.rates import Rate
+from qhook.store import endpoints as endpoint_store
+from qhook.store import error_reports, queue, rates
+from qhook.store.db import Tx
+
+logger = logging.getLogger(__name__)
+R = TypeVar("R")
+SHUTDOWN_GRACE_S = 10.0  # in-flight sends may finish; the rest are cancelled and sent again later
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A leased delivery in this worker's hands, with its signal as read at claim time."""
+
+    delivery: queue.QueuedDelivery
+    signal: queue.SendSignal | None
+    probe: bool = False
+
+    @property
+    def is_retry(self) -> bool:
+        return self.delivery.attempt_count > 0
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
+
+
+class Worker:
+    """One asyncio delivery worker; ``run(stop)`` until ``stop`` is set, ``wake()`` from any thread."""
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        sender: Any,
+        *,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
+        owner: str | None = None,
+        circuit_policy: circuit.CircuitPolicy | None = None,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+    ) -> None:
+        settings = ctx.settings
+        self.ctx = ctx
+        self.sender = sender
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.batch_size = batch_size or settings.worker_batch_size
+        self.owner = owner or default_owner()
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.shutdown_grace_s = shutdown_grace_s
+        self.policy = circuit_policy or circuit.CircuitPolicy(
+            cool_off=timedelta(seconds=getattr(settings, "circuit_cool_off_s", 60.0)),
+            probe_timeout=self.lease,
+        )
+        # An endpoint keeps at most this many rows waiting here; the next claims skip it.
+        self.per_endpoint = self.batch_size
+        self.max_held = self.batch_size * 10
+        self.tick_s = min(max(settings.poll_interval_s, 0.1), 1.0)
+        self.gates: Gates[Item] = Gates()
+        self.held: dict[int, Item] = {}
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qhook-db")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_tick = 0.0
+        self._last_renew = 0.0
+        self.recorder = Recorder(ctx.db, self._db, self._written, batch_size=self.batch_size)
+
+    # --- wake-ups ---------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Thread-safe: new work was committed."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop just closed
+                loop.call_soon_threadsafe(self._wake.set)
+
+    async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    # --- main loop --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        recorder_stop = asyncio.Event()
+        recorder_task = asyncio.create_task(self.recorder.run(recorder_stop))
+        listener_stop = threading.Event()
+        listener = self._start_listener(listener_stop)
+        logger.info("worker started", extra={"action": "worker_start", "owner": self.owner})
+        try:
+            while not stop.is_set():
+                try:
+                    progressed = await self._cycle()
+                except Exception:
+                    logger.exception("worker cycle failed", extra={"action": "worker_cycle_failed"})
+                    progressed = False
+                if not progressed:
+                    await self._idle(stop)
+        finally:
+            listener_stop.set()
+            await self._shutdown()
+            recorder_stop.set()
+            await recorder_task
+            if listener is not None:
+                await asyncio.to_thread(listener.join, 2.0)
+            self._executor.shutdown(wait=True)
+            logger.info("worker stopped", extra={"action": "worker_stop", "owner": self.owner})
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._wake, self._room, stop)]
+        timeout = min(self.ctx.settings.poll_interval_s, self.tick_s)
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waits:
+            waiter.cancel()
+
+    async def _cycle(self) -> bool:
+        """One round: maintenance when due, then claims. True when it claimed a full batch."""
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now - self._last_tick >= self.tick_s:
+            self._last_tick = loop_now
+            await self._tick()
+        self._wake.clear()
+        self._room.clear()
+        room = self.max_held - len(self.held)
+        if room < min(self.batch_size // 4, self.max_held // 4) and self.held:
+            return False
+        full = False
+        for lane in ("first", "retry"):
+            limit = min(self.batch_size, room)
+            if lane == "retry":
+                # Retries may fill at most half the worker: fresh events always find room.
+                retries = sum(1 for i in self.held.values() if i.is_retry)
+                limit = min(limit, self.max_held // 2 - retries)
+            if limit <= 0:
+                continue
+            exclude = self.gates.saturated(self.per_endpoint)
+            claimed = await self._db(self._claim, lane, limit, exclude)
+            self._dispatch(claimed)
+            room -= len(claimed)
+            full = full or len(claimed) >= limit
+        return full
+
+    def _claim(self, lane: queue.Lane, limit: int, exclude: list[str]) -> list[Item]:
+        now = utcnow()
+        with self.ctx.db.transaction() as tx:
+            rows = queue.claim(
+                tx,
+                owner=self.owner,
+                now=now,
+                lease_until=now + self.lease,
+                limit=limit,
+                lane=lane,
+                exclude_endpoints=exclude,
+            )
+            return self._items(tx, rows, probe=False)
+
+    def _items(self, tx: Tx, rows: list[queue.QueuedDelivery], *, probe: bool) -> list[Item]:
+        if not rows:
+            return []
+        signals = queue.send_signals(tx, [d.signal_id for d in rows if d.signal_id is not None])
+        states = endpoint_store.states(tx, {d.endpoint for d in rows})
+        for d in rows:
+            signal = signals.get(d.signal_id) if d.signal_id is not None else None
+            self._configure(self.gates.get(d.endpoint), signal, states.get(d.endpoint))
+        return [Item(d, signals.get(d.signal_id) if d.signal_id is not None else None, probe) for d in rows]
+
+    def _configure(
+        self, gate: Gate[Item], signal: queue.SendSignal | None, state: endpoint_store.EndpointState | None
+    ) -> None:
+        config = signal.config if signal else {}
+        try:
+            gate.max_in_flight = endpoint_limits.max_in_flight_of(
+                config, state.max_in_flight if state else None
+            )
+            gate.rate = endpoint_limits.rate_of(config, state.rate_limit if state else None)
+        except (ValueError, TypeError):
+            logger.warning(
+                "bad endpoint limits ignored", extra={"action": "limits_invalid", "origin": gate.origin}
+            )
+
+    def _dispatch(self, items: list[Item]) -> None:
+        touched: dict[str, Gate[Item]] = {}
+        for item in items:
+            self.held[item.delivery.id] = item
+            gate = self.gates.get(item.delivery.endpoint)
+            if item.probe:
+                gate.in_flight += 1
+                self._spawn(gate, item)
+                continue
+            gate.push(item, is_retry=item.is_retry)
+            touched[gate.origin] = gate
+        for gate in touched.values():
+            self._pump(gate)
+
+    # --- per endpoint -----------------------------------------------------------------------
+
+    def _pump(self, gate: Gate[Item]) -> None:
+        """Start sends while the endpoint has a free slot; never wait here."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while gate.can_start(now):
+            item, _ = gate.pop()
+            gate.in_flight += 1
+            self._spawn(gate, item)
+        if gate.waiting and not gate.blocked and gate.paused_until > now and not gate.timer_armed:
+            gate.timer_armed = True
+
+            def _resume() -> None:
+                gate.timer_armed = False
+                self._pump(gate)
+
+            loop.call_at(gate.paused_until, _resume)
+
+    def _spawn(self, gate: Gate[Item], item: Item) -> None:
+        task = asyncio.create_task(self._run_one(gate, item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_one(self, gate: Gate[Item], item: Item) -> None:
+        try:
+            if gate.rate is not None and not item.probe and await self._rate_limited(gate, gate.rate, item):
+                return
+            async with self._slots:
+                await self._attempt(gate, item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception(
+                "delivery attempt crashed",
+                extra={"action": "delivery_crashed", "delivery_id": item.delivery.id},
+            )
+            # The lease runs out and the delivery is tried again: nothing is lost.
+            self.recorder.op(_noop, done_ids=[item.delivery.id])
+        finally:
+            gate.in_flight -= 1
+            if gate.waiting + gate.in_flight == self.per_endpoint // 2:
+                self._room.set()
+            self._pump(gate)
+
+    async def _rate_limited(self, gate: Gate[Item], rate: Rate, item: Item) -> bool:
+        """Count one send against the shared window; when over, wait for the window to reopen."""
+        now_ms = int(utcnow().timestamp() * 1000)
+        wait_s = await self._db(self._rate_hit, gate.origin, rate, now_ms)
+        if wait_s is None:
+            return False
+        gate.paused_until = asyncio.get_running_loop().time() + wait_s
+        gate.push(item, is_retry=item.is_retry, front=True)
+        return True
+
+    def _rate_hit(self, origin: str, rate: Rate, now_ms: int) -> float | None:
+        with self.ctx.db.transaction() as tx:
+            count, start = rates.hit(tx, f"endpoint:{origin}", period_ms=rate.period_s * 1000, now_ms=now_ms)
+        return endpoint_limits.rate_wait_s(rate, count, start, now_ms)
+
+    async def _attempt(self, gate: Gate[Item], item: Item) -> None:
+        result = await attempt_mod.perform(self.ctx, self.sender, item.delivery, item.signal)
+        self._conclude(gate, item, result)
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    def _conclude(self, gate: Gate[Item], item: Item, result: attempt_mod.AttemptResult) -> None:
+        d = item.delivery
+        decision = result.decision
+        ops: list[Op] = []
+        outcome = {"succeeded": "succeeded", "retry": "retrying", "failed": "failed"}[decision.outcome]
+        metrics.DELIVERIES.labels(outcome).inc()
+        if result.duration_ms is not None:
+            metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
+        if decision.outcome == "succeeded":
+            metrics.EVENT_TO_DELIVERY_SECONDS.observe(
+                max((result.finished_at - d.created_at).total_seconds(), 0)
+            )
+        email = item.signal.error_email if item.signal else None
+
+        if decision.pause_endpoint_until is not None:
+            until = decision.pause_endpoint_until
+            wait_s = max((until - result.finished_at).total_seconds(), 0.0)
+            gate.paused_until = max(gate.paused_until, asyncio.get_running_loop().time() + wait_s)
+            ops.append(
+                lambda tx, now: endpoint_store.throttle(
+                    tx, d.endpoint, until, now, f"Retry-After until {until:%Y-%m-%d %H:%M:%S} UTC"
+                )
+            )
+            self._release_waiting(gate)
+        if decision.pause_signal and d.signal_id is not None:
+            signal_id = d.signal_id
+            ops.append(lambda tx, now: queue.pause_signal(tx, signal_id, result.hint or decision.reason))
+            self._release_signal(signal_id)
+        if decision.outcome == "failed" and email:
+            text = _failure_text(d, result)
+            ops.append(
+                lambda tx, now: error_reports.add(
+                    tx,
+                    endpoint=d.endpoint,
+                    email=email,
+                    kind="delivery_failed",
+                    delivery_id=d.id,
+                    text=text,
+                    now=now,
+                )
+            )
+        ops.extend(self._circuit_ops(gate, item, result, email))
+        finish = queue.Finish(
+            delivery_id=d.id,
+            status=outcome,
+            attempt_count=d.attempt_count + 1,
+            next_attempt_at=decision.next_attempt_at if decision.outcome == "retry" else None,
+            last_status_code=result.status_code,
+            last_error_kind=result.error_kind,
+            hint=result.hint,
+            delivered_at=result.finished_at if decision.outcome == "succeeded" else None,
+        )
+        self.recorder.add(result.attempt, finish, ops)
+        if d.ordered and decision.final:
+            self._wake.set()  # the next event of this result may go now (after this is written)
+
+    def _circuit_ops(
+        self, gate: Gate[Item], item: Item, result: attempt_mod.AttemptResult, email: str | None
+    ) -> list[Op]:
+        origin = item.delivery.endpoint
+        ok = result.decision.outcome == "succeeded"
+        if item.probe:
+            if ok:
+                gate.blocked = False
+                gate.window = circuit.Window()
+                return [functools.partial(_close, origin=origin)]
+            detail = f"probe failed: {result.hint or result.decision.reason}"
+            return [functools.partial(_probe_failed, origin=origin, detail=detail)]
+        if not attempt_mod.counts_for_circuit(result) or gate.blocked:
+            return []
+        if not gate.record(result.finished_at, ok, self.policy):
+            return []
+        gate.blocked = True
+        detail = circuit.summary(gate.window)
+        gate.window = circuit.Window()
+        self._release_waiting(gate)
+        logger.warning("circuit opened", extra={"action": "circuit_open", "origin": origin})
+
+        def _open(tx: Tx, now: datetime) -> None:
+            if endpoint_store.open_circuit(tx, origin, now, detail) and email:
+                text = (
+                    f"The endpoint {origin} stopped answering: {detail}. "
+                    "Its deliveries wait (held) and are sent when a probe succeeds."
+                )
+                error_reports.add(
+                    tx,
+                    endpoint=origin,
+                    email=email,
+                    kind="circuit_open",
+                    delivery_id=None,
+                    text=text,
+                    now=now,
+                )
+            queue.hold_endpoint(tx, origin, now)
+
+        return [_open]
+
+    def _release_waiting(self, gate: Gate[Item]) -> None:
+        """Give back the leases of everything waiting at this gate (it is paused or open)."""
+        items = gate.drain()
+        if items:
+            ids = [i.delivery.id for i in items]
+            self.recorder.op(functools.partial(_release, ids=ids, owner=self.owner), done_ids=ids)
+
+    def _release_signal(self, signal_id: int) -> None:
+        for gate in self.gates:
+            keep: list[Item] = []
+            give: list[Item] = []
+            for item in gate.drain():
+                (give if item.delivery.signal_id == signal_id else keep).append(item)
+            for item in keep:
+                gate.push(item, is_retry=item.is_retry)
+            if give:
+                ids = [i.delivery.id for i in give]
+                self.recorder.op(functools.partial(_release, ids=ids, owner=self.owner), done_ids=ids)
+
+    def _written(self, done_ids: list[int]) -> None:
+        before = len(self.held)
+        for delivery_id in done_ids:
+            self.held.pop(delivery_id, None)
+        threshold = self.max_held - self.batch_size
+        if before >= threshold > len(self.held) or not self.held:
+            self._room.set()
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        """Sync endpoint state with the database, send probes, hold, renew leases."""
+        loop_now = asyncio.get_running_loop().time()
+        renew_ids: list[int] = []
+        if loop_now - self._last_renew >= self.lease.total_seconds() / 3:
+            self._last_renew = loop_now
+            renew_ids = list(self.held)
+        blocked, probes = await self._db(self._maintain, renew_ids)
+        for gate in self.gates:
+            state = blocked.get(gate.origin)
+            if state is not None and not gate.blocked:
+                gate.blocked = True
+                self._release_waiting(gate)
+            elif state is None and gate.blocked:
+                gate.blocked = False
+                gate.window = circuit.Window()
+                self._pump(gate)
+        self._dispatch(probes)
+        self.gates.forget_idle()
+
+    def _maintain(self, renew_ids: list[int]) -> tuple[dict[str, endpoint_store.EndpointState], list[Item]]:
+        now = utcnow()
+        probes: list[Item] = []
+        with self.ctx.db.transaction() as tx:
+            if renew_ids:
+                queue.renew_leases(tx, renew_ids, owner=self.owner, lease_until=now + self.lease)
+            blocked = endpoint_store.blocked_origins(tx, now)
+            for origin, state in blocked.items():
+                if state.circuit_state != "closed":
+                    queue.hold_endpoint(tx, origin, now)
+            for origin in endpoint_store.probe_candidates(
+                tx, now, self.policy.cool_off, self.policy.probe_timeout
+            ):
+                if not endpoint_store.start_probe(
+                    tx, origin, now, self.policy.cool_off, self.policy.probe_timeout
+                ):
+                    continue
+                found = queue.claim_probe(
+                    tx, origin=origin, owner=self.owner, now=now, lease_until=now + self.lease
+                )
+                if found is None:
+                    endpoint_store.abandon_probe(tx, origin, now)
+                    continue
+                probes.extend(self._items(tx, [found], probe=True))
+        return blocked, probes
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        for gate in self.gates:
+            self._release_waiting(gate)
+        if self._tasks:
+            _, pending = await asyncio.wait(
+                set(self._tasks),
+                timeout=self.ctx.settings.worker_shutdown_s
+                if hasattr(self.ctx.settings, "worker_shutdown_s")
+                else 10.0,
+            )
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        leftover = list(self.held)
+        if leftover:
+            self.recorder.op(functools.partial(_release, ids=leftover, owner=self.owner), done_ids=leftover)
+
+    def _start_listener(self, stop: threading.Event) -> threading.Thread | None:
+        if self.ctx.db.is_sqlite:
+            return None
+        thread = threading.Thread(
+            target=queue.listen, args=(self.ctx.db, self.wake, stop), name="qhook-listen", daemon=True
+        )
+        thread.start()
+        return thread
+
+
+def _noop(tx: Tx, now: datetime) -> None:
+    """Nothing to write; the ids just leave the worker's hands."""
+
+
+def _close(tx: Tx, now: datetime, *, origin: str) -> None:
+    endpoint_store.close_circuit(tx, origin, now, "probe succeeded")
+    queue.unhold_endpoint(tx, origin, now)
+
+
+def _probe_failed(tx: Tx, now: datetime, *, origin: str, detail: str) -> None:
+    endpoint_store.probe_failed(tx, origin, now, detail)
+    queue.hold_endpoint(tx, origin, now)
+
+
+def _release(tx: Tx, now: datetime, *, ids: list[int], owner: str) -> None:
+    queue.release(tx, ids, owner=owner)
+
+
+def _failure_text(d: queue.QueuedDelivery, result: attempt_mod.AttemptResult) -> str:
+    status = f"HTTP {result.status_code}" if result.status_code else (result.error_kind or "error")
+    return (
+        f"Delivery {d.webhook_id} to {d.url} failed for good after {d.attempt_count + 1} attempt(s) "
+        f"({status}). {result.hint or ''}".strip()
+    )

@@ -1,0 +1,233 @@
+"""The delivery worker against real HTTP receivers on 127.0.0.1, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from aiohttp import web
+
+from qhook.context import AppContext
+from qhook.store import endpoints as endpoint_store
+from tests.support.delivery import (
+    attempts_of,
+    delivery,
+    enqueue,
+    make_due,
+    make_signal,
+    receiver,
+    running_worker,
+    until,
+)
+
+
+async def test_success_sends_frozen_body_signed_and_records_attempt(ctx: AppContext) -> None:
+    async with receiver() as rx:
+        signal_id = make_signal(ctx, rx.url, headers={"X-Plant": "Venlo"})
+        body = json.dumps({"@id": 17, "batchnumber_": "B-1234"})
+        [delivery_id] = enqueue(ctx, signal_id, rx.url, [body])
+        async with running_worker(ctx):
+            row = await until(lambda: (d := delivery(ctx, delivery_id)).status == "succeeded" and d)
+    assert rx.bodies() == [body.encode()]
+    headers = rx.received[0].headers
+    assert headers["webhook-id"] == row.webhook_id
+    assert headers["webhook-signature"].startswith("v1,")
+    assert headers["X-Plant"] == "Venlo"
+    assert headers["Content-Type"] == "application/json"
+    assert row.attempt_count == 1 and row.delivered_at is not None and row.lease_owner is None
+    [attempt] = attempts_of(ctx, delivery_id)
+    assert attempt.status_code == 200 and attempt.error_kind is None and attempt.hint is None
+    assert attempt.request_headers["webhook-signature"] == "[redacted]"
+
+
+async def test_500_then_success_retries_with_same_webhook_id(ctx: AppContext) -> None:
+    answers = [500, 200]
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=answers.pop(0), text="boom")
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url)
+        [delivery_id] = enqueue(ctx, signal_id, rx.url, ['{"n": 1}'])
+        async with running_worker(ctx):
+            first = await until(lambda: (d := delivery(ctx, delivery_id)).status == "retrying" and d)
+            assert first.attempt_count == 1 and first.last_status_code == 500
+            assert first.next_attempt_at.timestamp() - time.time() > 3  # backoff ~5 s ± 20 %
+            make_due(ctx)
+            await until(lambda: delivery(ctx, delivery_id).status == "succeeded")
+    ids = {r.headers["webhook-id"] for r in rx.received}
+    assert len(rx.received) == 2 and len(ids) == 1 and rx.bodies() == [b'{"n": 1}'] * 2
+    tries = attempts_of(ctx, delivery_id)
+    assert [a.status_code for a in tries] == [500, 200]
+    assert "500" in tries[0].hint
+
+
+async def test_429_retry_after_pauses_whole_endpoint(ctx: AppContext) -> None:
+    answers = [web.Response(status=429, headers={"Retry-After": "2"})]
+
+    async def handler(request: web.Request) -> web.Response:
+        return answers.pop(0) if answers else web.Response(text="ok")
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url)
+        [first] = enqueue(ctx, signal_id, rx.url, ['{"n": 1}'])
+        async with running_worker(ctx) as worker:
+            await until(lambda: delivery(ctx, first).status == "retrying")
+            [second] = enqueue(ctx, signal_id, rx.url, ['{"n": 2}'])
+            worker.wake()
+            await until(lambda: delivery(ctx, second).status == "succeeded", timeout=8)
+    assert rx.received[1].at - rx.received[0].at >= 1.9  # nothing went before Retry-After ran out
+    row = delivery(ctx, first)
+    assert row.next_attempt_at.timestamp() - rx.received[0].at > 0  # its own retry waits too
+    with ctx.db.reading() as tx:
+        state = endpoint_store.get(tx, row.endpoint)
+        log = endpoint_store.log_entries(tx, row.endpoint)
+    assert state is not None and state.throttled_until is not None
+    assert [e.change for e in log] == ["throttled"]
+
+
+async def test_404_fails_at_once_with_hint(ctx: AppContext) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="no such route")
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url)
+        [delivery_id] = enqueue(ctx, signal_id, rx.url, ["{}"])
+        async with running_worker(ctx):
+            row = await until(lambda: (d := delivery(ctx, delivery_id)).status == "failed" and d)
+    assert row.attempt_count == 1 and row.last_status_code == 404 and "check the URL" in row.hint
+    [attempt] = attempts_of(ctx, delivery_id)
+    assert attempt.response_body == "no such route"
+
+
+async def test_timeout_is_retried_with_hint(ctx: AppContext) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(3)
+        return web.Response(text="late")
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url, timeout_s=1)
+        [delivery_id] = enqueue(ctx, signal_id, rx.url, ["{}"])
+        async with running_worker(ctx):
+            row = await until(lambda: (d := delivery(ctx, delivery_id)).status == "retrying" and d)
+    assert row.last_error_kind == "timeout" and "did not answer" in row.hint
+
+
+async def test_connection_refused_is_retried_with_hint(ctx: AppContext) -> None:
+    async with receiver() as rx:
+        url = rx.url
+    signal_id = make_signal(ctx, url)  # the port is closed now
+    [delivery_id] = enqueue(ctx, signal_id, url, ["{}"])
+    async with running_worker(ctx):
+        row = await until(lambda: (d := delivery(ctx, delivery_id)).status == "retrying" and d)
+    assert row.last_error_kind == "connect" and "accepted the connection" in row.hint
+
+
+async def test_max_attempts_then_failed_nothing_deleted(ctx: AppContext) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url, max_attempts=2)
+        [delivery_id] = enqueue(ctx, signal_id, rx.url, ["{}"])
+        async with running_worker(ctx):
+            await until(lambda: delivery(ctx, delivery_id).status == "retrying")
+            make_due(ctx)
+            row = await until(lambda: (d := delivery(ctx, delivery_id)).status == "failed" and d)
+    assert row.attempt_count == 2 and "gave up" in row.hint.lower()
+    assert len(attempts_of(ctx, delivery_id)) == 2
+
+
+async def test_ordered_signal_keeps_order_per_result_without_holding_others(ctx: AppContext) -> None:
+    failed_once: set[str] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        body = (await request.read()).decode()
+        if body == '"a1"' and body not in failed_once:
+            failed_once.add(body)
+            return web.Response(status=500)
+        return web.Response(text="ok")
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url, ordered=True)
+        a = enqueue(ctx, signal_id, rx.url, ['"a1"', '"a2"', '"a3"'], result_id=1, ordered=True)
+        b = enqueue(ctx, signal_id, rx.url, ['"b1"', '"b2"'], result_id=2, ordered=True)
+        async with running_worker(ctx) as worker:
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in b))
+            await asyncio.sleep(0.3)
+            assert delivery(ctx, a[0]).status == "retrying"
+            assert [delivery(ctx, i).status for i in a[1:]] == ["pending", "pending"]
+            make_due(ctx)
+            worker.wake()
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in a))
+    seen = [body.decode() for body in rx.bodies()]
+    assert [s for s in seen if s.startswith('"a')] == ['"a1"', '"a1"', '"a2"', '"a3"']
+    assert [s for s in seen if s.startswith('"b')] == ['"b1"', '"b2"']
+    assert seen.index('"b2"') < seen.index('"a2"')
+
+
+async def test_dead_endpoint_does_not_slow_healthy_one(ctx: AppContext) -> None:
+    async def never(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.Response()
+
+    async with receiver(never) as dead, receiver() as healthy:
+        dead_signal = make_signal(ctx, dead.url, timeout_s=20)
+        healthy_signal = make_signal(ctx, healthy.url)
+        enqueue(ctx, dead_signal, dead.url, ["{}"] * 40)
+        async with running_worker(ctx, batch_size=20) as worker:
+            await until(lambda: len(dead.received) >= 10)
+            started = time.monotonic()
+            ids = enqueue(ctx, healthy_signal, healthy.url, ["{}"] * 40)
+            worker.wake()
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=5)
+            elapsed = time.monotonic() - started
+            assert len(dead.received) == 10  # its cap, the rest wait without blocking anyone
+    assert elapsed < 3
+
+
+async def test_retry_backlog_does_not_delay_fresh_events(ctx: AppContext) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.1)
+        return web.Response(text="ok")
+
+    async with receiver(slow) as rx:
+        signal_id = make_signal(ctx, rx.url, max_in_flight=2)
+        backlog = enqueue(ctx, signal_id, rx.url, ['"retry"'] * 40)
+        from tests.support.delivery import set_retrying
+
+        set_retrying(ctx, backlog)
+        async with running_worker(ctx) as worker:
+            await until(lambda: len(rx.received) >= 4)
+            [fresh] = enqueue(ctx, signal_id, rx.url, ['"fresh"'])
+            worker.wake()
+            await until(lambda: delivery(ctx, fresh).status == "succeeded", timeout=5)
+            retries_done = sum(1 for r in rx.received if r.body == b'"retry"')
+    assert retries_done < 20  # the fresh event overtook most of the backlog
+
+
+async def test_circuit_opens_holds_without_burning_attempts_and_probe_closes(ctx: AppContext) -> None:
+    healthy = False
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="ok") if healthy else web.Response(status=500)
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url, max_in_flight=1)
+        ids = enqueue(ctx, signal_id, rx.url, ["{}"] * 14)
+        async with running_worker(ctx, cool_off_s=1.5) as worker:
+            await until(lambda: all(delivery(ctx, i).status == "held" for i in ids))
+            rows = [delivery(ctx, i) for i in ids]
+            assert sum(r.attempt_count for r in rows) == 10  # held ones burnt nothing
+            origin = rows[0].endpoint
+            with ctx.db.reading() as tx:
+                state = endpoint_store.get(tx, origin)
+            assert state is not None and state.circuit_state == "open"
+            healthy = True
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=10)
+            assert worker.gates.get(origin).blocked is False
+    with ctx.db.reading() as tx:
+        changes = [e.change for e in reversed(endpoint_store.log_entries(tx, origin))]
+    assert changes == ["circuit_open", "circuit_closed"]
+    assert len(rx.received) == 10 + 14  # ten failures, then each delivery once
