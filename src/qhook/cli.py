@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -180,3 +181,158 @@ def import_csv(
     )
     if summary.errors:
         raise typer.Exit(1)
+
+
+# --- Integration Hub ------------------------------------------------------------------------------
+
+deliveries_app = typer.Typer(no_args_is_help=True, help="Browse the delivery log (Integration Hub).")
+app.add_typer(deliveries_app, name="deliveries")
+
+
+def _moment(value: str | None, name: str) -> datetime | None:
+    """ISO 8601; a time without a zone is taken as UTC."""
+    from qhook.errors import field_error
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise field_error(name, "an ISO 8601 time such as 2025-10-02T13:37:00Z") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else "-"
+
+
+@deliveries_app.command("list")
+@friendly
+def deliveries_list(
+    status: Annotated[
+        str | None, typer.Option(help="pending retrying held succeeded failed cancelled")
+    ] = None,
+    workflow: Annotated[int | None, typer.Option(help="Workflow id")] = None,
+    signal: Annotated[int | None, typer.Option(help="Signal id")] = None,
+    set_id: Annotated[int | None, typer.Option("--set", help="Set id")] = None,
+    result: Annotated[int | None, typer.Option(help="Result id")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Origin, e.g. https://erp.example.com")] = None,
+    action: Annotated[str | None, typer.Option(help="new modified deleted date manual")] = None,
+    since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601, UTC by default)")] = None,
+    until: Annotated[str | None, typer.Option(help="Created before (ISO 8601)")] = None,
+    q: Annotated[str | None, typer.Option("--q", "-q", help="Text in the body, e.g. B-1234")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show", min=1, max=500)] = 50,
+) -> None:
+    """List deliveries, newest first."""
+    from qhook.services import hub
+
+    filters = hub.Filters(
+        status=status,
+        workflow_id=workflow,
+        signal_id=signal,
+        set_id=set_id,
+        result_id=result,
+        endpoint=endpoint,
+        action=action,
+        since=_moment(since, "since"),
+        until=_moment(until, "until"),
+        q=q,
+    )
+    page, next_cursor = hub.list_deliveries(open_ctx(), filters, limit=limit)
+    table = Table("id", "status", "created", "workflow", "result", "action", "url", "tries", "last", "hint")
+    for d in page:
+        last = str(d.last_status_code) if d.last_status_code else (d.last_error_kind or "-")
+        table.add_row(
+            str(d.id),
+            d.status,
+            _when(d.created_at),
+            str(d.workflow_id or "-"),
+            str(d.result_id or "-"),
+            d.action,
+            d.url,
+            str(d.attempt_count),
+            last,
+            d.hint or "",
+        )
+    console.print(table)
+    more = " (more: narrow the filters or raise --limit)" if next_cursor else ""
+    console.print(f"{len(page)} deliveries{more}")
+
+
+@deliveries_app.command("show")
+@friendly
+def deliveries_show(delivery_id: int) -> None:
+    """One delivery: its request (headers redacted, body) and every attempt with its hint."""
+    from qhook.services import hub
+
+    found = hub.delivery_detail(open_ctx(), delivery_id)
+    d = found.delivery
+    console.print(f"[bold]delivery {d.id}[/bold]  {d.status}  webhook-id {d.webhook_id}")
+    console.print(f"POST {d.url}")
+    console.print(
+        f"workflow {d.workflow_id}  signal {d.signal_id}  set {d.set_id}  result {d.result_id}  "
+        f"action {d.action}  created {_when(d.created_at)}  next attempt {_when(d.next_attempt_at)}"
+    )
+    if d.hint:
+        console.print(f"[yellow]hint:[/yellow] {d.hint}")
+    for name, value in found.request_headers.items():
+        console.print(f"  {name}: {value}", markup=False)
+    console.print(found.body, markup=False, highlight=False, soft_wrap=True)
+    table = Table("#", "trigger", "started", "ms", "status", "error", "hint")
+    for a in found.attempts:
+        table.add_row(
+            str(a.number),
+            a.trigger,
+            _when(a.started_at),
+            str(a.duration_ms) if a.duration_ms is not None else "-",
+            str(a.status_code) if a.status_code is not None else "-",
+            a.error_kind or "",
+            a.hint or "",
+        )
+    console.print(table)
+
+
+@app.command("replay")
+@friendly
+def replay(
+    status: Annotated[
+        str | None, typer.Option(help="failed, succeeded or cancelled (default both first)")
+    ] = None,
+    workflow: Annotated[int | None, typer.Option(help="Workflow id")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Origin, e.g. https://erp.example.com")] = None,
+    since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601, UTC by default)")] = None,
+    until: Annotated[str | None, typer.Option(help="Created before (ISO 8601)")] = None,
+) -> None:
+    """Queue finished deliveries again (same body and webhook-id); running it twice queues nothing twice."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from qhook.services import hub
+
+    filters = hub.Filters(
+        status=status,
+        workflow_id=workflow,
+        endpoint=endpoint,
+        since=_moment(since, "since"),
+        until=_moment(until, "until"),
+    )
+    ctx = open_ctx()
+    total = hub.count_replayable(ctx, filters)
+    columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=err_console) as progress:
+        task = progress.add_task("replay", total=total)
+        queued = hub.replay(ctx, filters, actor="cli", on_progress=lambda n: progress.advance(task, n))
+    console.print(f"{queued} deliveries queued")
+
+
+@app.command("purge")
+@friendly
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would go")] = False,
+) -> None:
+    """Delete deliveries past retention (QHOOK_RETENTION_DAYS, QHOOK_FAILED_RETENTION_DAYS)."""
+    from qhook.services import hub
+
+    report = hub.purge(open_ctx(), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    parts = ", ".join(f"{n} {status}" for status, n in report.deliveries.items())
+    console.print(f"{verb} {report.total} deliveries ({parts}) and {report.attempts} attempts")

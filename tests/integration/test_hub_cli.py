@@ -1,0 +1,118 @@
+"""``qhook deliveries list|show``, ``qhook replay`` and ``qhook purge`` on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from qhook.cli import app
+from qhook.context import AppContext
+from qhook.services import audit
+from qhook.store import hub as hub_store
+from tests.conftest import TEST_SECRET_KEY
+from tests.support.hub_data import add_attempt, add_delivery, days_ago
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def run(db_url: str, tmp_path: Path, ctx: AppContext):  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+
+    def _run(*args: str) -> Result:
+        env = {
+            "QHOOK_DATABASE_URL": db_url,
+            "QHOOK_DATA_DIR": str(tmp_path / "var"),
+            "QHOOK_SECRET_KEY": TEST_SECRET_KEY,
+            "COLUMNS": "200",
+        }
+        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+    return _run
+
+
+def test_deliveries_list_with_filters(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
+    wanted = add_delivery(
+        ctx.db,
+        status="failed",
+        body=json.dumps({"batchnumber_": "B-1234"}),
+        hint="No such path: check the URL.",
+    )
+    other = add_delivery(ctx.db, status="succeeded", workflow_id=5)
+    listed = run("deliveries", "list")
+    assert listed.exit_code == 0, listed.output
+    assert f"\n{wanted} " in listed.stdout or f" {wanted} " in listed.stdout
+    assert "2 deliveries" in listed.stdout
+    found = run("deliveries", "list", "-q", "B-1234", "--status", "failed")
+    assert found.exit_code == 0, found.output
+    assert "failed" in found.stdout and "No such path" in found.stdout
+    assert "1 deliveries" in found.stdout
+    assert "succeeded" not in found.stdout
+    by_workflow = run(
+        "deliveries", "list", "--workflow", "5", "--since", days_ago(1).strftime("%Y-%m-%dT%H:%M")
+    )
+    assert by_workflow.exit_code == 0, by_workflow.output
+    assert "1 deliveries" in by_workflow.stdout and str(other) in by_workflow.stdout
+    bad = run("deliveries", "list", "--status", "lost")
+    assert bad.exit_code == 1
+    assert "status: one of" in one_line(bad.stderr)
+
+
+def test_deliveries_show(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
+    delivery_id = add_delivery(ctx.db, status="failed", body=json.dumps({"batchnumber_": "B-1234"}))
+    add_attempt(
+        ctx.db,
+        delivery_id,
+        status_code=404,
+        hint="No such path on erp.example.com: check the URL.",
+        request_headers={"authorization": "Bearer tok-secret-value", "webhook-id": "msg_1"},
+    )
+    shown = run("deliveries", "show", str(delivery_id))
+    assert shown.exit_code == 0, shown.output
+    text = one_line(shown.stdout)
+    assert f"delivery {delivery_id}" in text and "failed" in text
+    assert '"batchnumber_": "B-1234"' in text
+    assert "No such path on erp.example.com" in text and "404" in text
+    assert "tok-secret-value" not in text and "authorization: [redacted]" in text
+    missing = run("deliveries", "show", "999999")
+    assert missing.exit_code == 1 and "No delivery 999999" in missing.stderr
+
+
+def test_replay_with_progress_and_count(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
+    failed = [add_delivery(ctx.db, status="failed", workflow_id=3) for _ in range(4)]
+    add_delivery(ctx.db, status="failed", workflow_id=4)
+    done = run("replay", "--status", "failed", "--workflow", "3")
+    assert done.exit_code == 0, done.output
+    assert "4 deliveries queued" in done.stdout
+    assert "replaying" in done.stderr
+    with ctx.db.reading() as tx:
+        assert {hub_store.get_delivery(tx, i)[0].status for i in failed} == {"pending"}  # type: ignore[index]
+    again = run("replay", "--status", "failed", "--workflow", "3")
+    assert "0 deliveries queued" in again.stdout
+    entries = [e for e in audit.list_entries(ctx.db) if e.action == "delivery.replay"]
+    assert entries and all(e.actor == "cli" for e in entries)
+    nothing = run("replay")
+    assert nothing.exit_code == 1 and "at least one filter" in one_line(nothing.stderr)
+
+
+def test_purge_dry_run_then_purge(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
+    old = add_delivery(ctx.db, status="succeeded", created_at=days_ago(45))
+    add_attempt(ctx.db, old)
+    young = add_delivery(ctx.db, status="succeeded", created_at=days_ago(2))
+    dry = run("purge", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would delete 1 deliveries (1 succeeded, 0 cancelled, 0 failed) and 1 attempts" in one_line(
+        dry.stdout
+    )
+    with ctx.db.reading() as tx:
+        assert hub_store.get_delivery(tx, old) is not None
+    done = run("purge")
+    assert "deleted 1 deliveries" in one_line(done.stdout)
+    with ctx.db.reading() as tx:
+        assert hub_store.get_delivery(tx, old) is None
+        assert hub_store.get_delivery(tx, young) is not None
