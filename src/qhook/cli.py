@@ -64,6 +64,23 @@ def serve(
 
 @app.command()
 @friendly
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Deliveries in flight (QHOOK_WORKER_CONCURRENCY).")
+    ] = None,
+) -> None:
+    """Run a delivery worker alone (several may share a PostgreSQL database)."""
+    import logging
+
+    from qhook.delivery.worker import serve_worker
+
+    ctx = open_ctx()
+    logging.basicConfig(level=ctx.settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serve_worker(ctx, concurrency=concurrency)
+
+
+@app.command()
+@friendly
 def migrate() -> None:
     """Bring the database schema up to date (run this after upgrading on PostgreSQL)."""
     ctx = open_context(Settings(), migrate_sqlite=False)

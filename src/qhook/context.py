@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,4 +31,21 @@ def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AppConte
         migrate.upgrade(db)
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
     box = SecretBox(secret or load_or_create_key(settings.data_dir))
-    return AppContext(settings=settings, db=db, box=box)
+    context = AppContext(settings=settings, db=db, box=box)
+    if not db.is_sqlite:
+        context.wake = _notify_wake(db)
+    return context
+
+
+def _notify_wake(db: Database) -> Callable[[], None]:
+    """On PostgreSQL every commit that wrote deliveries also wakes ``qhook worker`` processes."""
+    from qhook.store import queue
+
+    def wake() -> None:
+        try:
+            with db.transaction() as tx:
+                queue.notify(tx)
+        except Exception:  # best effort: workers poll as the fallback
+            logging.getLogger(__name__).warning("NOTIFY failed", extra={"action": "notify_failed"})
+
+    return wake

@@ -12,7 +12,7 @@ from rich.console import Console
 from qhook import scheduler
 from qhook.api.app import create_app
 from qhook.context import AppContext
-from qhook.services import users
+from qhook.services import hub, users
 
 console = Console(stderr=True)
 
@@ -24,6 +24,13 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
     credentials = users.bootstrap_admin(ctx.db)
     # The delivery worker adds its own hook beside the scheduler's.
     hooks: list[Callable[[FastAPI], Awaitable[None]]] = [scheduler.start_in_app]
+    if with_worker:
+        from qhook.delivery import worker
+
+        if ctx.db.is_sqlite:
+            worker.SingleWorkerLock(ctx).acquire()  # released when the process ends
+        hooks.append(worker.start_in_app)
+    hooks.append(hub.start_retention_in_app)  # retention purge, in small batches
     app = create_app(ctx, lifespan_hooks=hooks)
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     console.print(f"[bold green]qhook[/] listening on http://{shown}:{port}  (API docs: /api/v1/docs)")

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import logging
 import os
 import random
+import signal
 import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 from qhook import metrics
 from qhook.clock import utcnow
@@ -32,6 +35,7 @@ from qhook.delivery.endpoints import Gate, Gates
 from qhook.delivery.recorder import Op, Recorder
 from qhook.domain import circuit, endpoint_limits
 from qhook.domain.rates import Rate
+from qhook.errors import QhookError
 from qhook.store import endpoints as endpoint_store
 from qhook.store import error_reports, queue, rates
 from qhook.store.db import Tx
@@ -519,3 +523,99 @@ def _failure_text(d: queue.QueuedDelivery, result: attempt_mod.AttemptResult) ->
         f"Delivery {d.webhook_id} to {d.url} failed for good after {d.attempt_count + 1} attempt(s) "
         f"({status}). {result.hint or ''}".strip()
     )
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+class SingleWorkerLock:
+    """SQLite serves one worker: an exclusive lock file next to the database refuses a second one."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        database = ctx.db.url.split("///", 1)[-1]
+        folder = Path(database).parent if database and database != ":memory:" else ctx.settings.data_dir
+        self.path = folder / "worker.lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise QhookError(
+                f"Another qhook worker already runs against this SQLite database (lock {self.path}). "
+                "SQLite serves one worker (inside `qhook serve` or one `qhook worker`); "
+                "use PostgreSQL to run several."
+            ) from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def attach_wake(ctx: AppContext, worker: Worker) -> Callable[[], None]:
+    """Make ``ctx.wake`` wake this worker too (thread-safe); returns the previous wake to restore."""
+    previous = ctx.wake
+
+    def wake() -> None:
+        worker.wake()
+        previous()
+
+    ctx.wake = wake
+    return previous
+
+
+async def run_until_stopped(ctx: AppContext, stop: asyncio.Event, *, concurrency: int | None = None) -> None:
+    """A worker with its own sender until ``stop``; the SQLite lock is the caller's."""
+    from qhook.delivery.sender import Sender
+
+    sender = Sender(ctx.settings)
+    worker = Worker(ctx, sender, concurrency=concurrency)
+    previous = attach_wake(ctx, worker)
+    try:
+        await worker.run(stop)
+    finally:
+        ctx.wake = previous
+        await sender.close()
+
+
+def serve_worker(ctx: AppContext, *, concurrency: int | None = None) -> None:
+    """``qhook worker``: run until SIGINT/SIGTERM."""
+    lock = SingleWorkerLock(ctx) if ctx.db.is_sqlite else None
+    if lock is not None:
+        lock.acquire()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_until_stopped(ctx, stop, concurrency=concurrency)
+
+    try:
+        asyncio.run(main())
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+async def start_in_app(app: Any) -> None:
+    """Lifespan hook for ``qhook serve``: the worker in the API's loop; the API's commits wake it."""
+    ctx: AppContext = app.state.ctx
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_until_stopped(ctx, stop), name="qhook-worker")
+
+    async def _stop() -> None:
+        stop.set()
+        await task
+
+    app.state.on_stop.append(_stop)
