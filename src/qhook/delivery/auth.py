@@ -1,0 +1,239 @@
+"""Credentials for outgoing requests; OAuth2 client-credentials tokens fetched once and shared.
+
+A token lives in three places: this process's cache (no I/O on the hot path), the ``oauth_tokens``
+table (encrypted; every worker on the database shares it) and the token endpoint (asked only when
+neither has a token that is still good). On a 401 the worker calls ``invalidate`` with the token
+it used and retries once with a fresh one. The token request is built with Authlib and sent with
+aiohttp through the same SSRF resolver and TLS policy as webhooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import aiohttp
+from authlib.oauth2.auth import ClientAuth
+from authlib.oauth2.rfc6749 import OAuth2Token
+from authlib.oauth2.rfc6749.parameters import prepare_token_request
+
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.delivery.sender import Sender, tls_context
+from qhook.delivery.ssrf import AddressPolicy, GuardedResolver
+from qhook.domain.urls import host_of
+from qhook.errors import DeliveryError
+from qhook.services.auth_profiles import AuthProfile, is_allowed, refusal_message
+from qhook.settings import Settings
+from qhook.store import auth_profiles as store
+from qhook.store.db import Database
+
+TOKEN_MARGIN = timedelta(seconds=60)
+DEFAULT_TOKEN_LIFETIME = timedelta(hours=1)  # when the endpoint does not say (expires_in absent)
+TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)
+
+
+class AuthFailed(DeliveryError):
+    """No credentials could be attached; error kind ``auth``. ``permanent``: retrying will not help."""
+
+    permanent = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="auth")
+
+
+class DomainNotAllowed(AuthFailed):
+    """The target's host is not in the profile's allowed domains (message starts "allowed_domains:")."""
+
+    permanent = True
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedAuth:
+    """What a profile adds to one request; ``token`` is the OAuth token used (for ``invalidate``)."""
+
+    profile_id: int
+    profile_name: str
+    headers: dict[str, str]
+    secret_header_names: frozenset[str]
+    ssl_context: ssl.SSLContext | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedToken:
+    value: str
+    expires_at: datetime
+    fetched_at: datetime
+
+    def usable(self, now: datetime) -> bool:
+        margin = min(TOKEN_MARGIN, (self.expires_at - self.fetched_at) / 10)
+        return now < self.expires_at - margin
+
+
+# Per database (a process may hold several in tests): profile id -> token, and single-flight locks.
+_tokens: WeakKeyDictionary[Database, dict[int, CachedToken]] = WeakKeyDictionary()
+_locks: WeakKeyDictionary[Database, dict[int, asyncio.Lock]] = WeakKeyDictionary()
+
+
+def _cache(ctx: AppContext) -> dict[int, CachedToken]:
+    return _tokens.setdefault(ctx.db, {})
+
+
+def _lock(ctx: AppContext, profile_id: int) -> asyncio.Lock:
+    return _locks.setdefault(ctx.db, {}).setdefault(profile_id, asyncio.Lock())
+
+
+async def resolve_auth(
+    ctx: AppContext, profile: AuthProfile, url: str, *, sender: Sender | None = None
+) -> ResolvedAuth:
+    """Headers, secret header names and TLS context for sending to ``url`` with ``profile``.
+
+    Raises ``DomainNotAllowed`` (permanent) or ``AuthFailed`` (token endpoint trouble; retryable).
+    """
+    if not is_allowed(profile, url):
+        raise DomainNotAllowed(refusal_message(profile, url))
+    headers = await auth_headers(ctx, profile)
+    context = None
+    ca_cert, client_cert = profile.config.get("ca_cert"), profile.config.get("client_cert")
+    if ca_cert or client_cert:
+        key = f"{profile.id}:{profile.updated_at.isoformat()}"
+        tls = dict(ca_cert=ca_cert, client_cert=client_cert, client_key=profile.secrets.get("client_key"))
+        if sender is not None:
+            context = sender.profile_tls(key, **tls)
+        else:
+            context = tls_context(ctx.settings, **tls)
+    token = headers["Authorization"].removeprefix("Bearer ") if profile.type.startswith("oauth2") else None
+    return ResolvedAuth(
+        profile_id=profile.id,
+        profile_name=profile.name,
+        headers=headers,
+        secret_header_names=frozenset(name.lower() for name in headers),
+        ssl_context=context,
+        token=token,
+    )
+
+
+async def auth_headers(ctx: AppContext, profile: AuthProfile) -> dict[str, str]:
+    """The headers a profile adds: Basic, its static header, or ``Bearer <token>``."""
+    if profile.type == "basic":
+        pair = f"{profile.config['username']}:{profile.secrets['password']}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+    if profile.type == "header":
+        return {str(profile.config["header_name"]): profile.secrets["header_value"]}
+    if profile.type == "oauth2_client_credentials":
+        return {"Authorization": f"Bearer {await access_token(ctx, profile)}"}
+    raise AuthFailed(f"auth profile {profile.name!r} has an unknown type {profile.type!r}")
+
+
+async def access_token(ctx: AppContext, profile: AuthProfile) -> str:
+    """A token that is still good: from this process, else the database, else the token endpoint."""
+    cached = _cache(ctx).get(profile.id)
+    if cached is not None and cached.usable(utcnow()) and cached.fetched_at >= profile.updated_at:
+        return cached.value
+    async with _lock(ctx, profile.id):  # concurrent deliveries wait for one fetch
+        now = utcnow()
+        cached = _cache(ctx).get(profile.id)
+        if cached is not None and cached.usable(now) and cached.fetched_at >= profile.updated_at:
+            return cached.value
+        stored = await asyncio.to_thread(_load, ctx, profile.id)
+        if stored is not None and stored.usable(now) and stored.fetched_at >= profile.updated_at:
+            _cache(ctx)[profile.id] = stored
+            return stored.value
+        token = await fetch_token(ctx.settings, profile, now=now)
+        await asyncio.to_thread(_save, ctx, profile.id, token)
+        _cache(ctx)[profile.id] = token
+        return token.value
+
+
+async def invalidate(ctx: AppContext, profile_id: int, rejected_token: str | None = None) -> None:
+    """Forget a token the endpoint rejected (401), here and in the database.
+
+    With ``rejected_token``, a newer token another delivery or worker already fetched is kept.
+    """
+    async with _lock(ctx, profile_id):
+        cached = _cache(ctx).get(profile_id)
+        if cached is not None and (rejected_token is None or cached.value == rejected_token):
+            del _cache(ctx)[profile_id]
+        await asyncio.to_thread(_forget, ctx, profile_id, rejected_token)
+
+
+def _load(ctx: AppContext, profile_id: int) -> CachedToken | None:
+    with ctx.db.reading() as tx:
+        stored = store.token_for(tx, profile_id)
+    if stored is None:
+        return None
+    return CachedToken(ctx.box.decrypt(stored.token_enc), stored.expires_at, stored.fetched_at)
+
+
+def _save(ctx: AppContext, profile_id: int, token: CachedToken) -> None:
+    with ctx.db.transaction() as tx:
+        store.save_token(
+            tx,
+            profile_id,
+            token_enc=ctx.box.encrypt(token.value),
+            expires_at=token.expires_at,
+            fetched_at=token.fetched_at,
+        )
+
+
+def _forget(ctx: AppContext, profile_id: int, rejected_token: str | None) -> None:
+    with ctx.db.transaction() as tx:
+        stored = store.token_for(tx, profile_id)
+        if stored is None:
+            return
+        if rejected_token is None or ctx.box.decrypt(stored.token_enc) == rejected_token:
+            store.delete_token(tx, profile_id)
+
+
+async def fetch_token(settings: Settings, profile: AuthProfile, *, now: datetime) -> CachedToken:
+    """Ask the token endpoint (client credentials grant); ``AuthFailed`` without any secret in it."""
+    config = profile.config
+    token_url = str(config["token_url"])
+    host = host_of(token_url)
+    body = prepare_token_request(
+        "client_credentials", scope=config.get("scope") or None, audience=config.get("audience") or None
+    )
+    method = "client_secret_post" if config.get("client_auth") == "body" else "client_secret_basic"
+    client = ClientAuth(config["client_id"], profile.secrets["client_secret"], method)
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    url, headers, body = client.prepare("POST", token_url, headers, body)
+    if url.startswith("http://") and not settings.allow_http:
+        raise AuthFailed(f"token endpoint {host}: plain http:// is off (QHOOK_ALLOW_HTTP)")
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(AddressPolicy.from_settings(settings)),
+        ssl=tls_context(settings, ca_cert=config.get("ca_cert")),
+    )
+    try:
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=TOKEN_TIMEOUT, trust_env=False) as session,
+            session.post(url, data=body, headers=headers, allow_redirects=False) as response,
+        ):
+            text = await response.content.read(64 * 1024)
+            status = response.status
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise AuthFailed(f"token endpoint {host} unreachable: {type(exc).__name__}") from exc
+    data = _json(text)
+    if status != 200 or not isinstance(data.get("access_token"), str):
+        code = data.get("error") if isinstance(data.get("error"), str) else None
+        detail = f" ({code})" if code else ""
+        raise AuthFailed(f"token endpoint {host} answered {status}{detail}")
+    token = OAuth2Token.from_dict(data)
+    lifetime = DEFAULT_TOKEN_LIFETIME
+    if str(token.get("expires_in", "")).isdigit():
+        lifetime = timedelta(seconds=int(token["expires_in"]))
+    return CachedToken(str(token["access_token"]), now + lifetime, now)
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

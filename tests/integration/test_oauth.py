@@ -1,0 +1,194 @@
+"""OAuth2 client credentials against a real token endpoint: fetched once, shared via the DB, refreshed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from qhook.context import AppContext, open_context
+from qhook.delivery import auth
+from qhook.services import auth_profiles
+from qhook.services.auth_profiles import AuthProfile
+from qhook.settings import Settings
+
+CLIENT_SECRET = "cs-very-secret-81f2"
+
+
+class TokenEndpoint:
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], dict[str, str]]] = []
+        self.expires_in = 3600
+        self.status = 200
+        self.port = 0
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.requests.append((dict(request.headers), form))
+        await asyncio.sleep(0.05)  # slow enough for concurrent callers to pile up
+        if self.status != 200:
+            return web.json_response({"error": "invalid_client"}, status=self.status)
+        return web.json_response(
+            {
+                "access_token": f"tok-{len(self.requests)}",
+                "token_type": "Bearer",
+                "expires_in": self.expires_in,
+            }
+        )
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/token", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        assert site._server is not None
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[TokenEndpoint]:
+    server = TokenEndpoint()
+    await server.start()
+    yield server
+    assert server.runner is not None
+    await server.runner.cleanup()
+
+
+def _profile(ctx: AppContext, endpoint: TokenEndpoint, client_auth: str = "basic") -> AuthProfile:
+    view = auth_profiles.create_profile(
+        ctx,
+        {
+            "name": f"ERP OAuth {client_auth}",
+            "type": "oauth2_client_credentials",
+            "token_url": endpoint.url,
+            "client_id": "qhook",
+            "client_secret": CLIENT_SECRET,
+            "scope": "batches.write",
+            "audience": "erp",
+            "client_auth": client_auth,
+            "allowed_domains": ["erp.example.com"],
+        },
+        "alice",
+    )
+    return auth_profiles.load_profile(ctx, view.id)
+
+
+async def test_token_fetched_once_for_many_calls(ctx: AppContext, endpoint: TokenEndpoint) -> None:
+    profile = _profile(ctx, endpoint)
+    headers = await asyncio.gather(*(auth.auth_headers(ctx, profile) for _ in range(25)))
+    assert {h["Authorization"] for h in headers} == {"Bearer tok-1"}
+    assert len(endpoint.requests) == 1
+    request_headers, form = endpoint.requests[0]
+    expected = base64.b64encode(f"qhook:{CLIENT_SECRET}".encode()).decode()
+    assert request_headers["Authorization"] == f"Basic {expected}"
+    assert form == {"grant_type": "client_credentials", "scope": "batches.write", "audience": "erp"}
+    for _ in range(10):
+        await auth.auth_headers(ctx, profile)
+    assert len(endpoint.requests) == 1
+
+
+async def test_client_secret_in_body(ctx: AppContext, endpoint: TokenEndpoint) -> None:
+    profile = _profile(ctx, endpoint, client_auth="body")
+    assert await auth.access_token(ctx, profile) == "tok-1"
+    headers, form = endpoint.requests[0]
+    assert "Authorization" not in headers
+    assert form["client_id"] == "qhook" and form["client_secret"] == CLIENT_SECRET
+
+
+async def test_token_shared_via_database_and_refreshed_after_invalidate(
+    ctx: AppContext, settings: Settings, endpoint: TokenEndpoint
+) -> None:
+    profile = _profile(ctx, endpoint)
+    assert await auth.access_token(ctx, profile) == "tok-1"
+    other = open_context(settings)  # another worker: its own process cache, same database
+    try:
+        assert await auth.access_token(other, profile) == "tok-1"
+        assert len(endpoint.requests) == 1
+
+        await auth.invalidate(ctx, profile.id, "tok-1")  # the endpoint answered 401 with tok-1
+        assert await auth.access_token(ctx, profile) == "tok-2"
+        assert len(endpoint.requests) == 2
+
+        # The other worker still holds tok-1; after its own 401 it finds tok-2 in the database.
+        assert await auth.access_token(other, profile) == "tok-1"
+        await auth.invalidate(other, profile.id, "tok-1")
+        assert await auth.access_token(other, profile) == "tok-2"
+        assert len(endpoint.requests) == 2
+    finally:
+        other.db.dispose()
+
+
+async def test_token_encrypted_at_rest(ctx: AppContext, endpoint: TokenEndpoint) -> None:
+    from sqlalchemy import select
+
+    from qhook.store.tables import oauth_tokens
+
+    profile = _profile(ctx, endpoint)
+    await auth.access_token(ctx, profile)
+    with ctx.db.reading() as tx:
+        raw = tx.execute(select(oauth_tokens.c.token_enc)).scalar_one()
+    assert "tok-1" not in raw and ctx.box.decrypt(raw) == "tok-1"
+
+
+async def test_expired_token_is_refetched(ctx: AppContext, endpoint: TokenEndpoint) -> None:
+    endpoint.expires_in = 1
+    profile = _profile(ctx, endpoint)
+    assert await auth.access_token(ctx, profile) == "tok-1"
+    await asyncio.sleep(1.1)
+    assert await auth.access_token(ctx, profile) == "tok-2"
+
+
+async def test_token_endpoint_failure_is_auth_error_without_secret(
+    ctx: AppContext, endpoint: TokenEndpoint
+) -> None:
+    endpoint.status = 401
+    profile = _profile(ctx, endpoint)
+    with pytest.raises(auth.AuthFailed) as info:
+        await auth.auth_headers(ctx, profile)
+    assert info.value.kind == "auth" and not info.value.permanent
+    assert "answered 401 (invalid_client)" in info.value.message
+    assert CLIENT_SECRET not in info.value.message
+
+
+async def test_resolve_auth_refuses_other_domains(ctx: AppContext, endpoint: TokenEndpoint) -> None:
+    profile = _profile(ctx, endpoint)
+    with pytest.raises(auth.DomainNotAllowed) as info:
+        await auth.resolve_auth(ctx, profile, "https://evil.example.org/hook")
+    assert info.value.permanent and info.value.message.startswith("allowed_domains: evil.example.org")
+    assert endpoint.requests == []  # no token was even fetched
+    resolved = await auth.resolve_auth(ctx, profile, "https://erp.example.com/api")
+    assert resolved.headers == {"Authorization": "Bearer tok-1"} and resolved.token == "tok-1"
+    assert resolved.secret_header_names == frozenset({"authorization"})
+
+
+async def test_basic_and_header_profiles(ctx: AppContext) -> None:
+    basic = auth_profiles.create_profile(
+        ctx,
+        {"name": "b", "type": "basic", "username": "u", "password": "p", "allowed_domains": ["h.example"]},
+        "alice",
+    )
+    header = auth_profiles.create_profile(
+        ctx,
+        {
+            "name": "h",
+            "type": "header",
+            "header_name": "X-API-Key",
+            "header_value": "k-1",
+            "allowed_domains": ["h.example"],
+        },
+        "alice",
+    )
+    resolved = await auth.resolve_auth(ctx, auth_profiles.load_profile(ctx, basic.id), "https://h.example/")
+    assert resolved.headers == {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
+    resolved = await auth.resolve_auth(ctx, auth_profiles.load_profile(ctx, header.id), "https://h.example/")
+    assert resolved.headers == {"X-API-Key": "k-1"} and resolved.secret_header_names == {"x-api-key"}
