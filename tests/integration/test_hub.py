@@ -524,3 +524,22 @@ async def test_no_secret_appears_in_any_hub_answer(api: httpx.AsyncClient, ctx: 
     detail = answers[2].json()
     assert detail["attempts"][0]["request_headers"]["Authorization"] == "[redacted]"
     assert detail["attempts"][0]["request_headers"]["webhook-id"] == "msg_1"
+
+
+async def test_retention_loop_purges_and_stops(ctx: AppContext) -> None:
+    import asyncio
+
+    old = add_delivery(ctx.db, status="succeeded", created_at=days_ago(31))
+    kept = add_delivery(ctx.db, status="succeeded", created_at=days_ago(1))
+    stop = asyncio.Event()
+    task = asyncio.create_task(hub.run_retention(ctx, stop))
+    for _ in range(100):
+        with ctx.db.reading() as tx:
+            if hub_store.get_delivery(tx, old) is None:
+                break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    with ctx.db.reading() as tx:
+        assert hub_store.get_delivery(tx, old) is None
+        assert hub_store.get_delivery(tx, kept) is not None

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from fastapi import FastAPI
+
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import ids
@@ -462,3 +464,16 @@ async def run_retention(ctx: AppContext, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=interval)
         except TimeoutError:
             pass
+
+
+async def start_retention_in_app(app: FastAPI) -> None:
+    """Lifespan hook for ``qhook serve``: purge beside the API, stop on shutdown."""
+    ctx: AppContext = app.state.ctx
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_retention(ctx, stop), name="qhook-retention")
+
+    async def _stop() -> None:
+        stop.set()
+        await task
+
+    app.state.on_stop.append(_stop)
