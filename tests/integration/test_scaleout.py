@@ -1,0 +1,137 @@
+"""Several ``qhook worker`` processes on one PostgreSQL queue; one worker only on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from qhook.context import AppContext, open_context
+from qhook.settings import Settings
+from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
+from tests.support import pg
+from tests.support.delivery import enqueue, make_signal, receiver, statuses, until
+
+QHOOK = str(Path(sys.executable).parent / "qhook")
+
+
+def worker_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "QHOOK_DATA_DIR": str(tmp_path / "var"),
+        "QHOOK_DATABASE_URL": database_url,
+        "QHOOK_SECRET_KEY": TEST_SECRET_KEY,
+        "QHOOK_ALLOW_HTTP": "true",
+        "QHOOK_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+        "QHOOK_LEASE_SECONDS": "3",
+        "QHOOK_POLL_INTERVAL_S": "0.2",
+        "QHOOK_LOG_LEVEL": "WARNING",
+    }
+
+
+def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([QHOOK, "worker", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def pg_ctx(pg_server: pg.PgServer, tmp_path: Path) -> Iterator[AppContext]:
+    url = fresh_postgres_url(pg_server)
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        database_url=url,
+        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
+        allow_http=True,
+        allowed_target_networks="127.0.0.0/8",
+    )
+    context = open_context(settings)
+    yield context
+    context.db.dispose()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.postgres
+async def test_two_workers_share_a_queue_without_double_sends(pg_ctx: AppContext, tmp_path: Path) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.005)
+        return web.Response(text="ok")
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(pg_ctx, rx.url, max_in_flight=20)
+        total = 600
+        enqueue(pg_ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(total)])
+        env = worker_env(tmp_path, pg_ctx.settings.database_url)
+        workers = [start_worker(env, "--concurrency", "20") for _ in range(2)]
+        try:
+            await until(lambda: statuses(pg_ctx).get("succeeded") == total, timeout=60)
+        finally:
+            for process in workers:
+                stop(process)
+    counts = Counter(r.headers["webhook-id"] for r in rx.received)
+    assert len(counts) == total
+    assert max(counts.values()) == 1  # no delivery sent twice
+    assert all(p.returncode == 0 for p in workers), [p.stderr.read() for p in workers if p.stderr]
+
+
+@pytest.mark.postgres
+async def test_kill_9_mid_batch_loses_nothing(pg_ctx: AppContext, tmp_path: Path) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.05)
+        return web.Response(text="ok")
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(pg_ctx, rx.url)
+        total = 200
+        enqueue(pg_ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(total)])
+        env = worker_env(tmp_path, pg_ctx.settings.database_url)
+        first = start_worker(env)
+        second = None
+        try:
+            await until(lambda: len(rx.received) >= 30, timeout=30)
+            first.send_signal(signal.SIGKILL)  # mid-batch: it holds leases on the rest
+            first.wait()
+            assert statuses(pg_ctx).get("succeeded", 0) < total
+            second = start_worker(env)
+            await until(lambda: statuses(pg_ctx).get("succeeded") == total, timeout=60)
+        finally:
+            stop(first)
+            if second is not None:
+                stop(second)
+    received = {r.headers["webhook-id"] for r in rx.received}
+    assert len(received) == total  # every delivery reached the receiver at least once
+
+
+def test_sqlite_refuses_a_second_worker(tmp_path: Path) -> None:
+    env = worker_env(tmp_path, "")
+    first = start_worker(env)
+    try:
+        lock = tmp_path / "var" / "worker.lock"
+        for _ in range(100):
+            if lock.exists() and lock.read_text().strip() == str(first.pid):
+                break
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            time.sleep(0.1)
+        second = subprocess.run([QHOOK, "worker"], env=env, capture_output=True, timeout=60)
+        assert second.returncode == 1
+        assert b"Another qhook worker already runs against this SQLite database" in second.stderr
+        assert first.poll() is None  # the first one is unharmed
+    finally:
+        stop(first)
+    assert first.returncode == 0
