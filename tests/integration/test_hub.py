@@ -107,7 +107,7 @@ async def test_q_searches_the_body(api: httpx.AsyncClient, ctx: AppContext) -> N
     db = ctx.db
     wanted = add_delivery(db, body=json.dumps({"batchnumber_": "B-1234", "status_": "released"}))
     add_delivery(db, body=json.dumps({"batchnumber_": "B-9999"}))
-    add_delivery(db, body=json.dumps({"batchnumber_": "B-12345X"[:0] + "C-1234"}))
+    add_delivery(db, body=json.dumps({"batchnumber_": "C-1234"}))
     also = add_delivery(db, body=json.dumps({"note": "see b-1234 too"}))
     assert await ids_of(api, q="B-1234") == [also, wanted]
     # LIKE wildcards in q are literal characters.
