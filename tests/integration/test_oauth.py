@@ -192,3 +192,84 @@ async def test_basic_and_header_profiles(ctx: AppContext) -> None:
     assert resolved.headers == {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
     resolved = await auth.resolve_auth(ctx, auth_profiles.load_profile(ctx, header.id), "https://h.example/")
     assert resolved.headers == {"X-API-Key": "k-1"} and resolved.secret_header_names == {"x-api-key"}
+
+
+async def test_auth_for_signal_profile_ids(ctx: AppContext, endpoint: TokenEndpoint) -> None:
+    profile = _profile(ctx, endpoint)
+    assert await auth.auth_for(ctx, None, "https://erp.example.com/") is None
+    resolved = await auth.auth_for(ctx, profile.id, "https://erp.example.com/")
+    assert resolved is not None and resolved.profile_name == "ERP OAuth basic"
+    with pytest.raises(auth.ProfileMissing) as info:
+        await auth.auth_for(ctx, 999, "https://erp.example.com/")
+    assert info.value.permanent and info.value.kind == "auth"
+
+
+async def test_send_refreshes_once_after_401(ctx: AppContext, endpoint: TokenEndpoint) -> None:
+    """The whole path: resolve auth, build, send to a receiver that revoked tok-1, invalidate, resend."""
+    from dataclasses import dataclass, field
+    from typing import Any
+
+    from qhook.clock import utcnow
+    from qhook.delivery.prepare import build_request, redact
+    from qhook.delivery.sender import Sender
+    from qhook.domain.signing import new_secret
+
+    seen: list[str] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.Response(status=204 if request.headers.get("Authorization") == "Bearer tok-2" else 401)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert site._server is not None
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    view = auth_profiles.create_profile(
+        ctx,
+        {
+            "name": "local",
+            "type": "oauth2_client_credentials",
+            "token_url": endpoint.url,
+            "client_id": "qhook",
+            "client_secret": CLIENT_SECRET,
+            "allowed_domains": ["127.0.0.1"],
+        },
+        "alice",
+    )
+
+    @dataclass(frozen=True)
+    class Delivery:
+        webhook_id: str = "msg_1"
+        url: str = f"http://127.0.0.1:{port}/hook"
+        body: str = "{}"
+
+    @dataclass(frozen=True)
+    class Signal:
+        config: dict[str, Any] = field(default_factory=lambda: {"auth_profile_id": view.id})
+        secret_enc: str | None = ctx.box.encrypt(new_secret())
+        previous_secret_enc: str | None = None
+        previous_secret_until: None = None
+
+    sender = Sender(ctx.settings)
+    try:
+        resolved = await auth.auth_for(ctx, view.id, Delivery().url, sender=sender)
+        assert resolved is not None
+        request = build_request(ctx, Delivery(), Signal(), resolved, utcnow())
+        first = await sender.send(request)
+        assert first.status_code == 401
+        assert redact(request.headers, request.secret_header_names)["Authorization"] == "[redacted]"
+        await auth.invalidate(ctx, view.id, resolved.token)
+        resolved = await auth.auth_for(ctx, view.id, Delivery().url, sender=sender)
+        assert resolved is not None
+        second = await sender.send(build_request(ctx, Delivery(), Signal(), resolved, utcnow()))
+    finally:
+        await sender.close()
+        await runner.cleanup()
+    assert second.status_code == 204
+    assert seen == ["Bearer tok-1", "Bearer tok-2"]
+    assert len(endpoint.requests) == 2

@@ -28,8 +28,8 @@ from qhook.context import AppContext
 from qhook.delivery.sender import Sender, tls_context
 from qhook.delivery.ssrf import AddressPolicy, GuardedResolver
 from qhook.domain.urls import host_of
-from qhook.errors import DeliveryError
-from qhook.services.auth_profiles import AuthProfile, is_allowed, refusal_message
+from qhook.errors import DeliveryError, NotFound
+from qhook.services.auth_profiles import AuthProfile, is_allowed, load_profile, refusal_message
 from qhook.settings import Settings
 from qhook.store import auth_profiles as store
 from qhook.store.db import Database
@@ -37,6 +37,7 @@ from qhook.store.db import Database
 TOKEN_MARGIN = timedelta(seconds=60)
 DEFAULT_TOKEN_LIFETIME = timedelta(hours=1)  # when the endpoint does not say (expires_in absent)
 TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)
+PROFILE_CACHE_S = 5.0  # profiles change rarely; a short cache keeps a DB read off most attempts
 
 
 class AuthFailed(DeliveryError):
@@ -46,6 +47,12 @@ class AuthFailed(DeliveryError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, kind="auth")
+
+
+class ProfileMissing(AuthFailed):
+    """The signal names an auth profile that no longer exists."""
+
+    permanent = True
 
 
 class DomainNotAllowed(AuthFailed):
@@ -80,6 +87,35 @@ class CachedToken:
 # Per database (a process may hold several in tests): profile id -> token, and single-flight locks.
 _tokens: WeakKeyDictionary[Database, dict[int, CachedToken]] = WeakKeyDictionary()
 _locks: WeakKeyDictionary[Database, dict[int, asyncio.Lock]] = WeakKeyDictionary()
+
+
+_profiles: WeakKeyDictionary[Database, dict[int, tuple[float, AuthProfile]]] = WeakKeyDictionary()
+
+
+async def auth_for(
+    ctx: AppContext, profile_id: int | None, url: str, *, sender: Sender | None = None
+) -> ResolvedAuth | None:
+    """``resolve_auth`` for a signal's ``auth_profile_id`` (None: no auth); the profile is cached briefly."""
+    if profile_id is None:
+        return None
+    profiles = _profiles.setdefault(ctx.db, {})
+    loop_time = asyncio.get_running_loop().time()
+    cached = profiles.get(profile_id)
+    if cached is None or loop_time - cached[0] > PROFILE_CACHE_S:
+        try:
+            profile = await asyncio.to_thread(load_profile, ctx, profile_id)
+        except NotFound as exc:
+            profiles.pop(profile_id, None)
+            raise ProfileMissing(f"auth profile {profile_id} does not exist any more") from exc
+        cached = (loop_time, profile)
+        profiles[profile_id] = cached
+    return await resolve_auth(ctx, cached[1], url, sender=sender)
+
+
+def forget_profile(ctx: AppContext, profile_id: int) -> None:
+    """Drop this process's cached copy of a profile (after it was changed here)."""
+    _profiles.get(ctx.db, {}).pop(profile_id, None)
+    _cache(ctx).pop(profile_id, None)
 
 
 def _cache(ctx: AppContext) -> dict[int, CachedToken]:
