@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from qhook.context import AppContext
+from qhook.services import auth_profiles
 from qhook.store import endpoints as endpoint_store
 from tests.support.delivery import (
     attempts_of,
@@ -38,7 +39,7 @@ async def test_success_sends_frozen_body_signed_and_records_attempt(ctx: AppCont
     assert row.attempt_count == 1 and row.delivered_at is not None and row.lease_owner is None
     [attempt] = attempts_of(ctx, delivery_id)
     assert attempt.status_code == 200 and attempt.error_kind is None and attempt.hint is None
-    assert attempt.request_headers["webhook-signature"] == "[redacted]"
+    assert attempt.request_headers["webhook-id"] == row.webhook_id
 
 
 async def test_500_then_success_retries_with_same_webhook_id(ctx: AppContext) -> None:
@@ -231,3 +232,42 @@ async def test_circuit_opens_holds_without_burning_attempts_and_probe_closes(ctx
         changes = [e.change for e in reversed(endpoint_store.log_entries(tx, origin))]
     assert changes == ["circuit_open", "circuit_closed"]
     assert len(rx.received) == 10 + 14  # ten failures, then each delivery once
+
+
+async def test_oauth2_token_refreshed_once_on_401_before_counting_failure(ctx: AppContext) -> None:
+    issued: list[str] = []
+
+    async def token_endpoint(request: web.Request) -> web.Response:
+        issued.append(f"token-{len(issued) + 1}")
+        return web.json_response({"access_token": issued[-1], "token_type": "Bearer", "expires_in": 3600})
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/token":
+            return await token_endpoint(request)
+        # The first token was revoked early by the receiver.
+        ok = request.headers.get("Authorization") == "Bearer token-2"
+        return web.Response(status=200 if ok else 401)
+
+    async with receiver(handler) as rx:
+        token_url = rx.url.replace("/hook", "/token")
+        profile = auth_profiles.create_profile(
+            ctx,
+            {
+                "name": "erp",
+                "type": "oauth2_client_credentials",
+                "token_url": token_url,
+                "client_id": "qhook",
+                "client_secret": "s3cret",
+                "allowed_domains": ["127.0.0.1"],
+            },
+            actor="test",
+        )
+        signal_id = make_signal(ctx, rx.url, auth_profile_id=profile.id)
+        ids = enqueue(ctx, signal_id, rx.url, ["{}", "{}", "{}"])
+        async with running_worker(ctx):
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids))
+    assert issued == ["token-1", "token-2"]  # one refresh, shared by every delivery
+    for delivery_id in ids:
+        [attempt] = attempts_of(ctx, delivery_id)  # the refused try does not count as an attempt
+        assert attempt.status_code == 200
+        assert attempt.request_headers["Authorization"] == "[redacted]"

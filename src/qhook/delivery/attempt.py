@@ -12,9 +12,11 @@ from datetime import datetime
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
+from qhook.delivery import auth as auth_mod
+from qhook.delivery import prepare
 from qhook.delivery.sender import OutgoingRequest, Sender, SendOutcome
 from qhook.domain import hints, retry
-from qhook.errors import DeliveryError, QhookError
+from qhook.errors import QhookError
 from qhook.store import queue
 
 CIRCUIT_FAILURE_KINDS = frozenset({"dns", "connect", "tls", "timeout"})
@@ -46,27 +48,30 @@ async def perform(
 ) -> AttemptResult:
     started = utcnow()
     request: OutgoingRequest | None = None
+    auth: auth_mod.ResolvedAuth | None = None
     permanent = False
     if signal is None:
         outcome = _refused("gone", "the signal of this delivery was deleted")
         permanent = True
     else:
         try:
-            request = await _build(ctx, delivery, signal, started)
-        except DeliveryError as exc:
+            request, auth = await _build(ctx, sender, delivery, signal, started)
+        except auth_mod.AuthFailed as exc:
             outcome = _refused(exc.kind, exc.message)
-            permanent = exc.kind != "auth" or exc.message.startswith(hints.ALLOWED_DOMAINS_PREFIX)
+            permanent = exc.permanent
         except QhookError as exc:  # a secret that cannot be decrypted, a bad stored config
             outcome = _refused("config", exc.message)
             permanent = True
         else:
             outcome = await sender.send(request)
-            if outcome.status_code == 401 and await _refresh_auth(ctx, signal):
-                # The token may have been revoked early: fetch a fresh one and try once more.
+            if outcome.status_code == 401 and auth is not None and auth.token is not None:
+                # The token may have been revoked early: forget it, fetch a fresh one, try once more.
+                await auth_mod.invalidate(ctx, auth.profile_id, auth.token)
                 try:
-                    request = await _build(ctx, delivery, signal, utcnow())
-                except DeliveryError as exc:
+                    request, auth = await _build(ctx, sender, delivery, signal, utcnow())
+                except auth_mod.AuthFailed as exc:
                     outcome = _refused(exc.kind, exc.message)
+                    permanent = exc.permanent
                 else:
                     outcome = await sender.send(request)
     finished = utcnow()
@@ -88,8 +93,8 @@ async def perform(
     )
     hint = None
     if decision.outcome != "succeeded":
-        hint = _hint(ctx, delivery, outcome, decision, request, config)
-    headers = _redact(request.headers, request.secret_header_names) if request else {}
+        hint = _hint(ctx, delivery, outcome, decision, request, auth)
+    headers = prepare.redact(request.headers, request.secret_header_names) if request else {}
     attempt = queue.AttemptRow(
         delivery_id=delivery.id,
         number=delivery.attempt_count + 1,
@@ -115,7 +120,7 @@ def _hint(
     outcome: SendOutcome,
     decision: retry.RetryDecision,
     request: OutgoingRequest | None,
-    config: dict[str, object],
+    auth: auth_mod.ResolvedAuth | None,
 ) -> str | None:
     if outcome.error_kind in ("gone", "config"):
         return f"Not sent: {outcome.error}."
@@ -124,7 +129,7 @@ def _hint(
         status_code=outcome.status_code,
         error_kind=outcome.error_kind,
         error=outcome.error,
-        auth_profile=str(config.get("auth_profile_name") or "") or None,
+        auth_profile=auth.profile_name if auth else None,
         paused_until=decision.pause_endpoint_until,
         location=outcome.location,
         timeout_s=request.timeout_s if request else None,
@@ -147,33 +152,9 @@ def _refused(kind: str, message: str) -> SendOutcome:
     )
 
 
-# --- until delivery/prepare.py and delivery/auth.py land: the same contract, no auth profiles ---
-
-
 async def _build(
-    ctx: AppContext, delivery: queue.QueuedDelivery, signal: queue.SendSignal, now: datetime
-) -> OutgoingRequest:
-    from qhook import __version__
-    from qhook.domain import signing
-
-    body = delivery.body.encode()
-    secret = ctx.box.decrypt(signal.secret_enc) if signal.secret_enc else signing.new_secret()
-    previous = None
-    if signal.previous_secret_enc and signal.previous_secret_until and signal.previous_secret_until > now:
-        previous = ctx.box.decrypt(signal.previous_secret_enc)
-    headers = {str(k): str(v) for k, v in dict(signal.config.get("headers") or {}).items()}
-    headers.update(
-        {"Content-Type": "application/json", "User-Agent": f"qhook/{__version__}"}
-        | signing.signing_headers(secret, delivery.webhook_id, int(now.timestamp()), body, previous)
-    )
-    timeout = min(float(signal.config.get("timeout_s") or 15), 60.0)
-    return OutgoingRequest(delivery.url, headers, body, timeout, frozenset({"webhook-signature"}))
-
-
-async def _refresh_auth(ctx: AppContext, signal: queue.SendSignal) -> bool:
-    return False
-
-
-def _redact(headers: dict[str, str], secret_names: frozenset[str]) -> dict[str, str]:
-    lowered = {n.lower() for n in secret_names}
-    return {k: ("[redacted]" if k.lower() in lowered else v) for k, v in headers.items()}
+    ctx: AppContext, sender: Sender, delivery: queue.QueuedDelivery, signal: queue.SendSignal, now: datetime
+) -> tuple[OutgoingRequest, auth_mod.ResolvedAuth | None]:
+    profile_id = signal.config.get("auth_profile_id")
+    auth = await auth_mod.auth_for(ctx, int(profile_id) if profile_id else None, delivery.url, sender=sender)
+    return prepare.build_request(ctx, delivery, signal, auth, now), auth
