@@ -31,6 +31,7 @@ from qhook import metrics
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.delivery import attempt as attempt_mod
+from qhook.delivery import mailer
 from qhook.delivery.endpoints import Gate, Gates
 from qhook.delivery.recorder import Op, Recorder
 from qhook.domain import circuit, endpoint_limits
@@ -125,6 +126,10 @@ class Worker:
         recorder_task = asyncio.create_task(self.recorder.run(recorder_stop))
         listener_stop = threading.Event()
         listener = self._start_listener(listener_stop)
+        mailer_task = None
+        if self.ctx.settings.smtp_url:
+            every_s = min(mailer.CHECK_EVERY_S, max(self.ctx.settings.poll_interval_s, 0.2))
+            mailer_task = asyncio.create_task(mailer.run_mailer(self.ctx, recorder_stop, every_s))
         logger.info("worker started", extra={"action": "worker_start", "owner": self.owner})
         try:
             while not stop.is_set():
@@ -140,6 +145,8 @@ class Worker:
             await self._shutdown()
             recorder_stop.set()
             await recorder_task
+            if mailer_task is not None:
+                await mailer_task
             if listener is not None:
                 await asyncio.to_thread(listener.join, 2.0)
             self._executor.shutdown(wait=True)

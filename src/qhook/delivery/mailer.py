@@ -1,0 +1,98 @@
+"""Error reports by e-mail: at most one digest per endpoint and address per interval.
+
+The worker queues ``error_reports`` rows (a delivery failed for good, a circuit opened) in the
+same transaction as the outcome; this loop groups the unsent ones and mails them over SMTP
+(``QHOOK_SMTP_URL``) with the standard library, in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+from collections import defaultdict
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from urllib.parse import unquote, urlsplit
+
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.store import error_reports
+
+logger = logging.getLogger(__name__)
+CHECK_EVERY_S = 5.0
+
+
+def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
+    """Mail every (endpoint, address) group whose interval has passed; returns messages sent."""
+    settings = ctx.settings
+    if not settings.smtp_url:
+        return 0
+    now = now or utcnow()
+    interval = timedelta(seconds=settings.error_mail_interval_s)
+    with ctx.db.reading() as tx:
+        reports = error_reports.unsent(tx)
+        groups: dict[tuple[str, str], list[error_reports.ErrorReport]] = defaultdict(list)
+        for report in reports:
+            groups[(report.endpoint, report.email)].append(report)
+        due = {}
+        for key, items in groups.items():
+            last = error_reports.last_sent_at(tx, *key)
+            if last is None or now - last >= interval:
+                due[key] = items
+    sent = 0
+    for (endpoint, email), items in due.items():
+        message = _digest(settings.smtp_from, email, endpoint, items)
+        _send(settings.smtp_url, message)
+        with ctx.db.transaction() as tx:
+            error_reports.mark_sent(tx, [r.id for r in items], now)
+        sent += 1
+    return sent
+
+
+def _digest(sender: str, to: str, endpoint: str, items: list[error_reports.ErrorReport]) -> EmailMessage:
+    failed = sum(1 for r in items if r.kind == "delivery_failed")
+    opened = any(r.kind == "circuit_open" for r in items)
+    parts = []
+    if opened:
+        parts.append("circuit opened")
+    if failed:
+        parts.append(f"{failed} deliver{'y' if failed == 1 else 'ies'} failed")
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = f"qhook: {endpoint}: {', '.join(parts)}"
+    lines = [f"qhook could not deliver webhooks to {endpoint}.", ""]
+    lines += [f"- {r.created_at:%Y-%m-%d %H:%M:%S} UTC  {r.text}" for r in items]
+    lines += ["", "Details and redelivery: the Integration Hub of your qhook."]
+    message.set_content("\n".join(lines))
+    return message
+
+
+def _send(smtp_url: str, message: EmailMessage) -> None:
+    parts = urlsplit(smtp_url)
+    secure = parts.scheme == "smtps"
+    port = parts.port or (465 if secure else 25)
+    host = parts.hostname or "localhost"
+    client_class = smtplib.SMTP_SSL if secure else smtplib.SMTP
+    with client_class(host, port, timeout=30) as client:
+        if parts.scheme == "smtp+starttls":
+            client.starttls()
+        if parts.username:
+            client.login(unquote(parts.username), unquote(parts.password or ""))
+        client.send_message(message)
+
+
+async def run_mailer(ctx: AppContext, stop: asyncio.Event, every_s: float = CHECK_EVERY_S) -> None:
+    """Send due digests until ``stop``; SMTP trouble is logged and retried next round."""
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(send_due_digests, ctx)
+        except (OSError, smtplib.SMTPException) as exc:
+            logger.warning("error report not sent: %s", type(exc).__name__, extra={"action": "mail_failed"})
+        except Exception:
+            logger.exception("error reports failed", extra={"action": "mail_failed"})
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+        except TimeoutError:
+            pass
