@@ -1,0 +1,45 @@
+"""``GET /metrics``: worker counters and histograms, queue depth and open circuits from the database."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.domain.urls import origin_of
+from qhook.store import endpoints as endpoint_store
+from tests.support.delivery import delivery, enqueue, make_signal, receiver, running_worker, until
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def test_metrics_count_deliveries_and_read_depth(ctx: AppContext, client: httpx.AsyncClient) -> None:
+    before = samples((await client.get("/metrics")).text)
+    succeeded_before = before.get(("qhook_deliveries_total", (("outcome", "succeeded"),)), 0.0)
+    latency_before = before.get(("qhook_event_to_delivery_seconds_count", ()), 0.0)
+    async with receiver() as rx:
+        signal_id = make_signal(ctx, rx.url)
+        ids = enqueue(ctx, signal_id, rx.url, ["{}"] * 3)
+        async with running_worker(ctx):
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids))
+        enqueue(ctx, signal_id, rx.url, ["{}"] * 2)  # waiting, no worker
+        with ctx.db.transaction() as tx:
+            endpoint_store.open_circuit(tx, origin_of(rx.url), utcnow(), "test")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    after = samples(response.text)
+    assert after[("qhook_deliveries_total", (("outcome", "succeeded"),))] == succeeded_before + 3
+    assert after[("qhook_event_to_delivery_seconds_count", ())] == latency_before + 3
+    assert after[("qhook_attempt_duration_seconds_count", ())] >= 3
+    assert after[("qhook_queue_depth", (("status", "succeeded"),))] == 3
+    assert after[("qhook_queue_depth", (("status", "pending"),))] == 2
+    assert after[("qhook_queue_depth", (("status", "failed"),))] == 0
+    assert after[("qhook_open_circuits", ())] == 1
