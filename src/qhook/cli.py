@@ -24,8 +24,10 @@ apikey_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
 app.add_typer(user_app, name="user")
 app.add_typer(apikey_app, name="apikey")
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (scripts, CI, tests) gets a wide fixed width so tables are not cut to 80 columns.
+_PIPED_WIDTH = 200
+console = Console(width=None if sys.stdout.isatty() else _PIPED_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
