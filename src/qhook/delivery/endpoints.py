@@ -102,5 +102,5 @@ class Gates(Generic[T]):
     def forget_idle(self) -> None:
         """Drop gates with nothing waiting, in flight, or remembered (bounded memory)."""
         for origin, gate in list(self._gates.items()):
-            if not gate.waiting and not gate.in_flight and not gate.blocked and not gate.window.outcomes:
+            if not gate.waiting and not gate.in_flight and not gate.blocked and gate.window.empty:
                 del self._gates[origin]

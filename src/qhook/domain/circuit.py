@@ -26,38 +26,53 @@ class CircuitPolicy:
     probe_timeout: timedelta = timedelta(seconds=120)
 
 
+BUCKET_S = 10  # outcomes are counted per 10-second bucket: O(window / bucket) per outcome
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
-    """Recent attempt outcomes of one endpoint, oldest first: (when, succeeded)."""
+    """Recent attempt outcomes of one endpoint, oldest first: (bucket start epoch s, attempts, failures)."""
 
-    outcomes: tuple[tuple[datetime, bool], ...] = field(default=())
+    buckets: tuple[tuple[int, int, int], ...] = field(default=())
 
     @property
     def attempts(self) -> int:
-        return len(self.outcomes)
+        return sum(b[1] for b in self.buckets)
 
     @property
     def failures(self) -> int:
-        return sum(1 for _, ok in self.outcomes if not ok)
+        return sum(b[2] for b in self.buckets)
+
+    @property
+    def empty(self) -> bool:
+        return not self.buckets
+
+
+def _horizon(now: datetime, policy: CircuitPolicy) -> int:
+    return int((now - policy.window).timestamp()) // BUCKET_S * BUCKET_S
 
 
 def record(window: Window, now: datetime, succeeded: bool, policy: CircuitPolicy) -> Window:
-    """The window with one more outcome, older ones than ``policy.window`` dropped."""
-    horizon = now - policy.window
-    kept = tuple(item for item in window.outcomes if item[0] > horizon)
-    # Bound memory on busy endpoints: the ratio over the newest outcomes is what matters.
-    limit = max(policy.min_attempts * 20, 200)
-    return Window((*kept[-(limit - 1) :], (now, succeeded)))
+    """The window with one more outcome, buckets older than ``policy.window`` dropped."""
+    bucket = int(now.timestamp()) // BUCKET_S * BUCKET_S
+    failed = 0 if succeeded else 1
+    buckets = window.buckets
+    if buckets and buckets[-1][0] == bucket:
+        last = buckets[-1]
+        return Window((*buckets[:-1], (bucket, last[1] + 1, last[2] + failed)))
+    horizon = _horizon(now, policy)
+    kept = tuple(b for b in buckets if b[0] > horizon)
+    return Window((*kept, (bucket, 1, failed)))
 
 
 def should_open(window: Window, now: datetime, policy: CircuitPolicy) -> bool:
     """Sustained failure: enough attempts in the window and most of them failed."""
-    horizon = now - policy.window
-    recent = [ok for at, ok in window.outcomes if at > horizon]
-    if len(recent) < policy.min_attempts:
+    horizon = _horizon(now, policy)
+    recent = [b for b in window.buckets if b[0] > horizon]
+    attempts = sum(b[1] for b in recent)
+    if attempts < policy.min_attempts:
         return False
-    failed = sum(1 for ok in recent if not ok)
-    return failed / len(recent) >= policy.failure_ratio
+    return sum(b[2] for b in recent) / attempts >= policy.failure_ratio
 
 
 def probe_due(
