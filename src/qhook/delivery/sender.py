@@ -23,11 +23,13 @@ from yarl import URL
 
 from qhook.clock import utcnow
 from qhook.delivery.ssrf import AddressPolicy, GuardedResolver, SsrfBlocked
+from qhook.domain.inspector import INSPECT_PREFIX, is_own_inspector
 from qhook.domain.retry import parse_retry_after
 from qhook.settings import Settings
 
 CONNECT_TIMEOUT_S = 5.0
 CONNECTION_LIMIT = 1000  # endpoints are capped by the worker; this only bounds sockets per process
+OWN_INSPECTOR_CONNECTIONS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,7 @@ class Sender:
         self._body_limit = settings.response_body_limit
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._profile_tls: dict[str, ssl.SSLContext] = {}
+        self._own_session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -124,6 +127,22 @@ class Sender:
                 auto_decompress=True,
             )
         return self._session
+
+    @property
+    def own_inspector_session(self) -> aiohttp.ClientSession:
+        """Unguarded, used only for this qhook's own inspector bins, which SSRF rules must not block."""
+        if self._own_session is None:
+            self._own_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=OWN_INSPECTOR_CONNECTIONS, ssl=self._tls),
+                timeout=aiohttp.ClientTimeout(total=60, sock_connect=CONNECT_TIMEOUT_S),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+            )
+        return self._own_session
+
+    def is_own_inspector(self, url: str) -> bool:
+        # The substring test keeps the usual path to one cheap check.
+        return INSPECT_PREFIX in url and is_own_inspector(url, self._settings)
 
     def profile_tls(
         self, key: str, *, ca_cert: str | None, client_cert: str | None, client_key: str | None
@@ -152,12 +171,18 @@ class Sender:
         started = time.perf_counter()
         try:
             url = URL(request.url)
-            if url.scheme == "http" and not self._settings.allow_http:
-                return _failure(started, "ssrf_blocked", "plain http:// targets are off (QHOOK_ALLOW_HTTP)")
-            if url.scheme not in ("http", "https") or not url.host:
-                return _failure(started, "connect", f"not an http(s) URL: {url.scheme}://")
-            self._policy.check_literal(url.host)
-            async with self.session.post(
+            session = self.session
+            if self.is_own_inspector(request.url):
+                session = self.own_inspector_session
+            else:
+                if url.scheme == "http" and not self._settings.allow_http:
+                    return _failure(
+                        started, "ssrf_blocked", "plain http:// targets are off (QHOOK_ALLOW_HTTP)"
+                    )
+                if url.scheme not in ("http", "https") or not url.host:
+                    return _failure(started, "connect", f"not an http(s) URL: {url.scheme}://")
+                self._policy.check_literal(url.host)
+            async with session.post(
                 url,
                 data=request.body,
                 headers=request.headers,
@@ -230,6 +255,9 @@ class Sender:
         if self._session is not None and self._owns_session:
             await self._session.close()
         self._session = None
+        if self._own_session is not None:
+            await self._own_session.close()
+        self._own_session = None
 
 
 def _headers(raw: CIMultiDictProxy[str]) -> dict[str, str]:

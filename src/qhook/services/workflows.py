@@ -13,6 +13,7 @@ from qhook.context import AppContext
 from qhook.domain import payloads
 from qhook.domain.fields import flat_result
 from qhook.domain.ids import new_uid
+from qhook.domain.inspector import is_own_inspector
 from qhook.domain.schedule import due_at
 from qhook.domain.urls import host_matches, host_of, parse_target
 from qhook.domain.workflows import (
@@ -79,7 +80,9 @@ def _validate(tx: Tx, ctx: AppContext, doc: Mapping[str, Any]) -> tuple[Workflow
     others = {s.id: s.active_fields for s in set_store.list_sets(tx, sorted(transfer_set_ids(doc)))}
 
     def check_url(url: str) -> str:
-        return parse_target(url, allow_http=ctx.settings.allow_http, allow_userinfo=False).url
+        # qhook's own inspector bins are always allowed, even over http:// (issue 6).
+        allow_http = ctx.settings.allow_http or is_own_inspector(url, ctx.settings)
+        return parse_target(url, allow_http=allow_http, allow_userinfo=False).url
 
     spec = parse_workflow(doc, current.active_fields, other_sets=others, check_url=check_url)
     for index, signal in enumerate(spec.signals):
