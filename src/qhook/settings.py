@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(100, description="Deliveries in flight per worker process.")
     worker_batch_size: int = 200
     lease_seconds: int = 120
+    circuit_cool_off_s: float = Field(
+        60.0, description="After an endpoint's circuit opens, wait this long before one probe goes."
+    )
     poll_interval_s: float = Field(2.0, description="Fallback polling when no wake-up arrives.")
     response_body_limit: int = 64 * 1024
     log_level: str = "INFO"

@@ -104,7 +104,7 @@ class Worker:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.shutdown_grace_s = shutdown_grace_s
         self.policy = circuit_policy or circuit.CircuitPolicy(
-            cool_off=timedelta(seconds=getattr(settings, "circuit_cool_off_s", 60.0)),
+            cool_off=timedelta(seconds=settings.circuit_cool_off_s),
             probe_timeout=self.lease,
         )
         # An endpoint keeps at most this many rows waiting here; the next claims skip it.
