@@ -12,7 +12,7 @@ from rich.console import Console
 from qhook import scheduler
 from qhook.api.app import create_app
 from qhook.context import AppContext
-from qhook.services import hub, users
+from qhook.services import hub, inspector, users
 
 console = Console(stderr=True)
 
@@ -31,6 +31,7 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
             worker.SingleWorkerLock(ctx).acquire()  # released when the process ends
         hooks.append(worker.start_in_app)
     hooks.append(hub.start_retention_in_app)  # retention purge, in small batches
+    hooks.append(inspector.start_purge_in_app)  # expired inspector bins
     app = create_app(ctx, lifespan_hooks=hooks)
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     console.print(f"[bold green]qhook[/] listening on http://{shown}:{port}  (API docs: /api/v1/docs)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import logging
 import secrets
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from fastapi import FastAPI
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError, WebhookVerificationError
 
@@ -110,6 +112,33 @@ def purge_expired(ctx: AppContext, now: datetime) -> int:
     if purged:
         logger.info("purged inspector bins", extra={"action": "inspector_purge", "bins": purged})
     return purged
+
+
+async def run_purge(ctx: AppContext, stop: asyncio.Event, interval_s: float | None = None) -> None:
+    """Purge expired bins every ``interval_s`` (default QHOOK_RETENTION_INTERVAL_S) until ``stop``."""
+    interval = ctx.settings.retention_interval_s if interval_s is None else interval_s
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(purge_expired, ctx, utcnow())
+        except Exception:  # the loop must outlive a bad moment of the database
+            logger.exception("inspector purge failed", extra={"action": "inspector_purge_failed"})
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass
+
+
+async def start_purge_in_app(app: FastAPI) -> None:
+    """Lifespan hook for ``qhook serve``: expired bins go beside the API; stops on shutdown."""
+    ctx: AppContext = app.state.ctx
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_purge(ctx, stop), name="qhook-inspector-purge")
+
+    async def _stop() -> None:
+        stop.set()
+        await task
+
+    app.state.on_stop.append(_stop)
 
 
 def capture(
