@@ -1,0 +1,190 @@
+"""Scenario 2: results created at a steady rate through the API of a real ``qhook serve`` process
+(worker in the same process, woken by the commit), a workflow firing on each. Latency is the
+receiver's arrival time minus the time the result was *scheduled* to be created (open loop: a
+slow answer does not delay the next request, so queueing shows up in the figure)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import statistics
+import time
+import urllib.request
+from typing import Any
+
+import aiohttp
+from sqlalchemy import select
+from tests.support.pg import free_port
+
+from bench import env
+from bench.harness import control, receiver, write
+from bench.report import Row, say
+from qhook.services import sets as sets_service
+from qhook.services import users, workflows
+from qhook.store.tables import deliveries
+
+RATE = 200  # results per second
+FIELDS = [
+    {"name": "batchnumber_", "type": "text", "required": True},
+    {"name": "status_", "type": "list", "options": ["draft", "released", "blocked"]},
+    {"name": "ph_", "type": "number"},
+    {"name": "operator_", "type": "text"},
+]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+async def drive(api: str, key: str, set_id: int, count: int, run: int) -> tuple[dict[int, float], int]:
+    """POST ``count`` results at RATE/s; returns result id -> scheduled wall time, and errors."""
+    scheduled: dict[int, float] = {}
+    errors = 0
+    headers = {"Authorization": f"Bearer {key}"}
+    connector = aiohttp.TCPConnector(limit=50)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def one(i: int, at: float) -> None:
+            nonlocal errors
+            values = {"batchnumber_": f"L-{run}-{i}", "status_": "released", "ph_": 6.8, "operator_": "bench"}
+            try:
+                async with session.post(f"{api}/api/v1/sets/{set_id}/results", json={"values": values}) as r:
+                    if r.status != 201:
+                        errors += 1
+                        return
+                    scheduled[int((await r.json())["id"])] = at
+            except aiohttp.ClientError:
+                errors += 1
+
+        loop = asyncio.get_running_loop()
+        start_wall = time.time() + 0.2
+        start_loop = loop.time() + 0.2
+        tasks = []
+        for i in range(count):
+            due = start_loop + i / RATE
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, start_wall + i / RATE)))
+        await asyncio.gather(*tasks)
+    return scheduled, errors
+
+
+def wait_up(api: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api}/healthz", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("qhook serve did not come up")
+
+
+def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
+    seconds = 5 if quick else 15
+    count = RATE * seconds
+    rows: list[Row] = []
+    out: dict[str, Any] = {"rate_per_s": RATE, "seconds_per_run": seconds, "by_db": {}}
+    for kind in kinds:
+        with env.database(kind) as db, receiver() as base:
+            ctx = env.context(db)
+            found = sets_service.create_set(ctx.db, name="Batch release", fields=FIELDS, actor="bench")
+            workflows.create_workflow(
+                ctx,
+                {
+                    "name": "Released batches to ERP",
+                    "set_id": found.id,
+                    "triggers": {"entry": True},
+                    "filter": {"field": "status_", "op": "eq", "value": "released"},
+                    "signals": [
+                        {"type": "webhook", "url": base + "/hook", "subject": "Batch {{ batchnumber_ }}"}
+                    ],
+                },
+                actor="bench",
+            )
+            users.create_user(ctx.db, "bench", "admin")
+            _, key = users.create_api_key(ctx.db, "bench")
+            port = free_port()
+            api = f"http://127.0.0.1:{port}"
+            server = env.start_qhook(db, "serve", "--port", str(port))
+            p50s: list[float] = []
+            p99s: list[float] = []
+            books: list[dict[str, Any]] = []
+            loads: list[str] = []
+            try:
+                wait_up(api)
+                for number in range(runs):
+                    control(base, "reset")
+                    loads.append(env.load())
+                    spy = env.spy(server.pid, f"latency-{kind}", seconds) if number == 0 else None
+                    scheduled, errors = asyncio.run(drive(api, key, found.id, count, number))
+                    if spy is not None:
+                        spy.wait()
+                        for frame, own, incl in env.spy_summary(f"latency-{kind}"):
+                            say(f"  profile self {own:6.1%} incl {incl:6.1%}  {frame}")
+                    ids = set(scheduled)
+                    env.wait_for(functools.partial(_all_succeeded, ctx, ids), timeout=60)
+                    with ctx.db.reading() as tx:
+                        query = select(
+                            deliveries.c.webhook_id,
+                            deliveries.c.result_id,
+                            deliveries.c.status,
+                            deliveries.c.created_at,
+                        )
+                        mine = [r for r in tx.execute(query) if r.result_id in ids]
+                    arrivals: dict[str, float] = control(base, "ledger")
+                    book = env.ledger(
+                        [r.webhook_id for r in mine],
+                        arrivals,
+                        [r.webhook_id for r in mine if r.status != "succeeded"],
+                    )
+                    book["api_errors"] = errors
+                    book["results"] = len(ids)
+                    book["void"] = book["void"] or errors > 0 or len(mine) != len(ids)
+                    books.append(book)
+                    lat = [
+                        (arrivals[r.webhook_id] - scheduled[r.result_id]) * 1000
+                        for r in mine
+                        if r.webhook_id in arrivals
+                    ]
+                    p50, p99 = percentile(lat, 50), percentile(lat, 99)
+                    # Where the time goes: scheduled -> row written (API), row written -> receiver (worker).
+                    api_part = [(r.created_at.timestamp() - scheduled[r.result_id]) * 1000 for r in mine]
+                    worker_part = [
+                        (arrivals[r.webhook_id] - r.created_at.timestamp()) * 1000
+                        for r in mine
+                        if r.webhook_id in arrivals
+                    ]
+                    book["api_p50_ms"] = round(percentile(api_part, 50), 1)
+                    book["api_p99_ms"] = round(percentile(api_part, 99), 1)
+                    book["worker_p50_ms"] = round(percentile(worker_part, 50), 1)
+                    book["worker_p99_ms"] = round(percentile(worker_part, 99), 1)
+                    say(
+                        f"latency {kind} run {number}: p50 {p50:.1f} ms p99 {p99:.1f} ms "
+                        f"max {max(lat):.0f} ms mean {statistics.mean(lat):.1f} "
+                        f"ledger {book} load {loads[-1]}"
+                    )
+                    if not book["void"]:
+                        p50s.append(p50)
+                        p99s.append(p99)
+            finally:
+                env.stop_process(server)
+                ctx.db.dispose()
+        load = f"{min(loads)}-{max(loads)}"
+        rows.append(Row("latency", kind, "p50 scheduled->receiver", "ms", p50s, target="<= 15", load=load))
+        rows[-1].met = bool(p50s) and rows[-1].median <= 15
+        rows.append(Row("latency", kind, "p99 scheduled->receiver", "ms", p99s, target="<= 100", load=load))
+        rows[-1].met = bool(p99s) and rows[-1].median <= 100
+        out["by_db"][kind] = {"p50_ms": p50s, "p99_ms": p99s, "ledgers": books, "loads": loads}
+    out["rows"] = [r.as_dict() for r in rows]
+    write("latency", out)
+    return rows
+
+
+def _all_succeeded(ctx: Any, ids: set[int]) -> bool:
+    with ctx.db.reading() as tx:
+        query = select(deliveries.c.result_id).where(deliveries.c.status == "succeeded")
+        return sum(1 for (result_id,) in tx.execute(query) if result_id in ids) >= len(ids)

@@ -1,0 +1,124 @@
+"""Scenario 1: N pending deliveries to one fast receiver; qhook's full path against the bare aiohttp
+client (the limit) and the classic 2 x 10 requests pool, alternating A, B, C in each round."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from sqlalchemy import delete
+
+from bench import env
+from bench.baseline import bare_aiohttp, classic_pool
+from bench.harness import alternate, control, receiver, write
+from bench.report import Row, say
+from qhook.context import AppContext
+from qhook.delivery.sender import Sender
+from qhook.delivery.worker import Worker
+from qhook.store.tables import attempts, deliveries
+
+CONCURRENCY = 10  # qhook's default max_in_flight per endpoint; the bare client gets the same
+_runs = itertools.count()
+
+
+async def drain(ctx: AppContext, total: int, timeout: float, **worker_args: Any) -> float:
+    """Run the real Worker until ``total`` deliveries succeeded (or ``timeout``); seconds taken."""
+    sender = Sender(ctx.settings)
+    worker = Worker(ctx, sender, **worker_args)
+    stop = asyncio.Event()
+    start = time.perf_counter()
+    task = asyncio.create_task(worker.run(stop))
+    deadline = start + timeout
+    try:
+        while time.perf_counter() < deadline:
+            if await asyncio.to_thread(env.count_status, ctx, "succeeded") >= total:
+                break
+            await asyncio.sleep(0.05)
+        return time.perf_counter() - start
+    finally:
+        stop.set()
+        await task
+        await sender.close()
+
+
+def qhook_run(ctx: AppContext, base: str, hook: env.Hook, total: int) -> tuple[float, dict[str, Any]]:
+    """Fresh queue of ``total`` rows, drained by the worker; (requests/s, ledger)."""
+    with ctx.db.transaction() as tx:
+        tx.execute(delete(attempts))
+        tx.execute(delete(deliveries))
+    prefix = f"msg_r{next(_runs)}_"
+    env.bulk_insert(ctx, env.delivery_rows(hook, total, prefix=prefix))
+    control(base, "reset")
+    seconds = asyncio.run(drain(ctx, total, timeout=max(60.0, total / 100)))
+    published = env.webhook_ids(ctx)
+    cut_off = [w for w, s in published.items() if s != "succeeded"]
+    book = env.ledger(published, control(base, "ledger"), cut_off)
+    delivered = env.count_status(ctx, "succeeded")
+    return delivered / seconds, book
+
+
+def baseline_run(base: str, bodies: list[bytes], which: str) -> tuple[float, dict[str, Any]]:
+    control(base, "reset")
+    if which == "bare":
+        seconds = bare_aiohttp(base + "/hook", bodies, CONCURRENCY)
+        prefix = "bare_"
+    else:
+        seconds = classic_pool(base + "/hook", bodies)
+        prefix = "pool_"
+    published = [f"{prefix}{i}" for i in range(len(bodies))]
+    book = env.ledger(published, control(base, "ledger"))
+    return len(bodies) / seconds, book
+
+
+def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
+    total = 2_000 if quick else 20_000
+    rows: list[Row] = []
+    out: dict[str, Any] = {"deliveries": total, "concurrency": CONCURRENCY, "by_db": {}}
+    for kind in kinds:
+        rows += _on(kind, runs, total, out)
+    out["rows"] = [r.as_dict() for r in rows]
+    write("throughput", out)
+    return rows
+
+
+def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    with env.database(kind) as db, receiver() as base:
+        ctx = env.context(db)
+        hook = env.make_hook(ctx, base + "/hook")
+        bodies = [r["body"].encode() for r in env.delivery_rows(hook, total)]
+        books: dict[str, list[dict[str, Any]]] = {"qhook": [], "bare": [], "pool": []}
+        loads: list[str] = []
+
+        def contender(name: str) -> Any:
+            def go() -> float:
+                loads.append(env.load())
+                if name == "qhook":
+                    rate, book = qhook_run(ctx, base, hook, total)
+                else:
+                    rate, book = baseline_run(base, bodies, name)
+                books[name].append(book)
+                say(f"throughput {kind} {name}: {rate:,.0f}/s ledger {book} load {loads[-1]}")
+                return float("nan") if book["void"] else rate
+
+            return go
+
+        results = alternate(runs, {name: contender(name) for name in ("qhook", "bare", "pool")})
+        ctx.db.dispose()
+    valid = {k: [v for v in vs if v == v] for k, vs in results.items()}
+    ratio_bare = [q / b for q, b in zip(results["qhook"], results["bare"], strict=True) if q == q and b == b]
+    ratio_pool = [q / p for q, p in zip(results["qhook"], results["pool"], strict=True) if q == q and p == p]
+    load = f"{min(loads)}-{max(loads)}"
+    rows += [
+        Row("throughput", kind, "qhook", "req/s", valid["qhook"], load=load),
+        Row("throughput", kind, "bare aiohttp", "req/s", valid["bare"], load=load),
+        Row("throughput", kind, "classic pool 2x10", "req/s", valid["pool"], load=load),
+        Row("throughput", kind, "qhook / bare", "ratio", ratio_bare, target=">= 0.5", load=load),
+    ]
+    rows[-1].met = bool(ratio_bare) and rows[-1].median >= 0.5
+    rows.append(Row("throughput", kind, "qhook / classic pool", "ratio", ratio_pool, target="> 1", load=load))
+    rows[-1].met = bool(ratio_pool) and rows[-1].median > 1
+    out["by_db"][kind] = {"rates": results, "ledgers": books, "loads": loads}
+    return rows
