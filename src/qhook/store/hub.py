@@ -63,6 +63,7 @@ class DeliveryRecord:
     delivered_at: datetime | None
     next_trigger: str
     lease_expires_at: datetime | None
+    is_test: bool = False  # a "send test" (issue 6): sent once, never retried
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ _COLUMNS = (
     deliveries.c.delivered_at,
     deliveries.c.next_trigger,
     deliveries.c.lease_expires_at,
+    deliveries.c.is_test,
 )
 
 

@@ -33,6 +33,7 @@ class DeliveryOut(BaseModel):
     hint: str | None = Field(description="What a person can do about the last failure")
     created_at: datetime
     delivered_at: datetime | None
+    is_test: bool = Field(False, description="A send test: sent once, never retried")
 
     @classmethod
     def of(cls, d: DeliveryRecord) -> DeliveryOut:
@@ -54,6 +55,7 @@ class DeliveryOut(BaseModel):
             hint=d.hint,
             created_at=d.created_at,
             delivered_at=d.delivered_at,
+            is_test=d.is_test,
         )
 
 
