@@ -123,6 +123,9 @@ class Worker:
         self._last_renew = 0.0
         self._last_retry_claim = 0.0
         self._retry_full = False
+        # Endpoints with failures since the last tick -> an error-report address: the tick checks
+        # them against every worker's attempts in the database (the shared circuit decision).
+        self._suspects: dict[str, str | None] = {}
         self.recorder = Recorder(ctx.db, self._db, self._written, batch_size=self.batch_size)
 
     # --- wake-ups ---------------------------------------------------------------------------
@@ -401,6 +404,8 @@ class Worker:
             return [functools.partial(_probe_failed, origin=origin, detail=detail)]
         if not attempt_mod.counts_for_circuit(result) or gate.blocked:
             return []
+        if not ok:
+            self._suspects[origin] = email or self._suspects.get(origin)
         if not gate.record(result.finished_at, ok, self.policy):
             return []
         gate.blocked = True
@@ -408,25 +413,7 @@ class Worker:
         gate.window = circuit.Window()
         self._release_waiting(gate)
         logger.warning("circuit opened", extra={"action": "circuit_open", "origin": origin})
-
-        def _open(tx: Tx, now: datetime) -> None:
-            if endpoint_store.open_circuit(tx, origin, now, detail) and email:
-                text = (
-                    f"The endpoint {origin} stopped answering: {detail}. "
-                    "Its deliveries wait (held) and are sent when a probe succeeds."
-                )
-                error_reports.add(
-                    tx,
-                    endpoint=origin,
-                    email=email,
-                    kind="circuit_open",
-                    delivery_id=None,
-                    text=text,
-                    now=now,
-                )
-            queue.hold_endpoint(tx, origin, now)
-
-        return [_open]
+        return [functools.partial(_open_circuit, origin=origin, detail=detail, email=email)]
 
     def _release_waiting(self, gate: Gate[Item]) -> None:
         """Give back the leases of everything waiting at this gate (it is paused or open)."""
@@ -465,6 +452,11 @@ class Worker:
             self._last_renew = loop_now
             renew_ids = list(self.held)
         blocked, probes = await self._db(self._maintain, renew_ids)
+        suspects, self._suspects = self._suspects, {}
+        for origin, email in suspects.items():
+            # A recorder op: it runs after this worker's pending attempts are written.
+            check = functools.partial(_check_circuit, origin=origin, email=email, policy=self.policy)
+            self.recorder.op(check)
         for gate in self.gates:
             state = blocked.get(gate.origin)
             if state is not None and not gate.blocked:
@@ -533,6 +525,35 @@ class Worker:
 
 def _noop(tx: Tx, now: datetime) -> None:
     """Nothing to write; the ids just leave the worker's hands."""
+
+
+def _open_circuit(tx: Tx, now: datetime, *, origin: str, detail: str, email: str | None) -> None:
+    if endpoint_store.open_circuit(tx, origin, now, detail) and email:
+        text = (
+            f"The endpoint {origin} stopped answering: {detail}. "
+            "Its deliveries wait (held) and are sent when a probe succeeds."
+        )
+        error_reports.add(
+            tx, endpoint=origin, email=email, kind="circuit_open", delivery_id=None, text=text, now=now
+        )
+    queue.hold_endpoint(tx, origin, now)
+
+
+def _check_circuit(
+    tx: Tx, now: datetime, *, origin: str, email: str | None, policy: circuit.CircuitPolicy
+) -> None:
+    """Sustained failure counted over every worker's attempts: two workers each seeing half open it."""
+    state = endpoint_store.get(tx, origin)
+    if state is not None and state.circuit_state != "closed":
+        return
+    since = now - policy.window
+    tried, failed = endpoint_store.circuit_counts(tx, origin, since, attempt_mod.CIRCUIT_FAILURE_KINDS)
+    if not circuit.sustained_failure(tried, failed, policy):
+        return
+    minutes = policy.window.total_seconds() / 60
+    detail = f"{failed} of {tried} attempts failed in the last {minutes:g} minutes (all workers)"
+    logger.warning("circuit opened", extra={"action": "circuit_open", "origin": origin})
+    _open_circuit(tx, now, origin=origin, detail=detail, email=email)
 
 
 def _close(tx: Tx, now: datetime, *, origin: str) -> None:

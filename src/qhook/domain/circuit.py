@@ -69,10 +69,14 @@ def should_open(window: Window, now: datetime, policy: CircuitPolicy) -> bool:
     """Sustained failure: enough attempts in the window and most of them failed."""
     horizon = _horizon(now, policy)
     recent = [b for b in window.buckets if b[0] > horizon]
-    attempts = sum(b[1] for b in recent)
+    return sustained_failure(sum(b[1] for b in recent), sum(b[2] for b in recent), policy)
+
+
+def sustained_failure(attempts: int, failures: int, policy: CircuitPolicy) -> bool:
+    """Enough attempts in the window and most of them failed (counts from any number of workers)."""
     if attempts < policy.min_attempts:
         return False
-    return sum(b[2] for b in recent) / attempts >= policy.failure_ratio
+    return failures / attempts >= policy.failure_ratio
 
 
 def probe_due(

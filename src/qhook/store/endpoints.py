@@ -6,12 +6,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from qhook.store.db import Tx
-from qhook.store.tables import endpoint_log, endpoints
+from qhook.store.tables import attempts, deliveries, endpoint_log, endpoints
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,3 +210,53 @@ def probe_candidates(tx: Tx, now: datetime, cool_off: timedelta, probe_timeout: 
 def open_circuit_count(tx: Tx) -> int:
     rows = tx.execute(select(endpoints.c.origin).where(endpoints.c.circuit_state != "closed"))
     return len(rows.all())
+
+
+def set_limits(
+    tx: Tx, origin: str, *, rate_limit: str | None, max_in_flight: int | None, now: datetime
+) -> None:
+    """Per-host limits; they win over the signals' own ``rate_limit`` / ``max_in_flight``."""
+    ensure(tx, origin, now)
+    tx.execute(
+        update(endpoints)
+        .where(endpoints.c.origin == origin)
+        .values(rate_limit=rate_limit, max_in_flight=max_in_flight, updated_at=now)
+    )
+    log(
+        tx,
+        origin,
+        "limits",
+        f"rate_limit={rate_limit or 'none'} max_in_flight={max_in_flight or 'default'}",
+        now,
+    )
+
+
+def circuit_counts(tx: Tx, origin: str, since: datetime, failure_kinds: Iterable[str]) -> tuple[int, int]:
+    """(attempts, failures) of the endpoint since ``since`` by every worker, as the circuit counts them.
+
+    Successes and endpoint-wide failures (network errors, 5xx) count; a 4xx is about one message.
+    Only attempts after the circuit last closed count, so a closed circuit starts afresh.
+    """
+    closed_at = tx.execute(
+        select(func.max(endpoint_log.c.at)).where(
+            endpoint_log.c.origin == origin, endpoint_log.c.change == "circuit_closed"
+        )
+    ).scalar_one_or_none()
+    if isinstance(closed_at, datetime) and closed_at > since:
+        since = closed_at
+    code = attempts.c.status_code
+    kind = attempts.c.error_kind
+    succeeded = and_(kind.is_(None), code >= 200, code < 300)
+    failed = or_(
+        kind.in_(sorted(failure_kinds)),
+        and_(code >= 500, or_(kind.is_(None), kind == "http_status")),
+    )
+    row = tx.execute(
+        select(
+            func.count().filter(or_(succeeded, failed)),
+            func.count().filter(failed),
+        )
+        .select_from(attempts.join(deliveries, deliveries.c.id == attempts.c.delivery_id))
+        .where(deliveries.c.endpoint == origin, attempts.c.started_at >= since)
+    ).one()
+    return int(row[0] or 0), int(row[1] or 0)
