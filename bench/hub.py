@@ -1,0 +1,174 @@
+"""Scenario 5: the Integration Hub's delivery log over N rows (1,000,000 by default): each filter and
+the body search, first page and a page from the middle of the table; p95 latency of the service
+call (``services.hub.list_deliveries``, 50 per page) and the query plan of each."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event, text
+
+from bench import env
+from bench.harness import write
+from bench.latency import percentile
+from bench.report import Row, say
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.domain import ids
+from qhook.services import hub as hub_service
+from qhook.store import hub as hub_store
+from qhook.store.db import Tx
+
+ORIGINS = [f"https://host{i}.example.com:443" for i in range(20)]
+REPEATS = 20
+
+
+def rows_for(total: int) -> Iterator[dict[str, Any]]:
+    """Rows like a busy installation's log, with rare needles among common values."""
+    start = utcnow() - timedelta(days=60)
+    step = timedelta(days=60) / total
+    for i in range(total):
+        created = start + step * i
+        rare = i % 2500
+        origin = ORIGINS[5 if rare == 1 else i % 2]
+        result = {
+            "@id": i % 10_000,
+            "date": created.strftime("%Y-%m-%d %H:%M:%S"),
+            "batchnumber_": f"B-{i:07d}",
+            "status_": "released",
+            "ph_": 6.8,
+            "operator_": "Anna de Vries",
+            "note_": "Within specification; released for shipment.",
+        }
+        body = {
+            "action": "new",
+            "subject": f"Batch B-{i:07d} released",
+            "message": "Released by lab.operator",
+            "results": result,
+            "set": {"id": 1 + i % 2, "name": "Batch release"},
+            "workflow": {"id": i % 50, "name": "Released batches to ERP"},
+            "event_id": f"evt_{i:026d}",
+            "occurred_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        yield {
+            "webhook_id": f"msg_{i:026d}",
+            "event_id": i,
+            "workflow_id": i % 50,
+            "signal_id": i % 100,
+            "set_id": 3 if rare == 0 else 1 + i % 2,
+            "result_id": i % 10_000,
+            "action": "date" if rare == 2 else ("new", "modified", "deleted")[i % 3],
+            "url": origin + "/hook",
+            "endpoint": origin,
+            "body": json.dumps(body),
+            "status": "failed" if i % 37 == 0 else ("pending" if i >= total - 20 else "succeeded"),
+            "attempt_count": 1,
+            "next_attempt_at": None,
+            "ordered": False,
+            "order_key": None,
+            "is_test": False,
+            "created_at": created,
+            "updated_at": created,
+            "next_trigger": "scheduled",
+        }
+
+
+def filters(total: int) -> dict[str, hub_service.Filters]:
+    start = utcnow() - timedelta(days=60)
+    window = (start + timedelta(days=30), start + timedelta(days=31))
+    return {
+        "none": hub_service.Filters(),
+        "status=failed": hub_service.Filters(status="failed"),
+        "workflow_id": hub_service.Filters(workflow_id=7),
+        "signal_id": hub_service.Filters(signal_id=42),
+        "set_id (rare)": hub_service.Filters(set_id=3),
+        "result_id": hub_service.Filters(result_id=123),
+        "endpoint (rare)": hub_service.Filters(endpoint=ORIGINS[5]),
+        "action=date (rare)": hub_service.Filters(action="date"),
+        "since/until 1 day": hub_service.Filters(since=window[0], until=window[1]),
+        "q one batch": hub_service.Filters(q=f"B-{total // 2 + 7:07d}"),
+        "q common": hub_service.Filters(q="Anna de Vries"),
+    }
+
+
+def explain(ctx: AppContext, wanted: hub_service.Filters) -> str:
+    """The plan of exactly the statement the Hub sends for the first page."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        seen.append((statement, parameters))
+
+    with ctx.db.reading() as tx:
+        event.listen(tx, "before_cursor_execute", capture)
+        try:
+            hub_store.list_deliveries(tx, hub_service.to_store(wanted), limit=51)
+        finally:
+            event.remove(tx, "before_cursor_execute", capture)
+        statement, parameters = seen[0]
+        prefix = "EXPLAIN " if tx.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
+        rows = tx.exec_driver_sql(prefix + statement, parameters).all()
+    return "\n".join(str(r[0] if tx.dialect.name == "postgresql" else r[-1]) for r in rows)
+
+
+def timed(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1000
+
+
+def run(kinds: list[str], runs: int, quick: bool, rows: int | None = None) -> list[Row]:
+    total = rows or (50_000 if quick else 1_000_000)
+    out: dict[str, Any] = {"rows": total, "page": 50, "repeats_per_run": REPEATS * 2, "by_db": {}}
+    found: list[Row] = []
+    for kind in kinds:
+        found += _on(kind, runs, total, out)
+    out["rows_table"] = [r.as_dict() for r in found]
+    write("hub", out)
+    return found
+
+
+def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
+    with env.database(kind) as db:
+        ctx = env.context(db)
+        started = time.perf_counter()
+        env.bulk_insert(ctx, rows_for(total), chunk=20_000)
+        with ctx.db.transaction() as tx:
+            tx.execute(text("ANALYZE"))
+        fill_s = time.perf_counter() - started
+        say(f"hub {kind}: {total:,} rows inserted and analysed in {fill_s:.0f} s")
+        middle = ids.encode_cursor(total // 2)
+        p95: dict[str, list[float]] = {name: [] for name in filters(total)}
+        medians: dict[str, list[float]] = {name: [] for name in filters(total)}
+        plans = {name: explain(ctx, wanted) for name, wanted in filters(total).items()}
+        loads: list[str] = []
+        for _ in range(runs):
+            loads.append(env.load())
+            for name, wanted in filters(total).items():
+                times: list[float] = []
+                for _ in range(REPEATS):
+                    times.append(timed(lambda w=wanted: hub_service.list_deliveries(ctx, w, limit=50)))
+                    times.append(
+                        timed(lambda w=wanted: hub_service.list_deliveries(ctx, w, limit=50, cursor=middle))
+                    )
+                p95[name].append(percentile(times, 95))
+                medians[name].append(statistics.median(times))
+        ctx.db.dispose()
+    load = f"{min(loads)}-{max(loads)}"
+    found: list[Row] = []
+    for name in p95:
+        row = Row("hub", kind, f"list {name} p95", "ms", p95[name], target="<= 50", load=load)
+        row.met = row.median <= 50
+        found.append(row)
+        say(f"plan {kind} {name}:\n    " + plans[name].replace("\n", "\n    "))
+    out["by_db"][kind] = {
+        "fill_seconds": round(fill_s, 1),
+        "p95_ms": p95,
+        "median_ms": medians,
+        "plans": plans,
+    }
+    return found
