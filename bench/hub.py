@@ -22,7 +22,6 @@ from qhook.context import AppContext
 from qhook.domain import ids
 from qhook.services import hub as hub_service
 from qhook.store import hub as hub_store
-from qhook.store.db import Tx
 
 ORIGINS = [f"https://host{i}.example.com:443" for i in range(20)]
 REPEATS = 20

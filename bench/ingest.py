@@ -13,9 +13,8 @@ from bench import env
 from bench.harness import write
 from bench.report import Row, say
 from qhook.domain.access import Principal
-from qhook.services import compat
+from qhook.services import compat, workflows
 from qhook.services import sets as sets_service
-from qhook.services import workflows
 from qhook.store.tables import deliveries, events, results
 
 CALL = 1_000
