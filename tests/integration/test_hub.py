@@ -37,6 +37,7 @@ ITEM_FIELDS = {
     "hint",
     "created_at",
     "delivered_at",
+    "is_test",
 }
 ERP = "https://erp.example.com:443"
 LIMS = "https://lims.example.org:8443"
