@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Annotated
 
@@ -16,6 +17,8 @@ from qhook.services import users
 
 SESSION_COOKIE = "qhook_session"
 TOKEN_PARAMS = ("access_token", "accessToken", "authToken", "authtoken")
+CSRF_HEADER = "X-Qhook-CSRF"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -52,8 +55,19 @@ async def current_principal(request: Request, ctx: Ctx) -> Principal:
         if cookie:
             principal = await run_in_threadpool(users.session_principal, ctx.db, cookie)
             if principal is not None:
+                check_csrf(request, cookie)
                 return principal
     return await authenticate_token(request, ctx, token)
+
+
+def check_csrf(request: Request, session_token: str) -> None:
+    """Browsers attach the session cookie to requests other sites make; a change must also carry
+    the session's CSRF token in a header, which only qhook's own pages can read and send."""
+    if request.method in SAFE_METHODS:
+        return
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not hmac.compare_digest(sent.encode(), users.csrf_token(session_token).encode()):
+        raise Forbidden(f"Missing or wrong {CSRF_HEADER} header: reload the page and try again")
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]

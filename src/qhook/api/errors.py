@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,6 +23,17 @@ def _field_path(location: tuple[Any, ...] | list[Any]) -> str:
 def is_compat_path(path: str) -> bool:
     """The AlisQI-compatible operations answer errors as a bare ``{"error": ...}``."""
     return path.startswith("/api/") and not path.startswith("/api/v1")
+
+
+def is_ui_path(path: str) -> bool:
+    """The server-rendered UI answers errors with a page (or a redirect to the login page)."""
+    return path in ("/", "/ui") or path.startswith("/ui/")
+
+
+def ui_error(request: Request, status: int, message: str) -> Response:
+    from qhook.web import pages  # the UI imports the API's dependencies; import it late
+
+    return pages.error_page(request, status, message)
 
 
 def rate_headers(request: Request) -> dict[str, str]:
@@ -52,19 +63,23 @@ def error_response(request: Request, exc: QhookError) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(QhookError)
-    async def _qhook_error(request: Request, exc: QhookError) -> JSONResponse:
+    async def _qhook_error(request: Request, exc: QhookError) -> Response:
         if exc.status >= 500:
             logger.error(
                 "request failed", extra={"action": "request_error", "path": request.url.path}, exc_info=exc
             )
+        if is_ui_path(request.url.path):
+            return ui_error(request, exc.status, exc.message)
         return error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         details = [
             {"field": _field_path(e.get("loc", ())), "error": e.get("msg", "invalid")} for e in exc.errors()
         ]
         summary = "; ".join(f"{d['field']}: {d['error']}" for d in details[:5])
+        if is_ui_path(request.url.path):
+            return ui_error(request, 422, f"Invalid input: {summary}")
         return JSONResponse(
             {"error": f"Invalid input: {summary}", "details": details},
             status_code=422,
@@ -72,10 +87,12 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         if exc.status_code == 404 and message == "Not Found":
             message = f"Not found: {request.url.path}"
+        if is_ui_path(request.url.path):
+            return ui_error(request, exc.status_code, message)
         return JSONResponse(
             {"error": message},
             status_code=exc.status_code,

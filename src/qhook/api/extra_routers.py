@@ -7,7 +7,9 @@ from fastapi import APIRouter
 from qhook.api import compat as compat_routes
 from qhook.api import inspect
 from qhook.api import metrics as metrics_routes
+from qhook.web import routes as web_routes
 
 ALL: list[APIRouter] = [inspect.router]
 ALL.append(metrics_routes.router)
 ALL.append(compat_routes.router)
+ALL.append(web_routes.router)

@@ -183,6 +183,18 @@ def session_principal(db: Database, token: str) -> Principal | None:
     return principal_of(user) if user else None
 
 
+def close_session(db: Database, token: str) -> None:
+    """Log out: the session stops working at once, not when its cookie would expire."""
+    with db.transaction() as tx:
+        store.delete_session(tx, sha256_hex(token))
+
+
+def csrf_token(session_token: str) -> str:
+    """The anti-CSRF token of a UI session: derived from the (HttpOnly) session token, so a page of
+    another site can neither read nor compute it, and nothing more needs storing."""
+    return sha256_hex("csrf:" + session_token)
+
+
 def require_password(password: str | None) -> str:
     if not password:
         raise ValidationFailed("password: required")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from qhook.store.db import Tx
 from qhook.store.tables import api_keys, ui_sessions, users
@@ -178,3 +178,7 @@ def session_user(tx: Tx, token_hash: str, now: datetime) -> UserRecord | None:
         )
     ).one_or_none()
     return _user(row) if row else None
+
+
+def delete_session(tx: Tx, token_hash: str) -> None:
+    tx.execute(delete(ui_sessions).where(ui_sessions.c.token_hash == token_hash))
