@@ -1,0 +1,164 @@
+"""The UI in a real browser: Debian's headless Chromium driven by Playwright against a real uvicorn
+server on a free port (SQLite). Log in, find a failed delivery and its hint, redeliver it, and
+watch a signed request arrive in the inspector."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from standardwebhooks import Webhook
+
+from qhook.api.app import create_app
+from qhook.context import AppContext, open_context
+from qhook.services import inspector, users
+from qhook.services.workflows import new_signing_secret
+from qhook.settings import Settings
+from qhook.store import hub as hub_store
+from tests.conftest import TEST_SECRET_KEY
+from tests.support.hub_data import add_attempt, add_delivery
+from tests.support.pg import free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HINT = "No such path on erp.example.com: check the URL."
+PASSWORD = "password-erin-123"
+
+
+@dataclass
+class Server:
+    base: str
+    ctx: AppContext
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """qhook's app under uvicorn in a thread; no delivery worker, so a queued delivery stays queued."""
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        database_url=f"sqlite:///{tmp_path / 'qhook.db'}",
+        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
+        allow_http=True,
+        allowed_target_networks="127.0.0.0/8,::1/128",
+    )
+    ctx = open_context(settings)  # migrates the SQLite file
+    port = free_port()
+    config = uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    runner = uvicorn.Server(config)
+    thread = threading.Thread(target=runner.run, name="uvicorn-ui-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not runner.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", ctx)
+    finally:
+        runner.should_exit = True
+        thread.join(timeout=10)
+        ctx.db.dispose()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def log_in(page: Page, base: str) -> None:
+    page.goto(f"{base}/ui/hub")
+    expect(page).to_have_url(f"{base}/ui/login?next=%2Fui%2Fhub")
+    page.get_by_label("User").fill("erin")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{base}/ui/hub")
+
+
+def test_hub_redeliver_and_live_inspector(server: Server, browser: Browser) -> None:
+    ctx = server.ctx
+    users.create_user(ctx.db, "erin", "editor", password=PASSWORD)
+    failed = add_delivery(
+        ctx.db,
+        status="failed",
+        hint=HINT,
+        last_status_code=404,
+        body=json.dumps({"batchnumber_": "B-1234", "status_": "released"}),
+    )
+    add_attempt(ctx.db, failed, status_code=404, hint=HINT, response_body="Not Found", duration_ms=87)
+    add_delivery(ctx.db, status="succeeded")
+    errors: list[str] = []
+
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    log_in(page, server.base)
+
+    row = page.locator("table.deliveries tbody tr").filter(has=page.locator(f'a[href="/ui/hub/{failed}"]'))
+    expect(row.locator(".badge")).to_have_text("failed")
+    expect(page.locator(".hint").first).to_have_text(HINT)
+    shot = os.environ.get("QHOOK_UI_SCREENSHOT")
+    if shot:
+        page.screenshot(path=shot, full_page=True)
+
+    page.get_by_label("Text in body").fill("B-1234")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("table.deliveries tbody td:first-child a")).to_have_count(1)
+
+    page.click(f'a[href="/ui/hub/{failed}"]')
+    expect(page.locator("h1")).to_contain_text(f"Delivery {failed}")
+    expect(page.locator("pre.body").first).to_contain_text('"batchnumber_": "B-1234"')
+    page.get_by_role("button", name="Redeliver").click()
+    expect(page.locator("#delivery-status .badge")).to_have_text("pending")
+    expect(page.locator("#flash")).to_contain_text("Redelivery queued")
+    with ctx.db.reading() as tx:
+        found = hub_store.get_delivery(tx, failed)
+    assert found is not None and found[0].status == "pending" and found[0].next_trigger == "manual"
+    page.reload()
+    expect(page.locator("#delivery-status .badge")).to_have_text("pending")
+
+    secret = new_signing_secret()
+    made = inspector.create_bin(ctx, secret=secret, actor="test")
+    page.goto(f"{server.base}/ui/inspector/{made.id}")
+    expect(page.locator("#no-captures")).to_be_visible()
+    body = json.dumps({"type": "result.modified", "data": {"batchnumber_": "B-1234"}})
+    now = datetime.now(UTC)
+    signature = Webhook(secret).sign("msg_browser_1", now, body)
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": "msg_browser_1",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
+    sent = httpx.post(f"{server.base}/inspect/{made.id}/erp", content=body, headers=headers)
+    assert sent.status_code == 200
+    capture = page.locator("#captures .capture").first
+    expect(capture).to_contain_text("/erp", timeout=6000)  # appears without a reload
+    expect(capture.locator(".signature")).to_have_text("signature valid")
+    expect(capture.locator("pre.body")).to_contain_text('"batchnumber_": "B-1234"')
+    expect(page.locator("#no-captures")).to_be_hidden()
+    assert errors == []
