@@ -355,3 +355,30 @@ def purge(
     verb = "would delete" if dry_run else "deleted"
     parts = ", ".join(f"{n} {status}" for status, n in report.deliveries.items())
     console.print(f"{verb} {report.total} deliveries ({parts}) and {report.attempts} attempts")
+
+
+@app.command()
+@friendly
+def demo(
+    url: Annotated[
+        str | None,
+        typer.Option(help="The running server (default QHOOK_PUBLIC_URL, else http://127.0.0.1:8000)"),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(help="An admin API key; default: a key of the 'demo' admin, made and revoked"),
+    ] = None,
+) -> None:
+    """Show the whole loop: a set, a workflow to an inspector bin, a released batch, the signed webhook."""
+    from qhook import demo as demo_mod
+
+    settings = Settings()
+    revoke = None
+    if key is None:
+        key, revoke = demo_mod.demo_key(settings)
+    try:
+        outcome = demo_mod.run_demo(demo_mod.Api(url or demo_mod.default_url(settings), key))
+    finally:
+        if revoke is not None:
+            revoke()
+    demo_mod.show(outcome, console)
