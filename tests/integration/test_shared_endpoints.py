@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,10 @@ def circuit_state(ctx: AppContext, origin: str) -> str:
     with ctx.db.reading() as tx:
         state = endpoint_store.get(tx, origin)
     return state.circuit_state if state else "closed"
+
+
+def all_final(ctx: AppContext, ids: list[int]) -> bool:
+    return all(delivery(ctx, i).status in ("failed", "succeeded") for i in ids)
 
 
 def most_in_any_window(received: list[Received], period_s: float) -> int:
@@ -95,8 +100,7 @@ async def test_a_mostly_healthy_endpoint_stays_closed_across_workers(pg_ctx: App
         for owner in ("worker-a", "worker-b"):
             ids = enqueue(pg_ctx, signal_id, rx.url, ["{}"] * 9)
             async with running_worker(pg_ctx, owner=owner):
-                await until(lambda: all(delivery(pg_ctx, i).status in ("failed", "succeeded") for i in ids))
-                await until(lambda: len(rx.received) % 9 == 0)
+                await until(functools.partial(all_final, pg_ctx, ids))
     assert len(rx.received) == 18
     assert circuit_state(pg_ctx, origin) == "closed"
 

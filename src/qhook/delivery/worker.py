@@ -33,14 +33,14 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.crypto import SecretBox
 from qhook.delivery import attempt as attempt_mod
-from qhook.delivery import mailer
+from qhook.delivery import mailer, prepare
 from qhook.delivery.endpoints import Gate, Gates
 from qhook.delivery.recorder import Op, Recorder
 from qhook.domain import circuit, endpoint_limits
 from qhook.domain.rates import Rate
 from qhook.errors import QhookError
 from qhook.store import endpoints as endpoint_store
-from qhook.store import error_reports, queue, rates
+from qhook.store import error_reports, queue, rate_slots
 from qhook.store.db import Tx
 
 logger = logging.getLogger(__name__)
@@ -293,9 +293,12 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_one(self, gate: Gate[Item], item: Item) -> None:
+        rate_slot: tuple[str, int] | None = None
         try:
-            if gate.rate is not None and not item.probe and await self._rate_limited(gate, gate.rate, item):
-                return
+            if gate.rate is not None and not item.probe:
+                rate_slot = await self._rate_slot(gate, gate.rate, item)
+                if rate_slot is None:
+                    return
             async with self._slots:
                 await self._attempt(gate, item)
         except asyncio.CancelledError:
@@ -308,25 +311,32 @@ class Worker:
             # The lease runs out and the delivery is tried again: nothing is lost.
             self.recorder.op(_noop, done_ids=[item.delivery.id])
         finally:
+            if rate_slot is not None:
+                slot, period_ms = rate_slot
+                free_ms = int(utcnow().timestamp() * 1000) + period_ms
+                self.recorder.op(functools.partial(_free_rate_slot, slot=slot, at_ms=free_ms))
             gate.in_flight -= 1
             if gate.waiting + gate.in_flight == self.per_endpoint // 2:
                 self._room.set()
             self._pump(gate)
 
-    async def _rate_limited(self, gate: Gate[Item], rate: Rate, item: Item) -> bool:
-        """Count one send against the shared window; when over, wait for the window to reopen."""
-        now_ms = int(utcnow().timestamp() * 1000)
-        wait_s = await self._db(self._rate_hit, gate.origin, rate, now_ms)
-        if wait_s is None:
-            return False
-        gate.paused_until = asyncio.get_running_loop().time() + wait_s
-        gate.push(item, is_retry=item.is_retry, front=True)
-        return True
+    async def _rate_slot(self, gate: Gate[Item], rate: Rate, item: Item) -> tuple[str, int] | None:
+        """Take one of the endpoint's shared send slots: (slot, period ms); or wait at the gate."""
+        slots, period_ms = endpoint_limits.rate_slots(rate)
+        timeout_s = prepare.timeout_of(item.signal.config) if item.signal else prepare.MAX_TIMEOUT_S
+        hold_ms = int((timeout_s + 5) * 1000) + period_ms  # a send ends by then, even a lost one
+        key = endpoint_limits.rate_key(gate.origin, rate)
+        slot, wait_ms = await self._db(self._take_slot, key, slots, period_ms, hold_ms)
+        if slot is not None:
+            return slot, period_ms
+        gate.paused_until = asyncio.get_running_loop().time() + wait_ms / 1000
+        gate.push(item, is_retry=item.is_retry, front=True)  # no attempt burnt while waiting
+        return None
 
-    def _rate_hit(self, origin: str, rate: Rate, now_ms: int) -> float | None:
+    def _take_slot(self, key: str, slots: int, period_ms: int, hold_ms: int) -> tuple[str | None, int]:
+        now_ms = int(utcnow().timestamp() * 1000)
         with self.ctx.db.transaction() as tx:
-            count, start = rates.hit(tx, f"endpoint:{origin}", period_ms=rate.period_s * 1000, now_ms=now_ms)
-        return endpoint_limits.rate_wait_s(rate, count, start, now_ms)
+            return rate_slots.take(tx, key, slots=slots, period_ms=period_ms, now_ms=now_ms, hold_ms=hold_ms)
 
     async def _attempt(self, gate: Gate[Item], item: Item) -> None:
         result = await attempt_mod.perform(self._send_ctx, self.sender, item.delivery, item.signal)
@@ -554,6 +564,10 @@ def _check_circuit(
     detail = f"{failed} of {tried} attempts failed in the last {minutes:g} minutes (all workers)"
     logger.warning("circuit opened", extra={"action": "circuit_open", "origin": origin})
     _open_circuit(tx, now, origin=origin, detail=detail, email=email)
+
+
+def _free_rate_slot(tx: Tx, now: datetime, *, slot: str, at_ms: int) -> None:
+    rate_slots.free_from(tx, slot, at_ms)
 
 
 def _close(tx: Tx, now: datetime, *, origin: str) -> None:

@@ -23,8 +23,18 @@ def rate_of(config: Mapping[str, Any], endpoint_override: str | None = None) -> 
     return parse_rate(str(text)) if text else None
 
 
-def rate_wait_s(rate: Rate, hits_in_window: int, window_start_ms: int, now_ms: int) -> float | None:
-    """None when this hit is within the limit, else the seconds until the window reopens."""
-    if hits_in_window <= rate.limit:
-        return None
-    return max((window_start_ms + rate.period_s * 1000 - now_ms) / 1000, 0.01)
+MAX_RATE_SLOTS = 1000
+
+
+def rate_slots(rate: Rate) -> tuple[int, int]:
+    """(slots, period in ms) of the shared slot ring for ``rate``.
+
+    A limit above MAX_RATE_SLOTS is kept as the same rate over a shorter period (10000/hour as
+    1000 per 6 minutes), so the ring stays small.
+    """
+    slots = min(rate.limit, MAX_RATE_SLOTS)
+    return slots, rate.period_s * 1000 * slots // rate.limit
+
+
+def rate_key(origin: str, rate: Rate) -> str:
+    return f"endpoint:{origin}:{rate}"
