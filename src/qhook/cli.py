@@ -70,6 +70,12 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option(help="Deliveries in flight (QHOOK_WORKER_CONCURRENCY).")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (QHOOK_WORKER_METRICS_PORT).")
+    ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="Address for the metrics server (QHOOK_WORKER_METRICS_HOST).")
+    ] = None,
 ) -> None:
     """Run a delivery worker alone (several may share a PostgreSQL database)."""
     import logging
@@ -78,7 +84,7 @@ def worker(
 
     ctx = open_ctx()
     logging.basicConfig(level=ctx.settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    serve_worker(ctx, concurrency=concurrency)
+    serve_worker(ctx, concurrency=concurrency, metrics_port=metrics_port, metrics_host=metrics_host)
 
 
 @app.command()
@@ -382,3 +388,15 @@ def demo(
         if revoke is not None:
             revoke()
     demo_mod.show(outcome, console)
+
+
+schema_app = typer.Typer(no_args_is_help=True, help="Print the JSON Schemas qhook publishes.")
+app.add_typer(schema_app, name="schema")
+
+
+@schema_app.command("payload")
+def schema_payload() -> None:
+    """The JSON Schema (2020-12) of the webhook envelope body; see docs/payload.md."""
+    from qhook.schemas import payload_schema_text
+
+    sys.stdout.write(payload_schema_text())

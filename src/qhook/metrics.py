@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import logging
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client.metrics_core import Metric
 
 from qhook.context import AppContext
 from qhook.store import endpoints as endpoint_store
 from qhook.store import queue
 
+logger = logging.getLogger(__name__)
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 DELIVERIES = Counter(
@@ -37,12 +42,45 @@ OPEN_CIRCUITS = Gauge(
 STATUSES = ("pending", "retrying", "held", "succeeded", "failed", "cancelled")
 
 
-def render(ctx: AppContext) -> bytes:
-    """The exposition text; database-backed gauges are read now (blocking: call from a thread)."""
+def refresh_gauges(ctx: AppContext) -> None:
+    """Read the database-backed gauges now (blocking)."""
     with ctx.db.reading() as tx:
         depth = queue.depth_by_status(tx)
         open_count = endpoint_store.open_circuit_count(tx)
     for status in sorted(set(STATUSES) | set(depth)):
         QUEUE_DEPTH.labels(status).set(depth.get(status, 0))
     OPEN_CIRCUITS.set(open_count)
+
+
+def render(ctx: AppContext) -> bytes:
+    """The exposition text; database-backed gauges are read now (blocking: call from a thread)."""
+    refresh_gauges(ctx)
     return generate_latest(REGISTRY)
+
+
+class _ScrapeRegistry(CollectorRegistry):
+    """The worker's metrics server: REGISTRY, with the database gauges read at each scrape."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__(auto_describe=True)
+        self._ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            refresh_gauges(self._ctx)
+        except Exception:  # the database is away: counters and histograms still answer
+            logger.warning("metrics gauges not refreshed", extra={"action": "metrics_gauges_failed"})
+        yield from REGISTRY.collect()
+
+
+def serve_http(ctx: AppContext, port: int, host: str = "127.0.0.1") -> Callable[[], None]:
+    """Serve ``/metrics`` from a thread (``qhook worker --metrics-port``); returns a stop function."""
+    server, thread = start_http_server(port, addr=host, registry=_ScrapeRegistry(ctx))
+    logger.info("metrics on http://%s:%s/metrics", host, port, extra={"action": "metrics_start"})
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     retention_interval_s: int = Field(300, description="How often the scheduler purges old deliveries.")
     worker_concurrency: int = Field(100, description="Deliveries in flight per worker process.")
     worker_batch_size: int = 200
+    worker_metrics_port: int | None = Field(
+        None,
+        description="`qhook worker` serves its Prometheus metrics on this port (unset: no metrics server).",
+    )
+    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics server binds.")
     lease_seconds: int = 120
     circuit_cool_off_s: float = Field(
         60.0, description="After an endpoint's circuit opens, wait this long before one probe goes."

@@ -655,11 +655,26 @@ async def run_until_stopped(ctx: AppContext, stop: asyncio.Event, *, concurrency
         await sender.close()
 
 
-def serve_worker(ctx: AppContext, *, concurrency: int | None = None) -> None:
-    """``qhook worker``: run until SIGINT/SIGTERM."""
+def serve_worker(
+    ctx: AppContext,
+    *,
+    concurrency: int | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+) -> None:
+    """``qhook worker``: run until SIGINT/SIGTERM; Prometheus metrics on ``metrics_port`` if given."""
     lock = SingleWorkerLock(ctx) if ctx.db.is_sqlite else None
     if lock is not None:
         lock.acquire()
+    port = metrics_port if metrics_port is not None else ctx.settings.worker_metrics_port
+    stop_metrics = None
+    if port is not None:
+        try:
+            stop_metrics = metrics.serve_http(ctx, port, metrics_host or ctx.settings.worker_metrics_host)
+        except OSError as exc:
+            if lock is not None:
+                lock.release()
+            raise QhookError(f"Cannot serve metrics on port {port}: {exc.strerror or exc}") from exc
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -671,6 +686,8 @@ def serve_worker(ctx: AppContext, *, concurrency: int | None = None) -> None:
     try:
         asyncio.run(main())
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         if lock is not None:
             lock.release()
 
