@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 import uvicorn
 from aiohttp import web
@@ -16,6 +17,7 @@ from standardwebhooks import Webhook
 
 from qhook.api.app import create_app
 from qhook.context import AppContext
+from qhook.schemas import payload_schema
 from tests.conftest import auth
 from tests.support.delivery import receiver
 from tests.support.workflows import BATCH_FIELDS
@@ -115,6 +117,7 @@ async def test_sample_to_the_inspector_is_signed_and_logged_as_a_test(http: http
     assert body["results"]["status_"] == "draft"  # a list field: its first option's label
     assert isinstance(body["results"]["ph_"], float)
     assert body["subject"] == "Batch B-2025-0042"
+    jsonschema.Draft202012Validator(payload_schema()).validate(body)
 
     detail = await _ok(await http.get(f"/api/v1/deliveries/{answer['delivery_id']}"))
     assert detail["is_test"] is True
