@@ -18,36 +18,65 @@ from urllib.parse import unquote, urlsplit
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.store import error_reports
+from qhook.store.db import Tx
 
 logger = logging.getLogger(__name__)
 CHECK_EVERY_S = 5.0
 
 
 def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
-    """Mail every (endpoint, address) group whose interval has passed; returns messages sent."""
+    """Mail every (endpoint, address) group whose interval has passed; returns messages sent.
+
+    On PostgreSQL the whole round is one transaction holding the mailer lock and the claimed rows,
+    so several workers never mail the same digest; a worker that finds the lock taken skips the
+    round. On SQLite (one worker) the rows are read, mailed, then marked, without a long transaction.
+    """
     settings = ctx.settings
     if not settings.smtp_url:
         return 0
     now = now or utcnow()
-    interval = timedelta(seconds=settings.error_mail_interval_s)
-    with ctx.db.reading() as tx:
-        reports = error_reports.unsent(tx)
-        groups: dict[tuple[str, str], list[error_reports.ErrorReport]] = defaultdict(list)
-        for report in reports:
-            groups[(report.endpoint, report.email)].append(report)
-        due = {}
-        for key, items in groups.items():
-            last = error_reports.last_sent_at(tx, *key)
-            if last is None or now - last >= interval:
-                due[key] = items
+    if ctx.db.is_sqlite:
+        with ctx.db.reading() as tx:
+            due = _due(tx, now, settings.error_mail_interval_s)
+        sent = 0
+        for (endpoint, email), items in due.items():
+            _send(settings.smtp_url, _digest(settings.smtp_from, email, endpoint, items))
+            with ctx.db.transaction() as tx:
+                error_reports.mark_sent(tx, [r.id for r in items], now)
+            sent += 1
+        return sent
+    failure: Exception | None = None
     sent = 0
-    for (endpoint, email), items in due.items():
-        message = _digest(settings.smtp_from, email, endpoint, items)
-        _send(settings.smtp_url, message)
-        with ctx.db.transaction() as tx:
+    with ctx.db.transaction() as tx:
+        if not error_reports.claim_mailer(tx):
+            return 0
+        for (endpoint, email), items in _due(tx, now, settings.error_mail_interval_s, lock=True).items():
+            try:
+                _send(settings.smtp_url, _digest(settings.smtp_from, email, endpoint, items))
+            except (OSError, smtplib.SMTPException) as exc:
+                failure = exc  # keep what was mailed so far marked; the rest goes next round
+                break
             error_reports.mark_sent(tx, [r.id for r in items], now)
-        sent += 1
+            sent += 1
+    if failure is not None:
+        raise failure
     return sent
+
+
+def _due(
+    tx: Tx, now: datetime, interval_s: float, *, lock: bool = False
+) -> dict[tuple[str, str], list[error_reports.ErrorReport]]:
+    """Unsent reports grouped by (endpoint, address), for the groups whose interval has passed."""
+    interval = timedelta(seconds=interval_s)
+    groups: dict[tuple[str, str], list[error_reports.ErrorReport]] = defaultdict(list)
+    for report in error_reports.unsent(tx, lock=lock):
+        groups[(report.endpoint, report.email)].append(report)
+    due = {}
+    for key, items in groups.items():
+        last = error_reports.last_sent_at(tx, *key)
+        if last is None or now - last >= interval:
+            due[key] = items
+    return due
 
 
 def _digest(sender: str, to: str, endpoint: str, items: list[error_reports.ErrorReport]) -> EmailMessage:

@@ -34,13 +34,32 @@ def add(
     )
 
 
-def unsent(tx: Tx, limit: int = 1000) -> list[ErrorReport]:
-    rows = tx.execute(
+# Any fixed 64-bit number, the same in every qhook process: the PostgreSQL advisory lock of the mailer.
+MAILER_LOCK = 0x71686F6F6B6D6169
+
+
+def claim_mailer(tx: Tx) -> bool:
+    """Whether this transaction may mail digests now; on PostgreSQL one worker at a time.
+
+    The lock is held until the transaction ends, so a second worker never reads a digest's rows
+    while the first is mailing it and has not marked them sent yet. SQLite serves one worker.
+    """
+    if tx.dialect.name != "postgresql":
+        return True
+    return bool(tx.execute(select(func.pg_try_advisory_xact_lock(MAILER_LOCK))).scalar_one())
+
+
+def unsent(tx: Tx, limit: int = 1000, *, lock: bool = False) -> list[ErrorReport]:
+    """Unsent reports, oldest first; ``lock`` claims them (rows another transaction holds are skipped)."""
+    query = (
         select(error_reports)
         .where(error_reports.c.sent_at.is_(None))
         .order_by(error_reports.c.id)
         .limit(limit)
     )
+    if lock and tx.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = tx.execute(query)
     return [
         ErrorReport(r.id, r.endpoint, r.email, r.kind, r.delivery_id, r.text, r.created_at, r.sent_at)
         for r in rows
