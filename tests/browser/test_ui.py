@@ -1,6 +1,6 @@
 """The UI in a real browser: Debian's headless Chromium driven by Playwright against a real uvicorn
 server on a free port (SQLite). Log in, find a failed delivery and its hint, redeliver it, and
-watch a signed request arrive in the inspector."""
+send a test from a workflow and watch it arrive, signature valid, in the live inspector."""
 
 from __future__ import annotations
 
@@ -10,19 +10,16 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from standardwebhooks import Webhook
 
 from qhook.api.app import create_app
 from qhook.context import AppContext, open_context
-from qhook.services import inspector, users
-from qhook.services.workflows import new_signing_secret
+from qhook.services import inspector, sets, users, workflows
 from qhook.settings import Settings
 from qhook.store import hub as hub_store
 from tests.conftest import TEST_SECRET_KEY
@@ -113,7 +110,8 @@ def test_hub_redeliver_and_live_inspector(server: Server, browser: Browser) -> N
     add_delivery(ctx.db, status="succeeded")
     errors: list[str] = []
 
-    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    context = browser.new_context(viewport={"width": 1366, "height": 800})
+    page = context.new_page()
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     log_in(page, server.base)
@@ -141,24 +139,42 @@ def test_hub_redeliver_and_live_inspector(server: Server, browser: Browser) -> N
     page.reload()
     expect(page.locator("#delivery-status .badge")).to_have_text("pending")
 
-    secret = new_signing_secret()
-    made = inspector.create_bin(ctx, secret=secret, actor="test")
+    # The inspector page shows what a "Send test" delivers, live and signature-checked.
+    made = inspector.create_bin(ctx, actor="test")
+    bin_url = f"{server.base}/inspect/{made.id}"
+    set_id = sets.create_set(
+        ctx.db, name="Batch release", fields=[{"name": "batchnumber_", "type": "text"}], actor="test"
+    ).id
+    workflow, _ = workflows.create_workflow(
+        ctx,
+        {
+            "name": "Released batches to ERP",
+            "set_id": set_id,
+            "triggers": {"entry": True},
+            "signals": [{"type": "webhook", "url": bin_url + "/erp"}],
+        },
+        actor="test",
+    )
     page.goto(f"{server.base}/ui/inspector/{made.id}")
     expect(page.locator("#no-captures")).to_be_visible()
-    body = json.dumps({"type": "result.modified", "data": {"batchnumber_": "B-1234"}})
-    now = datetime.now(UTC)
-    signature = Webhook(secret).sign("msg_browser_1", now, body)
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": "msg_browser_1",
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": signature,
-    }
-    sent = httpx.post(f"{server.base}/inspect/{made.id}/erp", content=body, headers=headers)
-    assert sent.status_code == 200
+    expect(page.locator("#captures .capture")).to_have_count(0)
+
+    sender = context.new_page()  # a second tab of the same session
+    sender.on("pageerror", lambda error: errors.append(str(error)))
+    sender.goto(f"{server.base}/ui/workflows/{workflow.id}")
+    sender.get_by_role("button", name="Send test").click()
+    expect(sender.locator(".send-test .outcome .badge")).to_have_text("HTTP 200", timeout=10000)
+    expect(sender.locator(".send-test .outcome a")).to_have_text("See it in the Integration Hub")
+
     capture = page.locator("#captures .capture").first
     expect(capture).to_contain_text("/erp", timeout=6000)  # appears without a reload
     expect(capture.locator(".signature")).to_have_text("signature valid")
-    expect(capture.locator("pre.body")).to_contain_text('"batchnumber_": "B-1234"')
+    expect(capture.locator("pre.body")).to_contain_text('"batchnumber_"')
     expect(page.locator("#no-captures")).to_be_hidden()
+
+    # Someone posting to the bin by hand is shown too, unsigned.
+    assert httpx.post(bin_url, json={"hello": "world"}).status_code == 200
+    expect(page.locator("#captures .capture")).to_have_count(2, timeout=6000)
+    expect(page.locator("#captures .capture").first.locator(".signature")).to_have_text("signature unsigned")
     assert errors == []
+    context.close()
