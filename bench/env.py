@@ -373,6 +373,9 @@ def spy(pid: int, name: str, seconds: float) -> subprocess.Popen[bytes] | None:
             "-o",
             str(PROFILES / f"{name}.txt"),
             "--nonblocking",
+            # Only the thread holding the GIL: where the Python CPU time goes (idle threads and
+            # waits on the database or the network do not count).
+            "--gil",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -423,3 +426,16 @@ def inclusive_summary(name: str, needles: Iterable[str]) -> dict[str, float]:
             if needle in stack:
                 hits[needle] += count
     return {k: round(v / total, 3) for k, v in hits.items()} if total else {}
+
+
+def spy_stop(spy: subprocess.Popen[bytes]) -> None:
+    """py-spy writes its file on SIGINT (as on Ctrl-C)."""
+    import signal
+
+    if spy.poll() is None:
+        spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()

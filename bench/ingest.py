@@ -76,8 +76,7 @@ def one_run(kind: str, total: int, number: int) -> tuple[float, dict[str, Any]]:
             stored += len(compat.store_results(ctx, principal, found.id, items))
         seconds = time.perf_counter() - start
         if spy is not None:
-            spy.terminate()
-            spy.wait()
+            env.spy_stop(spy)
         with ctx.db.reading() as tx:
             written = int(tx.execute(select(func.count()).select_from(deliveries)).scalar_one())
             result_rows = int(tx.execute(select(func.count()).select_from(results)).scalar_one())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from typing import Any
 
@@ -21,6 +22,24 @@ from qhook.store.tables import attempts, deliveries
 
 CONCURRENCY = 10  # qhook's default max_in_flight per endpoint; the bare client gets the same
 _runs = itertools.count()
+_profiled: dict[str, bool] = {}
+# Where a worker's time could go, for the profile summary (inclusive shares of GIL samples).
+NEEDLES = (
+    "Worker._claim",
+    "Worker._pump",
+    "attempt.py",
+    "prepare.py",
+    "build_request",
+    "signing.py",
+    "Sender.send",
+    "client_reqrep",
+    "Recorder",
+    "recorder.py",
+    "queue.py",
+    "Worker._conclude",
+    "metrics",
+    "drain",
+)
 
 
 async def drain(ctx: AppContext, total: int, timeout: float, **worker_args: Any) -> float:
@@ -51,7 +70,15 @@ def qhook_run(ctx: AppContext, base: str, hook: env.Hook, total: int) -> tuple[f
     prefix = f"msg_r{next(_runs)}_"
     env.bulk_insert(ctx, env.delivery_rows(hook, total, prefix=prefix))
     control(base, "reset")
+    name = f"throughput-{ctx.db.dialect}"
+    spy = env.spy(os.getpid(), name, 600) if not _profiled.get(name) else None
     seconds = asyncio.run(drain(ctx, total, timeout=max(60.0, total / 100)))
+    if spy is not None:
+        env.spy_stop(spy)
+        _profiled[name] = True
+        for frame, own, incl in env.spy_summary(name):
+            say(f"  profile self {own:6.1%} incl {incl:6.1%}  {frame}")
+        say(f"  profile inclusive: {env.inclusive_summary(name, NEEDLES)}")
     published = env.webhook_ids(ctx)
     cut_off = [w for w, s in published.items() if s != "succeeded"]
     book = env.ledger(published, control(base, "ledger"), cut_off)
