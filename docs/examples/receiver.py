@@ -1,0 +1,78 @@
+"""A minimal qhook webhook receiver: verify, drop duplicates, answer at once, work in the background.
+
+Run it:
+
+    pip install fastapi uvicorn standardwebhooks
+    QHOOK_WEBHOOK_SECRET=whsec_... uvicorn receiver:app --port 9000
+
+and point a webhook signal at http://<this host>:9000/webhooks/qhook. Every event it accepts is
+appended to a JSON Lines file (RECEIVER_LOG, default received.jsonl); replace ``process`` with the
+call into your own system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+webhook = Webhook(os.environ["QHOOK_WEBHOOK_SECRET"])  # the signal's whsec_... secret
+log_path = Path(os.environ.get("RECEIVER_LOG", "received.jsonl"))
+
+# Ids already taken. In production keep them in your database (a unique column), so a restart
+# or a second instance still recognises a redelivery.
+seen: set[str] = set()
+work: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+
+def process(webhook_id: str, event: dict[str, Any]) -> None:
+    """The slow part (an ERP call, a database write); here: one line per event in a file."""
+    line = {"webhook_id": webhook_id, "action": event.get("action"), "results": event.get("results")}
+    with log_path.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+async def worker() -> None:
+    while True:
+        webhook_id, event = await work.get()
+        try:
+            await asyncio.to_thread(process, webhook_id, event)
+        except Exception:  # keep going; a real receiver would log and retry from its own queue
+            seen.discard(webhook_id)
+        finally:
+            work.task_done()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    task = asyncio.create_task(worker())
+    yield
+    await work.join()  # finish what was accepted before stopping
+    task.cancel()
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.post("/webhooks/qhook")
+async def receive(request: Request) -> Response:
+    body = await request.body()  # the raw bytes: the signature covers them exactly
+    try:
+        event = webhook.verify(body, dict(request.headers))
+    except WebhookVerificationError:
+        return Response(status_code=401)  # a 4xx that qhook does not retry
+    webhook_id = request.headers["webhook-id"]
+    if webhook_id in seen:
+        return Response(status_code=200)  # a retry or redelivery of something already taken
+    seen.add(webhook_id)
+    if event.get("action") != "test":  # a send test proves the path; nothing to do with it
+        await work.put((webhook_id, event))
+    return Response(status_code=202)  # at once; the work happens after the answer
