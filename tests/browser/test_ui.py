@@ -139,6 +139,16 @@ def test_hub_redeliver_and_live_inspector(server: Server, browser: Browser) -> N
     page.reload()
     expect(page.locator("#delivery-status .badge")).to_have_text("pending")
 
+    # Replay from the Hub: the succeeded delivery goes again; a second click finds nothing new.
+    page.goto(f"{server.base}/ui/hub")
+    page.get_by_text("Replay deliveries…").click()
+    replay = page.locator("#replay-form")
+    replay.get_by_label("Status").select_option("succeeded")
+    replay.get_by_role("button", name="Replay").click()
+    expect(replay.locator(".outcome")).to_have_text("Queued 1 delivery.")
+    replay.get_by_role("button", name="Replay").click()
+    expect(replay.locator(".outcome")).to_have_text("Queued 0 deliveries.")
+
     # The inspector page shows what a "Send test" delivers, live and signature-checked.
     made = inspector.create_bin(ctx, actor="test")
     bin_url = f"{server.base}/inspect/{made.id}"

@@ -133,7 +133,7 @@
         if (value) body[name] = value;
       }
       const done = await api("POST", "/api/v1/deliveries/replay", body);
-      outcome.textContent = "Queued " + done.queued + " deliveries.";
+      outcome.textContent = done.queued === 1 ? "Queued 1 delivery." : "Queued " + done.queued + " deliveries.";
     },
     async "send-test"(form, outcome) {
       const data = new FormData(form);
