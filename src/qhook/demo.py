@@ -264,7 +264,10 @@ def show(outcome: DemoOutcome, console: Console) -> None:
     colour = "green" if verdict == "valid" else "red"
     console.print(f"\nStandard Webhooks signature: [bold {colour}]{verdict}[/]\n")
     console.print("[bold]Look around:[/]")
-    console.print(f"  UI:                {base}/ui")
+    console.print(f"  UI (sign in):      {base}/ui")
+    console.print(f"  The bin, live:     {base}/ui/inspector/{outcome.bin_id}")
+    console.print(f"  The workflow:      {base}/ui/workflows/{outcome.workflow_id}")
+    console.print(f"  Integration Hub:   {base}/ui/hub")
     console.print(f"  Captured requests: {base}/api/v1/inspector/bins/{outcome.bin_id}/requests")
     console.print(f"  Delivery log:      {base}/api/v1/deliveries?workflow_id={outcome.workflow_id}")
     console.print(f"  API docs:          {base}/api/v1/docs")
