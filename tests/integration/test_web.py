@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from qhook.api.app import create_app
+from qhook.api.deps import SESSION_COOKIE
 from qhook.context import AppContext
 from qhook.services import users
 from tests.conftest import auth
@@ -424,3 +425,26 @@ async def test_no_secret_in_any_page(
         assert response.status_code == 200, path
         for secret in secrets:
             assert secret not in response.text, (path, secret)
+
+
+async def test_password_guessing_is_stopped_per_name(browser: httpx.AsyncClient, ctx: AppContext) -> None:
+    password = person(ctx, "gina", "viewer")
+    person(ctx, "hank", "viewer")
+
+    async def attempt(name: str, secret: str) -> httpx.Response:
+        form = await browser.get("/ui/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+        assert token
+        return await browser.post(
+            "/ui/login", data={"name": name, "password": secret, "login_token": token.group(1)}
+        )
+
+    for _ in range(users.LOGIN_RATE_PER_NAME.limit):
+        assert (await attempt("gina", "wrong-guess")).status_code == 401
+    # Past the limit even the right password is refused, and the page says when to come back.
+    refused = await attempt("gina", password)
+    assert refused.status_code == 429
+    assert "Too many login attempts" in refused.text
+    assert SESSION_COOKIE not in refused.cookies
+    # Another account from the same address is not locked out by it.
+    assert (await attempt("hank", "password-hank")).status_code == 303

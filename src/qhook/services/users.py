@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -86,10 +87,38 @@ def bootstrap_admin(db: Database) -> tuple[str, str] | None:
     return "admin", password
 
 
+# Password guessing: at most this many login tries per user name, and per client address, per window.
+LOGIN_RATE_PER_NAME = Rate(10, 15 * 60)
+LOGIN_RATE_PER_SOURCE = Rate(50, 15 * 60)
+_DUMMY_HASH = _hasher.hash("no such user: the same work as a real check")
+
+
+def check_login(
+    db: Database, name: str, password: str, source: str, now: datetime | None = None
+) -> UserRecord:
+    """``check_password`` behind shared per-name and per-address limits (RateLimited past them)."""
+    now_ms = int((now or utcnow()).timestamp() * 1000)
+    with db.transaction() as tx:
+        for bucket, rate in (
+            (f"login:name:{name.lower()}", LOGIN_RATE_PER_NAME),
+            (f"login:source:{source}", LOGIN_RATE_PER_SOURCE),
+        ):
+            count, window_start_ms = rates.hit(tx, bucket, period_ms=rate.period_s * 1000, now_ms=now_ms)
+            if count > rate.limit:
+                retry_after_s = max(1, -(-(window_start_ms + rate.period_s * 1000 - now_ms) // 1000))
+                raise RateLimited(
+                    f"Too many login attempts; try again in {retry_after_s} s", retry_after_s=retry_after_s
+                )
+    return check_password(db, name, password)
+
+
 def check_password(db: Database, name: str, password: str) -> UserRecord:
     with db.reading() as tx:
         found = store.user_by_name(tx, name)
     if found is None or found[1] is None or not found[0].active:
+        # Verify against a dummy hash so an unknown name takes as long as a wrong password.
+        with contextlib.suppress(VerificationError, InvalidHashError):
+            _hasher.verify(_DUMMY_HASH, password)
         raise Unauthorized("Unknown user or wrong password")
     try:
         _hasher.verify(found[1], password)

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import SESSION_COOKIE, Ctx
 from qhook.domain import inspector as inspector_domain
-from qhook.errors import NotFound, Unauthorized, ValidationFailed
+from qhook.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
 from qhook.services import hub, inspector, users, workflows
 from qhook.services import sets as set_service
 from qhook.store import hub as hub_store
@@ -115,8 +115,11 @@ async def login(request: Request, ctx: Ctx) -> Response:
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         error = "The login form expired or your browser refuses cookies; please try again."
         return _login_page(request, next_url, error, status_code=400)
+    source = request.client.host if request.client else "unknown"
     try:
-        user = await run_in_threadpool(users.check_password, ctx.db, name, password)
+        user = await run_in_threadpool(users.check_login, ctx.db, name, password, source)
+    except RateLimited as exc:
+        return _login_page(request, next_url, exc.message + ".", status_code=429)
     except Unauthorized:
         return _login_page(request, next_url, "Unknown user or wrong password.", status_code=401)
     token = await run_in_threadpool(users.open_session, ctx.db, user)
