@@ -33,8 +33,9 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
     hooks.append(hub.start_retention_in_app)  # retention purge, in small batches
     hooks.append(inspector.start_purge_in_app)  # expired inspector bins
     app = create_app(ctx, lifespan_hooks=hooks)
-    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
-    console.print(f"[bold green]qhook[/] listening on http://{shown}:{port}  (API docs: /api/v1/docs)")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = ctx.settings.public_url.rstrip("/") or f"http://{shown}:{port}"
+    console.print(f"[bold green]qhook is running.[/] Open {base}/ui  (API docs: {base}/api/v1/docs)")
     console.print(f"database: {ctx.db.engine.url.render_as_string(hide_password=True)}")
     if credentials:
         name, password = credentials
