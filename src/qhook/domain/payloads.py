@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from qhook.domain.filters import FieldLike
@@ -55,8 +55,38 @@ def check_template(text: Any, path: str) -> str:
     return text
 
 
+@lru_cache(maxsize=512)
+def _simple(text: str) -> tuple[tuple[bool, str], ...] | None:
+    """A template that only prints plain names ("Batch {{ batchnumber_ }}") as (is_name, text)
+    parts, rendered without Jinja's per-call context set-up; None for anything else."""
+    try:
+        tree = _env.parse(text)
+    except TemplateSyntaxError:
+        return None
+    parts: list[tuple[bool, str]] = []
+    for node in tree.body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData):
+                parts.append((False, child.data))
+            elif isinstance(child, nodes.Name) and child.ctx == "load" and child.name not in _env.globals:
+                parts.append((True, child.name))
+            else:
+                return None
+    return tuple(parts)
+
+
+def _print(value: Any) -> str:
+    # As Jinja prints with this environment: missing and None as nothing, the rest by str().
+    return "" if value is None else str(value)
+
+
 def render_text(text: str, context: Mapping[str, Any]) -> str:
     """Render a template; PayloadError for anything that goes wrong inside it."""
+    simple = _simple(text)
+    if simple is not None:
+        return "".join([_print(context.get(part)) if is_name else part for is_name, part in simple])
     try:
         return _compiled(text).render(dict(context))
     except TemplateError as exc:

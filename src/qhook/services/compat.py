@@ -16,6 +16,7 @@ from qhook.domain import compat
 from qhook.domain.access import Principal
 from qhook.domain.fields import flat_result
 from qhook.errors import BadRequest, Forbidden, QhookError
+from qhook.services import fanout, results_batch
 from qhook.services import results as results_service
 from qhook.services import sets as sets_service
 from qhook.store import results as results_store
@@ -160,35 +161,120 @@ def store_results(
     if not principal.has_role("editor") or not principal.can_use_set(set_id):
         raise Forbidden(WRITE_FORBIDDEN)
     actor = principal.name
-    stored: list[StoredResult] = []
     with ctx.db.transaction() as tx:
-        found = sets_service.get_set_tx(tx, set_id)
+        found = results_service.current_set_tx(tx, set_id)
         if key_field is not None and not any(f.name == key_field for f in found.fields):
             raise compat.bad_parameter(f"keyField field '{key_field}'", "No such field in set.")
-        errors: list[dict[str, Any]] = []
-        for index, item in enumerate(items):
-            try:
-                stored.append(
-                    store_one_tx(
-                        tx,
-                        ctx,
-                        set_id,
-                        item,
-                        key_field=key_field,
-                        edit_only=edit_only,
-                        add_list_options=add_list_options,
-                        actor=actor,
-                    )
-                )
-            except QhookError as exc:
-                if exc.status >= 500:
-                    raise
-                # Keep going to report every bad result; the transaction is rolled back below.
-                errors.append({"index": index, "error": exc.message})
-        if errors:
-            raise StoreResultsFailed(errors, len(items))
+        if fanout.can_batch(tx, set_id):
+            stored = _store_batch(tx, ctx, set_id, items, key_field, edit_only, add_list_options, actor)
+        else:
+            stored = _store_one_by_one(tx, ctx, set_id, items, key_field, edit_only, add_list_options, actor)
     ctx.wake()
     return stored
+
+
+def _refuse_if_errors(outcomes: Sequence[StoredResult | QhookError], total: int) -> list[StoredResult]:
+    errors: list[dict[str, Any]] = []
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, QhookError):
+            if outcome.status >= 500:
+                raise outcome
+            errors.append({"index": index, "error": outcome.message})
+    if errors:
+        # Every bad result is reported; the transaction is rolled back by the raise.
+        raise StoreResultsFailed(errors, total)
+    return [o for o in outcomes if isinstance(o, StoredResult)]
+
+
+def _store_batch(
+    tx: Tx,
+    ctx: AppContext,
+    set_id: int,
+    items: Sequence[Mapping[str, Any]],
+    key_field: str | None,
+    edit_only: bool,
+    add_list_options: bool,
+    actor: str,
+) -> list[StoredResult]:
+    """No chained signals on this set: decide every result in memory, write them all at once."""
+    ops: list[results_batch.BatchOp | QhookError] = []
+    for item in items:
+        try:
+            ops.append(batch_op(item, key_field=key_field, edit_only=edit_only))
+        except QhookError as exc:
+            ops.append(exc)
+    outcomes = results_batch.write_many_tx(
+        tx, ctx, set_id=set_id, ops=ops, actor=actor, add_list_options=add_list_options
+    )
+    return _refuse_if_errors(
+        [
+            StoredResult(o.result_id, o.created) if isinstance(o, results_batch.Outcome) else o
+            for o in outcomes
+        ],
+        len(items),
+    )
+
+
+def _store_one_by_one(
+    tx: Tx,
+    ctx: AppContext,
+    set_id: int,
+    items: Sequence[Mapping[str, Any]],
+    key_field: str | None,
+    edit_only: bool,
+    add_list_options: bool,
+    actor: str,
+) -> list[StoredResult]:
+    """Chained signals may write other results between these: each result in turn."""
+    current = results_service.current_set_tx(tx, set_id)
+    keys = (
+        results_service.KeyIndex(tx, current, key_field, [item.get(key_field) for item in items])
+        if key_field is not None
+        else None
+    )
+    outcomes: list[StoredResult | QhookError] = []
+    for item in items:
+        try:
+            outcomes.append(
+                store_one_tx(
+                    tx,
+                    ctx,
+                    set_id,
+                    item,
+                    key_field=key_field,
+                    edit_only=edit_only,
+                    add_list_options=add_list_options,
+                    actor=actor,
+                    keys=keys,
+                )
+            )
+        except QhookError as exc:
+            if exc.status >= 500:
+                raise
+            outcomes.append(exc)  # keep going to report every bad result
+    return _refuse_if_errors(outcomes, len(items))
+
+
+def batch_op(item: Mapping[str, Any], *, key_field: str | None, edit_only: bool) -> results_batch.BatchOp:
+    """One input result as a BatchOp: by ``@id``, by ``key_field``, or new; BadRequest when it can't be."""
+    values = {k: v for k, v in item.items() if k not in ("@id", "date")}
+    date = compat.parse_result_date(item["date"]) if item.get("date") else None
+    result_id = item.get("@id")
+    if result_id is not None:
+        if (
+            isinstance(result_id, bool)
+            or not isinstance(result_id, int | str)
+            or not str(result_id).isdigit()
+        ):
+            raise BadRequest(f"@id: expected a result id, got {result_id!r}")
+        return results_batch.BatchOp(values, date, result_id=int(result_id))
+    if key_field is not None:
+        if values.get(key_field) in (None, ""):
+            raise BadRequest(f"{key_field}: the key field needs a value")
+        return results_batch.BatchOp(values, date, key_field=key_field, edit_only=edit_only)
+    if edit_only:
+        raise BadRequest("editOnly: nothing identifies the result to edit; send @id or use keyField")
+    return results_batch.BatchOp(values, date)
 
 
 def store_one_tx(
@@ -201,47 +287,37 @@ def store_one_tx(
     edit_only: bool,
     add_list_options: bool,
     actor: str,
+    keys: results_service.KeyIndex | None = None,
 ) -> StoredResult:
     """One result inside the caller's transaction: by ``@id``, by ``key_field``, or new."""
-    values = {k: v for k, v in item.items() if k not in ("@id", "date")}
-    date = compat.parse_result_date(item["date"]) if item.get("date") else None
-    result_id = item.get("@id")
-    if result_id is not None:
-        if (
-            isinstance(result_id, bool)
-            or not isinstance(result_id, int | str)
-            or not str(result_id).isdigit()
-        ):
-            raise BadRequest(f"@id: expected a result id, got {result_id!r}")
+    op = batch_op(item, key_field=key_field, edit_only=edit_only)
+    if op.result_id is not None:
         updated = results_service.update_result_tx(
             tx,
             ctx,
             set_id=set_id,
-            result_id=int(result_id),
-            values=values,
-            date=date,
+            result_id=op.result_id,
+            values=op.values,
+            date=op.date,
             actor=actor,
             add_list_options=add_list_options,
         )
         return StoredResult(updated.id, False)
-    if key_field is not None:
-        if values.get(key_field) in (None, ""):
-            raise BadRequest(f"{key_field}: the key field needs a value")
+    if op.key_field is not None:
         record, created = results_service.upsert_by_key_tx(
             tx,
             ctx,
             set_id=set_id,
-            key_field=key_field,
-            values=values,
-            date=date,
+            key_field=op.key_field,
+            values=op.values,
+            date=op.date,
             actor=actor,
-            edit_only=edit_only,
+            edit_only=op.edit_only,
             add_list_options=add_list_options,
+            keys=keys,
         )
         return StoredResult(record.id, created)
-    if edit_only:
-        raise BadRequest("editOnly: nothing identifies the result to edit; send @id or use keyField")
     record = results_service.create_result_tx(
-        tx, ctx, set_id=set_id, values=values, date=date, actor=actor, add_list_options=add_list_options
+        tx, ctx, set_id=set_id, values=op.values, date=op.date, actor=actor, add_list_options=add_list_options
     )
     return StoredResult(record.id, True)

@@ -9,8 +9,10 @@ results service again with a deeper ``chain``; on_date schedule rows follow the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from qhook.domain import filters, payloads
@@ -21,10 +23,12 @@ from qhook.domain.triggers import Triggers, match, triggers_from_json
 from qhook.domain.urls import origin_of
 from qhook.errors import QhookError
 from qhook.store import deliveries as delivery_store
-from qhook.store import queue
+from qhook.store import queue, txcache
 from qhook.store import sets as set_store
 from qhook.store import workflows as store
 from qhook.store.compat_queries import savepoint
+from qhook.store.deliveries import NewDelivery
+from qhook.store.sets import SetRecord
 from qhook.store.workflows import SignalRecord, WorkflowRecord
 
 if TYPE_CHECKING:
@@ -32,10 +36,11 @@ if TYPE_CHECKING:
     from qhook.domain.fields import FieldDef
     from qhook.store.db import Tx
     from qhook.store.events import EventRecord
-    from qhook.store.sets import SetRecord
 
 logger = logging.getLogger(__name__)
+_origin = lru_cache(maxsize=1024)(origin_of)  # the same few URLs, for every event
 EMAIL_NOT_SUPPORTED = "email signal: not supported yet"
+CHAINED_TYPES = frozenset({"update_result", "transfer"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,54 @@ class Firing:
 
     bodies: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    delivery_ids: list[int] = field(default_factory=list)
+    deliveries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowPlan:
+    """A workflow with its triggers and filter parsed against the set's fields, once."""
+
+    workflow: WorkflowRecord
+    triggers: Triggers
+    node: filters.Node | None
+    filter_error: str | None  # the stored filter no longer fits the set (it never fires)
+    info: dict[str, Any]  # {"id", "name"} for templates and envelopes
+
+
+@dataclass(frozen=True, slots=True)
+class SetPlan:
+    """What fan-out needs of a set, read once per transaction (``plan_for``)."""
+
+    current: SetRecord
+    workflows: tuple[WorkflowPlan, ...]
+    info: dict[str, Any]
+
+    @property
+    def has_chains(self) -> bool:
+        """Could an event of this set write other results (update_result, transfer)?"""
+        return any(
+            s.type in CHAINED_TYPES
+            for w in self.workflows
+            if w.workflow.active
+            for s in w.workflow.active_signals
+        )
+
+
+class Outbox:
+    """Deliveries of one event, written together; flushed before a chained step so ids keep event order."""
+
+    def __init__(self, tx: Tx, now: datetime) -> None:
+        self.tx = tx
+        self.now = now
+        self.rows: list[NewDelivery] = []
+
+    def flush(self, event_ids: Sequence[int] | None = None) -> int:
+        written = delivery_store.insert_deliveries(self.tx, self.rows, now=self.now, event_ids=event_ids)
+        self.rows = []
+        if written:
+            memo = txcache.memo(self.tx)
+            memo["deliveries"] = memo.get("deliveries", 0) + written
+        return written
 
 
 def snapshot_of(event: EventRecord) -> Mapping[str, Any] | None:
@@ -95,35 +147,64 @@ def filter_of(workflow: WorkflowRecord, fields: Sequence[FieldDef]) -> filters.N
     return filters.parse_filter(workflow.filter, fields)
 
 
-def template_context(
-    event: EventRecord, current: SetRecord, workflow: WorkflowRecord, snapshot: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    return payloads.build_context(
-        snapshot,
-        actor=event.actor,
-        action=event.action,
-        set_info={"id": current.id, "name": current.name},
-        workflow={"id": workflow.id, "name": workflow.name},
-        changes=event.changes,
-    )
+def current_set(tx: Tx, set_id: int) -> SetRecord | None:
+    """The set with its fields, read once per transaction (store writes to it forget the memo)."""
+    memo = txcache.definitions(tx)
+    key = ("set", set_id)
+    if key not in memo:
+        memo[key] = set_store.get_set(tx, set_id)
+    found: SetRecord | None = memo[key]
+    return found
 
 
-def evaluate_one(
-    tx: Tx, ctx: AppContext, event: EventRecord, current: SetRecord, workflow: WorkflowRecord
-) -> tuple[Decision, Firing]:
-    """Decide about one workflow and, when it fires, run its signals (deliveries and chains)."""
-    fields = current.fields
+def remember_set(tx: Tx, current: SetRecord) -> None:
+    """The set as this transaction just changed it (e.g. list options added on the fly)."""
+    txcache.definitions(tx)[("set", current.id)] = current
+
+
+def _plan_workflow(workflow: WorkflowRecord, fields: Sequence[FieldDef]) -> WorkflowPlan:
+    node: filters.Node | None = None
+    error: str | None = None
     try:
         node = filter_of(workflow, fields)
     except QhookError as exc:  # e.g. a field the filter names was since deactivated or renamed
-        return Decision(
-            False, f"filter not met: error: stored filter no longer fits the set: {exc}"
-        ), Firing()
+        error = f"filter not met: error: stored filter no longer fits the set: {exc}"
+    return WorkflowPlan(
+        workflow, triggers_of(workflow, fields), node, error, {"id": workflow.id, "name": workflow.name}
+    )
+
+
+def plan_for(tx: Tx, set_id: int) -> SetPlan | None:
+    """The set and its workflows (signals included, secrets not), parsed once per transaction."""
+    memo = txcache.definitions(tx)
+    key = ("plan", set_id)
+    if key not in memo:
+        current = current_set(tx, set_id)
+        memo[key] = (
+            None
+            if current is None
+            else SetPlan(
+                current,
+                tuple(_plan_workflow(w, current.fields) for w in store.list_workflows(tx, set_id=set_id)),
+                {"id": current.id, "name": current.name},
+            )
+        )
+    found: SetPlan | None = memo[key]
+    return found
+
+
+def evaluate_one(
+    tx: Tx, ctx: AppContext, event: EventRecord, plan: SetPlan, wplan: WorkflowPlan, outbox: Outbox
+) -> tuple[Decision, Firing]:
+    """Decide about one workflow and, when it fires, run its signals (deliveries and chains)."""
+    if wplan.filter_error is not None:
+        return Decision(False, wplan.filter_error), Firing()
+    workflow = wplan.workflow
     snapshot = snapshot_of(event)
     decision = decide(
         workflow,
-        triggers_of(workflow, fields),
-        node,
+        wplan.triggers,
+        wplan.node,
         action=event.action,
         changes=event.changes,
         snapshot=snapshot,
@@ -132,9 +213,16 @@ def evaluate_one(
     firing = Firing()
     if not decision.fire:
         return decision, firing
-    context = template_context(event, current, workflow, snapshot)
+    context = payloads.build_context(
+        snapshot,
+        actor=event.actor,
+        action=event.action,
+        set_info=plan.info,
+        workflow=wplan.info,
+        changes=event.changes,
+    )
     for signal in workflow.active_signals:
-        _run_signal(tx, ctx, event, workflow, signal, context, firing)
+        _run_signal(tx, ctx, event, workflow, signal, context, firing, outbox)
     if firing.notes:
         decision = Decision(True, decision.reason + "; " + "; ".join(firing.notes))
     return decision, firing
@@ -148,6 +236,7 @@ def _run_signal(
     signal: SignalRecord,
     context: Mapping[str, Any],
     firing: Firing,
+    outbox: Outbox,
 ) -> None:
     label = f"signal {signal.id} ({signal.type})"
     if signal.type == "webhook":
@@ -159,27 +248,29 @@ def _run_signal(
             firing.notes.append(f"{label} not sent: {exc}")
             return
         url = str(signal.config["url"])
-        delivery_id = delivery_store.insert_delivery(
-            tx,
-            webhook_id=new_uid("msg", event.occurred_at),
-            event_id=event.id,
-            workflow_id=workflow.id,
-            signal_id=signal.id,
-            set_id=event.set_id,
-            result_id=event.result_id,
-            action=event.action,
-            url=url,
-            endpoint=origin_of(url),
-            body=body,
-            ordered=bool(signal.config.get("ordered")),
-            now=event.occurred_at,
+        outbox.rows.append(
+            NewDelivery(
+                webhook_id=new_uid("msg", event.occurred_at),
+                event_id=event.id,
+                workflow_id=workflow.id,
+                signal_id=signal.id,
+                set_id=event.set_id,
+                result_id=event.result_id,
+                action=event.action,
+                url=url,
+                endpoint=_origin(url),
+                body=body,
+                ordered=bool(signal.config.get("ordered")),
+            )
         )
-        firing.delivery_ids.append(delivery_id)
+        firing.deliveries += 1
         firing.bodies.append({"signal_id": signal.id, "url": url, "body": body})
         return
     if signal.type == "email":
         firing.notes.append(f"{label}: {EMAIL_NOT_SUPPORTED}")
         return
+    # The chained change writes its own event and deliveries: this event's go first.
+    outbox.flush()
     _run_chained(tx, ctx, event, workflow, signal, context, firing, label)
 
 
@@ -260,9 +351,7 @@ def _run_chained(
         )
 
 
-def update_schedules(
-    tx: Tx, ctx: AppContext, event: EventRecord, current: SetRecord, workflows: Sequence[WorkflowRecord]
-) -> None:
+def update_schedules(tx: Tx, ctx: AppContext, event: EventRecord, wplans: Sequence[WorkflowPlan]) -> None:
     """Move, create or drop this result's on_date schedule rows after a change."""
     if event.result_id is None:
         return
@@ -271,14 +360,13 @@ def update_schedules(
         return
     if event.action not in ("new", "modified"):
         return
-    for workflow in workflows:
-        triggers = triggers_of(workflow, current.fields)
-        if triggers.on_date is None:
+    for wplan in wplans:
+        if wplan.triggers.on_date is None:
             continue
-        if not workflow.active:
-            store.drop_schedule(tx, workflow.id, event.result_id)
+        if not wplan.workflow.active:
+            store.drop_schedule(tx, wplan.workflow.id, event.result_id)
             continue
-        schedule_result(tx, ctx, workflow.id, triggers, event.result_id, event.after)
+        schedule_result(tx, ctx, wplan.workflow.id, wplan.triggers, event.result_id, event.after)
 
 
 def schedule_result(
@@ -307,21 +395,80 @@ def after_event(
 
     ``only_workflow_id``: a scheduled (``date``) or ``manual`` firing concerns that workflow alone.
     """
-    current = set_store.get_set(tx, event.set_id)
-    if current is None:
+    plan = plan_for(tx, event.set_id)
+    if plan is None:
         return []
-    workflows = store.list_workflows(tx, set_id=event.set_id)
+    wplans = plan.workflows
     if only_workflow_id is not None:
-        workflows = [w for w in workflows if w.id == only_workflow_id]
-    if only_workflow_id is None:
+        wplans = tuple(w for w in wplans if w.workflow.id == only_workflow_id)
+    else:
         # Before the signals run: a chained change to this result schedules from its newer values.
-        update_schedules(tx, ctx, event, current, workflows)
+        update_schedules(tx, ctx, event, wplans)
     evaluations: list[dict[str, object]] = []
-    wrote = False
-    for workflow in workflows:
-        decision, firing = evaluate_one(tx, ctx, event, current, workflow)
-        wrote = wrote or bool(firing.delivery_ids)
-        evaluations.append({"workflow_id": workflow.id, "fired": decision.fire, "reason": decision.reason})
-    if wrote:
+    outbox = Outbox(tx, event.occurred_at)
+    for wplan in wplans:
+        decision, _firing = evaluate_one(tx, ctx, event, plan, wplan, outbox)
+        evaluations.append(
+            {"workflow_id": wplan.workflow.id, "fired": decision.fire, "reason": decision.reason}
+        )
+    outbox.flush()
+    memo = txcache.memo(tx)
+    if event.chain is None and memo.get("deliveries") and not memo.get("notified"):
+        # Once per transaction (delivered at commit); chained events are covered by their origin's.
         queue.notify(tx)
+        memo["notified"] = True
     return evaluations
+
+
+# --- many events at once (storeResults) ---------------------------------------------------------
+
+
+def can_batch(tx: Tx, set_id: int) -> bool:
+    """Events of this set can be fanned out together: no signal of it writes results in turn."""
+    plan = plan_for(tx, set_id)
+    return plan is not None and not plan.has_chains
+
+
+def fan_out_many(
+    tx: Tx,
+    ctx: AppContext,
+    events: Sequence[EventRecord],
+    write: Callable[[list[EventRecord]], list[EventRecord]],
+) -> list[EventRecord]:
+    """``after_event`` for many events of one set without chains (``can_batch``), in few statements.
+
+    The evaluations are decided before the events are written (``write`` inserts them, with
+    their evaluations, and returns them with ids); then every delivery goes in one executemany,
+    in event order, so each committed change still has its event and its deliveries.
+    """
+    if not events:
+        return []
+    plan = plan_for(tx, events[0].set_id)
+    if plan is None or plan.has_chains:
+        raise RuntimeError("fan_out_many needs a set whose workflows have no chained signals")
+    outbox = Outbox(tx, events[0].occurred_at)
+    decided: list[EventRecord] = []
+    slices: list[tuple[int, int]] = []
+    for event in events:
+        start = len(outbox.rows)
+        evaluations: list[dict[str, object]] = []
+        for wplan in plan.workflows:
+            decision, _firing = evaluate_one(tx, ctx, event, plan, wplan, outbox)
+            evaluations.append(
+                {"workflow_id": wplan.workflow.id, "fired": decision.fire, "reason": decision.reason}
+            )
+        decided.append(replace(event, evaluations=evaluations))
+        slices.append((start, len(outbox.rows)))
+    written = write(decided)
+    event_ids: list[int] = []
+    scheduled = any(w.triggers.on_date is not None for w in plan.workflows)
+    for event, (start, end) in zip(written, slices, strict=True):
+        event_ids.extend([event.id] * (end - start))
+        if scheduled:
+            update_schedules(tx, ctx, event, plan.workflows)
+    outbox.flush(event_ids)
+    memo = txcache.memo(tx)
+    if memo.get("deliveries") and not memo.get("notified"):
+        queue.notify(tx)
+        memo["notified"] = True
+    return written

@@ -24,18 +24,20 @@ from qhook.domain.fields import (
     parse_datetime,
 )
 from qhook.domain.ids import new_uid
-from qhook.errors import NotFound, PreconditionFailed, field_error
+from qhook.errors import NotFound, PreconditionFailed, QhookError, field_error
 from qhook.services import fanout
 from qhook.services import sets as set_service
 from qhook.store import events as event_store
 from qhook.store import results as store
 from qhook.store import sets as set_store
+from qhook.store import txcache
 from qhook.store.db import Database, Tx
 from qhook.store.events import EventRecord
 from qhook.store.results import ResultRecord
 from qhook.store.sets import SetRecord
 
 DateInput = datetime | str | None
+CHAIN_WRITES = "chain_writes"
 
 
 def _result_date(raw: DateInput, now: datetime) -> datetime:
@@ -47,11 +49,34 @@ def _result_date(raw: DateInput, now: datetime) -> datetime:
         raise field_error("date", "a date and time such as 2025-10-02T13:37:00Z") from exc
 
 
+def current_set_tx(tx: Tx, set_id: int) -> SetRecord:
+    """The set, read once per transaction (fan-out reads the same memo)."""
+    found = fanout.current_set(tx, set_id)
+    if found is None:
+        raise NotFound(f"set {set_id}: no such set")
+    return found
+
+
 def _set_for_write(tx: Tx, set_id: int, add_list_options: bool) -> SetRecord:
     if add_list_options:
         # Two writers adding the same new label must not both give it a fresh option id.
         set_store.lock_set(tx, set_id)
-    return set_service.get_set_tx(tx, set_id)
+    return current_set_tx(tx, set_id)
+
+
+def _with_new_options(tx: Tx, current: SetRecord, new_options: Mapping[str, Any]) -> SetRecord:
+    if not new_options:
+        return current
+    updated = set_service.add_options_tx(tx, current, dict(new_options))
+    fanout.remember_set(tx, updated)
+    return updated
+
+
+def _count_chained_write(tx: Tx, chain: Mapping[str, Any] | None) -> None:
+    # A KeyIndex built before this transaction's chained writes can no longer be trusted.
+    if chain is not None:
+        memo = txcache.memo(tx)
+        memo[CHAIN_WRITES] = memo.get(CHAIN_WRITES, 0) + 1
 
 
 def _flat(result: ResultRecord, current: SetRecord) -> dict[str, Any]:
@@ -121,12 +146,13 @@ def create_result_tx(
     now = utcnow()
     current = _set_for_write(tx, set_id, add_list_options)
     coerced = coerce_values(current.fields, values, add_options=add_list_options)
-    current = set_service.add_options_tx(tx, current, coerced.new_options)
+    current = _with_new_options(tx, current, coerced.new_options)
     stored = merge_values({}, coerced.values)
     check_required(current.fields, stored)
     result = store.insert_result(
         tx, set_id=set_id, date=_result_date(date, now), values=stored, actor=actor, now=now
     )
+    _count_chained_write(tx, chain)
     _record_event(
         tx,
         ctx,
@@ -165,7 +191,7 @@ def update_result_tx(
     result = _existing(tx, set_id, result_id)
     _check_version(result, expected_version)
     coerced = coerce_values(current.fields, values, add_options=add_list_options)
-    current = set_service.add_options_tx(tx, current, coerced.new_options)
+    current = _with_new_options(tx, current, coerced.new_options)
     merged = merge_values(result.values, coerced.values)
     new_date = result.date if date is None or date == "" else _result_date(date, now)
     if merged == dict(result.values) and new_date == result.date:
@@ -182,9 +208,11 @@ def update_result_tx(
         values=merged,
         actor=actor,
         now=now,
+        set_id=set_id,
     )
     if updated is None:  # only possible if the row lock was bypassed; be safe rather than silent
         raise PreconditionFailed(f"result {result_id} changed while it was being updated; retry")
+    _count_chained_write(tx, chain)
     _record_event(
         tx,
         ctx,
@@ -212,10 +240,11 @@ def delete_result_tx(
 ) -> None:
     """Delete the result and write a "deleted" event holding it as it was."""
     now = utcnow()
-    current = set_service.get_set_tx(tx, set_id)
+    current = current_set_tx(tx, set_id)
     result = _existing(tx, set_id, result_id)
     _check_version(result, expected_version)
     store.delete_result(tx, result.id)
+    _count_chained_write(tx, chain)
     _record_event(
         tx,
         ctx,
@@ -241,6 +270,71 @@ def find_by_key_tx(tx: Tx, current: SetRecord, key_field: str, raw_key: object) 
     return found[0] if found else None
 
 
+def _key_norm(value: StoredValue) -> tuple[str, Any]:
+    # 3 and 3.0 are the same key (as in the database's comparison); "3" is another one.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return ("n", float(value))
+    return ("s", value)
+
+
+class KeyIndex:
+    """A set's results by key field value, loaded with ONE query for all keys of a batch.
+
+    storeResults with keyField looks up a thousand keys per call; asking the database once per key
+    scanned the set's JSON values each time. The index answers for the keys it loaded and for the
+    results created through it; anything else (bad keys, keys it never saw, or after a chained
+    signal wrote to results in this transaction) goes back to ``find_by_key_tx``.
+    """
+
+    def __init__(self, tx: Tx, current: SetRecord, key_field: str, raw_keys: Sequence[object]) -> None:
+        self.key_field = key_field
+        field = field_by_name(current.fields, key_field)
+        self.usable = field is not None and field.type != "boolean"
+        self._ids: dict[tuple[str, Any], int] = {}
+        self._known: set[tuple[str, Any]] = set()
+        self._chain_writes = txcache.memo(tx).get(CHAIN_WRITES, 0)
+        if not self.usable:
+            return
+        wanted: dict[tuple[str, Any], StoredValue] = {}
+        for raw in raw_keys:
+            key = self._stored(current, raw)
+            if key is not None:
+                wanted[_key_norm(key)] = key
+        for result_id, value in store.ids_by_key(tx, current.id, key_field, list(wanted.values())):
+            self._ids.setdefault(_key_norm(value), result_id)  # rows come by id: the oldest wins
+        self._known.update(wanted)
+
+    def _stored(self, current: SetRecord, raw: object) -> StoredValue | None:
+        if raw is None or raw == "" or isinstance(raw, list | dict):
+            return None
+        try:
+            found = coerce_filter(current.fields, {self.key_field: raw}, path="values")[self.key_field]
+        except QhookError:
+            return None
+        if len(found) != 1 or found[0] is None or isinstance(found[0], bool):
+            return None
+        return found[0]
+
+    def lookup(self, tx: Tx, current: SetRecord, raw: object) -> tuple[bool, int | None]:
+        """(answered, result id or None); not answered means: ask the database."""
+        if not self.usable or txcache.memo(tx).get(CHAIN_WRITES, 0) != self._chain_writes:
+            return False, None
+        key = self._stored(current, raw)
+        if key is None or _key_norm(key) not in self._known:
+            return False, None
+        return True, self._ids.get(_key_norm(key))
+
+    def known_ids(self) -> list[int]:
+        """Ids of the loaded results (to read them all at once)."""
+        return [i for i in self._ids.values() if i > 0]
+
+    def created(self, current: SetRecord, raw: object, result_id: int) -> None:
+        key = self._stored(current, raw) if self.usable else None
+        if key is not None:
+            self._known.add(_key_norm(key))
+            self._ids.setdefault(_key_norm(key), result_id)
+
+
 def upsert_by_key_tx(
     tx: Tx,
     ctx: AppContext,
@@ -253,17 +347,22 @@ def upsert_by_key_tx(
     chain: Mapping[str, Any] | None = None,
     add_list_options: bool = False,
     date: DateInput = None,
+    keys: KeyIndex | None = None,
 ) -> tuple[ResultRecord, bool]:
     """Update the result whose ``key_field`` matches ``values[key_field]`` (merge), else create one.
 
     Returns (result, created). With ``edit_only`` an unmatched key raises NotFound naming the key.
-    When several results share the key, the oldest (lowest id) is updated.
+    When several results share the key, the oldest (lowest id) is updated. ``keys``: a KeyIndex
+    the caller built for a batch of keys, so the lookup costs no query.
     """
     current = _set_for_write(tx, set_id, add_list_options)
     if key_field not in values:
         raise field_error(f"values.{key_field}", "a value: it is the key field")
-    existing = find_by_key_tx(tx, current, key_field, values[key_field])
-    if existing is None:
+    answered, existing_id = keys.lookup(tx, current, values[key_field]) if keys else (False, None)
+    if not answered:
+        existing = find_by_key_tx(tx, current, key_field, values[key_field])
+        existing_id = existing.id if existing else None
+    if existing_id is None:
         if edit_only:
             raise NotFound(f"{key_field}: no result with {key_field} = {values[key_field]!r} (editOnly)")
         created = create_result_tx(
@@ -276,12 +375,14 @@ def upsert_by_key_tx(
             chain=chain,
             add_list_options=add_list_options,
         )
+        if keys is not None:
+            keys.created(current, values[key_field], created.id)
         return created, True
     updated = update_result_tx(
         tx,
         ctx,
         set_id=set_id,
-        result_id=existing.id,
+        result_id=existing_id,
         values=values,
         date=date,
         actor=actor,

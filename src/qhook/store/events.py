@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
+from qhook.store import jsontext
 from qhook.store.db import Tx
 from qhook.store.tables import events
 
@@ -46,6 +47,14 @@ def _event(row: Any) -> EventRecord:
     )
 
 
+_INSERT = insert(events).returning(events.c.id)
+_SET_EVALUATIONS = (
+    update(events)
+    .where(events.c.id == bindparam("b_id"))
+    .values(evaluations=bindparam("b_evaluations", type_=events.c.evaluations.type))
+)
+
+
 def insert_event(
     tx: Tx,
     *,
@@ -61,30 +70,42 @@ def insert_event(
     chain: Mapping[str, Any] | None = None,
     evaluations: Sequence[Mapping[str, Any]] = (),
 ) -> EventRecord:
-    row = tx.execute(
-        insert(events)
-        .values(
-            uid=uid,
-            set_id=set_id,
-            result_id=result_id,
-            action=action,
-            actor=actor,
-            occurred_at=occurred_at,
-            before=dict(before) if before is not None else None,
-            after=dict(after) if after is not None else None,
-            changes=dict(changes),
-            evaluations=[dict(e) for e in evaluations],
-            chain=dict(chain) if chain is not None else None,
-        )
-        .returning(events)
-    ).one()
-    return _event(row)
+    """Write the event; the record is built from what was written (no second read)."""
+    record = EventRecord(
+        id=0,
+        uid=uid,
+        set_id=set_id,
+        result_id=result_id,
+        action=action,
+        actor=actor,
+        occurred_at=occurred_at,
+        before=dict(before) if before is not None else None,
+        after=dict(after) if after is not None else None,
+        changes=dict(changes),
+        evaluations=[dict(e) for e in evaluations],
+        chain=dict(chain) if chain is not None else None,
+    )
+    new_id = tx.execute(
+        _INSERT,
+        {
+            "uid": uid,
+            "set_id": set_id,
+            "result_id": result_id,
+            "action": action,
+            "actor": actor,
+            "occurred_at": occurred_at,
+            "before": record.before,
+            "after": record.after,
+            "changes": record.changes,
+            "evaluations": record.evaluations,
+            "chain": record.chain,
+        },
+    ).scalar_one()
+    return replace(record, id=int(new_id))
 
 
 def set_evaluations(tx: Tx, event_id: int, evaluations: Sequence[Mapping[str, Any]]) -> None:
-    tx.execute(
-        update(events).where(events.c.id == event_id).values(evaluations=[dict(e) for e in evaluations])
-    )
+    tx.execute(_SET_EVALUATIONS, {"b_id": event_id, "b_evaluations": [dict(e) for e in evaluations]})
 
 
 def get_event(tx: Tx, event_id: int) -> EventRecord | None:
@@ -117,3 +138,43 @@ def list_events(
     if before_id is not None:
         query = query.where(events.c.id < before_id)
     return [_event(r) for r in tx.execute(query)]
+
+
+_JSON_COLUMNS = ("before", "after", "changes", "evaluations", "chain")
+_insert_many: dict[str, Any] = {}
+
+
+def _insert_many_statement(tx: Tx) -> Any:
+    name = tx.dialect.name
+    if name not in _insert_many:
+        _insert_many[name] = (
+            insert(events)
+            .values({c: jsontext.param(tx, f"j_{c}") for c in _JSON_COLUMNS})
+            .returning(events.c.id, sort_by_parameter_order=True)
+        )
+    return _insert_many[name]
+
+
+def insert_events(tx: Tx, records: Sequence[EventRecord]) -> list[EventRecord]:
+    """Insert many events (their ``id`` is ignored) in the order given; the records with their ids."""
+    if not records:
+        return []
+    dumps = jsontext.dumps
+    params = [
+        {
+            "uid": r.uid,
+            "set_id": r.set_id,
+            "result_id": r.result_id,
+            "action": r.action,
+            "actor": r.actor,
+            "occurred_at": r.occurred_at,
+            "j_before": dumps(r.before),
+            "j_after": dumps(r.after),
+            "j_changes": dumps(r.changes),
+            "j_evaluations": dumps(r.evaluations),
+            "j_chain": dumps(r.chain),
+        }
+        for r in records
+    ]
+    ids = [int(row.id) for row in tx.execute(_insert_many_statement(tx), params)]
+    return [replace(r, id=i) for r, i in zip(records, ids, strict=True)]

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     and_,
+    bindparam,
     delete,
     false,
     func,
@@ -23,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import KeyedColumnElement
 
+from qhook.store import jsontext
 from qhook.store.db import Tx
 from qhook.store.tables import results
 
@@ -63,32 +65,48 @@ def _clean(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+# Built once: SQLAlchemy caches the compiled form, and plain parameters skip per-call coercion.
+_INSERT = insert(results).returning(results.c.id)
+_GET = select(results).where(results.c.id == bindparam("b_id"), results.c.set_id == bindparam("b_set_id"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+_UPDATE = (
+    update(results)
+    .where(results.c.id == bindparam("b_id"), results.c.version == bindparam("b_version"))
+    .values(
+        date=bindparam("b_date"),
+        values=bindparam("b_values", type_=results.c["values"].type),
+        version=bindparam("b_version") + 1,
+        updated_at=bindparam("b_now"),
+        updated_by=bindparam("b_actor"),
+    )
+    .returning(results.c.created_at, results.c.created_by)
+)
+
+
 def insert_result(
     tx: Tx, *, set_id: int, date: datetime, values: Mapping[str, Any], actor: str, now: datetime
 ) -> ResultRecord:
-    row = tx.execute(
-        insert(results)
-        .values(
-            set_id=set_id,
-            date=date,
-            values=_clean(values),
-            version=1,
-            created_at=now,
-            updated_at=now,
-            created_by=actor,
-            updated_by=actor,
-        )
-        .returning(results)
-    ).one()
-    return _result(row)
+    clean = _clean(values)
+    new_id = tx.execute(
+        _INSERT,
+        {
+            "set_id": set_id,
+            "date": date,
+            "values": clean,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+            "created_by": actor,
+            "updated_by": actor,
+        },
+    ).scalar_one()
+    return ResultRecord(int(new_id), set_id, date, clean, 1, now, now, actor, actor)
 
 
 def get_result(tx: Tx, set_id: int, result_id: int, *, for_update: bool = False) -> ResultRecord | None:
     """The result; ``for_update`` locks its row on PostgreSQL (SQLite write transactions are serial)."""
-    query = select(results).where(results.c.id == result_id, results.c.set_id == set_id)
-    if for_update and tx.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = tx.execute(query).one_or_none()
+    query = _GET_FOR_UPDATE if for_update and tx.dialect.name == "postgresql" else _GET
+    row = tx.execute(query, {"b_id": result_id, "b_set_id": set_id}).one_or_none()
     return _result(row) if row else None
 
 
@@ -101,15 +119,26 @@ def update_result(
     values: Mapping[str, Any],
     actor: str,
     now: datetime,
+    set_id: int,
 ) -> ResultRecord | None:
     """Write a new version; None when the row is gone or no longer at ``from_version``."""
+    clean = _clean(values)
     row = tx.execute(
-        update(results)
-        .where(results.c.id == result_id, results.c.version == from_version)
-        .values(date=date, values=_clean(values), version=from_version + 1, updated_at=now, updated_by=actor)
-        .returning(results)
+        _UPDATE,
+        {
+            "b_id": result_id,
+            "b_version": from_version,
+            "b_date": date,
+            "b_values": clean,
+            "b_now": now,
+            "b_actor": actor,
+        },
     ).one_or_none()
-    return _result(row) if row else None
+    if row is None:
+        return None
+    return ResultRecord(
+        result_id, set_id, date, clean, from_version + 1, row.created_at, now, row.created_by, actor
+    )
 
 
 def delete_result(tx: Tx, result_id: int) -> bool:
@@ -181,3 +210,126 @@ def list_results(
 def count_results(tx: Tx, set_id: int, *, filters: Mapping[str, Sequence[Any]] | None = None) -> int:
     conditions = [results.c.set_id == set_id, *(_matches(tx, n, w) for n, w in (filters or {}).items())]
     return int(tx.execute(select(func.count()).select_from(results).where(*conditions)).scalar_one())
+
+
+def ids_by_key(tx: Tx, set_id: int, name: str, wanted: Sequence[Any]) -> list[tuple[int, Any]]:
+    """(id, stored value of ``name``) of the set's results whose ``name`` is any of ``wanted``, by id.
+
+    One query for a whole batch of keys (storeResults with keyField): a single pass over the set's
+    rows instead of one per input result. ``wanted`` holds text or numbers (no None, no booleans).
+    """
+    if not wanted:
+        return []
+    if tx.dialect.name == "postgresql":
+        # jsonb equality compares numbers numerically (3 = 3.0) and keeps text and numbers apart.
+        extracted: ColumnElement[Any] = _jsonb[name]
+        condition = extracted.in_([type_coerce(w, JSONB) for w in wanted])
+    else:
+        extracted = func.json_extract(_values, f"$.{name}")
+        condition = extracted.in_(list(wanted))
+    query = (
+        select(results.c.id, extracted.label("key"))
+        .where(results.c.set_id == set_id, condition)
+        .order_by(results.c.id)
+    )
+    return [(int(r.id), r.key) for r in tx.execute(query)]
+
+
+# --- batches (storeResults): one statement for many rows -----------------------------------------
+
+_batch_statements: dict[str, tuple[Any, Any]] = {}
+
+
+def _batch_statements_for(tx: Tx) -> tuple[Any, Any]:
+    """(insert many, update many) with values as JSON text serialised once (store/jsontext.py)."""
+    name = tx.dialect.name
+    if name not in _batch_statements:
+        insert_many = (
+            insert(results)
+            .values(values=jsontext.param(tx, "j_values"))
+            .returning(results.c.id, sort_by_parameter_order=True)
+        )
+        update_many = (
+            update(results)
+            .where(results.c.id == bindparam("b_id"), results.c.version == bindparam("b_version"))
+            .values(
+                date=bindparam("b_date"),
+                values=jsontext.param(tx, "j_values"),
+                version=bindparam("b_version") + 1,
+                updated_at=bindparam("b_now"),
+                updated_by=bindparam("b_actor"),
+            )
+        )
+        _batch_statements[name] = (insert_many, update_many)
+    return _batch_statements[name]
+
+
+@dataclass(frozen=True, slots=True)
+class NewResult:
+    set_id: int
+    date: datetime
+    values: Mapping[str, Any]
+    actor: str
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ResultChange:
+    result_id: int
+    from_version: int
+    date: datetime
+    values: Mapping[str, Any]
+    actor: str
+    now: datetime
+
+
+def insert_results(tx: Tx, rows: Sequence[NewResult]) -> list[int]:
+    """Insert many results at version 1; their ids in the order given."""
+    if not rows:
+        return []
+    params = [
+        {
+            "set_id": r.set_id,
+            "date": r.date,
+            "j_values": jsontext.dumps(_clean(r.values)),
+            "version": 1,
+            "created_at": r.now,
+            "updated_at": r.now,
+            "created_by": r.actor,
+            "updated_by": r.actor,
+        }
+        for r in rows
+    ]
+    return [int(row.id) for row in tx.execute(_batch_statements_for(tx)[0], params)]
+
+
+def update_results(tx: Tx, changes: Sequence[ResultChange]) -> None:
+    """Apply many version bumps in the order given (one result may appear more than once)."""
+    if not changes:
+        return
+    tx.execute(
+        _batch_statements_for(tx)[1],
+        [
+            {
+                "b_id": c.result_id,
+                "b_version": c.from_version,
+                "b_date": c.date,
+                "j_values": jsontext.dumps(_clean(c.values)),
+                "b_now": c.now,
+                "b_actor": c.actor,
+            }
+            for c in changes
+        ],
+    )
+
+
+def get_results(
+    tx: Tx, set_id: int, result_ids: Sequence[int], *, for_update: bool = False
+) -> dict[int, ResultRecord]:
+    """The set's results with these ids (missing ones are absent), rows locked on PostgreSQL."""
+    if not result_ids:
+        return {}
+    query = select(results).where(results.c.set_id == set_id, results.c.id.in_(sorted(set(result_ids))))
+    if for_update and tx.dialect.name == "postgresql":
+        query = query.order_by(results.c.id).with_for_update()
+    return {int(r.id): _result(r) for r in tx.execute(query)}

@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import delete, func, insert, select, update
 
 from qhook.domain.fields import FieldDef, FieldType, OptionDef
+from qhook.store import txcache
 from qhook.store.db import Tx
 from qhook.store.tables import fields, results, sets
 
@@ -85,6 +86,7 @@ def insert_set(tx: Tx, *, name: str, kind: str, now: datetime) -> int:
 
 
 def insert_field(tx: Tx, set_id: int, field: FieldDef) -> int:
+    txcache.invalidate(tx)
     return int(
         tx.execute(
             insert(fields)
@@ -105,6 +107,7 @@ def insert_field(tx: Tx, set_id: int, field: FieldDef) -> int:
 
 def update_field(tx: Tx, field: FieldDef) -> None:
     """Write label, required, active and options; name and type never change."""
+    txcache.invalidate(tx)
     tx.execute(
         update(fields)
         .where(fields.c.id == field.id)
@@ -118,6 +121,7 @@ def update_field(tx: Tx, field: FieldDef) -> None:
 
 
 def update_set(tx: Tx, set_id: int, *, now: datetime, name: str | None = None) -> None:
+    txcache.invalidate(tx)
     values: dict[str, Any] = {"updated_at": now}
     if name is not None:
         values["name"] = name
@@ -155,6 +159,7 @@ def count_results(tx: Tx, set_id: int) -> int:
 
 def delete_set(tx: Tx, set_id: int) -> bool:
     """Delete the set; its fields, results and workflows go with it (ON DELETE CASCADE)."""
+    txcache.invalidate(tx)
     # SQLite cascades only with foreign_keys on; delete children explicitly so both behave alike.
     tx.execute(delete(results).where(results.c.set_id == set_id))
     tx.execute(delete(fields).where(fields.c.set_id == set_id))

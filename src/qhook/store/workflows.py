@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, text, update
 
+from qhook.store import txcache
 from qhook.store.db import Tx
 from qhook.store.tables import auth_profiles, schedules, signals, workflows
 
@@ -117,6 +118,7 @@ def insert_workflow(
     error_email: str | None,
     now: datetime,
 ) -> int:
+    txcache.invalidate(tx)
     return int(
         tx.execute(
             insert(workflows)
@@ -146,6 +148,7 @@ def update_workflow(
     error_email: str | None,
     now: datetime,
 ) -> None:
+    txcache.invalidate(tx)
     tx.execute(
         update(workflows)
         .where(workflows.c.id == workflow_id)
@@ -161,6 +164,7 @@ def update_workflow(
 
 
 def delete_workflow(tx: Tx, workflow_id: int) -> bool:
+    txcache.invalidate(tx)
     # Children explicitly, so SQLite and PostgreSQL behave alike whatever the FK settings.
     tx.execute(delete(schedules).where(schedules.c.workflow_id == workflow_id))
     tx.execute(delete(signals).where(signals.c.workflow_id == workflow_id))
@@ -209,6 +213,7 @@ def insert_signal(
     config: Mapping[str, Any],
     secret_enc: str | None,
 ) -> int:
+    txcache.invalidate(tx)
     return int(
         tx.execute(
             insert(signals)
@@ -228,6 +233,7 @@ def insert_signal(
 def update_signal(
     tx: Tx, signal_id: int, *, position: int, config: Mapping[str, Any], active: bool = True
 ) -> None:
+    txcache.invalidate(tx)
     tx.execute(
         update(signals)
         .where(signals.c.id == signal_id)
@@ -237,6 +243,7 @@ def update_signal(
 
 def deactivate_signals(tx: Tx, workflow_id: int, keep_ids: Iterable[int]) -> list[int]:
     """Deactivate the workflow's signals not in ``keep_ids`` (their deliveries keep pointing at them)."""
+    txcache.invalidate(tx)
     keep = list(keep_ids)
     query = update(signals).where(signals.c.workflow_id == workflow_id, signals.c.active.is_(True))
     if keep:
