@@ -337,6 +337,29 @@ error_reports = Table(
     Index("ix_error_reports_unsent", "sent_at", "endpoint"),
 )
 
+# E-mail signals: rendered and queued in the event's transaction, mailed by the worker with retries.
+email_outbox = Table(
+    "email_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", BigInteger, nullable=True),
+    Column("workflow_id", Integer, nullable=True),
+    Column("signal_id", Integer, nullable=True),
+    Column("set_id", Integer, nullable=True),
+    Column("result_id", Integer, nullable=True),
+    Column("recipients", JSONType, nullable=False),  # ["a@example.com", ...]
+    Column("subject", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # pending sent failed
+    Column("attempt_count", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime, nullable=True),  # also the lease while being sent
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Index("ix_email_outbox_due", "status", "next_attempt_at"),
+    Index("ix_email_outbox_event_id", "event_id"),
+)
+
 # --- request inspector ----------------------------------------------------------------------------
 
 inspector_bins = Table(

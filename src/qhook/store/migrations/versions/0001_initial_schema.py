@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 13:07:42.758945
+Create Date: 2026-11-28 13:44:44.514619
 """
 
 from __future__ import annotations
@@ -88,6 +88,28 @@ def upgrade() -> None:
         batch_op.create_index('ix_deliveries_signal_id_id', ['signal_id', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_status_id', ['status', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_workflow_id_id', ['workflow_id', 'id'], unique=False)
+
+    op.create_table('email_outbox',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('event_id', sa.BigInteger(), nullable=True),
+    sa.Column('workflow_id', sa.Integer(), nullable=True),
+    sa.Column('signal_id', sa.Integer(), nullable=True),
+    sa.Column('set_id', sa.Integer(), nullable=True),
+    sa.Column('result_id', sa.Integer(), nullable=True),
+    sa.Column('recipients', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('subject', sa.Text(), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('attempt_count', sa.Integer(), server_default=sa.text('0'), nullable=False),
+    sa.Column('next_attempt_at', qhook.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created_at', qhook.store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', qhook.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_email_outbox'))
+    )
+    with op.batch_alter_table('email_outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_email_outbox_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_email_outbox_event_id', ['event_id'], unique=False)
 
     op.create_table('endpoint_log',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -395,6 +417,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_endpoint_log_origin'))
 
     op.drop_table('endpoint_log')
+    with op.batch_alter_table('email_outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_email_outbox_event_id')
+        batch_op.drop_index('ix_email_outbox_due')
+
+    op.drop_table('email_outbox')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index('ix_deliveries_workflow_id_id')
         batch_op.drop_index('ix_deliveries_status_id')
