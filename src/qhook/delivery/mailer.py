@@ -113,7 +113,9 @@ def _send(smtp_url: str, message: EmailMessage) -> None:
 
 
 async def run_mailer(ctx: AppContext, stop: asyncio.Event, every_s: float = CHECK_EVERY_S) -> None:
-    """Send due digests until ``stop``; SMTP trouble is logged and retried next round."""
+    """Send due digests and e-mail signals until ``stop``; SMTP trouble is logged and retried."""
+    from qhook.delivery import email_signals  # it builds its messages with this module's client
+
     while not stop.is_set():
         try:
             await asyncio.to_thread(send_due_digests, ctx)
@@ -121,6 +123,10 @@ async def run_mailer(ctx: AppContext, stop: asyncio.Event, every_s: float = CHEC
             logger.warning("error report not sent: %s", type(exc).__name__, extra={"action": "mail_failed"})
         except Exception:
             logger.exception("error reports failed", extra={"action": "mail_failed"})
+        try:
+            await asyncio.to_thread(email_signals.send_due_emails, ctx)  # e-mail signals, with retries
+        except Exception:
+            logger.exception("e-mail signals failed", extra={"action": "email_failed"})
         try:
             await asyncio.wait_for(stop.wait(), timeout=every_s)
         except TimeoutError:

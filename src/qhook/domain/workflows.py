@@ -277,13 +277,34 @@ def _transfer(
     return {"set_id": set_id, "key_field": key_field, "values": values}
 
 
+_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+MAX_RECIPIENTS = 20
+
+
+def email_addresses(raw: Any, path: str) -> list[str]:
+    """A list of plain addresses (a single string, or comma-separated ones, is accepted too)."""
+    given_as_text = isinstance(raw, str)
+    if isinstance(raw, str):
+        raw = [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_RECIPIENTS:
+        raise _fail(path, f"a list of 1 to {MAX_RECIPIENTS} e-mail addresses")
+    addresses = []
+    for i, address in enumerate(raw):
+        # A plain address only: no display names, no line breaks (nothing to inject into headers).
+        if not isinstance(address, str) or len(address) > 320 or not _ADDRESS.match(address.strip()):
+            place = path if given_as_text else f"{path}[{i}]"
+            raise _fail(place, "an e-mail address such as qa@example.com")
+        addresses.append(address.strip())
+    return addresses
+
+
 def _email(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
     _only(raw, path, {"to", "subject", "message"})
-    to = raw.get("to")
-    if not isinstance(to, str) or "@" not in to:
-        raise _fail(f"{path}.to", "an e-mail address")
     return {
-        "to": to,
+        "to": email_addresses(raw.get("to"), f"{path}.to"),
         "subject": payloads.check_template(raw.get("subject") or "", f"{path}.subject"),
         "message": payloads.check_template(raw.get("message") or "", f"{path}.message"),
     }

@@ -23,11 +23,13 @@ from qhook.domain.triggers import Triggers, match, triggers_from_json
 from qhook.domain.urls import origin_of
 from qhook.errors import QhookError
 from qhook.store import deliveries as delivery_store
+from qhook.store import email_outbox as email_store
 from qhook.store import queue, txcache
 from qhook.store import sets as set_store
 from qhook.store import workflows as store
 from qhook.store.compat_queries import savepoint
 from qhook.store.deliveries import NewDelivery
+from qhook.store.email_outbox import NewEmail
 from qhook.store.sets import SetRecord
 from qhook.store.workflows import SignalRecord, WorkflowRecord
 
@@ -39,7 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _origin = lru_cache(maxsize=1024)(origin_of)  # the same few URLs, for every event
-EMAIL_NOT_SUPPORTED = "email signal: not supported yet"
 CHAINED_TYPES = frozenset({"update_result", "transfer"})
 
 
@@ -89,19 +90,27 @@ class SetPlan:
 
 
 class Outbox:
-    """Deliveries of one event, written together; flushed before a chained step so ids keep event order."""
+    """Deliveries and e-mails of one event (or a batch of events), written together.
+
+    Flushed before a chained step, so ids keep event order (ordered signals rely on it).
+    """
 
     def __init__(self, tx: Tx, now: datetime) -> None:
         self.tx = tx
         self.now = now
         self.rows: list[NewDelivery] = []
+        self.emails: list[NewEmail] = []
 
-    def flush(self, event_ids: Sequence[int] | None = None) -> int:
+    def flush(
+        self, event_ids: Sequence[int] | None = None, email_event_ids: Sequence[int] | None = None
+    ) -> int:
         written = delivery_store.insert_deliveries(self.tx, self.rows, now=self.now, event_ids=event_ids)
+        mailed = email_store.insert_emails(self.tx, self.emails, now=self.now, event_ids=email_event_ids)
         self.rows = []
-        if written:
+        self.emails = []
+        if written or mailed:
             memo = txcache.memo(self.tx)
-            memo["deliveries"] = memo.get("deliveries", 0) + written
+            memo["deliveries"] = memo.get("deliveries", 0) + written + mailed
         return written
 
 
@@ -267,11 +276,39 @@ def _run_signal(
         firing.bodies.append({"signal_id": signal.id, "url": url, "body": body})
         return
     if signal.type == "email":
-        firing.notes.append(f"{label}: {EMAIL_NOT_SUPPORTED}")
+        try:
+            subject, message = render_email(signal.config, context)
+        except payloads.PayloadError as exc:
+            firing.notes.append(f"{label} not sent: {exc}")
+            return
+        outbox.emails.append(
+            NewEmail(
+                event_id=event.id,
+                workflow_id=workflow.id,
+                signal_id=signal.id,
+                set_id=event.set_id,
+                result_id=event.result_id,
+                recipients=recipients_of(signal.config),
+                subject=subject,
+                body=message,
+            )
+        )
         return
     # The chained change writes its own event and deliveries: this event's go first.
     outbox.flush()
     _run_chained(tx, ctx, event, workflow, signal, context, firing, label)
+
+
+def recipients_of(config: Mapping[str, Any]) -> tuple[str, ...]:
+    to = config.get("to") or []
+    return tuple([to] if isinstance(to, str) else to)
+
+
+def render_email(config: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[str, str]:
+    """(subject, message) of an e-mail signal; the subject is one line (nothing to inject)."""
+    subject = " ".join(payloads.render_text(str(config.get("subject") or ""), context).split())
+    message = payloads.render_text(str(config.get("message") or ""), context)
+    return subject[:900], message
 
 
 def next_chain(event: EventRecord, workflow_id: int) -> dict[str, Any]:
@@ -450,7 +487,7 @@ def fan_out_many(
     decided: list[EventRecord] = []
     slices: list[tuple[int, int]] = []
     for event in events:
-        start = len(outbox.rows)
+        start, mail_start = len(outbox.rows), len(outbox.emails)
         evaluations: list[dict[str, object]] = []
         for wplan in plan.workflows:
             decision, _firing = evaluate_one(tx, ctx, event, plan, wplan, outbox)
@@ -458,15 +495,17 @@ def fan_out_many(
                 {"workflow_id": wplan.workflow.id, "fired": decision.fire, "reason": decision.reason}
             )
         decided.append(replace(event, evaluations=evaluations))
-        slices.append((start, len(outbox.rows)))
+        slices.append((len(outbox.rows) - start, len(outbox.emails) - mail_start))
     written = write(decided)
     event_ids: list[int] = []
+    email_event_ids: list[int] = []
     scheduled = any(w.triggers.on_date is not None for w in plan.workflows)
-    for event, (start, end) in zip(written, slices, strict=True):
-        event_ids.extend([event.id] * (end - start))
+    for event, (n_deliveries, n_emails) in zip(written, slices, strict=True):
+        event_ids.extend([event.id] * n_deliveries)
+        email_event_ids.extend([event.id] * n_emails)
         if scheduled:
             update_schedules(tx, ctx, event, plan.workflows)
-    outbox.flush(event_ids)
+    outbox.flush(event_ids, email_event_ids)
     memo = txcache.memo(tx)
     if memo.get("deliveries") and not memo.get("notified"):
         queue.notify(tx)

@@ -385,12 +385,17 @@ def preview(ctx: AppContext, workflow_id: int, *, result_id: int, action: str) -
             changes=changes,
         )
         for signal in workflow.active_signals:
+            if signal.type == "email":
+                try:
+                    subject, _message = fanout.render_email(signal.config, context)
+                except payloads.PayloadError as exc:
+                    notes.append(f"signal {signal.id} (email) would not be sent: {exc}")
+                    continue
+                to = ", ".join(fanout.recipients_of(signal.config))
+                notes.append(f"signal {signal.id} (email) would mail {to}: {subject}")
+                continue
             if signal.type != "webhook":
-                notes.append(
-                    fanout.EMAIL_NOT_SUPPORTED
-                    if signal.type == "email"
-                    else f"signal {signal.id} ({signal.type}) would run"
-                )
+                notes.append(f"signal {signal.id} ({signal.type}) would run")
                 continue
             try:
                 body = payloads.render_body(signal.config, context, event_id="evt_preview", occurred_at=now)

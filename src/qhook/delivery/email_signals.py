@@ -1,0 +1,91 @@
+"""Mailing the e-mails that e-mail signals queued (``email_outbox``), with retries.
+
+The e-mail was rendered and queued in its event's transaction; here it is leased (so a second
+worker on PostgreSQL skips it, and a worker that dies mid-send loses nothing), mailed over SMTP
+(``QHOOK_SMTP_URL``, the same client as the error reports) and marked sent, or retried later.
+Runs in the worker beside the error-report mailer (``mailer.run_mailer``).
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.delivery import mailer
+from qhook.store import email_outbox as store
+from qhook.store.email_outbox import QueuedEmail
+
+logger = logging.getLogger(__name__)
+# After the first try: 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h; then the e-mail has failed.
+RETRY_AFTER_S = (30, 120, 600, 1800, 3600, 7200, 14400, 28800)
+LEASE = timedelta(minutes=5)
+BATCH = 50
+
+
+def retry_at(attempts_done: int, now: datetime) -> datetime | None:
+    """When to try again after ``attempts_done`` failed attempts; None: give up."""
+    if attempts_done > len(RETRY_AFTER_S):
+        return None
+    return now + timedelta(seconds=RETRY_AFTER_S[attempts_done - 1])
+
+
+def message_of(email: QueuedEmail, sender: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(email.recipients)
+    message["Subject"] = email.subject
+    message["Auto-Submitted"] = "auto-generated"
+    message["Message-ID"] = make_msgid(idstring=f"qhook-email-{email.id}")
+    message.set_content(email.body or "")
+    return message
+
+
+def _permanent(exc: Exception) -> bool:
+    # 5xx answers (unknown mailbox, refused sender) will not get better by waiting.
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    return isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code >= 500
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = (
+            exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        )
+        return f"SMTP {exc.smtp_code}: {text}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def send_due_emails(ctx: AppContext, now: datetime | None = None) -> int:
+    """Mail every due e-mail; returns how many were sent. Without QHOOK_SMTP_URL nothing is sent."""
+    settings = ctx.settings
+    if not settings.smtp_url:
+        return 0
+    sent = 0
+    while True:
+        moment = now or utcnow()
+        with ctx.db.transaction() as tx:
+            due = store.lease_due(tx, moment, limit=BATCH, lease=LEASE)
+        for email in due:
+            try:
+                mailer._send(settings.smtp_url, message_of(email, settings.smtp_from))
+            except (OSError, smtplib.SMTPException, ValueError) as exc:
+                attempts = email.attempt_count + 1
+                later = None if _permanent(exc) else retry_at(attempts, now or utcnow())
+                with ctx.db.transaction() as tx:
+                    store.mark_failed_attempt(tx, email.id, error=_describe(exc), retry_at=later)
+                logger.warning(
+                    "e-mail signal not sent",
+                    extra={"action": "email_failed", "email_id": email.id, "attempt": attempts},
+                )
+                continue
+            with ctx.db.transaction() as tx:
+                store.mark_sent(tx, email.id, now or utcnow())
+            sent += 1
+        if len(due) < BATCH:
+            return sent
