@@ -26,6 +26,7 @@ from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
 from qhook.services import audit
 from qhook.store import auth_profiles as store
 from qhook.store.auth_profiles import AuthProfileRow
+from qhook.store.db import Tx
 
 TYPES = ("basic", "header", "oauth2_client_credentials")
 CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
@@ -157,27 +158,66 @@ def load_profile(ctx: AppContext, profile_id: int) -> AuthProfile:
 
 
 def create_profile(ctx: AppContext, doc: Mapping[str, Any], actor: str) -> AuthProfileView:
-    name, kind, config, secrets = _normalize(ctx, doc)
     with ctx.db.transaction() as tx:
-        if store.profile_by_name(tx, name) is not None:
-            raise Conflict(f"name: an auth profile named {name!r} exists already")
-        row = store.insert_profile(
-            tx,
-            name=name,
-            type=kind,
-            config=config,
-            secrets_enc=ctx.box.encrypt(json.dumps(secrets)),
-            now=utcnow(),
-        )
-        audit.record(
-            tx,
-            actor,
-            "auth_profile.create",
-            "auth_profile",
-            row.id,
-            {"name": name, "type": kind, "config": config, "secrets_set": sorted(secrets)},
-        )
+        return create_profile_tx(tx, ctx, doc, actor)
+
+
+def create_profile_tx(tx: Tx, ctx: AppContext, doc: Mapping[str, Any], actor: str) -> AuthProfileView:
+    """``create_profile`` inside the caller's transaction (a workflow saving a legacy URL)."""
+    name, kind, config, secrets = _normalize(ctx, doc)
+    if store.profile_by_name(tx, name) is not None:
+        raise Conflict(f"name: an auth profile named {name!r} exists already")
+    row = store.insert_profile(
+        tx,
+        name=name,
+        type=kind,
+        config=config,
+        secrets_enc=ctx.box.encrypt(json.dumps(secrets)),
+        now=utcnow(),
+    )
+    audit.record(
+        tx,
+        actor,
+        "auth_profile.create",
+        "auth_profile",
+        row.id,
+        {"name": name, "type": kind, "config": config, "secrets_set": sorted(secrets)},
+    )
     return _view(row, frozenset(secrets))
+
+
+LEGACY_BASIC_PREFIX = "legacy basic for "
+
+
+def legacy_basic_profile_tx(
+    tx: Tx, ctx: AppContext, *, host: str, username: str, password: str, actor: str
+) -> int:
+    """The id of a Basic profile for a legacy ``https://user:pass@host`` URL's credentials.
+
+    The credentials go where every other secret goes (encrypted, write-only) and the URL keeps
+    none of them. A profile made earlier for the same host and the same credentials is reused.
+    """
+    for row in store.list_profiles(tx):
+        if (
+            row.type == "basic"
+            and row.name.startswith(LEGACY_BASIC_PREFIX)
+            and list(row.config.get("allowed_domains") or []) == [host]
+            and row.config.get("username") == username
+            and _secrets(ctx, row).get("password") == password
+        ):
+            return row.id
+    base = f"{LEGACY_BASIC_PREFIX}{host}"
+    name, number = base, 2
+    while store.profile_by_name(tx, name) is not None:
+        name, number = f"{base} ({number})", number + 1
+    doc = {
+        "name": name,
+        "type": "basic",
+        "username": username,
+        "password": password,
+        "allowed_domains": [host],
+    }
+    return create_profile_tx(tx, ctx, doc, actor).id
 
 
 def update_profile(ctx: AppContext, profile_id: int, doc: Mapping[str, Any], actor: str) -> AuthProfileView:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from qhook.domain.workflows import (
     transfer_set_ids,
 )
 from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
-from qhook.services import audit, fanout
+from qhook.services import audit, auth_profiles, fanout
 from qhook.store import events as event_store
 from qhook.store import results as result_store
 from qhook.store import sets as set_store
@@ -75,21 +76,51 @@ def _set_for(tx: Tx, set_id: object) -> SetRecord:
     return current
 
 
-def _validate(tx: Tx, ctx: AppContext, doc: Mapping[str, Any]) -> tuple[WorkflowSpec, SetRecord]:
+def _validate(
+    tx: Tx, ctx: AppContext, doc: Mapping[str, Any], *, actor: str
+) -> tuple[WorkflowSpec, SetRecord]:
     current = _set_for(tx, doc.get("set_id"))
     others = {s.id: s.active_fields for s in set_store.list_sets(tx, sorted(transfer_set_ids(doc)))}
 
     def check_url(url: str) -> str:
         # qhook's own inspector bins are always allowed, even over http:// (issue 6).
         allow_http = ctx.settings.allow_http or is_own_inspector(url, ctx.settings)
-        return parse_target(url, allow_http=allow_http, allow_userinfo=False).url
+        # The bare URL: a legacy user:password@ part becomes an auth profile (_legacy_credentials).
+        return parse_target(url, allow_http=allow_http, allow_userinfo=True).url
 
     spec = parse_workflow(doc, current.active_fields, other_sets=others, check_url=check_url)
+    spec = _legacy_credentials(tx, ctx, doc, spec, actor)
     for index, signal in enumerate(spec.signals):
         profile_id = signal.config.get("auth_profile_id") if signal.type == "webhook" else None
         if profile_id is not None:
             _check_profile(tx, profile_id, str(signal.config["url"]), f"signals[{index}]")
     return spec, current
+
+
+def _legacy_credentials(
+    tx: Tx, ctx: AppContext, doc: Mapping[str, Any], spec: WorkflowSpec, actor: str
+) -> WorkflowSpec:
+    """Webhook URLs given as ``https://user:pass@host/...`` (as the original product takes them):
+    the stored URL is bare and the pair goes into a Basic auth profile the signal refers to."""
+    raw_signals = doc.get("signals") or []
+    signals = list(spec.signals)
+    for index, (raw, signal) in enumerate(zip(raw_signals, spec.signals, strict=False)):
+        url = raw.get("url") if isinstance(raw, dict) and signal.type == "webhook" else None
+        if not isinstance(url, str) or "@" not in url:
+            continue
+        path = f"signals[{index}].url"
+        target = parse_target(url.strip(), allow_http=True, allow_userinfo=True, field=path)
+        if target.username is None:
+            continue
+        if signal.config.get("auth_profile_id") is not None:
+            raise field_error(path, "a URL without user:password@ when the signal names an auth_profile_id")
+        if not target.username or not target.password:
+            raise field_error(path, "user:password@ with both a user name and a password, or an auth profile")
+        profile_id = auth_profiles.legacy_basic_profile_tx(
+            tx, ctx, host=target.host, username=target.username, password=target.password, actor=actor
+        )
+        signals[index] = replace(signal, config={**signal.config, "auth_profile_id": profile_id})
+    return replace(spec, signals=tuple(signals))
 
 
 def _check_profile(tx: Tx, profile_id: int, url: str, path: str) -> None:
@@ -197,7 +228,7 @@ def create_workflow(
     """Validate and store a workflow; returns it and each webhook signal's secret (shown this once)."""
     now = utcnow()
     with ctx.db.transaction() as tx:
-        spec, current = _validate(tx, ctx, doc)
+        spec, current = _validate(tx, ctx, doc, actor=actor)
         workflow_id = store.insert_workflow(
             tx,
             set_id=spec.set_id,
@@ -261,7 +292,7 @@ def update_workflow(
         if "set_id" in patch and patch["set_id"] != existing.set_id:
             raise field_error("set_id", f"{existing.set_id}: a workflow stays on its set")
         doc = {**_current_document(existing), **patch}
-        spec, current = _validate(tx, ctx, doc)
+        spec, current = _validate(tx, ctx, doc, actor=actor)
         store.update_workflow(
             tx,
             workflow_id,
