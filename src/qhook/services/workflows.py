@@ -318,6 +318,20 @@ def delete_workflow(ctx: AppContext, workflow_id: int, *, actor: str) -> None:
         audit.record(tx, actor, "workflow.delete", "workflow", workflow_id, {"name": workflow.name})
 
 
+def resume_signal(ctx: AppContext, workflow_id: int, signal_id: int, *, actor: str) -> str:
+    """Let a paused signal (the receiver answered 410 Gone) deliver again; its waiting deliveries go out."""
+    with ctx.db.transaction() as tx:
+        _webhook_signal(tx, workflow_id, signal_id)
+        reason = store.resume_signal(tx, signal_id)
+        if reason is None:
+            raise Conflict(f"signal {signal_id} is not paused")
+        audit.record(
+            tx, actor, "signal.resume", "signal", signal_id, {"workflow_id": workflow_id, "was": reason}
+        )
+    ctx.wake()
+    return reason
+
+
 def _webhook_signal(tx: Tx, workflow_id: int, signal_id: int) -> WorkflowRecord:
     workflow = _get(tx, workflow_id)
     signal = next((s for s in workflow.signals if s.id == signal_id), None)

@@ -251,6 +251,18 @@ def deactivate_signals(tx: Tx, workflow_id: int, keep_ids: Iterable[int]) -> lis
     return [int(r.id) for r in tx.execute(query.values(active=False).returning(signals.c.id))]
 
 
+def resume_signal(tx: Tx, signal_id: int) -> str | None:
+    """Clear a signal's pause (e.g. after 410 Gone); returns the reason it had, None if it wasn't paused."""
+    reason = tx.execute(
+        select(signals.c.paused_reason).where(signals.c.id == signal_id).with_for_update()
+    ).scalar_one_or_none()
+    if reason is None:
+        return None
+    txcache.invalidate(tx)
+    tx.execute(update(signals).where(signals.c.id == signal_id).values(paused_reason=None))
+    return str(reason)
+
+
 def signal_secrets(tx: Tx, signal_id: int) -> SignalSecrets | None:
     row = tx.execute(
         select(signals.c.secret_enc, signals.c.previous_secret_enc, signals.c.previous_secret_until).where(

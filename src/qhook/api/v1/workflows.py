@@ -121,6 +121,14 @@ def rotate_secret(
     return SecretOut(signal_id=signal_id, secret=secret, previous_valid_until=until)
 
 
+@router.post("/workflows/{workflow_id}/signals/{signal_id}/resume")
+def resume_signal(workflow_id: int, signal_id: int, ctx: Ctx, principal: Admin) -> dict[str, Any]:
+    """Resume a signal paused because its receiver answered 410 Gone; its waiting deliveries go out."""
+    _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
+    reason = workflows.resume_signal(ctx, workflow_id, signal_id, actor=principal.name)
+    return {"signal_id": signal_id, "resumed": True, "was_paused_because": reason}
+
+
 @router.post("/workflows/{workflow_id}/preview")
 def preview(workflow_id: int, body: PreviewIn, ctx: Ctx, principal: Viewer) -> dict[str, Any]:
     """Would it fire for this result and action, why, and the exact bodies; nothing is sent."""
