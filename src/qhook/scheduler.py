@@ -12,8 +12,7 @@ import asyncio
 import logging
 from datetime import datetime
 
-from fastapi import FastAPI
-
+from qhook import background
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain.fields import flat_result
@@ -80,28 +79,16 @@ def tick(ctx: AppContext, now: datetime | None = None, *, batch_size: int = BATC
 
 async def run_scheduler(ctx: AppContext, stop: asyncio.Event, wake: asyncio.Event | None = None) -> None:
     """Tick every second (or when ``wake`` is set) until ``stop``; errors are logged, never fatal."""
-    wake = wake or asyncio.Event()
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(tick, ctx)
-        except Exception:  # the database may be away for a moment; try again next tick
-            logger.exception("scheduler tick failed", extra={"action": "scheduler_error"})
-        wake.clear()
-        stopping = asyncio.ensure_future(stop.wait())
-        waking = asyncio.ensure_future(wake.wait())
-        await asyncio.wait({stopping, waking}, timeout=TICK_SECONDS, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (stopping, waking):
-            waiter.cancel()
+    await background.repeat(
+        lambda: tick(ctx),
+        stop,
+        interval_s=TICK_SECONDS,
+        logger=logger,
+        failure="scheduler tick failed",
+        action="scheduler_error",
+        wake=wake,
+    )
 
 
-async def start_in_app(app: FastAPI) -> None:
-    """Lifespan hook for ``qhook serve``: run the scheduler beside the API, stop it on shutdown."""
-    ctx: AppContext = app.state.ctx
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_scheduler(ctx, stop), name="qhook-scheduler")
-
-    async def _stop() -> None:
-        stop.set()
-        await task
-
-    app.state.on_stop.append(_stop)
+# Lifespan hook for ``qhook serve``: run the scheduler beside the API, stop it on shutdown.
+start_in_app = background.in_app(run_scheduler, name="qhook-scheduler")

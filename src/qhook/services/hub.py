@@ -9,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from fastapi import FastAPI
-
+from qhook import background
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import ids
@@ -454,26 +453,15 @@ def purge(
 
 async def run_retention(ctx: AppContext, stop: asyncio.Event) -> None:
     """Purge every ``QHOOK_RETENTION_INTERVAL_S`` until ``stop`` is set; never raises."""
-    interval = ctx.settings.retention_interval_s
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(purge, ctx)
-        except Exception:  # the loop must outlive a bad moment of the database
-            logger.exception("purge failed", extra={"action": "hub_purge_failed"})
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
+    await background.repeat(
+        lambda: purge(ctx),
+        stop,
+        interval_s=ctx.settings.retention_interval_s,
+        logger=logger,
+        failure="purge failed",
+        action="hub_purge_failed",
+    )
 
 
-async def start_retention_in_app(app: FastAPI) -> None:
-    """Lifespan hook for ``qhook serve``: purge beside the API, stop on shutdown."""
-    ctx: AppContext = app.state.ctx
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_retention(ctx, stop), name="qhook-retention")
-
-    async def _stop() -> None:
-        stop.set()
-        await task
-
-    app.state.on_stop.append(_stop)
+# Lifespan hook for ``qhook serve``: purge beside the API, stop on shutdown.
+start_retention_in_app = background.in_app(run_retention, name="qhook-retention")

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import FastAPI
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError, WebhookVerificationError
 
+from qhook import background
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import inspector as domain
@@ -116,29 +116,18 @@ def purge_expired(ctx: AppContext, now: datetime) -> int:
 
 async def run_purge(ctx: AppContext, stop: asyncio.Event, interval_s: float | None = None) -> None:
     """Purge expired bins every ``interval_s`` (default QHOOK_RETENTION_INTERVAL_S) until ``stop``."""
-    interval = ctx.settings.retention_interval_s if interval_s is None else interval_s
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(purge_expired, ctx, utcnow())
-        except Exception:  # the loop must outlive a bad moment of the database
-            logger.exception("inspector purge failed", extra={"action": "inspector_purge_failed"})
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
+    await background.repeat(
+        lambda: purge_expired(ctx, utcnow()),
+        stop,
+        interval_s=ctx.settings.retention_interval_s if interval_s is None else interval_s,
+        logger=logger,
+        failure="inspector purge failed",
+        action="inspector_purge_failed",
+    )
 
 
-async def start_purge_in_app(app: FastAPI) -> None:
-    """Lifespan hook for ``qhook serve``: expired bins go beside the API; stops on shutdown."""
-    ctx: AppContext = app.state.ctx
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_purge(ctx, stop), name="qhook-inspector-purge")
-
-    async def _stop() -> None:
-        stop.set()
-        await task
-
-    app.state.on_stop.append(_stop)
+# Lifespan hook for ``qhook serve``: expired bins go beside the API; stops on shutdown.
+start_purge_in_app = background.in_app(run_purge, name="qhook-inspector-purge")
 
 
 def capture(
