@@ -5,13 +5,25 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol, TypeVar
+
+from qhook.errors import field_error
 
 # Crockford's base32, as ULID uses: no I, L, O, U; sorts like the numbers it encodes.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Two digits per 10 bits: a ulid is 13 lookups (ids are made for every event and delivery).
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 _SHIFTS = range(120, -1, -10)
+
+
+class _Row(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+RowT = TypeVar("RowT", bound=_Row)
 
 
 def _base32(number: int, length: int) -> str:
@@ -52,3 +64,19 @@ def decode_cursor(cursor: str) -> int:
     if kind != "id" or not number.isdigit():
         raise ValueError("not a cursor this API returned")
     return int(number)
+
+
+def read_cursor(cursor: str | None, expected: str = "a next_cursor value from a previous page") -> int | None:
+    """The id a client's cursor points after (None for the first page); a 422 naming ``cursor`` else."""
+    if not cursor:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except ValueError as exc:
+        raise field_error("cursor", expected) from exc
+
+
+def cut_page(rows: Sequence[RowT], limit: int) -> tuple[list[RowT], str | None]:
+    """Rows read with ``limit + 1``: the first ``limit`` and the next page's cursor (None on the last)."""
+    page = list(rows[:limit])
+    return page, encode_cursor(page[-1].id) if page and len(rows) > limit else None

@@ -162,18 +162,11 @@ def list_deliveries(
     """One page, newest first, and the cursor of the next page (None on the last)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise field_error("limit", f"between 1 and {MAX_LIMIT}")
-    before_id = None
-    if cursor:
-        try:
-            before_id = ids.decode_cursor(cursor)
-        except ValueError as exc:
-            raise field_error("cursor", "a next_cursor value from a previous page") from exc
+    before_id = ids.read_cursor(cursor)
     wanted = to_store(filters, set_ids)
     with ctx.db.reading() as tx:
         rows = store.list_deliveries(tx, wanted, limit=limit + 1, before_id=before_id)
-    page = rows[:limit]
-    next_cursor = ids.encode_cursor(page[-1].id) if len(rows) > limit else None
-    return page, next_cursor
+    return ids.cut_page(rows, limit)
 
 
 def _visible(delivery: DeliveryRecord | None, set_ids: frozenset[int] | None) -> bool:

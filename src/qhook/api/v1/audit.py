@@ -43,14 +43,10 @@ def list_audit(
     """Newest first."""
     if not 1 <= limit <= MAX_LIMIT:
         raise field_error("limit", f"between 1 and {MAX_LIMIT}")
-    before_id = None
-    if cursor:
-        try:
-            before_id = ids.decode_cursor(cursor)
-        except ValueError as exc:
-            raise field_error("cursor", "a next_cursor value from a previous page") from exc
-    rows = audit.list_entries(ctx.db, limit=limit + 1, before_id=before_id, target_type=target_type)
-    page = rows[:limit]
+    rows = audit.list_entries(
+        ctx.db, limit=limit + 1, before_id=ids.read_cursor(cursor), target_type=target_type
+    )
+    page, next_cursor = ids.cut_page(rows, limit)
     return AuditPage(
         items=[
             AuditOut(
@@ -64,5 +60,5 @@ def list_audit(
             )
             for r in page
         ],
-        next_cursor=ids.encode_cursor(page[-1].id) if len(rows) > limit else None,
+        next_cursor=next_cursor,
     )

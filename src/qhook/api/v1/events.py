@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from qhook.api.deps import Ctx, Viewer
 from qhook.api.v1.results import parse_cursor
 from qhook.api.v1.sets import ensure_set_access
-from qhook.domain.ids import encode_cursor
+from qhook.domain.ids import cut_page
 from qhook.services import results
 from qhook.store.events import EventRecord
 
@@ -75,9 +75,5 @@ def list_events(
         before_id=parse_cursor(cursor),
         limit=limit + 1,
     )
-    more = len(page) > limit
-    page = page[:limit]
-    return EventPage(
-        items=[EventOut.of(e) for e in page],
-        next_cursor=encode_cursor(page[-1].id) if more and page else None,
-    )
+    page, next_cursor = cut_page(page, limit)
+    return EventPage(items=[EventOut.of(e) for e in page], next_cursor=next_cursor)

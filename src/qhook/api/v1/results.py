@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from qhook.api.deps import Ctx, Editor, Viewer
 from qhook.api.v1.sets import ensure_set_access
 from qhook.domain.fields import format_iso, native_values
-from qhook.domain.ids import decode_cursor, encode_cursor
+from qhook.domain.ids import cut_page, read_cursor
 from qhook.errors import field_error
 from qhook.services import results
 from qhook.store.results import ResultRecord
@@ -73,12 +73,7 @@ def parse_if_match(header: str | None) -> int | None:
 
 
 def parse_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        return decode_cursor(cursor)
-    except ValueError as exc:
-        raise field_error("cursor", "a next_cursor value returned by this API") from exc
+    return read_cursor(cursor, "a next_cursor value returned by this API")
 
 
 def _filter(raw: str | None) -> dict[str, Any] | None:
@@ -124,9 +119,7 @@ def list_results(
     current, page = results.list_results(
         ctx.db, set_id, filter_values=_filter(filter), after_id=parse_cursor(cursor), limit=limit + 1
     )
-    more = len(page) > limit
-    page = page[:limit]
-    next_cursor = encode_cursor(page[-1].id) if more and page else None
+    page, next_cursor = cut_page(page, limit)
     return ResultPage(items=[ResultOut.of(r, current) for r in page], next_cursor=next_cursor)
 
 
