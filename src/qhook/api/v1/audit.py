@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from qhook.api.deps import Admin, Ctx
+from qhook.api.v1.pages import Page
 from qhook.domain import ids
 from qhook.errors import field_error
 from qhook.services import audit
@@ -27,9 +28,8 @@ class AuditOut(BaseModel):
     details: Any
 
 
-class AuditPage(BaseModel):
-    items: list[AuditOut]
-    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last")
+class AuditPage(Page[AuditOut]):
+    pass
 
 
 @router.get("/audit")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Ctx, Editor, Viewer
+from qhook.api.v1.pages import Page
 from qhook.services import hub
 from qhook.store.hub import AttemptRecord, DeliveryRecord
 
@@ -59,9 +60,8 @@ class DeliveryOut(BaseModel):
         )
 
 
-class DeliveryPage(BaseModel):
-    items: list[DeliveryOut]
-    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last")
+class DeliveryPage(Page[DeliveryOut]):
+    pass
 
 
 class AttemptOut(BaseModel):

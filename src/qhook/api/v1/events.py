@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from qhook.api.deps import Ctx, Viewer
+from qhook.api.v1.pages import Page
 from qhook.api.v1.results import parse_cursor
 from qhook.api.v1.sets import ensure_set_access
 from qhook.domain.ids import cut_page
@@ -50,9 +51,8 @@ class EventOut(BaseModel):
         )
 
 
-class EventPage(BaseModel):
-    items: list[EventOut]
-    next_cursor: str | None
+class EventPage(Page[EventOut]):
+    pass
 
 
 @router.get("/events")

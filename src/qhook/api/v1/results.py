@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field
 
 from qhook.api.deps import Ctx, Editor, Viewer
+from qhook.api.v1.pages import Page
 from qhook.api.v1.sets import ensure_set_access
 from qhook.domain.fields import format_iso, native_values
 from qhook.domain.ids import cut_page, read_cursor
@@ -47,9 +48,8 @@ class ResultOut(BaseModel):
         )
 
 
-class ResultPage(BaseModel):
-    items: list[ResultOut]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last")
+class ResultPage(Page[ResultOut]):
+    pass
 
 
 class ResultIn(BaseModel):
