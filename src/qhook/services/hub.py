@@ -18,6 +18,7 @@ from qhook.errors import Conflict, NotFound, QhookError, ValidationFailed, field
 from qhook.services import audit
 from qhook.store import hub as store
 from qhook.store import hub_stats
+from qhook.store.db import Tx
 from qhook.store.hub import AttemptRecord, DeliveryFilter, DeliveryRecord, EndpointRecord
 from qhook.store.hub_stats import Latency
 
@@ -203,17 +204,34 @@ def redeliver(
     """Due now with the same body and webhook-id; the next attempt is marked manual."""
     now = utcnow()
     with ctx.db.transaction() as tx:
-        found = store.get_delivery(tx, delivery_id)
-        current = found[0] if found else None
-        if current is None or not _visible(current, set_ids):
-            raise NotFound(f"No delivery {delivery_id}")
-        _check_movable(current, REDELIVERABLE, "redelivered", now)
+        current = _movable(tx, delivery_id, set_ids, REDELIVERABLE, "redelivered", now)
         done = store.requeue(tx, delivery_id, from_statuses=REDELIVERABLE, now=now, trigger="manual")
         if done is None:
-            raise Conflict(f"Delivery {delivery_id} changed meanwhile; reload it and try again")
+            raise _changed_meanwhile(delivery_id)
         audit.record(tx, actor, "delivery.redeliver", "delivery", delivery_id, {"was": current.status})
     logger.info("redelivery queued", extra={"action": "delivery_redeliver", "delivery_id": delivery_id})
     return done
+
+
+def _movable(
+    tx: Tx,
+    delivery_id: int,
+    set_ids: frozenset[int] | None,
+    allowed: tuple[str, ...],
+    verb: str,
+    now: datetime,
+) -> DeliveryRecord:
+    """The delivery, when the asker sees it and it may be ``verb`` now; NotFound or Conflict else."""
+    found = store.get_delivery(tx, delivery_id)
+    current = found[0] if found else None
+    if current is None or not _visible(current, set_ids):
+        raise NotFound(f"No delivery {delivery_id}")
+    _check_movable(current, allowed, verb, now)
+    return current
+
+
+def _changed_meanwhile(delivery_id: int) -> Conflict:
+    return Conflict(f"Delivery {delivery_id} changed meanwhile; reload it and try again")
 
 
 def _check_movable(delivery: DeliveryRecord, allowed: tuple[str, ...], verb: str, now: datetime) -> None:
@@ -238,14 +256,10 @@ def cancel(
 ) -> DeliveryRecord:
     now = utcnow()
     with ctx.db.transaction() as tx:
-        found = store.get_delivery(tx, delivery_id)
-        current = found[0] if found else None
-        if current is None or not _visible(current, set_ids):
-            raise NotFound(f"No delivery {delivery_id}")
-        _check_movable(current, CANCELLABLE, "cancelled", now)
+        current = _movable(tx, delivery_id, set_ids, CANCELLABLE, "cancelled", now)
         done = store.cancel(tx, delivery_id, from_statuses=CANCELLABLE, now=now)
         if done is None:
-            raise Conflict(f"Delivery {delivery_id} changed meanwhile; reload it and try again")
+            raise _changed_meanwhile(delivery_id)
         audit.record(tx, actor, "delivery.cancel", "delivery", delivery_id, {"was": current.status})
     return done
 
