@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -134,23 +134,25 @@ def open_circuit(tx: Tx, origin: str, now: datetime, detail: str) -> bool:
     return bool(done.rowcount)
 
 
+def _may_probe(now: datetime, cool_off: timedelta, probe_timeout: timedelta) -> ColumnElement[bool]:
+    """Open and cooled off, or half_open with no live probe (none yet, or its probe timed out)."""
+    return or_(
+        and_(endpoints.c.circuit_state == "open", endpoints.c.circuit_opened_at <= now - cool_off),
+        and_(
+            endpoints.c.circuit_state == "half_open",
+            or_(
+                endpoints.c.circuit_probe_at.is_(None),
+                endpoints.c.circuit_probe_at <= now - probe_timeout,
+            ),
+        ),
+    )
+
+
 def start_probe(tx: Tx, origin: str, now: datetime, cool_off: timedelta, probe_timeout: timedelta) -> bool:
     """open (cooled off) or a lost half_open probe -> half_open; True for the one worker that probes."""
     done = tx.execute(
         update(endpoints)
-        .where(
-            endpoints.c.origin == origin,
-            or_(
-                and_(endpoints.c.circuit_state == "open", endpoints.c.circuit_opened_at <= now - cool_off),
-                and_(
-                    endpoints.c.circuit_state == "half_open",
-                    or_(
-                        endpoints.c.circuit_probe_at.is_(None),
-                        endpoints.c.circuit_probe_at <= now - probe_timeout,
-                    ),
-                ),
-            ),
-        )
+        .where(endpoints.c.origin == origin, _may_probe(now, cool_off, probe_timeout))
         .values(circuit_state="half_open", circuit_probe_at=now, updated_at=now)
     )
     return bool(done.rowcount)
@@ -190,20 +192,7 @@ def close_circuit(tx: Tx, origin: str, now: datetime, detail: str | None = None)
 
 def probe_candidates(tx: Tx, now: datetime, cool_off: timedelta, probe_timeout: timedelta) -> list[str]:
     """Origins whose circuit may send one probe now."""
-    rows = tx.execute(
-        select(endpoints.c.origin).where(
-            or_(
-                and_(endpoints.c.circuit_state == "open", endpoints.c.circuit_opened_at <= now - cool_off),
-                and_(
-                    endpoints.c.circuit_state == "half_open",
-                    or_(
-                        endpoints.c.circuit_probe_at.is_(None),
-                        endpoints.c.circuit_probe_at <= now - probe_timeout,
-                    ),
-                ),
-            )
-        )
-    )
+    rows = tx.execute(select(endpoints.c.origin).where(_may_probe(now, cool_off, probe_timeout)))
     return [r.origin for r in rows]
 
 
