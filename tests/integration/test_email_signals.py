@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
@@ -26,6 +25,7 @@ from qhook.store.email_outbox import QueuedEmail
 from tests.conftest import TEST_SECRET_KEY
 from tests.support.delivery import running_worker, until
 from tests.support.pg import free_port
+from tests.support.smtp import smtp_server
 from tests.support.workflows import make_set, make_workflow
 
 
@@ -41,11 +41,8 @@ class Inbox:
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    with smtp_server(inbox) as port:
+        yield inbox, port
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ from email.message import Message
 
 import pytest
 from aiohttp import web
-from aiosmtpd.controller import Controller
 
 from qhook.context import AppContext, open_context
 from qhook.settings import Settings
 from qhook.store import error_reports
 from tests.support.delivery import delivery, enqueue, make_signal, receiver, running_worker, until
-from tests.support.pg import free_port
+from tests.support.smtp import smtp_server
 
 
 class Inbox:
@@ -30,11 +29,8 @@ class Inbox:
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    with smtp_server(inbox) as port:
+        yield inbox, port
 
 
 @pytest.fixture

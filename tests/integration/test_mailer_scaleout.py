@@ -10,7 +10,6 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from qhook.clock import utcnow
 from qhook.context import AppContext, open_context
@@ -20,7 +19,7 @@ from qhook.store import error_reports
 from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
 from tests.support.delivery import until
-from tests.support.pg import free_port
+from tests.support.smtp import smtp_server
 
 INTERVAL_S = 3
 
@@ -43,11 +42,8 @@ class SlowInbox:
 @pytest.fixture
 def smtp() -> Iterator[tuple[SlowInbox, int]]:
     inbox = SlowInbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    with smtp_server(inbox) as port:
+        yield inbox, port
 
 
 @pytest.fixture

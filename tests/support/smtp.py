@@ -1,0 +1,22 @@
+"""A real SMTP server on loopback (aiosmtpd) for the tests that send mail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiosmtpd.controller import Controller
+
+from tests.support.pg import free_port
+
+
+@contextmanager
+def smtp_server(handler: object) -> Iterator[int]:
+    """Serve ``handler`` (an aiosmtpd handler, e.g. with ``handle_DATA``) on 127.0.0.1; yield the port."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
