@@ -20,6 +20,7 @@ from qhook.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
 from tests.support.delivery import enqueue, make_signal, receiver, statuses, until
+from tests.support.processes import stop
 
 QHOOK = str(Path(sys.executable).parent / "qhook")
 
@@ -55,16 +56,6 @@ def pg_ctx(pg_server: pg.PgServer, tmp_path: Path) -> Iterator[AppContext]:
     context = open_context(settings)
     yield context
     context.db.dispose()
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.postgres

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 from qhook.context import AppContext, open_context
 from qhook.settings import Settings
 from tests.conftest import TEST_SECRET_KEY
+from tests.support import processes
 from tests.support.delivery import delivery, enqueue, make_signal, receiver, until
 from tests.support.pg import free_port
 
@@ -49,13 +49,7 @@ def start(tmp_path: Path, args: list[str], extra_env: dict[str, str]) -> subproc
 
 
 def stop(process: subprocess.Popen[bytes]) -> bytes:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    processes.stop(process)
     return process.stderr.read() if process.stderr else b""
 
 
