@@ -22,7 +22,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = Field("", description="Base URL people and receivers reach qhook at.")
-    api_rate_limit: str = Field("30/minute", description="Requests per API key, e.g. 1000/minute.")
+    api_rate_limit: str = Field(
+        "30/minute",
+        description="Requests per API key, e.g. 1000/minute; also per client address without a valid key.",
+    )
+    ui_rate_limit: str = Field(
+        "600/minute", description="API requests per signed-in UI user (the pages' own calls)."
+    )
     max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest accepted request body.")
     timezone: str = Field("UTC", description="Time zone for on_date triggers on date fields.")
     max_chain_depth: int = 8
@@ -52,7 +58,7 @@ class Settings(BaseSettings):
     response_body_limit: int = 64 * 1024
     log_level: str = "INFO"
 
-    @field_validator("api_rate_limit")
+    @field_validator("api_rate_limit", "ui_rate_limit")
     @classmethod
     def _rate(cls, value: str) -> str:
         from qhook.domain.rates import parse_rate

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhook import __version__
 from qhook.api import errors
+from qhook.api.rate_headers import RateHeaders
 from qhook.api.v1 import routers as v1_routers
 from qhook.context import AppContext
 from qhook.store import migrate
@@ -87,15 +88,6 @@ def create_app(
     app.state.on_stop = []
     errors.install(app)
 
-    @app.middleware("http")
-    async def _rate_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        for name, value in errors.rate_headers(request).items():
-            response.headers.setdefault(name, value)
-        return response
-
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -117,6 +109,7 @@ def create_app(
         app.include_router(router, prefix="/api/v1")
     _include_optional(app)
     app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
+    app.add_middleware(RateHeaders, ctx=ctx)  # outermost: the 413 above gets its headers too
     return app
 
 

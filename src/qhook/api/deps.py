@@ -42,7 +42,8 @@ async def authenticate_token(request: Request, ctx: AppContext, token: str | Non
     if not token:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
     rate = parse_rate(ctx.settings.api_rate_limit, "QHOOK_API_RATE_LIMIT")
-    principal, state = await run_in_threadpool(users.authenticate_key, ctx.db, token, rate)
+    source = request.client.host if request.client else "unknown"
+    principal, state = await run_in_threadpool(users.authenticate_key, ctx.db, token, rate, None, source)
     request.state.rate_state = state
     return principal
 
@@ -56,6 +57,10 @@ async def current_principal(request: Request, ctx: Ctx) -> Principal:
             principal = await run_in_threadpool(users.session_principal, ctx.db, cookie)
             if principal is not None:
                 check_csrf(request, cookie)
+                rate = parse_rate(ctx.settings.ui_rate_limit, "QHOOK_UI_RATE_LIMIT")
+                request.state.rate_state = await run_in_threadpool(
+                    users.count_request, ctx.db, f"session:{principal.user_id}", rate
+                )
                 return principal
     return await authenticate_token(request, ctx, token)
 

@@ -164,35 +164,67 @@ def revoke_api_key(db: Database, key_id: int, actor: str = "system") -> ApiKeyRe
     return key
 
 
+def _rate_state(rate: Rate, count: int, window_start_ms: int, now_ms: int) -> RateState:
+    retry_after_s = max(1, -(-(window_start_ms + rate.period_s * 1000 - now_ms) // 1000))
+    return RateState(rate.limit, max(0, rate.limit - count), retry_after_s)
+
+
+def _limited(message: str, state: RateState) -> RateLimited:
+    error = RateLimited(message, retry_after_s=state.retry_after_s)
+    error.rate_state = state  # type: ignore[attr-defined]
+    return error
+
+
+def source_bucket(source: str) -> str:
+    """The shared counter of requests from one client address that carried no valid API key."""
+    return f"addr:{source}"
+
+
+def count_request(db: Database, bucket: str, rate: Rate, now: datetime | None = None) -> RateState:
+    """Count one request in a shared bucket; RateLimited (carrying the header values) past the limit."""
+    now_ms = int((now or utcnow()).timestamp() * 1000)
+    with db.transaction() as tx:
+        count, window_start_ms = rates.hit(tx, bucket, period_ms=rate.period_s * 1000, now_ms=now_ms)
+    state = _rate_state(rate, count, window_start_ms, now_ms)
+    if count > rate.limit:
+        raise _limited(f"Rate limit of {rate} exceeded; retry in {state.retry_after_s} s", state)
+    return state
+
+
 def authenticate_key(
-    db: Database, plain: str, rate: Rate, now: datetime | None = None
+    db: Database, plain: str, rate: Rate, now: datetime | None = None, source: str | None = None
 ) -> tuple[Principal, RateState]:
     """Resolve an API key, count the request against its limit and keep its last-used time.
 
     Raises Unauthorized for an unknown or revoked key and RateLimited past the limit; the counter
-    lives in the database, so every process behind a load balancer shares it.
+    lives in the database, so every process behind a load balancer shares it. While ``source`` (the
+    client address) is over its limit of requests without a valid key, no key is even looked at:
+    a key guesser learns nothing until the window ends.
     """
     now = now or utcnow()
     if not plain:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
     now_ms = int(now.timestamp() * 1000)
+    period_ms = rate.period_s * 1000
     with db.transaction() as tx:
+        if source is not None:
+            seen = rates.peek(tx, source_bucket(source), period_ms=period_ms, now_ms=now_ms)
+            if seen is not None and seen[0] > rate.limit:
+                state = _rate_state(rate, seen[0], seen[1], now_ms)
+                raise _limited(
+                    f"Too many requests without a valid API key from {source}; "
+                    f"retry in {state.retry_after_s} s",
+                    state,
+                )
         found = store.active_key_by_hash(tx, sha256_hex(plain))
         if found is None:
             raise Unauthorized("Invalid or revoked API key")
         key, user = found
-        count, window_start_ms = rates.hit(
-            tx, f"apikey:{key.id}", period_ms=rate.period_s * 1000, now_ms=now_ms
-        )
+        count, window_start_ms = rates.hit(tx, f"apikey:{key.id}", period_ms=period_ms, now_ms=now_ms)
         store.touch_api_key(tx, key.id, now)
-    retry_after_s = max(1, -(-(window_start_ms + rate.period_s * 1000 - now_ms) // 1000))
-    state = RateState(rate.limit, max(0, rate.limit - count), retry_after_s)
+    state = _rate_state(rate, count, window_start_ms, now_ms)
     if count > rate.limit:
-        error = RateLimited(
-            f"Rate limit of {rate} exceeded; retry in {retry_after_s} s", retry_after_s=retry_after_s
-        )
-        error.rate_state = state  # type: ignore[attr-defined]
-        raise error
+        raise _limited(f"Rate limit of {rate} exceeded; retry in {state.retry_after_s} s", state)
     return principal_of(user, key.id), state
 
 

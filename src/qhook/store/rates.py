@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import case, literal
+from sqlalchemy import case, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -28,3 +28,13 @@ def hit(tx: Tx, bucket: str, *, period_ms: int, now_ms: int) -> tuple[int, int]:
     ).returning(rate_counters.c.count, rate_counters.c.window_start_ms)
     row = tx.execute(statement).one()
     return int(row[0]), int(row[1])
+
+
+def peek(tx: Tx, bucket: str, *, period_ms: int, now_ms: int) -> tuple[int, int] | None:
+    """(hits, window start) of the bucket's open window without counting; None when none is open."""
+    row = tx.execute(
+        select(rate_counters.c.count, rate_counters.c.window_start_ms).where(
+            rate_counters.c.bucket == bucket, rate_counters.c.window_start_ms > now_ms - period_ms
+        )
+    ).one_or_none()
+    return (int(row[0]), int(row[1])) if row else None
