@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
@@ -72,3 +73,30 @@ def test_secret_validation() -> None:
     assert not signing.is_valid_secret("no-prefix")
     with pytest.raises(ValueError):
         signing.sign("whsec_", "m", 1, b"")
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "whsec_abcdefgh-ijklmnop",
+        "whsec_abcdefgh_ijklmnop",
+        "whsec_" + "A" * 17,
+        "whsec_" + "A" * 12,
+        None,
+        42,
+    ],
+)
+def test_secrets_that_cannot_sign_are_invalid(secret: object) -> None:
+    assert not signing.is_valid_secret(secret)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=12, max_size=140), st.booleans())
+def test_every_valid_secret_signs_and_verifies_with_the_library(key: bytes, unpadded: bool) -> None:
+    raw = base64.b64encode(key).decode()
+    secret = "whsec_" + (raw.rstrip("=") if unpadded else raw)
+    assert signing.is_valid_secret(secret)
+    assert signing.secret_key(secret) == key
+    body = b'{"n": 1}'
+    headers = signing.signing_headers(secret, "msg_1", int(time.time()), body)
+    Webhook(secret).verify(body, headers)

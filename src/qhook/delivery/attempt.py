@@ -6,6 +6,7 @@ I/O is the send itself (and an OAuth2 token fetch inside ``prepare``); the decis
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,8 @@ from qhook.errors import QhookError
 from qhook.store import queue
 
 CIRCUIT_FAILURE_KINDS = frozenset({"dns", "connect", "tls", "timeout"})
+INTERNAL_ERROR_CHARS = 300
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,25 +58,15 @@ async def perform(
         permanent = True
     else:
         try:
-            request, auth = await _build(ctx, sender, delivery, signal, started)
-        except auth_mod.AuthFailed as exc:
-            outcome = _refused(exc.kind, exc.message)
-            permanent = exc.permanent
-        except QhookError as exc:  # a secret that cannot be decrypted, a bad stored config
-            outcome = _refused("config", exc.message)
-            permanent = True
-        else:
-            outcome = await sender.send(request)
-            if outcome.status_code == 401 and auth is not None and auth.token is not None:
-                # The token may have been revoked early: forget it, fetch a fresh one, try once more.
-                await auth_mod.invalidate(ctx, auth.profile_id, auth.token)
-                try:
-                    request, auth = await _build(ctx, sender, delivery, signal, utcnow())
-                except auth_mod.AuthFailed as exc:
-                    outcome = _refused(exc.kind, exc.message)
-                    permanent = exc.permanent
-                else:
-                    outcome = await sender.send(request)
+            outcome, request, auth, permanent = await _try_send(ctx, sender, delivery, signal, started)
+        except Exception as exc:
+            # A bug or stored data the checks at save time missed: a recorded failed attempt under
+            # the retry policy, never a crash that leaves no trace and lets the lease run out forever.
+            logger.exception(
+                "delivery attempt failed inside qhook",
+                extra={"action": "delivery_internal_error", "delivery_id": delivery.id},
+            )
+            outcome = _refused("internal", _describe(exc))
     finished = utcnow()
     config = signal.config if signal else {}
     try:
@@ -124,6 +117,14 @@ def _hint(
 ) -> str | None:
     if outcome.error_kind in ("gone", "config"):
         return f"Not sent: {outcome.error}."
+    if outcome.error_kind == "internal":
+        internal = (
+            f"Not sent: qhook failed while preparing or sending this request ({outcome.error})."
+            " Check the signal's settings (signing secret, headers, auth profile)."
+        )
+        if decision.final:
+            return f"{internal} Gave up: {decision.reason}."
+        return f"{internal} It is retried under the signal's retry policy."
     found = hints.hint_for(
         url=delivery.url,
         status_code=outcome.status_code,
@@ -138,6 +139,41 @@ def _hint(
     if decision.reason.startswith("gave up") or decision.reason == "older than max_age":
         return f"{found} Gave up: {decision.reason}." if found else decision.reason
     return found
+
+
+async def _try_send(
+    ctx: AppContext,
+    sender: Sender,
+    delivery: queue.QueuedDelivery,
+    signal: queue.SendSignal,
+    started: datetime,
+) -> tuple[SendOutcome, OutgoingRequest | None, auth_mod.ResolvedAuth | None, bool]:
+    """Build and send: (outcome, request, auth, permanent); refusals before sending are outcomes too."""
+    try:
+        request, auth = await _build(ctx, sender, delivery, signal, started)
+    except auth_mod.AuthFailed as exc:
+        return _refused(exc.kind, exc.message), None, None, exc.permanent
+    except QhookError as exc:  # a secret that cannot be decrypted, a bad stored config
+        return _refused("config", exc.message), None, None, True
+    outcome = await sender.send(request)
+    if outcome.status_code == 401 and auth is not None and auth.token is not None:
+        # The token may have been revoked early: forget it, fetch a fresh one, try once more.
+        await auth_mod.invalidate(ctx, auth.profile_id, auth.token)
+        try:
+            request, auth = await _build(ctx, sender, delivery, signal, utcnow())
+        except auth_mod.AuthFailed as exc:
+            return _refused(exc.kind, exc.message), request, auth, exc.permanent
+        outcome = await sender.send(request)
+    return outcome, request, auth, False
+
+
+def _describe(exc: Exception) -> str:
+    """What went wrong, for the hint: the error's type and message (ours never carry secret values)."""
+    text = str(exc).strip()
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return (
+        described if len(described) <= INTERNAL_ERROR_CHARS else described[: INTERNAL_ERROR_CHARS - 1] + "…"
+    )
 
 
 def _refused(kind: str, message: str) -> SendOutcome:

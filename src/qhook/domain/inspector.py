@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from qhook.domain.signing import is_valid_secret
+from qhook.domain.signing import SECRET_EXPECTED, is_valid_secret
 from qhook.errors import field_error
 from qhook.settings import Settings
 
@@ -206,7 +206,7 @@ def parse_bin_options(
         DEFAULT_MAX_CAPTURES if max_captures is None else max_captures, "max_captures", 1, MAX_MAX_CAPTURES
     )
     if secret is not None and (not isinstance(secret, str) or not is_valid_secret(secret)):
-        raise field_error("secret", "a Standard Webhooks secret: 'whsec_' followed by base64")
+        raise field_error("secret", SECRET_EXPECTED)
     return BinOptions(steps, ttl, cap, secret)
 
 

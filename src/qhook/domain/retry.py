@@ -30,7 +30,9 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # 501 Not Implemented and 505 HTTP Version Not Supported will not change by waiting.
 PERMANENT_SERVER_STATUSES = frozenset({501, 505})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
-RETRYABLE_KINDS = frozenset({"dns", "connect", "tls", "timeout", "auth"})
+# "internal": qhook itself failed preparing or sending (a bug, bad stored data); a fix or a changed
+# setting may cure it, so it is retried under the policy rather than given up at once.
+RETRYABLE_KINDS = frozenset({"dns", "connect", "tls", "timeout", "auth", "internal"})
 PERMANENT_KINDS = frozenset({"ssrf_blocked", "redirect", "too_large"})
 
 Outcome = Literal["succeeded", "retry", "failed"]

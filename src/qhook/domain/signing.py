@@ -29,12 +29,30 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
-def is_valid_secret(secret: str) -> bool:
+SECRET_MIN_CHARS = 16
+SECRET_MAX_CHARS = 200
+SECRET_EXPECTED = (
+    f"a signing secret 'whsec_' followed by {SECRET_MIN_CHARS} to {SECRET_MAX_CHARS} characters of"
+    " standard base64 (A-Z a-z 0-9 + /, '=' only as padding)"
+)
+
+
+def is_valid_secret(secret: object) -> bool:
+    """The one check for a secret given by a person (workflow save, rotation, inspector bins).
+
+    What passes here signs without error at send time, and the public Standard Webhooks libraries
+    derive the same key from it (no URL-safe '-'/'_', no impossible base64 lengths).
+    """
+    if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
+        return False
+    raw = secret.removeprefix(SECRET_PREFIX)
+    if not SECRET_MIN_CHARS <= len(raw) <= SECRET_MAX_CHARS:
+        return False
     try:
         secret_key(secret)
     except ValueError:
         return False
-    return secret.startswith(SECRET_PREFIX)
+    return True
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

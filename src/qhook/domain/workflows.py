@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import isodate
 
-from qhook.domain import filters, payloads, triggers
+from qhook.domain import filters, payloads, signing, triggers
 from qhook.domain.filters import FieldLike
 from qhook.domain.rates import parse_rate
 from qhook.errors import ValidationFailed
@@ -35,7 +35,6 @@ RESERVED_HEADERS = frozenset(
     {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"}
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/=_-]{16,200}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,8 +238,8 @@ def _webhook(
         parse_rate(rate, f"{path}.rate_limit")
     config["rate_limit"] = rate
     secret = raw.get("secret")
-    if secret is not None and (not isinstance(secret, str) or not _SECRET.match(secret)):
-        raise _fail(f"{path}.secret", "a signing secret 'whsec_' followed by base64 (at least 16 characters)")
+    if secret is not None and not signing.is_valid_secret(secret):
+        raise _fail(f"{path}.secret", signing.SECRET_EXPECTED)
     return config, secret
 
 

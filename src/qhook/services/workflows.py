@@ -11,7 +11,7 @@ from typing import Any
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
-from qhook.domain import payloads
+from qhook.domain import payloads, signing
 from qhook.domain.fields import flat_result
 from qhook.domain.ids import new_uid
 from qhook.domain.inspector import is_own_inspector
@@ -357,10 +357,8 @@ def rotate_secret(
     ctx: AppContext, workflow_id: int, signal_id: int, *, actor: str, secret: str | None = None
 ) -> tuple[str, datetime]:
     """A new secret; the old one keeps signing for 24 hours. Returns (new secret, old valid until)."""
-    if secret is not None and not (
-        isinstance(secret, str) and secret.startswith("whsec_") and len(secret) >= 22
-    ):
-        raise field_error("secret", "a signing secret 'whsec_' followed by base64")
+    if secret is not None and not signing.is_valid_secret(secret):
+        raise field_error("secret", signing.SECRET_EXPECTED)
     plain = secret or new_signing_secret()
     now = utcnow()
     with ctx.db.transaction() as tx:
