@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import pydantic
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from qhook.context import AppContext, open_context
@@ -40,6 +42,12 @@ def friendly(func: F) -> F:
             return func(*args, **kwargs)
         except QhookError as exc:
             err_console.print(f"[red]error:[/red] {exc.message}")
+            raise typer.Exit(1) from exc
+        except pydantic.ValidationError as exc:  # a bad QHOOK_* setting, named
+            for problem in exc.errors():
+                name = "QHOOK_" + "_".join(str(p) for p in problem["loc"]).upper()
+                message = str(problem["msg"]).removeprefix("Value error, ")
+                err_console.print(f"[red]error:[/red] {name}: {escape(message)}")
             raise typer.Exit(1) from exc
 
     return wrapper  # type: ignore[return-value]

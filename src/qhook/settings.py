@@ -66,6 +66,20 @@ class Settings(BaseSettings):
         parse_rate(value)
         return value
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        # Checked here: an unknown zone would otherwise fail every save in a set with an on_date workflow.
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except (KeyError, ValueError, OSError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r}: expected an IANA name such as 'Europe/Amsterdam' or 'UTC'"
+            ) from exc
+        return value
+
     @cached_property
     def resolved_database_url(self) -> str:
         """The URL SQLAlchemy gets: the SQLite default, and psycopg 3 for postgresql:// URLs."""
