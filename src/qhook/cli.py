@@ -123,6 +123,80 @@ def user_create(
     console.print(f"user {user.name} ({user.role}) created with id {user.id}")
 
 
+@user_app.command("list")
+@friendly
+def user_list() -> None:
+    """List users (never their passwords)."""
+    from qhook.services import users
+
+    table = Table("id", "name", "role", "sets", "active", "created")
+    for user in users.list_users(open_ctx().db):
+        sets = ",".join(str(i) for i in user.set_ids) if user.set_ids is not None else "all"
+        table.add_row(
+            str(user.id),
+            user.name,
+            user.role,
+            sets,
+            "yes" if user.active else "no",
+            f"{user.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@user_app.command("set-password")
+@friendly
+def user_set_password(
+    name: str,
+    password: Annotated[
+        str,
+        typer.Option(prompt=True, confirmation_prompt=True, hide_input=True, help="At least 8 characters"),
+    ],
+) -> None:
+    """Set a user's password (asked for when not given); their UI sessions end."""
+    from qhook.services import users
+
+    db = open_ctx().db
+    users.update_user(db, users.user_named(db, name).id, actor="cli", password=password)
+    console.print(f"password of {name} changed")
+
+
+@user_app.command("update")
+@friendly
+def user_update(
+    name: str,
+    role: Annotated[str | None, typer.Option(help="admin, editor or viewer")] = None,
+    set_ids: Annotated[
+        str | None, typer.Option("--sets", help="Comma-separated set ids the user may use, or 'all'")
+    ] = None,
+    active: Annotated[
+        bool | None,
+        typer.Option("--active/--inactive", help="Inactive users' keys and sessions stop working"),
+    ] = None,
+) -> None:
+    """Change a user's role, sets or active flag."""
+    from qhook.services import users
+
+    ids: list[int] | users.Keep | None = users.KEEP
+    if set_ids is not None:
+        ids = None if set_ids.strip().lower() == "all" else _ids(set_ids, "--sets")
+    db = open_ctx().db
+    user = users.update_user(
+        db, users.user_named(db, name).id, actor="cli", role=role, set_ids=ids, active=active
+    )
+    sets = ",".join(str(i) for i in user.set_ids) if user.set_ids is not None else "all"
+    state = "active" if user.active else "inactive"
+    console.print(f"user {user.name}: {user.role}, sets {sets}, {state}")
+
+
+def _ids(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"expected comma-separated ids or 'all', got {text!r}", param_hint=option
+        ) from exc
+
+
 @apikey_app.command("create")
 @friendly
 def apikey_create(user: str, label: Annotated[str, typer.Option(help="What the key is for")] = "") -> None:

@@ -41,6 +41,6 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
         name, password = credentials
         console.print(
             f"[bold yellow]First start:[/] admin user [bold]{name}[/], password [bold]{password}[/]"
-            " (shown once; change it or create your own admin)"
+            " (shown once; change it at /ui/account or with `qhook user set-password admin`)"
         )
     uvicorn.run(app, host=host, port=port, log_level=ctx.settings.log_level.lower(), access_log=False)

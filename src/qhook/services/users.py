@@ -6,6 +6,7 @@ import contextlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,7 +15,15 @@ from qhook.clock import utcnow
 from qhook.crypto import new_token, sha256_hex
 from qhook.domain.access import Principal, role_from_text
 from qhook.domain.rates import Rate
-from qhook.errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed, field_error
+from qhook.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+    field_error,
+)
 from qhook.services import audit
 from qhook.store import rates
 from qhook.store import users as store
@@ -72,6 +81,106 @@ def create_user(
 def list_users(db: Database) -> list[UserRecord]:
     with db.reading() as tx:
         return store.list_users(tx)
+
+
+class Keep(Enum):
+    """An argument left out: the value stays as it is (``None`` means something for ``set_ids``)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+def get_user(db: Database, user_id: int) -> UserRecord:
+    with db.reading() as tx:
+        user = store.user_by_id(tx, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id}: no such user")
+    return user
+
+
+def user_named(db: Database, name: str) -> UserRecord:
+    with db.reading() as tx:
+        found = store.user_by_name(tx, name)
+    if found is None:
+        raise NotFound(f"user: no user named {name!r}")
+    return found[0]
+
+
+def _check_password(password: str, field: str = "password") -> None:
+    if len(password) < 8:
+        raise field_error(field, "at least 8 characters")
+
+
+def update_user(
+    db: Database,
+    user_id: int,
+    *,
+    actor: str,
+    role: str | None = None,
+    set_ids: list[int] | Keep | None = KEEP,
+    active: bool | None = None,
+    password: str | None = None,
+) -> UserRecord:
+    """Change role, set restriction, active flag or password, audited (never the password).
+
+    Keys and sessions resolve their user on every request, so a new role or restriction applies
+    at once; deactivating ends the user's sessions and stops their keys, a new password ends their
+    sessions. The last active admin cannot be demoted or deactivated.
+    """
+    values: dict[str, object] = {}
+    details: dict[str, object] = {}
+    if role is not None:
+        try:
+            role_from_text(role)
+        except ValueError as exc:
+            raise field_error("role", str(exc)) from exc
+        values["role"] = details["role"] = role
+    if not isinstance(set_ids, Keep):
+        if set_ids is not None and any(i < 1 for i in set_ids):
+            raise field_error("set_ids", "set ids (positive integers), or null for every set")
+        values["set_ids"] = details["set_ids"] = sorted(set(set_ids)) if set_ids is not None else None
+    if active is not None:
+        values["active"] = details["active"] = active
+    if password is not None:
+        _check_password(password)
+        values["password_hash"] = _hasher.hash(password)
+        details["password_changed"] = True
+    if not values:
+        raise ValidationFailed("Nothing to change: give role, set_ids, active or password")
+    with db.transaction() as tx:
+        before = store.user_by_id(tx, user_id)
+        if before is None:
+            raise NotFound(f"user {user_id}: no such user")
+        user = store.update_user(tx, user_id, **values)
+        assert user is not None
+        if before.role == "admin" and before.active and store.count_active_admins(tx) == 0:
+            raise Conflict(f"{before.name} is the last active admin: make another admin first")
+        if not user.active or password is not None:
+            store.delete_sessions_of(tx, user_id)
+        audit.record(tx, actor, "user.update", "user", user_id, {"name": user.name, **details})
+    return user
+
+
+def change_own_password(
+    db: Database, user_id: int, current: str, new: str, keep_session: str | None = None
+) -> None:
+    """A person's own change: the current password must match; their other sessions end."""
+    _check_password(new, "new_password")
+    with db.transaction() as tx:
+        hashed = store.password_hash_of(tx, user_id)
+        try:
+            if hashed is None:
+                raise VerificationError("no password set")
+            _hasher.verify(hashed, current)
+        except (VerificationError, InvalidHashError) as exc:
+            raise Forbidden("current_password: does not match your current password") from exc
+        user = store.update_user(tx, user_id, password_hash=_hasher.hash(new))
+        assert user is not None
+        keep = sha256_hex(keep_session) if keep_session else None
+        store.delete_sessions_of(tx, user_id, keep_hash=keep)
+        audit.record(tx, user.name, "user.password", "user", user_id, {"name": user.name})
 
 
 def bootstrap_admin(db: Database) -> tuple[str, str] | None:

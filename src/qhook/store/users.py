@@ -182,3 +182,24 @@ def session_user(tx: Tx, token_hash: str, now: datetime) -> UserRecord | None:
 
 def delete_session(tx: Tx, token_hash: str) -> None:
     tx.execute(delete(ui_sessions).where(ui_sessions.c.token_hash == token_hash))
+
+
+def password_hash_of(tx: Tx, user_id: int) -> str | None:
+    hashed: str | None = tx.execute(select(users.c.password_hash).where(users.c.id == user_id)).scalar()
+    return hashed
+
+
+def delete_sessions_of(tx: Tx, user_id: int, keep_hash: str | None = None) -> int:
+    """End the user's UI sessions (all but ``keep_hash``, the one making the change)."""
+    query = delete(ui_sessions).where(ui_sessions.c.user_id == user_id)
+    if keep_hash is not None:
+        query = query.where(ui_sessions.c.token_hash != keep_hash)
+    return int(tx.execute(query).rowcount or 0)
+
+
+def count_active_admins(tx: Tx) -> int:
+    return int(
+        tx.execute(
+            select(func.count()).select_from(users).where(users.c.role == "admin", users.c.active.is_(True))
+        ).scalar_one()
+    )

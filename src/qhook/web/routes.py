@@ -141,6 +141,12 @@ async def logout(request: Request, ctx: Ctx) -> Response:
     return response
 
 
+@router.get("/ui/account")
+def account_page(request: Request, me: PageUser) -> Response:
+    """The signed-in person's own settings: for now, their password."""
+    return render(request, "account.html")
+
+
 # --- the Hub -------------------------------------------------------------------------------------
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
-from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import Admin, Ctx, CurrentUser
+from qhook.api.deps import SESSION_COOKIE, Admin, Ctx, CurrentUser
+from qhook.errors import field_error
 from qhook.services import users
 from qhook.store.users import ApiKeyRecord, UserRecord
 
@@ -41,6 +43,24 @@ class UserIn(BaseModel):
     role: str = Field(description="admin, editor or viewer")
     password: str | None = Field(None, min_length=8)
     set_ids: list[int] | None = Field(None, description="Limit the user to these sets; null for all")
+
+
+class UserPatch(BaseModel):
+    """Only the keys sent change; ``"set_ids": null`` lifts the restriction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str | None = Field(None, description="admin, editor or viewer")
+    set_ids: list[int] | None = Field(None, description="Limit the user to these sets; null for all")
+    active: bool | None = Field(None, description="false: the user's keys and sessions stop working")
+    password: str | None = Field(None, min_length=8)
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str
+    new_password: str = Field(min_length=8)
 
 
 class ApiKeyOut(BaseModel):
@@ -97,6 +117,47 @@ async def create_user(body: UserIn, ctx: Ctx, principal: Admin) -> UserOut:
         users.create_user, ctx.db, body.name, body.role, body.password, body.set_ids, principal.name
     )
     return UserOut.of(user)
+
+
+@router.get("/users/{user_id}")
+def get_user(user_id: int, ctx: Ctx, _: Admin) -> UserOut:
+    return UserOut.of(users.get_user(ctx.db, user_id))
+
+
+@router.patch("/users/{user_id}")
+async def update_user(user_id: int, body: UserPatch, ctx: Ctx, principal: Admin) -> UserOut:
+    sent = body.model_fields_set
+    for name in ("role", "active", "password"):
+        if name in sent and getattr(body, name) is None:
+            raise field_error(name, "a value (null is only meaningful for set_ids)")
+    user = await run_in_threadpool(
+        partial(
+            users.update_user,
+            ctx.db,
+            user_id,
+            actor=principal.name,
+            role=body.role,
+            set_ids=body.set_ids if "set_ids" in sent else users.KEEP,
+            active=body.active,
+            password=body.password,
+        )
+    )
+    return UserOut.of(user)
+
+
+@router.post("/me/password", status_code=204)
+async def change_my_password(
+    body: PasswordChange, request: Request, ctx: Ctx, principal: CurrentUser
+) -> None:
+    """Change your own password; your other UI sessions end."""
+    await run_in_threadpool(
+        users.change_own_password,
+        ctx.db,
+        principal.user_id,
+        body.current_password,
+        body.new_password,
+        request.cookies.get(SESSION_COOKIE) if principal.key_id is None else None,
+    )
 
 
 @router.get("/api-keys")

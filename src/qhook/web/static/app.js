@@ -135,6 +135,18 @@
       const done = await api("POST", "/api/v1/deliveries/replay", body);
       outcome.textContent = done.queued === 1 ? "Queued 1 delivery." : "Queued " + done.queued + " deliveries.";
     },
+    async password(form, outcome) {
+      const data = new FormData(form);
+      const fresh = data.get("new_password") || "";
+      if (fresh !== (data.get("repeat_password") || "")) {
+        throw new Error("The new passwords differ; type the same one twice.");
+      }
+      await api("POST", "/api/v1/me/password", {
+        current_password: data.get("current_password") || "", new_password: fresh,
+      });
+      form.reset();
+      outcome.textContent = "Password changed; your other sessions were logged out.";
+    },
     async "send-test"(form, outcome) {
       const data = new FormData(form);
       const body = {};
