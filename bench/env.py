@@ -439,3 +439,8 @@ def spy_stop(spy: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         spy.kill()
         spy.wait()
+
+
+def load_range(loads: list[str]) -> str:
+    numbers = sorted(float(x) for x in loads)
+    return f"{numbers[0]:.2f}-{numbers[-1]:.2f}" if numbers else ""

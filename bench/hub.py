@@ -157,7 +157,7 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
                 p95[name].append(percentile(times, 95))
                 medians[name].append(statistics.median(times))
         ctx.db.dispose()
-    load = f"{min(loads)}-{max(loads)}"
+    load = env.load_range(loads)
     found: list[Row] = []
     for name in p95:
         row = Row("hub", kind, f"list {name} p95", "ms", p95[name], target="<= 50", load=load)

@@ -109,7 +109,7 @@ def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
             say(f"ingest {kind} run {number}: {rate:,.0f} results/s ledger {book}")
             if not book["void"]:
                 rates.append(rate)
-        load = f"{min(b['load'] for b in books)}-{max(b['load'] for b in books)}"
+        load = env.load_range([b["load"] for b in books])
         target = ">= 3,000" if kind == "sqlite" else ""
         row = Row(
             "ingest", kind, "storeResults x1000, 5/10 firing", "results/s", rates, target=target, load=load

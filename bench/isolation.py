@@ -78,7 +78,7 @@ def _on(kind: str, runs: int, per_endpoint: int, out: dict[str, Any]) -> list[Ro
         results = alternate(runs, {"without": contender(False), "with": contender(True)})
         ctx.db.dispose()
     ratio = [w / wo for w, wo in zip(results["with"], results["without"], strict=True) if w == w and wo == wo]
-    load = f"{min(loads)}-{max(loads)}"
+    load = env.load_range(loads)
     rows = [
         Row(
             "isolation",

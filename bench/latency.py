@@ -177,7 +177,7 @@ def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
             finally:
                 env.stop_process(server)
                 ctx.db.dispose()
-        load = f"{min(loads)}-{max(loads)}"
+        load = env.load_range(loads)
         rows.append(Row("latency", kind, "p50 scheduled->receiver", "ms", p50s, target="<= 15", load=load))
         rows[-1].met = bool(p50s) and rows[-1].median <= 15
         rows.append(Row("latency", kind, "p99 scheduled->receiver", "ms", p99s, target="<= 100", load=load))

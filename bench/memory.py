@@ -71,7 +71,7 @@ def _on(kind: str, runs: int, total: int, seconds: int, out: dict[str, Any]) -> 
             if not book["void"]:
                 peaks.append(peak_kb / 1024)
         ctx.db.dispose()
-    load = f"{min(loads)}-{max(loads)}"
+    load = env.load_range(loads)
     row = Row(
         "memory", kind, f"worker peak RSS, {total:,} pending", "MB", peaks, target=f"< {LIMIT_MB}", load=load
     )

@@ -74,7 +74,7 @@ def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
 
         results = alternate(runs, {str(k): contender(k) for k in COUNTS})
         ctx.db.dispose()
-    load = f"{min(loads)}-{max(loads)}"
+    load = env.load_range(loads)
     base_rates = results["1"]
     for k in COUNTS:
         values = [v for v in results[str(k)] if v == v]

@@ -137,7 +137,7 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
     valid = {k: [v for v in vs if v == v] for k, vs in results.items()}
     ratio_bare = [q / b for q, b in zip(results["qhook"], results["bare"], strict=True) if q == q and b == b]
     ratio_pool = [q / p for q, p in zip(results["qhook"], results["pool"], strict=True) if q == q and p == p]
-    load = f"{min(loads)}-{max(loads)}"
+    load = env.load_range(loads)
     rows += [
         Row("throughput", kind, "qhook", "req/s", valid["qhook"], load=load),
         Row("throughput", kind, "bare aiohttp", "req/s", valid["bare"], load=load),
