@@ -10,11 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from aiohttp import web
+from sqlalchemy import select, update
 
 from qhook.context import AppContext
 from qhook.domain import signing
-from qhook.store.tables import signals
+from qhook.store.tables import deliveries, signals
 from tests.support.delivery import (
     attempts_of,
     delivery,
@@ -25,7 +26,7 @@ from tests.support.delivery import (
     running_worker,
     until,
 )
-from tests.support.workflows import make_set
+from tests.support.workflows import add_result, make_set
 
 # Each saved fine before (URL-safe characters, a length base64 cannot have) and then broke signing.
 BAD_SECRETS = ["whsec_abcdefgh-ijklmnop", "whsec_abcdefgh_ijklmnop", "whsec_" + "A" * 17]
@@ -37,6 +38,11 @@ def _store_secret(ctx: AppContext, signal_id: int, secret: str) -> None:
         tx.execute(
             update(signals).where(signals.c.id == signal_id).values(secret_enc=ctx.box.encrypt(secret))
         )
+
+
+def _all_failed(ctx: AppContext, ids: list[int]) -> list[Any] | None:
+    rows = [delivery(ctx, i) for i in ids]
+    return rows if all(r.status == "failed" for r in rows) else None
 
 
 def _webhook(url: str, **extra: Any) -> dict[str, Any]:
@@ -112,3 +118,57 @@ async def test_send_test_with_a_secret_that_cannot_sign_answers_with_the_attempt
     assert attempt["error_kind"] == "internal" and "signing secret" in attempt["hint"]
     assert rx.received == []
     assert delivery(ctx, response.json()["delivery_id"]).status == "failed"
+
+
+@pytest.mark.parametrize("max_age", ["P60D", "P1M", "PT10S", "P1Y", "-P1D", "2 days"])
+async def test_workflow_save_refuses_a_max_age_the_worker_cannot_use(
+    api: httpx.AsyncClient, max_age: str
+) -> None:
+    set_id = await make_set(api)
+    doc = {"name": "wf", "set_id": set_id, "triggers": {"entry": True}}
+    ok = _webhook("http://127.0.0.1:9/h")
+    response = await api.post(
+        "/api/v1/workflows", json={**doc, "signals": [ok, _webhook("http://127.0.0.1:9/h", max_age=max_age)]}
+    )
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["details"]
+    assert detail["field"] == "signals[1].max_age" and "1 minute to 30 days" in detail["error"]
+    created = await api.post("/api/v1/workflows", json={**doc, "signals": [ok]})
+    patched = await api.patch(
+        f"/api/v1/workflows/{created.json()['id']}", json={"signals": [{**ok, "max_age": max_age}]}
+    )
+    assert patched.status_code == 422 and patched.json()["details"][0]["field"] == "signals[0].max_age"
+
+
+async def test_max_attempts_holds_whatever_the_max_age(ctx: AppContext, api: httpx.AsyncClient) -> None:
+    """Two signals with max_attempts 2: one saved with max_age PT1H, one whose stored max_age ('P60D')
+    predates the check at save time. Both fail after exactly 2 attempts, not the default 12."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="down")
+
+    set_id = await make_set(api)
+    async with receiver(handler) as rx:
+        signal = _webhook(rx.url, max_attempts=2, max_age="PT1H")
+        created = await api.post(
+            "/api/v1/workflows",
+            json={"name": "wf", "set_id": set_id, "triggers": {"entry": True}, "signals": [signal, signal]},
+        )
+        assert created.status_code == 201, created.text
+        legacy_id = created.json()["signals"][1]["id"]
+        with ctx.db.transaction() as tx:
+            config = tx.execute(select(signals.c.config).where(signals.c.id == legacy_id)).scalar_one()
+            tx.execute(
+                update(signals).where(signals.c.id == legacy_id).values(config={**config, "max_age": "P60D"})
+            )
+        await add_result(api, set_id, batchnumber_="B-1")
+        with ctx.db.reading() as tx:
+            ids = list(tx.execute(select(deliveries.c.id).order_by(deliveries.c.id)).scalars())
+        assert len(ids) == 2
+        async with running_worker(ctx):
+            await until(lambda: all(delivery(ctx, i).status == "retrying" for i in ids))
+            make_due(ctx)
+            rows = await until(lambda: _all_failed(ctx, ids))
+    assert [r.attempt_count for r in rows] == [2, 2]
+    assert all("gave up after 2 attempts" in r.hint for r in rows)
+    assert len(rx.received) == 4

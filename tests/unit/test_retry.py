@@ -178,6 +178,25 @@ def test_policy_of_config() -> None:
     assert retry.policy_of({}) == RetryPolicy()
     policy = retry.policy_of({"max_attempts": 3, "max_age": "PT6H"})
     assert policy.max_attempts == 3 and policy.max_age == timedelta(hours=6)
-    for bad in ({"max_attempts": 0}, {"max_age": "P1M"}, {"max_age": "2 days"}, {"max_age": "P60D"}):
-        with pytest.raises(ValueError):
-            retry.policy_of(bad)
+    for bad in ("P1M", "2 days", "P60D", "PT10S", "P1Y", "-P1D", "", None, 5):
+        with pytest.raises(ValueError, match="1 minute to 30 days"):
+            retry.parse_max_age(bad if bad != "" else "P")
+    for bad_attempts in (0, 51, True, "3", 2.5):
+        with pytest.raises(ValueError, match="1 to 50"):
+            retry.parse_max_attempts(bad_attempts)
+
+
+def test_policy_of_a_bad_stored_key_keeps_the_other() -> None:
+    """Stored before the checks at save time: each key falls back on its own, never raises."""
+    cases = {
+        "P60D": timedelta(days=30),
+        "P1M": timedelta(days=30),
+        "P1Y": timedelta(days=30),
+        "PT10S": timedelta(minutes=1),
+        "2 days": retry.DEFAULT_MAX_AGE,
+    }
+    for stored, expected in cases.items():
+        policy = retry.policy_of({"max_attempts": 2, "max_age": stored})
+        assert policy == RetryPolicy(max_attempts=2, max_age=expected), stored
+    assert retry.policy_of({"max_attempts": 0, "max_age": "PT6H"}) == RetryPolicy(1, timedelta(hours=6))
+    assert retry.policy_of({"max_attempts": "x"}).max_attempts == retry.DEFAULT_MAX_ATTEMPTS

@@ -69,10 +69,7 @@ async def perform(
             outcome = _refused("internal", _describe(exc))
     finished = utcnow()
     config = signal.config if signal else {}
-    try:
-        policy = retry.policy_of(config)
-    except ValueError:
-        policy = retry.RetryPolicy()
+    policy = retry.policy_of(config)  # never raises: a bad stored key falls back on its own
     decision = retry.decide(
         status_code=outcome.status_code,
         error_kind=outcome.error_kind,

@@ -148,27 +148,68 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return min(max((when - now).total_seconds(), 0.0), RETRY_AFTER_CAP_S)
 
 
-def parse_max_age(text: str, field_name: str = "max_age") -> timedelta:
-    """An ISO 8601 duration (``P2D``, ``PT6H``) of at least a minute and at most 30 days."""
+MIN_MAX_AGE = timedelta(minutes=1)
+MAX_AGE_EXPECTED = (
+    "an ISO 8601 duration in days, hours or minutes (no months or years) from 1 minute to 30 days,"
+    " e.g. 'P2D', 'PT6H' or 'PT30M'"
+)
+
+
+def parse_max_age(text: object) -> timedelta:
+    """A signal's ``max_age``: the one check at save time and the one parser at send time.
+
+    ValueError (saying what is expected, see ``MAX_AGE_EXPECTED``) for anything else.
+    """
+    if not isinstance(text, str):
+        raise ValueError(MAX_AGE_EXPECTED)
     try:
         duration = isodate.parse_duration(text)
     except (isodate.ISO8601Error, ValueError, TypeError) as exc:
-        raise ValueError(f"{field_name}: an ISO 8601 duration such as 'P2D' or 'PT6H'") from exc
-    if not isinstance(duration, timedelta):  # months/years have no fixed length
-        raise ValueError(f"{field_name}: use days, hours or minutes (e.g. 'P30D'), not months or years")
-    if not timedelta(minutes=1) <= duration <= MAX_AGE_LIMIT:
-        raise ValueError(f"{field_name}: between 1 minute and 30 days")
+        raise ValueError(MAX_AGE_EXPECTED) from exc
+    # Months and years (an isodate.Duration) have no fixed length.
+    if not isinstance(duration, timedelta) or not MIN_MAX_AGE <= duration <= MAX_AGE_LIMIT:
+        raise ValueError(MAX_AGE_EXPECTED)
     return duration
 
 
+def parse_max_attempts(value: object) -> int:
+    """A signal's ``max_attempts``: a whole number from 1 to ``MAX_ATTEMPTS_LIMIT``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS_LIMIT:
+        raise ValueError(f"an integer from 1 to {MAX_ATTEMPTS_LIMIT}")
+    return value
+
+
 def policy_of(config: Mapping[str, Any]) -> RetryPolicy:
-    """The retry policy of a webhook signal's config (defaults for absent keys)."""
+    """The retry policy of a webhook signal's config (defaults for absent keys); never raises.
+
+    Saving checks both keys with the parsers above. A value stored before those checks existed
+    falls back on its own, so a bad ``max_age`` never takes the signal's ``max_attempts`` with it.
+    """
     raw_attempts = config.get("max_attempts")
-    max_attempts = DEFAULT_MAX_ATTEMPTS if raw_attempts is None else raw_attempts
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
-        raise ValueError("max_attempts: a whole number")
-    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
-        raise ValueError(f"max_attempts: between 1 and {MAX_ATTEMPTS_LIMIT}")
-    max_age_text = config.get("max_age")
-    max_age = parse_max_age(str(max_age_text)) if max_age_text else DEFAULT_MAX_AGE
+    try:
+        max_attempts = DEFAULT_MAX_ATTEMPTS if raw_attempts is None else parse_max_attempts(raw_attempts)
+    except ValueError:
+        max_attempts = _clamped_attempts(raw_attempts)
+    raw_age = config.get("max_age")
+    try:
+        max_age = parse_max_age(raw_age) if raw_age else DEFAULT_MAX_AGE
+    except ValueError:
+        max_age = _clamped_age(raw_age)
     return RetryPolicy(max_attempts=max_attempts, max_age=max_age)
+
+
+def _clamped_attempts(raw: object) -> int:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return int(min(max(raw, 1), MAX_ATTEMPTS_LIMIT))
+    return DEFAULT_MAX_ATTEMPTS
+
+
+def _clamped_age(raw: object) -> timedelta:
+    """The nearest allowed age for a stored out-of-range one ('P60D' -> 30 days); the default otherwise."""
+    try:
+        duration = isodate.parse_duration(str(raw))
+    except (isodate.ISO8601Error, ValueError, TypeError):
+        return DEFAULT_MAX_AGE
+    if not isinstance(duration, timedelta):  # months or years: longer than any allowed age
+        return MAX_AGE_LIMIT if str(raw).strip()[:1] != "-" else MIN_MAX_AGE
+    return min(max(duration, MIN_MAX_AGE), MAX_AGE_LIMIT)

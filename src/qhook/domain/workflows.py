@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import isodate
-
-from qhook.domain import filters, payloads, signing, triggers
+from qhook.domain import filters, payloads, retry, signing, triggers
 from qhook.domain.filters import FieldLike
 from qhook.domain.rates import parse_rate
 from qhook.errors import ValidationFailed
@@ -217,15 +215,15 @@ def _webhook(
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
         raise _fail(f"{path}.timeout_s", "seconds, more than 0 and at most 60")
     config["timeout_s"] = timeout
-    config["max_attempts"] = _int(raw, "max_attempts", path, 1, 50, 12)
+    config["max_attempts"] = _int(
+        raw, "max_attempts", path, 1, retry.MAX_ATTEMPTS_LIMIT, retry.DEFAULT_MAX_ATTEMPTS
+    )
     config["max_in_flight"] = _int(raw, "max_in_flight", path, 1, 100, 10)
-    max_age = raw.get("max_age") or "P2D"
+    max_age = raw.get("max_age") or WEBHOOK_DEFAULTS["max_age"]
     try:
-        parsed_age = isodate.parse_duration(max_age) if isinstance(max_age, str) else None
-    except (isodate.ISO8601Error, ValueError):
-        parsed_age = None
-    if parsed_age is None or str(max_age).startswith("-"):
-        raise _fail(f"{path}.max_age", "a positive ISO 8601 duration, e.g. 'P2D' or 'PT6H'")
+        retry.parse_max_age(max_age)  # the same parser the worker uses at send time
+    except ValueError as exc:
+        raise _fail(f"{path}.max_age", str(exc)) from exc
     config["max_age"] = max_age
     ordered = raw.get("ordered", False)
     if not isinstance(ordered, bool):
