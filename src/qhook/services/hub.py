@@ -13,9 +13,11 @@ from qhook import background
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import ids
+from qhook.domain.rates import parse_rate
 from qhook.domain.urls import origin_of
 from qhook.errors import Conflict, NotFound, QhookError, ValidationFailed, field_error
 from qhook.services import audit
+from qhook.store import endpoints as endpoint_store
 from qhook.store import hub as store
 from qhook.store import hub_stats
 from qhook.store.db import Tx
@@ -75,6 +77,8 @@ class EndpointSummary:
     last_hour: Latency
     last_day: Latency
     queue_depth: int
+    rate_limit: str | None = None
+    max_in_flight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +375,8 @@ def endpoint_summaries(ctx: AppContext, now: datetime | None = None) -> list[End
                 last_hour=hour.get(origin, EMPTY_LATENCY),
                 last_day=day.get(origin, EMPTY_LATENCY),
                 queue_depth=depths.get(origin, 0),
+                rate_limit=row.rate_limit if row else None,
+                max_in_flight=row.max_in_flight if row else None,
             )
         )
     return found
@@ -382,6 +388,32 @@ def set_endpoint_paused(ctx: AppContext, origin: str, *, paused: bool, actor: st
     with ctx.db.transaction() as tx:
         row = store.set_paused(tx, key, paused=paused, now=utcnow(), detail=f"by {actor}")
         audit.record(tx, actor, "endpoint.pause" if paused else "endpoint.resume", "endpoint", key, None)
+    return row
+
+
+MAX_IN_FLIGHT_LIMIT = 100
+
+
+def set_endpoint_limits(
+    ctx: AppContext, origin: str, *, rate_limit: str | None, max_in_flight: int | None, actor: str
+) -> EndpointRecord:
+    """Per-host rate limit and concurrency cap (null: the signals' own); they win over the signals'."""
+    key = _origin(origin, "origin")
+    rate = str(parse_rate(rate_limit, "rate_limit")) if rate_limit is not None else None
+    if max_in_flight is not None and not 1 <= max_in_flight <= MAX_IN_FLIGHT_LIMIT:
+        raise field_error("max_in_flight", f"between 1 and {MAX_IN_FLIGHT_LIMIT}, or null")
+    with ctx.db.transaction() as tx:
+        endpoint_store.set_limits(tx, key, rate_limit=rate, max_in_flight=max_in_flight, now=utcnow())
+        audit.record(
+            tx,
+            actor,
+            "endpoint.limits",
+            "endpoint",
+            key,
+            {"rate_limit": rate, "max_in_flight": max_in_flight},
+        )
+        row = store.endpoint_row(tx, key)
+    assert row is not None
     return row
 
 

@@ -91,6 +91,8 @@ class EndpointRecord:
     circuit_state: str
     circuit_opened_at: datetime | None
     updated_at: datetime
+    rate_limit: str | None = None  # per-host limits, over the signals' own
+    max_in_flight: int | None = None
 
 
 _COLUMNS = (
@@ -285,12 +287,24 @@ def cancel(tx: Tx, delivery_id: int, *, from_statuses: Sequence[str], now: datet
 
 def _endpoint(row: Any) -> EndpointRecord:
     return EndpointRecord(
-        row.origin, row.paused, row.throttled_until, row.circuit_state, row.circuit_opened_at, row.updated_at
+        row.origin,
+        row.paused,
+        row.throttled_until,
+        row.circuit_state,
+        row.circuit_opened_at,
+        row.updated_at,
+        row.rate_limit,
+        row.max_in_flight,
     )
 
 
 def list_endpoint_rows(tx: Tx) -> list[EndpointRecord]:
     return [_endpoint(r) for r in tx.execute(select(endpoints).order_by(endpoints.c.origin))]
+
+
+def endpoint_row(tx: Tx, origin: str) -> EndpointRecord | None:
+    row = tx.execute(select(endpoints).where(endpoints.c.origin == origin)).one_or_none()
+    return _endpoint(row) if row else None
 
 
 def set_paused(tx: Tx, origin: str, *, paused: bool, now: datetime, detail: str) -> EndpointRecord:

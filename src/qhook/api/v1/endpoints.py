@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Admin, Ctx, Viewer
@@ -37,6 +37,21 @@ class EndpointOut(BaseModel):
     last_hour: WindowOut
     last_day: WindowOut
     queue_depth: int
+    rate_limit: str | None = Field(description="Per-host rate limit over the signals' own; null: none")
+    max_in_flight: int | None = Field(description="Per-host concurrency cap; null: the signals' own")
+
+
+class LimitsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit: str | None = Field(None, description="e.g. '30/minute'; null: none for the host")
+    max_in_flight: int | None = Field(None, description="1..100; null: the signals' own (default 10)")
+
+
+class LimitsOut(BaseModel):
+    origin: str
+    rate_limit: str | None
+    max_in_flight: int | None
 
 
 class EndpointChanged(BaseModel):
@@ -60,6 +75,8 @@ def list_endpoints(ctx: Ctx, _: Viewer) -> list[EndpointOut]:
             last_hour=WindowOut.of(s.last_hour),
             last_day=WindowOut.of(s.last_day),
             queue_depth=s.queue_depth,
+            rate_limit=s.rate_limit,
+            max_in_flight=s.max_in_flight,
         )
         for s in hub.endpoint_summaries(ctx)
     ]
@@ -82,3 +99,15 @@ async def resume(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
     )
     ctx.wake()
     return EndpointChanged.of(row)
+
+
+@router.put("/endpoints/{origin:path}/limits")
+async def set_limits(origin: str, body: LimitsIn, ctx: Ctx, principal: Admin) -> LimitsOut:
+    """Rate limit and concurrency cap for every delivery to this origin, whatever the signal says."""
+    row = await run_in_threadpool(
+        lambda: hub.set_endpoint_limits(
+            ctx, origin, rate_limit=body.rate_limit, max_in_flight=body.max_in_flight, actor=principal.name
+        )
+    )
+    ctx.wake()
+    return LimitsOut(origin=row.origin, rate_limit=row.rate_limit, max_in_flight=row.max_in_flight)
