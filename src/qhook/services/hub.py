@@ -21,6 +21,7 @@ from qhook.store import endpoints as endpoint_store
 from qhook.store import hub as store
 from qhook.store import hub_stats
 from qhook.store.db import Tx
+from qhook.store.endpoints import EndpointLogEntry
 from qhook.store.hub import AttemptRecord, DeliveryFilter, DeliveryRecord, EndpointRecord
 from qhook.store.hub_stats import Latency
 
@@ -415,6 +416,26 @@ def set_endpoint_limits(
         row = store.endpoint_row(tx, key)
     assert row is not None
     return row
+
+
+def endpoint_log(
+    ctx: AppContext, origin: str, *, limit: int = 50, cursor: str | None = None
+) -> tuple[list[EndpointLogEntry], str | None]:
+    """An endpoint's history (circuit opened/closed, throttled, paused/resumed, limits), newest first."""
+    key = _origin(origin, "origin")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise field_error("limit", f"between 1 and {MAX_LIMIT}")
+    with ctx.db.reading() as tx:
+        rows = endpoint_store.log_entries(tx, key, limit=limit + 1, before_id=ids.read_cursor(cursor))
+    return ids.cut_page(rows, limit)
+
+
+def recent_endpoint_log(
+    ctx: AppContext, origins: list[str], per_origin: int = 5
+) -> dict[str, list[EndpointLogEntry]]:
+    """The last few entries of each origin, for the endpoints page."""
+    with ctx.db.reading() as tx:
+        return {o: endpoint_store.log_entries(tx, o, limit=per_origin) for o in origins}
 
 
 # --- stats ---------------------------------------------------------------------------------------

@@ -85,10 +85,15 @@ def log(tx: Tx, origin: str, change: str, detail: str | None, now: datetime) -> 
     tx.execute(insert(endpoint_log).values(origin=origin, at=now, change=change, detail=detail))
 
 
-def log_entries(tx: Tx, origin: str | None = None, limit: int = 100) -> list[EndpointLogEntry]:
+def log_entries(
+    tx: Tx, origin: str | None = None, limit: int = 100, before_id: int | None = None
+) -> list[EndpointLogEntry]:
+    """Newest first; ``before_id`` continues a page."""
     query = select(endpoint_log).order_by(endpoint_log.c.id.desc()).limit(limit)
     if origin is not None:
         query = query.where(endpoint_log.c.origin == origin)
+    if before_id is not None:
+        query = query.where(endpoint_log.c.id < before_id)
     return [EndpointLogEntry(r.id, r.origin, r.at, r.change, r.detail) for r in tx.execute(query)]
 
 

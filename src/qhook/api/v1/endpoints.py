@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Admin, Ctx, Viewer
+from qhook.api.v1.pages import Page
 from qhook.services import hub
 from qhook.store.hub import EndpointRecord
 from qhook.store.hub_stats import Latency
@@ -39,6 +40,19 @@ class EndpointOut(BaseModel):
     queue_depth: int
     rate_limit: str | None = Field(description="Per-host rate limit over the signals' own; null: none")
     max_in_flight: int | None = Field(description="Per-host concurrency cap; null: the signals' own")
+
+
+class LogEntryOut(BaseModel):
+    id: int
+    at: datetime
+    change: str = Field(
+        description="circuit_open, circuit_closed, probe_failed, throttled, paused, resumed or limits"
+    )
+    detail: str | None
+
+
+class LogPage(Page[LogEntryOut]):
+    pass
 
 
 class LimitsIn(BaseModel):
@@ -111,3 +125,13 @@ async def set_limits(origin: str, body: LimitsIn, ctx: Ctx, principal: Admin) ->
     )
     ctx.wake()
     return LimitsOut(origin=row.origin, rate_limit=row.rate_limit, max_in_flight=row.max_in_flight)
+
+
+@router.get("/endpoints/{origin:path}/log")
+def endpoint_log(origin: str, ctx: Ctx, _: Viewer, limit: int = 50, cursor: str | None = None) -> LogPage:
+    """The endpoint's history, newest first: circuit opened and closed, throttles, pauses, limits."""
+    rows, next_cursor = hub.endpoint_log(ctx, origin, limit=limit, cursor=cursor)
+    return LogPage(
+        items=[LogEntryOut(id=r.id, at=r.at, change=r.change, detail=r.detail) for r in rows],
+        next_cursor=next_cursor,
+    )

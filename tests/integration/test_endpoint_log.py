@@ -1,0 +1,84 @@
+"""An endpoint's history on SQLite and PostgreSQL: GET /api/v1/endpoints/{origin}/log newest first
+with cursor paging, and the last entries on the UI's endpoints page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+import httpx
+
+from qhook.context import AppContext
+from qhook.store import endpoints as endpoint_store
+from tests.conftest import auth
+from tests.integration.test_web import login, make_browser, person
+
+ERP = "https://erp.example.com:443"
+OTHER = "https://mes.example.com:443"
+T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def log_url(origin: str) -> str:
+    return f"/api/v1/endpoints/{quote(origin, safe='')}/log"
+
+
+def record_history(ctx: AppContext) -> None:
+    with ctx.db.transaction() as tx:
+        endpoint_store.throttle(tx, ERP, T0 + timedelta(minutes=5), T0, "Retry-After 300 s")
+        endpoint_store.open_circuit(tx, ERP, T0 + timedelta(minutes=1), "10 of 10 attempts failed")
+        endpoint_store.close_circuit(tx, ERP, T0 + timedelta(minutes=3), "probe succeeded")
+        endpoint_store.open_circuit(tx, OTHER, T0, "12 of 12 attempts failed")
+
+
+async def test_log_newest_first_with_paging(api: httpx.AsyncClient, ctx: AppContext, viewer_key: str) -> None:
+    record_history(ctx)
+    assert (await api.post(f"/api/v1/endpoints/{quote(ERP, safe='')}/pause")).status_code == 200
+    assert (await api.post(f"/api/v1/endpoints/{quote(ERP, safe='')}/resume")).status_code == 200
+
+    answer = await api.get(log_url("https://erp.example.com"), headers=auth(viewer_key))
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    assert [i["change"] for i in items] == [
+        "resumed",
+        "paused",
+        "circuit_closed",
+        "circuit_open",
+        "throttled",
+    ]
+    assert items[3]["detail"] == "10 of 10 attempts failed"
+    assert items[3]["at"].startswith("2030-05-01T12:01:00")
+    assert answer.json()["next_cursor"] is None
+
+    first = (await api.get(log_url(ERP), params={"limit": 2})).json()
+    assert [i["change"] for i in first["items"]] == ["resumed", "paused"]
+    second = (await api.get(log_url(ERP), params={"limit": 2, "cursor": first["next_cursor"]})).json()
+    assert [i["change"] for i in second["items"]] == ["circuit_closed", "circuit_open"]
+    third = (await api.get(log_url(ERP), params={"limit": 2, "cursor": second["next_cursor"]})).json()
+    assert [i["change"] for i in third["items"]] == ["throttled"] and third["next_cursor"] is None
+
+    other = (await api.get(log_url(OTHER))).json()["items"]
+    assert [i["change"] for i in other] == ["circuit_open"]
+    assert (await api.get(log_url("https://nobody.example.com"))).json()["items"] == []
+    assert (await api.get(log_url("not an origin"))).status_code == 422
+    assert (await api.get(log_url(ERP), params={"cursor": "garbage"})).status_code == 422
+    assert (await api.get(log_url(ERP), params={"limit": 0})).status_code == 422
+
+
+async def test_endpoints_page_shows_the_last_entries(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    record_history(ctx)
+    limits = await api.put(
+        f"/api/v1/endpoints/{quote(ERP, safe='')}/limits", json={"rate_limit": "30/minute"}
+    )
+    assert limits.status_code == 200
+    password = person(ctx, "olga", "viewer")
+    async with make_browser(ctx) as browser:
+        await login(browser, "olga", password, next_url="/ui/endpoints")
+        page = await browser.get("/ui/endpoints")
+    assert page.status_code == 200
+    html = page.text
+    assert "Recent changes" in html
+    assert "10 of 10 attempts failed" in html and "probe succeeded" in html
+    assert "12 of 12 attempts failed" in html
+    assert "limits: 30/minute" in html
+    # Newest first within an endpoint.
+    assert html.index("probe succeeded") < html.index("10 of 10 attempts failed")
