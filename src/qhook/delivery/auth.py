@@ -4,7 +4,8 @@ A token lives in three places: this process's cache (no I/O on the hot path), th
 table (encrypted; every worker on the database shares it) and the token endpoint (asked only when
 neither has a token that is still good). On a 401 the worker calls ``invalidate`` with the token
 it used and retries once with a fresh one. The token request is built with Authlib and sent with
-aiohttp through the same SSRF resolver and TLS policy as webhooks.
+aiohttp under the webhooks' rules: the SSRF guard (resolver and IP-literal check), the TLS policy,
+and the profile's CA and client certificate (mTLS).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import aiohttp
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749 import OAuth2Token
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
+from yarl import URL
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.delivery.sender import Sender, tls_context
-from qhook.delivery.ssrf import AddressPolicy, GuardedResolver
+from qhook.delivery.ssrf import AddressPolicy, GuardedResolver, SsrfBlocked
 from qhook.domain.urls import host_of
 from qhook.errors import DeliveryError, NotFound
 from qhook.services.auth_profiles import AuthProfile, is_allowed, load_profile, refusal_message
@@ -59,6 +61,18 @@ class DomainNotAllowed(AuthFailed):
     """The target's host is not in the profile's allowed domains (message starts "allowed_domains:")."""
 
     permanent = True
+
+
+class TokenEndpointRefused(AuthFailed):
+    """The token URL points at an address the SSRF guard refuses; no connection was made."""
+
+    permanent = True
+
+    def __init__(self, host: str, blocked: SsrfBlocked) -> None:
+        super().__init__(
+            f"token endpoint {host} is refused by the SSRF guard ({'; '.join(blocked.reasons)}); if it is"
+            " intended, add its network to QHOOK_ALLOWED_TARGET_NETWORKS"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,10 +256,20 @@ async def fetch_token(settings: Settings, profile: AuthProfile, *, now: datetime
     url, headers, body = client.prepare("POST", token_url, headers, body)
     if url.startswith("http://") and not settings.allow_http:
         raise AuthFailed(f"token endpoint {host}: plain http:// is off (QHOOK_ALLOW_HTTP)")
-    connector = aiohttp.TCPConnector(
-        resolver=GuardedResolver(AddressPolicy.from_settings(settings)),
-        ssl=tls_context(settings, ca_cert=config.get("ca_cert")),
+    policy = AddressPolicy.from_settings(settings)
+    try:
+        # aiohttp connects to an IP literal without asking the resolver, so the guard is called here.
+        policy.check_literal(URL(url).host or "")
+    except SsrfBlocked as exc:
+        raise TokenEndpointRefused(host, exc) from exc
+    # The profile's CA and client certificate (mTLS) apply to its token endpoint as to its webhooks.
+    tls = tls_context(
+        settings,
+        ca_cert=config.get("ca_cert"),
+        client_cert=config.get("client_cert"),
+        client_key=profile.secrets.get("client_key"),
     )
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy), ssl=tls)
     try:
         async with (
             aiohttp.ClientSession(connector=connector, timeout=TOKEN_TIMEOUT, trust_env=False) as session,
@@ -253,6 +277,10 @@ async def fetch_token(settings: Settings, profile: AuthProfile, *, now: datetime
         ):
             text = await response.content.read(64 * 1024)
             status = response.status
+    except aiohttp.ClientConnectorDNSError as exc:
+        if isinstance(exc.os_error, SsrfBlocked):  # the name resolved to internal addresses only
+            raise TokenEndpointRefused(host, exc.os_error) from exc
+        raise AuthFailed(f"token endpoint {host} unreachable: {type(exc).__name__}") from exc
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise AuthFailed(f"token endpoint {host} unreachable: {type(exc).__name__}") from exc
     data = _json(text)
