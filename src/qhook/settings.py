@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Every knob qhook reads; the README's configuration table lists each one."""
 
-    model_config = SettingsConfigDict(env_prefix="QHOOK_", env_file=None, extra="ignore", frozen=True)
+    # populate_by_name: Settings(error_mail_interval=...) works beside the aliased environment names.
+    model_config = SettingsConfigDict(
+        env_prefix="QHOOK_", env_file=None, extra="ignore", frozen=True, populate_by_name=True
+    )
 
     data_dir: Path = Field(Path("var"), description="Folder for the embedded SQLite database and secret key.")
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite at <data_dir>/qhook.db.")
@@ -39,7 +43,12 @@ class Settings(BaseSettings):
         "", description="smtp://user:pass@host:port for error reports; empty disables them."
     )
     smtp_from: str = "qhook@localhost"
-    error_mail_interval_s: int = Field(900, description="At most one error digest per endpoint per interval.")
+    error_mail_interval: int = Field(
+        900,
+        validation_alias=AliasChoices("QHOOK_ERROR_MAIL_INTERVAL", "QHOOK_ERROR_MAIL_INTERVAL_S"),
+        description="At most one error digest per endpoint per interval: seconds or an ISO 8601 duration"
+        " such as PT15M (QHOOK_ERROR_MAIL_INTERVAL_S, seconds, is read too).",
+    )
     retention_days: int = 30
     failed_retention_days: int = 90
     retention_interval_s: int = Field(300, description="How often the scheduler purges old deliveries.")
@@ -79,6 +88,31 @@ class Settings(BaseSettings):
                 f"unknown time zone {value!r}: expected an IANA name such as 'Europe/Amsterdam' or 'UTC'"
             ) from exc
         return value
+
+    @field_validator("error_mail_interval", mode="before")
+    @classmethod
+    def _interval(cls, value: object) -> object:
+        """Seconds, or an ISO 8601 duration (the issue's PT15M); at least one second."""
+        if isinstance(value, str) and value.strip().upper().startswith("P"):
+            import isodate
+
+            try:
+                duration = isodate.parse_duration(value.strip().upper())
+            except (isodate.ISO8601Error, ValueError) as exc:
+                raise ValueError(
+                    f"expected seconds or an ISO 8601 duration such as PT15M, got {value!r}"
+                ) from exc
+            if not isinstance(duration, timedelta):
+                raise ValueError(f"expected a duration in days, hours, minutes or seconds, got {value!r}")
+            value = int(duration.total_seconds())
+        if isinstance(value, int | str) and str(value).strip().lstrip("-").isdigit() and int(value) < 1:
+            raise ValueError(f"expected at least one second, got {value!r}")
+        return value
+
+    @property
+    def error_mail_interval_s(self) -> int:
+        """The interval in seconds (the name the mailer reads)."""
+        return self.error_mail_interval
 
     @cached_property
     def resolved_database_url(self) -> str:

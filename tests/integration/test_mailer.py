@@ -36,7 +36,7 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 @pytest.fixture
 def mail_ctx(settings: Settings, smtp: tuple[Inbox, int]) -> Iterator[AppContext]:
     configured = settings.model_copy(
-        update={"smtp_url": f"smtp://127.0.0.1:{smtp[1]}", "error_mail_interval_s": 3600}
+        update={"smtp_url": f"smtp://127.0.0.1:{smtp[1]}", "error_mail_interval": 3600}
     )
     context = open_context(configured)
     yield context

@@ -56,7 +56,7 @@ def two_workers(
         database_url=fresh_postgres_url(pg_server),
         secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
         smtp_url=f"smtp://127.0.0.1:{smtp[1]}",
-        error_mail_interval_s=INTERVAL_S,
+        error_mail_interval=INTERVAL_S,
     )
     contexts = [open_context(settings), open_context(settings)]
     yield contexts
