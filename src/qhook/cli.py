@@ -45,7 +45,8 @@ def friendly(func: F) -> F:
             raise typer.Exit(1) from exc
         except pydantic.ValidationError as exc:  # a bad QHOOK_* setting, named
             for problem in exc.errors():
-                name = "QHOOK_" + "_".join(str(p) for p in problem["loc"]).upper()
+                name = "_".join(str(p) for p in problem["loc"]).upper()
+                name = name if name.startswith("QHOOK_") else "QHOOK_" + name
                 message = str(problem["msg"]).removeprefix("Value error, ")
                 err_console.print(f"[red]error:[/red] {name}: {escape(message)}")
             raise typer.Exit(1) from exc
