@@ -40,6 +40,8 @@ class Database:
         self.engine: Engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
+        else:
+            _postgresql_setup(self.engine)
 
     @property
     def is_sqlite(self) -> bool:
@@ -74,6 +76,18 @@ class Database:
 
 def _is_unavailable(exc: DBAPIError) -> bool:
     return isinstance(exc, OperationalError) and "locked" not in str(exc.orig).lower()
+
+
+def _postgresql_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # qhook's statements are short OLTP queries. JIT judged the worker's claim "expensive" from
+        # row estimates on a large backlog and spent ~300 ms compiling it on every call. A SET on
+        # connect (not a startup "options" parameter, which PgBouncer refuses); committed so the
+        # pool's rollback on return keeps it.
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SET jit = off")
+        dbapi_conn.commit()
 
 
 def _sqlite_setup(engine: Engine) -> None:
