@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from qhook.clock import utcnow
+from qhook.context import AppContext
 from qhook.domain.fields import (
     SET_KINDS,
     FieldDef,
@@ -107,9 +108,17 @@ def update_set(
         return get_set_tx(tx, set_id)
 
 
-def delete_set(db: Database, set_id: int, *, force: bool = False, actor: str) -> None:
-    """Delete a set; refused while it has results unless ``force`` (then the results go too)."""
-    with db.transaction() as tx:
+def delete_set(ctx: AppContext, set_id: int, *, force: bool = False, actor: str) -> None:
+    """Delete a set; refused while it has results unless ``force``.
+
+    With ``force`` every result is deleted as one by one would be, in the same transaction: a
+    ``deleted`` event each, and the fan-out, so deletion workflows fire (e-mails and chained
+    changes to other sets; the set's own webhook signals go with the set, so their deliveries
+    fail as "signal deleted" in the Hub rather than vanish without a trace).
+    """
+    from qhook.services import results  # results builds on sets: import at call time
+
+    with ctx.db.transaction() as tx:
         store.lock_set(tx, set_id)
         current = get_set_tx(tx, set_id)
         count = store.count_results(tx, set_id)
@@ -117,8 +126,12 @@ def delete_set(db: Database, set_id: int, *, force: bool = False, actor: str) ->
             raise Conflict(
                 f"set {set_id} has {count} result(s); delete them first or pass force=true to delete them too"
             )
+        for result_id in store.result_ids(tx, set_id):
+            results.delete_result_tx(tx, ctx, set_id=set_id, result_id=result_id, actor=actor)
         store.delete_set(tx, set_id)
         audit.record(tx, actor, "set.delete", "set", set_id, {"name": current.name, "results_deleted": count})
+    if count:
+        ctx.wake()
 
 
 def add_options_tx(tx: Tx, current: SetRecord, new_options: dict[str, tuple[OptionDef, ...]]) -> SetRecord:

@@ -157,6 +157,12 @@ def count_results(tx: Tx, set_id: int) -> int:
     )
 
 
+def result_ids(tx: Tx, set_id: int) -> list[int]:
+    return list(
+        tx.execute(select(results.c.id).where(results.c.set_id == set_id).order_by(results.c.id)).scalars()
+    )
+
+
 def delete_set(tx: Tx, set_id: int) -> bool:
     """Delete the set; its fields, results and workflows go with it (ON DELETE CASCADE)."""
     txcache.invalidate(tx)

@@ -128,5 +128,5 @@ def update_set(set_id: int, body: SetPatch, ctx: Ctx, principal: Admin) -> SetOu
 
 @router.delete("/sets/{set_id}", status_code=204)
 def delete_set(set_id: int, ctx: Ctx, principal: Admin, force: bool = False) -> Response:
-    sets.delete_set(ctx.db, set_id, force=force, actor=principal.name)
+    sets.delete_set(ctx, set_id, force=force, actor=principal.name)
     return Response(status_code=204)
