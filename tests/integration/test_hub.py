@@ -28,6 +28,7 @@ ITEM_FIELDS = {
     "set_id",
     "result_id",
     "event_id",
+    "event_uid",
     "action",
     "url",
     "attempt_count",

@@ -18,10 +18,12 @@ from qhook.domain.urls import origin_of
 from qhook.errors import Conflict, NotFound, QhookError, ValidationFailed, field_error
 from qhook.services import audit
 from qhook.store import endpoints as endpoint_store
+from qhook.store import events as event_store
 from qhook.store import hub as store
 from qhook.store import hub_stats
 from qhook.store.db import Tx
 from qhook.store.endpoints import EndpointLogEntry
+from qhook.store.events import EventRecord
 from qhook.store.hub import AttemptRecord, DeliveryFilter, DeliveryRecord, EndpointRecord
 from qhook.store.hub_stats import Latency
 
@@ -55,6 +57,7 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
     q: str | None = None
+    event: str | None = None  # "evt_..." (what receivers get) or the internal event id
 
     def is_empty(self) -> bool:
         return all(getattr(self, name) is None for name in self.__dataclass_fields__)
@@ -171,8 +174,25 @@ def list_deliveries(
     before_id = ids.read_cursor(cursor)
     wanted = to_store(filters, set_ids)
     with ctx.db.reading() as tx:
+        if filters.event is not None:
+            event = _event_of(tx, filters.event)
+            if event is None:
+                return [], None
+            # The event's deliveries share its result: filter on both to walk the result's index.
+            result_id = wanted.result_id if wanted.result_id is not None else event.result_id
+            wanted = replace(wanted, event_id=event.id, result_id=result_id)
         rows = store.list_deliveries(tx, wanted, limit=limit + 1, before_id=before_id)
     return ids.cut_page(rows, limit)
+
+
+def _event_of(tx: Tx, text: str) -> EventRecord | None:
+    """The event a Hub filter names, by its evt_ uid or its internal id (422 for anything else)."""
+    text = text.strip()
+    if text.isdigit():
+        return event_store.get_event(tx, int(text))
+    if text.startswith("evt_") and 5 <= len(text) <= 40:
+        return event_store.get_event_by_uid(tx, text)
+    raise field_error("event_id", "an event id as receivers get it, e.g. evt_01J9ZQ4T5V6W7X8Y9Z0A1B2C3D")
 
 
 def _visible(delivery: DeliveryRecord | None, set_ids: frozenset[int] | None) -> bool:

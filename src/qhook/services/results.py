@@ -547,9 +547,16 @@ def list_events(
     set_ids: Sequence[int] | None = None,
     before_id: int | None = None,
     limit: int = 100,
+    uid: str | None = None,
 ) -> list[EventRecord]:
     """Events newest first; ``set_ids`` limits them to the sets a principal may use."""
     with db.reading() as tx:
         return event_store.list_events(
-            tx, result_id=result_id, set_id=set_id, set_ids=set_ids, before_id=before_id, limit=limit
+            tx,
+            result_id=result_id,
+            set_id=set_id,
+            set_ids=set_ids,
+            before_id=before_id,
+            limit=limit,
+            uid=uid,
         )

@@ -126,9 +126,12 @@ def list_events(
     set_ids: Sequence[int] | None = None,
     before_id: int | None = None,
     limit: int = 100,
+    uid: str | None = None,
 ) -> list[EventRecord]:
     """Newest first; ``set_ids`` limits to sets a principal may use; ``before_id`` is the cursor."""
     query = select(events).order_by(events.c.id.desc()).limit(limit)
+    if uid is not None:
+        query = query.where(events.c.uid == uid)
     if result_id is not None:
         query = query.where(events.c.result_id == result_id)
     if set_id is not None:

@@ -7,7 +7,7 @@ test_hub_plans.py for the plans. Endpoint health and stats live in ``store/hub_s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from qhook.store.db import Tx
-from qhook.store.tables import attempts, deliveries, endpoint_log, endpoints
+from qhook.store.tables import attempts, deliveries, endpoint_log, endpoints, events
 
 STATUSES = ("pending", "retrying", "held", "succeeded", "failed", "cancelled")
 
@@ -36,6 +36,7 @@ class DeliveryFilter:
     until: datetime | None = None
     q: str | None = None
     set_ids: frozenset[int] | None = None
+    event_id: int | None = None  # the internal id; people give the evt_ uid, resolved before
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class DeliveryRecord:
     next_trigger: str
     lease_expires_at: datetime | None
     is_test: bool = False  # a "send test" (issue 6): sent once, never retried
+    event_uid: str | None = None  # "evt_...", the id receivers get in the envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,15 @@ def _delivery(row: Any) -> DeliveryRecord:
     return DeliveryRecord(*(getattr(row, c.name) for c in _COLUMNS))
 
 
+def _with_uids(tx: Tx, rows: list[DeliveryRecord]) -> list[DeliveryRecord]:
+    """Add each event's public uid (one primary-key lookup for the page, not a join in the plan)."""
+    wanted = sorted({r.event_id for r in rows if r.event_id is not None})
+    if not wanted:
+        return rows
+    uids = {i: u for i, u in tx.execute(select(events.c.id, events.c.uid).where(events.c.id.in_(wanted)))}
+    return [replace(r, event_uid=uids.get(r.event_id)) if r.event_id is not None else r for r in rows]
+
+
 def _like_pattern(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -142,6 +153,7 @@ def _conditions(tx: Tx, f: DeliveryFilter) -> list[ColumnElement[bool]]:
         (d.result_id, f.result_id),
         (d.endpoint, f.endpoint),
         (d.action, f.action),
+        (d.event_id, f.event_id),
     ):
         if value is not None:
             found.append(column == value)
@@ -174,13 +186,14 @@ def list_deliveries(
     tx: Tx, f: DeliveryFilter, *, limit: int, before_id: int | None = None
 ) -> list[DeliveryRecord]:
     """Newest first; pass the last id of a page as ``before_id`` for the next one."""
-    return [_delivery(r) for r in tx.execute(list_query(tx, f, limit=limit, before_id=before_id))]
+    rows = [_delivery(r) for r in tx.execute(list_query(tx, f, limit=limit, before_id=before_id))]
+    return _with_uids(tx, rows)
 
 
 def get_delivery(tx: Tx, delivery_id: int) -> tuple[DeliveryRecord, str] | None:
     """The delivery and its frozen body."""
     row = tx.execute(select(*_COLUMNS, deliveries.c.body).where(deliveries.c.id == delivery_id)).one_or_none()
-    return (_delivery(row), row.body) if row else None
+    return (_with_uids(tx, [_delivery(row)])[0], row.body) if row else None
 
 
 def list_attempts(tx: Tx, delivery_id: int) -> list[AttemptRecord]:
@@ -230,7 +243,7 @@ def requeue(
         )
         .returning(*_COLUMNS)
     ).one_or_none()
-    return _delivery(row) if row else None
+    return _with_uids(tx, [_delivery(row)])[0] if row else None
 
 
 def _requeued_status() -> Any:
@@ -279,7 +292,7 @@ def cancel(tx: Tx, delivery_id: int, *, from_statuses: Sequence[str], now: datet
         .values(status="cancelled", next_attempt_at=None, updated_at=now)
         .returning(*_COLUMNS)
     ).one_or_none()
-    return _delivery(row) if row else None
+    return _with_uids(tx, [_delivery(row)])[0] if row else None
 
 
 # --- endpoints -----------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ class DeliveryOut(BaseModel):
     signal_id: int | None
     set_id: int | None
     result_id: int | None
-    event_id: int | None
+    event_id: int | None = Field(description="The internal event id")
+    event_uid: str | None = Field(description='The event id receivers get ("evt_..."); filter with it')
     action: str
     url: str
     attempt_count: int
@@ -47,6 +48,7 @@ class DeliveryOut(BaseModel):
             set_id=d.set_id,
             result_id=d.result_id,
             event_id=d.event_id,
+            event_uid=d.event_uid,
             action=d.action,
             url=d.url,
             attempt_count=d.attempt_count,
@@ -136,10 +138,13 @@ def list_deliveries(
     since: datetime | None = None,
     until: datetime | None = None,
     q: str | None = None,
+    event_id: str | None = None,
+    event_uid: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> DeliveryPage:
-    """Newest first. ``q`` finds text in the body (e.g. a batch number)."""
+    """Newest first. ``q`` finds text in the body (e.g. a batch number); ``event_id`` (or
+    ``event_uid``) takes the ``evt_...`` id receivers get, or the internal event id."""
     filters = hub.Filters(
         status=status,
         workflow_id=workflow_id,
@@ -151,6 +156,7 @@ def list_deliveries(
         since=since,
         until=until,
         q=q,
+        event=event_uid or event_id,
     )
     page, next_cursor = hub.list_deliveries(
         ctx, filters, limit=limit, cursor=cursor, set_ids=principal.set_ids

@@ -61,6 +61,7 @@ def list_events(
     principal: Viewer,
     result_id: int | None = None,
     set_id: int | None = None,
+    uid: Annotated[str | None, Query(description='The id receivers get, "evt_..."')] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> EventPage:
@@ -74,6 +75,7 @@ def list_events(
         set_ids=allowed,
         before_id=parse_cursor(cursor),
         limit=limit + 1,
+        uid=uid.strip() if uid else None,
     )
     page, next_cursor = cut_page(page, limit)
     return EventPage(items=[EventOut.of(e) for e in page], next_cursor=next_cursor)
