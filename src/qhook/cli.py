@@ -329,9 +329,15 @@ def deliveries_list(
     since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601, UTC by default)")] = None,
     until: Annotated[str | None, typer.Option(help="Created before (ISO 8601)")] = None,
     q: Annotated[str | None, typer.Option("--q", "-q", help="Text in the body, e.g. B-1234")] = None,
+    event: Annotated[
+        str | None, typer.Option(help="Event id as receivers get it (evt_...) or the internal id")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Rows to show", min=1, max=500)] = 50,
+    cursor: Annotated[
+        str | None, typer.Option(help="Continue after a page: the next cursor a previous list printed")
+    ] = None,
 ) -> None:
-    """List deliveries, newest first."""
+    """List deliveries, newest first; a full page ends with the cursor of the next."""
     from qhook.services import hub
 
     filters = hub.Filters(
@@ -345,8 +351,9 @@ def deliveries_list(
         since=_moment(since, "since"),
         until=_moment(until, "until"),
         q=q,
+        event=event,
     )
-    page, next_cursor = hub.list_deliveries(open_ctx(), filters, limit=limit)
+    page, next_cursor = hub.list_deliveries(open_ctx(), filters, limit=limit, cursor=cursor)
     table = Table("id", "status", "created", "workflow", "result", "action", "url", "tries", "last", "hint")
     for d in page:
         last = str(d.last_status_code) if d.last_status_code else (d.last_error_kind or "-")
@@ -363,8 +370,11 @@ def deliveries_list(
             d.hint or "",
         )
     console.print(table)
-    more = " (more: narrow the filters or raise --limit)" if next_cursor else ""
+    more = "; for the next page run again with the same filters and --cursor below" if next_cursor else ""
     console.print(f"{len(page)} deliveries{more}")
+    if next_cursor:
+        # The cursor alone at the end of the last line, for scripts (`tail -1 | awk '{print $NF}'`).
+        console.print(f"next cursor: {next_cursor}", markup=False, soft_wrap=True)
 
 
 @deliveries_app.command("show")
