@@ -27,6 +27,7 @@ from qhook.domain.workflows import (
 )
 from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
 from qhook.services import audit, auth_profiles, fanout
+from qhook.store import deliveries as delivery_store
 from qhook.store import events as event_store
 from qhook.store import results as result_store
 from qhook.store import sets as set_store
@@ -169,8 +170,19 @@ def _write_signals(
         if plain:
             created_secrets[signal_id] = plain
         kept.append(signal_id)
-    store.deactivate_signals(tx, workflow_id, kept)
+    removed = store.deactivate_signals(tx, workflow_id, kept)
+    # Deliveries of a removed signal would wait forever (the worker skips inactive signals).
+    delivery_store.cancel_unfinished_of_signals(
+        tx,
+        removed,
+        hint=f"Cancelled: the signal was removed from workflow {workflow_id} on {_day(now)}.",
+        now=now,
+    )
     return created_secrets
+
+
+def _day(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _replace_secret(tx: Tx, ctx: AppContext, signal_id: int, plain: str, now: datetime) -> None:
@@ -312,10 +324,24 @@ def update_workflow(
 
 def delete_workflow(ctx: AppContext, workflow_id: int, *, actor: str) -> None:
     """Delete the workflow, its signals and schedules; its deliveries and events stay on record."""
+    now = utcnow()
     with ctx.db.transaction() as tx:
         workflow = _get(tx, workflow_id)
+        cancelled = delivery_store.cancel_unfinished_of_signals(
+            tx,
+            [s.id for s in workflow.signals],
+            hint=f"Cancelled: workflow {workflow_id} was deleted on {_day(now)}.",
+            now=now,
+        )
         store.delete_workflow(tx, workflow_id)
-        audit.record(tx, actor, "workflow.delete", "workflow", workflow_id, {"name": workflow.name})
+        audit.record(
+            tx,
+            actor,
+            "workflow.delete",
+            "workflow",
+            workflow_id,
+            {"name": workflow.name, "cancelled_deliveries": cancelled},
+        )
 
 
 def resume_signal(ctx: AppContext, workflow_id: int, signal_id: int, *, actor: str) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from qhook.store.db import Tx
 from qhook.store.tables import deliveries
@@ -204,3 +204,22 @@ def deliveries_of_result(tx: Tx, result_id: int) -> list[DeliveryRow]:
 def deliveries_of_workflow(tx: Tx, workflow_id: int) -> list[DeliveryRow]:
     query = select(*_COLUMNS).where(deliveries.c.workflow_id == workflow_id).order_by(deliveries.c.id)
     return [_row(r) for r in tx.execute(query)]
+
+
+UNFINISHED_STATUSES = ("pending", "retrying", "held")
+
+
+def cancel_unfinished_of_signals(tx: Tx, signal_ids: Sequence[int], *, hint: str, now: datetime) -> int:
+    """Cancel the not-yet-finished deliveries of removed signals; returns how many.
+
+    Rows in flight are cancelled too: the worker's outcome then only replaces "cancelled" when the
+    receiver took the message (see ``store.queue.record_outcomes``).
+    """
+    if not signal_ids:
+        return 0
+    done = tx.execute(
+        update(deliveries)
+        .where(deliveries.c.signal_id.in_(list(signal_ids)), deliveries.c.status.in_(UNFINISHED_STATUSES))
+        .values(status="cancelled", next_attempt_at=None, hint=hint, updated_at=now)
+    )
+    return int(done.rowcount)
