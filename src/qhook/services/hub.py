@@ -374,16 +374,25 @@ def _state(row: EndpointRecord | None, now: datetime) -> str:
     return "ok"
 
 
-def endpoint_summaries(ctx: AppContext, now: datetime | None = None) -> list[EndpointSummary]:
-    """Every origin that is configured, queued or tried in the last day."""
+def endpoint_summaries(
+    ctx: AppContext, now: datetime | None = None, *, set_ids: frozenset[int] | None = None
+) -> list[EndpointSummary]:
+    """Every origin that is configured, queued or tried in the last day.
+
+    For a user limited to some sets (``set_ids``) the numbers count only their sets' deliveries,
+    and only origins those deliveries go to are listed.
+    """
     now = now or utcnow()
     with ctx.db.reading() as tx:
         rows = {r.origin: r for r in store.list_endpoint_rows(tx)}
-        depths = store.queue_depths(tx)
-        day = hub_stats.latency_by_endpoint(tx, now - timedelta(days=1), now)
-        hour = hub_stats.latency_by_endpoint(tx, now - timedelta(hours=1), now)
+        depths = store.queue_depths(tx, set_ids)
+        day = hub_stats.latency_by_endpoint(tx, now - timedelta(days=1), now, set_ids)
+        hour = hub_stats.latency_by_endpoint(tx, now - timedelta(hours=1), now, set_ids)
+    shown = set(depths) | set(day)
+    if set_ids is None:
+        shown |= set(rows)
     found = []
-    for origin in sorted(set(rows) | set(depths) | set(day)):
+    for origin in sorted(shown):
         row = rows.get(origin)
         state = _state(row, now)
         found.append(
@@ -465,8 +474,15 @@ def _hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def stats(ctx: AppContext, since: datetime | None = None, now: datetime | None = None) -> Stats:
-    """Per UTC hour from ``since`` (default: 24 hours ago): deliveries by status, attempt latency."""
+def stats(
+    ctx: AppContext,
+    since: datetime | None = None,
+    now: datetime | None = None,
+    *,
+    set_ids: frozenset[int] | None = None,
+) -> Stats:
+    """Per UTC hour from ``since`` (default: 24 hours ago): deliveries by status, attempt latency;
+    with ``set_ids`` (a user's restriction) only deliveries of those sets count."""
     now = now or utcnow()
     since = since or now - timedelta(hours=24)
     if since.tzinfo is None:
@@ -477,8 +493,8 @@ def stats(ctx: AppContext, since: datetime | None = None, now: datetime | None =
         raise field_error("since", "a time in the past")
     start = _hour(since)
     with ctx.db.reading() as tx:
-        counts = hub_stats.deliveries_by_hour(tx, start, now)
-        latency = hub_stats.latency_by_hour(tx, start, now)
+        counts = hub_stats.deliveries_by_hour(tx, start, now, set_ids)
+        latency = hub_stats.latency_by_hour(tx, start, now, set_ids)
     hours = []
     moment = start
     while moment <= now:

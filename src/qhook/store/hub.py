@@ -337,12 +337,13 @@ def set_paused(tx: Tx, origin: str, *, paused: bool, now: datetime, detail: str)
     return _endpoint(row)
 
 
-def queue_depths(tx: Tx) -> dict[str, int]:
+def queue_depths(tx: Tx, set_ids: frozenset[int] | None = None) -> dict[str, int]:
     """Unfinished deliveries per endpoint (walks the (status, ...) index of the due rows)."""
+    unfinished: ColumnElement[bool] = deliveries.c.status.in_(["pending", "retrying", "held"])
+    if set_ids is not None:
+        unfinished = and_(unfinished, deliveries.c.set_id.in_(sorted(set_ids)))
     rows = tx.execute(
-        select(deliveries.c.endpoint, func.count())
-        .where(deliveries.c.status.in_(["pending", "retrying", "held"]))
-        .group_by(deliveries.c.endpoint)
+        select(deliveries.c.endpoint, func.count()).where(unfinished).group_by(deliveries.c.endpoint)
     )
     return {origin: int(count) for origin, count in rows}
 

@@ -33,8 +33,12 @@ def _ok() -> ColumnElement[bool]:
     return and_(attempts.c.status_code >= 200, attempts.c.status_code < 300, attempts.c.error_kind.is_(None))
 
 
-def _window(since: datetime, until: datetime) -> ColumnElement[bool]:
-    return and_(attempts.c.started_at >= since, attempts.c.started_at < until)
+def _window(since: datetime, until: datetime, set_ids: frozenset[int] | None = None) -> ColumnElement[bool]:
+    """Attempts in the window; ``set_ids`` keeps those of deliveries of these sets (a user's restriction)."""
+    window = and_(attempts.c.started_at >= since, attempts.c.started_at < until)
+    if set_ids is not None:
+        window = and_(window, deliveries.c.set_id.in_(sorted(set_ids)))
+    return window
 
 
 def _hour(moment: datetime) -> datetime:
@@ -47,7 +51,9 @@ def _aware(value: Any) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _pg_latency(tx: Tx, group: ColumnElement[Any], since: datetime, until: datetime) -> dict[Any, Latency]:
+def _pg_latency(
+    tx: Tx, group: ColumnElement[Any], since: datetime, until: datetime, set_ids: frozenset[int] | None
+) -> dict[Any, Latency]:
     duration = attempts.c.duration_ms
     query = (
         select(
@@ -57,7 +63,7 @@ def _pg_latency(tx: Tx, group: ColumnElement[Any], since: datetime, until: datet
             *(func.percentile_cont(f).within_group(duration).label(f"p{i}") for i, f in enumerate(FRACTIONS)),
         )
         .select_from(attempts.join(deliveries, deliveries.c.id == attempts.c.delivery_id))
-        .where(_window(since, until))
+        .where(_window(since, until, set_ids))
         .group_by(group)
     )
     found: dict[Any, Latency] = {}
@@ -68,12 +74,17 @@ def _pg_latency(tx: Tx, group: ColumnElement[Any], since: datetime, until: datet
 
 
 def _python_latency(
-    tx: Tx, group: ColumnElement[Any], since: datetime, until: datetime, key_of: Any
+    tx: Tx,
+    group: ColumnElement[Any],
+    since: datetime,
+    until: datetime,
+    key_of: Any,
+    set_ids: frozenset[int] | None,
 ) -> dict[Any, Latency]:
     query = (
         select(group.label("key"), attempts.c.duration_ms, _ok().label("ok"))
         .select_from(attempts.join(deliveries, deliveries.c.id == attempts.c.delivery_id))
-        .where(_window(since, until))
+        .where(_window(since, until, set_ids))
     )
     durations: dict[Any, list[float | None]] = defaultdict(list)
     succeeded: dict[Any, int] = defaultdict(int)
@@ -87,30 +98,41 @@ def _python_latency(
     }
 
 
-def latency_by_endpoint(tx: Tx, since: datetime, until: datetime) -> dict[str, Latency]:
+def latency_by_endpoint(
+    tx: Tx, since: datetime, until: datetime, set_ids: frozenset[int] | None = None
+) -> dict[str, Latency]:
     """Attempts started in [since, until) per endpoint origin."""
     if tx.dialect.name == "postgresql":
-        return _pg_latency(tx, deliveries.c.endpoint, since, until)
-    return _python_latency(tx, deliveries.c.endpoint, since, until, lambda key: key)
+        return _pg_latency(tx, deliveries.c.endpoint, since, until, set_ids)
+    return _python_latency(tx, deliveries.c.endpoint, since, until, lambda key: key, set_ids)
 
 
-def latency_by_hour(tx: Tx, since: datetime, until: datetime) -> dict[datetime, Latency]:
+def latency_by_hour(
+    tx: Tx, since: datetime, until: datetime, set_ids: frozenset[int] | None = None
+) -> dict[datetime, Latency]:
     """Attempts started in [since, until) per UTC hour."""
     if tx.dialect.name == "postgresql":
         hour = func.date_trunc("hour", func.timezone("UTC", attempts.c.started_at))
-        return {_aware(k): v for k, v in _pg_latency(tx, hour, since, until).items()}
-    return _python_latency(tx, attempts.c.started_at, since, until, lambda started: _hour(_aware(started)))
+        return {_aware(k): v for k, v in _pg_latency(tx, hour, since, until, set_ids).items()}
+    return _python_latency(
+        tx, attempts.c.started_at, since, until, lambda started: _hour(_aware(started)), set_ids
+    )
 
 
-def deliveries_by_hour(tx: Tx, since: datetime, until: datetime) -> dict[tuple[datetime, str], int]:
+def deliveries_by_hour(
+    tx: Tx, since: datetime, until: datetime, set_ids: frozenset[int] | None = None
+) -> dict[tuple[datetime, str], int]:
     """Deliveries created in [since, until) per (UTC hour, current status)."""
     if tx.dialect.name == "postgresql":
         hour: ColumnElement[Any] = func.date_trunc("hour", func.timezone("UTC", deliveries.c.created_at))
     else:
         hour = func.strftime("%Y-%m-%d %H:00:00", deliveries.c.created_at)
+    window = and_(deliveries.c.created_at >= since, deliveries.c.created_at < until)
+    if set_ids is not None:
+        window = and_(window, deliveries.c.set_id.in_(sorted(set_ids)))
     rows = tx.execute(
         select(hour.label("hour"), deliveries.c.status, func.count().label("n"))
-        .where(deliveries.c.created_at >= since, deliveries.c.created_at < until)
+        .where(window)
         .group_by(hour, deliveries.c.status)
     )
     return {(_aware(r.hour), r.status): int(r.n) for r in rows}

@@ -224,7 +224,7 @@ def delivery_page(delivery_id: int, request: Request, ctx: Ctx, me: PageUser) ->
 
 @router.get("/ui/endpoints")
 def endpoints_page(request: Request, ctx: Ctx, me: PageUser) -> Response:
-    endpoints = hub.endpoint_summaries(ctx)
+    endpoints = hub.endpoint_summaries(ctx, set_ids=me.set_ids)
     history = hub.recent_endpoint_log(ctx, [e.origin for e in endpoints])
     return render(request, "endpoints.html", endpoints=endpoints, history=history)
 

@@ -78,7 +78,8 @@ class EndpointChanged(BaseModel):
 
 
 @router.get("/endpoints")
-def list_endpoints(ctx: Ctx, _: Viewer) -> list[EndpointOut]:
+def list_endpoints(ctx: Ctx, principal: Viewer) -> list[EndpointOut]:
+    """Health per origin; a user limited to some sets sees only their deliveries' origins and numbers."""
     return [
         EndpointOut(
             origin=s.origin,
@@ -92,7 +93,7 @@ def list_endpoints(ctx: Ctx, _: Viewer) -> list[EndpointOut]:
             rate_limit=s.rate_limit,
             max_in_flight=s.max_in_flight,
         )
-        for s in hub.endpoint_summaries(ctx)
+        for s in hub.endpoint_summaries(ctx, set_ids=principal.set_ids)
     ]
 
 

@@ -30,9 +30,10 @@ class StatsOut(BaseModel):
 
 
 @router.get("/stats")
-def get_stats(ctx: Ctx, _: Viewer, since: datetime | None = None) -> StatsOut:
-    """From ``since`` (default 24 hours ago, at most 31 days) to now, one entry per hour."""
-    found = hub.stats(ctx, since)
+def get_stats(ctx: Ctx, principal: Viewer, since: datetime | None = None) -> StatsOut:
+    """From ``since`` (default 24 hours ago, at most 31 days) to now, one entry per hour; a user
+    limited to some sets sees their deliveries only."""
+    found = hub.stats(ctx, since, set_ids=principal.set_ids)
     return StatsOut(
         since=found.since,
         until=found.until,
