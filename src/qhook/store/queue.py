@@ -12,17 +12,16 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     and_,
-    bindparam,
     case,
     exists,
     func,
-    insert,
     not_,
     or_,
     select,
@@ -287,20 +286,26 @@ def unhold_endpoint(tx: Tx, origin: str, now: datetime) -> int:
 def record_outcomes(
     tx: Tx, attempt_rows: Sequence[AttemptRow], finishes: Sequence[Finish], *, now: datetime
 ) -> None:
-    """Write many finished attempts at once: one executemany insert, one executemany update."""
+    """Write many finished attempts at once: one executemany insert, one executemany update.
+
+    Plain driver SQL with ready-made parameters: SQLAlchemy's per-row parameter processing was
+    about half of the worker's recording CPU (bench/throughput). The SQL is the one below.
+    """
+    sql = _OUTCOME_SQL["postgresql" if tx.dialect.name == "postgresql" else "sqlite"]
+    moment = _pg_time if tx.dialect.name == "postgresql" else _sqlite_time
     if attempt_rows:
-        tx.execute(
-            insert(attempts),
+        tx.exec_driver_sql(
+            sql[0],
             [
                 {
                     "delivery_id": a.delivery_id,
                     "number": a.number,
                     "trigger": a.trigger,
-                    "started_at": a.started_at,
+                    "started_at": moment(a.started_at),
                     "duration_ms": a.duration_ms,
-                    "request_headers": a.request_headers,
+                    "request_headers": _json(a.request_headers),
                     "status_code": a.status_code,
-                    "response_headers": a.response_headers,
+                    "response_headers": _json(a.response_headers) if a.response_headers is not None else None,
                     "response_body": a.response_body,
                     "error_kind": a.error_kind,
                     "error": a.error,
@@ -310,42 +315,78 @@ def record_outcomes(
             ],
         )
     if finishes:
-        # A row cancelled while in flight (its signal was removed) stays cancelled unless delivered.
-        status = bindparam("b_status", type_=deliveries.c.status.type)
-        next_at = bindparam("b_next", type_=deliveries.c.next_attempt_at.type)
-        keep = and_(deliveries.c.status == "cancelled", status != "succeeded")
-        tx.execute(
-            update(deliveries)
-            .where(deliveries.c.id == bindparam("b_id"))
-            .values(
-                status=case((keep, "cancelled"), else_=status),
-                attempt_count=bindparam("b_attempt_count"),
-                next_attempt_at=case((keep, None), else_=next_at),
-                last_status_code=bindparam("b_code"),
-                last_error_kind=bindparam("b_kind"),
-                hint=case((keep, deliveries.c.hint), else_=bindparam("b_hint")),
-                delivered_at=func.coalesce(
-                    bindparam("b_delivered", type_=deliveries.c.delivered_at.type), deliveries.c.delivered_at
-                ),
-                lease_owner=None,
-                lease_expires_at=None,
-                next_trigger="scheduled",
-                updated_at=now,
-            ),
+        updated_at = moment(now)
+        tx.exec_driver_sql(
+            sql[1],
             [
                 {
                     "b_id": f.delivery_id,
                     "b_status": f.status,
                     "b_attempt_count": f.attempt_count,
-                    "b_next": f.next_attempt_at,
+                    "b_next": moment(f.next_attempt_at),
                     "b_code": f.last_status_code,
                     "b_kind": f.last_error_kind,
                     "b_hint": f.hint,
-                    "b_delivered": f.delivered_at,
+                    "b_delivered": moment(f.delivered_at),
+                    "b_now": updated_at,
                 }
                 for f in finishes
             ],
         )
+
+
+def _outcome_sql(param: Callable[[str], str], json: str, moment: str) -> tuple[str, str]:
+    """(insert attempts, update deliveries) for one driver's parameter style and casts."""
+    columns = [c.name for c in attempts.columns if c.name != "id"]
+    values = [
+        json.format(param(c)) if c in ("request_headers", "response_headers") else param(c) for c in columns
+    ]
+    names = ", ".join(f'"{c}"' for c in columns)  # quoted: "trigger" is an SQL keyword
+    insert_sql = f"INSERT INTO attempts ({names}) VALUES ({', '.join(values)})"
+    status, next_at = param("b_status"), moment.format(param("b_next"))
+    # A row cancelled while in flight (its signal was removed) stays cancelled unless delivered.
+    keep = f"status = 'cancelled' AND {status} <> 'succeeded'"
+    update_sql = (
+        f"UPDATE deliveries SET status = CASE WHEN {keep} THEN 'cancelled' ELSE {status} END, "
+        f"attempt_count = {param('b_attempt_count')}, "
+        f"next_attempt_at = CASE WHEN {keep} THEN NULL ELSE {next_at} END, "
+        f"last_status_code = {param('b_code')}, last_error_kind = {param('b_kind')}, "
+        f"hint = CASE WHEN {keep} THEN hint ELSE {param('b_hint')} END, "
+        f"delivered_at = COALESCE({moment.format(param('b_delivered'))}, delivered_at), "
+        "lease_owner = NULL, lease_expires_at = NULL, next_trigger = 'scheduled', "
+        f"updated_at = {moment.format(param('b_now'))} WHERE id = {param('b_id')}"
+    )
+    return insert_sql, update_sql
+
+
+_OUTCOME_SQL = {
+    "sqlite": _outcome_sql(lambda name: f":{name}", "{}", "{}"),
+    "postgresql": _outcome_sql(
+        lambda name: f"%({name})s", "CAST({} AS JSONB)", "CAST({} AS TIMESTAMP WITH TIME ZONE)"
+    ),
+}
+
+
+def _json(value: dict[str, str]) -> str:
+    # NON_STR_KEYS also takes str subclasses (aiohttp's header names are multidict ``istr``).
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """As ``types.UTCDateTime`` stores it on SQLite: naive UTC text that sorts in time order."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    v = value.astimezone(UTC)
+    day = f"{v.year:04d}-{v.month:02d}-{v.day:02d}"
+    return f"{day} {v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+
+
+def _pg_time(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value
 
 
 def send_signals(tx: Tx, signal_ids: Iterable[int]) -> dict[int, SendSignal]:
