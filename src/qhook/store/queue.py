@@ -30,7 +30,16 @@ from sqlalchemy import (
 )
 
 from qhook.store.db import Database, Tx
-from qhook.store.tables import attempts, deliveries, endpoints, signals, workflows
+from qhook.store.tables import (
+    DUE_FIRST_SQL,
+    DUE_RETRY_SQL,
+    UNFINISHED_SQL,
+    attempts,
+    deliveries,
+    endpoints,
+    signals,
+    workflows,
+)
 
 Lane = Literal["first", "retry"]
 CLAIMABLE = ("pending", "retrying")
@@ -144,9 +153,11 @@ def _not_blocked(now: datetime) -> ColumnElement[bool]:
             endpoints.c.circuit_state != "closed",
         )
     )
-    paused_signal = exists().where(
-        signals.c.id == deliveries.c.signal_id,
-        or_(signals.c.paused_reason.is_not(None), signals.c.active.is_(False)),
+    # NOT IN a subquery, like the blocked origins: evaluated once per statement (a hashed list),
+    # and PostgreSQL does not plan it as an anti-join whose row estimate (all rows of a lone signal
+    # "match") made it sort every due row instead of walking the lane's index to the LIMIT.
+    paused_signals = select(signals.c.id).where(
+        or_(signals.c.paused_reason.is_not(None), signals.c.active.is_(False))
     )
     older = deliveries.alias("older")
     earlier_unfinished = exists().where(
@@ -156,7 +167,7 @@ def _not_blocked(now: datetime) -> ColumnElement[bool]:
     )
     return and_(
         deliveries.c.endpoint.not_in(blocked),
-        not_(paused_signal),
+        or_(deliveries.c.signal_id.is_(None), deliveries.c.signal_id.not_in(paused_signals)),
         or_(deliveries.c.ordered.is_(False), not_(earlier_unfinished)),
     )
 
@@ -175,13 +186,19 @@ def claim(
     lane: Lane,
     exclude_endpoints: Iterable[str] = (),
 ) -> list[QueuedDelivery]:
-    """Lease up to ``limit`` due deliveries of one lane (first attempts or retries), oldest due first."""
-    lane_filter = deliveries.c.attempt_count == 0 if lane == "first" else deliveries.c.attempt_count > 0
+    """Lease up to ``limit`` due deliveries of one lane (first attempts or retries), oldest due first.
+
+    The lane's partial index yields rows in (next_attempt_at, id) order, so the claim reads from the
+    oldest due row and stops at ``limit``; the other conditions are checked per candidate row
+    (blocked origins once per statement, paused signal and order by primary-key/index lookups).
+    """
+    # The index predicate's own text (status and lane), not bound parameters: SQLite uses a partial
+    # index only when the query repeats its terms, and PostgreSQL then proves it for any plan.
+    lane_filter = text(DUE_FIRST_SQL if lane == "first" else DUE_RETRY_SQL)
     conditions = [
-        deliveries.c.status.in_(CLAIMABLE),
+        lane_filter,
         deliveries.c.next_attempt_at <= now,
         _lease_free(now),
-        lane_filter,
         _not_blocked(now),
     ]
     excluded = list(exclude_endpoints)
@@ -211,7 +228,7 @@ def claim_probe(
         select(deliveries.c.id)
         .where(
             deliveries.c.endpoint == origin,
-            deliveries.c.status.in_(UNFINISHED),
+            text(UNFINISHED_SQL),  # walks ix_deliveries_unfinished_endpoint in id order
             _lease_free(now),
             or_(deliveries.c.ordered.is_(False), not_(earlier_unfinished)),
         )
@@ -263,7 +280,12 @@ def hold_endpoint(tx: Tx, origin: str, now: datetime) -> int:
     """Mark an open circuit's waiting deliveries ``held`` (leased, in-flight rows finish on their own)."""
     done = tx.execute(
         update(deliveries)
-        .where(deliveries.c.endpoint == origin, deliveries.c.status.in_(CLAIMABLE), _lease_free(now))
+        .where(
+            deliveries.c.endpoint == origin,
+            text(UNFINISHED_SQL),  # the partial index's own term, so SQLite uses it too
+            deliveries.c.status.in_(CLAIMABLE),
+            _lease_free(now),
+        )
         .values(status="held", lease_owner=None, lease_expires_at=None, updated_at=now)
     )
     return int(done.rowcount)
@@ -273,7 +295,7 @@ def unhold_endpoint(tx: Tx, origin: str, now: datetime) -> int:
     """The circuit closed: held deliveries go back to their lane, due at once."""
     done = tx.execute(
         update(deliveries)
-        .where(deliveries.c.endpoint == origin, deliveries.c.status == "held")
+        .where(deliveries.c.endpoint == origin, text(UNFINISHED_SQL), deliveries.c.status == "held")
         .values(
             status=case((deliveries.c.attempt_count == 0, "pending"), else_="retrying"),
             next_attempt_at=now,

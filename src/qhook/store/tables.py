@@ -225,6 +225,11 @@ oauth_tokens = Table(
     Column("fetched_at", UTCDateTime, nullable=False),
 )
 
+# The partial indexes' predicates (SQL text: the queue's claim uses the very same terms).
+DUE_FIRST_SQL = "status IN ('pending', 'retrying') AND attempt_count = 0"
+DUE_RETRY_SQL = "status IN ('pending', 'retrying') AND attempt_count > 0"
+UNFINISHED_SQL = "status IN ('pending', 'retrying', 'held')"
+
 # One row per delivery: the queue row and the Integration Hub's log line at once.
 deliveries = Table(
     "deliveries",
@@ -256,7 +261,32 @@ deliveries = Table(
     Column("delivered_at", UTCDateTime, nullable=True),
     # "manual" after a redelivery from the Hub: the worker stamps it on the next attempt, then resets it.
     Column("next_trigger", String(20), nullable=False, server_default="scheduled"),
-    Index("ix_deliveries_due", "status", "next_attempt_at"),
+    # The worker's claim walks one lane's index in (next_attempt_at, id) order and stops at its
+    # LIMIT; partial, so each holds only the waiting rows of its lane, not the delivered history.
+    # store/queue.py repeats these predicates literally so both planners can match them.
+    Index(
+        "ix_deliveries_due_first",
+        "next_attempt_at",
+        "id",
+        postgresql_where=text(DUE_FIRST_SQL),
+        sqlite_where=text(DUE_FIRST_SQL),
+    ),
+    Index(
+        "ix_deliveries_due_retry",
+        "next_attempt_at",
+        "id",
+        postgresql_where=text(DUE_RETRY_SQL),
+        sqlite_where=text(DUE_RETRY_SQL),
+    ),
+    # An endpoint's unfinished rows in id order: circuit hold/unhold, the half-open probe and the
+    # per-endpoint queue depth, without reading the endpoint's delivered history.
+    Index(
+        "ix_deliveries_unfinished_endpoint",
+        "endpoint",
+        "id",
+        postgresql_where=text(UNFINISHED_SQL),
+        sqlite_where=text(UNFINISHED_SQL),
+    ),
     Index("ix_deliveries_order_key", "order_key", "id"),
     Index("ix_deliveries_workflow_id_id", "workflow_id", "id"),
     Index("ix_deliveries_result_id_id", "result_id", "id"),

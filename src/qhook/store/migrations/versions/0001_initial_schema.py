@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 13:44:44.514619
+Create Date: 2026-11-28 14:22:55.169000
 """
 
 from __future__ import annotations
@@ -80,13 +80,15 @@ def upgrade() -> None:
         batch_op.create_index('ix_deliveries_action_id', ['action', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_body_trgm', ['body'], unique=False, postgresql_using='gin', postgresql_ops={'body': 'gin_trgm_ops'}, sqlite_where=sa.text('0'))
         batch_op.create_index('ix_deliveries_created_at', ['created_at'], unique=False)
-        batch_op.create_index('ix_deliveries_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_deliveries_due_first', ['next_attempt_at', 'id'], unique=False, postgresql_where=sa.text("status IN ('pending', 'retrying') AND attempt_count = 0"), sqlite_where=sa.text("status IN ('pending', 'retrying') AND attempt_count = 0"))
+        batch_op.create_index('ix_deliveries_due_retry', ['next_attempt_at', 'id'], unique=False, postgresql_where=sa.text("status IN ('pending', 'retrying') AND attempt_count > 0"), sqlite_where=sa.text("status IN ('pending', 'retrying') AND attempt_count > 0"))
         batch_op.create_index('ix_deliveries_endpoint_id', ['endpoint', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_order_key', ['order_key', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_result_id_id', ['result_id', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_set_id_id', ['set_id', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_signal_id_id', ['signal_id', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_status_id', ['status', 'id'], unique=False)
+        batch_op.create_index('ix_deliveries_unfinished_endpoint', ['endpoint', 'id'], unique=False, postgresql_where=sa.text("status IN ('pending', 'retrying', 'held')"), sqlite_where=sa.text("status IN ('pending', 'retrying', 'held')"))
         batch_op.create_index('ix_deliveries_workflow_id_id', ['workflow_id', 'id'], unique=False)
 
     op.create_table('email_outbox',
@@ -424,13 +426,15 @@ def downgrade() -> None:
     op.drop_table('email_outbox')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index('ix_deliveries_workflow_id_id')
+        batch_op.drop_index('ix_deliveries_unfinished_endpoint', postgresql_where=sa.text("status IN ('pending', 'retrying', 'held')"), sqlite_where=sa.text("status IN ('pending', 'retrying', 'held')"))
         batch_op.drop_index('ix_deliveries_status_id')
         batch_op.drop_index('ix_deliveries_signal_id_id')
         batch_op.drop_index('ix_deliveries_set_id_id')
         batch_op.drop_index('ix_deliveries_result_id_id')
         batch_op.drop_index('ix_deliveries_order_key')
         batch_op.drop_index('ix_deliveries_endpoint_id')
-        batch_op.drop_index('ix_deliveries_due')
+        batch_op.drop_index('ix_deliveries_due_retry', postgresql_where=sa.text("status IN ('pending', 'retrying') AND attempt_count > 0"), sqlite_where=sa.text("status IN ('pending', 'retrying') AND attempt_count > 0"))
+        batch_op.drop_index('ix_deliveries_due_first', postgresql_where=sa.text("status IN ('pending', 'retrying') AND attempt_count = 0"), sqlite_where=sa.text("status IN ('pending', 'retrying') AND attempt_count = 0"))
         batch_op.drop_index('ix_deliveries_created_at')
         batch_op.drop_index('ix_deliveries_body_trgm', postgresql_using='gin', postgresql_ops={'body': 'gin_trgm_ops'}, sqlite_where=sa.text('0'))
         batch_op.drop_index('ix_deliveries_action_id')
