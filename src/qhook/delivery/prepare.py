@@ -75,41 +75,44 @@ def build_request(
     url = delivery.url
     body = delivery.body.encode()
     headers: dict[str, str] = {}
-    secret_names = set(ALWAYS_SECRET)
-    for name, value in (signal.config.get("headers") or {}).items():
-        if str(name).lower() not in RESERVED_HEADERS:
-            headers[str(name)] = str(value)
-    if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+    static = signal.config.get("headers")
+    if static:
+        for name, value in static.items():
+            if str(name).lower() not in RESERVED_HEADERS:
+                headers[str(name)] = str(value)
+    if "@" in url and "@" in url.split("://", 1)[-1].split("/", 1)[0]:
         # The original's https://user:pass@host form: the pair becomes Basic, never part of the URL.
         target = parse_target(url, allow_http=True)
         url = target.url
         if auth is None and target.username is not None:
             pair = f"{target.username}:{target.password or ''}".encode()
             _replace(headers, "Authorization", "Basic " + base64.b64encode(pair).decode())
+    secret_names: frozenset[str] = frozenset()  # ALWAYS_SECRET is added by ``redact``
     if auth is not None:
         for name, value in auth.headers.items():
             _replace(headers, name, value)
-        secret_names |= auth.secret_header_names
+        secret_names = frozenset(auth.secret_header_names)
     headers["Content-Type"] = "application/json"
     headers["User-Agent"] = USER_AGENT
+    timestamp = int(now.timestamp())
     if signal.secret_enc:
         previous = None
         if signal.previous_secret_enc and signal.previous_secret_until and now < signal.previous_secret_until:
             previous = ctx.box.decrypt(signal.previous_secret_enc)
         headers.update(
             signing_headers(
-                ctx.box.decrypt(signal.secret_enc), delivery.webhook_id, int(now.timestamp()), body, previous
+                ctx.box.decrypt(signal.secret_enc), delivery.webhook_id, timestamp, body, previous
             )
         )
     else:
         headers["webhook-id"] = delivery.webhook_id
-        headers["webhook-timestamp"] = str(int(now.timestamp()))
+        headers["webhook-timestamp"] = str(timestamp)
     return OutgoingRequest(
         url=url,
         headers=headers,
         body=body,
         timeout_s=timeout_of(signal.config),
-        secret_header_names=frozenset(secret_names),
+        secret_header_names=secret_names,
         ssl_context=auth.ssl_context if auth is not None else None,
     )
 
@@ -123,5 +126,5 @@ def _replace(headers: dict[str, str], name: str, value: str) -> None:
 
 def redact(headers: Mapping[str, str], secret_header_names: frozenset[str] | set[str]) -> dict[str, str]:
     """The headers as an attempt records them: secret values replaced by "[redacted]"."""
-    names = {n.lower() for n in secret_header_names} | ALWAYS_SECRET
+    names = {n.lower() for n in secret_header_names} | ALWAYS_SECRET if secret_header_names else ALWAYS_SECRET
     return {k: (REDACTED if k.lower() in names else v) for k, v in headers.items()}

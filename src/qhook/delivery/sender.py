@@ -30,6 +30,7 @@ from qhook.settings import Settings
 CONNECT_TIMEOUT_S = 5.0
 CONNECTION_LIMIT = 1000  # endpoints are capped by the worker; this only bounds sockets per process
 OWN_INSPECTOR_CONNECTIONS = 20
+TARGETS_CACHED = 4096  # parsed and checked target URLs kept per sender (bounded memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,9 @@ class Sender:
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._profile_tls: dict[str, ssl.SSLContext] = {}
         self._own_session: aiohttp.ClientSession | None = None
+        # url -> (parsed URL, refusal as (kind, message) or None, own inspector): the policy and
+        # settings are fixed for the sender's life, so a URL needs parsing and checking once.
+        self._targets: dict[str, tuple[URL, tuple[str, str] | None, bool]] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -166,22 +170,36 @@ class Sender:
             self._timeouts[total_s] = timeout
         return timeout
 
+    def _target(self, raw: str) -> tuple[URL, tuple[str, str] | None, bool]:
+        found = self._targets.get(raw)
+        if found is not None:
+            return found
+        url = URL(raw)
+        own = self.is_own_inspector(raw)
+        refusal: tuple[str, str] | None = None
+        if not own:
+            if url.scheme == "http" and not self._settings.allow_http:
+                refusal = ("ssrf_blocked", "plain http:// targets are off (QHOOK_ALLOW_HTTP)")
+            elif url.scheme not in ("http", "https") or not url.host:
+                refusal = ("connect", f"not an http(s) URL: {url.scheme}://")
+            else:
+                try:
+                    self._policy.check_literal(url.host)
+                except SsrfBlocked as exc:
+                    refusal = ("ssrf_blocked", str(exc))
+        if len(self._targets) >= TARGETS_CACHED:
+            self._targets.clear()
+        found = self._targets[raw] = (url, refusal, own)
+        return found
+
     async def send(self, request: OutgoingRequest) -> SendOutcome:
         """POST the request; every network failure comes back as an outcome, never as an exception."""
         started = time.perf_counter()
         try:
-            url = URL(request.url)
-            session = self.session
-            if self.is_own_inspector(request.url):
-                session = self.own_inspector_session
-            else:
-                if url.scheme == "http" and not self._settings.allow_http:
-                    return _failure(
-                        started, "ssrf_blocked", "plain http:// targets are off (QHOOK_ALLOW_HTTP)"
-                    )
-                if url.scheme not in ("http", "https") or not url.host:
-                    return _failure(started, "connect", f"not an http(s) URL: {url.scheme}://")
-                self._policy.check_literal(url.host)
+            url, refusal, own = self._target(request.url)
+            if refusal is not None:
+                return _failure(started, *refusal)
+            session = self.own_inspector_session if own else self.session
             async with session.post(
                 url,
                 data=request.body,
@@ -214,6 +232,10 @@ class Sender:
     async def _read(self, response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         """At most ``limit`` bytes; one more tells whether the body was longer (never read further)."""
         limit = self._body_limit
+        length = response.content_length
+        if length is not None and length <= limit and "Content-Encoding" not in response.headers:
+            # The usual short answer: one read, no loop (a compressed one may unpack far larger).
+            return await response.read(), False
         chunks: list[bytes] = []
         size = 0
         while size <= limit:

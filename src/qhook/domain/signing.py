@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import functools
 import hmac
 import secrets
 
@@ -55,14 +55,19 @@ def is_valid_secret(secret: object) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)
+def _cached_key(secret: str) -> bytes:
+    # A worker signs every attempt of a signal with the same secret: decode it once.
+    return secret_key(secret)
+
+
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``."""
-    return _sign_with_key(secret_key(secret), msg_id, timestamp, body)
+    return _sign_with_key(_cached_key(secret), msg_id, timestamp, body)
 
 
 def _sign_with_key(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    to_sign = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, to_sign, hashlib.sha256).digest()
+    digest = hmac.digest(key, f"{msg_id}.{timestamp}.".encode() + body, "sha256")
     return "v1," + base64.b64encode(digest).decode()
 
 
