@@ -9,13 +9,13 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.services import hub
 from qhook.store import hub as hub_store
-from qhook.store.tables import attempts, deliveries, endpoint_log
+from qhook.store.tables import attempts, deliveries, endpoint_log, signals
 from tests.conftest import auth
 from tests.support.hub_data import add_attempt, add_delivery, days_ago, set_endpoint_state
 
@@ -261,6 +261,34 @@ async def test_replay_is_idempotent(api: httpx.AsyncClient, ctx: AppContext) -> 
     assert queued.status_code == 422 and queued.json()["details"][0]["field"] == "status"
     unknown = await api.post("/api/v1/deliveries/replay", json={"q": "B-1"})
     assert unknown.status_code == 422
+
+
+async def test_send_tests_and_removed_signals_are_never_requeued(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """Requeued, they would wait forever: the worker skips removed signals, tests are one-offs."""
+    live = add_delivery(ctx.db, status="failed", workflow_id=21, signal_id=31)
+    removed = add_delivery(ctx.db, status="failed", workflow_id=21, signal_id=32)
+    cancelled = add_delivery(ctx.db, status="cancelled", workflow_id=21, signal_id=32)
+    test_run = add_delivery(ctx.db, status="failed", workflow_id=21, signal_id=31)
+    with ctx.db.transaction() as tx:
+        tx.execute(update(signals).where(signals.c.id == 32).values(active=False))
+        tx.execute(update(deliveries).where(deliveries.c.id == test_run).values(is_test=True))
+
+    refused = await api.post(f"/api/v1/deliveries/{removed}/redeliver")
+    assert refused.status_code == 409
+    assert "signal was removed" in refused.json()["error"]
+    refused = await api.post(f"/api/v1/deliveries/{test_run}/redeliver")
+    assert refused.status_code == 409 and "send test" in refused.json()["error"]
+
+    replayed = await api.post("/api/v1/deliveries/replay", json={"workflow_id": 21, "status": "failed"})
+    assert replayed.json() == {"queued": 1}
+    replayed = await api.post("/api/v1/deliveries/replay", json={"workflow_id": 21, "status": "cancelled"})
+    assert replayed.json() == {"queued": 0}
+    with ctx.db.reading() as tx:
+        found = {i: hub_store.get_delivery(tx, i) for i in (live, removed, cancelled, test_run)}
+    status = {i: row[0].status for i, row in found.items() if row}
+    assert status == {live: "pending", removed: "failed", cancelled: "cancelled", test_run: "failed"}
 
 
 async def test_replay_in_batches(ctx: AppContext) -> None:

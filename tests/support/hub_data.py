@@ -7,15 +7,57 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, text, update
 
 from qhook.clock import utcnow
 from qhook.domain.ids import new_uid
-from qhook.store.db import Database
+from qhook.store.db import Database, Tx
 from qhook.store.deliveries import insert_delivery
-from qhook.store.tables import attempts, deliveries, endpoints
+from qhook.store.tables import attempts, deliveries, endpoints, sets, signals, workflows
 
 _batch = itertools.count(1000)
+
+
+def ensure_signal(tx: Tx, *, set_id: int, workflow_id: int, signal_id: int, now: datetime) -> None:
+    """A real set, workflow and active webhook signal with these ids, so the rows can be sent again."""
+    if tx.execute(select(signals.c.id).where(signals.c.id == signal_id)).first() is not None:
+        return
+    if tx.execute(select(sets.c.id).where(sets.c.id == set_id)).first() is None:
+        tx.execute(
+            insert(sets).values(
+                id=set_id, name=f"Hub set {set_id}", kind="analysis_set", created_at=now, updated_at=now
+            )
+        )
+    if tx.execute(select(workflows.c.id).where(workflows.c.id == workflow_id)).first() is None:
+        tx.execute(
+            insert(workflows).values(
+                id=workflow_id,
+                set_id=set_id,
+                name=f"Hub workflow {workflow_id}",
+                active=True,
+                triggers={"entry": True},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    tx.execute(
+        insert(signals).values(
+            id=signal_id,
+            workflow_id=workflow_id,
+            position=0,
+            type="webhook",
+            config={"url": "https://erp.example.com/hooks/qc"},
+            active=True,
+        )
+    )
+    if tx.dialect.name == "postgresql":  # explicit ids: move the sequences past them
+        for table in ("sets", "workflows", "signals"):
+            tx.execute(
+                text(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"GREATEST((SELECT max(id) FROM {table}), 1))"
+                )
+            )
 
 
 def add_delivery(
@@ -42,6 +84,8 @@ def add_delivery(
     text = body if body is not None else json.dumps({"batchnumber_": f"B-{next(_batch)}"})
     finished = status in ("succeeded", "failed", "cancelled")
     with db.transaction() as tx:
+        if signal_id is not None:
+            ensure_signal(tx, set_id=set_id, workflow_id=workflow_id, signal_id=signal_id, now=now)
         delivery_id = insert_delivery(
             tx,
             webhook_id=new_uid("msg", now),

@@ -230,6 +230,9 @@ def redeliver(
     now = utcnow()
     with ctx.db.transaction() as tx:
         current = _movable(tx, delivery_id, set_ids, REDELIVERABLE, "redelivered", now)
+        if not store.is_sendable(tx, delivery_id):
+            why = "it was a send test" if current.is_test else "its signal was removed from the workflow"
+            raise Conflict(f"Delivery {delivery_id} cannot be redelivered: {why}")
         done = store.requeue(tx, delivery_id, from_statuses=REDELIVERABLE, now=now, trigger="manual")
         if done is None:
             raise _changed_meanwhile(delivery_id)
@@ -304,7 +307,7 @@ def _replay_filter(filters: Filters, set_ids: frozenset[int] | None) -> Delivery
 def count_replayable(ctx: AppContext, filters: Filters, *, set_ids: frozenset[int] | None = None) -> int:
     wanted = _replay_filter(filters, set_ids)
     with ctx.db.reading() as tx:
-        return store.count_matching(tx, wanted)
+        return store.count_replayable(tx, wanted)
 
 
 def replay(
@@ -319,7 +322,8 @@ def replay(
     """Queue every finished delivery matching ``filters`` again, in batches of short transactions.
 
     Only finished rows (failed, succeeded; cancelled when asked) move, so a second call while the
-    first one's deliveries are still queued finds nothing to queue.
+    first one's deliveries are still queued finds nothing to queue. Send tests and deliveries of
+    removed signals never move (see ``store.hub.sendable``).
     """
     wanted = _replay_filter(filters, set_ids)
     queued = 0
