@@ -80,6 +80,11 @@ def transfer_set_ids(doc: Mapping[str, Any]) -> set[int]:
     return found
 
 
+# What GET shows but nobody sets: accepted and ignored, so GET -> edit -> PATCH works.
+READ_ONLY_WORKFLOW_KEYS = frozenset({"id", "created_at", "updated_at"})
+READ_ONLY_SIGNAL_KEYS = frozenset({"secret_set", "paused_reason"})
+
+
 def parse_workflow(
     doc: Any,
     fields: Sequence[FieldLike],
@@ -90,10 +95,10 @@ def parse_workflow(
     """Validate a whole workflow document against its set's fields; 422 names the place."""
     if not isinstance(doc, dict):
         raise _fail("body", "a workflow object")
-    allowed = {"name", "set_id", "active", "triggers", "filter", "signals", "error_email", "id"}
-    unknown = sorted(set(doc) - allowed)
+    allowed = {"name", "set_id", "active", "triggers", "filter", "signals", "error_email"}
+    unknown = sorted(set(doc) - allowed - READ_ONLY_WORKFLOW_KEYS)
     if unknown:
-        raise _fail(unknown[0], f"not a workflow key ({', '.join(sorted(allowed - {'id'}))})")
+        raise _fail(unknown[0], f"not a workflow key ({', '.join(sorted(allowed))})")
     name = doc.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise _fail("name", "a name of 1 to 200 characters")
@@ -164,8 +169,10 @@ def _signal(
     return SignalSpec(kind, _email(raw, path), signal_id)
 
 
+
+
 def _only(raw: Mapping[str, Any], path: str, keys: set[str]) -> None:
-    extra = sorted(set(raw) - keys - {"type", "id"})
+    extra = sorted(set(raw) - keys - {"type", "id"} - READ_ONLY_SIGNAL_KEYS)
     if extra:
         raise _fail(f"{path}.{extra[0]}", f"one of {', '.join(sorted(keys))}")
 

@@ -18,6 +18,7 @@ from qhook.domain.fields import (
 from qhook.errors import Conflict, NotFound, field_error
 from qhook.services import audit
 from qhook.store import sets as store
+from qhook.store import workflows as workflow_store
 from qhook.store.db import Database, Tx
 from qhook.store.sets import SetRecord
 
@@ -113,8 +114,8 @@ def delete_set(ctx: AppContext, set_id: int, *, force: bool = False, actor: str)
 
     With ``force`` every result is deleted as one by one would be, in the same transaction: a
     ``deleted`` event each, and the fan-out, so deletion workflows fire (e-mails and chained
-    changes to other sets; the set's own webhook signals go with the set, so their deliveries
-    fail as "signal deleted" in the Hub rather than vanish without a trace).
+    changes to other sets). Refused while an active workflow of the set would send webhooks on
+    deletion: its signals go with the set, so those deliveries could never be sent.
     """
     from qhook.services import results  # results builds on sets: import at call time
 
@@ -126,12 +127,29 @@ def delete_set(ctx: AppContext, set_id: int, *, force: bool = False, actor: str)
             raise Conflict(
                 f"set {set_id} has {count} result(s); delete them first or pass force=true to delete them too"
             )
+        if count:
+            _refuse_unsendable_deletions(tx, set_id)
         for result_id in store.result_ids(tx, set_id):
             results.delete_result_tx(tx, ctx, set_id=set_id, result_id=result_id, actor=actor)
         store.delete_set(tx, set_id)
         audit.record(tx, actor, "set.delete", "set", set_id, {"name": current.name, "results_deleted": count})
     if count:
         ctx.wake()
+
+
+def _refuse_unsendable_deletions(tx: Tx, set_id: int) -> None:
+    senders = [
+        w.name
+        for w in workflow_store.list_workflows(tx, set_id=set_id, active_only=True)
+        if w.triggers.get("deletion") and any(sig.type == "webhook" for sig in w.active_signals)
+    ]
+    if senders:
+        names = ", ".join(repr(name) for name in senders)
+        raise Conflict(
+            f"set {set_id} has active workflows that send webhooks when a result is deleted ({names}); "
+            "their deliveries could not be sent once the set is gone. Deactivate or delete them first, "
+            "then delete the set"
+        )
 
 
 def add_options_tx(tx: Tx, current: SetRecord, new_options: dict[str, tuple[OptionDef, ...]]) -> SetRecord:
