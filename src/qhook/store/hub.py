@@ -184,9 +184,9 @@ def list_query(tx: Tx, f: DeliveryFilter, *, limit: int, before_id: int | None =
     # A time range: walking the primary key newest first and filtering by created_at reads every
     # row newer than the window first (half a million for a day in the middle of 1M rows), and
     # the planner picks that walk because it assumes matches are spread evenly. Instead take the
-    # page's ids from the (created_at, id) index, top-N by id (``id + 0`` keeps either planner
-    # from the key-order walk), then fetch those rows: work bounded by the window's rows, read
-    # from the index alone, and the same page as ordering by id.
+    # page's ids from the created_at index, top-N by id (``id + 0`` keeps either planner from the
+    # key-order walk), then fetch those rows: work bounded by the window's rows (SQLite reads the
+    # ids from the index alone), and the same page as ordering by id.
     page = select(deliveries.c.id).where(*conditions).order_by((deliveries.c.id + 0).desc()).limit(limit)
     return (
         select(*_COLUMNS).where(deliveries.c.id.in_(page.scalar_subquery())).order_by(deliveries.c.id.desc())
