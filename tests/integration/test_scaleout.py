@@ -25,7 +25,8 @@ from tests.support.processes import stop
 QHOOK = str(Path(sys.executable).parent / "qhook")
 
 
-def worker_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+def worker_env(tmp_path: Path, database_url: str, *, lease_seconds: int = 3) -> dict[str, str]:
+    """Short leases by default, so a killed worker's work is taken over within the test."""
     return {
         **os.environ,
         "QHOOK_DATA_DIR": str(tmp_path / "var"),
@@ -33,7 +34,7 @@ def worker_env(tmp_path: Path, database_url: str) -> dict[str, str]:
         "QHOOK_SECRET_KEY": TEST_SECRET_KEY,
         "QHOOK_ALLOW_HTTP": "true",
         "QHOOK_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
-        "QHOOK_LEASE_SECONDS": "3",
+        "QHOOK_LEASE_SECONDS": str(lease_seconds),
         "QHOOK_POLL_INTERVAL_S": "0.2",
         "QHOOK_LOG_LEVEL": "WARNING",
     }
@@ -68,7 +69,8 @@ async def test_two_workers_share_a_queue_without_double_sends(pg_ctx: AppContext
         signal_id = make_signal(pg_ctx, rx.url, max_in_flight=20)
         total = 600
         enqueue(pg_ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(total)])
-        env = worker_env(tmp_path, pg_ctx.settings.database_url)
+        # A production-like lease: with both workers alive, no lease may run out and no row go twice.
+        env = worker_env(tmp_path, pg_ctx.settings.database_url, lease_seconds=60)
         workers = [start_worker(env, "--concurrency", "20") for _ in range(2)]
         try:
             await until(lambda: statuses(pg_ctx).get("succeeded") == total, timeout=60)
