@@ -126,6 +126,12 @@ class Worker:
         self._last_renew = 0.0
         self._last_retry_claim = 0.0
         self._retry_full = False
+        self._wakes = 0
+        # (excluded origins, loop time, wake-ups so far) of the last first-lane claim that found
+        # nothing beyond the excluded (saturated) endpoints: the same claim finds nothing more until
+        # something is committed (a wake-up) or an endpoint frees up, so it is not repeated for up
+        # to a second. Half of all claims under a single busy endpoint were such empty ones.
+        self._nothing_beyond: tuple[frozenset[str], float, int] | None = None
         # Endpoints with failures since the last tick -> an error-report address: the tick checks
         # them against every worker's attempts in the database (the shared circuit decision).
         self._suspects: dict[str, str | None] = {}
@@ -138,7 +144,11 @@ class Worker:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop just closed
-                loop.call_soon_threadsafe(self._wake.set)
+                loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        self._wakes += 1
+        self._wake.set()
 
     async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         loop = asyncio.get_running_loop()
@@ -211,13 +221,33 @@ class Worker:
             if limit <= 0:
                 continue
             exclude = self.gates.saturated(self.per_endpoint)
+            if lane == "first" and self._known_empty(exclude, loop_now):
+                continue
             claimed = await self._db(self._claim, lane, limit, exclude)
+            if lane == "first":
+                self._learn(exclude, claimed, loop_now)
             self._dispatch(claimed)
             room -= len(claimed)
             full = full or len(claimed) >= limit
             if lane == "retry":
                 self._retry_full = len(claimed) >= limit
         return full
+
+    def _known_empty(self, exclude: list[str], loop_now: float) -> bool:
+        known = self._nothing_beyond
+        return (
+            known is not None
+            and known[2] == self._wakes
+            and loop_now - known[1] < 1.0
+            and known[0].issubset(exclude)
+        )
+
+    def _learn(self, exclude: list[str], claimed: list[Item], loop_now: float) -> None:
+        known = self._nothing_beyond
+        if exclude and not claimed:
+            self._nothing_beyond = (frozenset(exclude), loop_now, self._wakes)
+        elif known is not None and any(i.delivery.endpoint not in known[0] for i in claimed):
+            self._nothing_beyond = None  # other endpoints have rows after all
 
     def _claim(self, lane: queue.Lane, limit: int, exclude: list[str]) -> list[Item]:
         now = utcnow()
@@ -415,7 +445,7 @@ class Worker:
         )
         self.recorder.add(result.attempt, finish, ops)
         if d.ordered and decision.final:
-            self._wake.set()  # the next event of this result may go now (after this is written)
+            self._woken()  # the next event of this result may go now (after this is written)
 
     def _circuit_ops(
         self, gate: Gate[Item], item: Item, result: attempt_mod.AttemptResult, email: str | None
