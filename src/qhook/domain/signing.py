@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import hmac
 import secrets
 
@@ -67,7 +68,9 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def _sign_with_key(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    digest = hmac.digest(key, f"{msg_id}.{timestamp}.".encode() + body, "sha256")
+    # hmac.new, not the one-shot hmac.digest: that one releases the GIL on every call, handing
+    # the worker's event loop to a database thread mid-send.
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
