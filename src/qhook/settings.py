@@ -63,7 +63,14 @@ class Settings(BaseSettings):
     circuit_cool_off_s: float = Field(
         60.0, description="After an endpoint's circuit opens, wait this long before one probe goes."
     )
-    poll_interval_s: float = Field(2.0, description="Fallback polling when no wake-up arrives.")
+    poll_interval_s: float = Field(
+        2.0,
+        description=(
+            "How often an idle worker looks for work when no wake-up arrives (an API commit in the"
+            " same process, NOTIFY on PostgreSQL); rows that come due sooner (retries, scheduled"
+            " sends) are still claimed on time, and a busy worker keeps a maintenance beat of at most 1 s."
+        ),
+    )
     response_body_limit: int = 64 * 1024
     log_level: str = "INFO"
 

@@ -113,7 +113,11 @@ class Worker:
         # An endpoint keeps at most this many rows waiting here; the next claims skip it.
         self.per_endpoint = self.batch_size
         self.max_held = self.batch_size * 10
+        # Idle, the worker looks for work every poll interval (or when the earliest waiting row
+        # comes due); busy, maintenance (leases, circuits, probes) keeps a beat of at most 1 s.
+        self.poll_s = max(settings.poll_interval_s, 0.05)
         self.tick_s = min(max(settings.poll_interval_s, 0.1), 1.0)
+        self._endpoints_changing = False  # a throttle or circuit somewhere: probes need the beat
         self.gates: Gates[Item] = Gates()
         self.held: dict[int, Item] = {}
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qhook-db")
@@ -189,11 +193,32 @@ class Worker:
             logger.info("worker stopped", extra={"action": "worker_stop", "owner": self.owner})
 
     async def _idle(self, stop: asyncio.Event) -> None:
+        timeout = await self._idle_timeout()
         waits = [asyncio.ensure_future(e.wait()) for e in (self._wake, self._room, stop)]
-        timeout = min(self.ctx.settings.poll_interval_s, self.tick_s)
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waits:
             waiter.cancel()
+        if not done:
+            self._last_retry_claim = float("-inf")  # woke by the clock: a retry may be due now
+
+    async def _idle_timeout(self) -> float:
+        """How long to wait for a wake-up: the maintenance beat while anything is in hand, else
+        the poll interval, shortened to when the earliest waiting row comes due."""
+        if self.held or self._tasks or self._endpoints_changing or any(True for _ in self.gates):
+            return min(self.poll_s, self.tick_s)
+        try:
+            due = await self._db(self._next_due)
+        except Exception:
+            logger.exception("next due lookup failed", extra={"action": "worker_next_due_failed"})
+            return min(self.poll_s, self.tick_s)
+        if due is None:
+            return self.poll_s
+        # A little past the due time: the claim compares with its own clock reading.
+        return min(self.poll_s, max((due - utcnow()).total_seconds(), 0.0) + 0.005)
+
+    def _next_due(self) -> datetime | None:
+        with self.ctx.db.reading() as tx:
+            return queue.next_due_after(tx, utcnow())
 
     async def _cycle(self) -> bool:
         """One round: maintenance when due, then claims. True when it claimed a full batch."""
@@ -509,6 +534,11 @@ class Worker:
             self._last_renew = loop_now
             renew_ids = list(self.held)
         blocked, probes = await self._db(self._maintain, renew_ids)
+        now = utcnow()
+        self._endpoints_changing = any(
+            state.circuit_state != "closed" or (state.throttled_until or now) > now
+            for state in blocked.values()
+        )
         suspects, self._suspects = self._suspects, {}
         for origin, email in suspects.items():
             # A recorder op: it runs after this worker's pending attempts are written.

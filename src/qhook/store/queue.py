@@ -508,6 +508,23 @@ def _finished_estimate(tx: Tx) -> dict[str, int] | None:
     return {str(v): round(total * f) for v, f in zip(values, freqs, strict=True) if v not in UNFINISHED}
 
 
+def next_due_after(tx: Tx, now: datetime) -> datetime | None:
+    """The earliest ``next_attempt_at`` after ``now`` of a waiting row in either lane (or None):
+    when an idle worker has something to look for (the start of each lane's partial index)."""
+    found = []
+    for lane_sql in (DUE_FIRST_SQL, DUE_RETRY_SQL):
+        query = (
+            select(deliveries.c.next_attempt_at)
+            .where(text(lane_sql), deliveries.c.next_attempt_at > now)
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(1)
+        )
+        moment = tx.execute(query).scalar()
+        if moment is not None:
+            found.append(moment)
+    return min(found, default=None)
+
+
 def delivery_by_id(tx: Tx, delivery_id: int) -> QueuedDelivery | None:
     row = tx.execute(select(*_COLUMNS).where(deliveries.c.id == delivery_id)).one_or_none()
     return _queued(row) if row else None

@@ -1,0 +1,82 @@
+"""An idle worker polls as often as QHOOK_POLL_INTERVAL_S says, yet sends rows that come due on time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, update
+
+from qhook.clock import utcnow
+from qhook.context import AppContext, open_context
+from qhook.settings import Settings
+from qhook.store.tables import deliveries
+from tests.support.delivery import delivery, enqueue, make_signal, receiver, running_worker, until
+
+
+@pytest.fixture
+def slow_poll_ctx(settings: Settings) -> Iterator[AppContext]:
+    context = open_context(settings.model_copy(update={"poll_interval_s": 30.0}))
+    yield context
+    context.db.dispose()
+
+
+def _count_claims(ctx: AppContext) -> list[str]:
+    claims: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE deliveries SET lease_owner"):
+            claims.append(statement)
+
+    event.listen(ctx.db.engine, "before_cursor_execute", seen)
+    return claims
+
+
+def _due_in(ctx: AppContext, ids: list[int], seconds: float, attempt_count: int = 0) -> float:
+    """Make rows due ``seconds`` from now (no wake-up); returns that moment in monotonic time."""
+    status = "retrying" if attempt_count else "pending"
+    with ctx.db.transaction() as tx:
+        tx.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids))
+            .values(
+                next_attempt_at=utcnow() + timedelta(seconds=seconds),
+                attempt_count=attempt_count,
+                status=status,
+            )
+        )
+    return time.monotonic() + seconds
+
+
+async def test_idle_worker_polls_at_the_configured_interval(settings: Settings) -> None:
+    ctx = open_context(settings.model_copy(update={"poll_interval_s": 3.0}))
+    try:
+        claims = _count_claims(ctx)
+        async with running_worker(ctx):
+            await until(lambda: len(claims) >= 2)  # the first round: one claim per lane
+            started = len(claims)
+            await asyncio.sleep(2.2)
+            # Before: a claim round every second whatever the setting (two or more here).
+            assert len(claims) == started
+    finally:
+        ctx.db.dispose()
+
+
+@pytest.mark.parametrize("attempt_count", [0, 2], ids=["first", "retry"])
+async def test_a_row_coming_due_is_sent_on_time_despite_a_long_poll_interval(
+    slow_poll_ctx: AppContext, attempt_count: int
+) -> None:
+    ctx = slow_poll_ctx
+    async with receiver() as rx:
+        signal_id = make_signal(ctx, rx.url)
+        [delivery_id] = enqueue(ctx, signal_id, rx.url, ['{"n": 1}'])
+        due_at = _due_in(ctx, [delivery_id], 1.5, attempt_count)
+        async with running_worker(ctx):
+            await until(lambda: delivery(ctx, delivery_id).status == "succeeded", timeout=6)
+    [got] = rx.received
+    # Not early, and well before the 30 s poll interval: the worker slept until the row was due.
+    assert due_at - 0.05 <= got.at <= due_at + 1.0
