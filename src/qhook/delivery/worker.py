@@ -761,12 +761,23 @@ def serve_worker(
         await run_until_stopped(ctx, stop, concurrency=concurrency)
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
     finally:
         if stop_metrics is not None:
             stop_metrics()
         if lock is not None:
             lock.release()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (uvicorn[standard] brings it; ``qhook serve`` runs on it already):
+    the worker's loop thread spent ~10 % less CPU per delivery on it (bench/throughput, SQLite)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def start_in_app(app: Any) -> None:
