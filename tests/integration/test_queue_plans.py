@@ -25,7 +25,7 @@ ERP = "https://erp.example.com:443"
 LIMS = "https://lims.example.com:443"
 
 
-def _fill(ctx: AppContext) -> None:
+def _fill(ctx: AppContext, *, analyze: bool = True) -> None:
     now = utcnow()
     with ctx.db.transaction() as tx:
         set_id = sets.insert_set(tx, name="Batch release", kind="analysis_set", now=now)
@@ -65,8 +65,9 @@ def _fill(ctx: AppContext) -> None:
         )
     with ctx.db.transaction() as tx:
         tx.execute(insert(deliveries), rows)
-    with ctx.db.transaction() as tx:
-        tx.execute(text("ANALYZE"))
+    if analyze:
+        with ctx.db.transaction() as tx:
+            tx.execute(text("ANALYZE"))
 
 
 def _explain(tx: Tx, run: Callable[[Tx], object]) -> str:
@@ -199,3 +200,17 @@ def test_queue_depth_counts_the_backlog_exactly_and_history_cheaply(
     assert depth == {"pending": backlog - retrying, "retrying": retrying, "succeeded": ROWS // 2}
     finished_counted = any("NOT IN" in s and "count(" in s for s in statements)
     assert finished_counted is filled.db.is_sqlite, statements
+
+
+def test_worker_statistics_refresh_lets_sqlite_walk_the_lane_index(ctx: AppContext) -> None:
+    """A never-analysed SQLite sorts every waiting row; the worker's periodic refresh fixes the plan."""
+    _fill(ctx, analyze=False)
+    queue.refresh_statistics(ctx.db)  # what the worker runs at its first tick and every 10 minutes
+    plan = _plan(ctx, _claim("first"))
+    if ctx.db.is_sqlite:
+        with ctx.db.reading() as tx:
+            analysed = tx.exec_driver_sql("SELECT idx FROM sqlite_stat1 WHERE tbl = 'deliveries'").all()
+        assert {"ix_deliveries_due_first", "ix_deliveries_status_id"} <= {r[0] for r in analysed}
+        assert "ix_deliveries_due_first" in plan and "TEMP B-TREE" not in plan, plan
+    else:
+        assert "ix_deliveries_due_first" in plan, plan  # PostgreSQL: a no-op; autovacuum analyses

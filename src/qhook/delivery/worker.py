@@ -45,6 +45,9 @@ from qhook.store.db import Tx
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
+# SQLite plans the claim from sqlite_stat1: without fresh statistics it sorts every waiting row
+# (20 ms per claim at 20,000 pending) instead of walking the lane's index (7 ms).
+STATISTICS_EVERY_S = 600.0
 SHUTDOWN_GRACE_S = 10.0  # in-flight sends may finish; the rest are cancelled and sent again later
 STATUS_OF = {"succeeded": "succeeded", "retry": "retrying", "failed": "failed"}
 # Labelled children looked up once: ``labels()`` takes a lock and builds a key on every call.
@@ -128,6 +131,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_tick = 0.0
         self._last_renew = 0.0
+        self._last_statistics = float("-inf")  # at the first tick, then every STATISTICS_EVERY_S
         self._last_retry_claim = 0.0
         self._retry_full = False
         self._wakes = 0
@@ -534,6 +538,9 @@ class Worker:
             self._last_renew = loop_now
             renew_ids = list(self.held)
         blocked, probes = await self._db(self._maintain, renew_ids)
+        if loop_now - self._last_statistics >= STATISTICS_EVERY_S:
+            self._last_statistics = loop_now
+            await self._db(queue.refresh_statistics, self.ctx.db)
         now = utcnow()
         self._endpoints_changing = any(
             state.circuit_state != "closed" or (state.throttled_until or now) > now

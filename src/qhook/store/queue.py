@@ -553,3 +553,13 @@ def listen(db: Database, on_notify: Callable[[], None], stop: threading.Event) -
         finally:
             with contextlib.suppress(Exception):
                 raw.invalidate()  # never hand a LISTENing connection back to the pool
+
+
+def refresh_statistics(db: Database) -> None:
+    """Keep SQLite's planner statistics current (bounded work); PostgreSQL's autovacuum does this."""
+    if not db.is_sqlite:
+        return
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+        conn.exec_driver_sql("ANALYZE deliveries")
+        conn.commit()
