@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from qhook.services import users
 from qhook.settings import Settings
 from qhook.store.db import Database
 from tests.support.pg import free_port
+from tests.support.serve import serving
 
 BIN_LINK = re.compile(r"/api/v1/inspector/bins/([A-Za-z0-9_-]+)/requests")
 WORKFLOW_LINK = re.compile(r"deliveries\?workflow_id=(\d+)")
@@ -52,35 +51,8 @@ def _qhook(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPr
 def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
     env = _env(tmp_path / "var", port)
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "qhook", "serve"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "qhook serve did not become ready:\n" + log.read_text()
-            time.sleep(0.1)
+    with serving(["serve"], env=env, cwd=tmp_path, log=tmp_path / "serve.log", port=port) as (base, _):
         yield base, env
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_demo_ends_with_a_captured_signature_valid_delivery(

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from qhook.services import users
 from qhook.settings import Settings
 from qhook.store.db import Database
 from tests.support.pg import free_port
+from tests.support.serve import serving
 
 CREDENTIALS = re.compile(r"First start: admin user (\S+), password (\S+) ")
 
@@ -38,39 +38,14 @@ def _qhook(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str], subprocess.Popen[bytes]]]:
-    data_dir = tmp_path / "var"
-    env = _env(data_dir)
+    env = _env(tmp_path / "var")
     port = free_port()
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "qhook", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "qhook serve did not become ready:\n" + log.read_text()
-            time.sleep(0.1)
+    with serving(["serve", "--port", str(port)], env=env, cwd=tmp_path, log=log, port=port) as (
+        base,
+        process,
+    ):
         yield base, log, env, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def test_serve_end_to_end(server: tuple[str, Path, dict[str, str], subprocess.Popen[bytes]]) -> None:

@@ -7,12 +7,11 @@ These are the plans a million rows get too: each filter has an index that yields
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import insert, text
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
@@ -21,6 +20,7 @@ from qhook.store import hub
 from qhook.store.db import Tx
 from qhook.store.tables import deliveries
 from tests.support.hub_data import ensure_signal
+from tests.support.plans import explain
 
 ROWS = 6000
 START = utcnow() - timedelta(days=60)
@@ -64,28 +64,8 @@ def _fill(ctx: AppContext) -> None:
         tx.execute(text("ANALYZE"))
 
 
-def _explain(tx: Tx, run: Callable[[Tx], object]) -> str:
-    """EXPLAIN exactly the first statement and parameters that ``run`` sends."""
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        seen.append((statement, parameters))
-
-    event.listen(tx, "before_cursor_execute", capture)
-    try:
-        run(tx)
-    finally:
-        event.remove(tx, "before_cursor_execute", capture)
-    statement, parameters = seen[0]
-    if tx.dialect.name == "postgresql":
-        rows = tx.exec_driver_sql("EXPLAIN " + statement, parameters).all()
-        return "\n".join(r[0] for r in rows)
-    rows = tx.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
-    return "\n".join(r[-1] for r in rows)
-
-
 def _plan(tx: Tx, f: hub.DeliveryFilter, *, before_id: int | None = None) -> str:
-    return _explain(tx, lambda t: hub.list_deliveries(t, f, limit=51, before_id=before_id))
+    return explain(tx, lambda t: hub.list_deliveries(t, f, limit=51, before_id=before_id))
 
 
 def _filters() -> dict[str, tuple[hub.DeliveryFilter, str]]:
@@ -164,8 +144,8 @@ def test_replay_and_purge_use_indexes(filled: AppContext) -> None:
     with filled.db.reading() as tx:
         assert hub.count_replayable(tx, replayable) > 0
         plans = [
-            _explain(tx, lambda t: hub.count_replayable(t, replayable)),
-            _explain(tx, lambda t: hub.count_purgeable(t, "succeeded", cutoff)),
+            explain(tx, lambda t: hub.count_replayable(t, replayable)),
+            explain(tx, lambda t: hub.count_purgeable(t, "succeeded", cutoff)),
         ]
     for plan in plans:
         if filled.db.is_sqlite:

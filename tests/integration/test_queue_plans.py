@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import event, insert, text
@@ -19,6 +18,7 @@ from qhook.context import AppContext
 from qhook.store import queue, sets, workflows
 from qhook.store.db import Tx
 from qhook.store.tables import deliveries
+from tests.support.plans import explain
 
 ROWS = 6000
 ERP = "https://erp.example.com:443"
@@ -70,25 +70,6 @@ def _fill(ctx: AppContext, *, analyze: bool = True) -> None:
             tx.execute(text("ANALYZE"))
 
 
-def _explain(tx: Tx, run: Callable[[Tx], object]) -> str:
-    """EXPLAIN the first statement ``run`` sends, with its parameters (then roll it back)."""
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        seen.append((statement, parameters))
-
-    event.listen(tx, "before_cursor_execute", capture)
-    try:
-        run(tx)
-    finally:
-        event.remove(tx, "before_cursor_execute", capture)
-    statement, parameters = seen[0]
-    if tx.dialect.name == "postgresql":
-        return "\n".join(r[0] for r in tx.exec_driver_sql("EXPLAIN " + statement, parameters).all())
-    rows = tx.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
-    return "\n".join(r[-1] for r in rows)
-
-
 @pytest.fixture
 def filled(ctx: AppContext) -> AppContext:
     _fill(ctx)
@@ -97,7 +78,7 @@ def filled(ctx: AppContext) -> AppContext:
 
 def _plan(ctx: AppContext, run: Callable[[Tx], object]) -> str:
     with ctx.db.engine.connect() as tx, tx.begin() as outer:
-        plan = _explain(tx, run)
+        plan = explain(tx, run)
         outer.rollback()
     return plan
 
@@ -188,7 +169,7 @@ def test_queue_depth_counts_the_backlog_exactly_and_history_cheaply(
             # Half this small table is backlog, so PostgreSQL would rightly scan it; the point is
             # that an index serves the count (a real backlog is a sliver of the history).
             tx.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = _explain(tx, queue.depth_by_status)
+        plan = explain(tx, queue.depth_by_status)
     assert "Seq Scan on deliveries" not in plan and "SCAN deliveries" not in plan, plan
     # Past the threshold PostgreSQL answers the finished statuses from its statistics (ANALYZE saw
     # every row of this small table, so the estimate is the count); the backlog stays exact.
