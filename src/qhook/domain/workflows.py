@@ -169,8 +169,6 @@ def _signal(
     return SignalSpec(kind, _email(raw, path), signal_id)
 
 
-
-
 def _only(raw: Mapping[str, Any], path: str, keys: set[str]) -> None:
     extra = sorted(set(raw) - keys - {"type", "id"} - READ_ONLY_SIGNAL_KEYS)
     if extra:
