@@ -39,17 +39,15 @@ def _count_claims(ctx: AppContext) -> list[str]:
 def _due_in(ctx: AppContext, ids: list[int], seconds: float, attempt_count: int = 0) -> float:
     """Make rows due ``seconds`` from now (no wake-up); returns that moment in monotonic time."""
     status = "retrying" if attempt_count else "pending"
+    # Both clocks read together: a slow commit under load must not make an on-time send look early.
+    due_wall, due_monotonic = utcnow() + timedelta(seconds=seconds), time.monotonic() + seconds
     with ctx.db.transaction() as tx:
         tx.execute(
             update(deliveries)
             .where(deliveries.c.id.in_(ids))
-            .values(
-                next_attempt_at=utcnow() + timedelta(seconds=seconds),
-                attempt_count=attempt_count,
-                status=status,
-            )
+            .values(next_attempt_at=due_wall, attempt_count=attempt_count, status=status)
         )
-    return time.monotonic() + seconds
+    return due_monotonic
 
 
 async def test_idle_worker_polls_at_the_configured_interval(settings: Settings) -> None:
