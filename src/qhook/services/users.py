@@ -214,10 +214,8 @@ def check_login(
         ):
             count, window_start_ms = rates.hit(tx, bucket, period_ms=rate.period_s * 1000, now_ms=now_ms)
             if count > rate.limit:
-                retry_after_s = max(1, -(-(window_start_ms + rate.period_s * 1000 - now_ms) // 1000))
-                raise RateLimited(
-                    f"Too many login attempts; try again in {retry_after_s} s", retry_after_s=retry_after_s
-                )
+                state = _rate_state(rate, count, window_start_ms, now_ms)
+                raise _limited(f"Too many login attempts; try again in {state.retry_after_s} s", state)
     return check_password(db, name, password)
 
 
