@@ -9,6 +9,7 @@ one worker and renders no locking clause.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -17,9 +18,13 @@ from typing import Any, Literal
 
 import orjson
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
+    Integer,
+    String,
     TextClause,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -145,7 +150,7 @@ def _queued(row: Any) -> QueuedDelivery:
     return QueuedDelivery(*row)
 
 
-def _not_blocked(now: datetime) -> ColumnElement[bool]:
+def _not_blocked(now: Any) -> ColumnElement[bool]:
     """Rows whose endpoint is usable and whose signal is not paused; ordered rows only at their turn."""
     blocked = select(endpoints.c.origin).where(
         or_(
@@ -160,21 +165,49 @@ def _not_blocked(now: datetime) -> ColumnElement[bool]:
     paused_signals = select(signals.c.id).where(
         or_(signals.c.paused_reason.is_not(None), signals.c.active.is_(False))
     )
-    older = deliveries.alias("older")
-    earlier_unfinished = exists().where(
-        older.c.order_key == deliveries.c.order_key,
-        older.c.id < deliveries.c.id,
-        older.c.status.in_(UNFINISHED),
-    )
     return and_(
         deliveries.c.endpoint.not_in(blocked),
         or_(deliveries.c.signal_id.is_(None), deliveries.c.signal_id.not_in(paused_signals)),
-        or_(deliveries.c.ordered.is_(False), not_(earlier_unfinished)),
+        or_(deliveries.c.ordered.is_(False), not_(_EARLIER_UNFINISHED)),
     )
 
 
-def _lease_free(now: datetime) -> ColumnElement[bool]:
+def _lease_free(now: Any) -> ColumnElement[bool]:
     return or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at <= now)
+
+
+_OLDER = deliveries.alias("older")
+_EARLIER_UNFINISHED = exists().where(
+    _OLDER.c.order_key == deliveries.c.order_key,
+    _OLDER.c.id < deliveries.c.id,
+    _OLDER.c.status.in_(UNFINISHED),
+)
+
+
+@functools.cache
+def _claim_statement(lane: Lane, excluding: bool) -> Any:
+    """The claim, built once per shape with bound parameters (now, limit, owner, lease_until,
+    excluded): building this statement anew per claim (an alias, three subqueries) cost more
+    CPU than running it, and a claim runs for every wake-up (bench/latency)."""
+    # The index predicate's own text (status and lane), not bound parameters: SQLite uses a partial
+    # index only when the query repeats its terms, and PostgreSQL then proves it for any plan.
+    now: BindParameter[datetime] = bindparam("now", type_=deliveries.c.next_attempt_at.type)
+    conditions: list[ColumnElement[bool] | TextClause] = [
+        text(DUE_FIRST_SQL if lane == "first" else DUE_RETRY_SQL),
+        deliveries.c.next_attempt_at <= now,
+        _lease_free(now),
+        _not_blocked(now),
+    ]
+    if excluding:
+        conditions.append(deliveries.c.endpoint.not_in(bindparam("excluded", expanding=True)))
+    due = (
+        select(deliveries.c.id)
+        .where(*conditions)
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+    return _lease_statement(due)
 
 
 def claim(
@@ -193,61 +226,53 @@ def claim(
     oldest due row and stops at ``limit``; the other conditions are checked per candidate row
     (blocked origins once per statement, paused signal and order by primary-key/index lookups).
     """
-    # The index predicate's own text (status and lane), not bound parameters: SQLite uses a partial
-    # index only when the query repeats its terms, and PostgreSQL then proves it for any plan.
-    lane_filter = text(DUE_FIRST_SQL if lane == "first" else DUE_RETRY_SQL)
-    conditions: list[ColumnElement[bool] | TextClause] = [
-        lane_filter,
-        deliveries.c.next_attempt_at <= now,
-        _lease_free(now),
-        _not_blocked(now),
-    ]
-    excluded = list(exclude_endpoints)
+    excluded = sorted(set(exclude_endpoints))
+    params: dict[str, Any] = {"now": now, "limit": limit, "owner": owner, "lease_until": lease_until}
     if excluded:
-        conditions.append(deliveries.c.endpoint.not_in(excluded))
+        params["excluded"] = excluded
+    return _leased(tx.execute(_claim_statement(lane, bool(excluded)), params))
+
+
+@functools.cache
+def _probe_statement() -> Any:
+    now: BindParameter[datetime] = bindparam("now", type_=deliveries.c.next_attempt_at.type)
     due = (
         select(deliveries.c.id)
-        .where(*conditions)
-        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-        .limit(limit)
+        .where(
+            deliveries.c.endpoint == bindparam("origin"),
+            text(UNFINISHED_SQL),  # walks ix_deliveries_unfinished_endpoint in id order
+            _lease_free(now),
+            or_(deliveries.c.ordered.is_(False), not_(_EARLIER_UNFINISHED)),
+        )
+        .order_by(deliveries.c.id)
+        .limit(1)
         .with_for_update(skip_locked=True)
     )
-    return _lease(tx, due, owner, lease_until)
+    return _lease_statement(due)
 
 
 def claim_probe(
     tx: Tx, *, origin: str, owner: str, now: datetime, lease_until: datetime
 ) -> QueuedDelivery | None:
     """Lease the one delivery that probes an endpoint whose circuit is half-open (held rows included)."""
-    older = deliveries.alias("older")
-    earlier_unfinished = exists().where(
-        older.c.order_key == deliveries.c.order_key,
-        older.c.id < deliveries.c.id,
-        older.c.status.in_(UNFINISHED),
-    )
-    due = (
-        select(deliveries.c.id)
-        .where(
-            deliveries.c.endpoint == origin,
-            text(UNFINISHED_SQL),  # walks ix_deliveries_unfinished_endpoint in id order
-            _lease_free(now),
-            or_(deliveries.c.ordered.is_(False), not_(earlier_unfinished)),
-        )
-        .order_by(deliveries.c.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    found = _lease(tx, due, owner, lease_until)
+    params = {"now": now, "origin": origin, "owner": owner, "lease_until": lease_until}
+    found = _leased(tx.execute(_probe_statement(), params))
     return found[0] if found else None
 
 
-def _lease(tx: Tx, due: Any, owner: str, lease_until: datetime) -> list[QueuedDelivery]:
-    rows = tx.execute(
+def _lease_statement(due: Any) -> Any:
+    return (
         update(deliveries)
         .where(deliveries.c.id.in_(due.scalar_subquery()))
-        .values(lease_owner=owner, lease_expires_at=lease_until)
+        .values(
+            lease_owner=bindparam("owner", type_=String),
+            lease_expires_at=bindparam("lease_until", type_=deliveries.c.lease_expires_at.type),
+        )
         .returning(*_COLUMNS)
-    ).all()
+    )
+
+
+def _leased(rows: Any) -> list[QueuedDelivery]:
     found = [_queued(r) for r in rows]
     found.sort(key=lambda d: (d.next_attempt_at or d.created_at, d.id))
     return found
