@@ -15,7 +15,7 @@ from qhook.context import AppContext
 from qhook.domain import ids
 from qhook.domain.rates import parse_rate
 from qhook.domain.urls import origin_of
-from qhook.errors import Conflict, NotFound, QhookError, ValidationFailed, field_error
+from qhook.errors import Conflict, Forbidden, NotFound, QhookError, ValidationFailed, field_error
 from qhook.services import audit
 from qhook.store import endpoints as endpoint_store
 from qhook.store import events as event_store
@@ -416,10 +416,28 @@ def endpoint_summaries(
     return found
 
 
-def set_endpoint_paused(ctx: AppContext, origin: str, *, paused: bool, actor: str) -> EndpointRecord:
-    """Pause stops new attempts to the origin (in-flight ones finish); resume lets them go."""
+def _serves_sets(tx: Tx, origin: str, set_ids: frozenset[int] | None) -> bool:
+    """Whether a user limited to ``set_ids`` may see or steer ``origin``: some delivery of their
+    sets goes there (an endpoint is shared by every set sending to it, so it is all or nothing)."""
+    if set_ids is None:
+        return True
+    wanted = DeliveryFilter(endpoint=origin, set_ids=set_ids)
+    return bool(store.list_deliveries(tx, wanted, limit=1))
+
+
+def _check_steerable(tx: Tx, origin: str, set_ids: frozenset[int] | None) -> None:
+    if not _serves_sets(tx, origin, set_ids):
+        raise Forbidden(f"No permission for endpoint {origin}: no delivery of your sets goes there")
+
+
+def set_endpoint_paused(
+    ctx: AppContext, origin: str, *, paused: bool, actor: str, set_ids: frozenset[int] | None = None
+) -> EndpointRecord:
+    """Pause stops new attempts to the origin (in-flight ones finish); resume lets them go.
+    A user limited to some sets may only steer origins their sets' deliveries go to."""
     key = _origin(origin, "origin")
     with ctx.db.transaction() as tx:
+        _check_steerable(tx, key, set_ids)
         row = store.set_paused(tx, key, paused=paused, now=utcnow(), detail=f"by {actor}")
         audit.record(tx, actor, "endpoint.pause" if paused else "endpoint.resume", "endpoint", key, None)
     return row
@@ -429,7 +447,13 @@ MAX_IN_FLIGHT_LIMIT = 100
 
 
 def set_endpoint_limits(
-    ctx: AppContext, origin: str, *, rate_limit: str | None, max_in_flight: int | None, actor: str
+    ctx: AppContext,
+    origin: str,
+    *,
+    rate_limit: str | None,
+    max_in_flight: int | None,
+    actor: str,
+    set_ids: frozenset[int] | None = None,
 ) -> EndpointRecord:
     """Per-host rate limit and concurrency cap (null: the signals' own); they win over the signals'."""
     key = _origin(origin, "origin")
@@ -437,6 +461,7 @@ def set_endpoint_limits(
     if max_in_flight is not None and not 1 <= max_in_flight <= MAX_IN_FLIGHT_LIMIT:
         raise field_error("max_in_flight", f"between 1 and {MAX_IN_FLIGHT_LIMIT}, or null")
     with ctx.db.transaction() as tx:
+        _check_steerable(tx, key, set_ids)
         endpoint_store.set_limits(tx, key, rate_limit=rate, max_in_flight=max_in_flight, now=utcnow())
         audit.record(
             tx,
@@ -452,14 +477,26 @@ def set_endpoint_limits(
 
 
 def endpoint_log(
-    ctx: AppContext, origin: str, *, limit: int = 50, cursor: str | None = None
+    ctx: AppContext,
+    origin: str,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    set_ids: frozenset[int] | None = None,
 ) -> tuple[list[EndpointLogEntry], str | None]:
-    """An endpoint's history (circuit opened/closed, throttled, paused/resumed, limits), newest first."""
+    """An endpoint's history (circuit opened/closed, throttled, paused/resumed, limits), newest first.
+
+    A user limited to some sets sees the history only of origins their sets' deliveries go to;
+    for any other the page is empty, as for an origin never used (so nothing tells them apart).
+    """
     key = _origin(origin, "origin")
     if not 1 <= limit <= MAX_LIMIT:
         raise field_error("limit", f"between 1 and {MAX_LIMIT}")
+    before_id = ids.read_cursor(cursor)
     with ctx.db.reading() as tx:
-        rows = endpoint_store.log_entries(tx, key, limit=limit + 1, before_id=ids.read_cursor(cursor))
+        if not _serves_sets(tx, key, set_ids):
+            return [], None
+        rows = endpoint_store.log_entries(tx, key, limit=limit + 1, before_id=before_id)
     return ids.cut_page(rows, limit)
 
 

@@ -100,9 +100,12 @@ def list_endpoints(ctx: Ctx, principal: Viewer) -> list[EndpointOut]:
 # ``:path`` because the origin, URL-encoded or not, holds slashes once decoded.
 @router.post("/endpoints/{origin:path}/pause")
 async def pause(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
-    """No new attempts to this origin until resumed (in-flight ones finish)."""
+    """No new attempts to this origin until resumed (in-flight ones finish). An admin limited to
+    some sets may pause only origins their sets' deliveries go to (403 for others)."""
     row = await run_in_threadpool(
-        lambda: hub.set_endpoint_paused(ctx, origin, paused=True, actor=principal.name)
+        lambda: hub.set_endpoint_paused(
+            ctx, origin, paused=True, actor=principal.name, set_ids=principal.set_ids
+        )
     )
     return EndpointChanged.of(row)
 
@@ -110,7 +113,9 @@ async def pause(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
 @router.post("/endpoints/{origin:path}/resume")
 async def resume(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
     row = await run_in_threadpool(
-        lambda: hub.set_endpoint_paused(ctx, origin, paused=False, actor=principal.name)
+        lambda: hub.set_endpoint_paused(
+            ctx, origin, paused=False, actor=principal.name, set_ids=principal.set_ids
+        )
     )
     ctx.wake()
     return EndpointChanged.of(row)
@@ -121,7 +126,12 @@ async def set_limits(origin: str, body: LimitsIn, ctx: Ctx, principal: Admin) ->
     """Rate limit and concurrency cap for every delivery to this origin, whatever the signal says."""
     row = await run_in_threadpool(
         lambda: hub.set_endpoint_limits(
-            ctx, origin, rate_limit=body.rate_limit, max_in_flight=body.max_in_flight, actor=principal.name
+            ctx,
+            origin,
+            rate_limit=body.rate_limit,
+            max_in_flight=body.max_in_flight,
+            actor=principal.name,
+            set_ids=principal.set_ids,
         )
     )
     ctx.wake()
@@ -129,9 +139,12 @@ async def set_limits(origin: str, body: LimitsIn, ctx: Ctx, principal: Admin) ->
 
 
 @router.get("/endpoints/{origin:path}/log")
-def endpoint_log(origin: str, ctx: Ctx, _: Viewer, limit: int = 50, cursor: str | None = None) -> LogPage:
-    """The endpoint's history, newest first: circuit opened and closed, throttles, pauses, limits."""
-    rows, next_cursor = hub.endpoint_log(ctx, origin, limit=limit, cursor=cursor)
+def endpoint_log(
+    origin: str, ctx: Ctx, principal: Viewer, limit: int = 50, cursor: str | None = None
+) -> LogPage:
+    """The endpoint's history, newest first: circuit opened and closed, throttles, pauses, limits.
+    A user limited to some sets gets an empty page for origins none of their deliveries go to."""
+    rows, next_cursor = hub.endpoint_log(ctx, origin, limit=limit, cursor=cursor, set_ids=principal.set_ids)
     return LogPage(
         items=[LogEntryOut(id=r.id, at=r.at, change=r.change, detail=r.detail) for r in rows],
         next_cursor=next_cursor,
