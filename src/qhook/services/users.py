@@ -298,6 +298,10 @@ def count_request(db: Database, bucket: str, rate: Rate, now: datetime | None = 
     return state
 
 
+KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+"""A key's last-used time is kept to the minute: one row write per key per minute, not per request."""
+
+
 def authenticate_key(
     db: Database, plain: str, rate: Rate, now: datetime | None = None, source: str | None = None
 ) -> tuple[Principal, RateState]:
@@ -328,7 +332,8 @@ def authenticate_key(
             raise Unauthorized("Invalid or revoked API key")
         key, user = found
         count, window_start_ms = rates.hit(tx, f"apikey:{key.id}", period_ms=period_ms, now_ms=now_ms)
-        store.touch_api_key(tx, key.id, now)
+        if key.last_used_at is None or now - key.last_used_at >= KEY_TOUCH_INTERVAL:
+            store.touch_api_key(tx, key.id, now)
     state = _rate_state(rate, count, window_start_ms, now_ms)
     if count > rate.limit:
         raise _limited(f"Rate limit of {rate} exceeded; retry in {state.retry_after_s} s", state)

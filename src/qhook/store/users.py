@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Integer, String, bindparam, delete, func, insert, select, update
 
 from qhook.store.db import Tx
 from qhook.store.tables import api_keys, ui_sessions, users
@@ -122,27 +122,41 @@ def api_key_by_id(tx: Tx, key_id: int) -> ApiKeyRecord | None:
     return _key(row) if row else None
 
 
+_ACTIVE_KEY = (
+    select(
+        *_KEY_COLUMNS,
+        users.c.role,
+        users.c.set_ids,
+        users.c.active,
+        users.c.created_at.label("user_created"),
+    )
+    .join(users, users.c.id == api_keys.c.user_id)
+    .where(
+        api_keys.c.key_hash == bindparam("key_hash", type_=String),
+        api_keys.c.revoked_at.is_(None),
+        users.c.active.is_(True),
+    )
+)  # built once: it runs on every API request
+
+
 def active_key_by_hash(tx: Tx, key_hash: str) -> tuple[ApiKeyRecord, UserRecord] | None:
     """The unrevoked key with this hash and its active user."""
-    row = tx.execute(
-        select(
-            *_KEY_COLUMNS,
-            users.c.role,
-            users.c.set_ids,
-            users.c.active,
-            users.c.created_at.label("user_created"),
-        )
-        .join(users, users.c.id == api_keys.c.user_id)
-        .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None), users.c.active.is_(True))
-    ).one_or_none()
+    row = tx.execute(_ACTIVE_KEY, {"key_hash": key_hash}).one_or_none()
     if row is None:
         return None
     set_ids = tuple(row.set_ids) if row.set_ids is not None else None
     return _key(row), UserRecord(row.user_id, row.user_name, row.role, set_ids, row.active, row.user_created)
 
 
+_TOUCH_KEY = (
+    update(api_keys)
+    .where(api_keys.c.id == bindparam("key_id", type_=Integer))
+    .values(last_used_at=bindparam("now", type_=api_keys.c.last_used_at.type))
+)
+
+
 def touch_api_key(tx: Tx, key_id: int, now: datetime) -> None:
-    tx.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
+    tx.execute(_TOUCH_KEY, {"key_id": key_id, "now": now})
 
 
 def list_api_keys(tx: Tx, user_id: int | None = None) -> list[ApiKeyRecord]:
