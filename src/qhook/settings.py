@@ -49,8 +49,17 @@ class Settings(BaseSettings):
         description="At most one error digest per endpoint per interval: seconds or an ISO 8601 duration"
         " such as PT15M (QHOOK_ERROR_MAIL_INTERVAL_S, seconds, is read too).",
     )
-    retention_days: int = 30
-    failed_retention_days: int = 90
+    retention_days: int = Field(
+        30,
+        ge=1,
+        description="Succeeded and cancelled deliveries and their attempts are purged after this many days.",
+    )
+    failed_retention_days: int = Field(
+        90,
+        ge=1,
+        description="Failed deliveries are kept this many days, unless resolved earlier (a redelivery that"
+        " succeeds then follows QHOOK_RETENTION_DAYS).",
+    )
     retention_interval_s: int = Field(300, description="How often the scheduler purges old deliveries.")
     worker_concurrency: int = Field(100, description="Deliveries in flight per worker process.")
     worker_batch_size: int = 200
