@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import Integer, Select, bindparam, delete, insert, select, text, update
 
 from qhook.store import txcache
 from qhook.store.db import Tx
@@ -78,16 +79,19 @@ def _signal(row: Any) -> SignalRecord:
     )
 
 
+# Built once with bound parameters: a set's workflows are read for every result written (bench/latency).
+_SIGNALS_OF = (
+    select(signals)
+    .where(signals.c.workflow_id.in_(bindparam("workflow_ids", expanding=True)))
+    .order_by(signals.c.position, signals.c.id)
+)
+
+
 def _signals_of(tx: Tx, workflow_ids: Sequence[int]) -> dict[int, list[SignalRecord]]:
     found: dict[int, list[SignalRecord]] = {wid: [] for wid in workflow_ids}
     if not workflow_ids:
         return found
-    query = (
-        select(signals)
-        .where(signals.c.workflow_id.in_(list(workflow_ids)))
-        .order_by(signals.c.position, signals.c.id)
-    )
-    for row in tx.execute(query):
+    for row in tx.execute(_SIGNALS_OF, {"workflow_ids": list(workflow_ids)}):
         found[row.workflow_id].append(_signal(row))
     return found
 
@@ -181,6 +185,18 @@ def get_workflow(tx: Tx, workflow_id: int, *, for_update: bool = False) -> Workf
     return _workflow(row, _signals_of(tx, [row.id])[row.id])
 
 
+@functools.cache
+def _workflows_query(by_set: bool, by_sets: bool, active_only: bool) -> Select[Any]:
+    query = select(workflows).order_by(workflows.c.id)
+    if by_set:
+        query = query.where(workflows.c.set_id == bindparam("set_id", type_=Integer))
+    if by_sets:
+        query = query.where(workflows.c.set_id.in_(bindparam("set_ids", expanding=True)))
+    if active_only:
+        query = query.where(workflows.c.active.is_(True))
+    return query
+
+
 def list_workflows(
     tx: Tx,
     *,
@@ -189,14 +205,9 @@ def list_workflows(
     active_only: bool = False,
 ) -> list[WorkflowRecord]:
     """Workflows by id; ``set_ids`` limits them to sets a principal may use."""
-    query = select(workflows).order_by(workflows.c.id)
-    if set_id is not None:
-        query = query.where(workflows.c.set_id == set_id)
-    if set_ids is not None:
-        query = query.where(workflows.c.set_id.in_(list(set_ids)))
-    if active_only:
-        query = query.where(workflows.c.active.is_(True))
-    rows = list(tx.execute(query))
+    params: dict[str, Any] = {"set_id": set_id, "set_ids": list(set_ids or ())}
+    query = _workflows_query(set_id is not None, set_ids is not None, active_only)
+    rows = list(tx.execute(query, params))
     by_workflow = _signals_of(tx, [r.id for r in rows])
     return [_workflow(r, by_workflow[r.id]) for r in rows]
 
