@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -60,11 +60,14 @@ def get(tx: Tx, origin: str) -> EndpointState | None:
     return _state(row) if row else None
 
 
+_STATES_OF = select(endpoints).where(endpoints.c.origin.in_(bindparam("origins", expanding=True)))
+
+
 def states(tx: Tx, origins: Iterable[str] | None = None) -> dict[str, EndpointState]:
-    query = select(endpoints)
-    if origins is not None:
-        query = query.where(endpoints.c.origin.in_(sorted(set(origins))))
-    return {r.origin: _state(r) for r in tx.execute(query)}
+    if origins is None:
+        return {r.origin: _state(r) for r in tx.execute(select(endpoints))}
+    rows = tx.execute(_STATES_OF, {"origins": sorted(set(origins))})
+    return {r.origin: _state(r) for r in rows}
 
 
 def blocked_origins(tx: Tx, now: datetime) -> dict[str, EndpointState]:

@@ -437,26 +437,29 @@ def _pg_time(value: datetime | None) -> datetime | None:
     return value
 
 
+_SEND_SIGNALS = (
+    select(
+        signals.c.id,
+        signals.c.workflow_id,
+        signals.c.config,
+        signals.c.secret_enc,
+        signals.c.previous_secret_enc,
+        signals.c.previous_secret_until,
+        signals.c.paused_reason,
+        signals.c.active,
+        workflows.c.error_email,
+    )
+    .join(workflows, workflows.c.id == signals.c.workflow_id)
+    .where(signals.c.id.in_(bindparam("ids", expanding=True)))
+)  # built once: it runs with every claim
+
+
 def send_signals(tx: Tx, signal_ids: Iterable[int]) -> dict[int, SendSignal]:
     """Signal configs and encrypted secrets for a batch, with the workflow's error e-mail."""
     ids = sorted(set(signal_ids))
     if not ids:
         return {}
-    rows = tx.execute(
-        select(
-            signals.c.id,
-            signals.c.workflow_id,
-            signals.c.config,
-            signals.c.secret_enc,
-            signals.c.previous_secret_enc,
-            signals.c.previous_secret_until,
-            signals.c.paused_reason,
-            signals.c.active,
-            workflows.c.error_email,
-        )
-        .join(workflows, workflows.c.id == signals.c.workflow_id)
-        .where(signals.c.id.in_(ids))
-    )
+    rows = tx.execute(_SEND_SIGNALS, {"ids": ids})
     return {
         r.id: SendSignal(
             r.id,
