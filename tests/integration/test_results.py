@@ -313,7 +313,7 @@ async def test_evaluations_from_fanout_are_stored(
 async def test_wrappers_wake_the_worker(ctx: AppContext, api: httpx.AsyncClient, set_id: int) -> None:
     woken: list[int] = []
     ctx.wake = lambda: woken.append(1)
-    created = results.create_result(ctx, set_id=set_id, values={"batchnumber_": "B"}, actor="t")
+    _, created = results.create_result(ctx, set_id=set_id, values={"batchnumber_": "B"}, actor="t")
     results.update_result(ctx, set_id=set_id, result_id=created.id, values={"ph_": 2}, actor="t")
     assert len(woken) == 2
 

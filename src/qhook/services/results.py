@@ -403,13 +403,15 @@ def create_result(
     date: DateInput = None,
     actor: str,
     add_list_options: bool = False,
-) -> ResultRecord:
+) -> tuple[SetRecord, ResultRecord]:
+    """The set as it is after the write (for presenting the result) and the new result."""
     with ctx.db.transaction() as tx:
         result = create_result_tx(
             tx, ctx, set_id=set_id, values=values, date=date, actor=actor, add_list_options=add_list_options
         )
+        current = current_set_tx(tx, set_id)  # memoised in this transaction: no second read
     ctx.wake()
-    return result
+    return current, result
 
 
 def update_result(
@@ -422,7 +424,8 @@ def update_result(
     actor: str,
     expected_version: int | None = None,
     add_list_options: bool = False,
-) -> ResultRecord:
+) -> tuple[SetRecord, ResultRecord]:
+    """The set as it is after the write (for presenting the result) and the updated result."""
     with ctx.db.transaction() as tx:
         result = update_result_tx(
             tx,
@@ -435,8 +438,9 @@ def update_result(
             expected_version=expected_version,
             add_list_options=add_list_options,
         )
+        current = current_set_tx(tx, set_id)
     ctx.wake()
-    return result
+    return current, result
 
 
 def delete_result(

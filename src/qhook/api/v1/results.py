@@ -95,10 +95,9 @@ def _etag(response: Response, result: ResultRecord) -> None:
 @router.post("/sets/{set_id}/results", status_code=201)
 def create_result(set_id: int, body: ResultIn, ctx: Ctx, principal: Editor, response: Response) -> ResultOut:
     ensure_set_access(principal, set_id, write=True)
-    created = results.create_result(
+    current, created = results.create_result(
         ctx, set_id=set_id, values=body.values, date=body.date, actor=principal.name
     )
-    current, created = results.get_result(ctx.db, set_id, created.id)
     _etag(response, created)
     return ResultOut.of(created, current)
 
@@ -142,7 +141,7 @@ def update_result(
     if_match: Annotated[str | None, Header(description="The version you read; 412 if it moved on")] = None,
 ) -> ResultOut:
     ensure_set_access(principal, set_id, write=True)
-    updated = results.update_result(
+    current, updated = results.update_result(
         ctx,
         set_id=set_id,
         result_id=result_id,
@@ -151,7 +150,6 @@ def update_result(
         actor=principal.name,
         expected_version=parse_if_match(if_match),
     )
-    current, updated = results.get_result(ctx.db, set_id, updated.id)
     _etag(response, updated)
     return ResultOut.of(updated, current)
 
