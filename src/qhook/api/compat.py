@@ -44,7 +44,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from qhook.api.deps import TOKEN_PARAMS, authenticate_token, bearer_token, get_ctx
+from qhook.api.deps import TOKEN_PARAMS, authenticate_token, bearer_token, context_of
 from qhook.context import AppContext
 from qhook.domain import compat
 from qhook.domain.access import Principal
@@ -94,7 +94,7 @@ async def _principal(request: Request, ctx: AppContext, params: Params) -> Princ
 
 
 async def _call(request: Request, operation: Callable[[AppContext, Principal, Params], Any]) -> Response:
-    ctx = get_ctx(request)
+    ctx = context_of(request)
     params = await _params(request, ctx)
     principal = await _principal(request, ctx, params)
     return _json(await run_in_threadpool(operation, ctx, principal, params))

@@ -20,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from qhook import __version__
-from qhook.api.deps import SESSION_COOKIE, get_ctx
+from qhook.api.deps import SESSION_COOKIE, context_of
 from qhook.domain.access import Principal
 from qhook.errors import Unauthorized
 from qhook.services import users
@@ -99,7 +99,7 @@ async def page_principal(request: Request) -> Principal:
     token = request.cookies.get(SESSION_COOKIE)
     principal = None
     if token:
-        principal = await run_in_threadpool(users.session_principal, get_ctx(request).db, token)
+        principal = await run_in_threadpool(users.session_principal, context_of(request).db, token)
     if principal is None or token is None:
         raise Unauthorized("Log in to see this page")
     request.state.ui_principal = principal
