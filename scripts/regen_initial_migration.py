@@ -15,10 +15,18 @@ from alembic import command
 from qhook.store.db import Database
 from qhook.store.migrate import MIGRATIONS, alembic_config
 
-for old in (MIGRATIONS / "versions").glob("*.py"):
+versions = MIGRATIONS / "versions"
+# Only 0001 is generated; later revisions are hand-written (0002: SQLite's body-search index) and
+# set aside meanwhile: autogenerate needs an empty history to write a first revision.
+kept = {p.name: p.read_text() for p in versions.glob("*.py") if not p.name.startswith("0001_")}
+for old in versions.glob("*.py"):
     old.unlink()
-with tempfile.TemporaryDirectory() as folder:
-    db = Database(f"sqlite:///{Path(folder) / 'empty.db'}")
-    command.revision(alembic_config(db), message="initial schema", autogenerate=True, rev_id="0001")
-    db.dispose()
+try:
+    with tempfile.TemporaryDirectory() as folder:
+        db = Database(f"sqlite:///{Path(folder) / 'empty.db'}")
+        command.revision(alembic_config(db), message="initial schema", autogenerate=True, rev_id="0001")
+        db.dispose()
+finally:
+    for name, source in kept.items():
+        (versions / name).write_text(source)
 print("wrote", *sorted(p.name for p in (MIGRATIONS / "versions").glob("*.py")))

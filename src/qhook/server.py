@@ -12,7 +12,7 @@ from rich.console import Console
 from qhook import scheduler
 from qhook.api.app import create_app
 from qhook.context import AppContext
-from qhook.services import hub, inspector, users
+from qhook.services import hub, hub_search, inspector, users
 
 console = Console(stderr=True)
 
@@ -32,6 +32,7 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
         hooks.append(worker.start_in_app)
     hooks.append(hub.start_retention_in_app)  # retention purge, in small batches
     hooks.append(inspector.start_purge_in_app)  # expired inspector bins
+    hooks.append(hub_search.start_in_app)  # SQLite: the body-search index, behind the writes
     app = create_app(ctx, lifespan_hooks=hooks)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     base = ctx.settings.public_url.rstrip("/") or f"http://{shown}:{port}"

@@ -25,7 +25,8 @@ def test_migrations_match_models(db: Database) -> None:
     from alembic.migration import MigrationContext
 
     with db.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+        opts = {"compare_type": True, "include_name": migrate.include_name}
+        diff = compare_metadata(MigrationContext.configure(conn, opts=opts), metadata)
     assert diff == [], diff
     assert migrate.is_current(db)
     assert set(inspect(db.engine).get_table_names()) >= set(metadata.tables)

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, delete, exists, func, 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from qhook.store import search_index
 from qhook.store.db import Tx
 from qhook.store.tables import attempts, deliveries, endpoint_log, endpoints, events, signals
 
@@ -174,31 +175,128 @@ def _conditions(tx: Tx, f: DeliveryFilter) -> list[ColumnElement[bool]]:
     return found
 
 
+def _time_ranged(f: DeliveryFilter) -> bool:
+    return f.since is not None or f.until is not None
+
+
 def list_query(tx: Tx, f: DeliveryFilter, *, limit: int, before_id: int | None = None) -> Select[Any]:
-    """The page query (exposed so the plan test can EXPLAIN exactly what the Hub runs)."""
+    """The page query (exposed so the plan test can EXPLAIN exactly what the Hub runs).
+
+    Newest first by id; with since/until newest first by (created_at, id) instead. The best
+    index for a time range yields rows in created_at order, and any id order would mean reading
+    the whole window (the top ids of 500,000 rows for 30 days of a million) or every row after it
+    (a walk down the primary key), because nothing ties ids to times strictly. By time, a page is
+    one short walk down the created_at index (SQLite's indexes end in the rowid; PostgreSQL adds
+    an incremental sort on id within equal times) wherever the window lies and however wide.
+    """
     conditions = _conditions(tx, f)
-    if before_id is not None:
-        conditions.append(deliveries.c.id < before_id)
-    if f.since is None and f.until is None:
+    if not _time_ranged(f):
+        if before_id is not None:
+            conditions.append(deliveries.c.id < before_id)
         return select(*_COLUMNS).where(*conditions).order_by(deliveries.c.id.desc()).limit(limit)
-    # A time range: walking the primary key newest first and filtering by created_at reads every
-    # row newer than the window first (half a million for a day in the middle of 1M rows), and
-    # the planner picks that walk because it assumes matches are spread evenly. Instead take the
-    # page's ids from the created_at index, top-N by id (``id + 0`` keeps either planner from the
-    # key-order walk), then fetch those rows: work bounded by the window's rows (SQLite reads the
-    # ids from the index alone), and the same page as ordering by id.
-    page = select(deliveries.c.id).where(*conditions).order_by((deliveries.c.id + 0).desc()).limit(limit)
-    return (
-        select(*_COLUMNS).where(deliveries.c.id.in_(page.scalar_subquery())).order_by(deliveries.c.id.desc())
+    if before_id is not None:
+        conditions.append(_after_in_time(before_id))
+    return select(*_COLUMNS).where(*conditions).order_by(*_BY_TIME).limit(limit)
+
+
+_BY_TIME = (deliveries.c.created_at.desc(), deliveries.c.id.desc())
+
+
+def _after_in_time(before_id: int) -> ColumnElement[bool]:
+    """Rows after the cursor's row in (created_at, id) order, newest first.
+
+    The cursor carries an id; its time is looked up in the same statement. Should the row have
+    been purged meanwhile, the time of the next lower id stands in for it.
+    """
+    cursor = deliveries.alias("cursor_row")
+    at = func.coalesce(
+        select(cursor.c.created_at).where(cursor.c.id == before_id).scalar_subquery(),
+        select(cursor.c.created_at)
+        .where(cursor.c.id < before_id)
+        .order_by(cursor.c.id.desc())
+        .limit(1)
+        .scalar_subquery(),
     )
+    d = deliveries.c
+    return and_(d.created_at <= at, or_(d.created_at < at, d.id < before_id))
 
 
 def list_deliveries(
     tx: Tx, f: DeliveryFilter, *, limit: int, before_id: int | None = None
 ) -> list[DeliveryRecord]:
-    """Newest first; pass the last id of a page as ``before_id`` for the next one."""
-    rows = [_delivery(r) for r in tx.execute(list_query(tx, f, limit=limit, before_id=before_id))]
+    """Newest first (by time with since/until); pass the last id of a page as ``before_id``."""
+    if search_index.usable(tx, f.q):
+        rows = _search(tx, f, limit=limit, before_id=before_id)
+    else:
+        rows = _fetch(tx, list_query(tx, f, limit=limit, before_id=before_id))
     return _with_uids(tx, rows)
+
+
+def _fetch(tx: Tx, query: Select[Any]) -> list[DeliveryRecord]:
+    return [_delivery(r) for r in tx.execute(query)]
+
+
+# A body search on SQLite reads the index in rounds of candidates, each 4x the last, up to this
+# many in all; past that the needle is common and the other filters rare (say every body holds
+# it but one set in 2,500 is wanted), and walking the other filter's index with LIKE is cheaper.
+SEARCH_ROUND = 200
+SEARCH_CANDIDATES = 20_000
+# With since/until the page is in time order, so every candidate must be in hand first.
+SEARCH_TIMED_CANDIDATES = 2_000
+
+
+def _search(tx: Tx, f: DeliveryFilter, *, limit: int, before_id: int | None) -> list[DeliveryRecord]:
+    """``q`` on SQLite through the body index (store/search_index.py), same rows as the LIKE scan.
+
+    Rows the indexer has not reached (ids above its mark: the last seconds of deliveries) are
+    scanned; below the mark the index names candidates, and LIKE on each row (in ``_conditions``)
+    decides. Newest first, so the unindexed rows come first.
+    """
+    assert f.q is not None
+    upto = search_index.indexed_upto(tx)
+    conditions = _conditions(tx, f)
+    if _time_ranged(f):
+        return _search_in_time(tx, f, upto=upto, limit=limit, before_id=before_id)
+    below = upto + 1 if before_id is None else min(before_id, upto + 1)
+    newest = [*conditions, deliveries.c.id > upto]
+    if before_id is not None:
+        newest.append(deliveries.c.id < before_id)
+    rows = _fetch(tx, select(*_COLUMNS).where(*newest).order_by(deliveries.c.id.desc()).limit(limit))
+    budget, read = SEARCH_ROUND, 0
+    while len(rows) < limit:
+        ids = search_index.candidates(tx, f.q, below=below, limit=budget)
+        if ids:
+            page = select(*_COLUMNS).where(deliveries.c.id.in_(ids), *conditions)
+            rows += _fetch(tx, page.order_by(deliveries.c.id.desc()).limit(limit - len(rows)))
+        if len(ids) < budget:
+            break  # nothing older in the index
+        below, read, budget = ids[-1], read + len(ids), budget * 4
+        if read + budget > SEARCH_CANDIDATES and len(rows) < limit:
+            rows += _fetch(tx, list_query(tx, f, limit=limit - len(rows), before_id=below))
+            break
+    return rows
+
+
+def _search_in_time(
+    tx: Tx, f: DeliveryFilter, *, upto: int, limit: int, before_id: int | None
+) -> list[DeliveryRecord]:
+    """``q`` with since/until on SQLite: pages in time order, so all candidates or the scan.
+
+    A rare needle has few candidates (with the unindexed rows): their rows, filtered, sorted by
+    time. A common one has too many, but then the created_at walk with LIKE fills a page within
+    a few rows.
+    """
+    assert f.q is not None
+    cap = SEARCH_TIMED_CANDIDATES
+    ids = search_index.candidates(tx, f.q, below=upto + 1, limit=cap)
+    newest = select(deliveries.c.id).where(deliveries.c.id > upto).order_by(deliveries.c.id.desc())
+    ids += tx.execute(newest.limit(cap)).scalars()
+    if len(ids) >= cap:
+        return _fetch(tx, list_query(tx, f, limit=limit, before_id=before_id))
+    conditions = [deliveries.c.id.in_(ids), *_conditions(tx, f)]
+    if before_id is not None:
+        conditions.append(_after_in_time(before_id))
+    return _fetch(tx, select(*_COLUMNS).where(*conditions).order_by(*_BY_TIME).limit(limit))
 
 
 def get_delivery(tx: Tx, delivery_id: int) -> tuple[DeliveryRecord, str] | None:
