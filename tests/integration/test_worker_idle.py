@@ -78,3 +78,26 @@ async def test_a_row_coming_due_is_sent_on_time_despite_a_long_poll_interval(
     [got] = rx.received
     # Not early, and well before the 30 s poll interval: the worker slept until the row was due.
     assert due_at - 0.05 <= got.at <= due_at + 1.0
+
+
+async def test_merged_wake_ups_from_a_burst_of_commits_lose_nothing(slow_poll_ctx: AppContext) -> None:
+    """Commits on another thread, each followed by wake(): however the wake-ups merge, every row is
+    found at once (the 30 s poll would be far too late); a stuck wake-up flag would fail this."""
+    ctx = slow_poll_ctx
+    async with receiver() as rx:
+        signal_id = make_signal(ctx, rx.url)
+        async with running_worker(ctx) as worker:
+            await asyncio.sleep(0.3)  # the first round's claims are done; now only wake-ups help
+            woken_before = worker._wakes
+
+            def burst() -> list[int]:
+                ids: list[int] = []
+                for n in range(60):
+                    ids += enqueue(ctx, signal_id, rx.url, [f'{{"n": {n}}}'])
+                    worker.wake()
+                return ids
+
+            ids = await asyncio.to_thread(burst)
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=10)
+            assert worker._wakes > woken_before
+    assert len(rx.received) == 60
