@@ -162,6 +162,15 @@ def test_body_search(filled: AppContext) -> None:
         assert "SCAN deliveries" not in joined, plans
         # The rows the indexer has not reached yet (none here): a primary-key range, newest first.
         assert "SEARCH deliveries USING INTEGER PRIMARY KEY (rowid>?)" in joined, plans
+        # With another filter, or since/until (pages in time order): the index's candidates are
+        # looked up by key, never through the other filter's index or created_at's.
+        since, until = START + timedelta(days=20), START + timedelta(days=50)
+        for other in (replace(wanted, statuses=("succeeded",)), replace(wanted, since=since, until=until)):
+            with filled.db.reading() as tx:
+                assert [d.id for d in hub.list_deliveries(tx, other, limit=51)] == [4322]
+                candidates_fetch = next(p for p in _plans_of_all(tx, other) if "json_each" in p)
+            assert candidates_fetch.startswith("SEARCH deliveries USING INTEGER PRIMARY KEY (rowid=?)"), plans
+            assert "ix_deliveries" not in candidates_fetch, candidates_fetch
         # Shorter than a trigram: the LIKE scan, newest first, stopping after one page.
         short = hub.DeliveryFilter(q="B-")
         with filled.db.reading() as tx:

@@ -6,14 +6,30 @@ test_hub_plans.py for the plans. Endpoint health and stats live in ``store/hub_s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import UnaryExpression
 
 from qhook.store import search_index
 from qhook.store.db import Tx
@@ -142,37 +158,50 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _conditions(tx: Tx, f: DeliveryFilter) -> list[ColumnElement[bool]]:
-    d = deliveries.c
+def _conditions(tx: Tx, f: DeliveryFilter, *, by_key: bool = False) -> list[ColumnElement[bool]]:
+    """The filters as SQL terms; ``by_key``: none of them may lead SQLite to an index (see _among)."""
+    c = _Unindexed(deliveries) if by_key else deliveries.c
     found: list[ColumnElement[bool]] = []
     if f.statuses:
-        found.append(d.status == f.statuses[0] if len(f.statuses) == 1 else d.status.in_(f.statuses))
+        found.append(c.status == f.statuses[0] if len(f.statuses) == 1 else c.status.in_(f.statuses))
     for column, value in (
-        (d.workflow_id, f.workflow_id),
-        (d.signal_id, f.signal_id),
-        (d.set_id, f.set_id),
-        (d.result_id, f.result_id),
-        (d.endpoint, f.endpoint),
-        (d.action, f.action),
-        (d.event_id, f.event_id),
+        (c.workflow_id, f.workflow_id),
+        (c.signal_id, f.signal_id),
+        (c.set_id, f.set_id),
+        (c.result_id, f.result_id),
+        (c.endpoint, f.endpoint),
+        (c.action, f.action),
+        (c.event_id, f.event_id),
     ):
         if value is not None:
             found.append(column == value)
     if f.since is not None:
-        found.append(d.created_at >= f.since)
+        found.append(c.created_at >= f.since)
     if f.until is not None:
-        found.append(d.created_at < f.until)
+        found.append(c.created_at < f.until)
     if f.q:
         pattern = _like_pattern(f.q)
         # ILIKE is what the trigram index serves on PostgreSQL; SQLite's LIKE is case-insensitive
-        # for ASCII already and has no index for a leading wildcard.
+        # for ASCII already (its body index is store/search_index.py, see _search).
         if tx.dialect.name == "postgresql":
-            found.append(d.body.ilike(pattern, escape="\\"))
+            found.append(c.body.ilike(pattern, escape="\\"))
         else:
-            found.append(d.body.like(pattern, escape="\\"))
+            found.append(c.body.like(pattern, escape="\\"))
     if f.set_ids is not None:
-        found.append(d.set_id.in_(sorted(f.set_ids)))
+        found.append(c.set_id.in_(sorted(f.set_ids)))
     return found
+
+
+class _Unindexed:
+    """``table.c`` as ``+column``: the same values, but SQLite uses no index for a term on them
+    (its documented way to disqualify a WHERE or ORDER BY term from index use)."""
+
+    def __init__(self, table: Any) -> None:
+        self._columns = table.c
+
+    def __getattr__(self, name: str) -> Any:
+        column = getattr(self._columns, name)
+        return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
 
 
 def _time_ranged(f: DeliveryFilter) -> bool:
@@ -202,7 +231,7 @@ def list_query(tx: Tx, f: DeliveryFilter, *, limit: int, before_id: int | None =
 _BY_TIME = (deliveries.c.created_at.desc(), deliveries.c.id.desc())
 
 
-def _after_in_time(before_id: int) -> ColumnElement[bool]:
+def _after_in_time(before_id: int, *, by_key: bool = False) -> ColumnElement[bool]:
     """Rows after the cursor's row in (created_at, id) order, newest first.
 
     The cursor carries an id; its time is looked up in the same statement. Should the row have
@@ -217,8 +246,8 @@ def _after_in_time(before_id: int) -> ColumnElement[bool]:
         .limit(1)
         .scalar_subquery(),
     )
-    d = deliveries.c
-    return and_(d.created_at <= at, or_(d.created_at < at, d.id < before_id))
+    d = _Unindexed(deliveries) if by_key else deliveries.c
+    return and_(d.created_at <= at, or_(d.created_at < at, deliveries.c.id < before_id))
 
 
 def list_deliveries(
@@ -236,13 +265,16 @@ def _fetch(tx: Tx, query: Select[Any]) -> list[DeliveryRecord]:
     return [_delivery(r) for r in tx.execute(query)]
 
 
-# A body search on SQLite reads the index in rounds of candidates, each 4x the last, up to this
-# many in all; past that the needle is common and the other filters rare (say every body holds
-# it but one set in 2,500 is wanted), and walking the other filter's index with LIKE is cheaper.
+# A body search on SQLite reads the index in rounds of candidates, each at least twice the last
+# (more when few candidates were rows of the page), up to this many in all; past that the needle
+# is common and the other filters rare (say every body holds it but one set in 2,500 is wanted),
+# and walking the other filter's index with LIKE is cheaper.
 SEARCH_ROUND = 200
 SEARCH_CANDIDATES = 20_000
-# With since/until the page is in time order, so every candidate must be in hand first.
+# With since/until the page is in time order, so every candidate must be in hand first: a rare
+# needle's few, plus the rows the indexer has not reached; past either cap, the time-range walk.
 SEARCH_TIMED_CANDIDATES = 2_000
+SEARCH_TIMED_UNINDEXED = 5_000
 
 
 def _search(tx: Tx, f: DeliveryFilter, *, limit: int, before_id: int | None) -> list[DeliveryRecord]:
@@ -254,23 +286,26 @@ def _search(tx: Tx, f: DeliveryFilter, *, limit: int, before_id: int | None) -> 
     """
     assert f.q is not None
     upto = search_index.indexed_upto(tx)
-    conditions = _conditions(tx, f)
     if _time_ranged(f):
         return _search_in_time(tx, f, upto=upto, limit=limit, before_id=before_id)
-    below = upto + 1 if before_id is None else min(before_id, upto + 1)
+    conditions, keyed = _conditions(tx, f), _conditions(tx, f, by_key=True)
     newest = [*conditions, deliveries.c.id > upto]
     if before_id is not None:
         newest.append(deliveries.c.id < before_id)
     rows = _fetch(tx, select(*_COLUMNS).where(*newest).order_by(deliveries.c.id.desc()).limit(limit))
+    below = upto + 1 if before_id is None else min(before_id, upto + 1)
     budget, read = SEARCH_ROUND, 0
     while len(rows) < limit:
         ids = search_index.candidates(tx, f.q, below=below, limit=budget)
         if ids:
-            page = select(*_COLUMNS).where(deliveries.c.id.in_(ids), *conditions)
-            rows += _fetch(tx, page.order_by(deliveries.c.id.desc()).limit(limit - len(rows)))
+            page = _among(ids, keyed).order_by(deliveries.c.id.desc())
+            rows += _fetch(tx, page.limit(limit - len(rows)))
         if len(ids) < budget:
             break  # nothing older in the index
-        below, read, budget = ids[-1], read + len(ids), budget * 4
+        below, read = ids[-1], read + len(ids)
+        # Size the next round by the share of candidates that were rows of the page so far.
+        share = max(len(rows), 1) / read
+        budget = max(budget * 2, round((limit - len(rows)) / share * 1.5))
         if read + budget > SEARCH_CANDIDATES and len(rows) < limit:
             rows += _fetch(tx, list_query(tx, f, limit=limit - len(rows), before_id=below))
             break
@@ -282,21 +317,32 @@ def _search_in_time(
 ) -> list[DeliveryRecord]:
     """``q`` with since/until on SQLite: pages in time order, so all candidates or the scan.
 
-    A rare needle has few candidates (with the unindexed rows): their rows, filtered, sorted by
-    time. A common one has too many, but then the created_at walk with LIKE fills a page within
-    a few rows.
+    A rare needle has few candidates: those and the unindexed rows, filtered, sorted by time. A
+    common one has too many, but then the created_at walk with LIKE fills a page within a few
+    rows.
     """
     assert f.q is not None
-    cap = SEARCH_TIMED_CANDIDATES
-    ids = search_index.candidates(tx, f.q, below=upto + 1, limit=cap)
+    ids = search_index.candidates(tx, f.q, below=upto + 1, limit=SEARCH_TIMED_CANDIDATES)
     newest = select(deliveries.c.id).where(deliveries.c.id > upto).order_by(deliveries.c.id.desc())
-    ids += tx.execute(newest.limit(cap)).scalars()
-    if len(ids) >= cap:
+    unindexed = list(tx.execute(newest.limit(SEARCH_TIMED_UNINDEXED)).scalars())
+    if len(ids) >= SEARCH_TIMED_CANDIDATES or len(unindexed) >= SEARCH_TIMED_UNINDEXED:
         return _fetch(tx, list_query(tx, f, limit=limit, before_id=before_id))
-    conditions = [deliveries.c.id.in_(ids), *_conditions(tx, f)]
+    conditions = _conditions(tx, f, by_key=True)
     if before_id is not None:
-        conditions.append(_after_in_time(before_id))
-    return _fetch(tx, select(*_COLUMNS).where(*conditions).order_by(*_BY_TIME).limit(limit))
+        conditions.append(_after_in_time(before_id, by_key=True))
+    by_time = (_Unindexed(deliveries).created_at.desc(), deliveries.c.id.desc())
+    return _fetch(tx, _among(unindexed + ids, conditions).order_by(*by_time).limit(limit))
+
+
+def _among(ids: list[int], conditions: list[ColumnElement[bool]]) -> Select[Any]:
+    """The rows of these ids that meet ``conditions`` (made ``by_key``), looked up by key.
+
+    The ids go over as one JSON parameter (thousands bind as one). The conditions must not be
+    indexable: SQLite would rather walk another filter's index (or created_at's, for the time
+    order) testing each row against the list than look up a few hundred keys and sort them.
+    """
+    listed: Select[Any] = select(literal_column("value")).select_from(func.json_each(json.dumps(ids)))
+    return select(*_COLUMNS).where(deliveries.c.id.in_(listed), *conditions)
 
 
 def get_delivery(tx: Tx, delivery_id: int) -> tuple[DeliveryRecord, str] | None:
