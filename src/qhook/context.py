@@ -21,7 +21,12 @@ class AppContext:
     settings: Settings
     db: Database
     box: SecretBox
+    # After a commit that queued work: the worker in this process, and on PostgreSQL a NOTIFY to
+    # the others (its own small transaction).
     wake: Callable[[], None] = field(default=_no_wake)
+    # Only the worker in this process: for transactions that sent their NOTIFY themselves (the
+    # fan-out does, delivered at commit), so a result write costs no second transaction.
+    wake_here: Callable[[], None] = field(default=_no_wake)
 
 
 def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AppContext:

@@ -16,6 +16,7 @@ from qhook.store.tables import events
 from qhook.store.tables import results as results_table
 from tests.conftest import auth
 from tests.integration.test_sets import make_set
+from tests.support.workflows import make_workflow
 
 
 @pytest.fixture
@@ -310,9 +311,14 @@ async def test_evaluations_from_fanout_are_stored(
     assert listed["items"][0]["evaluations"] == [{"workflow_id": 4, "fired": True, "reason": "entry"}]
 
 
-async def test_wrappers_wake_the_worker(ctx: AppContext, api: httpx.AsyncClient, set_id: int) -> None:
+async def test_wrappers_wake_the_worker_when_the_change_queued_deliveries(
+    ctx: AppContext, api: httpx.AsyncClient, set_id: int
+) -> None:
     woken: list[int] = []
-    ctx.wake = lambda: woken.append(1)
+    ctx.wake_here = lambda: woken.append(1)
+    results.create_result(ctx, set_id=set_id, values={"batchnumber_": "Q"}, actor="t")
+    assert woken == []  # no workflow: nothing queued, nothing to wake
+    await make_workflow(api, set_id, triggers={"entry": True, "modification": True})
     _, created = results.create_result(ctx, set_id=set_id, values={"batchnumber_": "B"}, actor="t")
     results.update_result(ctx, set_id=set_id, result_id=created.id, values={"ph_": 2}, actor="t")
     assert len(woken) == 2

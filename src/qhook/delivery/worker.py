@@ -726,15 +726,23 @@ class SingleWorkerLock:
 
 
 def attach_wake(ctx: AppContext, worker: Worker) -> Callable[[], None]:
-    """Make ``ctx.wake`` wake this worker too (thread-safe); returns the previous wake to restore."""
-    previous = ctx.wake
+    """Make ``ctx.wake`` and ``ctx.wake_here`` wake this worker too (thread-safe); returns a
+    function that puts the previous ones back."""
+    previous, previous_here = ctx.wake, ctx.wake_here
 
     def wake() -> None:
         worker.wake()
         previous()
 
-    ctx.wake = wake
-    return previous
+    def wake_here() -> None:
+        worker.wake()
+        previous_here()
+
+    def restore() -> None:
+        ctx.wake, ctx.wake_here = previous, previous_here
+
+    ctx.wake, ctx.wake_here = wake, wake_here
+    return restore
 
 
 async def run_until_stopped(ctx: AppContext, stop: asyncio.Event, *, concurrency: int | None = None) -> None:
@@ -743,11 +751,11 @@ async def run_until_stopped(ctx: AppContext, stop: asyncio.Event, *, concurrency
 
     sender = Sender(ctx.settings)
     worker = Worker(ctx, sender, concurrency=concurrency)
-    previous = attach_wake(ctx, worker)
+    restore_wake = attach_wake(ctx, worker)
     try:
         await worker.run(stop)
     finally:
-        ctx.wake = previous
+        restore_wake()
         await sender.close()
 
 

@@ -6,7 +6,8 @@ chained signals); the wrappers open the transaction and wake the delivery worker
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -395,6 +396,18 @@ def upsert_by_key_tx(
 # --- wrappers: one transaction each, then wake the worker --------------------------------------
 
 
+@contextmanager
+def _writing(ctx: AppContext) -> Iterator[Tx]:
+    """One write transaction; after its commit the worker in this process is woken if the change
+    queued deliveries or e-mails. The fan-out sent PostgreSQL's NOTIFY for other processes inside
+    the transaction (delivered at commit), so waking them costs no second transaction."""
+    with ctx.db.transaction() as tx:
+        yield tx
+        queued = bool(txcache.memo(tx).get("deliveries"))
+    if queued:
+        ctx.wake_here()
+
+
 def create_result(
     ctx: AppContext,
     *,
@@ -405,12 +418,11 @@ def create_result(
     add_list_options: bool = False,
 ) -> tuple[SetRecord, ResultRecord]:
     """The set as it is after the write (for presenting the result) and the new result."""
-    with ctx.db.transaction() as tx:
+    with _writing(ctx) as tx:
         result = create_result_tx(
             tx, ctx, set_id=set_id, values=values, date=date, actor=actor, add_list_options=add_list_options
         )
         current = current_set_tx(tx, set_id)  # memoised in this transaction: no second read
-    ctx.wake()
     return current, result
 
 
@@ -426,7 +438,7 @@ def update_result(
     add_list_options: bool = False,
 ) -> tuple[SetRecord, ResultRecord]:
     """The set as it is after the write (for presenting the result) and the updated result."""
-    with ctx.db.transaction() as tx:
+    with _writing(ctx) as tx:
         result = update_result_tx(
             tx,
             ctx,
@@ -439,18 +451,16 @@ def update_result(
             add_list_options=add_list_options,
         )
         current = current_set_tx(tx, set_id)
-    ctx.wake()
     return current, result
 
 
 def delete_result(
     ctx: AppContext, *, set_id: int, result_id: int, actor: str, expected_version: int | None = None
 ) -> None:
-    with ctx.db.transaction() as tx:
+    with _writing(ctx) as tx:
         delete_result_tx(
             tx, ctx, set_id=set_id, result_id=result_id, actor=actor, expected_version=expected_version
         )
-    ctx.wake()
 
 
 def upsert_by_key(
@@ -463,7 +473,7 @@ def upsert_by_key(
     edit_only: bool = False,
     add_list_options: bool = False,
 ) -> tuple[ResultRecord, bool]:
-    with ctx.db.transaction() as tx:
+    with _writing(ctx) as tx:
         outcome = upsert_by_key_tx(
             tx,
             ctx,
@@ -474,7 +484,6 @@ def upsert_by_key(
             edit_only=edit_only,
             add_list_options=add_list_options,
         )
-    ctx.wake()
     return outcome
 
 
