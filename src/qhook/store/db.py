@@ -6,13 +6,14 @@ return frozen records. Services open transactions with ``Database.transaction()`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from qhook.errors import StoreError
 
@@ -36,7 +37,6 @@ class Database:
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
-            kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
@@ -78,7 +78,32 @@ def _is_unavailable(exc: DBAPIError) -> bool:
     return isinstance(exc, OperationalError) and "locked" not in str(exc.orig).lower()
 
 
+IDLE_PING_S = 1.0
+"""A pooled PostgreSQL connection idle longer than this is pinged before use (see _postgresql_setup)."""
+
+
 def _postgresql_setup(engine: Engine) -> None:
+    # Pessimistic disconnect handling, but only for connections that sat idle: SQLAlchemy's
+    # pool_pre_ping spends a round trip on every checkout, several per API request and per
+    # worker batch (bench/latency). A connection back in use within a second skips the ping; one
+    # that waited longer (a restarted server, a proxy's idle timeout) is pinged and, when dead,
+    # replaced transparently before anyone uses it.
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= IDLE_PING_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("pooled connection failed its ping")
+
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         # qhook's statements are short OLTP queries. JIT judged the worker's claim "expensive" from

@@ -1,0 +1,64 @@
+"""PostgreSQL pool: a connection that sat idle is pinged before use and replaced if it died;
+a connection in steady use is not pinged at all (no extra round trip per transaction)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from qhook.store import db as db_module
+from qhook.store.db import Database
+from tests.conftest import fresh_postgres_url
+from tests.support import pg
+
+
+@pytest.fixture
+def pg_db(pg_server: pg.PgServer) -> Iterator[Database]:
+    database = Database(fresh_postgres_url(pg_server), pool_size=1)
+    yield database
+    database.dispose()
+
+
+def _backend_pid(database: Database) -> int:
+    with database.reading() as tx:
+        return int(tx.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _pings(database: Database) -> list[str]:
+    """Record every ping the pool makes (do_ping runs on the raw driver connection)."""
+    seen: list[str] = []
+    original = database.engine.dialect.do_ping
+
+    def ping(dbapi_conn: Any) -> bool:
+        seen.append("ping")
+        return bool(original(dbapi_conn))
+
+    database.engine.dialect.do_ping = ping  # type: ignore[method-assign]
+    return seen
+
+
+def test_a_dead_idle_connection_is_replaced_before_use(
+    pg_db: Database, pg_server: pg.PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "IDLE_PING_S", 0.05)
+    pid = _backend_pid(pg_db)
+    with psycopg.connect(pg_server.url("postgres").replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    time.sleep(0.2)
+    assert _backend_pid(pg_db) != pid  # no error: the pool noticed and opened a new connection
+
+
+def test_a_connection_in_steady_use_is_not_pinged(pg_db: Database) -> None:
+    _backend_pid(pg_db)
+    pings = _pings(pg_db)
+    for _ in range(20):
+        _backend_pid(pg_db)
+    assert pings == []
+    time.sleep(db_module.IDLE_PING_S + 0.2)
+    _backend_pid(pg_db)
+    assert pings == ["ping"]
