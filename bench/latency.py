@@ -1,5 +1,6 @@
 """Scenario 2: results created at a steady rate through the API of a real ``qhook serve`` process
-(worker in the same process, woken by the commit), a workflow firing on each. Latency is the
+(on SQLite with the worker in the same process, woken by the commit; on PostgreSQL with a separate
+``qhook worker`` woken by NOTIFY), a workflow firing on each. Latency is the
 receiver's arrival time minus the time the result was *scheduled* to be created (open loop: a
 slow answer does not delay the next request, so queueing shows up in the figure)."""
 
@@ -109,7 +110,12 @@ def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
             _, key = users.create_api_key(ctx.db, "bench")
             port = free_port()
             api = f"http://127.0.0.1:{port}"
-            server = env.start_qhook(db, "serve", "--port", str(port))
+            # SQLite: one `qhook serve` (API, worker and scheduler in one process, as design.md has
+            # it). PostgreSQL: the scale-out layout, `qhook serve --no-worker` and a `qhook worker`
+            # woken by NOTIFY, so the API and the worker each have their own interpreter.
+            split = kind == "postgres"
+            server = env.start_qhook(db, "serve", "--port", str(port), *(["--no-worker"] if split else []))
+            worker = env.start_qhook(db, "worker") if split else None
             p50s: list[float] = []
             p99s: list[float] = []
             worker_p50s: list[float] = []
@@ -176,6 +182,8 @@ def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
                         worker_p99s.append(book["worker_p99_ms"])
             finally:
                 env.stop_process(server)
+                if worker is not None:
+                    env.stop_process(worker)
                 ctx.db.dispose()
         load = env.load_range(loads)
         rows.append(Row("latency", kind, "p50 scheduled->receiver", "ms", p50s, target="<= 15", load=load))
