@@ -132,14 +132,32 @@ def explain(ctx: AppContext, wanted: hub_service.Filters) -> str:
     return "\n--\n".join(plans)
 
 
+def _pages_used(ctx: AppContext) -> int:
+    """Bytes the SQLite database uses (0 on PostgreSQL)."""
+    if not ctx.db.is_sqlite:
+        return 0
+    with ctx.db.reading() as tx:
+        pages = tx.exec_driver_sql("PRAGMA page_count").scalar_one()
+        free = tx.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+        size = tx.exec_driver_sql("PRAGMA page_size").scalar_one()
+    return int((pages - free) * size)
+
+
 def build_search_index(ctx: AppContext, leave: int) -> int:
     """Index all but the newest ``leave`` rows, in the background indexer's batches (SQLite)."""
     if not ctx.db.is_sqlite:
         return 0
+    with ctx.db.reading() as tx:
+        stop_at = int(tx.execute(text("SELECT max(id) FROM deliveries")).scalar_one()) - leave
+        upto = search_index.indexed_upto(tx)
     done = 0
-    while (left := hub_search.unindexed(ctx) - leave) > 0:
+    while upto < stop_at:
         with ctx.db.transaction() as tx:
-            done += search_index.index_batch(tx, batch=min(hub_search.BATCH, left))
+            added = search_index.index_batch(tx, batch=min(hub_search.BATCH, stop_at - upto))
+            upto = search_index.indexed_upto(tx)
+        done += added
+        if not added:
+            break
     return done
 
 
@@ -169,13 +187,16 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
             tx.execute(text("ANALYZE"))
         fill_s = time.perf_counter() - started
         say(f"hub {kind}: {total:,} rows inserted and analysed in {fill_s:.0f} s")
+        size_before = _pages_used(ctx)
         started, cpu = time.perf_counter(), time.process_time()
         indexed = build_search_index(ctx, leave=TAIL)
         index_s, index_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+        index_mb = (_pages_used(ctx) - size_before) / 1e6
         if indexed:
             say(
                 f"hub {kind}: {indexed:,} bodies indexed in {index_s:.0f} s "
-                f"({index_cpu_s / indexed * 1e6:.0f} us CPU each), {TAIL:,} newest left to the scan"
+                f"({index_cpu_s / indexed * 1e6:.0f} us CPU each, {index_mb:.0f} MB), "
+                f"{TAIL:,} newest left to the scan"
             )
         middle = ids.encode_cursor(total // 2)
         p95: dict[str, list[float]] = {name: [] for name in filters(total)}
@@ -208,6 +229,7 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
             "seconds": round(index_s, 1),
             "cpu_us_per_row": round(index_cpu_s / indexed * 1e6, 1) if indexed else None,
             "unindexed_tail": TAIL if indexed else None,
+            "megabytes": round(index_mb) if indexed else None,
         },
         "p95_ms": p95,
         "median_ms": medians,

@@ -1,7 +1,9 @@
 """The Integration Hub's queries: the delivery log, requeue and cancel, endpoint pause, retention.
 
-Every list walks an index in id order (keyset pagination, newest first); see tests/integration/
-test_hub_plans.py for the plans. Endpoint health and stats live in ``store/hub_stats.py``.
+Every list walks an index in id order (keyset pagination, newest first), or in (created_at, id)
+order with since/until; a body search on SQLite goes through store/search_index.py. See
+tests/integration/test_hub_plans.py for the plans. Endpoint health and stats live in
+``store/hub_stats.py``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """SQLite's index for the Hub's body search, filled behind the writes (migration 0002).
 
-An FTS5 trigram index (detail=none) over ``deliveries.body``. Tokenizing a body costs ~40 us of
-CPU, about what storing the whole delivery costs, so no trigger indexes a delivery as it is
-written (that took storeResults ingest from ~3,040 to ~660 results/s): a background indexer adds
-the rows above ``delivery_search_state.upto`` in small batches, oldest first. Bodies never change
-after insert, so a row indexed once stays right; deleting one removes its entries (a trigger).
+An FTS5 trigram index (detail=none) over ``deliveries.body``. Tokenizing a body costs ~45 us of
+CPU even in batches (a trigger per row, with positions, cost more: storeResults ingest fell from
+~3,040 to ~660 results/s), so nothing indexes a delivery as it is written: a background indexer
+adds the rows above ``delivery_search_state.upto`` in small batches, oldest first. Bodies never
+change after insert, so a row indexed once stays right; deleting one removes its entries (a
+trigger).
 
 A search reads the index for ids <= upto and scans the rows above it (seconds of deliveries when
 the indexer keeps up). The index only narrows: a row has every trigram of the needle somewhere
