@@ -7,6 +7,7 @@ reused id is never answered by an old body.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 
@@ -173,3 +174,22 @@ def test_short_needles_scan_and_find(ctx: AppContext) -> None:
 def _integrity_check(tx: Tx) -> None:
     """FTS5 compares the whole index with the content table (rank 1); raises when they differ."""
     tx.execute(text("INSERT INTO delivery_search(delivery_search, rank) VALUES ('integrity-check', 1)"))
+
+
+async def test_the_background_loop_catches_up(ctx: AppContext) -> None:
+    """The loop ``qhook serve`` runs: new deliveries land in the index within its interval."""
+    stop = asyncio.Event()
+    loop = asyncio.create_task(hub_search.run_indexer(ctx, stop))
+    try:
+        made = _fill(ctx, 30)
+        for _ in range(100):
+            if hub_search.unindexed(ctx) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert hub_search.unindexed(ctx) == 0
+        if ctx.db.is_sqlite:
+            with ctx.db.reading() as tx:
+                assert search_index.candidates(tx, "B-0017", below=10**9, limit=5) == [made[17]]
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 5)
