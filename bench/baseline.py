@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import get_context
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def _bare(url: str, bodies: list[bytes], concurrency: int) -> float:
@@ -34,9 +38,17 @@ async def _bare(url: str, bodies: list[bytes], concurrency: int) -> float:
         return time.perf_counter() - start
 
 
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop, the loop ``qhook worker`` ships with; qhook and the bare client both use it."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def bare_aiohttp(url: str, bodies: list[bytes], concurrency: int) -> float:
     """Seconds to post every body."""
-    return asyncio.run(_bare(url, bodies, concurrency))
+    return run_loop(_bare(url, bodies, concurrency))
 
 
 def _pool_process(url: str, bodies: list[tuple[int, bytes]], threads: int) -> None:

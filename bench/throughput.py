@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete
 
 from bench import env
-from bench.baseline import bare_aiohttp, classic_pool
+from bench.baseline import bare_aiohttp, classic_pool, run_loop
 from bench.harness import alternate, control, receiver, write
 from bench.report import Row, say
 from qhook.context import AppContext
@@ -72,7 +72,7 @@ def qhook_run(ctx: AppContext, base: str, hook: env.Hook, total: int) -> tuple[f
     control(base, "reset")
     name = f"throughput-{ctx.db.dialect}"
     spy = env.spy(os.getpid(), name, 600) if not _profiled.get(name) else None
-    seconds = asyncio.run(drain(ctx, total, timeout=max(60.0, total / 100)))
+    seconds = run_loop(drain(ctx, total, timeout=max(60.0, total / 100)))
     if spy is not None:
         env.spy_stop(spy)
         _profiled[name] = True
