@@ -9,7 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
-from qhook import scheduler
+from qhook import heap, scheduler
 from qhook.api.app import create_app
 from qhook.context import AppContext
 from qhook.services import hub, hub_search, inspector, users
@@ -33,6 +33,7 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
     hooks.append(hub.start_retention_in_app)  # retention purge, in small batches
     hooks.append(inspector.start_purge_in_app)  # expired inspector bins
     hooks.append(hub_search.start_in_app)  # SQLite: the body-search index, behind the writes
+    hooks.append(heap.freeze_in_app)  # last: start-up objects leave the collector's full sweeps
     app = create_app(ctx, lifespan_hooks=hooks)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     base = ctx.settings.public_url.rstrip("/") or f"http://{shown}:{port}"

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from qhook import metrics
+from qhook import heap, metrics
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.crypto import SecretBox
@@ -785,6 +785,7 @@ def serve_worker(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        heap.freeze_startup_objects()  # full collections then skip what start-up made
         await run_until_stopped(ctx, stop, concurrency=concurrency)
 
     try:
