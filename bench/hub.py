@@ -152,13 +152,18 @@ def build_search_index(ctx: AppContext, leave: int) -> int:
         upto = search_index.indexed_upto(tx)
     done = 0
     while upto < stop_at:
+        started = time.perf_counter()
         with ctx.db.transaction() as tx:
             added = search_index.index_batch(tx, batch=min(hub_search.BATCH, stop_at - upto))
             upto = search_index.indexed_upto(tx)
+        BATCH_MS.append((time.perf_counter() - started) * 1000)
         done += added
         if not added:
             break
     return done
+
+
+BATCH_MS: list[float] = []  # how long each indexing transaction held SQLite's write lock
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -195,7 +200,9 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
         if indexed:
             say(
                 f"hub {kind}: {indexed:,} bodies indexed in {index_s:.0f} s "
-                f"({index_cpu_s / indexed * 1e6:.0f} us CPU each, {index_mb:.0f} MB), "
+                f"({index_cpu_s / indexed * 1e6:.0f} us CPU each, {index_mb:.0f} MB; per batch of "
+                f"{hub_search.BATCH} p50 {percentile(BATCH_MS, 50):.0f} ms, "
+                f"p99 {percentile(BATCH_MS, 99):.0f} ms, max {max(BATCH_MS):.0f} ms), "
                 f"{TAIL:,} newest left to the scan"
             )
         middle = ids.encode_cursor(total // 2)
@@ -230,6 +237,13 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
             "cpu_us_per_row": round(index_cpu_s / indexed * 1e6, 1) if indexed else None,
             "unindexed_tail": TAIL if indexed else None,
             "megabytes": round(index_mb) if indexed else None,
+            "batch_ms": {
+                "p50": round(percentile(BATCH_MS, 50), 1),
+                "p99": round(percentile(BATCH_MS, 99), 1),
+                "max": round(max(BATCH_MS), 1),
+            }
+            if indexed
+            else None,
         },
         "p95_ms": p95,
         "median_ms": medians,
