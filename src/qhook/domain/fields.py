@@ -397,10 +397,8 @@ def _text(raw: object) -> str:
 def _list_value(
     field: FieldDef, raw: object, added: list[OptionDef], add_options: bool, allow_inactive: bool = False
 ) -> int:
-    choices = ", ".join(repr(o.label) for o in field.options if o.active) or "none yet"
-    expected = f"one of the options ({choices}) as label or id"
     if isinstance(raw, bool):
-        raise _Invalid(expected)
+        raise _Invalid(_expected_option(field))
     option: OptionDef | None = None
     if isinstance(raw, int):
         option = field.option_by_id(raw)
@@ -418,10 +416,17 @@ def _list_value(
             option = OptionDef(next_id, label, True)
             added.append(option)
     if option is None:
-        raise _Invalid(expected)
+        raise _Invalid(_expected_option(field))
     if not option.active and not allow_inactive:
-        raise _Invalid(f"an active option; {option.label!r} is deactivated ({expected})")
+        raise _Invalid(f"an active option; {option.label!r} is deactivated ({_expected_option(field)})")
     return option.id
+
+
+def _expected_option(field: FieldDef) -> str:
+    # Only when a value is refused: listing the options for every accepted value cost more than
+    # finding the option (storeResults coerces thousands of list values per call).
+    choices = ", ".join(repr(o.label) for o in field.options if o.active) or "none yet"
+    return f"one of the options ({choices}) as label or id"
 
 
 def coerce_value(
@@ -583,6 +588,36 @@ def flat_result(
     return flat
 
 
+class FlatView:
+    """``flat_result`` for many results of one set: fields ordered and option labels looked up once."""
+
+    __slots__ = ("_columns",)
+
+    def __init__(self, fields: Sequence[FieldDef]) -> None:
+        self._columns = [
+            (f.name, f, {o.id: o.label for o in reversed(f.options)} if f.type == "list" else None)
+            for f in _ordered(fields)
+            if f.active
+        ]
+
+    def flat(self, result_id: int, date: datetime, values: Mapping[str, object]) -> dict[str, Any]:
+        flat: dict[str, Any] = {"@id": result_id, "date": format_flat(date)}
+        for name, field, labels in self._columns:
+            stored = values.get(name)
+            if stored is None:
+                flat[name] = None
+            elif labels is not None:
+                if isinstance(stored, int) and not isinstance(stored, bool):
+                    flat[name] = labels.get(stored, stored)
+                else:
+                    flat[name] = stored
+            elif field.type == "datetime":
+                flat[name] = present_value(field, stored, flat=True)
+            else:
+                flat[name] = stored
+        return flat
+
+
 def native_values(values: Mapping[str, object], fields: Sequence[FieldDef]) -> dict[str, Any]:
     """Native ``values``: every active field (null when empty), plus kept values of inactive ones."""
     out: dict[str, Any] = {}
@@ -596,6 +631,9 @@ def changes_between(
     before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
 ) -> dict[str, dict[str, Any]]:
     """{"field": {"old", "new"}} for each presented key (including "date") whose value differs."""
+    if before is None and after is not None:
+        # A new result: every value it has is a change (the general case gives the same).
+        return {k: {"old": None, "new": v} for k, v in after.items() if k != "@id" and v is not None}
     old = before or {}
     new = after or {}
     keys = [k for k in (*old.keys(), *(k for k in new if k not in old)) if k != "@id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -181,6 +182,155 @@ def render_body(
         occurred_at=occurred_at,
     )
     return dumps(body)
+
+
+# --- many bodies of the same shape (storeResults fan-out) ----------------------------------------
+#
+# A storeResults call renders thousands of envelope bodies that differ only in a few parts. Built
+# as ``render_body`` does, each one needed a template context, an envelope dict, a timestamp and a
+# full serialisation; here the parts shared by an event's bodies are serialised once per event
+# and a body is joined from JSON fragments. orjson writes compact JSON whose nested values
+# serialise the same wherever they appear, so the text is byte for byte ``render_body``'s
+# (tests/unit/test_payload_plans.py checks it).
+
+_RESERVED = ("result", "actor", "action", "set", "workflow", "changes")
+_TEXT, _FIELD, _ACTOR, _ACTION, _RESULT, _CHANGES = range(6)
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """What every body of one event shares; ``result_json``/``changes_json`` are the flat result
+    and the changes as ``dumps`` writes them (the event row stores the same text)."""
+
+    action: str
+    actor: str
+    result: Mapping[str, Any]
+    changes: Mapping[str, Any]
+    result_json: str
+    changes_json: str
+    tail: str  # ',"event_id":..,"occurred_at":..}'
+
+
+def event_view(
+    result: Mapping[str, Any] | None,
+    *,
+    action: str,
+    actor: str,
+    changes: Mapping[str, Any] | None,
+    event_id: str,
+    occurred_at: datetime,
+    result_json: str | None = None,
+    changes_json: str | None = None,
+) -> EventView:
+    """The shared parts of an event's bodies; pass JSON texts already made to skip serialising."""
+    shown = result or {}
+    changed = changes or {}
+    stamp = occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return EventView(
+        action=action,
+        actor=actor,
+        result=shown,
+        changes=changed,
+        result_json=result_json if result_json is not None else dumps(dict(shown)),
+        changes_json=changes_json if changes_json is not None else dumps(dict(changed)),
+        tail=f',"event_id":{dumps(event_id)},"occurred_at":{dumps(stamp)}}}',
+    )
+
+
+Part = tuple[int, str]
+
+
+def _plain_parts(
+    text: str, set_info: Mapping[str, Any], workflow: Mapping[str, Any]
+) -> tuple[Part, ...] | None:
+    """A simple template (``_simple``) with each name resolved as ``build_context`` would."""
+    simple = _simple(text)
+    if simple is None:
+        return None
+    parts: list[Part] = []
+    for is_name, part in simple:
+        if not is_name:
+            parts.append((_TEXT, part))
+        elif part == "set":
+            parts.append((_TEXT, _print(dict(set_info))))
+        elif part == "workflow":
+            parts.append((_TEXT, _print(dict(workflow))))
+        elif part in _RESERVED:
+            parts.append(({"actor": _ACTOR, "action": _ACTION, "result": _RESULT}.get(part, _CHANGES), part))
+        else:
+            parts.append((_FIELD, part))
+    return tuple(parts)
+
+
+def _render_parts(parts: tuple[Part, ...], view: EventView) -> str:
+    out: list[str] = []
+    for kind, text in parts:
+        if kind == _TEXT:
+            out.append(text)
+        elif kind == _FIELD:
+            value = view.result.get(text)
+            out.append("" if value is None else str(value))
+        elif kind == _ACTOR:
+            out.append(_print(view.actor))
+        elif kind == _ACTION:
+            out.append(_print(view.action))
+        elif kind == _RESULT:
+            out.append(str(dict(view.result)))
+        else:
+            out.append(str(dict(view.changes)))
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyPlan:
+    """A webhook signal's body prepared once for many events (see ``body_plan``)."""
+
+    whole_result: bool  # payload "result": the body is the flat result alone
+    subject: tuple[Part, ...]
+    message: tuple[Part, ...]
+    middle: str  # ',"set":{..},"workflow":{..}'
+
+    def render(self, view: EventView) -> str:
+        """The body ``render_body`` gives for this signal and event, byte for byte."""
+        if self.whole_result:
+            return view.result_json
+        return "".join(
+            [
+                '{"action":',
+                dumps(view.action),
+                ',"subject":',
+                dumps(_render_parts(self.subject, view)),
+                ',"message":',
+                dumps(_render_parts(self.message, view)),
+                ',"results":',
+                view.result_json,
+                ',"changes":',
+                view.changes_json,
+                self.middle,
+                view.tail,
+            ]
+        )
+
+
+def body_plan(
+    config: Mapping[str, Any], *, set_info: Mapping[str, Any], workflow: Mapping[str, Any]
+) -> BodyPlan | None:
+    """The plan of a signal's body, or None when only ``render_body`` can make it (a body
+    template, or a subject or message that is more than plain names)."""
+    kind = config.get("payload", "envelope")
+    if kind == "result":
+        return BodyPlan(True, (), (), "")
+    if kind == "template":
+        return None
+    subject = _plain_parts(str(config.get("subject") or ""), set_info, workflow)
+    message = _plain_parts(str(config.get("message") or ""), set_info, workflow)
+    if subject is None or message is None:
+        return None
+    middle = (
+        f',"set":{dumps({"id": set_info["id"], "name": set_info["name"]})}'
+        f',"workflow":{dumps({"id": workflow["id"], "name": workflow["name"]})}'
+    )
+    return BodyPlan(False, subject, message, middle)
 
 
 _SAMPLES: dict[str, Any] = {

@@ -11,15 +11,15 @@ Measured on SQLite (bench/ingest_profile.py): per-result statements were most of
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
-from qhook.domain.fields import changes_between, check_required, coerce_values, flat_result, merge_values
-from qhook.domain.ids import new_uid
+from qhook.domain.fields import FlatView, changes_between, check_required, coerce_values, merge_values
+from qhook.domain.ids import ulid
 from qhook.errors import NotFound, QhookError
 from qhook.services import fanout
 from qhook.services.results import (
@@ -30,7 +30,6 @@ from qhook.services.results import (
     _with_new_options,
     find_by_key_tx,
 )
-from qhook.store import events as event_store
 from qhook.store import results as store
 from qhook.store.db import Tx
 from qhook.store.events import EventRecord
@@ -167,7 +166,7 @@ def write_many_tx(
     real = _write_results(tx, batch)
     _write_events(tx, ctx, batch, real)
     return [
-        replace(o, result_id=real.get(o.result_id, o.result_id)) if isinstance(o, Outcome) else o
+        Outcome(real.get(o.result_id, o.result_id), o.created) if isinstance(o, Outcome) else o
         for o in outcomes
     ]
 
@@ -211,20 +210,21 @@ def _write_results(tx: Tx, batch: _Batch) -> dict[int, int]:
     return real
 
 
-def _flat(record: ResultRecord | None, result_id: int, current: SetRecord) -> dict[str, Any] | None:
-    return None if record is None else flat_result(result_id, record.date, record.values, current.fields)
-
-
 def _write_events(tx: Tx, ctx: AppContext, batch: _Batch, real: Mapping[int, int]) -> None:
     events: list[EventRecord] = []
-    for w in batch.writes:
+    views: dict[int, FlatView] = {}  # by id(set record): the fields change when options are added
+    noise = os.urandom(10 * len(batch.writes))  # one read of randomness for every event id
+    for n, w in enumerate(batch.writes):
         result_id = real.get(w.ref, w.ref)
-        before = _flat(w.before, result_id, w.current)
-        after = _flat(w.after, result_id, w.current)
+        view = views.get(id(w.current))
+        if view is None:
+            view = views[id(w.current)] = FlatView(w.current.fields)
+        before = None if w.before is None else view.flat(result_id, w.before.date, w.before.values)
+        after = view.flat(result_id, w.after.date, w.after.values)
         events.append(
             EventRecord(
                 id=0,
-                uid=new_uid("evt", w.now),
+                uid=f"evt_{ulid(w.now, noise[10 * n : 10 * n + 10])}",
                 set_id=batch.set_id,
                 result_id=result_id,
                 action=w.action,
@@ -237,4 +237,4 @@ def _write_events(tx: Tx, ctx: AppContext, batch: _Batch, real: Mapping[int, int
                 chain=None,
             )
         )
-    fanout.fan_out_many(tx, ctx, events, lambda decided: event_store.insert_events(tx, decided))
+    fanout.fan_out_many(tx, ctx, events)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 
-from qhook.store import jsontext
+from qhook.store import bulk, jsontext
 from qhook.store.db import Tx
 from qhook.store.tables import events
 
@@ -158,11 +158,56 @@ def _insert_many_statement(tx: Tx) -> Any:
     return _insert_many[name]
 
 
-def insert_events(tx: Tx, records: Sequence[EventRecord]) -> list[EventRecord]:
-    """Insert many events (their ``id`` is ignored) in the order given; the records with their ids."""
+EventTexts = tuple[str, str, str]  # before, after, changes as jsontext.dumps writes them
+
+
+_SQLITE_COLUMNS = ("id", "uid", "set_id", "result_id", "action", "actor", "occurred_at", *_JSON_COLUMNS)
+_SQLITE_INSERT = bulk.insert_sql(events, _SQLITE_COLUMNS)
+
+
+def insert_events(
+    tx: Tx,
+    records: Sequence[EventRecord],
+    *,
+    evaluations: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+    texts: Sequence[EventTexts] | None = None,
+) -> list[int]:
+    """Insert many events (their ``id`` is ignored) in the order given; their ids.
+
+    ``evaluations`` (one list per record) stand in for the records' own; ``texts`` are their
+    before, after and changes already serialised (the fan-out made the same text for the bodies).
+    """
     if not records:
         return []
     dumps = jsontext.dumps
+    if texts is None:
+        texts = [(dumps(r.before), dumps(r.after), dumps(r.changes)) for r in records]
+    if evaluations is None:
+        evaluations = [r.evaluations for r in records]
+    if tx.dialect.name == "sqlite":
+        ids = bulk.next_ids(tx, events, len(records))
+        to_time = bulk.sqlite_time(tx, events.c.occurred_at)
+        tx.exec_driver_sql(
+            _SQLITE_INSERT,
+            [
+                (
+                    i,
+                    r.uid,
+                    r.set_id,
+                    r.result_id,
+                    r.action,
+                    r.actor,
+                    to_time(r.occurred_at),
+                    before,
+                    after,
+                    changes,
+                    dumps(list(e)),
+                    dumps(r.chain),
+                )
+                for i, r, (before, after, changes), e in zip(ids, records, texts, evaluations, strict=True)
+            ],
+        )
+        return ids
     params = [
         {
             "uid": r.uid,
@@ -171,13 +216,12 @@ def insert_events(tx: Tx, records: Sequence[EventRecord]) -> list[EventRecord]:
             "action": r.action,
             "actor": r.actor,
             "occurred_at": r.occurred_at,
-            "j_before": dumps(r.before),
-            "j_after": dumps(r.after),
-            "j_changes": dumps(r.changes),
-            "j_evaluations": dumps(r.evaluations),
+            "j_before": before,
+            "j_after": after,
+            "j_changes": changes,
+            "j_evaluations": dumps(list(e)),
             "j_chain": dumps(r.chain),
         }
-        for r in records
+        for r, (before, after, changes), e in zip(records, texts, evaluations, strict=True)
     ]
-    ids = [int(row.id) for row in tx.execute(_insert_many_statement(tx), params)]
-    return [replace(r, id=i) for r, i in zip(records, ids, strict=True)]
+    return [int(row.id) for row in tx.execute(_insert_many_statement(tx), params)]

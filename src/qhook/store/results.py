@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import KeyedColumnElement
 
-from qhook.store import jsontext
+from qhook.store import bulk, jsontext
 from qhook.store.db import Tx
 from qhook.store.tables import results
 
@@ -283,15 +283,40 @@ class ResultChange:
     now: datetime
 
 
+_SQLITE_COLUMNS = (
+    "id",
+    "set_id",
+    "date",
+    "values",
+    "version",
+    "created_at",
+    "updated_at",
+    "created_by",
+    "updated_by",
+)
+_SQLITE_INSERT = bulk.insert_sql(results, _SQLITE_COLUMNS)
+
+
 def insert_results(tx: Tx, rows: Sequence[NewResult]) -> list[int]:
     """Insert many results at version 1; their ids in the order given."""
     if not rows:
         return []
-    params = [
+    dumps = jsontext.dumps
+    if tx.dialect.name == "sqlite":
+        ids = bulk.next_ids(tx, results, len(rows))
+        to_time = bulk.sqlite_time(tx, results.c.created_at)
+        params = []
+        for i, r in zip(ids, rows, strict=True):
+            now = to_time(r.now)
+            date = now if r.date is r.now else to_time(r.date)
+            params.append((i, r.set_id, date, dumps(_clean(r.values)), 1, now, now, r.actor, r.actor))
+        tx.exec_driver_sql(_SQLITE_INSERT, params)
+        return ids
+    params_pg = [
         {
             "set_id": r.set_id,
             "date": r.date,
-            "j_values": jsontext.dumps(_clean(r.values)),
+            "j_values": dumps(_clean(r.values)),
             "version": 1,
             "created_at": r.now,
             "updated_at": r.now,
@@ -300,7 +325,7 @@ def insert_results(tx: Tx, rows: Sequence[NewResult]) -> list[int]:
         }
         for r in rows
     ]
-    return [int(row.id) for row in tx.execute(_batch_statements_for(tx)[0], params)]
+    return [int(row.id) for row in tx.execute(_batch_statements_for(tx)[0], params_pg)]
 
 
 def update_results(tx: Tx, changes: Sequence[ResultChange]) -> None:
