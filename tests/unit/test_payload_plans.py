@@ -13,7 +13,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qhook.domain.fields import FieldDef, FlatView, OptionDef, changes_between, flat_result
+from qhook.domain.fields import (
+    FieldDef,
+    FlatView,
+    OptionDef,
+    ValueCoercer,
+    changes_between,
+    coerce_values,
+    flat_result,
+)
+from qhook.domain.filters import inputs, parse_filter
 from qhook.domain.payloads import body_plan, build_context, event_view, render_body
 
 SET_INFO = {"id": 3, "name": 'Batch "release" é'}
@@ -127,3 +136,66 @@ def test_changes_of_a_new_result_as_the_general_form(after: dict[str, Any]) -> N
     keys = [k for k in after if k != "@id"]
     expected = {k: {"old": old.get(k), "new": after.get(k)} for k in keys if old.get(k) != after.get(k)}
     assert repr(changes_between(None, after)) == repr(expected)
+
+
+LIST_FIELDS = (
+    FieldDef(
+        1,
+        "status_",
+        "Status",
+        "list",
+        False,
+        True,
+        1,
+        (
+            OptionDef(1, "draft"),
+            OptionDef(2, "Released"),
+            OptionDef(3, "old", active=False),
+            OptionDef(4, "7"),
+        ),
+    ),
+    FieldDef(2, "ph_", "pH", "number", False, True, 2),
+    FieldDef(3, "gone_", "Gone", "text", False, False, 3),
+)
+raw_values = st.dictionaries(
+    st.sampled_from(["status_", "ph_", "gone_", "nope_"]),
+    st.one_of(
+        st.sampled_from(
+            ["draft", " draft ", "released", "Released", "old", "new", "7", "", " ", "4", 2, 2.0, True]
+        ),
+        st.none(),
+        st.floats(allow_nan=False),
+    ),
+)
+
+
+def _outcome(call: Any) -> str:
+    try:
+        return repr(call())
+    except Exception as exc:  # the refusal must be the same too, message and details
+        return f"{type(exc).__name__}: {exc} {getattr(exc, 'details', None)}"
+
+
+@given(raw=raw_values, add=st.booleans())
+def test_value_coercer_answers_as_coerce_values(raw: dict[str, Any], add: bool) -> None:
+    coercer = ValueCoercer(LIST_FIELDS)
+    assert _outcome(lambda: coercer.coerce(raw, add_options=add)) == _outcome(
+        lambda: coerce_values(LIST_FIELDS, raw, add_options=add)
+    )
+
+
+def test_filter_inputs_name_every_field_a_filter_reads() -> None:
+    fields = [FieldDef(i, n, n, "text", False, True, i) for i, n in enumerate(["a_", "b_", "c_"])]
+    node = parse_filter(
+        {
+            "all": [
+                {"field": "a_", "op": "eq", "value": "x"},
+                {"not": {"any": [{"field": "b_", "op": "changed"}, {"field": "a_", "op": "empty"}]}},
+                {"field": "c_", "op": "changed"},
+            ]
+        },
+        fields,
+    )
+    values, changed = inputs(node)
+    assert sorted(values) == ["a_"] and sorted(changed) == ["b_", "c_"]
+    assert inputs(None) == ((), ())

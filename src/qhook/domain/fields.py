@@ -468,7 +468,35 @@ def coerce_values(
     Keys of the values map are field names; unknown or deactivated fields are refused.
     A None result means "clear this value".
     """
-    by_name = {f.name: f for f in fields}
+    return _coerce_all(fields, {f.name: f for f in fields}, None, raw, path, add_options)
+
+
+class ValueCoercer:
+    """``coerce_values`` for many inputs against the same fields (storeResults): the fields by
+    name and the list options by exact label are indexed once instead of searched per value."""
+
+    __slots__ = ("_by_name", "_fields", "_labels")
+
+    def __init__(self, fields: Sequence[FieldDef]) -> None:
+        self._fields = fields
+        self._by_name = {f.name: f for f in fields}
+        # The first option with a label wins, as in FieldDef.option_by_label.
+        self._labels = {f.name: {o.label: o for o in reversed(f.options)} for f in fields if f.type == "list"}
+
+    def coerce(
+        self, raw: Mapping[str, object], *, path: str = "values", add_options: bool = False
+    ) -> Coerced:
+        return _coerce_all(self._fields, self._by_name, self._labels, raw, path, add_options)
+
+
+def _coerce_all(
+    fields: Sequence[FieldDef],
+    by_name: Mapping[str, FieldDef],
+    labels: Mapping[str, Mapping[str, OptionDef]] | None,
+    raw: Mapping[str, object],
+    path: str,
+    add_options: bool,
+) -> Coerced:
     errors: list[dict[str, str]] = []
     values: dict[str, StoredValue] = {}
     new_options: dict[str, tuple[OptionDef, ...]] = {}
@@ -481,6 +509,12 @@ def coerce_values(
         if not field.active:
             _fail(errors, f"{path}.{name}", "an active field; this field is deactivated")
             continue
+        if labels is not None and isinstance(raw_value, str) and field.type == "list":
+            # An active option's exact label: what _list_value finds first; anything else goes there.
+            option = labels[name].get(raw_value.strip())
+            if option is not None and option.active:
+                values[name] = option.id
+                continue
         added: list[OptionDef] = []
         try:
             values[name] = coerce_value(field, raw_value, added=added, add_options=add_options)

@@ -337,3 +337,22 @@ def evaluate(
     except Exception as exc:  # a filter must never crash the change it evaluates
         return False, f"filter not met: error: {type(exc).__name__}: {exc}"
     return (True, f"filter met: {why}") if met else (False, f"filter not met: {why}")
+
+
+def inputs(node: Node | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(fields whose values, fields whose being changed) ``evaluate`` reads, in a fixed order:
+    equal inputs give an equal answer, so a batch can key a memo of answers by them."""
+    values: list[str] = []
+    changed: list[str] = []
+    stack: list[Node] = [node] if node is not None else []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Leaf):
+            target = changed if item.op == "changed" else values
+            if item.field not in target:
+                target.append(item.field)
+        elif isinstance(item, AllOf | AnyOf):
+            stack.extend(item.items)
+        else:
+            stack.append(item.item)
+    return tuple(values), tuple(changed)

@@ -11,15 +11,21 @@ Measured on SQLite (bench/ingest_profile.py): per-result statements were most of
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
-from qhook.domain.fields import FlatView, changes_between, check_required, coerce_values, merge_values
-from qhook.domain.ids import ulid
+from qhook.domain.fields import (
+    Coerced,
+    FlatView,
+    ValueCoercer,
+    changes_between,
+    check_required,
+    merge_values,
+)
+from qhook.domain.id_batch import UidSource
 from qhook.errors import NotFound, QhookError
 from qhook.services import fanout
 from qhook.services.results import (
@@ -73,12 +79,19 @@ class _Batch:
         self.state: dict[int, ResultRecord] = {}
         self.writes: list[_Write] = []
         self.next_temp = -1
+        self._coercer: tuple[SetRecord, ValueCoercer] | None = None
+
+    def coerce(self, current: SetRecord, values: Mapping[str, object]) -> Coerced:
+        """``coerce_values`` against the set as it is now (list options may have been added)."""
+        if self._coercer is None or self._coercer[0] is not current:
+            self._coercer = (current, ValueCoercer(current.fields))
+        return self._coercer[1].coerce(values, add_options=self.add_list_options)
 
     def create(
         self, current: SetRecord, values: Mapping[str, object], date: DateInput
     ) -> tuple[int, SetRecord]:
         now = utcnow()
-        coerced = coerce_values(current.fields, values, add_options=self.add_list_options)
+        coerced = self.coerce(current, values)
         current = _with_new_options(self.tx, current, coerced.new_options)
         stored = merge_values({}, coerced.values)
         check_required(current.fields, stored)
@@ -97,7 +110,7 @@ class _Batch:
         result = self.state.get(ref)
         if result is None:
             raise NotFound(f"result {ref}: no such result in set {self.set_id}")
-        coerced = coerce_values(current.fields, values, add_options=self.add_list_options)
+        coerced = self.coerce(current, values)
         current = _with_new_options(self.tx, current, coerced.new_options)
         merged = merge_values(result.values, coerced.values)
         new_date = result.date if date is None or date == "" else _result_date(date, now)
@@ -213,8 +226,8 @@ def _write_results(tx: Tx, batch: _Batch) -> dict[int, int]:
 def _write_events(tx: Tx, ctx: AppContext, batch: _Batch, real: Mapping[int, int]) -> None:
     events: list[EventRecord] = []
     views: dict[int, FlatView] = {}  # by id(set record): the fields change when options are added
-    noise = os.urandom(10 * len(batch.writes))  # one read of randomness for every event id
-    for n, w in enumerate(batch.writes):
+    uids = UidSource(len(batch.writes))
+    for w in batch.writes:
         result_id = real.get(w.ref, w.ref)
         view = views.get(id(w.current))
         if view is None:
@@ -224,7 +237,7 @@ def _write_events(tx: Tx, ctx: AppContext, batch: _Batch, real: Mapping[int, int
         events.append(
             EventRecord(
                 id=0,
-                uid=f"evt_{ulid(w.now, noise[10 * n : 10 * n + 10])}",
+                uid=uids.new_uid("evt", w.now),
                 set_id=batch.set_id,
                 result_id=result_id,
                 action=w.action,
