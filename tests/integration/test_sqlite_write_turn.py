@@ -1,0 +1,78 @@
+"""SQLite writers of one process take turns on a lock of their own, not in SQLite's busy handler."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from qhook.errors import StoreError
+from qhook.store import db as db_module
+from qhook.store.db import Database
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'turn.db'}")
+    with database.transaction() as tx:
+        tx.execute(text("CREATE TABLE t (n INTEGER)"))
+    yield database
+    database.dispose()
+
+
+def test_a_second_writer_waits_for_its_turn_before_begin(sqlite_db: Database) -> None:
+    begins: list[str] = []
+    event.listen(sqlite_db.engine, "begin", lambda _conn: begins.append(threading.current_thread().name))
+    holding, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with sqlite_db.transaction() as tx:
+            tx.execute(text("INSERT INTO t VALUES (1)"))
+            holding.set()
+            release.wait(10)
+
+    def second() -> None:
+        with sqlite_db.transaction() as tx:
+            tx.execute(text("INSERT INTO t VALUES (2)"))
+
+    a = threading.Thread(target=first, name="first")
+    b = threading.Thread(target=second, name="second")
+    a.start()
+    assert holding.wait(10)
+    b.start()
+    b.join(0.3)
+    # The second writer is parked on the process's lock: it has not even begun its transaction,
+    # so nothing of it waits inside SQLite's busy handler.
+    assert b.is_alive() and begins == ["first"]
+    release.set()
+    a.join(10)
+    b.join(10)
+    assert begins == ["first", "second"]
+    with sqlite_db.reading() as tx:
+        assert [r[0] for r in tx.execute(text("SELECT n FROM t ORDER BY n"))] == [1, 2]
+
+
+def test_no_turn_in_time_is_a_clear_error(sqlite_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db_module, "WRITE_WAIT_S", 0.1)
+    outcome: list[Any] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with sqlite_db.transaction():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    try:
+        with pytest.raises(StoreError, match="Database busy"), sqlite_db.transaction():
+            outcome.append("entered")
+    finally:
+        release.set()
+        holder.join(10)
+    assert outcome == []
