@@ -25,8 +25,8 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
 
 
 def test_a_second_writer_waits_for_its_turn_before_begin(sqlite_db: Database) -> None:
-    begins: list[str] = []
-    event.listen(sqlite_db.engine, "begin", lambda _conn: begins.append(threading.current_thread().name))
+    begins: list[str] = []  # who took a connection from the pool (the step before BEGIN IMMEDIATE)
+    event.listen(sqlite_db.engine, "checkout", lambda *_: begins.append(threading.current_thread().name))
     holding, release = threading.Event(), threading.Event()
 
     def first() -> None:
@@ -45,8 +45,8 @@ def test_a_second_writer_waits_for_its_turn_before_begin(sqlite_db: Database) ->
     assert holding.wait(10)
     b.start()
     b.join(0.3)
-    # The second writer is parked on the process's lock: it has not even begun its transaction,
-    # so nothing of it waits inside SQLite's busy handler.
+    # The second writer is parked on the process's lock: it has not even taken a connection, so
+    # nothing of it polls in SQLite's busy handler.
     assert b.is_alive() and begins == ["first"]
     release.set()
     a.join(10)
