@@ -30,6 +30,8 @@ def index_new(ctx: AppContext, *, batch: int = BATCH, budget_s: float = ROUND_S)
         return 0
     deadline = time.monotonic() + budget_s
     total = 0
+    with ctx.db.transaction() as tx:
+        search_index.forget_statistics(tx)
     while True:
         started = time.monotonic()
         with ctx.db.transaction() as tx:
