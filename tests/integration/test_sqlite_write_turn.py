@@ -76,3 +76,33 @@ def test_no_turn_in_time_is_a_clear_error(sqlite_db: Database, monkeypatch: pyte
         release.set()
         holder.join(10)
     assert outcome == []
+
+
+def test_background_work_takes_a_turn_only_when_free(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search indexer's transactions poll for a free moment instead of queueing: while a writer
+    holds its turn the background one waits without a connection, then gives up with a clear error."""
+    monkeypatch.setattr(db_module, "WRITE_WAIT_S", 0.2)
+    checkouts: list[str] = []
+    event.listen(sqlite_db.engine, "checkout", lambda *_: checkouts.append(threading.current_thread().name))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with sqlite_db.transaction():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold, name="holder")
+    holder.start()
+    assert holding.wait(10)
+    try:
+        with pytest.raises(StoreError, match="Database busy"), sqlite_db.transaction(background=True):
+            pass
+        assert checkouts == ["holder"]
+    finally:
+        release.set()
+        holder.join(10)
+    with sqlite_db.transaction(background=True) as tx:  # free now: taken at once
+        tx.execute(text("INSERT INTO t VALUES (3)"))
+    assert checkouts[-1] == threading.current_thread().name

@@ -50,9 +50,13 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        """A write transaction: commits on success, rolls back on any exception."""
-        with self._write_turn():
+    def transaction(self, *, background: bool = False) -> Iterator[Tx]:
+        """A write transaction: commits on success, rolls back on any exception.
+
+        ``background`` (SQLite): work that can wait, such as the search indexer, takes its turn
+        only when no writer holds one, instead of queueing ahead of requests that arrive meanwhile.
+        """
+        with self._write_turn(background):
             try:
                 with self.engine.begin() as conn:
                     yield conn
@@ -63,7 +67,7 @@ class Database:
                 raise StoreError(f"Database unavailable: {type(exc.orig).__name__}") from exc
 
     @contextmanager
-    def _write_turn(self) -> Iterator[None]:
+    def _write_turn(self, background: bool = False) -> Iterator[None]:
         """SQLite: this process's writers take turns on a lock of their own before BEGIN IMMEDIATE.
 
         SQLite lets one writer in at a time and makes the others poll in its busy handler, which
@@ -75,7 +79,7 @@ class Database:
         if self._writer is None:
             yield
             return
-        if not self._writer.acquire(timeout=WRITE_WAIT_S):
+        if not (_take_when_free(self._writer) if background else self._writer.acquire(timeout=WRITE_WAIT_S)):
             raise StoreError(f"Database busy: no write turn within {WRITE_WAIT_S:g} s")
         try:
             yield
@@ -104,6 +108,18 @@ def _is_unavailable(exc: DBAPIError) -> bool:
 
 WRITE_WAIT_S = 30.0
 """How long a SQLite writer waits for its turn (as long as SQLite's own busy_timeout)."""
+BACKGROUND_POLL_S = 0.005
+
+
+def _take_when_free(lock: threading.Lock) -> bool:
+    """Take ``lock`` at a moment nobody holds it (polling), never in the queue of its waiters."""
+    deadline = time.monotonic() + WRITE_WAIT_S
+    while not lock.acquire(blocking=False):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(BACKGROUND_POLL_S)
+    return True
+
 
 IDLE_PING_S = 1.0
 """A pooled PostgreSQL connection idle longer than this is pinged before use (see _postgresql_setup)."""
