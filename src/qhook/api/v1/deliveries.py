@@ -143,8 +143,10 @@ def list_deliveries(
     limit: int = 50,
     cursor: str | None = None,
 ) -> DeliveryPage:
-    """Newest first. ``q`` finds text in the body (e.g. a batch number); ``event_id`` (or
-    ``event_uid``) takes the ``evt_...`` id receivers get, or the internal event id."""
+    """Newest first: by id, or with ``since``/``until`` by creation time (then id), so a time
+    window is one short index walk however many rows it holds. ``q`` finds text in the body (e.g.
+    a batch number); ``event_id`` (or ``event_uid``) takes the ``evt_...`` id receivers get, or the
+    internal event id."""
     filters = hub.Filters(
         status=status,
         workflow_id=workflow_id,
