@@ -21,13 +21,13 @@ CSRF_HEADER = "X-Qhook-CSRF"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-# Cheap dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in the thread pool,
-# and each such hop costs more CPU (and GIL hand-offs) than the dependency itself (bench/latency).
 def context_of(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
 
+# Cheap dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in the thread pool,
+# and each such hop costs more CPU (and GIL hand-offs) than the dependency itself (bench/latency).
 async def get_ctx(request: Request) -> AppContext:
     return context_of(request)
 
