@@ -322,6 +322,11 @@ async def test_wrappers_wake_the_worker_when_the_change_queued_deliveries(
     _, created = results.create_result(ctx, set_id=set_id, values={"batchnumber_": "B"}, actor="t")
     results.update_result(ctx, set_id=set_id, result_id=created.id, values={"ph_": 2}, actor="t")
     assert len(woken) == 2
+    # storeResults goes through the same write wrapper: one wake-up for the whole call.
+    batch = json.dumps([{"batchnumber_": "S-1"}, {"batchnumber_": "S-2"}])
+    stored = await api.post("/api/storeResults", data={"setId": str(set_id), "results": batch})
+    assert stored.status_code == 200, stored.text
+    assert len(woken) == 3
 
 
 async def test_service_sort_and_offset(api: httpx.AsyncClient, set_id: int, ctx: AppContext) -> None:

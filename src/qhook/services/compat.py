@@ -161,7 +161,7 @@ def store_results(
     if not principal.has_role("editor") or not principal.can_use_set(set_id):
         raise Forbidden(WRITE_FORBIDDEN)
     actor = principal.name
-    with ctx.db.transaction() as tx:
+    with results_service.writing(ctx) as tx:
         found = results_service.current_set_tx(tx, set_id)
         if key_field is not None and not any(f.name == key_field for f in found.fields):
             raise compat.bad_parameter(f"keyField field '{key_field}'", "No such field in set.")
@@ -169,7 +169,6 @@ def store_results(
             stored = _store_batch(tx, ctx, set_id, items, key_field, edit_only, add_list_options, actor)
         else:
             stored = _store_one_by_one(tx, ctx, set_id, items, key_field, edit_only, add_list_options, actor)
-    ctx.wake()
     return stored
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from qhook.context import AppContext
 from qhook.errors import BadRequest, QhookError
-from qhook.services import compat
+from qhook.services import compat, results
 from qhook.services import sets as sets_service
 from qhook.store.compat_queries import savepoint
 
@@ -96,7 +96,7 @@ def import_rows(
     for chunk in _chunks(rows, chunk_size):
         created = updated = 0
         failed: list[RowError] = []
-        with ctx.db.transaction() as tx:
+        with results.writing(ctx) as tx:
             for row in chunk:
                 try:
                     with savepoint(tx):
@@ -119,7 +119,6 @@ def import_rows(
                     created += 1
                 else:
                     updated += 1
-        ctx.wake()
         # Counted after commit: a chunk that fails to commit stored nothing.
         summary.created += created
         summary.updated += updated

@@ -397,10 +397,10 @@ def upsert_by_key_tx(
 
 
 @contextmanager
-def _writing(ctx: AppContext) -> Iterator[Tx]:
-    """One write transaction; after its commit the worker in this process is woken if the change
-    queued deliveries or e-mails. The fan-out sent PostgreSQL's NOTIFY for other processes inside
-    the transaction (delivered at commit), so waking them costs no second transaction."""
+def writing(ctx: AppContext) -> Iterator[Tx]:
+    """One write transaction for result changes; after its commit the worker in this process is
+    woken if the change queued deliveries or e-mails. The fan-out sent PostgreSQL's NOTIFY for
+    other processes inside the transaction (delivered at commit): no second transaction needed."""
     with ctx.db.transaction() as tx:
         yield tx
         queued = bool(txcache.memo(tx).get("deliveries"))
@@ -418,7 +418,7 @@ def create_result(
     add_list_options: bool = False,
 ) -> tuple[SetRecord, ResultRecord]:
     """The set as it is after the write (for presenting the result) and the new result."""
-    with _writing(ctx) as tx:
+    with writing(ctx) as tx:
         result = create_result_tx(
             tx, ctx, set_id=set_id, values=values, date=date, actor=actor, add_list_options=add_list_options
         )
@@ -438,7 +438,7 @@ def update_result(
     add_list_options: bool = False,
 ) -> tuple[SetRecord, ResultRecord]:
     """The set as it is after the write (for presenting the result) and the updated result."""
-    with _writing(ctx) as tx:
+    with writing(ctx) as tx:
         result = update_result_tx(
             tx,
             ctx,
@@ -457,7 +457,7 @@ def update_result(
 def delete_result(
     ctx: AppContext, *, set_id: int, result_id: int, actor: str, expected_version: int | None = None
 ) -> None:
-    with _writing(ctx) as tx:
+    with writing(ctx) as tx:
         delete_result_tx(
             tx, ctx, set_id=set_id, result_id=result_id, actor=actor, expected_version=expected_version
         )
@@ -473,7 +473,7 @@ def upsert_by_key(
     edit_only: bool = False,
     add_list_options: bool = False,
 ) -> tuple[ResultRecord, bool]:
-    with _writing(ctx) as tx:
+    with writing(ctx) as tx:
         outcome = upsert_by_key_tx(
             tx,
             ctx,

@@ -119,7 +119,7 @@ def delete_set(ctx: AppContext, set_id: int, *, force: bool = False, actor: str)
     """
     from qhook.services import results  # results builds on sets: import at call time
 
-    with ctx.db.transaction() as tx:
+    with results.writing(ctx) as tx:
         store.lock_set(tx, set_id)
         current = get_set_tx(tx, set_id)
         count = store.count_results(tx, set_id)
@@ -133,8 +133,6 @@ def delete_set(ctx: AppContext, set_id: int, *, force: bool = False, actor: str)
             results.delete_result_tx(tx, ctx, set_id=set_id, result_id=result_id, actor=actor)
         store.delete_set(tx, set_id)
         audit.record(tx, actor, "set.delete", "set", set_id, {"name": current.name, "results_deleted": count})
-    if count:
-        ctx.wake()
 
 
 def _refuse_unsendable_deletions(tx: Tx, set_id: int) -> None:

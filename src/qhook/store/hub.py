@@ -36,6 +36,7 @@ from sqlalchemy.sql.elements import UnaryExpression
 
 from qhook.store import search_index
 from qhook.store.db import Tx
+from qhook.store.queue import lease_free
 from qhook.store.tables import attempts, deliveries, endpoint_log, endpoints, events, signals
 
 STATUSES = ("pending", "retrying", "held", "succeeded", "failed", "cancelled")
@@ -394,10 +395,6 @@ def list_attempts(tx: Tx, delivery_id: int) -> list[AttemptRecord]:
     ]
 
 
-def _lease_free(now: datetime) -> ColumnElement[bool]:
-    return or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at <= now)
-
-
 def requeue(
     tx: Tx, delivery_id: int, *, from_statuses: Sequence[str], now: datetime, trigger: str
 ) -> DeliveryRecord | None:
@@ -407,7 +404,7 @@ def requeue(
         .where(
             deliveries.c.id == delivery_id,
             deliveries.c.status.in_(list(from_statuses)),
-            _lease_free(now),
+            lease_free(now),
             sendable(),
         )
         .values(
@@ -455,7 +452,7 @@ def requeue_batch(tx: Tx, f: DeliveryFilter, *, now: datetime, trigger: str, bat
     assert f.statuses and not set(f.statuses) & {"pending", "retrying", "held"}
     ids_query = (
         select(deliveries.c.id)
-        .where(*_conditions(tx, f), _lease_free(now), sendable())
+        .where(*_conditions(tx, f), lease_free(now), sendable())
         .order_by(deliveries.c.id)
         .limit(batch)
         .with_for_update(skip_locked=True)
@@ -482,7 +479,7 @@ def requeue_batch(tx: Tx, f: DeliveryFilter, *, now: datetime, trigger: str, bat
 def cancel(tx: Tx, delivery_id: int, *, from_statuses: Sequence[str], now: datetime) -> DeliveryRecord | None:
     row = tx.execute(
         update(deliveries)
-        .where(deliveries.c.id == delivery_id, deliveries.c.status.in_(list(from_statuses)), _lease_free(now))
+        .where(deliveries.c.id == delivery_id, deliveries.c.status.in_(list(from_statuses)), lease_free(now))
         .values(status="cancelled", next_attempt_at=None, updated_at=now)
         .returning(*_COLUMNS)
     ).one_or_none()

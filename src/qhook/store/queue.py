@@ -172,7 +172,8 @@ def _not_blocked(now: Any) -> ColumnElement[bool]:
     )
 
 
-def _lease_free(now: Any) -> ColumnElement[bool]:
+def lease_free(now: Any) -> ColumnElement[bool]:
+    """Rows no worker holds: never leased, or the lease ran out (``now`` a value or a bind parameter)."""
     return or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at <= now)
 
 
@@ -195,7 +196,7 @@ def _claim_statement(lane: Lane, excluding: bool) -> Any:
     conditions: list[ColumnElement[bool] | TextClause] = [
         text(DUE_FIRST_SQL if lane == "first" else DUE_RETRY_SQL),
         deliveries.c.next_attempt_at <= now,
-        _lease_free(now),
+        lease_free(now),
         _not_blocked(now),
     ]
     if excluding:
@@ -241,7 +242,7 @@ def _probe_statement() -> Any:
         .where(
             deliveries.c.endpoint == bindparam("origin"),
             text(UNFINISHED_SQL),  # walks ix_deliveries_unfinished_endpoint in id order
-            _lease_free(now),
+            lease_free(now),
             or_(deliveries.c.ordered.is_(False), not_(_EARLIER_UNFINISHED)),
         )
         .order_by(deliveries.c.id)
@@ -310,7 +311,7 @@ def hold_endpoint(tx: Tx, origin: str, now: datetime) -> int:
             deliveries.c.endpoint == origin,
             text(UNFINISHED_SQL),  # the partial index's own term, so SQLite uses it too
             deliveries.c.status.in_(CLAIMABLE),
-            _lease_free(now),
+            lease_free(now),
         )
         .values(status="held", lease_owner=None, lease_expires_at=None, updated_at=now)
     )
