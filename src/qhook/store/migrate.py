@@ -14,13 +14,14 @@ from qhook.store.db import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-# SQLite's body-search index (revision 0002, hand-written): an FTS5 table, its shadow tables and
-# its state row, none of them in tables.py.
+# The Hub's body-search objects, hand-written and none of them in tables.py: on SQLite an FTS5
+# table, its shadow tables and its state row (revision 0002); on PostgreSQL the bodies' copy with
+# its trigram index (0003).
 UNMODELLED_PREFIX = "delivery_search"
 
 
 def include_name(name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames) -> bool:
-    """Autogenerate's filter: leave the hand-written search index out of the comparison."""
+    """Autogenerate's filter: leave the hand-written search objects out of the comparison."""
     return not (type_ == "table" and name is not None and name.startswith(UNMODELLED_PREFIX))
 
 

@@ -297,15 +297,9 @@ deliveries = Table(
     Index("ix_deliveries_signal_id_id", "signal_id", "id"),
     Index("ix_deliveries_set_id_id", "set_id", "id"),
     Index("ix_deliveries_action_id", "action", "id"),
-    # Body search ("B-1234") on PostgreSQL: a trigram index serves ILIKE '%...%'. On SQLite the
-    # index is partial with an always-false predicate, so it stays empty and costs nothing.
-    Index(
-        "ix_deliveries_body_trgm",
-        "body",
-        postgresql_using="gin",
-        postgresql_ops={"body": "gin_trgm_ops"},
-        sqlite_where=text("0"),
-    ),
+    # No index on body: the Hub's body search reads delivery_search (PostgreSQL: a copy of each
+    # body with a trigram index, migration 0003; SQLite: FTS5, 0002), which the worker's two
+    # updates per row never touch.
 )
 
 attempts = Table(
