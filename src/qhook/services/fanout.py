@@ -23,10 +23,10 @@ from qhook.domain.schedule import due_at
 from qhook.domain.triggers import Triggers, match, triggers_from_json
 from qhook.domain.urls import origin_of
 from qhook.errors import QhookError
+from qhook.store import definitions, queue, txcache
 from qhook.store import deliveries as delivery_store
 from qhook.store import email_outbox as email_store
 from qhook.store import events as event_store
-from qhook.store import queue, txcache
 from qhook.store import sets as set_store
 from qhook.store import workflows as store
 from qhook.store.compat_queries import savepoint
@@ -74,7 +74,7 @@ class WorkflowPlan:
 
 @dataclass(frozen=True, slots=True)
 class SetPlan:
-    """What fan-out needs of a set, read once per transaction (``plan_for``)."""
+    """What fan-out needs of a set (``plan_for``): shared while definitions stay unchanged."""
 
     current: SetRecord
     workflows: tuple[WorkflowPlan, ...]
@@ -163,7 +163,7 @@ def current_set(tx: Tx, set_id: int) -> SetRecord | None:
     memo = txcache.definitions(tx)
     key = ("set", set_id)
     if key not in memo:
-        memo[key] = set_store.get_set(tx, set_id)
+        memo[key] = definitions.shared(tx, key, lambda: set_store.get_set(tx, set_id))
     found: SetRecord | None = memo[key]
     return found
 
@@ -190,18 +190,21 @@ def plan_for(tx: Tx, set_id: int) -> SetPlan | None:
     memo = txcache.definitions(tx)
     key = ("plan", set_id)
     if key not in memo:
-        current = current_set(tx, set_id)
-        memo[key] = (
-            None
-            if current is None
-            else SetPlan(
-                current,
-                tuple(_plan_workflow(w, current.fields) for w in store.list_workflows(tx, set_id=set_id)),
-                {"id": current.id, "name": current.name},
-            )
-        )
+        memo[key] = definitions.shared(tx, key, lambda: _load_plan(tx, set_id))
     found: SetPlan | None = memo[key]
     return found
+
+
+def _load_plan(tx: Tx, set_id: int) -> SetPlan | None:
+    current = current_set(tx, set_id)
+    if current is None:
+        return None
+    workflows = store.list_workflows(tx, set_id=set_id)
+    return SetPlan(
+        current,
+        tuple(_plan_workflow(w, current.fields) for w in workflows),
+        {"id": current.id, "name": current.name},
+    )
 
 
 def evaluate_one(

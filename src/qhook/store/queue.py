@@ -35,6 +35,7 @@ from sqlalchemy import (
     update,
 )
 
+from qhook.store import definitions
 from qhook.store.db import Database, Tx
 from qhook.store.tables import (
     DUE_FIRST_SQL,
@@ -479,6 +480,7 @@ def send_signals(tx: Tx, signal_ids: Iterable[int]) -> dict[int, SendSignal]:
 
 def pause_signal(tx: Tx, signal_id: int, reason: str) -> None:
     """Stop a signal (e.g. 410 Gone); its waiting deliveries stay, unclaimed, until it is resumed."""
+    definitions.changed(tx)  # the workflow's signals are part of its definition
     tx.execute(
         update(signals)
         .where(signals.c.id == signal_id, signals.c.paused_reason.is_(None))

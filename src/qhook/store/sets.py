@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Integer, bindparam, delete, func, insert, select, update
 
 from qhook.domain.fields import FieldDef, FieldType, OptionDef
-from qhook.store import txcache
+from qhook.store import definitions
 from qhook.store.db import Tx
 from qhook.store.tables import fields, results, sets
 
@@ -87,6 +87,7 @@ def _set(row: Any, set_fields: Sequence[FieldDef]) -> SetRecord:
 
 
 def insert_set(tx: Tx, *, name: str, kind: str, now: datetime) -> int:
+    definitions.changed(tx)
     return int(
         tx.execute(
             insert(sets).values(name=name, kind=kind, created_at=now, updated_at=now).returning(sets.c.id)
@@ -95,7 +96,7 @@ def insert_set(tx: Tx, *, name: str, kind: str, now: datetime) -> int:
 
 
 def insert_field(tx: Tx, set_id: int, field: FieldDef) -> int:
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     return int(
         tx.execute(
             insert(fields)
@@ -116,7 +117,7 @@ def insert_field(tx: Tx, set_id: int, field: FieldDef) -> int:
 
 def update_field(tx: Tx, field: FieldDef) -> None:
     """Write label, required, active and options; name and type never change."""
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     tx.execute(
         update(fields)
         .where(fields.c.id == field.id)
@@ -130,7 +131,7 @@ def update_field(tx: Tx, field: FieldDef) -> None:
 
 
 def update_set(tx: Tx, set_id: int, *, now: datetime, name: str | None = None) -> None:
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     values: dict[str, Any] = {"updated_at": now}
     if name is not None:
         values["name"] = name
@@ -174,7 +175,7 @@ def result_ids(tx: Tx, set_id: int) -> list[int]:
 
 def delete_set(tx: Tx, set_id: int) -> bool:
     """Delete the set; its fields, results and workflows go with it (ON DELETE CASCADE)."""
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     # SQLite cascades only with foreign_keys on; delete children explicitly so both behave alike.
     tx.execute(delete(results).where(results.c.set_id == set_id))
     tx.execute(delete(fields).where(fields.c.set_id == set_id))

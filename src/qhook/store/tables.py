@@ -69,6 +69,15 @@ ui_sessions = Table(
     Column("expires_at", UTCDateTime, nullable=False),
 )
 
+# One row: bumped in the same transaction as any change to a set's fields or its workflows, so
+# every process knows when its shared copy of those definitions is stale (store/definitions.py).
+definitions_state = Table(
+    "definitions_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+)
+
 # Fixed-window counters shared by every process (rate limits of the API and of endpoints).
 rate_counters = Table(
     "rate_counters",

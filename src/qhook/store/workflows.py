@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Integer, Select, bindparam, delete, insert, select, text, update
 
-from qhook.store import txcache
+from qhook.store import definitions
 from qhook.store.db import Tx
 from qhook.store.tables import auth_profiles, schedules, signals, workflows
 
@@ -122,7 +122,7 @@ def insert_workflow(
     error_email: str | None,
     now: datetime,
 ) -> int:
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     return int(
         tx.execute(
             insert(workflows)
@@ -152,7 +152,7 @@ def update_workflow(
     error_email: str | None,
     now: datetime,
 ) -> None:
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     tx.execute(
         update(workflows)
         .where(workflows.c.id == workflow_id)
@@ -168,7 +168,7 @@ def update_workflow(
 
 
 def delete_workflow(tx: Tx, workflow_id: int) -> bool:
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     # Children explicitly, so SQLite and PostgreSQL behave alike whatever the FK settings.
     tx.execute(delete(schedules).where(schedules.c.workflow_id == workflow_id))
     tx.execute(delete(signals).where(signals.c.workflow_id == workflow_id))
@@ -224,7 +224,7 @@ def insert_signal(
     config: Mapping[str, Any],
     secret_enc: str | None,
 ) -> int:
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     return int(
         tx.execute(
             insert(signals)
@@ -244,7 +244,7 @@ def insert_signal(
 def update_signal(
     tx: Tx, signal_id: int, *, position: int, config: Mapping[str, Any], active: bool = True
 ) -> None:
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     tx.execute(
         update(signals)
         .where(signals.c.id == signal_id)
@@ -254,7 +254,7 @@ def update_signal(
 
 def deactivate_signals(tx: Tx, workflow_id: int, keep_ids: Iterable[int]) -> list[int]:
     """Deactivate the workflow's signals not in ``keep_ids`` (their deliveries keep pointing at them)."""
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     keep = list(keep_ids)
     query = update(signals).where(signals.c.workflow_id == workflow_id, signals.c.active.is_(True))
     if keep:
@@ -269,7 +269,7 @@ def resume_signal(tx: Tx, signal_id: int) -> str | None:
     ).scalar_one_or_none()
     if reason is None:
         return None
-    txcache.invalidate(tx)
+    definitions.changed(tx)
     tx.execute(update(signals).where(signals.c.id == signal_id).values(paused_reason=None))
     return str(reason)
 
@@ -291,6 +291,7 @@ def set_signal_secrets(
     previous_secret_enc: str | None,
     previous_secret_until: datetime | None,
 ) -> None:
+    definitions.changed(tx)
     tx.execute(
         update(signals)
         .where(signals.c.id == signal_id)
