@@ -56,15 +56,23 @@ class Database:
         ``background`` (SQLite): work that can wait, such as the search indexer, takes its turn
         only when no writer holds one, instead of queueing ahead of requests that arrive meanwhile.
         """
-        with self._write_turn(background):
-            try:
-                with self.engine.begin() as conn:
-                    yield conn
-            except (OperationalError, DBAPIError) as exc:
-                lost = exc.connection_invalidated or _is_unavailable(exc)
-                if isinstance(exc, DBAPIError) and not lost:
-                    raise
-                raise StoreError(f"Database unavailable: {type(exc.orig).__name__}") from exc
+        with self._write_turn(background), _unavailable_as_store_error(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Tx]:
+        """Statements that each stand on their own (a counter's upsert, a key lookup).
+
+        On PostgreSQL each one commits by itself: no BEGIN and COMMIT round trips around them. On
+        SQLite they share one write transaction (in-process, a transaction costs no round trip,
+        and a write needs the write turn anyway).
+        """
+        if self.is_sqlite:
+            with self.transaction() as tx:
+                yield tx
+            return
+        with _unavailable_as_store_error(), self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def _write_turn(self, background: bool = False) -> Iterator[None]:
@@ -88,9 +96,15 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Tx]:
-        """A read-only transaction (deferred on SQLite, so readers never wait for the writer lock)."""
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(qhook_read_only=True)
+        """Reads: on SQLite a deferred transaction (one snapshot; readers never wait for the writer
+        lock). On PostgreSQL in autocommit: under READ COMMITTED every statement of a transaction
+        takes its own snapshot anyway, so a read-only transaction only added a BEGIN and a COMMIT
+        round trip (two of the worker's and the API's per read)."""
+        with _unavailable_as_store_error(), self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(qhook_read_only=True)
+            else:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
                 yield conn
 
@@ -100,6 +114,18 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _unavailable_as_store_error() -> Iterator[None]:
+    """A lost connection or a server that cannot be reached becomes StoreError (a 503)."""
+    try:
+        yield
+    except (OperationalError, DBAPIError) as exc:
+        lost = exc.connection_invalidated or _is_unavailable(exc)
+        if isinstance(exc, DBAPIError) and not lost:
+            raise
+        raise StoreError(f"Database unavailable: {type(exc.orig).__name__}") from exc
 
 
 def _is_unavailable(exc: DBAPIError) -> bool:
