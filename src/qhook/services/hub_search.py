@@ -4,7 +4,7 @@ Writing a delivery never waits for its body to be tokenized (see ``store/search_
 this loop, beside the API in ``qhook serve``, indexes what arrived since its last round, in
 short write transactions so intake and the worker get the lock between batches. Searches
 stay exact meanwhile: rows above the index's mark are scanned. PostgreSQL needs none of this
-(its trigram index is kept by the database).
+(triggers copy each body into delivery_search, whose trigram index the database keeps; 0003).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ the indexer keeps up). The index only narrows: a row has every trigram of the ne
 the row decides, so results are exactly those of the plain scan. A needle shorter than a trigram
 cannot use the index and keeps the scan.
 
-PostgreSQL serves the same search from the pg_trgm GIN index in tables.py; nothing here runs there.
+PostgreSQL serves the same search from its own delivery_search table (a copy of each body kept by
+triggers, with a pg_trgm GIN index; migration 0003); nothing here runs there.
 """
 
 from __future__ import annotations
