@@ -81,6 +81,8 @@ def test_a_current_copy_reads_no_definition_rows(ctx: AppContext, other: AppCont
     for table in ("FROM sets", "FROM fields", "FROM workflows", "FROM signals"):
         assert table not in read
     assert "FROM definitions_state" in read
+    # No chained signal: the event went in with its evaluations, no UPDATE after the deliveries.
+    assert "UPDATE events" not in read
 
 
 def test_an_uncommitted_change_is_seen_only_by_its_transaction(ctx: AppContext) -> None:

@@ -283,7 +283,9 @@ async def test_failure_after_the_write_leaves_nothing(
     def boom(*_args: object) -> list[dict[str, object]]:
         raise RuntimeError("fan-out failed")
 
+    # Both fan-out paths: one event at a time, and with the evaluations decided first.
     monkeypatch.setattr(fanout, "after_event", boom)
+    monkeypatch.setattr(fanout, "fan_out_many", boom)
     with pytest.raises(RuntimeError):
         results.create_result(ctx, set_id=set_id, values={"batchnumber_": "B-1"}, actor="t")
     with pytest.raises(RuntimeError):
@@ -304,11 +306,15 @@ async def test_evaluations_from_fanout_are_stored(
         seen.append(event.action)
         return [{"workflow_id": 4, "fired": True, "reason": "entry"}]
 
-    monkeypatch.setattr(fanout, "after_event", decide)
     created = await store(api, set_id, {"batchnumber_": "B-1"})
+    # A deletion goes through the one-event path (it also drops the result's schedules).
+    monkeypatch.setattr(fanout, "after_event", decide)
+    deleted = await api.delete(f"/api/v1/sets/{set_id}/results/{created['id']}")
+    assert deleted.status_code == 204
     listed = (await api.get("/api/v1/events", params={"result_id": created["id"]})).json()
-    assert seen == ["new"]
-    assert listed["items"][0]["evaluations"] == [{"workflow_id": 4, "fired": True, "reason": "entry"}]
+    assert seen == ["deleted"]
+    last = next(e for e in listed["items"] if e["action"] == "deleted")
+    assert last["evaluations"] == [{"workflow_id": 4, "fired": True, "reason": "entry"}]
 
 
 async def test_wrappers_wake_the_worker_when_the_change_queued_deliveries(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -84,6 +85,10 @@ def _flat(result: ResultRecord, current: SetRecord) -> dict[str, Any]:
     return flat_result(result.id, result.date, result.values, current.fields)
 
 
+# A deletion drops every schedule of its result, which only the one-event path does.
+BATCHED_ACTIONS = frozenset({"new", "modified"})
+
+
 def _record_event(
     tx: Tx,
     ctx: AppContext,
@@ -98,9 +103,31 @@ def _record_event(
     now: datetime,
 ) -> EventRecord:
     """Write the event, let the workflows decide about it, keep their evaluations on it."""
+    uid = new_uid("evt", now)
+    changes = changes_between(before, after)
+    if chain is None and action in BATCHED_ACTIONS and fanout.can_batch(tx, set_id):
+        # No signal of the set writes results in turn (the usual case): the workflows decide
+        # first and the event goes in with its evaluations, as storeResults does it, instead of
+        # an UPDATE of the event after its deliveries (one statement fewer per change).
+        record = EventRecord(
+            id=0,
+            uid=uid,
+            set_id=set_id,
+            result_id=result_id,
+            action=action,
+            actor=actor,
+            occurred_at=now,
+            before=before,
+            after=after,
+            changes=changes,
+            evaluations=[],
+            chain=None,
+        )
+        (event_id,) = fanout.fan_out_many(tx, ctx, [record])
+        return replace(record, id=event_id)
     event = event_store.insert_event(
         tx,
-        uid=new_uid("evt", now),
+        uid=uid,
         set_id=set_id,
         result_id=result_id,
         action=action,
@@ -108,7 +135,7 @@ def _record_event(
         occurred_at=now,
         before=before,
         after=after,
-        changes=changes_between(before, after),
+        changes=changes,
         chain=chain,
     )
     evaluations = fanout.after_event(tx, ctx, event)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Ctx, Editor, Viewer
 from qhook.api.v1.pages import Page
@@ -92,11 +93,15 @@ def _etag(response: Response, result: ResultRecord) -> None:
     response.headers["ETag"] = f'"{result.version}"'
 
 
+# The writes are async and hand the service to the thread pool themselves: FastAPI validates a
+# sync endpoint's answer in the pool too, one more thread hop per request (bench/latency).
 @router.post("/sets/{set_id}/results", status_code=201)
-def create_result(set_id: int, body: ResultIn, ctx: Ctx, principal: Editor, response: Response) -> ResultOut:
+async def create_result(
+    set_id: int, body: ResultIn, ctx: Ctx, principal: Editor, response: Response
+) -> ResultOut:
     ensure_set_access(principal, set_id, write=True)
-    current, created = results.create_result(
-        ctx, set_id=set_id, values=body.values, date=body.date, actor=principal.name
+    current, created = await run_in_threadpool(
+        results.create_result, ctx, set_id=set_id, values=body.values, date=body.date, actor=principal.name
     )
     _etag(response, created)
     return ResultOut.of(created, current)
@@ -131,7 +136,7 @@ def get_result(set_id: int, result_id: int, ctx: Ctx, principal: Viewer, respons
 
 
 @router.patch("/sets/{set_id}/results/{result_id}")
-def update_result(
+async def update_result(
     set_id: int,
     result_id: int,
     body: ResultPatch,
@@ -141,7 +146,8 @@ def update_result(
     if_match: Annotated[str | None, Header(description="The version you read; 412 if it moved on")] = None,
 ) -> ResultOut:
     ensure_set_access(principal, set_id, write=True)
-    current, updated = results.update_result(
+    current, updated = await run_in_threadpool(
+        results.update_result,
         ctx,
         set_id=set_id,
         result_id=result_id,
