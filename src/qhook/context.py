@@ -24,8 +24,8 @@ class AppContext:
     # After a commit that queued work: the worker in this process, and on PostgreSQL a NOTIFY to
     # the others (its own small transaction).
     wake: Callable[[], None] = field(default=_no_wake)
-    # Only the worker in this process: for transactions that sent their NOTIFY themselves (the
-    # fan-out does, delivered at commit), so a result write costs no second transaction.
+    # Only the worker in this process: for transactions that insert deliveries, whose insert
+    # NOTIFYs the others itself on PostgreSQL (a trigger), so a write costs no second transaction.
     wake_here: Callable[[], None] = field(default=_no_wake)
 
 

@@ -193,3 +193,37 @@ async def test_api_commit_wakes_the_serve_worker_on_sqlite(sqlite_ctx: AppContex
         await make_workflow(api, set_id, rx.url)
         found = await latencies(api, rx, set_id)
     judge(found)
+
+
+def test_inserting_deliveries_notifies_at_commit_only(pg_ctx: AppContext) -> None:
+    """The trigger of migration 0005: any insert into deliveries wakes the listeners when it
+    commits, never when it rolls back, and once per transaction however many rows it wrote."""
+    import psycopg
+    from sqlalchemy import text
+
+    listener = psycopg.connect(pg_ctx.db.url.replace("+psycopg", ""), autocommit=True)
+    listener.execute("LISTEN qhook_deliveries")
+
+    def heard() -> int:
+        return sum(1 for _ in listener.notifies(timeout=0.3, stop_after=10))
+
+    insert = text(
+        "INSERT INTO deliveries (webhook_id, action, url, endpoint, body, status, created_at, updated_at) "
+        "VALUES (:w, 'new', 'http://127.0.0.1:9/h', 'http://127.0.0.1:9', '{}', 'pending', now(), now())"
+    )
+
+    class Undo(Exception):
+        pass
+
+    try:
+        with pytest.raises(Undo), pg_ctx.db.transaction() as tx:
+            tx.execute(insert, {"w": "msg_rolled_back"})
+            raise Undo
+        assert heard() == 0
+        with pg_ctx.db.transaction() as tx:
+            for n in range(3):
+                tx.execute(insert, {"w": f"msg_{n}"})
+            assert heard() == 0  # not before the commit
+        assert heard() == 1
+    finally:
+        listener.close()

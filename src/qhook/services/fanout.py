@@ -23,7 +23,7 @@ from qhook.domain.schedule import due_at
 from qhook.domain.triggers import Triggers, match, triggers_from_json
 from qhook.domain.urls import origin_of
 from qhook.errors import QhookError
-from qhook.store import definitions, queue, txcache
+from qhook.store import definitions, txcache
 from qhook.store import deliveries as delivery_store
 from qhook.store import email_outbox as email_store
 from qhook.store import events as event_store
@@ -453,12 +453,7 @@ def after_event(
         evaluations.append(
             {"workflow_id": wplan.workflow.id, "fired": decision.fire, "reason": decision.reason}
         )
-    outbox.flush()
-    memo = txcache.memo(tx)
-    if event.chain is None and memo.get("deliveries") and not memo.get("notified"):
-        # Once per transaction (delivered at commit); chained events are covered by their origin's.
-        queue.notify(tx)
-        memo["notified"] = True
+    outbox.flush()  # on PostgreSQL the insert itself wakes the workers (a trigger, migration 0005)
     return evaluations
 
 
@@ -635,9 +630,6 @@ def fan_out_many(tx: Tx, ctx: AppContext, events: Sequence[EventRecord]) -> list
     counts = txcache.memo(tx)
     if written or mailed:
         counts["deliveries"] = counts.get("deliveries", 0) + written + mailed
-    if counts.get("deliveries") and not counts.get("notified"):
-        queue.notify(tx)
-        counts["notified"] = True
     return ids
 
 

@@ -426,8 +426,8 @@ def upsert_by_key_tx(
 @contextmanager
 def writing(ctx: AppContext) -> Iterator[Tx]:
     """One write transaction for result changes; after its commit the worker in this process is
-    woken if the change queued deliveries or e-mails. The fan-out sent PostgreSQL's NOTIFY for
-    other processes inside the transaction (delivered at commit): no second transaction needed."""
+    woken if the change queued deliveries or e-mails. Other processes' workers hear PostgreSQL's
+    NOTIFY, sent by the deliveries' insert itself (a trigger) and delivered at commit."""
     with ctx.db.transaction() as tx:
         yield tx
         queued = bool(txcache.memo(tx).get("deliveries"))
