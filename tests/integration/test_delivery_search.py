@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 from alembic import command
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
 
 from qhook.context import AppContext
 from qhook.services import fanout, hub_search
 from qhook.services import hub as hub_service
+from qhook.store import hub as hub_store
 from qhook.store import migrate
 from qhook.store.db import Database
 from qhook.store.tables import deliveries
@@ -167,3 +168,26 @@ def test_upgrade_copies_existing_deliveries_and_downgrade_restores_the_index(ctx
         assert tx.execute(select(deliveries.c.id).where(deliveries.c.id == later)).scalar() == later
     migrate.upgrade(ctx.db)
     assert _search(ctx, "MIG-later") == [later]
+
+
+def test_repeated_searches_stay_exact_and_plan_for_their_needle(ctx: AppContext) -> None:
+    """The same search run past psycopg's prepare threshold answers the same; on PostgreSQL the
+    needle is in the SQL text, so a prepared statement is never planned for "any needle" (that
+    generic plan walked a 30-day window probing every row for a rare one: 820 ms at 1M rows)."""
+    rare = add_delivery(ctx.db, body=json.dumps({"lot": "REP-0001", "q": "it's 100% \\temp"}))
+    common = [add_delivery(ctx.db, body=json.dumps({"lot": f"REP-{i:04d}x"})) for i in range(2, 8)]
+    seen: list[str] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        seen.append(statement)
+
+    window = {"since": days_ago(1), "until": days_ago(-1)}
+    for _ in range(12):
+        assert _search(ctx, "rep-0001", **window) == [rare]
+        assert _search(ctx, "it's 100% \\\\temp", **window) == [rare]  # JSON doubled the backslash
+        assert _search(ctx, "REP-", **window) == [*common[::-1], rare]
+    if not ctx.db.is_sqlite:
+        with ctx.db.reading() as tx:
+            event.listen(tx, "before_cursor_execute", capture)
+            hub_store.list_deliveries(tx, hub_store.DeliveryFilter(q="REP-0001"), limit=5)
+        assert any("ILIKE '%%REP-0001%%'" in s for s in seen), seen
