@@ -128,3 +128,10 @@ def test_purged_rows_are_not_found(ctx: AppContext) -> None:
     reused = add_delivery(ctx.db, body=json.dumps({"batch": "NEW-1"}))
     assert _search(ctx, "OLD-kept") == []
     assert _search(ctx, "NEW-1") == [reused]
+
+
+async def test_a_needle_no_database_can_hold_is_a_clear_422(api: httpx.AsyncClient) -> None:
+    for q, expected in (("B-\x001", "text without NUL characters"), ("x" * 201, "at most 200 characters")):
+        answer = await api.get("/api/v1/deliveries", params={"q": q})
+        assert answer.status_code == 422, answer.text
+        assert "q" in answer.text and expected in answer.text

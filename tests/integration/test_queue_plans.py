@@ -159,7 +159,7 @@ def test_queue_depth_counts_the_backlog_exactly_and_history_cheaply(
 ) -> None:
     backlog = ROWS // 2
     retrying = len([i for i in range(ROWS // 2, ROWS) if i % 10 == 0])
-    with filled.db.reading() as tx:
+    with filled.db.transaction() as tx:  # SET LOCAL needs a transaction block (reads run without one)
         assert queue.depth_by_status(tx) == {
             "pending": backlog - retrying,
             "retrying": retrying,

@@ -134,6 +134,8 @@ def to_store(filters: Filters, set_ids: frozenset[int] | None = None) -> Deliver
     q = filters.q.strip() if filters.q else None
     if q is not None and len(q) > 200:
         raise field_error("q", "at most 200 characters")
+    if q is not None and "\x00" in q:  # no database stores or matches one
+        raise field_error("q", "text without NUL characters")
     return DeliveryFilter(
         statuses=(filters.status,) if filters.status else (),
         workflow_id=filters.workflow_id,

@@ -328,7 +328,9 @@ def _inlined(query: Select[Any]) -> Select[Any]:
 
     def literal(element: Any, **kw: Any) -> Any:
         if isinstance(element, BindParameter) and not element.literal_execute:
-            return bindparam(None, element.value, type_=element.type, literal_execute=True)
+            return bindparam(
+                None, element.value, type_=element.type, literal_execute=True, expanding=element.expanding
+            )
         return None
 
     return cast(Select[Any], replacement_traverse(query, {}, literal))
