@@ -103,31 +103,8 @@ def _record_event(
     now: datetime,
 ) -> EventRecord:
     """Write the event, let the workflows decide about it, keep their evaluations on it."""
-    uid = new_uid("evt", now)
-    changes = changes_between(before, after)
-    if chain is None and action in BATCHED_ACTIONS and fanout.can_batch(tx, set_id):
-        # No signal of the set writes results in turn (the usual case): the workflows decide
-        # first and the event goes in with its evaluations, as storeResults does it, instead of
-        # an UPDATE of the event after its deliveries (one statement fewer per change).
-        record = EventRecord(
-            id=0,
-            uid=uid,
-            set_id=set_id,
-            result_id=result_id,
-            action=action,
-            actor=actor,
-            occurred_at=now,
-            before=before,
-            after=after,
-            changes=changes,
-            evaluations=[],
-            chain=None,
-        )
-        (event_id,) = fanout.fan_out_many(tx, ctx, [record])
-        return replace(record, id=event_id)
-    event = event_store.insert_event(
-        tx,
-        uid=uid,
+    record = event_store.new_event(
+        uid=new_uid("evt", now),
         set_id=set_id,
         result_id=result_id,
         action=action,
@@ -135,9 +112,16 @@ def _record_event(
         occurred_at=now,
         before=before,
         after=after,
-        changes=changes,
+        changes=changes_between(before, after),
         chain=chain,
     )
+    if chain is None and action in BATCHED_ACTIONS and fanout.can_batch(tx, set_id):
+        # No signal of the set writes results in turn (the usual case): the workflows decide
+        # first and the event goes in with its evaluations, as storeResults does it, instead of
+        # an UPDATE of the event after its deliveries (one statement fewer per change).
+        (event_id,) = fanout.fan_out_many(tx, ctx, [record])
+        return replace(record, id=event_id)
+    event = event_store.insert_record(tx, record)
     evaluations = fanout.after_event(tx, ctx, event)
     if evaluations:
         event_store.set_evaluations(tx, event.id, evaluations)

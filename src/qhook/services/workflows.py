@@ -507,17 +507,19 @@ def run_manual(
                 continue
             now = utcnow()
             flat = flat_result(result.id, result.date, result.values, current.fields)
-            event = event_store.insert_event(
+            event = event_store.insert_record(
                 tx,
-                uid=new_uid("evt", now),
-                set_id=workflow.set_id,
-                result_id=result.id,
-                action="manual",
-                actor=actor,
-                occurred_at=now,
-                before=flat,
-                after=flat,
-                changes={},
+                event_store.new_event(
+                    uid=new_uid("evt", now),
+                    set_id=workflow.set_id,
+                    result_id=result.id,
+                    action="manual",
+                    actor=actor,
+                    occurred_at=now,
+                    before=flat,
+                    after=flat,
+                    changes={},
+                ),
             )
             evaluations = fanout.after_event(tx, ctx, event, only_workflow_id=workflow.id)
             event_store.set_evaluations(tx, event.id, evaluations)

@@ -55,8 +55,7 @@ _SET_EVALUATIONS = (
 )
 
 
-def insert_event(
-    tx: Tx,
+def new_event(
     *,
     uid: str,
     set_id: int,
@@ -70,8 +69,8 @@ def insert_event(
     chain: Mapping[str, Any] | None = None,
     evaluations: Sequence[Mapping[str, Any]] = (),
 ) -> EventRecord:
-    """Write the event; the record is built from what was written (no second read)."""
-    record = EventRecord(
+    """An event not written yet (id 0), with copies of the mappings it is given."""
+    return EventRecord(
         id=0,
         uid=uid,
         set_id=set_id,
@@ -85,15 +84,19 @@ def insert_event(
         evaluations=[dict(e) for e in evaluations],
         chain=dict(chain) if chain is not None else None,
     )
+
+
+def insert_record(tx: Tx, record: EventRecord) -> EventRecord:
+    """Write ``record``; the answer is the record with its id (no second read)."""
     new_id = tx.execute(
         _INSERT,
         {
-            "uid": uid,
-            "set_id": set_id,
-            "result_id": result_id,
-            "action": action,
-            "actor": actor,
-            "occurred_at": occurred_at,
+            "uid": record.uid,
+            "set_id": record.set_id,
+            "result_id": record.result_id,
+            "action": record.action,
+            "actor": record.actor,
+            "occurred_at": record.occurred_at,
             "before": record.before,
             "after": record.after,
             "changes": record.changes,
