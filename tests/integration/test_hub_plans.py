@@ -6,6 +6,7 @@ These are the plans a million rows get too: each filter has an index that yields
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import replace
 from datetime import timedelta
@@ -21,7 +22,7 @@ from qhook.services import hub_search
 from qhook.store import hub
 from qhook.store.db import Tx
 from qhook.store.tables import deliveries
-from tests.support.hub_data import add_delivery, ensure_signal
+from tests.support.hub_data import add_delivery, ensure_signal, every_page
 from tests.support.plans import explain
 
 ROWS = 6000
@@ -243,15 +244,7 @@ def test_time_range_walks_the_created_at_index_newest_first(filled: AppContext, 
             assert "Seq Scan" not in plan, plan
 
 
-def _pages(tx: Tx, wanted: hub.DeliveryFilter, size: int = 51) -> list[int]:
-    seen: list[int] = []
-    before: int | None = None
-    while True:
-        page = hub.list_deliveries(tx, wanted, limit=size, before_id=before)
-        seen += [d.id for d in page]
-        if len(page) < size:
-            return seen
-        before = page[-1].id
+_pages = functools.partial(every_page, size=51)  # whole result, page by page
 
 
 @pytest.mark.parametrize("name", list(_windows()))

@@ -8,6 +8,7 @@ reused id is never answered by an old body.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from dataclasses import replace
 
@@ -20,7 +21,7 @@ from qhook.services import hub_search
 from qhook.store import hub, search_index
 from qhook.store.db import Tx
 from qhook.store.tables import deliveries
-from tests.support.hub_data import add_delivery, days_ago
+from tests.support.hub_data import add_delivery, days_ago, every_page
 
 NEEDLES = ["B-0042", "b-004", "Vries", "de vries", "Zürich", "ZÜRICH", '"note"', "ship", "x_y", "9%"]
 
@@ -58,15 +59,7 @@ def _scan(tx: Tx, f: hub.DeliveryFilter) -> list[int]:
         before = page[-1]
 
 
-def _search(tx: Tx, f: hub.DeliveryFilter, size: int = 7) -> list[int]:
-    seen: list[int] = []
-    before: int | None = None
-    while True:
-        page = hub.list_deliveries(tx, f, limit=size, before_id=before)
-        seen += [d.id for d in page]
-        if len(page) < size:
-            return seen
-        before = page[-1].id
+_search = functools.partial(every_page, size=7)  # whole result, page by page
 
 
 def _filters() -> list[hub.DeliveryFilter]:

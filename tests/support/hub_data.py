@@ -11,6 +11,7 @@ from sqlalchemy import insert, select, text, update
 
 from qhook.clock import utcnow
 from qhook.domain.ids import new_uid
+from qhook.store import hub
 from qhook.store.db import Database, Tx
 from qhook.store.deliveries import insert_delivery
 from qhook.store.tables import attempts, deliveries, endpoints, sets, signals, workflows
@@ -159,3 +160,15 @@ def set_endpoint_state(db: Database, origin: str, **values: Any) -> None:
 
 def days_ago(days: float) -> datetime:
     return utcnow() - timedelta(days=days)
+
+
+def every_page(tx: Tx, f: hub.DeliveryFilter, *, size: int) -> list[int]:
+    """The ids of every page of the Hub list for ``f``, following the cursor page by page."""
+    seen: list[int] = []
+    before: int | None = None
+    while True:
+        page = hub.list_deliveries(tx, f, limit=size, before_id=before)
+        seen += [d.id for d in page]
+        if len(page) < size:
+            return seen
+        before = page[-1].id
