@@ -31,7 +31,7 @@ class AppContext:
 
 def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AppContext:
     """Open the database (migrating the embedded SQLite default) and the secret box."""
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     if migrate_sqlite and db.is_sqlite:
         migrate.upgrade(db)
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None

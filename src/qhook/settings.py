@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None, description="Fernet key for secrets at rest; generated into <data_dir>/secret.key when unset."
     )
+    db_pool_size: int = Field(
+        20,
+        ge=1,
+        description="Database connections a process keeps open and never exceeds; more requests wait.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = Field("", description="Base URL people and receivers reach qhook at.")

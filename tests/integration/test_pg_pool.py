@@ -1,16 +1,21 @@
 """PostgreSQL pool: a connection that sat idle is pinged before use and replaced if it died;
-a connection in steady use is not pinged at all (no extra round trip per transaction)."""
+a connection in steady use is not pinged at all (no extra round trip per transaction). A burst
+beyond the pool waits for a connection instead of opening and closing extra ones; a wait that
+runs out is a 503."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import text
 
+from qhook.errors import StoreError
 from qhook.store import db as db_module
 from qhook.store.db import Database
 from tests.conftest import fresh_postgres_url
@@ -62,3 +67,41 @@ def test_a_connection_in_steady_use_is_not_pinged(pg_db: Database) -> None:
     time.sleep(db_module.IDLE_PING_S + 0.2)
     _backend_pid(pg_db)
     assert pings == ["ping"]
+
+
+def test_a_burst_beyond_the_pool_reuses_its_connections(pg_server: pg.PgServer) -> None:
+    database = Database(fresh_postgres_url(pg_server), pool_size=3)
+    gate = threading.Barrier(8)
+
+    def one(_: int) -> int:
+        with database.reading() as tx:
+            return int(tx.execute(text("SELECT pg_backend_pid() FROM pg_sleep(0.02)")).scalar_one())
+
+    def burst(_: int) -> set[int]:
+        gate.wait()
+        return {one(i) for i in range(5)}
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            backends = set().union(*pool.map(burst, range(8)))
+        # Eight threads at once on a pool of three: they took turns on the same three backends
+        # (an overflow connection was opened for the burst and closed again when handed back).
+        assert len(backends) <= 3
+        assert database.engine.pool.checkedin() == len(backends)
+    finally:
+        database.dispose()
+
+
+def test_no_free_connection_in_time_is_a_store_error(
+    pg_server: pg.PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "POOL_WAIT_S", 0.2)
+    database = Database(fresh_postgres_url(pg_server), pool_size=1)
+    try:
+        with database.reading(), pytest.raises(StoreError, match=r"no free connection within 0\.2 s"):
+            with database.reading():
+                pass
+        with database.reading() as tx:  # the held connection went back: usable again
+            assert tx.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        database.dispose()

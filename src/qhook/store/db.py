@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from qhook.errors import StoreError
 
@@ -22,10 +23,15 @@ Tx = Connection
 """An open connection inside a transaction; services pass it through without importing SQLAlchemy."""
 
 
+DEFAULT_POOL_SIZE = 20
+POOL_WAIT_S = 30.0
+"""How long a PostgreSQL transaction waits for a pooled connection before it is a 503."""
+
+
 class Database:
     """One engine per process; SQLite gets WAL, foreign keys and IMMEDIATE write transactions."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, echo: bool = False) -> None:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -36,8 +42,14 @@ class Database:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             kwargs["pool_size"] = pool_size
         else:
+            # Every connection opened stays open: no overflow. An overflow connection was closed as
+            # soon as it was handed back, so a burst of requests forked and ended PostgreSQL backends
+            # over and over (a few ms of CPU each, on both sides) just when the machine was busiest:
+            # the latency tail fed itself (bench/latency, PostgreSQL). Beyond ``pool_size`` a
+            # request waits for a connection; past POOL_WAIT_S it is a 503.
             kwargs["pool_size"] = pool_size
-            kwargs["max_overflow"] = pool_size
+            kwargs["max_overflow"] = 0
+            kwargs["pool_timeout"] = POOL_WAIT_S
         self.engine: Engine = create_engine(url, **kwargs)
         self._writer = threading.Lock() if self.dialect == "sqlite" else None
         if self.dialect == "sqlite":
@@ -121,6 +133,8 @@ def _unavailable_as_store_error() -> Iterator[None]:
     """A lost connection or a server that cannot be reached becomes StoreError (a 503)."""
     try:
         yield
+    except PoolTimeout as exc:
+        raise StoreError(f"Database busy: no free connection within {POOL_WAIT_S:g} s") from exc
     except (OperationalError, DBAPIError) as exc:
         lost = exc.connection_invalidated or _is_unavailable(exc)
         if isinstance(exc, DBAPIError) and not lost:
