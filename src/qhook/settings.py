@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(
         20,
         ge=1,
-        description="Database connections a process keeps open and never exceeds; more requests wait.",
+        description="PostgreSQL connections a process keeps open and never exceeds; more requests wait.",
     )
     host: str = "127.0.0.1"
     port: int = 8000
