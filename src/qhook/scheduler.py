@@ -15,10 +15,7 @@ from datetime import datetime
 from qhook import background
 from qhook.clock import utcnow
 from qhook.context import AppContext
-from qhook.domain.fields import flat_result
-from qhook.domain.ids import new_uid
 from qhook.services import fanout
-from qhook.store import events as event_store
 from qhook.store import results as result_store
 from qhook.store import sets as set_store
 from qhook.store import workflows as store
@@ -40,23 +37,7 @@ def _fire(tx: Tx, ctx: AppContext, schedule: ScheduleRecord, now: datetime) -> b
     result = result_store.get_result(tx, workflow.set_id, schedule.result_id)
     if current is None or result is None:
         return False
-    flat = flat_result(result.id, result.date, result.values, current.fields)
-    event = event_store.insert_record(
-        tx,
-        event_store.new_event(
-            uid=new_uid("evt", now),
-            set_id=workflow.set_id,
-            result_id=result.id,
-            action="date",
-            actor="scheduler",
-            occurred_at=now,
-            before=flat,
-            after=flat,
-            changes={},
-        ),
-    )
-    evaluations = fanout.after_event(tx, ctx, event, only_workflow_id=workflow.id)
-    event_store.set_evaluations(tx, event.id, evaluations)
+    fanout.fire_for_workflow(tx, ctx, workflow.id, current, result, action="date", actor="scheduler", now=now)
     return True
 
 

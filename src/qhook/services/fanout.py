@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from qhook.domain import filters, payloads
 from qhook.domain.access import SYSTEM_ACTOR
+from qhook.domain.fields import flat_result
 from qhook.domain.id_batch import UidSource
 from qhook.domain.ids import new_uid
 from qhook.domain.schedule import due_at
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from qhook.domain.fields import FieldDef
     from qhook.store.db import Tx
     from qhook.store.events import EventRecord
+    from qhook.store.results import ResultRecord
 
 logger = logging.getLogger(__name__)
 _origin = lru_cache(maxsize=1024)(origin_of)  # the same few URLs, for every event
@@ -428,6 +430,39 @@ def schedule_result(
         store.drop_schedule(tx, workflow_id, result_id)
     else:
         store.put_schedule(tx, workflow_id, result_id, due)
+
+
+def fire_for_workflow(
+    tx: Tx,
+    ctx: AppContext,
+    workflow_id: int,
+    current: SetRecord,
+    result: ResultRecord,
+    *,
+    action: str,
+    actor: str,
+    now: datetime,
+) -> tuple[EventRecord, list[dict[str, object]]]:
+    """A ``date`` or ``manual`` firing: an event about the result as it stands (before = after),
+    evaluated for that one workflow, with its evaluations kept on it."""
+    flat = flat_result(result.id, result.date, result.values, current.fields)
+    event = event_store.insert_record(
+        tx,
+        event_store.new_event(
+            uid=new_uid("evt", now),
+            set_id=current.id,
+            result_id=result.id,
+            action=action,
+            actor=actor,
+            occurred_at=now,
+            before=flat,
+            after=flat,
+            changes={},
+        ),
+    )
+    evaluations = after_event(tx, ctx, event, only_workflow_id=workflow_id)
+    event_store.set_evaluations(tx, event.id, evaluations)
+    return event, evaluations
 
 
 def after_event(

@@ -13,7 +13,6 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import payloads, signing
 from qhook.domain.fields import flat_result
-from qhook.domain.ids import new_uid
 from qhook.domain.inspector import is_own_inspector
 from qhook.domain.schedule import due_at
 from qhook.domain.urls import host_matches, host_of, parse_target
@@ -506,23 +505,9 @@ def run_manual(
                 )
                 continue
             now = utcnow()
-            flat = flat_result(result.id, result.date, result.values, current.fields)
-            event = event_store.insert_record(
-                tx,
-                event_store.new_event(
-                    uid=new_uid("evt", now),
-                    set_id=workflow.set_id,
-                    result_id=result.id,
-                    action="manual",
-                    actor=actor,
-                    occurred_at=now,
-                    before=flat,
-                    after=flat,
-                    changes={},
-                ),
+            event, evaluations = fanout.fire_for_workflow(
+                tx, ctx, workflow.id, current, result, action="manual", actor=actor, now=now
             )
-            evaluations = fanout.after_event(tx, ctx, event, only_workflow_id=workflow.id)
-            event_store.set_evaluations(tx, event.id, evaluations)
             evaluation = evaluations[0] if evaluations else {"fired": False, "reason": "workflow not found"}
             wrote = wrote or bool(evaluation["fired"])
             outcomes.append(
