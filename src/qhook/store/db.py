@@ -34,20 +34,18 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, echo: bool = False) -> None:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
-        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        kwargs: dict[str, Any] = {"echo": echo, "future": True, "pool_size": pool_size}
         if self.dialect == "sqlite":
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            kwargs["pool_size"] = pool_size
         else:
             # Every connection opened stays open: no overflow. An overflow connection was closed as
             # soon as it was handed back, so a burst of requests forked and ended PostgreSQL backends
             # over and over (a few ms of CPU each, on both sides) just when the machine was busiest:
             # the latency tail fed itself (bench/latency, PostgreSQL). Beyond ``pool_size`` a
             # request waits for a connection; past POOL_WAIT_S it is a 503.
-            kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = 0
             kwargs["pool_timeout"] = POOL_WAIT_S
         self.engine: Engine = create_engine(url, **kwargs)
@@ -130,7 +128,8 @@ class Database:
 
 @contextmanager
 def _unavailable_as_store_error() -> Iterator[None]:
-    """A lost connection or a server that cannot be reached becomes StoreError (a 503)."""
+    """A lost connection, a server that cannot be reached or no free pooled connection in time
+    becomes StoreError (a 503)."""
     try:
         yield
     except PoolTimeout as exc:
