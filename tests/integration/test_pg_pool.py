@@ -13,9 +13,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import text
 
+from qhook.context import open_context
 from qhook.errors import StoreError
+from qhook.settings import Settings
 from qhook.store import db as db_module
 from qhook.store.db import Database
 from tests.conftest import fresh_postgres_url
@@ -105,3 +108,14 @@ def test_no_free_connection_in_time_is_a_store_error(
             assert tx.execute(text("SELECT 1")).scalar_one() == 1
     finally:
         database.dispose()
+
+
+def test_the_pool_size_comes_from_qhook_db_pool_size(pg_server: pg.PgServer, tmp_path: Any) -> None:
+    settings = Settings(database_url=fresh_postgres_url(pg_server), data_dir=tmp_path, db_pool_size=3)
+    ctx = open_context(settings)
+    try:
+        assert ctx.db.engine.pool.size() == 3  # type: ignore[attr-defined]
+    finally:
+        ctx.db.dispose()
+    with pytest.raises(ValidationError, match="db_pool_size"):
+        Settings(db_pool_size=0)
