@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhook import __version__
 from qhook.api import errors
+from qhook.api.json_body import JsonBodyRoute
 from qhook.api.rate_headers import RateHeaders
 from qhook.api.v1 import routers as v1_routers
 from qhook.context import AppContext
@@ -84,6 +85,7 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.router.route_class = JsonBodyRoute  # the app's own routes, like every router's
     app.state.ctx = ctx
     app.state.on_stop = []
     errors.install(app)

@@ -45,13 +45,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from qhook.api.deps import TOKEN_PARAMS, authenticate_token, bearer_token, context_of
+from qhook.api.json_body import JsonBodyRoute
 from qhook.context import AppContext
-from qhook.domain import compat
+from qhook.domain import compat, json_text
 from qhook.domain.access import Principal
 from qhook.errors import Unauthorized
 from qhook.services import compat as service
 
-router = APIRouter(prefix="/api", tags=["compat"], include_in_schema=False)
+router = APIRouter(route_class=JsonBodyRoute, prefix="/api", tags=["compat"], include_in_schema=False)
 
 Params = dict[str, str]
 
@@ -76,7 +77,7 @@ async def _params(request: Request, ctx: AppContext) -> Params:
         body = await request.body()
         if body.strip():
             try:
-                parsed = json.loads(body)
+                parsed = json_text.loads(body)
             except ValueError as exc:
                 raise compat.bad_parameter("body", "Expected a JSON object of parameters.") from exc
             if not isinstance(parsed, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -18,6 +19,17 @@ logger = logging.getLogger("qhook.api")
 def _field_path(location: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or ".".join(str(p) for p in location)
+
+
+def _detail(error: Mapping[str, Any]) -> dict[str, str]:
+    """One validation error as ``field``/``error``. A body that is no JSON at all names the body,
+    what is wrong and where (FastAPI's own text is only "JSON decode error" at an offset)."""
+    location = error.get("loc", ())
+    if error.get("type") == "json_invalid":
+        problem = (error.get("ctx") or {}).get("error", "malformed")
+        where = f" at character {location[-1]}" if len(location) > 1 else ""
+        return {"field": "body", "error": f"valid JSON expected: {problem}{where}"}
+    return {"field": _field_path(location), "error": error.get("msg", "invalid")}
 
 
 def is_compat_path(path: str) -> bool:
@@ -74,9 +86,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        details = [
-            {"field": _field_path(e.get("loc", ())), "error": e.get("msg", "invalid")} for e in exc.errors()
-        ]
+        details = [_detail(e) for e in exc.errors()]
         summary = "; ".join(f"{d['field']}: {d['error']}" for d in details[:5])
         if is_ui_path(request.url.path):
             return ui_error(request, 422, f"Invalid input: {summary}")

@@ -12,11 +12,12 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Ctx
+from qhook.api.json_body import JsonBodyRoute
 from qhook.clock import utcnow
 from qhook.domain import inspector as domain
 from qhook.services import inspector
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=JsonBodyRoute, include_in_schema=False)
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 

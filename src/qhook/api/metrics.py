@@ -7,8 +7,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from qhook import metrics
+from qhook.api.json_body import JsonBodyRoute
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=JsonBodyRoute, include_in_schema=False)
 
 
 @router.get("/metrics")

@@ -7,12 +7,12 @@ original's message style: ``Invalid parameter: sort field 'batchnr'. No such fie
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from qhook.domain import json_text
 from qhook.domain.fields import FieldDef, coerce_value, format_flat, parse_datetime
 from qhook.errors import BadRequest
 
@@ -86,7 +86,7 @@ def split_list(raw: str | None) -> list[str]:
     text = raw.strip()
     if text.startswith("["):
         try:
-            items = json.loads(text)
+            items = json_text.loads(text)
         except ValueError:
             items = None
         if isinstance(items, list):
@@ -156,7 +156,7 @@ def parse_filter(raw: str | None, fields: Sequence[FieldDef]) -> tuple[Condition
     if raw is None or not raw.strip():
         return ()
     try:
-        parsed = json.loads(raw)
+        parsed = json_text.loads(raw)
     except ValueError as exc:
         raise bad_parameter("filter", 'Expected a JSON object such as {"status_": "released"}.') from exc
     if not isinstance(parsed, dict):
@@ -244,7 +244,7 @@ def parse_results_param(raw: str | None) -> list[dict[str, Any]]:
     if raw is None or not raw.strip():
         raise missing_parameter("results")
     try:
-        parsed = json.loads(raw)
+        parsed = json_text.loads(raw)
     except ValueError as exc:
         raise bad_parameter("results", f"Expected JSON (an array of result objects): {exc}.") from exc
     items = [parsed] if isinstance(parsed, dict) else parsed

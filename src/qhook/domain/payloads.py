@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ import orjson
 from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from qhook.domain import json_text
 from qhook.domain.filters import FieldLike
 from qhook.errors import ValidationFailed
 
@@ -164,7 +164,7 @@ def render_body(
     if kind == "template":
         rendered = render_text(str(config.get("body_template") or ""), context)
         try:
-            parsed = json.loads(rendered)
+            parsed = json_text.loads(rendered)
         except ValueError as exc:
             raise PayloadError(f"body_template did not produce JSON: {exc}") from exc
         return dumps(parsed)
@@ -367,7 +367,7 @@ def check_body_template(text: Any, path: str, fields: Sequence[FieldLike]) -> st
         changes={},
     )
     try:
-        json.loads(render_text(text, context))
+        json_text.loads(render_text(text, context))
     except PayloadError as exc:
         raise _fail(path, f"a template that renders ({exc})") from exc
     except ValueError as exc:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from qhook.api.deps import Ctx
+from qhook.api.json_body import JsonBodyRoute
 from qhook.domain.access import Principal
 from qhook.domain.fields import flat_result
 from qhook.errors import Forbidden, NotFound
@@ -17,7 +18,7 @@ from qhook.store.workflows import WorkflowRecord
 from qhook.web import present
 from qhook.web.pages import PageUser, render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=JsonBodyRoute, include_in_schema=False)
 
 RESULTS_SHOWN = 50
 COLUMNS_SHOWN = 8

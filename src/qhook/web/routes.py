@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import SESSION_COOKIE, Ctx
+from qhook.api.json_body import JsonBodyRoute
 from qhook.domain import inspector as inspector_domain
 from qhook.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
 from qhook.services import hub, inspector, users, workflows
@@ -24,7 +25,7 @@ from qhook.store import hub as hub_store
 from qhook.web import catalog, pages, present
 from qhook.web.pages import PageUser, render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=JsonBodyRoute, include_in_schema=False)
 router.include_router(catalog.router)
 
 LOGIN_COOKIE = "qhook_login"

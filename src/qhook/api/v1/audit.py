@@ -9,12 +9,13 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from qhook.api.deps import Admin, Ctx
+from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
 from qhook.domain import ids
 from qhook.errors import field_error
 from qhook.services import audit
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["audit"])
 MAX_LIMIT = 500
 
 

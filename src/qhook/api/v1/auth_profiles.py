@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Admin, Ctx
+from qhook.api.json_body import JsonBodyRoute
 from qhook.services import auth_profiles
 from qhook.services.auth_profiles import AuthProfileView
 
-router = APIRouter(tags=["auth profiles"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["auth profiles"])
 
 EXAMPLES = {
     "basic": {

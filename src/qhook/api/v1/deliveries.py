@@ -9,11 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Ctx, Editor, Viewer
+from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
 from qhook.services import hub
 from qhook.store.hub import AttemptRecord, DeliveryRecord
 
-router = APIRouter(tags=["integration hub"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["integration hub"])
 
 
 class DeliveryOut(BaseModel):

@@ -9,12 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Admin, Ctx, Viewer
+from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
 from qhook.services import hub
 from qhook.store.hub import EndpointRecord
 from qhook.store.hub_stats import Latency
 
-router = APIRouter(tags=["integration hub"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["integration hub"])
 
 
 class WindowOut(BaseModel):

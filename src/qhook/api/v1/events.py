@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from qhook.api.deps import Ctx, Viewer
+from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
 from qhook.api.v1.results import parse_cursor
 from qhook.api.v1.sets import ensure_set_access
@@ -16,7 +17,7 @@ from qhook.domain.ids import cut_page
 from qhook.services import results
 from qhook.store.events import EventRecord
 
-router = APIRouter(tags=["events"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["events"])
 
 
 class EventOut(BaseModel):

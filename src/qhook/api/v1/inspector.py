@@ -10,12 +10,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Ctx, Editor, Viewer
+from qhook.api.json_body import JsonBodyRoute
 from qhook.context import AppContext
 from qhook.domain import inspector as domain
 from qhook.services import inspector
 from qhook.store.inspector import BinRecord, CaptureRecord
 
-router = APIRouter(prefix="/inspector", tags=["inspector"])
+router = APIRouter(route_class=JsonBodyRoute, prefix="/inspector", tags=["inspector"])
 
 _RESPONSES_HELP = (
     "Scripted answers: a list like [{'status': 500, 'times': 3}, {'status': 200}] or one object like "

@@ -11,8 +11,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Ctx, Editor, Viewer
+from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
 from qhook.api.v1.sets import ensure_set_access
+from qhook.domain import json_text
 from qhook.domain.fields import format_iso, native_values
 from qhook.domain.ids import cut_page, read_cursor
 from qhook.errors import field_error
@@ -20,7 +22,7 @@ from qhook.services import results
 from qhook.store.results import ResultRecord
 from qhook.store.sets import SetRecord
 
-router = APIRouter(tags=["results"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["results"])
 
 
 class ResultOut(BaseModel):
@@ -81,7 +83,7 @@ def _filter(raw: str | None) -> dict[str, Any] | None:
     if not raw:
         return None
     try:
-        parsed = json.loads(raw)
+        parsed = json_text.loads(raw)
     except json.JSONDecodeError as exc:
         raise field_error("filter", 'a JSON object such as {"status_": "released"}') from exc
     if not isinstance(parsed, dict):

@@ -8,10 +8,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from qhook.api.deps import Ctx, Editor
+from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.sets import ensure_set_access
 from qhook.services import send_test, workflows
 
-router = APIRouter(tags=["workflows"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["workflows"])
 
 
 class TestIn(BaseModel):

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from qhook.api.deps import Admin, Ctx, CurrentUser, Viewer
+from qhook.api.json_body import JsonBodyRoute
 from qhook.domain.access import Principal
 from qhook.domain.fields import FieldDef
 from qhook.errors import Forbidden
 from qhook.services import sets
 from qhook.store.sets import SetRecord
 
-router = APIRouter(tags=["sets"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["sets"])
 
 
 class OptionOut(BaseModel):

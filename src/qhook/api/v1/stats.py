@@ -8,9 +8,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from qhook.api.deps import Ctx, Viewer
+from qhook.api.json_body import JsonBodyRoute
 from qhook.services import hub
 
-router = APIRouter(tags=["integration hub"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["integration hub"])
 
 
 class HourOut(BaseModel):

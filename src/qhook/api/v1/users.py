@@ -10,11 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import SESSION_COOKIE, Admin, Ctx, CurrentUser
+from qhook.api.json_body import JsonBodyRoute
 from qhook.errors import field_error
 from qhook.services import users
 from qhook.store.users import ApiKeyRecord, UserRecord
 
-router = APIRouter(tags=["users"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["users"])
 
 
 class UserOut(BaseModel):

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
 from qhook.api.deps import Admin, Ctx, Editor, Viewer
+from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.sets import ensure_set_access
 from qhook.domain.access import Principal
 from qhook.services import workflows
 from qhook.store.workflows import WorkflowRecord
 
-router = APIRouter(tags=["workflows"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["workflows"])
 
 EXAMPLE = {
     "name": "Released batches to ERP",

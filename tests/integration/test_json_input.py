@@ -1,0 +1,107 @@
+"""JSON from outside with an escaped lone surrogate ("\\ud800" with no partner) is refused where it
+is read, with a 4xx naming the place, and nothing is written. The standard library's parser took
+it, and it failed later: PostgreSQL refused the jsonb, orjson refused to render the webhook body
+(a 500 either way). Malformed JSON bodies name the body and the problem."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from fastapi.routing import APIRoute
+from sqlalchemy import Table, func, select
+
+from qhook.api.app import create_app
+from qhook.api.json_body import JsonBodyRoute
+from qhook.context import AppContext
+from qhook.store.tables import results, sets, workflows
+from tests.support.workflows import RECEIVER, make_set
+
+FIELDS = [{"name": "batchnumber_", "type": "text"}]
+JSON = {"content-type": "application/json"}
+
+
+def _count(ctx: AppContext, table: Table) -> int:
+    with ctx.db.reading() as tx:
+        return int(tx.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+async def test_a_lone_surrogate_in_a_body_is_a_422_naming_the_body(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    set_id = await make_set(api, "lots", FIELDS)
+    response = await api.post(
+        f"/api/v1/sets/{set_id}/results", content=b'{"values": {"batchnumber_": "L-\\ud800"}}', headers=JSON
+    )
+    assert response.status_code == 422
+    detail = response.json()["details"][0]
+    assert detail["field"] == "body"
+    assert "hex escape" in detail["error"] and detail["error"].startswith("valid JSON expected")
+    assert _count(ctx, results) == 0
+
+    named = await api.post("/api/v1/sets", content=b'{"name": "x\\udc00", "fields": []}', headers=JSON)
+    assert named.status_code == 422 and "hex escape" in named.json()["error"]
+    assert _count(ctx, sets) == 1
+
+    # A surrogate pair is one character and is stored as it came.
+    pair = await api.post(
+        f"/api/v1/sets/{set_id}/results",
+        content=b'{"values": {"batchnumber_": "L-\\ud83d\\ude00"}}',
+        headers=JSON,
+    )
+    assert pair.status_code == 201, pair.text
+    assert pair.json()["values"]["batchnumber_"] == "L-\U0001f600"
+
+
+async def test_malformed_json_names_the_body_the_problem_and_where(api: httpx.AsyncClient) -> None:
+    response = await api.post("/api/v1/sets", content=b'{"name": "x",}', headers=JSON)
+    assert response.status_code == 422
+    detail = response.json()["details"][0]
+    assert detail["field"] == "body"
+    assert detail["error"].startswith("valid JSON expected: ") and detail["error"].endswith("at character 13")
+
+
+async def test_a_lone_surrogate_in_a_parameter_is_refused_by_name(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    set_id = await make_set(api, "lots", FIELDS)
+    stored = await api.post(
+        "/api/storeResults",
+        data={"setId": str(set_id), "results": json.dumps([{"batchnumber_": "L-\ud800"}])},
+    )
+    assert stored.status_code == 400
+    assert stored.json()["error"].startswith("Invalid parameter: results.")
+    as_json = await api.post(
+        "/api/storeResults", content=b'{"setId": 1, "results": "[{\\"a\\": \\"\\ud800\\"}]"}', headers=JSON
+    )
+    assert as_json.status_code == 400 and as_json.json()["error"].startswith("Invalid parameter: body.")
+    filtered = await api.get(
+        f"/api/v1/sets/{set_id}/results", params={"filter": '{"batchnumber_": "\\ud800"}'}
+    )
+    assert filtered.status_code == 422 and filtered.json()["details"][0]["field"] == "filter"
+    assert _count(ctx, results) == 0
+
+
+async def test_a_template_rendering_a_lone_surrogate_is_refused_when_saved(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    set_id = await make_set(api, "lots", FIELDS)
+    signal = {
+        "type": "webhook",
+        "url": RECEIVER,
+        "payload": "template",
+        "body_template": '{"lot": "{{ batchnumber_ }}\\ud800"}',
+    }
+    response = await api.post(
+        "/api/v1/workflows",
+        json={"name": "w", "set_id": set_id, "triggers": {"entry": True}, "signals": [signal]},
+    )
+    assert response.status_code == 422
+    assert response.json()["details"][0]["field"] == "signals[0].body_template"
+    assert _count(ctx, workflows) == 0
+
+
+def test_every_route_reads_json_bodies_strictly(ctx: AppContext) -> None:
+    routes = [route for route in create_app(ctx).routes if isinstance(route, APIRoute)]
+    assert routes
+    assert [r.path for r in routes if not isinstance(r, JsonBodyRoute)] == []

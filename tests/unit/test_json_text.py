@@ -1,0 +1,67 @@
+"""domain.json_text reads what json.loads reads, to the same values, except an escaped lone
+surrogate, which it refuses with a JSONDecodeError at (or just after) the escape."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qhook.domain import json_text
+
+SAME = [
+    b'{"a": 1, "a": 2}',
+    b"123456789012345678901234567890",
+    b"-0.0",
+    b"1e400",
+    b'"\\ud83d\\ude00 and \\\\ud800"',
+    b'[null, true, false, "x\\u00e9", {"n": [1.5, -2]}]',
+]
+
+
+@pytest.mark.parametrize("text", SAME)
+def test_the_same_values_as_json_loads(text: bytes) -> None:
+    assert json_text.loads(text) == json.loads(text)
+    assert json_text.loads(text.decode()) == json.loads(text)
+
+
+def test_nan_is_read_as_json_loads_reads_it() -> None:
+    assert math.isnan(json_text.loads("NaN"))
+
+
+@pytest.mark.parametrize(
+    ("text", "position"),
+    [
+        ('{"lot": "\\ud800"}', 15),
+        ('{"lot": "\\udc00x"}', 14),
+        ('[\n "ok",\n "\\ud800\\u0041"\n]', 22),
+    ],
+)
+def test_a_lone_surrogate_is_a_decode_error_at_its_escape(text: str, position: int) -> None:
+    json.loads(text)  # the standard library takes it
+    with pytest.raises(json.JSONDecodeError) as raised:
+        json_text.loads(text)
+    assert "hex escape" in raised.value.msg
+    assert raised.value.pos == position
+    assert raised.value.doc == text
+
+
+def test_malformed_json_keeps_json_loads_error_type() -> None:
+    with pytest.raises(ValueError, match="line 1 column"):
+        json_text.loads(b'{"a": 1,}')
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_any_encoded_value_reads_back_as_json_loads_reads_it(value: object) -> None:
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        assert json_text.loads(text) == json.loads(text)
