@@ -6,8 +6,11 @@ return frozen records. Services open transactions with ``Database.transaction()`
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,10 +38,14 @@ class Database:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         kwargs: dict[str, Any] = {"echo": echo, "future": True, "pool_size": pool_size}
+        self._turn_file: int | None = None
         if self.dialect == "sqlite":
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # Read-only is enough for flock, and lets another account's CLI share the file.
+                self._turn_file = os.open(f"{path}-turn", os.O_RDONLY | os.O_CREAT, 0o644)
+                weakref.finalize(self, os.close, self._turn_file)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             # Every connection opened stays open: no overflow. An overflow connection was closed as
@@ -86,21 +93,30 @@ class Database:
 
     @contextmanager
     def _write_turn(self, background: bool = False) -> Iterator[None]:
-        """SQLite: this process's writers take turns on a lock of their own before BEGIN IMMEDIATE.
+        """SQLite: writers take turns on locks of their own before BEGIN IMMEDIATE.
 
         SQLite lets one writer in at a time and makes the others poll in its busy handler, which
         sleeps in growing steps (up to 100 ms) and so misses the moment the lock frees: an API
         request waiting behind the worker's outcome batch or the search indexer lost tens of ms
-        (bench/latency). A thread waiting on this lock is woken the moment the writer before it
-        commits. Other processes (the CLI) still meet SQLite's own lock and busy timeout.
+        (bench/latency). A thread waits on this process's lock, then the process on an flock of
+        the file ``<database>-turn`` shared with the other processes (``qhook serve --no-worker``
+        beside ``qhook worker``, the CLI): the kernel wakes a waiter the moment the writer before
+        it commits. A process that dies holding it lets go with its last file descriptor.
         """
         if self._writer is None:
             yield
             return
         if not (_take_when_free(self._writer) if background else self._writer.acquire(timeout=WRITE_WAIT_S)):
             raise StoreError(f"Database busy: no write turn within {WRITE_WAIT_S:g} s")
+        turn_file = self._turn_file
         try:
-            yield
+            if turn_file is not None and not _take_file_turn(turn_file, background):
+                raise StoreError(f"Database busy: no write turn within {WRITE_WAIT_S:g} s")
+            try:
+                yield
+            finally:
+                if turn_file is not None:
+                    fcntl.flock(turn_file, fcntl.LOCK_UN)
         finally:
             self._writer.release()
 
@@ -123,7 +139,7 @@ class Database:
             tx.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        self.engine.dispose()  # the turn file stays open: the engine may still be used after this
 
 
 @contextmanager
@@ -158,6 +174,21 @@ def _take_when_free(lock: threading.Lock) -> bool:
             return False
         time.sleep(BACKGROUND_POLL_S)
     return True
+
+
+def _take_file_turn(fd: int, background: bool) -> bool:
+    """The write turn among processes. Foreground work queues in the kernel and is woken at once
+    (holders keep it for one transaction; SQLite's own lock would hold a stuck one's waiters too);
+    background work polls for a free moment, as on the process's lock."""
+    deadline = time.monotonic() + WRITE_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if background else 0))
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(BACKGROUND_POLL_S)
 
 
 IDLE_PING_S = 1.0
