@@ -13,7 +13,7 @@ from qhook.store.db import Database
 
 
 def _no_wake() -> None:
-    """No worker in this process: PostgreSQL NOTIFY or polling picks the work up."""
+    """No worker in this process: PostgreSQL's NOTIFY, SQLite's doorbell or polling finds the work."""
 
 
 @dataclass
@@ -22,7 +22,7 @@ class AppContext:
     db: Database
     box: SecretBox
     # After a commit that queued work: the worker in this process, and on PostgreSQL a NOTIFY to
-    # the others (its own small transaction).
+    # the others (its own small transaction); on SQLite the doorbell of the one worker elsewhere.
     wake: Callable[[], None] = field(default=_no_wake)
     # Only the worker in this process: for transactions that insert deliveries, whose insert
     # NOTIFYs the others itself on PostgreSQL (a trigger), so a write costs no second transaction.
@@ -37,7 +37,11 @@ def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AppConte
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
     box = SecretBox(secret or load_or_create_key(settings.data_dir))
     context = AppContext(settings=settings, db=db, box=box)
-    if not db.is_sqlite:
+    if db.is_sqlite:
+        from qhook.delivery import doorbell
+
+        context.wake = context.wake_here = doorbell.ringer(doorbell.path_for(db.url, settings.data_dir))
+    else:
         context.wake = _notify_wake(db)
     return context
 

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from qhook import heap, metrics
@@ -32,7 +31,7 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.crypto import SecretBox
 from qhook.delivery import attempt as attempt_mod
-from qhook.delivery import mailer, prepare
+from qhook.delivery import doorbell, mailer, prepare
 from qhook.delivery.endpoints import Gate, Gates
 from qhook.delivery.recorder import Op, Recorder
 from qhook.domain import circuit, endpoint_limits
@@ -182,6 +181,7 @@ class Worker:
         recorder_task = asyncio.create_task(self.recorder.run(recorder_stop))
         listener_stop = threading.Event()
         listener = self._start_listener(listener_stop)
+        close_bell = self._start_bell()
         mailer_task = None
         if self.ctx.settings.smtp_url:
             every_s = min(mailer.CHECK_EVERY_S, max(self.ctx.settings.poll_interval_s, 0.2))
@@ -198,6 +198,7 @@ class Worker:
                     await self._idle(stop)
         finally:
             listener_stop.set()
+            close_bell()
             await self._shutdown()
             recorder_stop.set()
             await recorder_task
@@ -621,6 +622,14 @@ class Worker:
         if leftover:
             self.recorder.op(functools.partial(_release, ids=leftover, owner=self.owner), done_ids=leftover)
 
+    def _start_bell(self) -> Callable[[], None]:
+        """SQLite: other processes (``qhook serve --no-worker``, the CLI) wake this worker through
+        the doorbell; PostgreSQL's NOTIFY does this there."""
+        if not self.ctx.db.is_sqlite or self._loop is None:
+            return lambda: None
+        path = doorbell.path_for(self.ctx.db.url, self.ctx.settings.data_dir)
+        return doorbell.listen(self._loop, path, self.wake)
+
     def _start_listener(self, stop: threading.Event) -> threading.Thread | None:
         if self.ctx.db.is_sqlite:
             return None
@@ -697,9 +706,7 @@ class SingleWorkerLock:
     """SQLite serves one worker: an exclusive lock file next to the database refuses a second one."""
 
     def __init__(self, ctx: AppContext) -> None:
-        database = ctx.db.url.split("///", 1)[-1]
-        folder = Path(database).parent if database and database != ":memory:" else ctx.settings.data_dir
-        self.path = folder / "worker.lock"
+        self.path = doorbell.sqlite_folder(ctx.db.url, ctx.settings.data_dir) / "worker.lock"
         self._handle: IO[str] | None = None
 
     def acquire(self) -> None:
@@ -729,8 +736,19 @@ class SingleWorkerLock:
 
 def attach_wake(ctx: AppContext, worker: Worker) -> Callable[[], None]:
     """Make ``ctx.wake`` and ``ctx.wake_here`` wake this worker too (thread-safe); returns a
-    function that puts the previous ones back."""
+    function that puts the previous ones back.
+
+    On SQLite they wake this worker only: it is the database's one worker, and the doorbell the
+    others ring is its own.
+    """
     previous, previous_here = ctx.wake, ctx.wake_here
+    if ctx.db.is_sqlite:
+        ctx.wake = ctx.wake_here = worker.wake
+
+        def restore_sqlite() -> None:
+            ctx.wake, ctx.wake_here = previous, previous_here
+
+        return restore_sqlite
 
     def wake() -> None:
         worker.wake()

@@ -1,0 +1,109 @@
+"""SQLite's stand-in for PostgreSQL's NOTIFY: a datagram that wakes the worker in another process.
+
+SQLite serves one worker (``worker.SingleWorkerLock``): inside ``qhook serve``, or as one
+``qhook worker`` beside ``qhook serve --no-worker``, which gives the API and the deliveries a core
+each. Apart, the worker heard of new work only at its next poll (``QHOOK_POLL_INTERVAL_S``). Now
+it binds a datagram socket next to the database (``worker.wake``, beside ``worker.lock``) and any
+process that queued work rings it: one non-blocking send that never waits, dropped harmlessly when
+no worker listens or its queue is full (a wake-up is already waiting then). Polling stays the
+fallback, as for a lost NOTIFY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+NAME = "worker.wake"
+MAX_PATH_BYTES = 107  # sun_path holds 108 bytes on Linux, the last one a NUL
+DRAIN_AT_ONCE = 256
+
+
+def sqlite_folder(database_url: str, data_dir: Path) -> Path:
+    """The folder of a SQLite database file (the data folder for an in-memory one)."""
+    database = database_url.split("///", 1)[-1]
+    return Path(database).parent if database and database != ":memory:" else data_dir
+
+
+def path_for(database_url: str, data_dir: Path) -> Path | None:
+    """Where the bell lives, or None when the path is too long for a Unix socket."""
+    path = (sqlite_folder(database_url, data_dir) / NAME).absolute()
+    return path if len(os.fsencode(path)) <= MAX_PATH_BYTES else None
+
+
+def ringer(path: Path | None) -> Callable[[], None]:
+    """A function that wakes the worker listening at ``path``; safe from any thread, never blocks."""
+    if path is None:
+        return _silent
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    address = os.fsencode(path)
+
+    def ring() -> None:
+        # No listener (FileNotFoundError, ConnectionRefusedError) or a full queue (BlockingIOError):
+        # either way nothing more to do.
+        with contextlib.suppress(OSError):
+            sock.sendto(b"\x01", address)
+
+    return ring
+
+
+def _silent() -> None:
+    """No bell (its path is too long for a socket): the worker's polling finds the work."""
+
+
+def listen(
+    loop: asyncio.AbstractEventLoop, path: Path | None, on_ring: Callable[[], None]
+) -> Callable[[], None]:
+    """Bind the bell at ``path`` and call ``on_ring`` on the loop when it rings; returns a closer.
+
+    The caller is the database's one worker (it holds the worker lock), so a socket file left by a
+    killed worker is replaced.
+    """
+    if path is None:
+        logger.warning(
+            "worker wake-up socket path too long; other processes' work is found by polling",
+            extra={"action": "doorbell_unavailable"},
+        )
+        return _silent
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock.bind(os.fsencode(path))
+    except OSError as exc:
+        sock.close()
+        logger.warning(
+            "worker wake-up socket not bound: %s; other processes' work is found by polling",
+            exc,
+            extra={"action": "doorbell_unavailable"},
+        )
+        return _silent
+    sock.setblocking(False)
+    bound = os.stat(path).st_ino
+
+    def drain() -> None:
+        for _ in range(DRAIN_AT_ONCE):  # every ring so far, one wake-up
+            try:
+                sock.recv(16)
+            except OSError:  # BlockingIOError: nothing more waiting
+                break
+        on_ring()
+
+    loop.add_reader(sock.fileno(), drain)
+
+    def close() -> None:
+        loop.remove_reader(sock.fileno())
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == bound:  # not a later worker's socket
+                path.unlink()
+
+    return close
