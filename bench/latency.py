@@ -101,119 +101,133 @@ def wait_up(api: str, timeout: float = 60) -> None:
 
 def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
     seconds = 5 if quick else 15
-    count = RATE * seconds
     rows: list[Row] = []
     out: dict[str, Any] = {"rate_per_s": RATE, "seconds_per_run": seconds, "by_db": {}}
     for kind in kinds:
-        with env.database(kind) as db, receiver() as base:
-            ctx = env.context(db)
-            found = sets_service.create_set(ctx.db, name="Batch release", fields=FIELDS, actor="bench")
-            workflows.create_workflow(
-                ctx,
-                {
-                    "name": "Released batches to ERP",
-                    "set_id": found.id,
-                    "triggers": {"entry": True},
-                    "filter": {"field": "status_", "op": "eq", "value": "released"},
-                    "signals": [
-                        {"type": "webhook", "url": base + "/hook", "subject": "Batch {{ batchnumber_ }}"}
-                    ],
-                },
-                actor="bench",
-            )
-            users.create_user(ctx.db, "bench", "admin")
-            _, key = users.create_api_key(ctx.db, "bench")
-            port = free_port()
-            api = f"http://127.0.0.1:{port}"
-            # SQLite: one `qhook serve` (API, worker and scheduler in one process, as design.md has
-            # it). PostgreSQL: the scale-out layout, `qhook serve --no-worker` and a `qhook worker`
-            # woken by NOTIFY, so the API and the worker each have their own interpreter.
-            split = kind == "postgres"
-            server = env.start_qhook(db, "serve", "--port", str(port), *(["--no-worker"] if split else []))
-            worker = env.start_qhook(db, "worker") if split else None
-            p50s: list[float] = []
-            p99s: list[float] = []
-            worker_p50s: list[float] = []
-            worker_p99s: list[float] = []
-            books: list[dict[str, Any]] = []
-            loads: list[str] = []
-            try:
-                wait_up(api)
-                # Warm-up, not measured: a second of the same traffic (pools fill, statements get
-                # prepared, caches warm) as a server in production has long had.
-                warm, _ = asyncio.run(drive(api, key, found.id, RATE, -1))
-                env.wait_for(functools.partial(_all_succeeded, ctx, set(warm)), timeout=60)
-                for number in range(runs):
-                    control(base, "reset")
-                    loads.append(env.load())
-                    spy = env.spy(server.pid, f"latency-{kind}", seconds) if number == 0 else None
-                    scheduled, errors = asyncio.run(drive(api, key, found.id, count, number))
-                    if spy is not None:
-                        spy.wait()
-                        for frame, own, incl in env.spy_summary(f"latency-{kind}"):
-                            say(f"  profile self {own:6.1%} incl {incl:6.1%}  {frame}")
-                    ids = set(scheduled)
-                    env.wait_for(functools.partial(_all_succeeded, ctx, ids), timeout=60)
-                    with ctx.db.reading() as tx:
-                        query = select(
-                            deliveries.c.webhook_id,
-                            deliveries.c.result_id,
-                            deliveries.c.status,
-                            deliveries.c.created_at,
-                        )
-                        mine = [r for r in tx.execute(query) if r.result_id in ids]
-                    arrivals: dict[str, float] = control(base, "ledger")
-                    book = env.ledger(
-                        [r.webhook_id for r in mine],
-                        arrivals,
-                        [r.webhook_id for r in mine if r.status != "succeeded"],
-                    )
-                    book["api_errors"] = errors
-                    book["results"] = len(ids)
-                    book["void"] = book["void"] or errors > 0 or len(mine) != len(ids)
-                    books.append(book)
-                    lat = [
-                        (arrivals[r.webhook_id] - scheduled[r.result_id]) * 1000
-                        for r in mine
-                        if r.webhook_id in arrivals
-                    ]
-                    p50, p99 = percentile(lat, 50), percentile(lat, 99)
-                    # Where the time goes: scheduled -> row written (API), row written -> receiver (worker).
-                    api_part = [(r.created_at.timestamp() - scheduled[r.result_id]) * 1000 for r in mine]
-                    worker_part = [
-                        (arrivals[r.webhook_id] - r.created_at.timestamp()) * 1000
-                        for r in mine
-                        if r.webhook_id in arrivals
-                    ]
-                    book["api_p50_ms"] = round(percentile(api_part, 50), 1)
-                    book["api_p99_ms"] = round(percentile(api_part, 99), 1)
-                    book["worker_p50_ms"] = round(percentile(worker_part, 50), 1)
-                    book["worker_p99_ms"] = round(percentile(worker_part, 99), 1)
-                    say(
-                        f"latency {kind} run {number}: p50 {p50:.1f} ms p99 {p99:.1f} ms "
-                        f"max {max(lat):.0f} ms mean {statistics.mean(lat):.1f} "
-                        f"ledger {book} load {loads[-1]}"
-                    )
-                    if not book["void"]:
-                        p50s.append(p50)
-                        p99s.append(p99)
-                        worker_p50s.append(book["worker_p50_ms"])
-                        worker_p99s.append(book["worker_p99_ms"])
-            finally:
-                env.stop_process(server)
-                if worker is not None:
-                    env.stop_process(worker)
-                ctx.db.dispose()
-        load = env.load_range(loads)
-        rows.append(Row("latency", kind, "p50 scheduled->receiver", "ms", p50s, target="<= 15", load=load))
-        rows[-1].met = bool(p50s) and rows[-1].median <= 15
-        rows.append(Row("latency", kind, "p99 scheduled->receiver", "ms", p99s, target="<= 100", load=load))
-        rows[-1].met = bool(p99s) and rows[-1].median <= 100
-        rows.append(Row("latency", kind, "p50 row written->receiver", "ms", worker_p50s, load=load))
-        rows.append(Row("latency", kind, "p99 row written->receiver", "ms", worker_p99s, load=load))
-        out["by_db"][kind] = {"p50_ms": p50s, "p99_ms": p99s, "ledgers": books, "loads": loads}
+        # PostgreSQL: the scale-out layout, `qhook serve --no-worker` and a `qhook worker` woken by
+        # NOTIFY. SQLite: the default single `qhook serve` (API, worker and scheduler in one
+        # process, as design.md has it), and its one worker apart, woken by the doorbell.
+        for apart in (False, True) if kind == "sqlite" else (True,):
+            label = "sqlite, worker apart" if kind == "sqlite" and apart else kind
+            rows += _layout(kind, label, apart, runs, seconds, out)
     out["rows"] = [r.as_dict() for r in rows]
     write("latency", out)
+    return rows
+
+
+def _layout(kind: str, label: str, apart: bool, runs: int, seconds: float, out: dict[str, Any]) -> list[Row]:
+    count = int(RATE * seconds)
+    rows: list[Row] = []
+    with env.database(kind) as db, receiver() as base:
+        ctx = env.context(db)
+        found = sets_service.create_set(ctx.db, name="Batch release", fields=FIELDS, actor="bench")
+        workflows.create_workflow(
+            ctx,
+            {
+                "name": "Released batches to ERP",
+                "set_id": found.id,
+                "triggers": {"entry": True},
+                "filter": {"field": "status_", "op": "eq", "value": "released"},
+                "signals": [
+                    {"type": "webhook", "url": base + "/hook", "subject": "Batch {{ batchnumber_ }}"}
+                ],
+            },
+            actor="bench",
+        )
+        users.create_user(ctx.db, "bench", "admin")
+        _, key = users.create_api_key(ctx.db, "bench")
+        port = free_port()
+        api = f"http://127.0.0.1:{port}"
+        server = env.start_qhook(db, "serve", "--port", str(port), *(["--no-worker"] if apart else []))
+        worker = env.start_qhook(db, "worker") if apart else None
+        p50s: list[float] = []
+        p99s: list[float] = []
+        worker_p50s: list[float] = []
+        worker_p99s: list[float] = []
+        books: list[dict[str, Any]] = []
+        loads: list[str] = []
+        try:
+            wait_up(api)
+            # Warm-up, not measured: a second of the same traffic (pools fill, statements get
+            # prepared, caches warm) as a server in production has long had.
+            warm, _ = asyncio.run(drive(api, key, found.id, RATE, -1))
+            env.wait_for(functools.partial(_all_succeeded, ctx, set(warm)), timeout=60)
+            for number in range(runs):
+                control(base, "reset")
+                loads.append(env.load())
+                spy = env.spy(server.pid, f"latency-{label}", seconds) if number == 0 else None
+                pids = [server.pid] + ([worker.pid] if worker is not None else [])
+                cpu_before = [env.cpu_seconds(pid) for pid in pids]
+                scheduled, errors = asyncio.run(drive(api, key, found.id, count, number))
+                if spy is not None:
+                    spy.wait()
+                    for frame, own, incl in env.spy_summary(f"latency-{label}"):
+                        say(f"  profile self {own:6.1%} incl {incl:6.1%}  {frame}")
+                ids = set(scheduled)
+                env.wait_for(functools.partial(_all_succeeded, ctx, ids), timeout=60)
+                # CPU per result, the API process first: near one core at RATE, latency falls off a
+                # cliff (requests queue behind the GIL).
+                used = [env.cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+                cpu_ms = [round(seconds_used / max(len(ids), 1) * 1000, 2) for seconds_used in used]
+                with ctx.db.reading() as tx:
+                    query = select(
+                        deliveries.c.webhook_id,
+                        deliveries.c.result_id,
+                        deliveries.c.status,
+                        deliveries.c.created_at,
+                    )
+                    mine = [r for r in tx.execute(query) if r.result_id in ids]
+                arrivals: dict[str, float] = control(base, "ledger")
+                book = env.ledger(
+                    [r.webhook_id for r in mine],
+                    arrivals,
+                    [r.webhook_id for r in mine if r.status != "succeeded"],
+                )
+                book["api_errors"] = errors
+                book["results"] = len(ids)
+                book["void"] = book["void"] or errors > 0 or len(mine) != len(ids)
+                books.append(book)
+                lat = [
+                    (arrivals[r.webhook_id] - scheduled[r.result_id]) * 1000
+                    for r in mine
+                    if r.webhook_id in arrivals
+                ]
+                p50, p99 = percentile(lat, 50), percentile(lat, 99)
+                # Where the time goes: scheduled -> row written (API), row written -> receiver (worker).
+                api_part = [(r.created_at.timestamp() - scheduled[r.result_id]) * 1000 for r in mine]
+                worker_part = [
+                    (arrivals[r.webhook_id] - r.created_at.timestamp()) * 1000
+                    for r in mine
+                    if r.webhook_id in arrivals
+                ]
+                book["api_p50_ms"] = round(percentile(api_part, 50), 1)
+                book["api_p99_ms"] = round(percentile(api_part, 99), 1)
+                book["worker_p50_ms"] = round(percentile(worker_part, 50), 1)
+                book["worker_p99_ms"] = round(percentile(worker_part, 99), 1)
+                book["cpu_ms_per_result"] = cpu_ms  # serve (and the worker, when apart)
+                say(
+                    f"latency {label} run {number}: p50 {p50:.1f} ms p99 {p99:.1f} ms "
+                    f"max {max(lat):.0f} ms mean {statistics.mean(lat):.1f} "
+                    f"ledger {book} load {loads[-1]}"
+                )
+                if not book["void"]:
+                    p50s.append(p50)
+                    p99s.append(p99)
+                    worker_p50s.append(book["worker_p50_ms"])
+                    worker_p99s.append(book["worker_p99_ms"])
+        finally:
+            env.stop_process(server)
+            if worker is not None:
+                env.stop_process(worker)
+            ctx.db.dispose()
+    load = env.load_range(loads)
+    rows.append(Row("latency", label, "p50 scheduled->receiver", "ms", p50s, target="<= 15", load=load))
+    rows[-1].met = bool(p50s) and rows[-1].median <= 15
+    rows.append(Row("latency", label, "p99 scheduled->receiver", "ms", p99s, target="<= 100", load=load))
+    rows[-1].met = bool(p99s) and rows[-1].median <= 100
+    rows.append(Row("latency", label, "p50 row written->receiver", "ms", worker_p50s, load=load))
+    rows.append(Row("latency", label, "p99 row written->receiver", "ms", worker_p99s, load=load))
+    out["by_db"][label] = {"p50_ms": p50s, "p99_ms": p99s, "ledgers": books, "loads": loads}
     return rows
 
 
