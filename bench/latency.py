@@ -1,17 +1,21 @@
 """Scenario 2: results created at a steady rate through the API of a real ``qhook serve`` process
-(on SQLite with the worker in the same process, woken by the commit; on PostgreSQL with a separate
-``qhook worker`` woken by NOTIFY), a workflow firing on each. Latency is the
+(on SQLite with the worker in the same process, woken by the commit, and apart, woken by the
+doorbell; on PostgreSQL with a separate ``qhook worker`` woken by NOTIFY), a workflow firing on
+each. Latency is the
 receiver's arrival time minus the time the result was *scheduled* to be created (open loop: a
 slow answer does not delay the next request, so queueing shows up in the figure)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import statistics
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -106,18 +110,68 @@ def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
     for kind in kinds:
         # PostgreSQL: the scale-out layout, `qhook serve --no-worker` and a `qhook worker` woken by
         # NOTIFY. SQLite: the default single `qhook serve` (API, worker and scheduler in one
-        # process, as design.md has it), and its one worker apart, woken by the doorbell.
-        for apart in (False, True) if kind == "sqlite" else (True,):
-            label = "sqlite, worker apart" if kind == "sqlite" and apart else kind
-            rows += _layout(kind, label, apart, runs, seconds, out)
+        # process, as design.md has it) and its one worker apart, woken by the doorbell; both set
+        # up at once and their runs alternated, so the machine's slow spells hit both alike.
+        with contextlib.ExitStack() as stack:
+            layouts = [
+                stack.enter_context(_layout(kind, apart))
+                for apart in ((False, True) if kind == "sqlite" else (True,))
+            ]
+            for number in range(runs):
+                for layout in layouts:
+                    _measure(layout, number, seconds)
+            for layout in layouts:
+                rows += layout.rows()
+                out["by_db"][layout.label] = {
+                    "p50_ms": layout.p50s,
+                    "p99_ms": layout.p99s,
+                    "ledgers": layout.books,
+                    "loads": layout.loads,
+                }
     out["rows"] = [r.as_dict() for r in rows]
     write("latency", out)
     return rows
 
 
-def _layout(kind: str, label: str, apart: bool, runs: int, seconds: float, out: dict[str, Any]) -> list[Row]:
-    count = int(RATE * seconds)
-    rows: list[Row] = []
+@dataclass
+class Layout:
+    """One running qhook (serve, and a worker when apart) with its receiver and what it measured."""
+
+    label: str
+    ctx: Any
+    base: str
+    api: str
+    key: str
+    set_id: int
+    pids: list[int]
+    p50s: list[float] = field(default_factory=list)
+    p99s: list[float] = field(default_factory=list)
+    worker_p50s: list[float] = field(default_factory=list)
+    worker_p99s: list[float] = field(default_factory=list)
+    books: list[dict[str, Any]] = field(default_factory=list)
+    loads: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[Row]:
+        load = env.load_range(self.loads)
+        p50 = Row(
+            "latency", self.label, "p50 scheduled->receiver", "ms", self.p50s, target="<= 15", load=load
+        )
+        p50.met = bool(self.p50s) and p50.median <= 15
+        p99 = Row(
+            "latency", self.label, "p99 scheduled->receiver", "ms", self.p99s, target="<= 100", load=load
+        )
+        p99.met = bool(self.p99s) and p99.median <= 100
+        return [
+            p50,
+            p99,
+            Row("latency", self.label, "p50 row written->receiver", "ms", self.worker_p50s, load=load),
+            Row("latency", self.label, "p99 row written->receiver", "ms", self.worker_p99s, load=load),
+        ]
+
+
+@contextlib.contextmanager
+def _layout(kind: str, apart: bool) -> Iterator[Layout]:
+    label = "sqlite, worker apart" if kind == "sqlite" and apart else kind
     with env.database(kind) as db, receiver() as base:
         ctx = env.context(db)
         found = sets_service.create_set(ctx.db, name="Batch release", fields=FIELDS, actor="bench")
@@ -140,95 +194,77 @@ def _layout(kind: str, label: str, apart: bool, runs: int, seconds: float, out: 
         api = f"http://127.0.0.1:{port}"
         server = env.start_qhook(db, "serve", "--port", str(port), *(["--no-worker"] if apart else []))
         worker = env.start_qhook(db, "worker") if apart else None
-        p50s: list[float] = []
-        p99s: list[float] = []
-        worker_p50s: list[float] = []
-        worker_p99s: list[float] = []
-        books: list[dict[str, Any]] = []
-        loads: list[str] = []
         try:
             wait_up(api)
             # Warm-up, not measured: a second of the same traffic (pools fill, statements get
             # prepared, caches warm) as a server in production has long had.
             warm, _ = asyncio.run(drive(api, key, found.id, RATE, -1))
             env.wait_for(functools.partial(_all_succeeded, ctx, set(warm)), timeout=60)
-            for number in range(runs):
-                control(base, "reset")
-                loads.append(env.load())
-                spy = env.spy(server.pid, f"latency-{label}", seconds) if number == 0 else None
-                pids = [server.pid] + ([worker.pid] if worker is not None else [])
-                cpu_before = [env.cpu_seconds(pid) for pid in pids]
-                scheduled, errors = asyncio.run(drive(api, key, found.id, count, number))
-                if spy is not None:
-                    spy.wait()
-                    for frame, own, incl in env.spy_summary(f"latency-{label}"):
-                        say(f"  profile self {own:6.1%} incl {incl:6.1%}  {frame}")
-                ids = set(scheduled)
-                env.wait_for(functools.partial(_all_succeeded, ctx, ids), timeout=60)
-                # CPU per result, the API process first: near one core at RATE, latency falls off a
-                # cliff (requests queue behind the GIL).
-                used = [env.cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
-                cpu_ms = [round(seconds_used / max(len(ids), 1) * 1000, 2) for seconds_used in used]
-                with ctx.db.reading() as tx:
-                    query = select(
-                        deliveries.c.webhook_id,
-                        deliveries.c.result_id,
-                        deliveries.c.status,
-                        deliveries.c.created_at,
-                    )
-                    mine = [r for r in tx.execute(query) if r.result_id in ids]
-                arrivals: dict[str, float] = control(base, "ledger")
-                book = env.ledger(
-                    [r.webhook_id for r in mine],
-                    arrivals,
-                    [r.webhook_id for r in mine if r.status != "succeeded"],
-                )
-                book["api_errors"] = errors
-                book["results"] = len(ids)
-                book["void"] = book["void"] or errors > 0 or len(mine) != len(ids)
-                books.append(book)
-                lat = [
-                    (arrivals[r.webhook_id] - scheduled[r.result_id]) * 1000
-                    for r in mine
-                    if r.webhook_id in arrivals
-                ]
-                p50, p99 = percentile(lat, 50), percentile(lat, 99)
-                # Where the time goes: scheduled -> row written (API), row written -> receiver (worker).
-                api_part = [(r.created_at.timestamp() - scheduled[r.result_id]) * 1000 for r in mine]
-                worker_part = [
-                    (arrivals[r.webhook_id] - r.created_at.timestamp()) * 1000
-                    for r in mine
-                    if r.webhook_id in arrivals
-                ]
-                book["api_p50_ms"] = round(percentile(api_part, 50), 1)
-                book["api_p99_ms"] = round(percentile(api_part, 99), 1)
-                book["worker_p50_ms"] = round(percentile(worker_part, 50), 1)
-                book["worker_p99_ms"] = round(percentile(worker_part, 99), 1)
-                book["cpu_ms_per_result"] = cpu_ms  # serve (and the worker, when apart)
-                say(
-                    f"latency {label} run {number}: p50 {p50:.1f} ms p99 {p99:.1f} ms "
-                    f"max {max(lat):.0f} ms mean {statistics.mean(lat):.1f} "
-                    f"ledger {book} load {loads[-1]}"
-                )
-                if not book["void"]:
-                    p50s.append(p50)
-                    p99s.append(p99)
-                    worker_p50s.append(book["worker_p50_ms"])
-                    worker_p99s.append(book["worker_p99_ms"])
+            pids = [server.pid] + ([worker.pid] if worker is not None else [])
+            yield Layout(label, ctx, base, api, key, found.id, pids)
         finally:
             env.stop_process(server)
             if worker is not None:
                 env.stop_process(worker)
             ctx.db.dispose()
-    load = env.load_range(loads)
-    rows.append(Row("latency", label, "p50 scheduled->receiver", "ms", p50s, target="<= 15", load=load))
-    rows[-1].met = bool(p50s) and rows[-1].median <= 15
-    rows.append(Row("latency", label, "p99 scheduled->receiver", "ms", p99s, target="<= 100", load=load))
-    rows[-1].met = bool(p99s) and rows[-1].median <= 100
-    rows.append(Row("latency", label, "p50 row written->receiver", "ms", worker_p50s, load=load))
-    rows.append(Row("latency", label, "p99 row written->receiver", "ms", worker_p99s, load=load))
-    out["by_db"][label] = {"p50_ms": p50s, "p99_ms": p99s, "ledgers": books, "loads": loads}
-    return rows
+
+
+def _measure(layout: Layout, number: int, seconds: float) -> None:
+    ctx, base, label = layout.ctx, layout.base, layout.label
+    count = int(RATE * seconds)
+    control(base, "reset")
+    layout.loads.append(env.load())
+    spy = env.spy(layout.pids[0], f"latency-{label}", seconds) if number == 0 else None
+    cpu_before = [env.cpu_seconds(pid) for pid in layout.pids]
+    scheduled, errors = asyncio.run(drive(layout.api, layout.key, layout.set_id, count, number))
+    if spy is not None:
+        spy.wait()
+        for frame, own, incl in env.spy_summary(f"latency-{label}"):
+            say(f"  profile self {own:6.1%} incl {incl:6.1%}  {frame}")
+    ids = set(scheduled)
+    env.wait_for(functools.partial(_all_succeeded, ctx, ids), timeout=60)
+    # CPU per result, the API process first: near one core at RATE, requests queue behind the GIL.
+    used = [env.cpu_seconds(pid) - before for pid, before in zip(layout.pids, cpu_before, strict=True)]
+    with ctx.db.reading() as tx:
+        query = select(
+            deliveries.c.webhook_id,
+            deliveries.c.result_id,
+            deliveries.c.status,
+            deliveries.c.created_at,
+        )
+        mine = [r for r in tx.execute(query) if r.result_id in ids]
+    arrivals: dict[str, float] = control(base, "ledger")
+    book = env.ledger(
+        [r.webhook_id for r in mine],
+        arrivals,
+        [r.webhook_id for r in mine if r.status != "succeeded"],
+    )
+    book["api_errors"] = errors
+    book["results"] = len(ids)
+    book["void"] = book["void"] or errors > 0 or len(mine) != len(ids)
+    lat = [(arrivals[r.webhook_id] - scheduled[r.result_id]) * 1000 for r in mine if r.webhook_id in arrivals]
+    p50, p99 = percentile(lat, 50), percentile(lat, 99)
+    # Where the time goes: scheduled -> row written (API), row written -> receiver (worker).
+    api_part = [(r.created_at.timestamp() - scheduled[r.result_id]) * 1000 for r in mine]
+    worker_part = [
+        (arrivals[r.webhook_id] - r.created_at.timestamp()) * 1000 for r in mine if r.webhook_id in arrivals
+    ]
+    book["api_p50_ms"] = round(percentile(api_part, 50), 1)
+    book["api_p99_ms"] = round(percentile(api_part, 99), 1)
+    book["worker_p50_ms"] = round(percentile(worker_part, 50), 1)
+    book["worker_p99_ms"] = round(percentile(worker_part, 99), 1)
+    book["cpu_ms_per_result"] = [round(x / max(len(ids), 1) * 1000, 2) for x in used]  # serve (, worker)
+    layout.books.append(book)
+    say(
+        f"latency {label} run {number}: p50 {p50:.1f} ms p99 {p99:.1f} ms "
+        f"max {max(lat):.0f} ms mean {statistics.mean(lat):.1f} "
+        f"ledger {book} load {layout.loads[-1]}"
+    )
+    if not book["void"]:
+        layout.p50s.append(p50)
+        layout.p99s.append(p99)
+        layout.worker_p50s.append(book["worker_p50_ms"])
+        layout.worker_p99s.append(book["worker_p99_ms"])
 
 
 def _all_succeeded(ctx: Any, ids: set[int]) -> bool:
