@@ -56,7 +56,7 @@ def ringer(path: Path | None) -> Callable[[], None]:
 
 
 def _silent() -> None:
-    """No bell (its path is too long for a socket): the worker's polling finds the work."""
+    """No bell (a path too long for a socket, or none bound): the worker's polling finds the work."""
 
 
 def listen(

@@ -7,6 +7,7 @@ return frozen records. Services open transactions with ``Database.transaction()`
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -43,9 +44,9 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                # Read-only is enough for flock, and lets another account's CLI share the file.
-                self._turn_file = os.open(f"{path}-turn", os.O_RDONLY | os.O_CREAT, 0o644)
-                weakref.finalize(self, os.close, self._turn_file)
+                self._turn_file = _open_turn_file(f"{path}-turn")
+                if self._turn_file is not None:
+                    weakref.finalize(self, os.close, self._turn_file)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             # Every connection opened stays open: no overflow. An overflow connection was closed as
@@ -174,6 +175,21 @@ def _take_when_free(lock: threading.Lock) -> bool:
             return False
         time.sleep(BACKGROUND_POLL_S)
     return True
+
+
+def _open_turn_file(path: str) -> int | None:
+    """Read-only is enough for flock, and lets another account's CLI share the file. A folder this
+    process cannot create it in leaves its writers to SQLite's own lock and busy handler."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as exc:
+        logging.getLogger(__name__).warning(
+            "no write-turn file %s (%s): writers of other processes meet in SQLite's busy handler",
+            path,
+            exc.strerror or exc,
+            extra={"action": "write_turn_file_unavailable"},
+        )
+        return None
 
 
 def _take_file_turn(fd: int, background: bool) -> bool:
