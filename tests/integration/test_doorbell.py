@@ -79,9 +79,9 @@ def _set_with_workflow(ctx: AppContext, url: str) -> int:
     return found.id
 
 
-def _wait_for_bell(path: Path, worker: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):
-        if path.is_socket():
+def _wait_for_bell(path: Path, worker: subprocess.Popen[bytes], *, not_made_at: int | None = None) -> None:
+    for _ in range(600):
+        if path.is_socket() and path.stat().st_ctime_ns != not_made_at:
             return
         assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
         time.sleep(0.05)
@@ -116,17 +116,15 @@ async def test_a_socket_left_by_a_killed_worker_is_replaced(ctx: AppContext, fol
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     stale.bind(str(bell))
     stale.close()  # the file stays, as after kill -9
+    stale_made_at = bell.stat().st_ctime_ns
     async with receiver() as rx:
         set_id = _set_with_workflow(ctx, rx.url)
         worker = subprocess.Popen(
             [QHOOK, "worker"], env=_env(folder), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         try:
-            for _ in range(200):  # a new socket file (another inode) once the worker is up
-                if (folder / "var" / "worker.lock").exists() and bell.exists():
-                    break
-                time.sleep(0.05)
-            await asyncio.sleep(1.0)
+            _wait_for_bell(bell, worker, not_made_at=stale_made_at)  # bound afresh in the stale one's place
+            await asyncio.sleep(0.5)
             results.create_result(ctx, set_id=set_id, values={"batchnumber_": "B-1"}, actor="t")
             await until(lambda: len(rx.received) == 1, timeout=10)
         finally:

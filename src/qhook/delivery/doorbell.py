@@ -87,7 +87,7 @@ def listen(
         )
         return _silent
     sock.setblocking(False)
-    bound = os.stat(path).st_ino
+    bound = _identity(path)
 
     def drain() -> None:
         for _ in range(DRAIN_AT_ONCE):  # every ring so far, one wake-up
@@ -103,7 +103,13 @@ def listen(
         loop.remove_reader(sock.fileno())
         sock.close()
         with contextlib.suppress(FileNotFoundError):
-            if os.stat(path).st_ino == bound:  # not a later worker's socket
+            if _identity(path) == bound:  # not a later worker's socket
                 path.unlink()
 
     return close
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """Which file this is: an inode number is reused at once after an unlink, its ctime is not."""
+    found = os.stat(path)
+    return found.st_ino, found.st_ctime_ns
