@@ -128,3 +128,24 @@ def test_sqlite_refuses_a_second_worker(tmp_path: Path) -> None:
     finally:
         stop(first)
     assert first.returncode == 0
+
+
+def test_sqlite_serve_with_its_worker_beside_a_running_worker_says_what_to_run(tmp_path: Path) -> None:
+    env = worker_env(tmp_path, "")
+    first = start_worker(env)
+    try:
+        lock = tmp_path / "var" / "worker.lock"
+        for _ in range(300):
+            if lock.exists() and lock.read_text().strip() == str(first.pid):
+                break
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            time.sleep(0.1)
+        serve = subprocess.run(
+            [QHOOK, "serve", "--port", str(pg.free_port())], env=env, capture_output=True, timeout=60
+        )
+        assert serve.returncode == 1
+        assert b"Another qhook worker already runs against this SQLite database" in serve.stderr
+        assert b"qhook serve --no-worker" in serve.stderr
+        assert first.poll() is None
+    finally:
+        stop(first)

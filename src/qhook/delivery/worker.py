@@ -718,8 +718,9 @@ class SingleWorkerLock:
             handle.close()
             raise QhookError(
                 f"Another qhook worker already runs against this SQLite database (lock {self.path}). "
-                "SQLite serves one worker (inside `qhook serve` or one `qhook worker`); "
-                "use PostgreSQL to run several."
+                "SQLite serves one worker (inside `qhook serve` or one `qhook worker`): beside a "
+                "running `qhook worker`, start the API with `qhook serve --no-worker`; "
+                "use PostgreSQL to run several workers."
             ) from exc
         handle.seek(0)
         handle.truncate()
