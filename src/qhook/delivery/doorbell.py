@@ -12,10 +12,12 @@ fallback, as for a lost NOTIFY.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,8 +44,7 @@ def ringer(path: Path | None) -> Callable[[], None]:
     """A function that wakes the worker listening at ``path``; safe from any thread, never blocks."""
     if path is None:
         return _silent
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.setblocking(False)
+    sock = _sending_socket()
     address = os.fsencode(path)
 
     def ring() -> None:
@@ -53,6 +54,22 @@ def ringer(path: Path | None) -> Callable[[], None]:
             sock.sendto(b"\x01", address)
 
     return ring
+
+
+_sender: socket.socket | None = None
+_sender_made = threading.Lock()
+
+
+def _sending_socket() -> socket.socket:
+    """One unbound socket per process sends to any bell: a context per test or CLI command does not
+    leave a socket of its own behind."""
+    global _sender
+    with _sender_made:
+        if _sender is None:
+            _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            _sender.setblocking(False)
+            atexit.register(_sender.close)
+        return _sender
 
 
 def _silent() -> None:
