@@ -111,16 +111,22 @@ async def test_kill_9_mid_batch_loses_nothing(pg_ctx: AppContext, tmp_path: Path
     assert len(received) == total  # every delivery reached the receiver at least once
 
 
+def _wait_for_lock(tmp_path: Path, worker: subprocess.Popen[bytes]) -> None:
+    """Until ``worker`` holds the SQLite worker lock (its pid in the file)."""
+    lock = tmp_path / "var" / "worker.lock"
+    for _ in range(300):
+        if lock.exists() and lock.read_text().strip() == str(worker.pid):
+            return
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+        time.sleep(0.1)
+    raise AssertionError(f"the worker never took {lock}")
+
+
 def test_sqlite_refuses_a_second_worker(tmp_path: Path) -> None:
     env = worker_env(tmp_path, "")
     first = start_worker(env)
     try:
-        lock = tmp_path / "var" / "worker.lock"
-        for _ in range(100):
-            if lock.exists() and lock.read_text().strip() == str(first.pid):
-                break
-            assert first.poll() is None, first.stderr.read() if first.stderr else ""
-            time.sleep(0.1)
+        _wait_for_lock(tmp_path, first)
         second = subprocess.run([QHOOK, "worker"], env=env, capture_output=True, timeout=60)
         assert second.returncode == 1
         assert b"Another qhook worker already runs against this SQLite database" in second.stderr
@@ -134,12 +140,7 @@ def test_sqlite_serve_with_its_worker_beside_a_running_worker_says_what_to_run(t
     env = worker_env(tmp_path, "")
     first = start_worker(env)
     try:
-        lock = tmp_path / "var" / "worker.lock"
-        for _ in range(300):
-            if lock.exists() and lock.read_text().strip() == str(first.pid):
-                break
-            assert first.poll() is None, first.stderr.read() if first.stderr else ""
-            time.sleep(0.1)
+        _wait_for_lock(tmp_path, first)
         serve = subprocess.run(
             [QHOOK, "serve", "--port", str(pg.free_port())], env=env, capture_output=True, timeout=60
         )
