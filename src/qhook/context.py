@@ -40,7 +40,7 @@ def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AppConte
     if db.is_sqlite:
         from qhook.delivery import doorbell
 
-        context.wake = context.wake_here = doorbell.ringer(doorbell.path_for(db.url, settings.data_dir))
+        context.wake = context.wake_here = doorbell.ringer(doorbell.path_for(db.file, settings.data_dir))
     else:
         context.wake = _notify_wake(db)
     return context

@@ -20,6 +20,7 @@ from qhook.delivery.worker import Worker, attach_wake
 from qhook.services import results, workflows
 from qhook.services import sets as sets_service
 from qhook.settings import Settings
+from qhook.store.db import Database
 from tests.conftest import TEST_SECRET_KEY
 from tests.support.delivery import receiver, statuses, until
 from tests.support.processes import stop
@@ -158,10 +159,11 @@ def test_a_full_bell_drops_rings_without_blocking(folder: Path) -> None:
 
 def test_a_path_too_long_for_a_socket_means_no_bell(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 120)
-    assert doorbell.path_for("", deep) is None
-    assert doorbell.path_for(f"sqlite:///{deep}/qhook.db", tmp_path) is None
-    assert doorbell.path_for("sqlite:///var/q.db", tmp_path) == Path("var/worker.wake").absolute()
-    assert doorbell.path_for("sqlite:///:memory:", Path("/data")) == Path("/data/worker.wake")
+    assert doorbell.path_for(None, deep) is None
+    assert doorbell.path_for(deep / "qhook.db", tmp_path) is None
+    assert doorbell.path_for(Path("var/q.db"), tmp_path) == Path("var/worker.wake").absolute()
+    assert doorbell.path_for(None, Path("/data")) == Path("/data/worker.wake")
+    assert Database("sqlite:///:memory:").file is None  # an in-memory database: the data folder's bell
     doorbell.ringer(None)()  # silent
 
 

@@ -116,8 +116,8 @@ def test_background_work_takes_a_turn_only_when_free(
 
 def _hold_turn_file(database: Database) -> int:
     """The turn file locked through a descriptor of its own, as another process holds it."""
-    path = database.url.split("///", 1)[-1] + "-turn"
-    other = os.open(path, os.O_RDONLY)
+    assert database.file is not None
+    other = os.open(f"{database.file}-turn", os.O_RDONLY)
     fcntl.flock(other, fcntl.LOCK_EX)
     return other
 

@@ -28,15 +28,14 @@ MAX_PATH_BYTES = 107  # sun_path holds 108 bytes on Linux, the last one a NUL
 DRAIN_AT_ONCE = 256
 
 
-def sqlite_folder(database_url: str, data_dir: Path) -> Path:
-    """The folder of a SQLite database file (the data folder for an in-memory one)."""
-    database = database_url.split("///", 1)[-1]
-    return Path(database).parent if database and database != ":memory:" else data_dir
+def sqlite_folder(database_file: Path | None, data_dir: Path) -> Path:
+    """The folder of a SQLite database file (``Database.file``; the data folder for an in-memory one)."""
+    return database_file.parent if database_file is not None else data_dir
 
 
-def path_for(database_url: str, data_dir: Path) -> Path | None:
+def path_for(database_file: Path | None, data_dir: Path) -> Path | None:
     """Where the bell lives, or None when the path is too long for a Unix socket."""
-    path = (sqlite_folder(database_url, data_dir) / NAME).absolute()
+    path = (sqlite_folder(database_file, data_dir) / NAME).absolute()
     return path if len(os.fsencode(path)) <= MAX_PATH_BYTES else None
 
 

@@ -627,7 +627,7 @@ class Worker:
         the doorbell; PostgreSQL's NOTIFY does this there."""
         if not self.ctx.db.is_sqlite or self._loop is None:
             return lambda: None
-        path = doorbell.path_for(self.ctx.db.url, self.ctx.settings.data_dir)
+        path = doorbell.path_for(self.ctx.db.file, self.ctx.settings.data_dir)
         return doorbell.listen(self._loop, path, self.wake)
 
     def _start_listener(self, stop: threading.Event) -> threading.Thread | None:
@@ -706,7 +706,7 @@ class SingleWorkerLock:
     """SQLite serves one worker: an exclusive lock file next to the database refuses a second one."""
 
     def __init__(self, ctx: AppContext) -> None:
-        self.path = doorbell.sqlite_folder(ctx.db.url, ctx.settings.data_dir) / "worker.lock"
+        self.path = doorbell.sqlite_folder(ctx.db.file, ctx.settings.data_dir) / "worker.lock"
         self._handle: IO[str] | None = None
 
     def acquire(self) -> None:

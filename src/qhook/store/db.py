@@ -39,11 +39,13 @@ class Database:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         kwargs: dict[str, Any] = {"echo": echo, "future": True, "pool_size": pool_size}
+        self.file: Path | None = None  # the SQLite database file (None: in memory, or PostgreSQL)
         self._turn_file: int | None = None
         if self.dialect == "sqlite":
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.file = Path(path)
+                self.file.parent.mkdir(parents=True, exist_ok=True)
                 self._turn_file = _open_turn_file(f"{path}-turn")
                 if self._turn_file is not None:
                     weakref.finalize(self, os.close, self._turn_file)
