@@ -7,12 +7,13 @@ return frozen records. Services open transactions with ``Database.transaction()`
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,11 @@ class Database:
         if self._writer is None:
             yield
             return
-        if not (_take_when_free(self._writer) if background else self._writer.acquire(timeout=WRITE_WAIT_S)):
+        if not (
+            _take_when_free(functools.partial(self._writer.acquire, blocking=False))
+            if background
+            else self._writer.acquire(timeout=WRITE_WAIT_S)
+        ):
             raise StoreError(f"Database busy: no write turn within {WRITE_WAIT_S:g} s")
         turn_file = self._turn_file
         try:
@@ -169,10 +174,11 @@ WRITE_WAIT_S = 30.0
 BACKGROUND_POLL_S = 0.005
 
 
-def _take_when_free(lock: threading.Lock) -> bool:
-    """Take ``lock`` at a moment nobody holds it (polling), never in the queue of its waiters."""
+def _take_when_free(take_now: Callable[[], bool]) -> bool:
+    """Take a lock at a moment nobody holds it (polling ``take_now``, which never waits), never in
+    the queue of its waiters; False after WRITE_WAIT_S."""
     deadline = time.monotonic() + WRITE_WAIT_S
-    while not lock.acquire(blocking=False):
+    while not take_now():
         if time.monotonic() >= deadline:
             return False
         time.sleep(BACKGROUND_POLL_S)
@@ -198,15 +204,18 @@ def _take_file_turn(fd: int, background: bool) -> bool:
     """The write turn among processes. Foreground work queues in the kernel and is woken at once
     (holders keep it for one transaction; SQLite's own lock would hold a stuck one's waiters too);
     background work polls for a free moment, as on the process's lock."""
-    deadline = time.monotonic() + WRITE_WAIT_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if background else 0))
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(BACKGROUND_POLL_S)
+    if background:
+        return _take_when_free(functools.partial(_flock_now, fd))
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return True
+
+
+def _flock_now(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 IDLE_PING_S = 1.0
