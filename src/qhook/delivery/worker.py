@@ -743,13 +743,6 @@ def attach_wake(ctx: AppContext, worker: Worker) -> Callable[[], None]:
     others ring is its own.
     """
     previous, previous_here = ctx.wake, ctx.wake_here
-    if ctx.db.is_sqlite:
-        ctx.wake = ctx.wake_here = worker.wake
-
-        def restore_sqlite() -> None:
-            ctx.wake, ctx.wake_here = previous, previous_here
-
-        return restore_sqlite
 
     def wake() -> None:
         worker.wake()
@@ -762,7 +755,10 @@ def attach_wake(ctx: AppContext, worker: Worker) -> Callable[[], None]:
     def restore() -> None:
         ctx.wake, ctx.wake_here = previous, previous_here
 
-    ctx.wake, ctx.wake_here = wake, wake_here
+    if ctx.db.is_sqlite:
+        ctx.wake = ctx.wake_here = worker.wake
+    else:
+        ctx.wake, ctx.wake_here = wake, wake_here
     return restore
 
 
