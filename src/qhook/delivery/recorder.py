@@ -79,16 +79,22 @@ class Recorder:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write batches until ``stop`` and nothing is left."""
+        # ``stop`` sets ``_ready`` too: the wait below is one event awaited directly (a task per
+        # event plus ``asyncio.wait`` on every batch cost the loop more than the batch at low rates).
+        stop_watch = asyncio.ensure_future(stop.wait())
+        stop_watch.add_done_callback(lambda _: self._ready.set())
+        try:
+            await self._write_until(stop)
+        finally:
+            stop_watch.cancel()
+
+    async def _write_until(self, stop: asyncio.Event) -> None:
         while True:
             if not self._pending:
                 self._idle.set()
                 if stop.is_set():
                     return
-                waiter = asyncio.ensure_future(self._ready.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                await self._ready.wait()
                 self._ready.clear()
                 continue
             if len(self._pending.finishes) < self._batch_size and not stop.is_set():
