@@ -94,7 +94,7 @@ def _on(kind: str, total: int, seconds: int) -> dict[str, Any]:
             tx.execute(text("ANALYZE"))
         print(f"backlog {kind}: {total:,} pending rows in {time.perf_counter() - started:.0f} s")
         for lane in ("first", "retry"):
-            print(f"backlog {kind}: claim plan, {lane} lane\n{_plan(ctx, lane)}")  # type: ignore[arg-type]
+            print(f"backlog {kind}: claim plan, {lane} lane\n{_plan(ctx, lane)}")
         out["claim_first_ms"] = round(_timed(ctx, _claim("first")), 1)
         out["claim_retry_ms"] = round(_timed(ctx, _claim("retry")), 1)
         out["depth_ms"] = round(_timed(ctx, queue.depth_by_status, times=3), 1)

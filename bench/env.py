@@ -255,7 +255,7 @@ def _pg_copy(ctx: AppContext, rows: Iterable[dict[str, Any]]) -> int:
             return 0
         columns = list(first)
         sql = f"COPY deliveries ({', '.join(columns)}) FROM STDIN"
-        with cursor.copy(sql) as copy:  # type: ignore[attr-defined]
+        with cursor.copy(sql) as copy:
             for row in itertools.chain([first], iterator):
                 copy.write_row([row[c] for c in columns])
                 total += 1

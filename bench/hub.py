@@ -8,6 +8,7 @@ second behind the writes would: a search scans those and reads the index for the
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -218,9 +219,13 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
             for name, wanted in filters(total).items():
                 times: list[float] = []
                 for _ in range(REPEATS):
-                    times.append(timed(lambda w=wanted: hub_service.list_deliveries(ctx, w, limit=50)))
+                    times.append(timed(functools.partial(hub_service.list_deliveries, ctx, wanted, limit=50)))
                     times.append(
-                        timed(lambda w=wanted: hub_service.list_deliveries(ctx, w, limit=50, cursor=middle))
+                        timed(
+                            functools.partial(
+                                hub_service.list_deliveries, ctx, wanted, limit=50, cursor=middle
+                            )
+                        )
                     )
                 p95[name].append(percentile(times, 95))
                 medians[name].append(statistics.median(times))

@@ -31,7 +31,8 @@ from tests.support import pg
 
 from qhook.api import compat as compat_api
 from qhook.api.app import create_app
-from qhook.context import open_context
+from qhook.context import AppContext, open_context
+from qhook.domain.access import Principal
 from qhook.services import users
 from qhook.settings import Settings
 from qhook.store import migrate
@@ -45,7 +46,7 @@ def _settings(url: str, folder: Path) -> Settings:
     return Settings(
         data_dir=folder / "var",
         database_url=url,
-        secret_key=SECRET,  # type: ignore[arg-type]
+        secret_key=SECRET,
         api_rate_limit="1000000/minute",
         allow_http=True,
         allowed_target_networks="127.0.0.0/8",
@@ -113,10 +114,10 @@ def _profile_store(profiler: cProfile.Profile) -> None:
     """The operation runs in a worker thread, so profile it there rather than the event loop."""
     plain = compat_api._store
 
-    def profiled(*args: Any) -> Any:
+    def profiled(ctx: AppContext, principal: Principal, params: dict[str, str]) -> Any:
         profiler.enable()
         try:
-            return plain(*args)
+            return plain(ctx, principal, params)
         finally:
             profiler.disable()
 
