@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_DB_POOL_SIZE = 20  # also what a Database made without settings (tests, tools) keeps
+
 
 class Settings(BaseSettings):
     """Every knob qhook reads; the README's configuration table lists each one."""
@@ -24,7 +26,7 @@ class Settings(BaseSettings):
         None, description="Fernet key for secrets at rest; generated into <data_dir>/secret.key when unset."
     )
     db_pool_size: int = Field(
-        20,
+        DEFAULT_DB_POOL_SIZE,
         ge=1,
         description="PostgreSQL connections a process keeps open and never exceeds; more requests wait.",
     )

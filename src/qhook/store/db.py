@@ -23,12 +23,12 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from qhook.errors import StoreError
+from qhook.settings import DEFAULT_DB_POOL_SIZE
 
 Tx = Connection
 """An open connection inside a transaction; services pass it through without importing SQLAlchemy."""
 
 
-DEFAULT_POOL_SIZE = 20
 POOL_WAIT_S = 30.0
 """How long a PostgreSQL transaction waits for a pooled connection before it is a 503."""
 
@@ -36,7 +36,7 @@ POOL_WAIT_S = 30.0
 class Database:
     """One engine per process; SQLite gets WAL, foreign keys and IMMEDIATE write transactions."""
 
-    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_DB_POOL_SIZE, echo: bool = False) -> None:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         kwargs: dict[str, Any] = {"echo": echo, "future": True, "pool_size": pool_size}
