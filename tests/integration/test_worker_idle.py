@@ -29,7 +29,9 @@ def _count_claims(ctx: AppContext) -> list[str]:
     claims: list[str] = []
 
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("UPDATE deliveries SET lease_owner"):
+        # PostgreSQL leases with one UPDATE ... RETURNING; SQLite first selects the ids to lease.
+        postgres = statement.startswith("UPDATE deliveries SET lease_owner") and "RETURNING" in statement
+        if postgres or statement.startswith("SELECT json_group_array(anon_1.id)"):
             claims.append(statement)
 
     event.listen(ctx.db.engine, "before_cursor_execute", seen)

@@ -191,6 +191,12 @@ def _claim_statement(lane: Lane, excluding: bool) -> Any:
     """The claim, built once per shape with bound parameters (now, limit, owner, lease_until,
     excluded): building this statement anew per claim (an alias, three subqueries) cost more
     CPU than running it, and a claim runs for every wake-up (bench/latency)."""
+    return _lease_statement(_due(lane, excluding))
+
+
+@functools.cache
+def _due(lane: Lane, excluding: bool) -> Any:
+    """The ids a claim leases: due, free, not blocked, oldest due first, at most ``limit``."""
     # The index predicate's own text (status and lane), not bound parameters: SQLite uses a partial
     # index only when the query repeats its terms, and PostgreSQL then proves it for any plan.
     now: BindParameter[datetime] = bindparam("now", type_=deliveries.c.next_attempt_at.type)
@@ -202,14 +208,60 @@ def _claim_statement(lane: Lane, excluding: bool) -> Any:
     ]
     if excluding:
         conditions.append(deliveries.c.endpoint.not_in(bindparam("excluded", expanding=True)))
-    due = (
+    return (
         select(deliveries.c.id)
         .where(*conditions)
         .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
         .limit(bindparam("limit", type_=Integer))
         .with_for_update(skip_locked=True)
     )
-    return _lease_statement(due)
+
+
+@functools.cache
+def _sqlite_due_ids(lane: Lane, excluding: bool) -> Any:
+    due = _due(lane, excluding).subquery()
+    return select(func.json_group_array(due.c.id))
+
+
+_SQLITE_LEASE = (
+    "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ? WHERE id IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_LEASED = (
+    f"SELECT json_group_array(json_array({', '.join(c.name for c in _COLUMNS)})) "
+    "FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+)
+_AT = {c.name: i for i, c in enumerate(_COLUMNS)}
+
+
+def _claim_sqlite(tx: Tx, statement: Any, params: dict[str, Any]) -> list[QueuedDelivery]:
+    """The claim in three statements of one step each, rows as one JSON array.
+
+    ``UPDATE ... RETURNING`` hands back one row per step, and the sqlite3 module lets go of the GIL
+    around every step: with the worker's loop busy sending, each row waited to win it back, and
+    a claim of 200 rows took 20-40 ms instead of 3 (bench/throughput), while endpoints ran dry.
+    The write lock is held from the first statement (SQLite's transactions here begin IMMEDIATE),
+    so the rows read are the rows leased.
+    """
+    ids = tx.execute(statement, params).scalar_one()
+    if ids == "[]":
+        return []
+    tx.exec_driver_sql(_SQLITE_LEASE, (params["owner"], _sqlite_time(params["lease_until"]), ids))
+    found = orjson.loads(tx.exec_driver_sql(_SQLITE_LEASED, (ids,)).scalar_one())
+    next_at, created, ordered, is_test = (
+        _AT["next_attempt_at"],
+        _AT["created_at"],
+        _AT["ordered"],
+        _AT["is_test"],
+    )
+    rows = []
+    for row in found:
+        row[next_at] = _sqlite_moment(row[next_at])
+        row[created] = _sqlite_moment(row[created])
+        row[ordered] = bool(row[ordered])
+        row[is_test] = bool(row[is_test])
+        rows.append(QueuedDelivery(*row))
+    rows.sort(key=lambda d: (d.next_attempt_at or d.created_at, d.id))
+    return rows
 
 
 def claim(
@@ -232,6 +284,8 @@ def claim(
     params: dict[str, Any] = {"now": now, "limit": limit, "owner": owner, "lease_until": lease_until}
     if excluded:
         params["excluded"] = excluded
+    if tx.dialect.name == "sqlite":
+        return _claim_sqlite(tx, _sqlite_due_ids(lane, bool(excluded)), params)
     return _leased(tx.execute(_claim_statement(lane, bool(excluded)), params))
 
 
@@ -514,6 +568,14 @@ def _sqlite_time(value: datetime | None) -> str | None:
     v = value.astimezone(UTC)
     day = f"{v.year:04d}-{v.month:02d}-{v.day:02d}"
     return f"{day} {v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+
+
+def _sqlite_moment(value: str | None) -> datetime | None:
+    """As ``types.UTCDateTime`` reads it back on SQLite."""
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _pg_time(value: datetime | None) -> datetime | None:
