@@ -1,8 +1,7 @@
 """``queue.record_outcomes``: many finished attempts in one call, on SQLite and PostgreSQL.
 
-SQLite writes many rows per statement (chunks of ``SQLITE_ROWS_PER_STATEMENT``); a batch with the
-same delivery twice takes the one-row-at-a-time path, applied in order. Every row must come out
-as the one-row path writes it.
+Many rows per statement (chunks of ``ROWS_PER_STATEMENT``: a VALUES list on SQLite, arrays through
+``unnest`` on PostgreSQL); a batch with the same delivery twice is written in rounds, in order.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ def _finish(delivery_id: int, n: int) -> queue.Finish:
 
 
 def test_a_batch_larger_than_one_statement_writes_every_row_as_given(ctx: AppContext) -> None:
-    count = queue.SQLITE_ROWS_PER_STATEMENT * 2 + 3
+    count = queue.ROWS_PER_STATEMENT * 2 + 3
     signal_id = make_signal(ctx, URL)
     ids = enqueue(ctx, signal_id, URL, [f'{{"n": {n}}}' for n in range(count)])
     given_attempts = [_attempt(d, n) for n, d in enumerate(ids)]
@@ -139,9 +138,11 @@ def test_the_same_delivery_twice_in_a_batch_is_applied_in_order(ctx: AppContext)
         hint=None,
         delivered_at=utcnow(),
     )
+    written_at = utcnow()
     with ctx.db.transaction() as tx:
-        queue.record_outcomes(tx, [_attempt(only, 0)], [first, second], now=utcnow())
+        queue.record_outcomes(tx, [_attempt(only, 0)], [first, second], now=written_at)
     with ctx.db.reading() as tx:
         row = tx.execute(select(deliveries).where(deliveries.c.id == only)).one()
     assert (row.status, row.attempt_count, row.last_status_code) == ("succeeded", 2, 200)
+    assert row.updated_at == written_at
     assert row.delivered_at == second.delivered_at

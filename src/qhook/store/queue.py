@@ -34,6 +34,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import Dialect
 
 from qhook.store import definitions
 from qhook.store.db import Database, Tx
@@ -390,108 +391,24 @@ def unhold_endpoint(tx: Tx, origin: str, now: datetime) -> int:
 def record_outcomes(
     tx: Tx, attempt_rows: Sequence[AttemptRow], finishes: Sequence[Finish], *, now: datetime
 ) -> None:
-    """Write many finished attempts at once: one executemany insert, one executemany update.
+    """Write many finished attempts at once: their attempts in one insert, their rows in one update.
 
-    Plain driver SQL with ready-made parameters: SQLAlchemy's per-row parameter processing was
-    about half of the worker's recording CPU (bench/throughput). The SQL is the one below.
+    Many rows per statement, never one statement per row: SQLite's ``executemany`` steps once per
+    row and lets go of the GIL around each step, and with the worker's loop busy sending each step
+    waited to win it back (200 outcomes took 40-50 ms, holding the write lock the next claim
+    needed); psycopg's pipelined ``executemany`` spent half the database threads' CPU in its
+    per-statement machinery (bench/throughput). A delivery finished twice in one batch is written
+    in rounds, in order, so each round names a row once.
     """
-    if tx.dialect.name == "sqlite" and len({f.delivery_id for f in finishes}) == len(finishes):
-        _record_sqlite(tx, attempt_rows, finishes, now)
-        return
-    sql = _OUTCOME_SQL["postgresql" if tx.dialect.name == "postgresql" else "sqlite"]
-    moment = _pg_time if tx.dialect.name == "postgresql" else _sqlite_time
-    if attempt_rows:
-        tx.exec_driver_sql(
-            sql[0],
-            [
-                {
-                    "delivery_id": a.delivery_id,
-                    "number": a.number,
-                    "trigger": a.trigger,
-                    "started_at": moment(a.started_at),
-                    "duration_ms": a.duration_ms,
-                    "request_headers": _json(a.request_headers),
-                    "status_code": a.status_code,
-                    "response_headers": _json(a.response_headers) if a.response_headers is not None else None,
-                    "response_body": a.response_body,
-                    "error_kind": a.error_kind,
-                    "error": a.error,
-                    "hint": a.hint,
-                }
-                for a in attempt_rows
-            ],
-        )
-    if finishes:
-        updated_at = moment(now)
-        tx.exec_driver_sql(
-            sql[1],
-            [
-                {
-                    "b_id": f.delivery_id,
-                    "b_status": f.status,
-                    "b_attempt_count": f.attempt_count,
-                    "b_next": moment(f.next_attempt_at),
-                    "b_code": f.last_status_code,
-                    "b_kind": f.last_error_kind,
-                    "b_hint": f.hint,
-                    "b_delivered": moment(f.delivered_at),
-                    "b_now": updated_at,
-                }
-                for f in finishes
-            ],
-        )
-
-
-def _outcome_sql(param: Callable[[str], str], json: str, moment: str) -> tuple[str, str]:
-    """(insert attempts, update deliveries) for one driver's parameter style and casts."""
-    columns = [c.name for c in attempts.columns if c.name != "id"]
-    values = [
-        json.format(param(c)) if c in ("request_headers", "response_headers") else param(c) for c in columns
-    ]
-    names = ", ".join(f'"{c}"' for c in columns)  # quoted: "trigger" is an SQL keyword
-    insert_sql = f"INSERT INTO attempts ({names}) VALUES ({', '.join(values)})"
-    status, next_at = param("b_status"), moment.format(param("b_next"))
-    # A row cancelled while in flight (its signal was removed) stays cancelled unless delivered.
-    keep = f"status = 'cancelled' AND {status} <> 'succeeded'"
-    update_sql = (
-        f"UPDATE deliveries SET status = CASE WHEN {keep} THEN 'cancelled' ELSE {status} END, "
-        f"attempt_count = {param('b_attempt_count')}, "
-        f"next_attempt_at = CASE WHEN {keep} THEN NULL ELSE {next_at} END, "
-        f"last_status_code = {param('b_code')}, last_error_kind = {param('b_kind')}, "
-        f"hint = CASE WHEN {keep} THEN hint ELSE {param('b_hint')} END, "
-        f"delivered_at = COALESCE({moment.format(param('b_delivered'))}, delivered_at), "
-        "lease_owner = NULL, lease_expires_at = NULL, next_trigger = 'scheduled', "
-        f"updated_at = {moment.format(param('b_now'))} WHERE id = {param('b_id')}"
-    )
-    return insert_sql, update_sql
-
-
-SQLITE_ROWS_PER_STATEMENT = 500  # 12 parameters a row: far below SQLite's 32,766 per statement
-_ATTEMPT_COLUMNS = tuple(c.name for c in attempts.columns if c.name != "id")
-_FINISH_COLUMNS = (
-    *("b_id", "b_status", "b_attempt_count", "b_next"),
-    *("b_code", "b_kind", "b_hint", "b_delivered"),
-)
-
-
-def _record_sqlite(
-    tx: Tx, attempt_rows: Sequence[AttemptRow], finishes: Sequence[Finish], now: datetime
-) -> None:
-    """SQLite: many rows per statement instead of one ``executemany`` step per row.
-
-    The sqlite3 module lets go of the GIL around every step and must win it back after each; with
-    the worker's loop busy sending, each step waited for it, and a batch of 200 outcomes took
-    40-50 ms to write (bench/throughput), holding the write lock the next claim needed.
-    """
-    for start in range(0, len(attempt_rows), SQLITE_ROWS_PER_STATEMENT):
-        chunk = attempt_rows[start : start + SQLITE_ROWS_PER_STATEMENT]
-        values: list[object] = []
-        for a in chunk:
-            values += (
+    sqlite = tx.dialect.name == "sqlite"
+    moment: Callable[[datetime | None], object] = _sqlite_time if sqlite else _pg_time
+    for start in range(0, len(attempt_rows), ROWS_PER_STATEMENT):
+        rows = [
+            (
                 a.delivery_id,
                 a.number,
                 a.trigger,
-                _sqlite_time(a.started_at),
+                moment(a.started_at),
                 a.duration_ms,
                 _json(a.request_headers),
                 a.status_code,
@@ -501,57 +418,107 @@ def _record_sqlite(
                 a.error,
                 a.hint,
             )
-        tx.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(values))
-    updated_at = _sqlite_time(now)
-    for start in range(0, len(finishes), SQLITE_ROWS_PER_STATEMENT):
-        batch = finishes[start : start + SQLITE_ROWS_PER_STATEMENT]
-        values = []
-        for f in batch:
-            values += (
-                f.delivery_id,
-                f.status,
-                f.attempt_count,
-                _sqlite_time(f.next_attempt_at),
-                f.last_status_code,
-                f.last_error_kind,
-                f.hint,
-                _sqlite_time(f.delivered_at),
-            )
-        values.append(updated_at)
-        tx.exec_driver_sql(_sqlite_update_sql(len(batch)), tuple(values))
+            for a in attempt_rows[start : start + ROWS_PER_STATEMENT]
+        ]
+        _write_rows(tx, sqlite, _INSERT_ATTEMPTS, rows)
+    updated_at = moment(now)
+    for batch in _rounds(finishes):
+        for start in range(0, len(batch), ROWS_PER_STATEMENT):
+            updates = [
+                (
+                    f.delivery_id,
+                    f.status,
+                    f.attempt_count,
+                    moment(f.next_attempt_at),
+                    f.last_status_code,
+                    f.last_error_kind,
+                    f.hint,
+                    moment(f.delivered_at),
+                )
+                for f in batch[start : start + ROWS_PER_STATEMENT]
+            ]
+            _write_rows(tx, sqlite, _UPDATE_DELIVERIES, updates, updated_at)
 
 
-@functools.lru_cache(maxsize=64)
-def _sqlite_insert_sql(rows: int) -> str:
-    names = ", ".join(f'"{c}"' for c in _ATTEMPT_COLUMNS)
-    row = "(" + ", ".join("?" * len(_ATTEMPT_COLUMNS)) + ")"
-    return f"INSERT INTO attempts ({names}) VALUES {', '.join([row] * rows)}"
-
-
-@functools.lru_cache(maxsize=64)
-def _sqlite_update_sql(rows: int) -> str:
-    """The update of ``_outcome_sql`` with its values from a table of ``rows`` rows, then updated_at."""
-    row = "(" + ", ".join("?" * len(_FINISH_COLUMNS)) + ")"
-    keep = "deliveries.status = 'cancelled' AND b.b_status <> 'succeeded'"
-    return (
-        f"WITH b({', '.join(_FINISH_COLUMNS)}) AS (VALUES {', '.join([row] * rows)}) "
-        f"UPDATE deliveries SET status = CASE WHEN {keep} THEN 'cancelled' ELSE b.b_status END, "
-        "attempt_count = b.b_attempt_count, "
-        f"next_attempt_at = CASE WHEN {keep} THEN NULL ELSE b.b_next END, "
-        "last_status_code = b.b_code, last_error_kind = b.b_kind, "
-        f"hint = CASE WHEN {keep} THEN deliveries.hint ELSE b.b_hint END, "
-        "delivered_at = COALESCE(b.b_delivered, deliveries.delivered_at), "
-        "lease_owner = NULL, lease_expires_at = NULL, next_trigger = 'scheduled', "
-        "updated_at = ? FROM b WHERE deliveries.id = b.b_id"
-    )
-
-
-_OUTCOME_SQL = {
-    "sqlite": _outcome_sql(lambda name: f":{name}", "{}", "{}"),
-    "postgresql": _outcome_sql(
-        lambda name: f"%({name})s", "CAST({} AS JSONB)", "CAST({} AS TIMESTAMP WITH TIME ZONE)"
-    ),
+ROWS_PER_STATEMENT = 500  # 12 parameters a row on SQLite: far below its 32,766 per statement
+_ATTEMPT_TYPES = {c.name: c.type for c in attempts.columns if c.name != "id"}
+_FINISH_TYPES = {
+    "b_id": deliveries.c.id.type,
+    "b_status": deliveries.c.status.type,
+    "b_attempt_count": deliveries.c.attempt_count.type,
+    "b_next": deliveries.c.next_attempt_at.type,
+    "b_code": deliveries.c.last_status_code.type,
+    "b_kind": deliveries.c.last_error_kind.type,
+    "b_hint": deliveries.c.hint.type,
+    "b_delivered": deliveries.c.delivered_at.type,
 }
+_KEEP = "deliveries.status = 'cancelled' AND b.b_status <> 'succeeded'"
+_ATTEMPT_NAMES = ", ".join(f'"{c}"' for c in _ATTEMPT_TYPES)  # quoted: "trigger" is an SQL keyword
+_INSERT_ATTEMPTS = (f"INSERT INTO attempts ({_ATTEMPT_NAMES}) SELECT * FROM {{rows}}", _ATTEMPT_TYPES)
+# A row cancelled while in flight (its signal was removed) stays cancelled unless delivered.
+_UPDATE_DELIVERIES = (
+    f"UPDATE deliveries SET status = CASE WHEN {_KEEP} THEN 'cancelled' ELSE b.b_status END, "
+    "attempt_count = b.b_attempt_count, "
+    f"next_attempt_at = CASE WHEN {_KEEP} THEN NULL ELSE b.b_next END, "
+    "last_status_code = b.b_code, last_error_kind = b.b_kind, "
+    f"hint = CASE WHEN {_KEEP} THEN deliveries.hint ELSE b.b_hint END, "
+    "delivered_at = COALESCE(b.b_delivered, deliveries.delivered_at), "
+    "lease_owner = NULL, lease_expires_at = NULL, next_trigger = 'scheduled', "
+    "updated_at = {now} FROM {rows} WHERE deliveries.id = b.b_id",
+    _FINISH_TYPES,
+)
+
+
+def _write_rows(
+    tx: Tx,
+    sqlite: bool,
+    statement: tuple[str, dict[str, Any]],
+    rows: Sequence[tuple[object, ...]],
+    now: object = None,
+) -> None:
+    """Run ``statement`` with ``rows`` as the table ``b`` (and ``now`` for its ``{now}``): on SQLite
+    a VALUES list, on PostgreSQL one array per column through ``unnest`` (one text for any count)."""
+    template, types = statement
+    if not rows:
+        return
+    if sqlite:
+        flat = tuple(value for row in rows for value in row)
+        # Positional parameters, in the order of the text.
+        now_first = template.find("{now}") in range(0, template.find("{rows}"))
+        params = ((now, *flat) if now_first else (*flat, now)) if "{now}" in template else flat
+        tx.exec_driver_sql(template.format(rows=_sqlite_values(tuple(types), len(rows)), now="?"), params)
+        return
+    named: dict[str, object] = {f"c{i}": list(column) for i, column in enumerate(zip(*rows, strict=True))}
+    named["now"] = now
+    table = _pg_unnest(tx.dialect, tuple(types), tuple(types.values()))
+    tx.exec_driver_sql(template.format(rows=table, now="%(now)s"), named)
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_values(names: tuple[str, ...], count: int) -> str:
+    row = "(" + ", ".join("?" * len(names)) + ")"
+    return f"(WITH b({', '.join(names)}) AS (VALUES {', '.join([row] * count)}) SELECT * FROM b) AS b"
+
+
+@functools.cache
+def _pg_unnest(dialect: Dialect, names: tuple[str, ...], types: tuple[Any, ...]) -> str:
+    arrays = ", ".join(
+        f"CAST(%(c{i})s AS {type_.compile(dialect=dialect)}[])" for i, type_ in enumerate(types)
+    )
+    return f"unnest({arrays}) AS b({', '.join(names)})"
+
+
+def _rounds(finishes: Sequence[Finish]) -> list[list[Finish]]:
+    """``finishes`` in order, split so that no delivery appears twice in one round."""
+    rounds: list[list[Finish]] = []
+    seen: dict[int, int] = {}
+    for f in finishes:
+        n = seen.get(f.delivery_id, 0)
+        seen[f.delivery_id] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(f)
+    return rounds
 
 
 def _json(value: dict[str, str]) -> str:
