@@ -402,42 +402,39 @@ def record_outcomes(
     """
     sqlite = tx.dialect.name == "sqlite"
     moment: Callable[[datetime | None], object] = _sqlite_time if sqlite else _pg_time
-    for start in range(0, len(attempt_rows), ROWS_PER_STATEMENT):
-        rows = [
-            (
-                a.delivery_id,
-                a.number,
-                a.trigger,
-                moment(a.started_at),
-                a.duration_ms,
-                _json(a.request_headers),
-                a.status_code,
-                _json(a.response_headers) if a.response_headers is not None else None,
-                a.response_body,
-                a.error_kind,
-                a.error,
-                a.hint,
-            )
-            for a in attempt_rows[start : start + ROWS_PER_STATEMENT]
-        ]
-        _write_rows(tx, sqlite, _INSERT_ATTEMPTS, rows)
-    updated_at = moment(now)
+    _write_rows(tx, sqlite, _INSERT_ATTEMPTS, [_attempt_values(a, moment) for a in attempt_rows])
     for batch in _rounds(finishes):
-        for start in range(0, len(batch), ROWS_PER_STATEMENT):
-            updates = [
-                (
-                    f.delivery_id,
-                    f.status,
-                    f.attempt_count,
-                    moment(f.next_attempt_at),
-                    f.last_status_code,
-                    f.last_error_kind,
-                    f.hint,
-                    moment(f.delivered_at),
-                )
-                for f in batch[start : start + ROWS_PER_STATEMENT]
-            ]
-            _write_rows(tx, sqlite, _UPDATE_DELIVERIES, updates, updated_at)
+        _write_rows(tx, sqlite, _UPDATE_DELIVERIES, [_finish_values(f, moment) for f in batch], moment(now))
+
+
+def _attempt_values(a: AttemptRow, moment: Callable[[datetime | None], object]) -> tuple[object, ...]:
+    return (
+        a.delivery_id,
+        a.number,
+        a.trigger,
+        moment(a.started_at),
+        a.duration_ms,
+        _json(a.request_headers),
+        a.status_code,
+        _json(a.response_headers) if a.response_headers is not None else None,
+        a.response_body,
+        a.error_kind,
+        a.error,
+        a.hint,
+    )
+
+
+def _finish_values(f: Finish, moment: Callable[[datetime | None], object]) -> tuple[object, ...]:
+    return (
+        f.delivery_id,
+        f.status,
+        f.attempt_count,
+        moment(f.next_attempt_at),
+        f.last_status_code,
+        f.last_error_kind,
+        f.hint,
+        moment(f.delivered_at),
+    )
 
 
 ROWS_PER_STATEMENT = 500  # 12 parameters a row on SQLite: far below its 32,766 per statement
@@ -476,11 +473,21 @@ def _write_rows(
     rows: Sequence[tuple[object, ...]],
     now: object = None,
 ) -> None:
-    """Run ``statement`` with ``rows`` as the table ``b`` (and ``now`` for its ``{now}``): on SQLite
-    a VALUES list, on PostgreSQL one array per column through ``unnest`` (one text for any count)."""
+    """Run ``statement`` with ``rows`` as the table ``b`` (and ``now`` for its ``{now}``), at most
+    ``ROWS_PER_STATEMENT`` rows a time: on SQLite a VALUES list, on PostgreSQL one array per column
+    through ``unnest`` (one text for any count)."""
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        _write_chunk(tx, sqlite, statement, rows[start : start + ROWS_PER_STATEMENT], now)
+
+
+def _write_chunk(
+    tx: Tx,
+    sqlite: bool,
+    statement: tuple[str, dict[str, Any]],
+    rows: Sequence[tuple[object, ...]],
+    now: object,
+) -> None:
     template, types = statement
-    if not rows:
-        return
     if sqlite:
         flat = tuple(value for row in rows for value in row)
         # Positional parameters, in the order of the text.
