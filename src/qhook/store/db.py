@@ -6,10 +6,12 @@ return frozen records. Services open transactions with ``Database.transaction()`
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import logging
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -33,6 +35,31 @@ POOL_WAIT_S = 30.0
 """How long a PostgreSQL transaction waits for a pooled connection before it is a 503."""
 
 
+SQLITE_MINIMUM = (3, 35, 0)
+"""RETURNING (3.35), UPDATE ... FROM (3.33), the FTS5 trigram tokenizer (3.34)."""
+
+
+def check_sqlite(version: tuple[int, int, int], has_json: bool) -> None:
+    """Refuse, with what to do, an SQLite library too old for qhook's SQL."""
+    if version < SQLITE_MINIMUM or not has_json:
+        found = ".".join(map(str, version)) + ("" if has_json else " without its JSON functions")
+        need = ".".join(map(str, SQLITE_MINIMUM))
+        raise StoreError(
+            f"qhook needs SQLite {need} or newer with its JSON functions; this Python's sqlite3 module"
+            f" has {found}. Use a newer Python build (python.org and Debian 12 builds qualify) or"
+            " PostgreSQL."
+        )
+
+
+def _has_json() -> bool:
+    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+        try:
+            probe.execute("SELECT json_array(1)")
+        except sqlite3.OperationalError:
+            return False
+    return True
+
+
 class Database:
     """One engine per process; SQLite gets WAL, foreign keys and IMMEDIATE write transactions."""
 
@@ -43,6 +70,7 @@ class Database:
         self.file: Path | None = None  # the SQLite database file (None: in memory, or PostgreSQL)
         self._turn_file: int | None = None
         if self.dialect == "sqlite":
+            check_sqlite(sqlite3.sqlite_version_info, _has_json())
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 self.file = Path(path)
