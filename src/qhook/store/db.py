@@ -51,6 +51,7 @@ def check_sqlite(version: tuple[int, int, int], has_json: bool) -> None:
         )
 
 
+@functools.cache  # one library per process
 def _has_json() -> bool:
     with contextlib.closing(sqlite3.connect(":memory:")) as probe:
         try:
