@@ -1,8 +1,9 @@
 """Batches finished attempts into few transactions: the worker's hot path to the database.
 
-Outcomes wait a few milliseconds so that many share one transaction (one executemany insert of
-attempts, one executemany update of deliveries); rare side effects (pauses, circuits, error
-reports, released leases) ride along in the same transaction, in order.
+Outcomes wait a few milliseconds so that many share one transaction (one insert of their attempts
+and one update of their deliveries, many rows per statement: ``queue.record_outcomes``); rare side
+effects (pauses, circuits, error reports, released leases) ride along in the same transaction, in
+order.
 """
 
 from __future__ import annotations
