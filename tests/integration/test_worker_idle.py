@@ -103,3 +103,18 @@ async def test_merged_wake_ups_from_a_burst_of_commits_lose_nothing(slow_poll_ct
             await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=10)
             assert worker._wakes > woken_before
     assert len(rx.received) == 60
+
+
+async def test_an_ordered_chain_moves_on_as_each_outcome_is_written(slow_poll_ctx: AppContext) -> None:
+    """Each next event of a result is claimed when the one before it is written, not at the next
+    beat (1 s while busy) or poll (30 s here): ten in a row take well under the ten beats."""
+    ctx = slow_poll_ctx
+    async with receiver() as rx:
+        signal_id = make_signal(ctx, rx.url, ordered=True)
+        ids = enqueue(ctx, signal_id, rx.url, [f'"{n}"' for n in range(10)], result_id=1, ordered=True)
+        started = time.monotonic()
+        async with running_worker(ctx):
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=10)
+            elapsed = time.monotonic() - started
+    assert [body.decode() for body in rx.bodies()] == [f'"{n}"' for n in range(10)]
+    assert elapsed < 4

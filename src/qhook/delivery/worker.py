@@ -127,6 +127,7 @@ class Worker:
         # hand, stop); one event awaited directly: the idle wait creates no task and no timer task.
         self._nudge = asyncio.Event()
         self._timed_out = False
+        self._ordered_done: set[int] = set()  # ordered deliveries finished, not yet written
         self._slots = asyncio.Semaphore(self.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_tick = 0.0
@@ -506,7 +507,7 @@ class Worker:
         )
         self.recorder.add(result.attempt, finish, ops)
         if d.ordered and decision.final:
-            self._woken()  # the next event of this result may go now (after this is written)
+            self._ordered_done.add(d.id)  # the next event of its result may go once this is written
 
     def _circuit_ops(
         self, gate: Gate[Item], item: Item, result: attempt_mod.AttemptResult, email: str | None
@@ -556,8 +557,11 @@ class Worker:
         before = len(self.held)
         for delivery_id in done_ids:
             self.held.pop(delivery_id, None)
+        if self._ordered_done.intersection(done_ids):
+            self._ordered_done.difference_update(done_ids)
+            self._woken()  # a claim now finds the next event of those results
         threshold = self.max_held - self.batch_size
-        if before >= threshold > len(self.held) or not self.held:
+        if before >= threshold > len(self.held):
             self._nudge.set()
 
     # --- maintenance ------------------------------------------------------------------------
