@@ -6,9 +6,10 @@ Many rows per statement (chunks of ``ROWS_PER_STATEMENT``: a VALUES list on SQLi
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import event, func, select, update
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
@@ -146,3 +147,34 @@ def test_the_same_delivery_twice_in_a_batch_is_applied_in_order(ctx: AppContext)
     assert (row.status, row.attempt_count, row.last_status_code) == ("succeeded", 2, 200)
     assert row.updated_at == written_at
     assert row.delivered_at == second.delivered_at
+
+
+def test_any_batch_size_uses_few_statement_texts(ctx: AppContext) -> None:
+    """Every connection keeps its prepared statements (SQLite: up to 128 each), so the texts must
+    not vary with every batch size: a worker's peak memory grew by tens of MB when they did."""
+    signal_id = make_signal(ctx, URL)
+    count = 300
+    ids = enqueue(ctx, signal_id, URL, ["{}"] * count)
+    texts: set[str] = set()
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        texts.add(statement)
+
+    with ctx.db.transaction() as tx:
+        event.listen(tx, "before_cursor_execute", seen)
+        for size in range(1, count + 1):
+            attempts_now = [
+                dataclasses.replace(_attempt(d, n), number=size) for n, d in enumerate(ids[:size])
+            ]
+            finishes_now = [_finish(d, n) for n, d in enumerate(ids[:size])]
+            queue.record_outcomes(tx, attempts_now, finishes_now, now=utcnow())
+        event.remove(tx, "before_cursor_execute", seen)
+    inserts = {t for t in texts if t.startswith("INSERT INTO attempts")}
+    updates = {t for t in texts if t.startswith("UPDATE deliveries")}
+    assert inserts | updates == texts
+    # SQLite: one text per power of two up to ROWS_PER_STATEMENT; PostgreSQL: one text in all.
+    most = queue.ROWS_PER_STATEMENT.bit_length() if ctx.db.is_sqlite else 1
+    assert 1 <= len(inserts) <= most
+    assert 1 <= len(updates) <= most
+    with ctx.db.reading() as tx:
+        assert tx.execute(select(func.count()).select_from(attempts)).scalar_one() == count * (count + 1) // 2
