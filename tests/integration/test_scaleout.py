@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from sqlalchemy import text
 
 from qhook.context import AppContext, open_context
 from qhook.settings import Settings
+from qhook.store import queue
 from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
 from tests.support.delivery import enqueue, make_signal, receiver, statuses, until
@@ -59,6 +61,18 @@ def pg_ctx(pg_server: pg.PgServer, tmp_path: Path) -> Iterator[AppContext]:
     context.db.dispose()
 
 
+def _listening(ctx: AppContext) -> int:
+    """Sessions of this database whose last statement was the workers' LISTEN."""
+    with ctx.db.reading() as tx:
+        found = tx.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = :listen"
+            ),
+            {"listen": f"LISTEN {queue.NOTIFY_CHANNEL}"},
+        ).scalar_one()
+    return int(found)
+
+
 @pytest.mark.postgres
 async def test_two_workers_share_a_queue_without_double_sends(pg_ctx: AppContext, tmp_path: Path) -> None:
     async def handler(request: web.Request) -> web.Response:
@@ -68,11 +82,15 @@ async def test_two_workers_share_a_queue_without_double_sends(pg_ctx: AppContext
     async with receiver(handler) as rx:
         signal_id = make_signal(pg_ctx, rx.url, max_in_flight=20)
         total = 600
-        enqueue(pg_ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(total)])
         # A production-like lease: with both workers alive, no lease may run out and no row go twice.
         env = worker_env(tmp_path, pg_ctx.settings.database_url, lease_seconds=60)
         workers = [start_worker(env, "--concurrency", "20") for _ in range(2)]
         try:
+            # Both listening (so both running, their signal handlers in place) before any work:
+            # a fast worker could otherwise send all 600 while the other is still starting, and
+            # the SIGTERM below would then find that one without its handler.
+            await until(lambda: _listening(pg_ctx) == 2, timeout=30)
+            enqueue(pg_ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(total)])
             await until(lambda: statuses(pg_ctx).get("succeeded") == total, timeout=60)
         finally:
             for process in workers:
@@ -80,7 +98,8 @@ async def test_two_workers_share_a_queue_without_double_sends(pg_ctx: AppContext
     counts = Counter(r.headers["webhook-id"] for r in rx.received)
     assert len(counts) == total
     assert max(counts.values()) == 1  # no delivery sent twice
-    assert all(p.returncode == 0 for p in workers), [p.stderr.read() for p in workers if p.stderr]
+    codes = [p.returncode for p in workers]
+    assert codes == [0, 0], (codes, [p.stderr.read() for p in workers if p.stderr])
 
 
 @pytest.mark.postgres

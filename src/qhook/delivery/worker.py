@@ -199,7 +199,7 @@ class Worker:
                 except Exception:
                     logger.exception("worker cycle failed", extra={"action": "worker_cycle_failed"})
                     progressed = False
-                if not progressed:
+                if not progressed and not stop.is_set():
                     await self._idle()
         finally:
             stop_watch.cancel()
