@@ -46,8 +46,8 @@ def check_sqlite(version: tuple[int, int, int], has_json: bool) -> None:
         need = ".".join(map(str, SQLITE_MINIMUM))
         raise StoreError(
             f"qhook needs SQLite {need} or newer with its JSON functions; this Python's sqlite3 module"
-            f" has {found}. Use a newer Python build (python.org and Debian 12 builds qualify) or"
-            " PostgreSQL."
+            f" has {found}. Use a Python linked with a newer SQLite (the system SQLite of Debian 12 or"
+            " Ubuntu 22.04 and later qualifies), or PostgreSQL."
         )
 
 
