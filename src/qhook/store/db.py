@@ -27,6 +27,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from qhook.errors import StoreError
 from qhook.settings import DEFAULT_DB_POOL_SIZE
 
+logger = logging.getLogger(__name__)
+
 Tx = Connection
 """An open connection inside a transaction; services pass it through without importing SQLAlchemy."""
 
@@ -220,7 +222,7 @@ def _open_turn_file(path: str) -> int | None:
     try:
         return os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     except OSError as exc:
-        logging.getLogger(__name__).warning(
+        logger.warning(
             "no write-turn file %s (%s): writers of other processes meet in SQLite's busy handler",
             path,
             exc.strerror or exc,

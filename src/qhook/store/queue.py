@@ -254,15 +254,12 @@ def _claim_sqlite(tx: Tx, statement: Any, params: dict[str, Any]) -> list[Queued
         _AT["ordered"],
         _AT["is_test"],
     )
-    rows = []
-    for row in found:
+    for row in found:  # as the driver and the column types would hand them back
         row[next_at] = _sqlite_moment(row[next_at])
         row[created] = _sqlite_moment(row[created])
         row[ordered] = bool(row[ordered])
         row[is_test] = bool(row[is_test])
-        rows.append(QueuedDelivery(*row))
-    rows.sort(key=lambda d: (d.next_attempt_at or d.created_at, d.id))
-    return rows
+    return _leased(found)
 
 
 def claim(
