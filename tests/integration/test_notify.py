@@ -30,7 +30,7 @@ from qhook.services import users
 from qhook.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, auth, fresh_postgres_url, fresh_sqlite_url
 from tests.support import pg
-from tests.support.delivery import Receiver, receiver, until
+from tests.support.delivery import Receiver, enqueue, make_signal, receiver, running_worker, until
 from tests.support.workflows import make_set
 
 QHOOK = str(Path(sys.executable).parent / "qhook")
@@ -227,3 +227,63 @@ def test_inserting_deliveries_notifies_at_commit_only(pg_ctx: AppContext) -> Non
         assert heard() == 1
     finally:
         listener.close()
+
+
+@pytest.mark.postgres
+async def test_the_serve_worker_is_woken_once_per_commit_on_postgres(
+    pg_ctx: AppContext, pg_api: httpx.AsyncClient
+) -> None:
+    """`qhook serve` on PostgreSQL: the API's commit wakes its in-process worker directly, and the
+    NOTIFY of that same commit comes back through the worker's listener. It used to wake the worker
+    a second time, and every second wake-up was a claim that found nothing."""
+    async with receiver() as rx:
+        set_id = await make_set(pg_api)
+        await make_workflow(pg_api, set_id, rx.url)
+        async with running_worker(pg_ctx) as worker:
+            restore = worker_mod.attach_wake(pg_ctx, worker)  # as `qhook serve` does
+            try:
+                await asyncio.sleep(0.3)  # the first round's claims are done
+                woken_before = worker._wakes
+                found = await latencies(pg_api, rx, set_id)
+                await asyncio.sleep(0.3)  # time for a NOTIFY still on its way
+                woken = worker._wakes - woken_before
+            finally:
+                restore()
+    judge(found)
+    assert woken <= ROUNDS, f"{woken} wake-ups for {ROUNDS} commits"
+
+
+@pytest.mark.postgres
+async def test_the_serve_worker_still_hears_other_processes(pg_ctx: AppContext, tmp_path: Path) -> None:
+    """Only this process's own NOTIFYs are passed over: a commit through another connection pool
+    (another process: the CLI, an API started with --no-worker) still wakes the worker at once."""
+    other = context(tmp_path / "other", pg_ctx.settings.database_url)
+    try:
+        async with receiver() as rx:
+            signal_id = make_signal(pg_ctx, rx.url)
+            async with running_worker(pg_ctx) as worker:
+                restore = worker_mod.attach_wake(pg_ctx, worker)
+                try:
+                    found = []
+                    for n in range(ROUNDS):
+                        await _idle()
+                        started = time.monotonic()
+                        await asyncio.to_thread(enqueue, other, signal_id, rx.url, [f'{{"n": {n}}}'])
+                        await until(lambda: len(rx.received) > n, timeout=POLL_S / 2, interval=0.005)  # noqa: B023
+                        found.append(rx.received[n].at - started)
+                finally:
+                    restore()
+    finally:
+        other.db.dispose()
+    judge(found)
+
+
+@pytest.mark.postgres
+def test_the_database_knows_its_own_backends(pg_ctx: AppContext) -> None:
+    from sqlalchemy import text
+
+    with pg_ctx.db.reading() as tx:
+        pid = tx.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    assert pid in pg_ctx.db.backend_pids
+    pg_ctx.db.dispose()
+    assert pid not in pg_ctx.db.backend_pids

@@ -137,6 +137,9 @@ class Worker:
         self._retry_full = False
         self._wakes = 0
         self._wake_pending = False
+        # Set by ``attach_wake``: every commit of this process that queues work calls ``wake()``,
+        # so the PostgreSQL listener passes over the NOTIFYs of this process's own connections.
+        self.woken_by_own_commits = False
         # (excluded origins, loop time, wake-ups so far) of the last first-lane claim that found
         # nothing beyond the excluded (saturated) endpoints: the same claim finds nothing more until
         # something is committed (a wake-up) or an endpoint frees up, so it is not repeated for up
@@ -655,7 +658,11 @@ class Worker:
         if self.ctx.db.is_sqlite:
             return None
         thread = threading.Thread(
-            target=queue.listen, args=(self.ctx.db, self.wake, stop), name="qhook-listen", daemon=True
+            target=queue.listen,
+            args=(self.ctx.db, self.wake, stop),
+            kwargs={"skip_own": lambda: self.woken_by_own_commits},
+            name="qhook-listen",
+            daemon=True,
         )
         thread.start()
         return thread
@@ -761,7 +768,8 @@ def attach_wake(ctx: AppContext, worker: Worker) -> Callable[[], None]:
     function that puts the previous ones back.
 
     On SQLite they wake this worker only: it is the database's one worker, and the doorbell the
-    others ring is its own.
+    others ring is its own. On PostgreSQL the worker's listener then passes over the NOTIFYs of
+    this process's own commits, which have woken it already.
     """
     previous, previous_here = ctx.wake, ctx.wake_here
 
@@ -775,11 +783,13 @@ def attach_wake(ctx: AppContext, worker: Worker) -> Callable[[], None]:
 
     def restore() -> None:
         ctx.wake, ctx.wake_here = previous, previous_here
+        worker.woken_by_own_commits = False
 
     if ctx.db.is_sqlite:
         ctx.wake = ctx.wake_here = worker.wake
     else:
         ctx.wake, ctx.wake_here = wake, wake_here
+    worker.woken_by_own_commits = True
     return restore
 
 

@@ -92,10 +92,13 @@ class Database:
             kwargs["pool_timeout"] = POOL_WAIT_S
         self.engine: Engine = create_engine(url, **kwargs)
         self._writer = threading.Lock() if self.dialect == "sqlite" else None
+        # PostgreSQL: the server process behind each connection this engine holds open, to tell
+        # this process's own NOTIFYs from other processes' (``queue.listen``).
+        self.backend_pids: set[int] = set()
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
         else:
-            _postgresql_setup(self.engine)
+            _postgresql_setup(self.engine, self.backend_pids)
 
     @property
     def is_sqlite(self) -> bool:
@@ -253,7 +256,7 @@ IDLE_PING_S = 1.0
 """A pooled PostgreSQL connection idle longer than this is pinged before use (see _postgresql_setup)."""
 
 
-def _postgresql_setup(engine: Engine) -> None:
+def _postgresql_setup(engine: Engine, backend_pids: set[int]) -> None:
     # Pessimistic disconnect handling, but only for connections that sat idle: SQLAlchemy's
     # pool_pre_ping spends a round trip on every checkout, several per API request and per
     # worker batch (bench/latency). A connection back in use within a second skips the ping; one
@@ -276,7 +279,7 @@ def _postgresql_setup(engine: Engine) -> None:
             raise DisconnectionError("pooled connection failed its ping")
 
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
+    def _connect(dbapi_conn: Any, record: Any) -> None:
         # qhook's statements are short OLTP queries. JIT judged the worker's claim "expensive" from
         # row estimates on a large backlog and spent ~300 ms compiling it on every call. A SET on
         # connect (not a startup "options" parameter, which PgBouncer refuses); committed so the
@@ -284,6 +287,17 @@ def _postgresql_setup(engine: Engine) -> None:
         with dbapi_conn.cursor() as cursor:
             cursor.execute("SET jit = off")
         dbapi_conn.commit()
+        record.info["backend_pid"] = dbapi_conn.info.backend_pid
+        backend_pids.add(record.info["backend_pid"])
+
+    @event.listens_for(engine, "close")
+    def _close(_dbapi_conn: Any, record: Any) -> None:
+        backend_pids.discard(record.info.get("backend_pid"))
+
+    @event.listens_for(engine, "detach")
+    def _detach(_dbapi_conn: Any, record: Any) -> None:
+        # A detached connection is closed outside the pool, with no "close" event.
+        backend_pids.discard(record.info.get("backend_pid"))
 
 
 def _sqlite_setup(engine: Engine) -> None:

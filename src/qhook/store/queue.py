@@ -685,10 +685,20 @@ def delivery_by_id(tx: Tx, delivery_id: int) -> QueuedDelivery | None:
     return _queued(row) if row else None
 
 
-def listen(db: Database, on_notify: Callable[[], None], stop: threading.Event) -> None:
+def listen(
+    db: Database,
+    on_notify: Callable[[], None],
+    stop: threading.Event,
+    *,
+    skip_own: Callable[[], bool] = lambda: False,
+) -> None:
     """Call ``on_notify`` for each NOTIFY on the deliveries channel until ``stop`` (PostgreSQL; a thread).
 
-    A lost connection is reopened after a pause; polling covers the gap.
+    While ``skip_own()`` is true, NOTIFYs sent by ``db``'s own connections are passed over: every
+    commit of this process that queues work already woke its worker directly, and the second
+    wake-up only made it claim again and find nothing (a third of the claims of ``qhook serve``).
+    Behind PgBouncer a connection's backend pid is PgBouncer's own: nothing matches, nothing is
+    skipped. A lost connection is reopened after a pause; polling covers the gap.
     """
     while not stop.is_set():
         try:
@@ -701,7 +711,9 @@ def listen(db: Database, on_notify: Callable[[], None], stop: threading.Event) -
             conn.autocommit = True  # type: ignore[union-attr]
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")  # type: ignore[union-attr]
             while not stop.is_set():
-                for _ in conn.notifies(timeout=0.5):  # type: ignore[union-attr]
+                for notice in conn.notifies(timeout=0.5):  # type: ignore[union-attr]
+                    if notice.pid in db.backend_pids and skip_own():
+                        continue
                     on_notify()
         except Exception:
             stop.wait(1.0)
