@@ -1,7 +1,8 @@
 """``queue.record_outcomes``: many finished attempts in one call, on SQLite and PostgreSQL.
 
-Many rows per statement (chunks of ``ROWS_PER_STATEMENT``: a VALUES list on SQLite, arrays through
-``unnest`` on PostgreSQL); a batch with the same delivery twice is written in rounds, in order.
+Many rows per statement (chunks of ``ROWS_PER_STATEMENT``: a VALUES list on SQLite, one JSON
+document through ``json_to_recordset`` on PostgreSQL); a batch with the same delivery twice is
+written in rounds, in order.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select, text, update
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
@@ -66,7 +67,12 @@ def test_a_batch_larger_than_one_statement_writes_every_row_as_given(ctx: AppCon
     with ctx.db.reading() as tx:
         written = {r.delivery_id: r for r in tx.execute(select(attempts))}
         rows = {r.id: r for r in tx.execute(select(deliveries))}
+        # SQL NULL, not a JSON null (which reads back as None all the same).
+        no_headers = tx.execute(
+            select(func.count()).select_from(attempts).where(text("response_headers IS NULL"))
+        ).scalar_one()
     assert len(written) == count
+    assert no_headers == sum(1 for a in given_attempts if a.response_headers is None)
     for a in given_attempts:
         row = written[a.delivery_id]
         assert (row.number, row.trigger, row.duration_ms, row.status_code) == (
