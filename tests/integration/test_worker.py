@@ -42,6 +42,26 @@ async def test_success_sends_frozen_body_signed_and_records_attempt(ctx: AppCont
     assert attempt.request_headers["webhook-id"] == row.webhook_id
 
 
+async def test_a_binary_answer_is_recorded_and_its_batch_is_not_sent_again(ctx: AppContext) -> None:
+    """A receiver answering with NUL bytes (an image, gzip without its header): PostgreSQL's text
+    refuses NUL, so the whole batch's write failed, its leases ran out and all of it was sent
+    again, forever. The stored answer shows U+FFFD where the NUL was, as for any undecodable byte."""
+
+    async def binary(request: web.Request) -> web.Response:
+        return web.Response(body=b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", content_type="image/png")
+
+    async with receiver(binary) as rx:
+        signal_id = make_signal(ctx, rx.url)
+        ids = enqueue(ctx, signal_id, rx.url, [f'{{"n": {n}}}' for n in range(5)])
+        async with running_worker(ctx):
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=10)
+    assert len(rx.received) == 5
+    for delivery_id in ids:
+        [attempt] = attempts_of(ctx, delivery_id)
+        assert attempt.status_code == 200
+        assert attempt.response_body == "\ufffdPNG\r\n\x1a\n\ufffd\ufffd\ufffd\rIHDR"
+
+
 async def test_500_then_success_retries_with_same_webhook_id(ctx: AppContext) -> None:
     answers = [500, 200]
 

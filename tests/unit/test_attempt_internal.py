@@ -95,3 +95,12 @@ async def test_the_described_error_is_short(text: str) -> None:
     result = await attempt.perform(CTX, RaisingSender(ValueError(text)), _delivery(), _signal(new_secret()))  # type: ignore[arg-type]
     assert result.attempt.error is not None and len(result.attempt.error) <= attempt.INTERNAL_ERROR_CHARS
     assert result.attempt.error.startswith("ValueError")
+
+
+async def test_nul_in_a_message_is_stored_as_a_replacement_character() -> None:
+    # PostgreSQL's text refuses NUL: one such message failed the write of its whole batch.
+    sender = RaisingSender(RuntimeError("bad\x00byte"))
+    result = await attempt.perform(CTX, sender, _delivery(), _signal(new_secret()))  # type: ignore[arg-type]
+    assert result.attempt.error == "RuntimeError: bad\ufffdbyte"
+    assert result.hint is not None and "bad\ufffdbyte" in result.hint and "\x00" not in result.hint
+    assert result.attempt.hint == result.hint

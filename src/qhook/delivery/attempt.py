@@ -15,7 +15,7 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.delivery import auth as auth_mod
 from qhook.delivery import prepare
-from qhook.delivery.sender import OutgoingRequest, Sender, SendOutcome
+from qhook.delivery.sender import OutgoingRequest, Sender, SendOutcome, storable
 from qhook.domain import hints, retry
 from qhook.errors import QhookError
 from qhook.store import queue
@@ -84,6 +84,8 @@ async def perform(
     hint = None
     if decision.outcome != "succeeded":
         hint = _hint(ctx, delivery, outcome, decision, request, auth)
+        # Hints and errors may quote what a token endpoint or an exception said.
+        hint = storable(hint) if hint else hint
     headers = prepare.redact(request.headers, request.secret_header_names) if request else {}
     attempt = queue.AttemptRow(
         delivery_id=delivery.id,
@@ -96,7 +98,7 @@ async def perform(
         response_headers=outcome.response_headers or None,
         response_body=outcome.response_body or None,
         error_kind=outcome.error_kind,
-        error=outcome.error,
+        error=storable(outcome.error) if outcome.error else outcome.error,
         hint=hint,
     )
     return AttemptResult(

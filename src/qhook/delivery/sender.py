@@ -4,7 +4,8 @@
 ``error_kind`` (dns connect tls timeout http_status ssrf_blocked redirect). Response bodies are
 read up to ``QHOOK_RESPONSE_BODY_LIMIT`` only; the rest is never downloaded and the outcome says
 ``response_truncated``. The size of a receiver's answer does not decide success: a 2xx with a
-huge body is still delivered, so the sender never reports ``too_large`` itself.
+huge body is still delivered, so the sender never reports ``too_large`` itself. What the receiver
+sent is kept as text that every database stores: undecodable bytes and NUL become U+FFFD.
 """
 
 from __future__ import annotations
@@ -261,11 +262,11 @@ class Sender:
             error = f"redirect {status} to {location}" if location else f"redirect {status}"
         elif not 200 <= status < 300:
             kind = "http_status"
-            error = f"HTTP {status} {response.reason or ''}".rstrip()
+            error = storable(f"HTTP {status} {response.reason or ''}".rstrip())
         return SendOutcome(
             status_code=status,
             response_headers=headers,
-            response_body=body.decode(response.charset or "utf-8", errors="replace"),
+            response_body=storable(body.decode(response.charset or "utf-8", errors="replace")),
             duration_ms=_elapsed_ms(started),
             error_kind=kind,
             error=error,
@@ -285,8 +286,14 @@ class Sender:
 def _headers(raw: CIMultiDictProxy[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in raw.items():
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        headers[name] = f"{headers[name]}, {storable(value)}" if name in headers else storable(value)
     return headers
+
+
+def storable(raw: str) -> str:
+    """PostgreSQL's text cannot hold NUL: a binary answer failed the whole batch's write, whose
+    leases then ran out and every delivery in it was sent again."""
+    return raw.replace("\x00", "\ufffd") if "\x00" in raw else raw
 
 
 def _ssl_message(exc: aiohttp.ClientSSLError) -> str:
