@@ -9,6 +9,7 @@ order.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -112,9 +113,11 @@ class Recorder:
                     )
                     await asyncio.sleep(1.0)
                 except Exception:
-                    # A bug, not an outage: retrying would loop. The leases run out and the rows
-                    # are sent again, so nothing is lost (at-least-once).
+                    # Not an outage: something in the batch the database refuses. Retrying it whole
+                    # would loop, and dropping it whole would send all of it again when its leases
+                    # run out; written one by one, only what is refused waits for its lease.
                     logger.exception("recording outcomes failed", extra={"action": "record_failed"})
+                    await self._run(self._write_apart, batch)
                     break
             self._on_written(batch.done_ids)
 
@@ -127,3 +130,32 @@ class Recorder:
             queue.record_outcomes(tx, batch.attempts, batch.finishes, now=now)
             for op in batch.ops:
                 op(tx, now)
+
+    def _write_apart(self, batch: _Pending) -> None:
+        """Each delivery's outcomes and each side effect in a transaction of its own; what the
+        database refuses is logged."""
+        by_delivery: dict[int, _Pending] = {}
+        for a in batch.attempts:
+            by_delivery.setdefault(a.delivery_id, _Pending()).attempts.append(a)
+        for f in batch.finishes:
+            by_delivery.setdefault(f.delivery_id, _Pending()).finishes.append(f)
+        parts: list[Op] = [
+            functools.partial(_outcomes, attempts=p.attempts, finishes=p.finishes)
+            for p in by_delivery.values()
+        ]
+        for part in [*parts, *batch.ops]:
+            try:
+                with self._db.transaction() as tx:
+                    part(tx, utcnow())
+            except QhookError as exc:
+                logger.warning(
+                    "recording an outcome failed: %s", exc.message, extra={"action": "record_failed"}
+                )
+            except Exception:
+                logger.exception("recording an outcome failed", extra={"action": "record_failed"})
+
+
+def _outcomes(
+    tx: Tx, now: datetime, *, attempts: list[queue.AttemptRow], finishes: list[queue.Finish]
+) -> None:
+    queue.record_outcomes(tx, attempts, finishes, now=now)

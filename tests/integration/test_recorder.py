@@ -1,0 +1,90 @@
+"""The recorder when the database refuses part of a batch (not an outage), on SQLite and PostgreSQL.
+
+Before: the whole batch was dropped, so every delivery in it was sent again once its lease ran out,
+and a refusal that came back every time (NUL in a receiver's answer, on PostgreSQL) sent the same
+batch over and over. Now the batch is written again one delivery at a time: only what is refused
+waits for its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.delivery.recorder import Recorder
+from qhook.store import endpoints as endpoint_store
+from qhook.store import queue
+from qhook.store.db import Tx
+from qhook.store.tables import attempts, deliveries
+from tests.support.delivery import enqueue, make_signal
+
+URL = "https://erp.example.com/hook"
+ORIGIN = "https://erp.example.com:443"
+MISSING = 987_654_321  # no such delivery: its attempt breaks the foreign key
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+def _attempt(delivery_id: int) -> queue.AttemptRow:
+    return queue.AttemptRow(
+        delivery_id=delivery_id,
+        number=1,
+        trigger="scheduled",
+        started_at=utcnow(),
+        duration_ms=5,
+        request_headers={"webhook-id": f"msg_{delivery_id}"},
+        status_code=200,
+        response_headers={"Server": "erp"},
+        response_body="ok",
+        error_kind=None,
+        error=None,
+        hint=None,
+    )
+
+
+def _finish(delivery_id: int) -> queue.Finish:
+    return queue.Finish(delivery_id, "succeeded", 1, None, 200, None, None, utcnow())
+
+
+async def test_a_refused_outcome_costs_only_itself(ctx: AppContext) -> None:
+    signal_id = make_signal(ctx, URL)
+    good = enqueue(ctx, signal_id, URL, [f'{{"n": {n}}}' for n in range(3)])
+    with ctx.db.transaction() as tx:
+        tx.execute(
+            update(deliveries).values(lease_owner="w1", lease_expires_at=utcnow() + timedelta(minutes=5))
+        )
+    written: list[int] = []
+    recorder = Recorder(ctx.db, _in_thread, written.extend, batch_size=100)
+    until = utcnow() + timedelta(minutes=1)
+
+    def throttle(tx: Tx, now: datetime) -> None:
+        endpoint_store.throttle(tx, ORIGIN, until, now, "Retry-After")
+
+    recorder.add(_attempt(good[0]), _finish(good[0]))
+    recorder.add(_attempt(MISSING), _finish(MISSING))
+    recorder.add(_attempt(good[1]), _finish(good[1]), [throttle])
+    recorder.add(
+        _attempt(good[2]), dataclasses.replace(_finish(good[2]), status="retrying", next_attempt_at=until)
+    )
+    stop = asyncio.Event()
+    stop.set()  # write what is there, then end
+    await recorder.run(stop)
+
+    with ctx.db.reading() as tx:
+        rows = {r.id: r for r in tx.execute(select(deliveries))}
+        recorded = sorted(r.delivery_id for r in tx.execute(select(attempts)))
+        state = endpoint_store.get(tx, ORIGIN)
+    assert recorded == sorted(good)
+    assert [rows[i].status for i in good] == ["succeeded", "succeeded", "retrying"]
+    assert all(rows[i].lease_owner is None for i in good)
+    assert state is not None and state.throttled_until == until  # the side effect still applied
+    assert sorted(written) == sorted([*good, MISSING])  # all leave the worker's hands
