@@ -120,17 +120,19 @@ def test_import_stores_good_rows_and_reports_bad_ones(run, ctx: AppContext, tmp_
         '"B-3\nsecond line",6,released,\n'
         ",5,draft,\n"
         "B-5,5,unknown,\n"
-        "B-6,5.5,,\n",
+        "B-6,5.5,,\n"
+        "B-\x007,5,draft,\n",  # PostgreSQL cannot store a NUL: refused on both, naming the column
         encoding="utf-8",
     )
     result = run("import", str(current.id), str(csv_file), "--chunk-size", "2")
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("row ")]
-    assert len(errors) == 3
+    assert len(errors) == 4
     assert errors[0].startswith("row 2 (line 3):") and "ph_" in errors[0]
     assert errors[1].startswith("row 4 (line 6):") and "batchnumber_" in errors[1]
     assert errors[2].startswith("row 5 (line 7):") and "status_" in errors[2]
-    assert "3 row(s) stored (3 created, 0 updated), 3 row(s) failed" in result.stdout
+    assert errors[3].startswith("row 7 (line 9): batchnumber_: text without NUL characters")
+    assert "3 row(s) stored (3 created, 0 updated), 4 row(s) failed" in result.stdout
     _, stored = result_service.list_results(ctx.db, current.id, sort=[("id", False)])
     assert [r.values["batchnumber_"] for r in stored] == ["B-1", "B-3\nsecond line", "B-6"]
     assert stored[0].date.strftime("%Y-%m-%d %H:%M:%S") == "2025-10-01 08:00:00"

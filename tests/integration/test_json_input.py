@@ -1,7 +1,10 @@
 """JSON from outside with an escaped lone surrogate ("\\ud800" with no partner) is refused where it
 is read, with a 4xx naming the place, and nothing is written. The standard library's parser took
 it, and it failed later: PostgreSQL refused the jsonb, orjson refused to render the webhook body
-(a 500 either way). Malformed JSON bodies name the body and the problem."""
+(a 500 either way). Malformed JSON bodies name the body and the problem.
+
+A NUL character anywhere from outside (JSON, query, path, form fields, files, the login form) is
+refused the same way on both databases: PostgreSQL cannot store one (a 500), SQLite stored it."""
 
 from __future__ import annotations
 
@@ -105,3 +108,57 @@ def test_every_route_reads_json_bodies_strictly(ctx: AppContext) -> None:
     routes = [route for route in create_app(ctx).routes if isinstance(route, APIRoute)]
     assert routes
     assert [r.path for r in routes if not isinstance(r, JsonBodyRoute)] == []
+
+
+NUL_EXPECTED = "text without NUL characters (\\u0000)"
+
+
+async def test_a_nul_in_json_is_a_422_naming_the_field(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    set_id = await make_set(api, "lots", FIELDS)
+    response = await api.post(f"/api/v1/sets/{set_id}/results", json={"values": {"batchnumber_": "L-\x001"}})
+    assert response.status_code == 422, response.text
+    assert response.json()["details"] == [{"field": "values.batchnumber_", "error": NUL_EXPECTED}]
+    named = await api.post("/api/v1/sets", json={"name": "x\x00", "fields": []})
+    assert named.status_code == 422 and named.json()["details"][0]["field"] == "name"
+    assert (_count(ctx, results), _count(ctx, sets)) == (0, 1)
+    # An escaped backslash followed by "u0000" is six ordinary characters, stored as they came.
+    literal = await api.post(
+        f"/api/v1/sets/{set_id}/results", content=b'{"values": {"batchnumber_": "L-\\\\u0000"}}', headers=JSON
+    )
+    assert literal.status_code == 201, literal.text
+    assert literal.json()["values"]["batchnumber_"] == "L-\\u0000"
+
+
+async def test_a_nul_in_the_query_or_the_path_is_a_422_naming_it(api: httpx.AsyncClient) -> None:
+    set_id = await make_set(api, "lots", FIELDS)
+    found = await api.get(f"/api/v1/sets/{set_id}/results", params={"q": "L-\x00"})
+    assert found.status_code == 422 and found.json()["details"] == [{"field": "q", "error": NUL_EXPECTED}]
+    listed = await api.get("/api/v1/deliveries", params={"endpoint": "https://erp\x00"})
+    assert listed.status_code == 422 and listed.json()["details"][0]["field"] == "endpoint"
+    paused = await api.post("/api/v1/endpoints/https%3A%2F%2Ferp%00.example.com/pause")
+    assert paused.status_code == 422 and paused.json()["details"][0]["field"] == "path"
+    compat = await api.get("/api/getResults", params={"setId": str(set_id), "filter": "x\x00"})
+    assert compat.status_code == 400
+    assert compat.json() == {"error": f"Invalid parameter: filter. Expected {NUL_EXPECTED}."}
+
+
+async def test_a_nul_in_a_compat_parameter_is_refused_by_name(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    set_id = await make_set(api, "lots", FIELDS)
+    form = await api.post(
+        "/api/storeResults", data={"setId": str(set_id), "results": json.dumps([{"batchnumber_": "L-\x00"}])}
+    )
+    assert form.status_code == 400 and form.json()["error"].startswith("Invalid parameter: results.")
+    uploaded = await api.post(
+        "/api/storeResults",
+        data={"setId": str(set_id)},
+        files={"results": ("r.json", b'[{"batchnumber_": "L-\x00"}]', "application/json")},
+    )
+    assert uploaded.status_code == 400 and uploaded.json()["error"].startswith("Invalid parameter: results.")
+    as_json = await api.post(
+        "/api/storeResults", json={"setId": set_id, "results": [{"batchnumber_": "L-\x00"}]}
+    )
+    assert as_json.status_code == 400
+    assert as_json.json()["error"] == f"Invalid parameter: results.0.batchnumber_. Expected {NUL_EXPECTED}."
+    assert _count(ctx, results) == 0

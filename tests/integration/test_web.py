@@ -448,3 +448,14 @@ async def test_password_guessing_is_stopped_per_name(browser: httpx.AsyncClient,
     assert SESSION_COOKIE not in refused.cookies
     # Another account from the same address is not locked out by it.
     assert (await attempt("hank", "password-hank")).status_code == 303
+
+
+async def test_a_nul_in_the_login_name_is_an_unknown_user(ctx: AppContext) -> None:
+    async with make_browser(ctx) as http:
+        form = await http.get("/ui/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+        assert token, form.text
+        done = await http.post(
+            "/ui/login", data={"name": "admin\x00", "password": "x" * 12, "login_token": token.group(1)}
+        )
+    assert done.status_code == 401 and "Unknown user or wrong password." in done.text

@@ -1,5 +1,6 @@
 """domain.json_text reads what json.loads reads, to the same values, except an escaped lone
-surrogate, which it refuses with a JSONDecodeError at (or just after) the escape."""
+surrogate, which it refuses with a JSONDecodeError at (or just after) the escape, and a NUL
+character, which it refuses naming where it is."""
 
 from __future__ import annotations
 
@@ -54,9 +55,10 @@ def test_malformed_json_keeps_json_loads_error_type() -> None:
         json_text.loads(b'{"a": 1,}')
 
 
+no_nul = st.text(st.characters(exclude_characters="\x00"))
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | no_nul,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(no_nul, inner, max_size=4),
     max_leaves=20,
 )
 
@@ -65,3 +67,32 @@ json_values = st.recursive(
 def test_any_encoded_value_reads_back_as_json_loads_reads_it(value: object) -> None:
     for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
         assert json_text.loads(text) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "place"),
+    [
+        ({"values": {"batchnumber_": "L-\x001"}}, "values.batchnumber_"),
+        ([{"a": "x"}, {"a": "y\x00"}], "1.a"),
+        ({"k\x00": 1}, "k\x00"),
+        ("\x00", "the value"),
+    ],
+)
+def test_a_nul_is_refused_naming_its_place(value: object, place: str) -> None:
+    text = json.dumps(value)
+    with pytest.raises(json.JSONDecodeError) as raised:
+        json_text.loads(text.encode())
+    assert json_text.nul_field(raised.value.msg) == place
+    assert raised.value.pos == text.find("\\u0000")
+
+
+def test_an_escaped_backslash_before_u0000_is_no_nul() -> None:
+    assert json_text.loads(b'{"a": "\\\\u0000"}') == {"a": "\\u0000"}
+    assert json_text.nul_field("Expecting value") is None
+
+
+@given(json_values, st.data())
+def test_a_nul_anywhere_in_a_value_is_refused(value: object, data: st.DataObject) -> None:
+    spoiled = {"spoiled": [value, data.draw(no_nul) + "\x00"]}
+    with pytest.raises(json.JSONDecodeError):
+        json_text.loads(json.dumps(spoiled))

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhook import __version__
 from qhook.api import errors
+from qhook.api.deps import refuse_nul
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.rate_headers import RateHeaders
 from qhook.api.v1 import routers as v1_routers
@@ -84,6 +85,7 @@ def create_app(
         docs_url="/api/v1/docs",
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul)],
     )
     app.router.route_class = JsonBodyRoute  # the app's own routes, like every router's
     app.state.ctx = ctx

@@ -78,12 +78,18 @@ async def _params(request: Request, ctx: AppContext) -> Params:
         if body.strip():
             try:
                 parsed = json_text.loads(body)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
+                field = json_text.nul_field(exc.msg)
+                if field is not None:
+                    raise compat.bad_parameter(field, f"Expected {json_text.NUL_EXPECTED}.") from exc
                 raise compat.bad_parameter("body", "Expected a JSON object of parameters.") from exc
             if not isinstance(parsed, dict):
                 raise compat.bad_parameter("body", "Expected a JSON object of parameters.")
             for name, value in parsed.items():
                 params[name] = value if isinstance(value, str) else json.dumps(value)
+    for name, value in params.items():
+        if "\x00" in value:  # a form field or an uploaded file; JSON is refused by json_text
+            raise compat.bad_parameter(name.replace("\x00", "\ufffd"), f"Expected {json_text.NUL_EXPECTED}.")
     return params
 
 

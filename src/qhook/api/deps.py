@@ -9,10 +9,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from qhook.api.errors import is_compat_path
 from qhook.context import AppContext
+from qhook.domain import compat
 from qhook.domain.access import Principal, Role
+from qhook.domain.json_text import NUL_EXPECTED
 from qhook.domain.rates import parse_rate
-from qhook.errors import Forbidden, Unauthorized
+from qhook.errors import Forbidden, Unauthorized, ValidationFailed, field_error
 from qhook.services import users
 
 SESSION_COOKIE = "qhook_session"
@@ -33,6 +36,25 @@ async def get_ctx(request: Request) -> AppContext:
 
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+async def refuse_nul(request: Request) -> None:
+    """Every route: no NUL character in the path or a query parameter (JSON bodies: ``json_text``).
+
+    PostgreSQL's text cannot hold one: such a request was a 500 there and stored on SQLite.
+    """
+    if "\x00" in request.url.path:
+        raise _nul_refused(request, "path")
+    if "%00" in request.url.query:
+        for name, value in request.query_params.multi_items():
+            if "\x00" in name or "\x00" in value:
+                raise _nul_refused(request, name.replace("\x00", "\ufffd"))
+
+
+def _nul_refused(request: Request, field: str) -> ValidationFailed:
+    if is_compat_path(request.url.path):  # the compat API's own wording and status
+        return compat.bad_parameter(field, f"Expected {NUL_EXPECTED}.")
+    return field_error(field, NUL_EXPECTED)
 
 
 def bearer_token(request: Request) -> str | None:

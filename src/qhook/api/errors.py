@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from qhook.domain import json_text
 from qhook.errors import QhookError, RateLimited
 
 logger = logging.getLogger("qhook.api")
@@ -27,6 +28,9 @@ def _detail(error: Mapping[str, Any]) -> dict[str, str]:
     location = error.get("loc", ())
     if error.get("type") == "json_invalid":
         problem = (error.get("ctx") or {}).get("error", "malformed")
+        field = json_text.nul_field(problem)
+        if field is not None:
+            return {"field": field, "error": json_text.NUL_EXPECTED}
         where = f" at character {location[-1]}" if len(location) > 1 else ""
         return {"field": "body", "error": f"valid JSON expected: {problem}{where}"}
     return {"field": _field_path(location), "error": error.get("msg", "invalid")}

@@ -117,6 +117,8 @@ async def login(request: Request, ctx: Ctx) -> Response:
         error = "The login form expired or your browser refuses cookies; please try again."
         return _login_page(request, next_url, error, status_code=400)
     source = request.client.host if request.client else "unknown"
+    if "\x00" in name:  # no such user can exist (PostgreSQL would refuse the lookup itself)
+        return _login_page(request, next_url, "Unknown user or wrong password.", status_code=401)
     try:
         user = await run_in_threadpool(users.check_login, ctx.db, name, password, source)
     except RateLimited as exc:
