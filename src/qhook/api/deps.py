@@ -6,6 +6,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+from annotated_types import Ge, Le
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -13,6 +14,7 @@ from qhook.api.errors import is_compat_path
 from qhook.context import AppContext
 from qhook.domain import compat
 from qhook.domain.access import Principal, Role
+from qhook.domain.ids import MAX_BIG_ID, MAX_ID
 from qhook.domain.json_text import NUL_EXPECTED
 from qhook.domain.rates import parse_rate
 from qhook.errors import Forbidden, Unauthorized, ValidationFailed, field_error
@@ -36,6 +38,12 @@ async def get_ctx(request: Request) -> AppContext:
 
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+Id = Annotated[int, Ge(1), Le(MAX_ID)]
+"""The id of a set, result, workflow, signal, user or auth profile in a path, a query or a body:
+a 422 naming the parameter when out of range (see ``domain.ids.MAX_ID``)."""
+BigId = Annotated[int, Ge(1), Le(MAX_BIG_ID)]
+"""The id of an event, delivery or capture."""
 
 
 async def refuse_nul(request: Request) -> None:

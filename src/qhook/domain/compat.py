@@ -14,6 +14,7 @@ from typing import Any
 
 from qhook.domain import json_text
 from qhook.domain.fields import FieldDef, coerce_value, format_flat, parse_datetime
+from qhook.domain.ids import MAX_ID
 from qhook.errors import BadRequest
 
 MAX_LIMIT = 10_000
@@ -73,9 +74,9 @@ def parse_int(
     if not text.lstrip("-").isdigit():
         raise bad_parameter(name, f"Expected a whole number, got {raw!r}.")
     value = int(text)
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and {maximum}" if maximum is not None else ""
-        raise bad_parameter(name, f"Expected a number between {minimum}{upper}, got {value}.")
+    upper = MAX_ID if maximum is None else maximum  # set and result ids, offsets: INTEGER on PostgreSQL
+    if value < minimum or value > upper:
+        raise bad_parameter(name, f"Expected a number between {minimum} and {upper}, got {value}.")
     return value
 
 

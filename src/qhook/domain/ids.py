@@ -7,9 +7,22 @@ import binascii
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeGuard, TypeVar
 
 from qhook.errors import field_error
+
+MAX_ID = 2**31 - 1
+"""The largest id of sets, results, workflows, signals, users and auth profiles (INTEGER columns).
+PostgreSQL compares a parameter with such a column as an INTEGER: a larger number from outside
+was a 500 there, as a number beyond 64 bits was from either database's driver."""
+MAX_BIG_ID = 2**63 - 1
+"""The largest id of events, deliveries, attempts, captures and audit entries (BIGINT columns)."""
+
+
+def is_id(value: object) -> TypeGuard[int]:
+    """A set, result, workflow, signal, user or auth profile id as JSON may carry one."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
+
 
 # Crockford's base32, as ULID uses: no I, L, O, U; sorts like the numbers it encodes.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -54,24 +67,30 @@ def encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str, maximum: int = MAX_BIG_ID) -> int:
     """The id a cursor points after; ValueError for anything this module did not make."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise ValueError("not a cursor this API returned") from exc
     kind, _, number = text.partition(":")
-    if kind != "id" or not number.isdigit():
+    if kind != "id" or not number.isdigit() or int(number) > maximum:
         raise ValueError("not a cursor this API returned")
     return int(number)
 
 
-def read_cursor(cursor: str | None, expected: str = "a next_cursor value from a previous page") -> int | None:
-    """The id a client's cursor points after (None for the first page); a 422 naming ``cursor`` else."""
+def read_cursor(
+    cursor: str | None,
+    expected: str = "a next_cursor value from a previous page",
+    *,
+    maximum: int = MAX_BIG_ID,
+) -> int | None:
+    """The id a client's cursor points after (None for the first page); a 422 naming ``cursor`` else.
+    ``maximum``: ``MAX_ID`` for pages of a table with INTEGER ids."""
     if not cursor:
         return None
     try:
-        return decode_cursor(cursor)
+        return decode_cursor(cursor, maximum)
     except ValueError as exc:
         raise field_error("cursor", expected) from exc
 

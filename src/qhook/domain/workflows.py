@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from qhook.domain import filters, payloads, retry, signing, triggers
 from qhook.domain.filters import FieldLike
+from qhook.domain.ids import is_id
 from qhook.domain.rates import parse_rate
 from qhook.errors import ValidationFailed
 
@@ -75,7 +76,7 @@ def transfer_set_ids(doc: Mapping[str, Any]) -> set[int]:
     for signal in doc.get("signals") or []:
         if isinstance(signal, dict) and signal.get("type") == "transfer":
             set_id = signal.get("set_id")
-            if isinstance(set_id, int) and not isinstance(set_id, bool):
+            if is_id(set_id):  # others are refused by the signal's own check
                 found.add(set_id)
     return found
 
@@ -103,7 +104,7 @@ def parse_workflow(
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise _fail("name", "a name of 1 to 200 characters")
     set_id = doc.get("set_id")
-    if not isinstance(set_id, int) or isinstance(set_id, bool):
+    if not is_id(set_id):
         raise _fail("set_id", "the id of a set")
     active = doc.get("active", True)
     if not isinstance(active, bool):
@@ -191,7 +192,7 @@ def _webhook(
         raise _fail(f"{path}.url", str(expected)) from exc
     config = {"url": url, **WEBHOOK_DEFAULTS}
     profile = raw.get("auth_profile_id")
-    if profile is not None and (isinstance(profile, bool) or not isinstance(profile, int)):
+    if profile is not None and not is_id(profile):
         raise _fail(f"{path}.auth_profile_id", "the id of an auth profile")
     config["auth_profile_id"] = profile
     kind = raw.get("payload", "envelope")

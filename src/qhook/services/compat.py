@@ -15,6 +15,7 @@ from qhook.context import AppContext
 from qhook.domain import compat
 from qhook.domain.access import Principal
 from qhook.domain.fields import flat_result
+from qhook.domain.ids import MAX_ID
 from qhook.errors import BadRequest, Forbidden, QhookError
 from qhook.services import fanout, results_batch
 from qhook.services import results as results_service
@@ -264,6 +265,7 @@ def batch_op(item: Mapping[str, Any], *, key_field: str | None, edit_only: bool)
             isinstance(result_id, bool)
             or not isinstance(result_id, int | str)
             or not str(result_id).isdigit()
+            or int(result_id) > MAX_ID
         ):
             raise BadRequest(f"@id: expected a result id, got {result_id!r}")
         return results_batch.BatchOp(values, date, result_id=int(result_id))

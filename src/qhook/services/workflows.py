@@ -13,6 +13,7 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import payloads, signing
 from qhook.domain.fields import flat_result
+from qhook.domain.ids import is_id
 from qhook.domain.inspector import is_own_inspector
 from qhook.domain.schedule import due_at
 from qhook.domain.urls import host_matches, host_of, parse_target
@@ -68,7 +69,7 @@ def as_document(workflow: WorkflowRecord) -> dict[str, Any]:
 
 
 def _set_for(tx: Tx, set_id: object) -> SetRecord:
-    if not isinstance(set_id, int) or isinstance(set_id, bool):
+    if not is_id(set_id):
         raise field_error("set_id", "the id of a set")
     current = set_store.get_set(tx, set_id)
     if current is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from qhook.api.deps import Ctx
+from qhook.api.deps import Ctx, Id
 from qhook.api.json_body import JsonBodyRoute
 from qhook.domain.access import Principal
 from qhook.domain.fields import flat_result
@@ -26,7 +26,7 @@ COLUMNS_SHOWN = 8
 SHOWN_APART = frozenset({"id", "type", "url", "secret_set", "paused_reason", "headers", "secret"})
 
 
-def _allowed(principal: Principal, set_id: int) -> None:
+def _allowed(principal: Principal, set_id: Id) -> None:
     if not principal.can_use_set(set_id):
         raise Forbidden("No read permission for this set")
 
@@ -57,14 +57,14 @@ def workflows_page(request: Request, ctx: Ctx, me: PageUser) -> Response:
     return render(request, "workflows.html", rows=rows, known_sets=known_sets)
 
 
-def _workflow_for(ctx: Ctx, me: Principal, workflow_id: int) -> WorkflowRecord:
+def _workflow_for(ctx: Ctx, me: Principal, workflow_id: Id) -> WorkflowRecord:
     workflow = workflows.get_workflow(ctx.db, workflow_id)
     _allowed(me, workflow.set_id)
     return workflow
 
 
 @router.get("/ui/workflows/{workflow_id}")
-def workflow_page(workflow_id: int, request: Request, ctx: Ctx, me: PageUser) -> Response:
+def workflow_page(workflow_id: Id, request: Request, ctx: Ctx, me: PageUser) -> Response:
     workflow = _workflow_for(ctx, me, workflow_id)
     doc = workflows.as_document(workflow)
     current = set_service.get_set(ctx.db, workflow.set_id)
@@ -85,7 +85,7 @@ def sets_page(request: Request, ctx: Ctx, me: PageUser) -> Response:
 
 
 @router.get("/ui/sets/{set_id}")
-def set_page(set_id: int, request: Request, ctx: Ctx, me: PageUser) -> Response:
+def set_page(set_id: Id, request: Request, ctx: Ctx, me: PageUser) -> Response:
     _allowed(me, set_id)
     current, page = results.list_results(ctx.db, set_id, limit=RESULTS_SHOWN, sort=[("id", True)])
     fields = [f for f in sorted(current.fields, key=lambda f: f.position) if f.active]
@@ -105,7 +105,7 @@ def set_page(set_id: int, request: Request, ctx: Ctx, me: PageUser) -> Response:
 
 
 @router.get("/ui/sets/{set_id}/results/{result_id}")
-def result_page(set_id: int, result_id: int, request: Request, ctx: Ctx, me: PageUser) -> Response:
+def result_page(set_id: Id, result_id: Id, request: Request, ctx: Ctx, me: PageUser) -> Response:
     _allowed(me, set_id)
     current = set_service.get_set(ctx.db, set_id)
     flat = None

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import SESSION_COOKIE, Ctx
+from qhook.api.deps import SESSION_COOKIE, BigId, Ctx
 from qhook.api.json_body import JsonBodyRoute
 from qhook.domain import inspector as inspector_domain
 from qhook.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
@@ -208,7 +208,7 @@ def hub_page(request: Request, ctx: Ctx, me: PageUser) -> Response:
 
 
 @router.get("/ui/hub/{delivery_id}")
-def delivery_page(delivery_id: int, request: Request, ctx: Ctx, me: PageUser) -> Response:
+def delivery_page(delivery_id: BigId, request: Request, ctx: Ctx, me: PageUser) -> Response:
     detail = hub.delivery_detail(ctx, delivery_id, set_ids=me.set_ids)
     flows, known_sets = _names(ctx, me.set_ids)
     return render(

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import Ctx, Editor, Viewer
+from qhook.api.deps import BigId, Ctx, Editor, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
 from qhook.services import hub
@@ -21,11 +21,11 @@ class DeliveryOut(BaseModel):
     id: int
     webhook_id: str
     status: str = Field(description="pending, retrying, held, succeeded, failed or cancelled")
-    workflow_id: int | None
-    signal_id: int | None
-    set_id: int | None
-    result_id: int | None
-    event_id: int | None = Field(description="The internal event id")
+    workflow_id: Id | None
+    signal_id: Id | None
+    set_id: Id | None
+    result_id: Id | None
+    event_id: BigId | None = Field(description="The internal event id")
     event_uid: str | None = Field(description='The event id receivers get ("evt_..."); filter with it')
     action: str
     url: str
@@ -115,7 +115,7 @@ class ReplayIn(BaseModel):
     status: str | None = Field(
         None, description="failed, succeeded or cancelled; default failed and succeeded"
     )
-    workflow_id: int | None = None
+    workflow_id: Id | None = None
     endpoint: str | None = Field(None, description="Origin, e.g. https://erp.example.com:443")
     since: datetime | None = None
     until: datetime | None = None
@@ -130,10 +130,10 @@ def list_deliveries(
     ctx: Ctx,
     principal: Viewer,
     status: str | None = None,
-    workflow_id: int | None = None,
-    signal_id: int | None = None,
-    set_id: int | None = None,
-    result_id: int | None = None,
+    workflow_id: Id | None = None,
+    signal_id: Id | None = None,
+    set_id: Id | None = None,
+    result_id: Id | None = None,
     endpoint: str | None = None,
     action: str | None = None,
     since: datetime | None = None,
@@ -186,7 +186,7 @@ async def replay(body: ReplayIn, ctx: Ctx, principal: Editor) -> ReplayOut:
 
 
 @router.get("/deliveries/{delivery_id}")
-def get_delivery(delivery_id: int, ctx: Ctx, principal: Viewer) -> DeliveryDetailOut:
+def get_delivery(delivery_id: BigId, ctx: Ctx, principal: Viewer) -> DeliveryDetailOut:
     found = hub.delivery_detail(ctx, delivery_id, set_ids=principal.set_ids)
     d = found.delivery
     return DeliveryDetailOut(
@@ -197,7 +197,7 @@ def get_delivery(delivery_id: int, ctx: Ctx, principal: Viewer) -> DeliveryDetai
 
 
 @router.post("/deliveries/{delivery_id}/redeliver")
-async def redeliver(delivery_id: int, ctx: Ctx, principal: Editor) -> DeliveryOut:
+async def redeliver(delivery_id: BigId, ctx: Ctx, principal: Editor) -> DeliveryOut:
     """Send again now with the same body and webhook-id (failed, succeeded or retrying ones)."""
     done = await run_in_threadpool(
         lambda: hub.redeliver(ctx, delivery_id, actor=principal.name, set_ids=principal.set_ids)
@@ -207,7 +207,7 @@ async def redeliver(delivery_id: int, ctx: Ctx, principal: Editor) -> DeliveryOu
 
 
 @router.post("/deliveries/{delivery_id}/cancel")
-async def cancel(delivery_id: int, ctx: Ctx, principal: Editor) -> DeliveryOut:
+async def cancel(delivery_id: BigId, ctx: Ctx, principal: Editor) -> DeliveryOut:
     """Stop a pending, retrying or held delivery."""
     done = await run_in_threadpool(
         lambda: hub.cancel(ctx, delivery_id, actor=principal.name, set_ids=principal.set_ids)

@@ -8,12 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from qhook.api.deps import Ctx, Viewer
+from qhook.api.deps import Ctx, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
-from qhook.api.v1.results import parse_cursor
 from qhook.api.v1.sets import ensure_set_access
-from qhook.domain.ids import cut_page
+from qhook.domain.ids import cut_page, read_cursor
 from qhook.services import results
 from qhook.store.events import EventRecord
 
@@ -23,8 +22,8 @@ router = APIRouter(route_class=JsonBodyRoute, tags=["events"])
 class EventOut(BaseModel):
     id: int
     uid: str
-    set_id: int
-    result_id: int | None
+    set_id: Id
+    result_id: Id | None
     action: str = Field(description="new, modified, deleted, date or manual")
     actor: str
     occurred_at: datetime
@@ -60,8 +59,8 @@ class EventPage(Page[EventOut]):
 def list_events(
     ctx: Ctx,
     principal: Viewer,
-    result_id: int | None = None,
-    set_id: int | None = None,
+    result_id: Id | None = None,
+    set_id: Id | None = None,
     uid: Annotated[str | None, Query(description='The id receivers get, "evt_..."')] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
@@ -74,7 +73,7 @@ def list_events(
         result_id=result_id,
         set_id=set_id,
         set_ids=allowed,
-        before_id=parse_cursor(cursor),
+        before_id=read_cursor(cursor, "a next_cursor value returned by this API"),
         limit=limit + 1,
         uid=uid.strip() if uid else None,
     )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import Ctx, Editor, Viewer
+from qhook.api.deps import BigId, Ctx, Editor, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.context import AppContext
 from qhook.domain import inspector as domain
@@ -131,7 +131,7 @@ async def list_requests(
     ctx: Ctx,
     _: Viewer,
     limit: int = Query(100, ge=1, le=domain.MAX_MAX_CAPTURES),
-    before_id: int | None = Query(None, description="Only captures older than this id (paging)"),
+    before_id: BigId | None = Query(None, description="Only captures older than this id (paging)"),
 ) -> list[CaptureOut]:
     records = await run_in_threadpool(
         lambda: inspector.list_captures(ctx, bin_id, limit=limit, before_id=before_id)

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import Ctx, Editor, Viewer
+from qhook.api.deps import Ctx, Editor, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
 from qhook.api.v1.sets import ensure_set_access
 from qhook.domain import json_text
 from qhook.domain.fields import format_iso, native_values
-from qhook.domain.ids import cut_page, read_cursor
+from qhook.domain.ids import MAX_ID, cut_page, read_cursor
 from qhook.errors import field_error
 from qhook.services import results
 from qhook.store.results import ResultRecord
@@ -27,7 +27,7 @@ router = APIRouter(route_class=JsonBodyRoute, tags=["results"])
 
 class ResultOut(BaseModel):
     id: int
-    set_id: int
+    set_id: Id
     date: str = Field(description="UTC, ISO 8601")
     values: dict[str, Any] = Field(description="Field name -> value; list fields as their label")
     version: int
@@ -76,7 +76,7 @@ def parse_if_match(header: str | None) -> int | None:
 
 
 def parse_cursor(cursor: str | None) -> int | None:
-    return read_cursor(cursor, "a next_cursor value returned by this API")
+    return read_cursor(cursor, "a next_cursor value returned by this API", maximum=MAX_ID)
 
 
 def _filter(raw: str | None) -> dict[str, Any] | None:
@@ -99,7 +99,7 @@ def _etag(response: Response, result: ResultRecord) -> None:
 # sync endpoint's answer in the pool too, one more thread hop per request (bench/latency).
 @router.post("/sets/{set_id}/results", status_code=201)
 async def create_result(
-    set_id: int, body: ResultIn, ctx: Ctx, principal: Editor, response: Response
+    set_id: Id, body: ResultIn, ctx: Ctx, principal: Editor, response: Response
 ) -> ResultOut:
     ensure_set_access(principal, set_id, write=True)
     current, created = await run_in_threadpool(
@@ -111,7 +111,7 @@ async def create_result(
 
 @router.get("/sets/{set_id}/results")
 def list_results(
-    set_id: int,
+    set_id: Id,
     ctx: Ctx,
     principal: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -130,7 +130,7 @@ def list_results(
 
 
 @router.get("/sets/{set_id}/results/{result_id}")
-def get_result(set_id: int, result_id: int, ctx: Ctx, principal: Viewer, response: Response) -> ResultOut:
+def get_result(set_id: Id, result_id: Id, ctx: Ctx, principal: Viewer, response: Response) -> ResultOut:
     ensure_set_access(principal, set_id)
     current, found = results.get_result(ctx.db, set_id, result_id)
     _etag(response, found)
@@ -139,8 +139,8 @@ def get_result(set_id: int, result_id: int, ctx: Ctx, principal: Viewer, respons
 
 @router.patch("/sets/{set_id}/results/{result_id}")
 async def update_result(
-    set_id: int,
-    result_id: int,
+    set_id: Id,
+    result_id: Id,
     body: ResultPatch,
     ctx: Ctx,
     principal: Editor,
@@ -164,8 +164,8 @@ async def update_result(
 
 @router.delete("/sets/{set_id}/results/{result_id}", status_code=204)
 def delete_result(
-    set_id: int,
-    result_id: int,
+    set_id: Id,
+    result_id: Id,
     ctx: Ctx,
     principal: Editor,
     if_match: Annotated[str | None, Header()] = None,

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from qhook.api.deps import Ctx, Editor
+from qhook.api.deps import BigId, Ctx, Editor, Id
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.sets import ensure_set_access
 from qhook.services import send_test, workflows
@@ -16,7 +16,7 @@ router = APIRouter(route_class=JsonBodyRoute, tags=["workflows"])
 
 
 class TestIn(BaseModel):
-    result_id: int | None = Field(
+    result_id: Id | None = Field(
         None, description="Send this result of the workflow's set; a sample built from its fields when absent"
     )
 
@@ -32,14 +32,14 @@ class AttemptOut(BaseModel):
 
 
 class TestOut(BaseModel):
-    delivery_id: int = Field(description="The test delivery in the Integration Hub (is_test true)")
+    delivery_id: BigId = Field(description="The test delivery in the Integration Hub (is_test true)")
     webhook_id: str
     attempt: AttemptOut
 
 
 @router.post("/workflows/{workflow_id}/signals/{signal_id}/test")
 async def send_signal_test(
-    workflow_id: int, signal_id: int, ctx: Ctx, principal: Editor, body: TestIn | None = None
+    workflow_id: Id, signal_id: Id, ctx: Ctx, principal: Editor, body: TestIn | None = None
 ) -> TestOut:
     """Send a sample body (or a chosen result), signed and authenticated as a real delivery, now."""
     workflow = workflows.get_workflow(ctx.db, workflow_id)

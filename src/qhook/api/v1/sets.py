@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from qhook.api.deps import Admin, Ctx, CurrentUser, Viewer
+from qhook.api.deps import Admin, Ctx, CurrentUser, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.domain.access import Principal
 from qhook.domain.fields import FieldDef
@@ -53,7 +53,7 @@ class SetOut(BaseModel):
     id: int
     name: str
     kind: str
-    group_id: int
+    group_id: Id
     group_name: str
     top_level_menu: str
     fields: list[FieldOut]
@@ -94,7 +94,7 @@ class SetPatch(BaseModel):
     )
 
 
-def ensure_set_access(principal: Principal, set_id: int, *, write: bool = False) -> None:
+def ensure_set_access(principal: Principal, set_id: Id, *, write: bool = False) -> None:
     """403 unless the principal's set restriction lets it use this set."""
     if not principal.can_use_set(set_id):
         kind = "write" if write else "read"
@@ -116,18 +116,18 @@ def list_sets(ctx: Ctx, principal: CurrentUser) -> list[SetOut]:
 
 
 @router.get("/sets/{set_id}")
-def get_set(set_id: int, ctx: Ctx, principal: Viewer) -> SetOut:
+def get_set(set_id: Id, ctx: Ctx, principal: Viewer) -> SetOut:
     ensure_set_access(principal, set_id)
     return SetOut.of(sets.get_set(ctx.db, set_id))
 
 
 @router.patch("/sets/{set_id}")
-def update_set(set_id: int, body: SetPatch, ctx: Ctx, principal: Admin) -> SetOut:
+def update_set(set_id: Id, body: SetPatch, ctx: Ctx, principal: Admin) -> SetOut:
     updated = sets.update_set(ctx.db, set_id, name=body.name, fields=body.fields, actor=principal.name)
     return SetOut.of(updated)
 
 
 @router.delete("/sets/{set_id}", status_code=204)
-def delete_set(set_id: int, ctx: Ctx, principal: Admin, force: bool = False) -> Response:
+def delete_set(set_id: Id, ctx: Ctx, principal: Admin, force: bool = False) -> Response:
     sets.delete_set(ctx, set_id, force=force, actor=principal.name)
     return Response(status_code=204)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import SESSION_COOKIE, Admin, Ctx, CurrentUser
+from qhook.api.deps import SESSION_COOKIE, Admin, Ctx, CurrentUser, Id
 from qhook.api.json_body import JsonBodyRoute
 from qhook.errors import field_error
 from qhook.services import users
@@ -43,7 +43,7 @@ class UserIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     role: str = Field(description="admin, editor or viewer")
     password: str | None = Field(None, min_length=8)
-    set_ids: list[int] | None = Field(None, description="Limit the user to these sets; null for all")
+    set_ids: list[Id] | None = Field(None, description="Limit the user to these sets; null for all")
 
 
 class UserPatch(BaseModel):
@@ -52,7 +52,7 @@ class UserPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: str | None = Field(None, description="admin, editor or viewer")
-    set_ids: list[int] | None = Field(None, description="Limit the user to these sets; null for all")
+    set_ids: list[Id] | None = Field(None, description="Limit the user to these sets; null for all")
     active: bool | None = Field(None, description="false: the user's keys and sessions stop working")
     password: str | None = Field(None, min_length=8)
 
@@ -121,12 +121,12 @@ async def create_user(body: UserIn, ctx: Ctx, principal: Admin) -> UserOut:
 
 
 @router.get("/users/{user_id}")
-def get_user(user_id: int, ctx: Ctx, _: Admin) -> UserOut:
+def get_user(user_id: Id, ctx: Ctx, _: Admin) -> UserOut:
     return UserOut.of(users.get_user(ctx.db, user_id))
 
 
 @router.patch("/users/{user_id}")
-async def update_user(user_id: int, body: UserPatch, ctx: Ctx, principal: Admin) -> UserOut:
+async def update_user(user_id: Id, body: UserPatch, ctx: Ctx, principal: Admin) -> UserOut:
     sent = body.model_fields_set
     for name in ("role", "active", "password"):
         if name in sent and getattr(body, name) is None:
@@ -173,5 +173,5 @@ def create_key(body: ApiKeyIn, ctx: Ctx, principal: Admin) -> ApiKeyCreated:
 
 
 @router.delete("/api-keys/{key_id}")
-def revoke_key(key_id: int, ctx: Ctx, principal: Admin) -> ApiKeyOut:
+def revoke_key(key_id: Id, ctx: Ctx, principal: Admin) -> ApiKeyOut:
     return ApiKeyOut.of(users.revoke_api_key(ctx.db, key_id, principal.name))

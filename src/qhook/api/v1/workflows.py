@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
-from qhook.api.deps import Admin, Ctx, Editor, Viewer
+from qhook.api.deps import Admin, Ctx, Editor, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.sets import ensure_set_access
 from qhook.domain.access import Principal
@@ -36,7 +36,7 @@ WorkflowBody = Annotated[dict[str, Any], Body(openapi_examples={"webhook": {"val
 
 
 class PreviewIn(BaseModel):
-    result_id: int
+    result_id: Id
     action: str = Field("modified", description="new, modified, deleted, date or manual")
 
 
@@ -49,7 +49,7 @@ class RotateIn(BaseModel):
 
 
 class SecretOut(BaseModel):
-    signal_id: int
+    signal_id: Id
     secret: str
     previous_valid_until: datetime | None = None
 
@@ -78,19 +78,19 @@ def create_workflow(body: WorkflowBody, ctx: Ctx, principal: Admin) -> dict[str,
 
 
 @router.get("/workflows")
-def list_workflows(ctx: Ctx, principal: Viewer, set_id: int | None = None) -> list[dict[str, Any]]:
+def list_workflows(ctx: Ctx, principal: Viewer, set_id: Id | None = None) -> list[dict[str, Any]]:
     set_ids = sorted(principal.set_ids) if principal.set_ids is not None else None
     found = workflows.list_workflows(ctx.db, set_id=set_id, set_ids=set_ids)
     return [workflows.as_document(w) for w in found]
 
 
 @router.get("/workflows/{workflow_id}")
-def get_workflow(workflow_id: int, ctx: Ctx, principal: Viewer) -> dict[str, Any]:
+def get_workflow(workflow_id: Id, ctx: Ctx, principal: Viewer) -> dict[str, Any]:
     return workflows.as_document(_visible(principal, workflows.get_workflow(ctx.db, workflow_id)))
 
 
 @router.patch("/workflows/{workflow_id}")
-def update_workflow(workflow_id: int, body: WorkflowBody, ctx: Ctx, principal: Admin) -> dict[str, Any]:
+def update_workflow(workflow_id: Id, body: WorkflowBody, ctx: Ctx, principal: Admin) -> dict[str, Any]:
     """Change a workflow; signals with an ``id`` are kept, new ones created, missing ones deactivated."""
     _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
     workflow, plain = workflows.update_workflow(ctx, workflow_id, body, actor=principal.name)
@@ -98,13 +98,13 @@ def update_workflow(workflow_id: int, body: WorkflowBody, ctx: Ctx, principal: A
 
 
 @router.delete("/workflows/{workflow_id}", status_code=204)
-def delete_workflow(workflow_id: int, ctx: Ctx, principal: Admin) -> None:
+def delete_workflow(workflow_id: Id, ctx: Ctx, principal: Admin) -> None:
     _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
     workflows.delete_workflow(ctx, workflow_id, actor=principal.name)
 
 
 @router.get("/workflows/{workflow_id}/signals/{signal_id}/secret")
-def get_secret(workflow_id: int, signal_id: int, ctx: Ctx, principal: Admin) -> SecretOut:
+def get_secret(workflow_id: Id, signal_id: Id, ctx: Ctx, principal: Admin) -> SecretOut:
     _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
     secret = workflows.signal_secret(ctx, workflow_id, signal_id, actor=principal.name)
     return SecretOut(signal_id=signal_id, secret=secret)
@@ -112,7 +112,7 @@ def get_secret(workflow_id: int, signal_id: int, ctx: Ctx, principal: Admin) -> 
 
 @router.post("/workflows/{workflow_id}/signals/{signal_id}/rotate-secret")
 def rotate_secret(
-    workflow_id: int, signal_id: int, ctx: Ctx, principal: Admin, body: RotateIn | None = None
+    workflow_id: Id, signal_id: Id, ctx: Ctx, principal: Admin, body: RotateIn | None = None
 ) -> SecretOut:
     """A new signing secret; the previous one keeps signing alongside it for 24 hours."""
     _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
@@ -123,7 +123,7 @@ def rotate_secret(
 
 
 @router.post("/workflows/{workflow_id}/signals/{signal_id}/resume")
-def resume_signal(workflow_id: int, signal_id: int, ctx: Ctx, principal: Admin) -> dict[str, Any]:
+def resume_signal(workflow_id: Id, signal_id: Id, ctx: Ctx, principal: Admin) -> dict[str, Any]:
     """Resume a signal paused because its receiver answered 410 Gone; its waiting deliveries go out."""
     _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
     reason = workflows.resume_signal(ctx, workflow_id, signal_id, actor=principal.name)
@@ -131,14 +131,14 @@ def resume_signal(workflow_id: int, signal_id: int, ctx: Ctx, principal: Admin) 
 
 
 @router.post("/workflows/{workflow_id}/preview")
-def preview(workflow_id: int, body: PreviewIn, ctx: Ctx, principal: Viewer) -> dict[str, Any]:
+def preview(workflow_id: Id, body: PreviewIn, ctx: Ctx, principal: Viewer) -> dict[str, Any]:
     """Would it fire for this result and action, why, and the exact bodies; nothing is sent."""
     _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
     return workflows.preview(ctx, workflow_id, result_id=body.result_id, action=body.action)
 
 
 @router.post("/workflows/{workflow_id}/run")
-def run(workflow_id: int, body: RunIn, ctx: Ctx, principal: Editor) -> dict[str, Any]:
+def run(workflow_id: Id, body: RunIn, ctx: Ctx, principal: Editor) -> dict[str, Any]:
     """Fire a workflow with a manual trigger for these results; per result: fired or why not."""
     workflow = _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
     ensure_set_access(principal, workflow.set_id, write=True)
