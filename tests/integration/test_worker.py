@@ -62,6 +62,43 @@ async def test_a_binary_answer_is_recorded_and_its_batch_is_not_sent_again(ctx: 
         assert attempt.response_body == "\ufffdPNG\r\n\x1a\n\ufffd\ufffd\ufffd\rIHDR"
 
 
+async def test_a_latin1_header_is_recorded_and_sent_once(ctx: AppContext) -> None:
+    """Older servers send header values in Latin-1; aiohttp reads those bytes as lone surrogates,
+    which no UTF-8 encoder takes: the outcome could not be written, and the delivery was sent
+    again each time its lease ran out."""
+    received: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+        )
+        received.append(await reader.readexactly(length))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Server: caf\xe9\r\nConnection: close\r\n\r\nok"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    try:
+        signal_id = make_signal(ctx, url)
+        ids = enqueue(ctx, signal_id, url, [f'{{"n": {n}}}' for n in range(3)])
+        async with running_worker(ctx):
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=10)
+    finally:
+        server.close()
+    assert sorted(received) == [f'{{"n": {n}}}'.encode() for n in range(3)]
+    for delivery_id in ids:
+        [attempt] = attempts_of(ctx, delivery_id)
+        assert attempt.response_headers is not None and attempt.response_headers["X-Server"] == "café"
+
+
 async def test_500_then_success_retries_with_same_webhook_id(ctx: AppContext) -> None:
     answers = [500, 200]
 

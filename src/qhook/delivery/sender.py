@@ -5,7 +5,7 @@
 read up to ``QHOOK_RESPONSE_BODY_LIMIT`` only; the rest is never downloaded and the outcome says
 ``response_truncated``. The size of a receiver's answer does not decide success: a 2xx with a
 huge body is still delivered, so the sender never reports ``too_large`` itself. What the receiver
-sent is kept as text that every database stores: undecodable bytes and NUL become U+FFFD.
+sent is kept as text that every database stores (see ``storable``).
 """
 
 from __future__ import annotations
@@ -291,9 +291,20 @@ def _headers(raw: CIMultiDictProxy[str]) -> dict[str, str]:
 
 
 def storable(raw: str) -> str:
-    """PostgreSQL's text cannot hold NUL: a binary answer failed the whole batch's write, whose
-    leases then ran out and every delivery in it was sent again."""
-    return raw.replace("\x00", "\ufffd") if "\x00" in raw else raw
+    """Text as every database stores it, or the outcome's write failed and the delivery was sent
+    again when its lease ran out, every time: aiohttp reads header bytes that are not UTF-8 (Latin-1
+    from older servers: "caf\xe9") as lone surrogates, which no UTF-8 encoder takes; they are read
+    as Latin-1 here. PostgreSQL's text cannot hold NUL: it becomes U+FFFD."""
+    if raw.isascii() and "\x00" not in raw:
+        return raw
+    try:
+        raw.encode()
+    except UnicodeEncodeError:
+        try:
+            raw = raw.encode("utf-8", "surrogateescape").decode("latin-1")
+        except UnicodeEncodeError:  # a surrogate no decoder made: nothing to recover
+            raw = raw.encode("utf-8", "replace").decode()
+    return raw.replace("\x00", "\ufffd")
 
 
 def _ssl_message(exc: aiohttp.ClientSSLError) -> str:
