@@ -88,3 +88,26 @@ async def test_a_refused_outcome_costs_only_itself(ctx: AppContext) -> None:
     assert all(rows[i].lease_owner is None for i in good)
     assert state is not None and state.throttled_until == until  # the side effect still applied
     assert sorted(written) == sorted([*good, MISSING])  # all leave the worker's hands
+
+
+async def test_an_answer_the_database_refuses_is_recorded_without_it(ctx: AppContext) -> None:
+    """A receiver's answer no database takes (a lone surrogate here): the outcome is written
+    without the answer, so the delivery is finished and not sent again when its lease runs out."""
+    signal_id = make_signal(ctx, URL)
+    [poisoned, fine] = enqueue(ctx, signal_id, URL, ['{"n": 1}', '{"n": 2}'])
+    written: list[int] = []
+    recorder = Recorder(ctx.db, _in_thread, written.extend, batch_size=100)
+    recorder.add(dataclasses.replace(_attempt(poisoned), response_body="caf\udce9"), _finish(poisoned))
+    recorder.add(_attempt(fine), _finish(fine))
+    stop = asyncio.Event()
+    stop.set()
+    await recorder.run(stop)
+
+    with ctx.db.reading() as tx:
+        rows = {r.id: r for r in tx.execute(select(deliveries))}
+        recorded = {r.delivery_id: r for r in tx.execute(select(attempts))}
+    assert rows[poisoned].status == "succeeded" and rows[fine].status == "succeeded"
+    assert recorded[fine].response_body == "ok" and recorded[fine].hint is None
+    assert recorded[poisoned].response_body is None and recorded[poisoned].status_code == 200
+    assert "could not store the receiver's answer" in recorded[poisoned].hint
+    assert "could not store" in rows[poisoned].hint

@@ -9,6 +9,7 @@ order.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -132,27 +133,63 @@ class Recorder:
                 op(tx, now)
 
     def _write_apart(self, batch: _Pending) -> None:
-        """Each delivery's outcomes and each side effect in a transaction of its own; what the
-        database refuses is logged."""
+        """Each delivery's outcomes and each side effect in a transaction of its own. Outcomes the
+        database refuses are written again without the receiver's answer (the likely cause), so
+        the delivery is not sent again when its lease runs out; what is still refused is logged."""
         by_delivery: dict[int, _Pending] = {}
         for a in batch.attempts:
             by_delivery.setdefault(a.delivery_id, _Pending()).attempts.append(a)
         for f in batch.finishes:
             by_delivery.setdefault(f.delivery_id, _Pending()).finishes.append(f)
-        parts: list[Op] = [
-            functools.partial(_outcomes, attempts=p.attempts, finishes=p.finishes)
-            for p in by_delivery.values()
-        ]
-        for part in [*parts, *batch.ops]:
+        for part in by_delivery.values():
             try:
-                with self._db.transaction() as tx:
-                    part(tx, utcnow())
-            except QhookError as exc:
+                self._apply(functools.partial(_outcomes, attempts=part.attempts, finishes=part.finishes))
+            except QhookError as exc:  # the database went away meanwhile: the lease runs out
                 logger.warning(
                     "recording an outcome failed: %s", exc.message, extra={"action": "record_failed"}
                 )
-            except Exception:
-                logger.exception("recording an outcome failed", extra={"action": "record_failed"})
+            except Exception as exc:
+                reason = type(exc).__name__
+                logger.warning(
+                    "an outcome was refused; recording it without the receiver's answer",
+                    extra={"action": "record_stripped", "reason": reason},
+                )
+                stripped = functools.partial(
+                    _outcomes,
+                    attempts=[_stripped_attempt(a, reason) for a in part.attempts],
+                    finishes=[dataclasses.replace(f, hint=_stripped_hint(reason)) for f in part.finishes],
+                )
+                self._try(stripped)
+        for op in batch.ops:
+            self._try(op)
+
+    def _apply(self, part: Op) -> None:
+        with self._db.transaction() as tx:
+            part(tx, utcnow())
+
+    def _try(self, part: Op) -> None:
+        try:
+            self._apply(part)
+        except QhookError as exc:
+            logger.warning("recording an outcome failed: %s", exc.message, extra={"action": "record_failed"})
+        except Exception:
+            logger.exception("recording an outcome failed", extra={"action": "record_failed"})
+
+
+def _stripped_hint(reason: str) -> str:
+    return f"qhook could not store the receiver's answer to this attempt ({reason}); the status is kept."
+
+
+def _stripped_attempt(a: queue.AttemptRow, reason: str) -> queue.AttemptRow:
+    """The attempt with no text from outside: the receiver's headers and body, the error message."""
+    return dataclasses.replace(
+        a,
+        request_headers={},
+        response_headers=None,
+        response_body=None,
+        error=None,
+        hint=_stripped_hint(reason),
+    )
 
 
 def _outcomes(
