@@ -370,3 +370,55 @@ async def test_tls_1_1_only_server_is_refused(tmp_path: Path) -> None:
 
 def _fields(request: OutgoingRequest) -> dict[str, object]:
     return {name: getattr(request, name) for name in OutgoingRequest.__slots__}  # type: ignore[attr-defined]
+
+
+async def _raw_server(answer: bytes, *, stall_s: float = 0.0) -> tuple[asyncio.Server, str]:
+    """A socket server writing ``answer`` as it is (aiohttp.web would not send these)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(stall_s)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+
+
+@pytest.mark.parametrize(
+    ("answer", "stall_s", "body"),
+    [
+        # A charset Python does not know: read as UTF-8 (it was a LookupError out of send()).
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=bogus-9\r\nContent-Length: 2\r\n\r\nok",
+            0,
+            "ok",
+        ),
+        # gzip announced, something else sent.
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!",
+            0,
+            "[qhook could not read the answer's body: ",
+        ),
+        # The status line and headers, then nothing until the timeout.
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+            3,
+            "[qhook could not read the answer's body: it did not arrive within 0.5 s]",
+        ),
+    ],
+    ids=["unknown-charset", "broken-gzip", "stalled-body"],
+)
+async def test_a_2xx_whose_body_cannot_be_read_is_still_a_success(
+    sender: Sender, answer: bytes, stall_s: float, body: str
+) -> None:
+    """The receiver has the message once its status line is in; failing the attempt over the
+    answer's body would send the message again."""
+    server, url = await _raw_server(answer, stall_s=stall_s)
+    try:
+        outcome = await sender.send(post(url, timeout_s=0.5))
+    finally:
+        server.close()
+    assert outcome.ok and outcome.status_code == 200 and outcome.error_kind is None, outcome
+    assert outcome.response_body.startswith(body)

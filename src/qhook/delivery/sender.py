@@ -4,7 +4,9 @@
 ``error_kind`` (dns connect tls timeout http_status ssrf_blocked redirect). Response bodies are
 read up to ``QHOOK_RESPONSE_BODY_LIMIT`` only; the rest is never downloaded and the outcome says
 ``response_truncated``. The size of a receiver's answer does not decide success: a 2xx with a
-huge body is still delivered, so the sender never reports ``too_large`` itself. What the receiver
+huge body is still delivered, so the sender never reports ``too_large`` itself. Once the status
+line is in, the status decides: a body that cannot be read (broken compression, stalled until the
+timeout) is described in ``response_body``, never a failed attempt that would send it again. What the receiver
 sent is kept as text that every database stores (see ``storable``).
 """
 
@@ -209,7 +211,12 @@ class Sender:
                 timeout=self._timeout(request.timeout_s),
                 ssl=request.ssl_context if request.ssl_context is not None else True,
             ) as response:
-                body, truncated = await self._read(response)
+                try:
+                    body, truncated = await self._read(response)
+                except (aiohttp.ClientPayloadError, TimeoutError, asyncio.TimeoutError) as exc:  # noqa: UP041
+                    # The status line is in, so the receiver has the message and the status decides;
+                    # failing the attempt would send it again. What went wrong is what the Hub shows.
+                    body, truncated = _unreadable(exc, request.timeout_s), True
                 return self._outcome(started, response, body, truncated)
         except SsrfBlocked as exc:
             return _failure(started, "ssrf_blocked", str(exc))
@@ -266,7 +273,7 @@ class Sender:
         return SendOutcome(
             status_code=status,
             response_headers=headers,
-            response_body=storable(body.decode(response.charset or "utf-8", errors="replace")),
+            response_body=storable(_text_of(body, response.charset)),
             duration_ms=_elapsed_ms(started),
             error_kind=kind,
             error=error,
@@ -305,6 +312,21 @@ def storable(raw: str) -> str:
         except UnicodeEncodeError:  # a surrogate no decoder made: nothing to recover
             raw = raw.encode("utf-8", "replace").decode()
     return raw.replace("\x00", "\ufffd")
+
+
+def _text_of(body: bytes, charset: str | None) -> str:
+    try:
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know (the answer is still an answer)
+        return body.decode("utf-8", errors="replace")
+
+
+def _unreadable(exc: Exception, timeout_s: float) -> bytes:
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        why = str(exc) or type(exc).__name__
+    else:
+        why = f"it did not arrive within {timeout_s:g} s"
+    return f"[qhook could not read the answer's body: {why}]".encode()
 
 
 def _ssl_message(exc: aiohttp.ClientSSLError) -> str:
