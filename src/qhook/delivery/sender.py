@@ -6,8 +6,8 @@ read up to ``QHOOK_RESPONSE_BODY_LIMIT`` only; the rest is never downloaded and 
 ``response_truncated``. The size of a receiver's answer does not decide success: a 2xx with a
 huge body is still delivered, so the sender never reports ``too_large`` itself. Once the status
 line is in, the status decides: a body that cannot be read (broken compression, stalled until the
-timeout) is described in ``response_body``, never a failed attempt that would send it again. What the receiver
-sent is kept as text that every database stores (see ``storable``).
+timeout) is described in ``response_body``, never a failed attempt that would send it again.
+What the receiver sent is kept as text that every database stores (see ``storable``).
 """
 
 from __future__ import annotations
