@@ -401,6 +401,14 @@ async def _raw_server(answer: bytes, *, stall_s: float = 0.0) -> tuple[asyncio.S
             0,
             "[qhook could not read the answer's body: ",
         ),
+        # A header line longer than aiohttp's default 8,190 bytes (a big policy or cookie).
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Security-Policy: "
+            + b"x" * 20_000
+            + b"\r\nContent-Length: 2\r\n\r\nok",
+            0,
+            "ok",
+        ),
         # The status line and headers, then nothing until the timeout.
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
@@ -408,13 +416,13 @@ async def _raw_server(answer: bytes, *, stall_s: float = 0.0) -> tuple[asyncio.S
             "[qhook could not read the answer's body: it did not arrive within 0.5 s]",
         ),
     ],
-    ids=["unknown-charset", "broken-gzip", "stalled-body"],
+    ids=["unknown-charset", "broken-gzip", "long-header", "stalled-body"],
 )
-async def test_a_2xx_whose_body_cannot_be_read_is_still_a_success(
+async def test_an_awkward_2xx_answer_is_still_a_success(
     sender: Sender, answer: bytes, stall_s: float, body: str
 ) -> None:
-    """The receiver has the message once its status line is in; failing the attempt over the
-    answer's body would send the message again."""
+    """The receiver has the message once its status line is in; failing the attempt over what
+    follows (a long header, the body) would send the message again."""
     server, url = await _raw_server(answer, stall_s=stall_s)
     try:
         outcome = await sender.send(post(url, timeout_s=0.5))

@@ -34,6 +34,9 @@ CONNECT_TIMEOUT_S = 5.0
 CONNECTION_LIMIT = 1000  # endpoints are capped by the worker; this only bounds sockets per process
 OWN_INSPECTOR_CONNECTIONS = 20
 TARGETS_CACHED = 4096  # parsed and checked target URLs kept per sender (bounded memory)
+# The longest header line of an answer: aiohttp's 8,190 bytes failed a 2xx that carried a big
+# Content-Security-Policy or cookie as a connection error, and the message was sent again.
+MAX_HEADER_LINE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,8 @@ class Sender:
                 cookie_jar=aiohttp.DummyCookieJar(),  # receivers' cookies must not travel between deliveries
                 trust_env=False,  # no proxy from the environment: it would bypass the SSRF resolver
                 auto_decompress=True,
+                max_line_size=MAX_HEADER_LINE,
+                max_field_size=MAX_HEADER_LINE,
             )
         return self._session
 
@@ -144,6 +149,8 @@ class Sender:
                 timeout=aiohttp.ClientTimeout(total=60, sock_connect=CONNECT_TIMEOUT_S),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
+                max_line_size=MAX_HEADER_LINE,
+                max_field_size=MAX_HEADER_LINE,
             )
         return self._own_session
 
