@@ -150,3 +150,27 @@ async def test_one_scheduler_at_a_time(api: httpx.AsyncClient, ctx: AppContext) 
         assert workflow_store.try_scheduler_lock(tx)
         assert scheduler.tick(ctx) == 0  # another "process" holds the lock
     assert scheduler.tick(ctx) == 1
+
+
+async def test_dates_at_the_calendar_edges_are_stored_and_scheduled_within_it(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """A due moment before the year 1 or after 9999 raised OverflowError: the result (or the new
+    workflow, over the set's existing results) was a 500. Such a result is stored, unscheduled;
+    its date-times read back in four-digit ISO years."""
+    set_id = await make_set(api)
+    early = await add_result(
+        api, set_id, batchnumber_="B-0", expiry_="0001-01-01", tested_="0001-01-01 00:30:00"
+    )
+    before = await make_workflow(api, set_id, triggers=ON_DATE)  # -P7D from the year 1
+    after = await make_workflow(
+        api, set_id, name="late", triggers={"on_date": {"field": "expiry_", "offset": "P1D"}}
+    )
+    late = await add_result(api, set_id, batchnumber_="B-9", expiry_="9999-12-31")
+    # Only what the calendar holds: seven days before the last day of 9999, nothing for the year 1.
+    [scheduled] = schedules_of(ctx, before["id"])
+    assert (scheduled.result_id, scheduled.due_at) == (late, datetime(9999, 12, 24, 8, 0, tzinfo=UTC))
+    assert schedules_of(ctx, after["id"]) == []
+    stored = (await api.get(f"/api/v1/sets/{set_id}/results/{early}")).json()["values"]
+    assert stored["tested_"] == "0001-01-01T00:30:00Z" and stored["expiry_"] == "0001-01-01"
+    assert (await api.get(f"/api/v1/sets/{set_id}/results/{late}")).status_code == 200

@@ -16,6 +16,8 @@ from qhook.domain.fields import (
     coerce_value,
     coerce_values,
     flat_result,
+    format_flat,
+    format_iso,
     merge_values,
     native_values,
     new_field_defs,
@@ -276,3 +278,17 @@ def test_uids_sort_by_time_and_cursors_round_trip() -> None:
     assert decode_cursor(encode_cursor(42)) == 42
     with pytest.raises(ValueError):
         decode_cursor("garbage!")
+
+
+@pytest.mark.parametrize(
+    ("moment", "iso", "flat"),
+    [
+        (datetime(1, 1, 1, 0, 30, tzinfo=UTC), "0001-01-01T00:30:00Z", "0001-01-01 00:30:00"),
+        (datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC), "0999-12-31T23:59:59Z", "0999-12-31 23:59:59"),
+        (datetime(2025, 10, 2, 13, 37, tzinfo=UTC), "2025-10-02T13:37:00Z", "2025-10-02 13:37:00"),
+    ],
+)
+def test_years_are_written_with_four_digits(moment: datetime, iso: str, flat: str) -> None:
+    # The C library's %Y wrote the year 1 as "1": no ISO 8601 reader takes that back.
+    assert (format_iso(moment), format_flat(moment)) == (iso, flat)
+    assert datetime.fromisoformat(format_iso(moment)) == moment

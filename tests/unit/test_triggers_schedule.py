@@ -162,3 +162,26 @@ def test_datetime_offsets_are_exact_whatever_the_zone(moment: datetime, seconds:
         OnDate("tested_", offset, time(8, 0), "datetime"), moment.strftime("%Y-%m-%d %H:%M:%S"), zone
     )
     assert due == moment + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("field_type", "value", "offset", "zone"),
+    [
+        ("date", "9999-12-31", "P1D", "UTC"),
+        ("date", "0001-01-01", "-P1D", "UTC"),
+        ("date", "0001-01-01", "PT0S", "Europe/Amsterdam"),  # local midnight is still year 0 in UTC
+        ("datetime", "9999-12-31 23:59:59", "PT1H", "UTC"),
+        ("datetime", "0001-01-01 00:30:00", "-PT1H", "UTC"),
+    ],
+)
+def test_a_moment_beyond_the_calendar_never_comes(
+    field_type: str, value: str, offset: str, zone: str
+) -> None:
+    # The date arithmetic raised OverflowError: a 500 for the result (or the workflow) being saved.
+    on_date = OnDate(field="d_", offset=offset, at=time(0, 0), field_type=field_type)
+    assert due_at(on_date, value, zone) is None
+
+
+def test_a_moment_near_the_calendar_edge_still_comes() -> None:
+    on_date = OnDate(field="d_", offset="P1D", at=time(8, 0), field_type="date")
+    assert due_at(on_date, "9999-12-30", "UTC") == datetime(9999, 12, 31, 8, 0, tzinfo=UTC)

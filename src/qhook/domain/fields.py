@@ -322,13 +322,16 @@ def parse_date(raw: object) -> date:
 
 
 def format_iso(moment: datetime) -> str:
-    """UTC ISO 8601 as the native API writes it: 2025-10-02T13:37:00Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC ISO 8601 as the native API writes it: 2025-10-02T13:37:00Z. Four-digit years always:
+    the C library's ``%Y`` wrote the year 1 as "1", which no ISO reader takes back."""
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}Z"
 
 
 def format_flat(moment: datetime) -> str:
     """The original's "YYYY-MM-DD HH:MM:SS" (UTC)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%d %H:%M:%S}"
 
 
 def _number(raw: object) -> float | str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
+from qhook.domain.fields import format_iso
 from qhook.errors import ValidationFailed
 
 
@@ -248,7 +249,7 @@ def _show(value: Any) -> str:
     if value is None:
         return "empty"
     if isinstance(value, datetime):
-        return repr(value.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return repr(format_iso(value))
     if isinstance(value, date):
         return repr(value.isoformat())
     if isinstance(value, float) and value.is_integer():

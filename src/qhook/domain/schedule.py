@@ -40,13 +40,22 @@ def _datetime_value(value: Any) -> datetime | None:
 
 
 def due_at(on_date: OnDate, value: Any, timezone: str) -> datetime | None:
-    """The UTC moment the trigger fires for a field holding ``value``; None when it is empty.
+    """The UTC moment the trigger fires for a field holding ``value``; None when it is empty, or
+    when that moment falls outside the years 1 to 9999 (it never comes: the result is stored and
+    not scheduled, where the date arithmetic's OverflowError was a 500).
 
     A date field fires at local time ``at`` in ``timezone`` on the date plus the offset; the offset
     is applied on the wall clock, so "-P7D at 08:00" is 08:00 local even across a DST change. A
     date-time field fires at the exact instant plus the offset. Raises ValueError for a value that
     is not a date.
     """
+    try:
+        return _due_at(on_date, value, timezone)
+    except OverflowError:
+        return None
+
+
+def _due_at(on_date: OnDate, value: Any, timezone: str) -> datetime | None:
     offset = offset_of(on_date.offset)
     if on_date.field_type == "datetime":
         moment = _datetime_value(value)
