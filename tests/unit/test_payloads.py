@@ -113,3 +113,30 @@ def test_template_checks_when_saved() -> None:
     with pytest.raises(ValidationFailed) as caught:
         check_body_template('{"b": {{ batchnumber_ }}}', "signals[0].body_template", FIELDS)
     assert "JSON" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "refusal"),
+    [
+        ("{{ x * 100000000 }}", {"x": "abcdefgh"}, "too much"),  # was 800 MB and 10 s in the request
+        ("{{ [x] * 100000000 }}", {"x": 1}, "too much"),
+        ("{{ 10 ** 100000 }}", {}, "too large a number"),
+        ("{% for i in range(100000) %}{{ x }}{% endfor %}", {"x": "a" * 200}, "renders more than"),
+    ],
+)
+def test_a_runaway_template_is_a_payload_error_before_it_is_built(
+    template: str, values: dict[str, object], refusal: str
+) -> None:
+    with pytest.raises(PayloadError, match=refusal):
+        render_text(template, values)
+
+
+def test_small_repetition_and_powers_still_render() -> None:
+    assert render_text("{{ '-' * 3 }}{{ 2 ** 10 }}{{ 3 * 'ab' }}{{ 1.5 ** 2 }}", {}) == "---1024ababab2.25"
+
+
+def test_a_template_number_json_cannot_carry_is_a_payload_error() -> None:
+    # "| int" on 1e308 makes a 309-digit integer: it used to fail the result's write with a 500.
+    config = {"payload": "template", "body_template": '{"x": {{ ph_ | int }}}'}
+    with pytest.raises(PayloadError, match="cannot send"):
+        render_body(config, {**context(), "ph_": 1e308}, event_id="e", occurred_at=WHEN)

@@ -28,7 +28,42 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
-_env = SandboxedEnvironment(autoescape=False, finalize=_finalize, keep_trailing_newline=True)
+MAX_RENDERED_CHARS = 16 * 1024 * 1024
+"""The most a template may render: above any value a request can carry (QHOOK_MAX_BODY_BYTES is
+10 MiB by default), far below what a slip such as ``{{ batch_ * 100000000 }}`` built (800 MB, 10 s,
+in the request that saved the result)."""
+MAX_POWER_BITS = 64 * 1024
+
+
+class _Bounded(SandboxedEnvironment):
+    """The sandbox, with repetition and powers bounded before they are computed."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and not isinstance(times, bool)
+                ):
+                    if len(seq) * times > MAX_RENDERED_CHARS:
+                        raise PayloadError(
+                            f"template error: repeating {len(seq)} items {times} times is too much"
+                        )
+        elif (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and right > 0
+            and abs(left) > 1
+            and abs(left).bit_length() * right > MAX_POWER_BITS
+        ):
+            raise PayloadError(f"template error: {left} ** {right} is too large a number")
+        return super().call_binop(context, operator, left, right)
+
+
+_env = _Bounded(autoescape=False, finalize=_finalize, keep_trailing_newline=True)
 
 
 @lru_cache(maxsize=512)
@@ -89,11 +124,24 @@ def render_text(text: str, context: Mapping[str, Any]) -> str:
     if simple is not None:
         return "".join([_print(context.get(part)) if is_name else part for is_name, part in simple])
     try:
-        return _compiled(text).render(dict(context))
+        return _bounded_render(_compiled(text), context)
+    except PayloadError:
+        raise
     except TemplateError as exc:
         raise PayloadError(f"template error: {exc}") from exc
     except Exception as exc:  # a user's template must never crash the change that triggered it
         raise PayloadError(f"template error: {type(exc).__name__}: {exc}") from exc
+
+
+def _bounded_render(template: Template, context: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    size = 0
+    for part in template.generate(dict(context)):
+        size += len(part)
+        if size > MAX_RENDERED_CHARS:
+            raise PayloadError(f"template error: it renders more than {MAX_RENDERED_CHARS:,} characters")
+        parts.append(part)
+    return "".join(parts)
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
@@ -167,7 +215,10 @@ def render_body(
             parsed = json_text.loads(rendered)
         except ValueError as exc:
             raise PayloadError(f"body_template did not produce JSON: {exc}") from exc
-        return dumps(parsed)
+        try:
+            return dumps(parsed)
+        except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, from "| int" on 1e308
+            raise PayloadError(f"body_template produced JSON qhook cannot send: {exc}") from exc
     subject = render_text(str(config.get("subject") or ""), context)
     message = render_text(str(config.get("message") or ""), context)
     body = envelope(
