@@ -148,6 +148,21 @@ async def test_expired_token_is_refetched(ctx: AppContext, endpoint: TokenEndpoi
     assert await auth.access_token(ctx, profile) == "tok-2"
 
 
+async def test_a_huge_expires_in_is_kept_a_year_at_most(ctx: AppContext, endpoint: TokenEndpoint) -> None:
+    # timedelta(seconds=10**20) overflowed: every attempt with the profile failed inside qhook.
+    from sqlalchemy import select
+
+    from qhook.store.tables import oauth_tokens
+
+    endpoint.expires_in = 10**20
+    profile = _profile(ctx, endpoint)
+    assert await auth.access_token(ctx, profile) == "tok-1"
+    assert await auth.access_token(ctx, profile) == "tok-1"  # cached, not fetched again
+    with ctx.db.reading() as tx:
+        stored = tx.execute(select(oauth_tokens.c.expires_at, oauth_tokens.c.fetched_at)).one()
+    assert stored.expires_at - stored.fetched_at == auth.MAX_TOKEN_LIFETIME
+
+
 async def test_token_endpoint_failure_is_auth_error_without_secret(
     ctx: AppContext, endpoint: TokenEndpoint
 ) -> None:

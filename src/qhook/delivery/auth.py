@@ -38,6 +38,9 @@ from qhook.store.db import Database
 
 TOKEN_MARGIN = timedelta(seconds=60)
 DEFAULT_TOKEN_LIFETIME = timedelta(hours=1)  # when the endpoint does not say (expires_in absent)
+# The longest a token is kept, whatever expires_in says (a huge one overflowed timedelta: every
+# attempt of the profile's deliveries then failed inside qhook).
+MAX_TOKEN_LIFETIME = timedelta(days=365)
 TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)
 PROFILE_CACHE_S = 5.0  # profiles change rarely; a short cache keeps a DB read off most attempts
 
@@ -291,7 +294,7 @@ async def fetch_token(settings: Settings, profile: AuthProfile, *, now: datetime
     token = OAuth2Token.from_dict(data)
     lifetime = DEFAULT_TOKEN_LIFETIME
     if str(token.get("expires_in", "")).isdigit():
-        lifetime = timedelta(seconds=int(token["expires_in"]))
+        lifetime = min(timedelta(seconds=min(int(token["expires_in"]), 10**9)), MAX_TOKEN_LIFETIME)
     return CachedToken(str(token["access_token"]), now + lifetime, now)
 
 
