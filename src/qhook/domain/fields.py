@@ -299,7 +299,10 @@ def parse_datetime(raw: object) -> datetime:
         raise _Invalid("a date and time such as 2025-10-02T13:37:00Z")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).replace(microsecond=0)
+    try:
+        return moment.astimezone(UTC).replace(microsecond=0)
+    except OverflowError as exc:  # 0001-01-01T00:00:00+05:00 is in the year 0 in UTC
+        raise _Invalid("a date and time between the years 1 and 9999 in UTC") from exc
 
 
 def parse_date(raw: object) -> date:

@@ -212,7 +212,10 @@ def _as_datetime(value: Any) -> datetime:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     else:
         raise TypeError("not a date-time")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00:00+05:00 is in the year 0 in UTC
+        raise ValueError("outside the years 1 to 9999 in UTC") from exc
 
 
 def _actual(value: Any, leaf: Leaf) -> Any:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from qhook import background
 from qhook.clock import utcnow
@@ -122,12 +122,9 @@ def to_store(filters: Filters, set_ids: frozenset[int] | None = None) -> Deliver
         raise field_error("status", f"one of {', '.join(store.STATUSES)}")
     if filters.action is not None and filters.action not in ACTIONS:
         raise field_error("action", f"one of {', '.join(ACTIONS)}")
-    if filters.since and filters.until and filters.since >= filters.until:
+    since, until = _utc(filters.since, "since"), _utc(filters.until, "until")
+    if since and until and since >= until:
         raise field_error("until", "a time after since")
-    for name in ("since", "until"):
-        moment = getattr(filters, name)
-        if moment is not None and moment.tzinfo is None:
-            raise field_error(name, "an ISO 8601 time with a zone, e.g. 2025-10-02T13:37:00Z")
     endpoint = filters.endpoint
     if endpoint is not None:
         endpoint = _origin(endpoint, "endpoint")
@@ -144,11 +141,24 @@ def to_store(filters: Filters, set_ids: frozenset[int] | None = None) -> Deliver
         result_id=filters.result_id,
         endpoint=endpoint,
         action=filters.action,
-        since=filters.since,
-        until=filters.until,
+        since=since,
+        until=until,
         q=q or None,
         set_ids=set_ids,
     )
+
+
+def _utc(moment: datetime | None, name: str) -> datetime | None:
+    """An aware time in UTC; a naive one, or one whose UTC falls outside the years 1 to 9999
+    (0001-01-01T00:00+05:00 was an OverflowError: a 500), is a 422 naming the parameter."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise field_error(name, "an ISO 8601 time with a zone, e.g. 2025-10-02T13:37:00Z")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise field_error(name, "a time between the years 1 and 9999 in UTC") from exc
 
 
 def _origin(text: str, name: str) -> str:
@@ -527,9 +537,7 @@ def stats(
     """Per UTC hour from ``since`` (default: 24 hours ago): deliveries by status, attempt latency;
     with ``set_ids`` (a user's restriction) only deliveries of those sets count."""
     now = now or utcnow()
-    since = since or now - timedelta(hours=24)
-    if since.tzinfo is None:
-        raise field_error("since", "an ISO 8601 time with a zone, e.g. 2025-10-02T13:37:00Z")
+    since = _utc(since, "since") or now - timedelta(hours=24)
     if since < now - timedelta(days=MAX_STATS_DAYS):
         raise field_error("since", f"within the last {MAX_STATS_DAYS} days")
     if since >= now:
