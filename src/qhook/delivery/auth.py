@@ -294,7 +294,8 @@ async def fetch_token(settings: Settings, profile: AuthProfile, *, now: datetime
     token = OAuth2Token.from_dict(data)
     lifetime = DEFAULT_TOKEN_LIFETIME
     if str(token.get("expires_in", "")).isdigit():
-        lifetime = min(timedelta(seconds=min(int(token["expires_in"]), 10**9)), MAX_TOKEN_LIFETIME)
+        seconds = min(int(token["expires_in"]), int(MAX_TOKEN_LIFETIME.total_seconds()))
+        lifetime = timedelta(seconds=seconds)
     return CachedToken(str(token["access_token"]), now + lifetime, now)
 
 

@@ -3,7 +3,7 @@
 The standard library's ``json.loads`` turns an escaped lone surrogate (``"\\ud800"``) into a
 Python string that no UTF-8 encoder accepts: such a value passed every check and then failed
 deep inside, as a 500 (PostgreSQL refusing the jsonb, orjson refusing to render the webhook
-body). pydantic-core's parser refuses it where the text is read. A NUL character (``"\u0000"``)
+body). pydantic-core's parser refuses it where the text is read. A NUL character (``"\\u0000"``)
 is refused too, naming where it is: PostgreSQL's text and jsonb cannot hold one (a 500 there),
 while SQLite stored it, so the same request had two outcomes. Otherwise it reads what
 ``json.loads`` reads and gives the same values: big integers stay exact, ``NaN`` and
