@@ -122,6 +122,12 @@ def test_template_checks_when_saved() -> None:
         ("{{ [x] * 100000000 }}", {"x": 1}, "too much"),
         ("{{ 10 ** 100000 }}", {}, "too large a number"),
         ("{% for i in range(100000) %}{{ x }}{% endfor %}", {"x": "a" * 200}, "renders more than"),
+        # Printing nothing, no output cap stops this: 10^10 steps in the request saving a result.
+        (
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+            {},
+            "loops run more",
+        ),
     ],
 )
 def test_a_runaway_template_is_a_payload_error_before_it_is_built(
@@ -131,8 +137,13 @@ def test_a_runaway_template_is_a_payload_error_before_it_is_built(
         render_text(template, values)
 
 
-def test_small_repetition_and_powers_still_render() -> None:
+def test_small_repetition_powers_and_loops_still_render() -> None:
     assert render_text("{{ '-' * 3 }}{{ 2 ** 10 }}{{ 3 * 'ab' }}{{ 1.5 ** 2 }}", {}) == "---1024ababab2.25"
+    loops = "{% for x in xs if x > 1 %}{{ x }}{{ loop.length }}{% else %}none{% endfor %}"
+    assert render_text(loops, {"xs": [1, 2, 3]}) == "2232"
+    assert render_text(loops, {"xs": []}) == "none"
+    nested = "{% for i in tree recursive %}{{ i.n }}{% if i.c %}({{ loop(i.c) }}){% endif %}{% endfor %}"
+    assert render_text(nested, {"tree": [{"n": 1, "c": [{"n": 2, "c": []}]}]}) == "1(2)"
 
 
 def test_a_template_number_json_cannot_carry_is_a_payload_error() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -33,12 +34,34 @@ MAX_RENDERED_CHARS = 16 * 1024 * 1024
 10 MiB by default), far below what a slip such as ``{{ batch_ * 100000000 }}`` built (800 MB, 10 s,
 in the request that saved the result)."""
 MAX_POWER_BITS = 64 * 1024
+MAX_LOOP_STEPS = 1_000_000
+"""Loop iterations per render, all loops together: two nested loops over range(100000) ran 10^10
+times, printing nothing, so no output cap would stop them."""
+_steps: ContextVar[list[int] | None] = ContextVar("template_steps", default=None)
+
+
+def _counted(iterable: Any) -> Iterator[Any]:
+    """A loop's items, each counted against the render's budget."""
+    budget = _steps.get()
+    for item in iterable:
+        if budget is not None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise PayloadError(f"template error: its loops run more than {MAX_LOOP_STEPS:,} times")
+        yield item
 
 
 class _Bounded(SandboxedEnvironment):
-    """The sandbox, with repetition and powers bounded before they are computed."""
+    """The sandbox, with repetition and powers bounded before they are computed and every loop
+    counted (its iterable goes through ``_counted``, put in by ``_parse``)."""
 
     intercepted_binops = frozenset({"*", "**"})
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "qhook_counted", [], [], None, None, lineno=loop.iter.lineno)
+        return tree
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
@@ -64,6 +87,7 @@ class _Bounded(SandboxedEnvironment):
 
 
 _env = _Bounded(autoescape=False, finalize=_finalize, keep_trailing_newline=True)
+_env.filters["qhook_counted"] = _counted
 
 
 @lru_cache(maxsize=512)
@@ -136,11 +160,15 @@ def render_text(text: str, context: Mapping[str, Any]) -> str:
 def _bounded_render(template: Template, context: Mapping[str, Any]) -> str:
     parts: list[str] = []
     size = 0
-    for part in template.generate(dict(context)):
-        size += len(part)
-        if size > MAX_RENDERED_CHARS:
-            raise PayloadError(f"template error: it renders more than {MAX_RENDERED_CHARS:,} characters")
-        parts.append(part)
+    token = _steps.set([MAX_LOOP_STEPS])
+    try:
+        for part in template.generate(dict(context)):
+            size += len(part)
+            if size > MAX_RENDERED_CHARS:
+                raise PayloadError(f"template error: it renders more than {MAX_RENDERED_CHARS:,} characters")
+            parts.append(part)
+    finally:
+        _steps.reset(token)
     return "".join(parts)
 
 
