@@ -122,6 +122,12 @@ def test_template_checks_when_saved() -> None:
         ("{{ [x] * 100000000 }}", {"x": 1}, "too much"),
         ("{{ 10 ** 100000 }}", {}, "too large a number"),
         ("{% for i in range(100000) %}{{ x }}{% endfor %}", {"x": "a" * 200}, "renders more than"),
+        ("{{ x | center(10 ** 9) }}", {"x": "a"}, "center would make"),
+        ("{{ x | indent(10 ** 9) }}", {"x": "a"}, "indent would make"),
+        ("{{ '%999999999s' % x }}", {"x": "a"}, "formatted width"),
+        ("{{ '%*s' | format(10 ** 9, 'a') }}", {}, "formatted width"),
+        ("{{ x | replace('', y) }}", {"x": "a" * 5000, "y": "b" * 5000}, "replace would make"),
+        ("{{ lipsum(100000) }}", {}, "lipsum would make"),
         # Printing nothing, no output cap stops this: 10^10 steps in the request saving a result.
         (
             "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
@@ -142,6 +148,11 @@ def test_small_repetition_powers_and_loops_still_render() -> None:
     loops = "{% for x in xs if x > 1 %}{{ x }}{{ loop.length }}{% else %}none{% endfor %}"
     assert render_text(loops, {"xs": [1, 2, 3]}) == "2232"
     assert render_text(loops, {"xs": []}) == "none"
+    sized = (
+        "{{ x | center(6) }}|{{ '%3s' % x }}|{{ '%s=%d' | format(x, 1) }}|{{ x | replace('', '-') }}"
+        "|{{ 7 % 3 }}"
+    )
+    assert render_text(sized, {"x": "ab"}) == "  ab  | ab|ab=1|-a-b-|1"
     nested = "{% for i in tree recursive %}{{ i.n }}{% if i.c %}({{ loop(i.c) }}){% endif %}{% endfor %}"
     assert render_text(nested, {"tree": [{"n": 1, "c": [{"n": 2, "c": []}]}]}) == "1(2)"
 

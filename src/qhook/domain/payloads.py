@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,7 +57,7 @@ class _Bounded(SandboxedEnvironment):
     """The sandbox, with repetition and powers bounded before they are computed and every loop
     counted (its iterable goes through ``_counted``, put in by ``_parse``)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
@@ -75,6 +77,9 @@ class _Bounded(SandboxedEnvironment):
                         raise PayloadError(
                             f"template error: repeating {len(seq)} items {times} times is too much"
                         )
+        elif operator == "%":
+            if isinstance(left, str):
+                _check_widths(left, right if isinstance(right, tuple) else (right,))
         elif (
             isinstance(left, int)
             and isinstance(right, int)
@@ -86,8 +91,68 @@ class _Bounded(SandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
+_WIDTH = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d+|\*)?(?:\.(\d+|\*))?")
+
+
+def _too_big(size: int, what: str) -> None:
+    if size > MAX_RENDERED_CHARS:
+        raise PayloadError(f"template error: {what} would make {size:,} characters")
+
+
+def _check_widths(pattern: str, args: Sequence[Any]) -> None:
+    """printf-style widths ("%999999999s", "%*s") checked before Python pads to them."""
+    stars = iter(a for a in args if isinstance(a, int) and not isinstance(a, bool))
+    for width, precision in _WIDTH.findall(pattern):
+        for number in (width, precision):
+            if number == "*":
+                _too_big(next(stars, 0), "a formatted width")
+            elif number:
+                _too_big(int(number), "a formatted width")
+
+
+def _bounded_filters(env: SandboxedEnvironment) -> None:
+    """The filters and globals whose arguments say how big their answer gets, checked first."""
+
+    def guard(name: str, check: Callable[..., None], *, table: dict[str, Any]) -> None:
+        original = table[name]
+
+        @functools.wraps(original)  # keeps Jinja's pass_eval_context marks
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            check(*args, **kwargs)
+            return original(*args, **kwargs)
+
+        table[name] = bounded
+
+    def center(value: Any, width: int = 80) -> None:
+        _too_big(int(width) if isinstance(width, int) else 0, "center")
+
+    def indent(s: Any, width: int | str = 4, *_: Any, **__: Any) -> None:
+        lines = str(s).count("\n") + 1
+        _too_big(lines * (len(width) if isinstance(width, str) else int(width)), "indent")
+
+    def format_(value: Any, *args: Any, **_: Any) -> None:
+        _check_widths(str(value), args)
+
+    def replace(_ctx: Any, s: Any, old: Any, new: Any, count: int | None = None) -> None:
+        text, old, new = str(s), str(old), str(new)
+        times = len(text) + 1 if not old else text.count(old)
+        if count is not None:
+            times = min(times, max(int(count), 0))
+        _too_big(len(text) + times * max(len(new) - len(old), 0), "replace")
+
+    def lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> None:
+        _too_big(int(n) * int(max) * 12, "lipsum")  # at most ~12 characters a word
+
+    guard("center", center, table=env.filters)
+    guard("indent", indent, table=env.filters)
+    guard("format", format_, table=env.filters)
+    guard("replace", replace, table=env.filters)
+    guard("lipsum", lipsum, table=env.globals)
+
+
 _env = _Bounded(autoescape=False, finalize=_finalize, keep_trailing_newline=True)
 _env.filters["qhook_counted"] = _counted
+_bounded_filters(_env)
 
 
 @lru_cache(maxsize=512)
