@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from qhook.context import AppContext, open_context
+from qhook.domain.ids import MAX_BIG_ID, MAX_ID, is_id
 from qhook.errors import QhookError
 from qhook.settings import Settings
 from qhook.store import migrate as migrations
@@ -119,7 +120,7 @@ def user_create(
     """Create a user."""
     from qhook.services import users
 
-    ids = [int(s) for s in set_ids.split(",")] if set_ids else None
+    ids = _ids(set_ids, "--sets") if set_ids else None
     user = users.create_user(open_ctx().db, name, role, password, ids, actor="cli")
     console.print(f"user {user.name} ({user.role}) created with id {user.id}")
 
@@ -191,11 +192,14 @@ def user_update(
 
 def _ids(text: str, option: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        found = [int(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
         raise typer.BadParameter(
             f"expected comma-separated ids or 'all', got {text!r}", param_hint=option
         ) from exc
+    if not all(is_id(n) for n in found):
+        raise typer.BadParameter(f"expected ids from 1 to {MAX_ID}, got {text!r}", param_hint=option)
+    return found
 
 
 @apikey_app.command("create")
@@ -231,7 +235,7 @@ def apikey_list(user: Annotated[str | None, typer.Option(help="Only this user's 
 
 @apikey_app.command("revoke")
 @friendly
-def apikey_revoke(key_id: int) -> None:
+def apikey_revoke(key_id: Annotated[int, typer.Argument(min=1, max=MAX_ID)]) -> None:
     """Revoke an API key by id."""
     from qhook.services import users
 
@@ -242,7 +246,7 @@ def apikey_revoke(key_id: int) -> None:
 @app.command("import")
 @friendly
 def import_csv(
-    set_id: int,
+    set_id: Annotated[int, typer.Argument(min=1, max=MAX_ID)],
     file: Annotated[Path, typer.Argument(help="CSV with a header of field names (and date, @id)")],
     key_field: Annotated[
         str | None, typer.Option("--key-field", help="Update the result whose field F matches; else create")
@@ -320,10 +324,10 @@ def deliveries_list(
     status: Annotated[
         str | None, typer.Option(help="pending retrying held succeeded failed cancelled")
     ] = None,
-    workflow: Annotated[int | None, typer.Option(help="Workflow id")] = None,
-    signal: Annotated[int | None, typer.Option(help="Signal id")] = None,
-    set_id: Annotated[int | None, typer.Option("--set", help="Set id")] = None,
-    result: Annotated[int | None, typer.Option(help="Result id")] = None,
+    workflow: Annotated[int | None, typer.Option(help="Workflow id", min=1, max=MAX_ID)] = None,
+    signal: Annotated[int | None, typer.Option(help="Signal id", min=1, max=MAX_ID)] = None,
+    set_id: Annotated[int | None, typer.Option("--set", help="Set id", min=1, max=MAX_ID)] = None,
+    result: Annotated[int | None, typer.Option(help="Result id", min=1, max=MAX_ID)] = None,
     endpoint: Annotated[str | None, typer.Option(help="Origin, e.g. https://erp.example.com")] = None,
     action: Annotated[str | None, typer.Option(help="new modified deleted date manual")] = None,
     since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601, UTC by default)")] = None,
@@ -379,7 +383,7 @@ def deliveries_list(
 
 @deliveries_app.command("show")
 @friendly
-def deliveries_show(delivery_id: int) -> None:
+def deliveries_show(delivery_id: Annotated[int, typer.Argument(min=1, max=MAX_BIG_ID)]) -> None:
     """One delivery: its request (headers redacted, body) and every attempt with its hint."""
     from qhook.services import hub
 
@@ -416,7 +420,7 @@ def replay(
     status: Annotated[
         str | None, typer.Option(help="failed, succeeded or cancelled (default both first)")
     ] = None,
-    workflow: Annotated[int | None, typer.Option(help="Workflow id")] = None,
+    workflow: Annotated[int | None, typer.Option(help="Workflow id", min=1, max=MAX_ID)] = None,
     endpoint: Annotated[str | None, typer.Option(help="Origin, e.g. https://erp.example.com")] = None,
     since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601, UTC by default)")] = None,
     until: Annotated[str | None, typer.Option(help="Created before (ISO 8601)")] = None,

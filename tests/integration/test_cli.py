@@ -157,3 +157,21 @@ def test_import_refuses_unknown_set_file_or_key_field(run, ctx: AppContext, tmp_
     assert no_file.exit_code == 1 and "missing.csv: no such file" in one_line(no_file.stderr)
     no_field = run("import", str(current.id), str(csv_file), "--key-field", "b_")
     assert no_field.exit_code == 1 and "has no field 'b_'" in one_line(no_field.stderr)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (("import", str(2**31), "x.csv"), "set_id"),
+        (("replay", "--workflow", str(2**63)), "--workflow"),
+        (("deliveries", "list", "--set", str(2**31)), "--set"),
+        (("deliveries", "show", str(2**63)), "delivery_id"),
+        (("apikey", "revoke", str(2**31)), "key_id"),
+        (("user", "create", "bob", "--role", "viewer", "--sets", str(2**31)), "--sets"),
+    ],
+)
+def test_ids_beyond_their_column_are_a_usage_error(run, args: tuple[str, ...], names: str) -> None:  # type: ignore[no-untyped-def]
+    # They were tracebacks: OverflowError from SQLite's driver, "integer out of range" from PostgreSQL.
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert names in one_line(result.output) and "Traceback" not in result.output
