@@ -459,3 +459,15 @@ async def test_a_nul_in_the_login_name_is_an_unknown_user(ctx: AppContext) -> No
             "/ui/login", data={"name": "admin\x00", "password": "x" * 12, "login_token": token.group(1)}
         )
     assert done.status_code == 401 and "Unknown user or wrong password." in done.text
+
+
+async def test_hub_filters_out_of_range_are_shown_as_problems(ctx: AppContext) -> None:
+    # set_id=9999999999 was a 500 on PostgreSQL (an INTEGER column); a since in the year 0 in UTC
+    # was an OverflowError on both.
+    password = person(ctx, "ann", "admin")
+    async with make_browser(ctx) as http:
+        await login(http, "ann", password)
+        big = await http.get("/ui/hub", params={"set_id": "9999999999"})
+        assert big.status_code == 200 and "set: expected an id from 1 to 2147483647" in big.text
+        early = await http.get("/ui/hub", params={"since": "0001-01-01T00:00:00+05:00"})
+        assert early.status_code == 200 and "since: a time between the years 1 and 9999 in UTC" in early.text

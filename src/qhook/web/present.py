@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from qhook.domain.ids import MAX_ID, is_id
+
 # Header names whose values a page never shows, whatever a config or an attempt holds.
 SECRET_HEADER_NAMES = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"}
@@ -95,8 +97,8 @@ def parse_id(raw: str, name: str, errors: list[str]) -> int | None:
     text = raw.strip()
     if not text:
         return None
-    if not text.isdigit() or len(text) > 12:
-        errors.append(f"{name}: expected a number, got {text!r}")
+    if not text.isdigit() or len(text) > 12 or not is_id(int(text)):
+        errors.append(f"{name}: expected an id from 1 to {MAX_ID}, got {text!r}")
         return None
     return int(text)
 
