@@ -170,7 +170,7 @@ async def test_hub_lists_filters_and_pages(ctx: AppContext, browser: httpx.Async
 
     bad = await browser.get("/ui/hub", params={"since": "yesterday", "status": "lost", "set_id": "x"})
     assert bad.status_code == 200
-    assert "since: expected a time" in bad.text and "set: expected a number" in bad.text
+    assert "since: expected a time" in bad.text and "set: expected an id" in bad.text
     bad = await browser.get("/ui/hub", params={"endpoint": "not a url"})
     assert "endpoint" in bad.text and 'class="error"' in bad.text
 
