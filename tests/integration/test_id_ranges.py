@@ -68,6 +68,12 @@ async def test_an_id_out_of_range_in_a_body(api: httpx.AsyncClient) -> None:
         _field(await api.post("/api/v1/deliveries/replay", json={"workflow_id": INTEGER_PAST}))
         == "workflow_id"
     )
+    manual = await api.post(
+        "/api/v1/workflows", json={**workflow, "set_id": set_id, "triggers": {"manual": True}}
+    )
+    assert manual.status_code == 201, manual.text
+    run = await api.post(f"/api/v1/workflows/{manual.json()['id']}/run", json={"result_ids": [INTEGER_PAST]})
+    assert _field(run) == "result_ids.0"
 
 
 async def test_an_id_out_of_range_in_the_compat_api(api: httpx.AsyncClient) -> None:

@@ -41,7 +41,7 @@ class PreviewIn(BaseModel):
 
 
 class RunIn(BaseModel):
-    result_ids: list[int] = Field(min_length=1, max_length=workflows.MAX_RUN_RESULTS)
+    result_ids: list[Id] = Field(min_length=1, max_length=workflows.MAX_RUN_RESULTS)
 
 
 class RotateIn(BaseModel):
