@@ -175,3 +175,18 @@ async def test_failed_chain_step_is_recorded_and_the_change_commits(
     assert len(deliveries_of(ctx, result_id)) == 1  # the webhook still went out
     listed = (await api.get(f"/api/v1/sets/{target}/results")).json()
     assert (listed["items"] if isinstance(listed, dict) else listed) == []
+
+
+async def test_a_template_writing_nul_stores_a_replacement_character(api: httpx.AsyncClient) -> None:
+    """A literal "\\x00" in a template made a NUL that PostgreSQL's text refuses: the chained
+    write failed the result's own write with a 500. It is stored as U+FFFD on both databases."""
+    set_id = await make_set(api)
+    await make_workflow(
+        api,
+        set_id,
+        name="Note with NUL",
+        triggers={"entry": True},
+        signals=[{"type": "update_result", "values": {"note_": '{{ batchnumber_ }}{{ "\\x00" }}!'}}],
+    )
+    result_id = await add_result(api, set_id, batchnumber_="B-1")
+    assert (await result_values(api, set_id, result_id))["note_"] == "B-1\ufffd!"

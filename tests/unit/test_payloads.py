@@ -162,3 +162,10 @@ def test_a_template_number_json_cannot_carry_is_a_payload_error() -> None:
     config = {"payload": "template", "body_template": '{"x": {{ ph_ | int }}}'}
     with pytest.raises(PayloadError, match="cannot send"):
         render_body(config, {**context(), "ph_": 1e308}, event_id="e", occurred_at=WHEN)
+
+
+def test_nul_in_rendered_text_becomes_a_replacement_character() -> None:
+    assert render_text('{{ "a\\x00b" }}', {}) == "a\ufffdb"
+    assert (
+        render_text("Batch {{ batchnumber_ }}", {"batchnumber_": "B\x001"}) == "Batch B\ufffd1"
+    )  # simple path

@@ -208,18 +208,25 @@ def _print(value: Any) -> str:
 
 
 def render_text(text: str, context: Mapping[str, Any]) -> str:
-    """Render a template; PayloadError for anything that goes wrong inside it."""
+    """Render a template; PayloadError for anything that goes wrong inside it. A NUL character in
+    the text (a literal "\\x00" in the template, or a value stored before NUL was refused) comes
+    out as U+FFFD: PostgreSQL cannot store it, and the chained write or e-mail it went into failed
+    the result's own write with a 500."""
     simple = _simple(text)
     if simple is not None:
-        return "".join([_print(context.get(part)) if is_name else part for is_name, part in simple])
+        return _no_nul("".join([_print(context.get(part)) if is_name else part for is_name, part in simple]))
     try:
-        return _bounded_render(_compiled(text), context)
+        return _no_nul(_bounded_render(_compiled(text), context))
     except PayloadError:
         raise
     except TemplateError as exc:
         raise PayloadError(f"template error: {exc}") from exc
     except Exception as exc:  # a user's template must never crash the change that triggered it
         raise PayloadError(f"template error: {type(exc).__name__}: {exc}") from exc
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _bounded_render(template: Template, context: Mapping[str, Any]) -> str:
@@ -422,7 +429,7 @@ def _render_parts(parts: tuple[Part, ...], view: EventView) -> str:
             out.append(str(dict(view.result)))
         else:
             out.append(str(dict(view.changes)))
-    return "".join(out)
+    return _no_nul("".join(out))  # as render_text
 
 
 @dataclass(frozen=True, slots=True)
