@@ -89,7 +89,7 @@ async def _params(request: Request, ctx: AppContext) -> Params:
                 params[name] = value if isinstance(value, str) else json.dumps(value)
     for name, value in params.items():
         if "\x00" in value:  # a form field or an uploaded file; JSON is refused by json_text
-            raise compat.bad_parameter(name.replace("\x00", "\ufffd"), f"Expected {json_text.NUL_EXPECTED}.")
+            raise compat.bad_parameter(json_text.without_nul(name), f"Expected {json_text.NUL_EXPECTED}.")
     return params
 
 

@@ -15,7 +15,7 @@ from qhook.context import AppContext
 from qhook.domain import compat
 from qhook.domain.access import Principal, Role
 from qhook.domain.ids import MAX_BIG_ID, MAX_ID
-from qhook.domain.json_text import NUL_EXPECTED
+from qhook.domain.json_text import NUL_EXPECTED, without_nul
 from qhook.domain.rates import parse_rate
 from qhook.errors import Forbidden, Unauthorized, ValidationFailed, field_error
 from qhook.services import users
@@ -56,7 +56,7 @@ async def refuse_nul(request: Request) -> None:
     if "%00" in request.url.query:
         for name, value in request.query_params.multi_items():
             if "\x00" in name or "\x00" in value:
-                raise _nul_refused(request, name.replace("\x00", "\ufffd"))
+                raise _nul_refused(request, without_nul(name))
 
 
 def _nul_refused(request: Request, field: str) -> ValidationFailed:

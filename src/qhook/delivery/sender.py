@@ -27,6 +27,7 @@ from yarl import URL
 from qhook.clock import utcnow
 from qhook.delivery.ssrf import AddressPolicy, GuardedResolver, SsrfBlocked
 from qhook.domain.inspector import INSPECT_PREFIX, is_own_inspector
+from qhook.domain.json_text import without_nul
 from qhook.domain.retry import parse_retry_after
 from qhook.settings import Settings
 
@@ -318,7 +319,7 @@ def storable(raw: str) -> str:
             raw = raw.encode("utf-8", "surrogateescape").decode("latin-1")
         except UnicodeEncodeError:  # a surrogate no decoder made: nothing to recover
             raw = raw.encode("utf-8", "replace").decode()
-    return raw.replace("\x00", "\ufffd")
+    return without_nul(raw)
 
 
 def _text_of(body: bytes, charset: str | None) -> str:

@@ -65,6 +65,11 @@ def nul_path(value: Any, path: str = "") -> str | None:
     return None
 
 
+def without_nul(text: str) -> str:
+    """``text`` with each NUL as U+FFFD: what PostgreSQL can store, or show in a message naming it."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def nul_field(message: str) -> str | None:
     """The place named by a NUL refusal of ``loads`` (its message), or None for other errors."""
     return message.removeprefix(_NUL_IN) if message.startswith(_NUL_IN) else None

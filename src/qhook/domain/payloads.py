@@ -214,19 +214,17 @@ def render_text(text: str, context: Mapping[str, Any]) -> str:
     the result's own write with a 500."""
     simple = _simple(text)
     if simple is not None:
-        return _no_nul("".join([_print(context.get(part)) if is_name else part for is_name, part in simple]))
+        return json_text.without_nul(
+            "".join([_print(context.get(part)) if is_name else part for is_name, part in simple])
+        )
     try:
-        return _no_nul(_bounded_render(_compiled(text), context))
+        return json_text.without_nul(_bounded_render(_compiled(text), context))
     except PayloadError:
         raise
     except TemplateError as exc:
         raise PayloadError(f"template error: {exc}") from exc
     except Exception as exc:  # a user's template must never crash the change that triggered it
         raise PayloadError(f"template error: {type(exc).__name__}: {exc}") from exc
-
-
-def _no_nul(text: str) -> str:
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _bounded_render(template: Template, context: Mapping[str, Any]) -> str:
@@ -429,7 +427,7 @@ def _render_parts(parts: tuple[Part, ...], view: EventView) -> str:
             out.append(str(dict(view.result)))
         else:
             out.append(str(dict(view.changes)))
-    return _no_nul("".join(out))  # as render_text
+    return json_text.without_nul("".join(out))  # as render_text
 
 
 @dataclass(frozen=True, slots=True)

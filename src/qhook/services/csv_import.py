@@ -15,7 +15,7 @@ from itertools import islice
 from typing import Any
 
 from qhook.context import AppContext
-from qhook.domain.json_text import NUL_EXPECTED
+from qhook.domain.json_text import NUL_EXPECTED, without_nul
 from qhook.errors import BadRequest, QhookError
 from qhook.services import compat, results
 from qhook.services import sets as sets_service
@@ -73,7 +73,7 @@ def _values(row: CsvRow) -> dict[str, Any]:
     values = {str(k): v for k, v in row.cells.items() if k is not None and v is not None and v != ""}
     for name, value in values.items():
         if "\x00" in value or "\x00" in name:  # PostgreSQL cannot store one; SQLite would
-            raise BadRequest(f"{name.replace(chr(0), chr(0xFFFD))}: {NUL_EXPECTED} expected")
+            raise BadRequest(f"{without_nul(name)}: {NUL_EXPECTED} expected")
     return values
 
 
