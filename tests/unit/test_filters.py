@@ -155,10 +155,37 @@ def test_runtime_error_is_not_met_with_reason() -> None:
     assert "error" in reason and "'<321'" in reason
 
 
+def test_a_qualified_number_is_filled_in_and_unequal_to_plain_numbers() -> None:
+    """ "<0.5" (below the detection limit) made empty, not_empty, ne, in and not_in an error: a
+    "when assay is filled in" workflow never fired for it. Only ordering cannot say."""
+    qualified = {**RESULT, "ph_": "<0.5"}
+    assert check({"field": "ph_", "op": "not_empty"}, qualified)
+    assert not check({"field": "ph_", "op": "empty"}, qualified)
+    assert check({"field": "ph_", "op": "ne", "value": 0.5}, qualified)
+    assert check({"field": "ph_", "op": "not_in", "value": [0.5, 1]}, qualified)
+    assert not check({"field": "ph_", "op": "eq", "value": 0.5}, qualified)
+    assert not check({"field": "ph_", "op": "in", "value": [0.5]}, qualified)
+    reason = evaluate(parse_filter({"field": "ph_", "op": "eq", "value": 0.5}, FIELDS), qualified)[1]
+    assert reason == "filter not met: ph_ is '<0.5', not a plain number, expected eq 0.5"
+    assert evaluate(parse_filter({"field": "ph_", "op": "not_empty"}, FIELDS), qualified) == (
+        True,
+        "filter met: ph_ is '<0.5', expected not_empty",
+    )
+    assert check({"field": "ph_", "op": "empty"}, {**RESULT, "ph_": ""})
+
+
+def test_a_date_value_with_a_time_counts_by_its_date() -> None:
+    assert check({"field": "expiry_", "op": "eq", "value": "2025-12-31T10:00:00Z"})
+    assert check({"field": "expiry_", "op": "eq", "value": " 2025-12-31 "})
+
+
 @pytest.mark.parametrize(
     ("tree", "place"),
     [
         ({"field": "nope_", "op": "eq", "value": 1}, "filter.field"),
+        ({"field": "ph_", "op": "gt", "value": 10**400}, "filter.value"),
+        ({"field": "expiry_", "op": "eq", "value": "2026-12-01xyz"}, "filter.value"),
+        ({"field": "expiry_", "op": "in", "value": ["2026-12-01", "2026-12-01 10:00x"]}, "filter.value[1]"),
         ({"field": "ph_", "op": "contains", "value": "1"}, "filter.op"),
         ({"field": "ok_", "op": "lt", "value": True}, "filter.op"),
         ({"field": "ph_", "op": "eq", "value": "high"}, "filter.value"),

@@ -33,6 +33,7 @@ OPS = (
     "eq ne lt lte gt gte in not_in contains not_contains starts_with ends_with empty not_empty changed"
 ).split()
 _NO_VALUE = {"empty", "not_empty", "changed"}
+_EQUALITY = frozenset({"eq", "ne", "in", "not_in"})
 _ORDER = {"lt", "lte", "gt", "gte"}
 _TEXTUAL = {"contains", "not_contains", "starts_with", "ends_with"}
 _LISTED = {"in", "not_in"}
@@ -172,7 +173,10 @@ def _check_value(value: Any, field_type: str, options: Sequence[Any], path: str)
     if field_type == "number":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _fail(path, "a number")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError as exc:  # an integer such as 10**400 has no float
+            raise _fail(path, "a number between -1.8e308 and 1.8e308") from exc
     if field_type == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             raise _fail(path, "an integer")
@@ -183,6 +187,10 @@ def _check_value(value: Any, field_type: str, options: Sequence[Any], path: str)
         return value
     if field_type == "date":
         try:
+            if isinstance(value, str) and len(value.strip()) != len("YYYY-MM-DD"):
+                # A date and time counts by its date; anything else after the date was cut off
+                # ("2026-12-01xyz" meant 2026-12-01).
+                return _as_datetime(value).date()
             return _as_date(value)
         except (TypeError, ValueError) as exc:
             raise _fail(path, "a date 'YYYY-MM-DD'") from exc
@@ -267,13 +275,21 @@ def _leaf(leaf: Leaf, result: Mapping[str, Any], changes: Mapping[str, Any]) -> 
         met = leaf.field in changes
         return met, f"{leaf.field} {'changed' if met else 'did not change'}, expected changed"
     raw = result.get(leaf.field)
-    actual = _actual(raw, leaf)
     op, expected = leaf.op, leaf.value
-    if op == "empty":
-        met = actual is None
-    elif op == "not_empty":
-        met = actual is not None
-    elif op == "eq":
+    if op in ("empty", "not_empty"):
+        # Filled in is filled in, whatever it holds: a qualified number such as "<0.5" too.
+        met = (raw is None or raw == "") == (op == "empty")
+        return met, f"{leaf.field} is {_show(None if raw == '' else raw)}, expected {op}"
+    try:
+        actual = _actual(raw, leaf)
+    except FilterRuntimeError:
+        if op not in _EQUALITY:
+            raise  # "<0.5" is neither less nor greater than 1: the filter cannot say
+        # A value that is not a plain one ("<0.5" in a number field) equals none of the plain
+        # values a filter holds: eq and in are not met, ne and not_in are.
+        met = op in ("ne", "not_in")
+        return met, f"{leaf.field} is {_show(raw)}, not a plain {leaf.type}, expected {op} {_show(expected)}"
+    if op == "eq":
         met = actual == expected
     elif op == "ne":
         met = actual != expected

@@ -78,6 +78,8 @@ def parse_offset(text: Any, path: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise _fail(path, "an ISO 8601 duration, e.g. '-P7D' or 'PT2H'")
     try:
+        if not any(c.isdigit() for c in text):  # isodate reads "P" and "PT" as zero
+            raise ValueError("no amount")
         isodate.parse_duration(text.strip())
     except (isodate.ISO8601Error, ValueError) as exc:
         raise _fail(path, f"an ISO 8601 duration, e.g. '-P7D' or 'PT2H', got {text!r}") from exc
@@ -106,7 +108,7 @@ def parse_triggers(raw: Any, fields: Sequence[FieldLike]) -> Triggers:
         if not isinstance(names, list):
             raise _fail("triggers.modification.fields", "a list of field names")
         for i, name in enumerate(names):
-            if name not in by_name and name != "date":
+            if not isinstance(name, str) or (name not in by_name and name != "date"):
                 raise _fail(f"triggers.modification.fields[{i}]", f"a field of the set, got {name!r}")
         mod_on, mod_fields = True, tuple(dict.fromkeys(names))
     elif modification not in (None, False):
