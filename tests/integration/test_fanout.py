@@ -168,3 +168,41 @@ async def test_two_workflows_both_deliver_and_each_at_most_once(
     assert json.loads(by_workflow[second["id"]].body) == json.loads(by_workflow[first["id"]].body)["results"]
     [event] = await events_of(api, result_id)
     assert len(event["evaluations"]) == 2 and all(e["fired"] for e in event["evaluations"])
+
+
+async def test_changes_in_bodies_only_for_modified(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    """docs/payload.md: ``changes`` is ``{}`` for every action but ``modified``. Bodies of new and
+    deleted results carried every field as a change (old null, or new null), in both the default
+    envelope and a template's ``changes``. The event keeps them, for the Hub."""
+    set_id = await make_set(api)
+    await make_workflow(
+        api,
+        set_id,
+        triggers={"entry": True, "modification": True, "deletion": True},
+        signals=[
+            {"type": "webhook", "url": RECEIVER},
+            {
+                "type": "webhook",
+                "url": RECEIVER + "/t",
+                "payload": "template",
+                "body_template": '{"changed": {{ changes | tojson }}}',
+            },
+        ],
+    )
+    result_id = await add_result(api, set_id, batchnumber_="B-1", status_="draft")
+    await patch_result(api, set_id, result_id, status_="released")
+    assert (await api.delete(f"/api/v1/sets/{set_id}/results/{result_id}")).status_code == 204
+    seen = {}
+    for d in deliveries_of(ctx, result_id):
+        body = json.loads(d.body)
+        seen[(d.action, "changed" in body)] = body.get("changes", body.get("changed"))
+    assert seen == {
+        ("new", False): {},
+        ("new", True): {},
+        ("modified", False): {"status_": {"old": "draft", "new": "released"}},
+        ("modified", True): {"status_": {"old": "draft", "new": "released"}},
+        ("deleted", False): {},
+        ("deleted", True): {},
+    }
+    new_event = (await events_of(api, result_id))[0]
+    assert new_event["changes"]["status_"] == {"old": None, "new": "draft"}

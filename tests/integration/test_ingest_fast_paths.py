@@ -116,7 +116,7 @@ async def test_batch_evaluations_and_bodies_match_the_one_event_functions(
                 action=event.action,
                 set_info=plan.info,
                 workflow=wplan.info,
-                changes=event.changes,
+                changes=fanout.payload_changes(event),
             )
             expected = payloads.render_body(
                 signal.config, context, event_id=event.uid, occurred_at=event.occurred_at

@@ -174,3 +174,72 @@ async def test_dates_at_the_calendar_edges_are_stored_and_scheduled_within_it(
     stored = (await api.get(f"/api/v1/sets/{set_id}/results/{early}")).json()["values"]
     assert stored["tested_"] == "0001-01-01T00:30:00Z" and stored["expiry_"] == "0001-01-01"
     assert (await api.get(f"/api/v1/sets/{set_id}/results/{late}")).status_code == 200
+
+
+async def test_a_new_offset_does_not_send_again_what_was_sent(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """Moving a workflow's offset (or a result's date) to a time already past re-fired every row
+    that had fired: a new ``at`` sent every past reminder of the set again. A due time moved into
+    the past after firing stays fired; one moved into the future fires again then."""
+    set_id = await make_set(api)
+    workflow = await make_workflow(api, set_id, triggers=ON_DATE)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    result_id = await add_result(api, set_id, batchnumber_="B-1", expiry_=yesterday)
+    assert scheduler.tick(ctx) == 1
+    fired = schedules_of(ctx, workflow["id"])[0]
+
+    earlier = {"on_date": {"field": "expiry_", "offset": "-P8D", "at": "09:00"}}
+    response = await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"triggers": earlier})
+    assert response.status_code == 200, response.text
+    [moved] = schedules_of(ctx, workflow["id"])
+    assert moved.due_at == fired.due_at - timedelta(days=1) + timedelta(hours=1)
+    assert moved.fired_at == fired.fired_at
+    assert scheduler.tick(ctx) == 0
+
+    two_days_ago = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
+    await patch_result(api, set_id, result_id, expiry_=two_days_ago)  # an earlier date, also past
+    assert schedules_of(ctx, workflow["id"])[0].fired_at == fired.fired_at
+    assert scheduler.tick(ctx) == 0
+    assert len(deliveries_of(ctx, result_id)) == 1
+
+    later = {"on_date": {"field": "expiry_", "offset": "P30D", "at": "09:00"}}
+    response = await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"triggers": later})
+    assert response.status_code == 200, response.text
+    [future] = schedules_of(ctx, workflow["id"])
+    assert future.due_at > datetime.now(UTC) and future.fired_at is None
+    assert scheduler.tick(ctx, future.due_at) == 1
+    assert len(deliveries_of(ctx, result_id)) == 2
+
+
+async def test_preview_of_a_date_trigger_says_when_and_whether_it_fires(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """Preview said "would fire" for a result whose date field is empty: it never fires."""
+    set_id = await make_set(api)
+    old = await add_result(api, set_id, batchnumber_="B-0", expiry_="2001-03-10")
+    workflow = await make_workflow(api, set_id, triggers=ON_DATE)
+    empty = await add_result(api, set_id, batchnumber_="B-1")
+    coming = await add_result(api, set_id, batchnumber_="B-2", expiry_="2031-03-10")
+
+    async def preview(result_id: int) -> dict[str, object]:
+        url = f"/api/v1/workflows/{workflow['id']}/preview"
+        response = await api.post(url, json={"result_id": result_id, "action": "date"})
+        assert response.status_code == 200, response.text
+        found: dict[str, object] = response.json()
+        return found
+
+    never = await preview(empty)
+    assert never["would_fire"] is False
+    assert never["reason"] == "never fires for this result: expiry_ is empty"
+    assert never["bodies"] == []
+
+    past = await preview(old)
+    assert past["would_fire"] is False and past["due_at"] == "2001-03-03T08:00:00Z"
+    assert "had passed when the workflow was saved" in str(past["reason"])
+
+    due = await preview(coming)
+    assert due["would_fire"] is True and due["bodies"]
+    assert (due["due_at"], due["fired_at"]) == ("2031-03-03T08:00:00Z", None)
+    scheduler.tick(ctx, datetime(2031, 3, 3, 8, 0, tzinfo=UTC))
+    assert (await preview(coming))["fired_at"] is not None

@@ -147,6 +147,13 @@ def decide(
     return Decision(True, f"fired: {trigger_reason}; {filter_reason}")
 
 
+def payload_changes(event: EventRecord) -> Mapping[str, Any]:
+    """``changes`` as bodies and templates see it: the changed fields of a ``modified`` event, empty
+    for every other action (docs/payload.md). The event itself keeps every field a new result
+    filled in, or a deleted one held, for the Hub and for ``changed`` filters."""
+    return event.changes if event.action == "modified" else {}
+
+
 def field_types(fields: Sequence[FieldDef]) -> dict[str, str]:
     return {f.name: f.type for f in fields}
 
@@ -235,7 +242,7 @@ def evaluate_one(
         action=event.action,
         set_info=plan.info,
         workflow=wplan.info,
-        changes=event.changes,
+        changes=payload_changes(event),
     )
     for signal in workflow.active_signals:
         _run_signal(tx, ctx, event, workflow, signal, context, firing, outbox)
@@ -410,7 +417,9 @@ def update_schedules(tx: Tx, ctx: AppContext, event: EventRecord, wplans: Sequen
         if not wplan.workflow.active:
             store.drop_schedule(tx, wplan.workflow.id, event.result_id)
             continue
-        schedule_result(tx, ctx, wplan.workflow.id, wplan.triggers, event.result_id, event.after)
+        schedule_result(
+            tx, ctx, wplan.workflow.id, wplan.triggers, event.result_id, event.after, event.occurred_at
+        )
 
 
 def schedule_result(
@@ -420,6 +429,7 @@ def schedule_result(
     triggers: Triggers,
     result_id: int,
     flat: Mapping[str, Any] | None,
+    now: datetime,
 ) -> None:
     assert triggers.on_date is not None
     try:
@@ -429,7 +439,7 @@ def schedule_result(
     if due is None:
         store.drop_schedule(tx, workflow_id, result_id)
     else:
-        store.put_schedule(tx, workflow_id, result_id, due)
+        store.put_schedule(tx, workflow_id, result_id, due, now)
 
 
 def fire_for_workflow(
@@ -623,13 +633,13 @@ def fan_out_many(tx: Tx, ctx: AppContext, events: Sequence[EventRecord]) -> list
                             snapshot,
                             action=event.action,
                             actor=event.actor,
-                            changes=event.changes,
+                            changes=payload_changes(event),
                             event_id=event.uid,
                             occurred_at=event.occurred_at,
                             result_json=after_json
                             if snapshot is not None and snapshot is event.after
                             else None,
-                            changes_json=changes_json,
+                            changes_json=changes_json if event.action == "modified" else "{}",
                         )
                     for signal in planned:
                         rows.append(

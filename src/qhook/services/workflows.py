@@ -12,10 +12,11 @@ from typing import Any
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import payloads, signing
-from qhook.domain.fields import flat_result
+from qhook.domain.fields import flat_result, format_iso
 from qhook.domain.ids import is_id
 from qhook.domain.inspector import is_own_inspector
 from qhook.domain.schedule import due_at
+from qhook.domain.triggers import OnDate
 from qhook.domain.urls import host_matches, host_of, parse_target
 from qhook.domain.workflows import (
     OverlapView,
@@ -209,7 +210,8 @@ def _audit_details(spec: WorkflowSpec) -> dict[str, Any]:
 
 def _reschedule(tx: Tx, ctx: AppContext, workflow: WorkflowRecord, current: SetRecord) -> None:
     """Schedule on_date for the set's existing results; due times already past are not fired
-    (a new workflow does not replay history), except rows that were already waiting."""
+    (a new workflow does not replay history, a new offset does not send again what was sent),
+    except rows that were waiting and had not fired yet."""
     triggers = fanout.triggers_of(workflow, current.fields)
     if triggers.on_date is None or not workflow.active:
         store.drop_schedules_of_workflow(tx, workflow.id)
@@ -230,7 +232,7 @@ def _reschedule(tx: Tx, ctx: AppContext, workflow: WorkflowRecord, current: SetR
             if due is None:
                 store.drop_schedule(tx, workflow.id, result.id)
             elif due >= now or result.id in waiting:
-                store.put_schedule(tx, workflow.id, result.id, due)
+                store.put_schedule(tx, workflow.id, result.id, due, now)
         after_id = page[-1].id
 
 
@@ -428,20 +430,21 @@ def preview(ctx: AppContext, workflow_id: int, *, result_id: int, action: str) -
         )
         changes = dict(latest.changes) if latest else {}
         others = store.list_workflows(tx, set_id=workflow.set_id)
+        schedule = store.get_schedule(tx, workflow.id, result_id)
     try:
         node = fanout.filter_of(workflow, current.fields)
     except ValidationFailed as exc:
         return {"would_fire": False, "reason": f"stored filter no longer fits the set: {exc}", "bodies": []}
+    triggers = fanout.triggers_of(workflow, current.fields)
     decision = fanout.decide(
-        workflow,
-        fanout.triggers_of(workflow, current.fields),
-        node,
-        action=action,
-        changes=changes,
-        snapshot=flat,
-        chain=None,
+        workflow, triggers, node, action=action, changes=changes, snapshot=flat, chain=None
     )
     now = utcnow()
+    timing: dict[str, Any] = {}
+    if action == "date" and triggers.on_date is not None:
+        timing, no_time = _date_timing(ctx, triggers.on_date, flat, schedule, now)
+        if no_time and decision.fire:
+            decision = fanout.Decision(False, no_time)
     bodies: list[dict[str, Any]] = []
     notes: list[str] = []
     if decision.fire:
@@ -451,7 +454,7 @@ def preview(ctx: AppContext, workflow_id: int, *, result_id: int, action: str) -
             action=action,
             set_info={"id": current.id, "name": current.name},
             workflow={"id": workflow.id, "name": workflow.name},
-            changes=changes,
+            changes=changes if action == "modified" else {},
         )
         for signal in workflow.active_signals:
             if signal.type == "email":
@@ -480,7 +483,35 @@ def preview(ctx: AppContext, workflow_id: int, *, result_id: int, action: str) -
         "bodies": bodies,
         "notes": notes,
         "warnings": warnings,
+        **timing,
     }
+
+
+def _date_timing(
+    ctx: AppContext,
+    on_date: OnDate,
+    flat: Mapping[str, Any],
+    schedule: store.ScheduleRecord | None,
+    now: datetime,
+) -> tuple[dict[str, Any], str | None]:
+    """When the on_date trigger fires for this result, and whether it already did: ({"due_at",
+    "fired_at"}, None), or ({}, why it never fires)."""
+    value = flat.get(on_date.field)
+    try:
+        due = due_at(on_date, value, ctx.settings.timezone)
+    except ValueError:
+        due = None
+    if due is None:
+        shown = "empty" if value in (None, "") else f"{value!r}, giving no due time in the years 1 to 9999"
+        return {}, f"never fires for this result: {on_date.field} is {shown}"
+    if schedule is None:
+        timing = {"due_at": format_iso(due), "fired_at": None}
+        if due <= now:  # a new workflow does not replay due times already past (docs/payload.md)
+            passed = f"not scheduled: its due time {format_iso(due)} had passed when the workflow was saved"
+            return timing, passed
+        return timing, "not scheduled: saving the result or the workflow schedules it"
+    fired = format_iso(schedule.fired_at) if schedule.fired_at else None
+    return {"due_at": format_iso(schedule.due_at), "fired_at": fired}, None
 
 
 def run_manual(

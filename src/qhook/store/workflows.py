@@ -317,13 +317,18 @@ def get_schedule(tx: Tx, workflow_id: int, result_id: int) -> ScheduleRecord | N
     return _schedule(row) if row else None
 
 
-def put_schedule(tx: Tx, workflow_id: int, result_id: int, due_at: datetime) -> None:
-    """Keep one row per (workflow, result); a moved due time fires again, an unchanged one never twice."""
+def put_schedule(tx: Tx, workflow_id: int, result_id: int, due_at: datetime, now: datetime) -> None:
+    """Keep one row per (workflow, result). An unchanged due time never fires twice; one moved into
+    the future fires again then; one that already fired and moves to a time already past (a new
+    offset or ``at`` on the workflow, an earlier date) does not fire again."""
     current = get_schedule(tx, workflow_id, result_id)
     if current is None:
         tx.execute(insert(schedules).values(workflow_id=workflow_id, result_id=result_id, due_at=due_at))
     elif current.due_at != due_at:
-        tx.execute(update(schedules).where(schedules.c.id == current.id).values(due_at=due_at, fired_at=None))
+        fired_at = current.fired_at if current.fired_at is not None and due_at <= now else None
+        tx.execute(
+            update(schedules).where(schedules.c.id == current.id).values(due_at=due_at, fired_at=fired_at)
+        )
 
 
 def drop_schedule(tx: Tx, workflow_id: int, result_id: int) -> None:
