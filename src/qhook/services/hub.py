@@ -200,8 +200,11 @@ def list_deliveries(
 def _event_of(tx: Tx, text: str) -> EventRecord | None:
     """The event a Hub filter names, by its evt_ uid or its internal id (422 for anything else)."""
     text = text.strip()
-    if text.isdigit():
-        return event_store.get_event(tx, int(text))
+    if text.isascii() and text.isdigit():  # "²" and Arabic-Indic digits are digits to isdigit
+        number = int(text)
+        if number > ids.MAX_BIG_ID:  # beyond the column: a 500 from the driver
+            return None
+        return event_store.get_event(tx, number)
     if text.startswith("evt_") and 5 <= len(text) <= 40:
         return event_store.get_event_by_uid(tx, text)
     raise field_error("event_id", "an event id as receivers get it, e.g. evt_01J9ZQ4T5V6W7X8Y9Z0A1B2C3D")
