@@ -51,13 +51,16 @@ async def test_secret_endpoint_and_rotation(api: httpx.AsyncClient, ctx: AppCont
     wid, sid = created["id"], created["signals"][0]["id"]
     assert created["signals"][0]["secret"] == given
     url = f"/api/v1/workflows/{wid}/signals/{sid}/secret"
-    assert (await api.get(url)).json()["secret"] == given
+    assert (await api.get(url)).json() == {"signal_id": sid, "secret": given, "previous_valid_until": None}
     assert (await api.get(url, headers=auth(editor_key))).status_code == 403
     rotated = await api.post(f"/api/v1/workflows/{wid}/signals/{sid}/rotate-secret")
     assert rotated.status_code == 200, rotated.text
     new = rotated.json()["secret"]
     assert new.startswith("whsec_") and new != given
-    assert (await api.get(url)).json()["secret"] == new
+    read = (await api.get(url)).json()
+    # While the previous secret still signs, reading the secret says until when (it said null).
+    assert read["secret"] == new and read["previous_valid_until"] == rotated.json()["previous_valid_until"]
+    assert read["previous_valid_until"] is not None
     with ctx.db.reading() as tx:
         stored = workflow_store.signal_secrets(tx, sid)
     assert stored is not None and stored.previous_secret_enc is not None

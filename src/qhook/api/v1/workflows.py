@@ -106,8 +106,8 @@ def delete_workflow(workflow_id: Id, ctx: Ctx, principal: Admin) -> None:
 @router.get("/workflows/{workflow_id}/signals/{signal_id}/secret")
 def get_secret(workflow_id: Id, signal_id: Id, ctx: Ctx, principal: Admin) -> SecretOut:
     _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
-    secret = workflows.signal_secret(ctx, workflow_id, signal_id, actor=principal.name)
-    return SecretOut(signal_id=signal_id, secret=secret)
+    secret, until = workflows.signal_secret(ctx, workflow_id, signal_id, actor=principal.name)
+    return SecretOut(signal_id=signal_id, secret=secret, previous_valid_until=until)
 
 
 @router.post("/workflows/{workflow_id}/signals/{signal_id}/rotate-secret")
