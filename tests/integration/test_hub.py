@@ -196,7 +196,9 @@ async def test_redeliver_on_each_status(
     woken: list[bool] = []
     ctx.wake = lambda: woken.append(True)
     later = utcnow() + timedelta(hours=3)
-    delivery_id = add_delivery(ctx.db, status=status, created_at=days_ago(1))
+    delivery_id = add_delivery(
+        ctx.db, status=status, created_at=days_ago(1), hint="Gave up: after 1 attempt."
+    )
     with ctx.db.transaction() as tx:
         before = hub_store.get_delivery(tx, delivery_id)
     assert before is not None
@@ -221,6 +223,8 @@ async def test_redeliver_on_each_status(
     assert record.next_trigger == "manual"
     assert record.next_attempt_at is not None and record.next_attempt_at <= utcnow()
     assert record.webhook_id == before[0].webhook_id and body == before[1]
+    # Sent again, it starts afresh: the earlier outcome's hint and delivery time stay on its attempts.
+    assert record.hint is None and record.delivered_at is None
     assert woken == [True]
 
 

@@ -470,10 +470,16 @@ def requeue(
             lease_owner=None,
             lease_expires_at=None,
             updated_at=now,
+            **_FRESH,
         )
         .returning(*_COLUMNS)
     ).one_or_none()
     return _with_uids(tx, [_delivery(row)])[0] if row else None
+
+
+# A row sent again starts afresh: the last outcome's explanation ("Gave up after 1 attempts") and
+# when it was delivered described the earlier attempts, which keep them.
+_FRESH: dict[str, Any] = {"hint": None, "delivered_at": None}
 
 
 def sendable() -> ColumnElement[bool]:
@@ -526,6 +532,7 @@ def requeue_batch(tx: Tx, f: DeliveryFilter, *, now: datetime, trigger: str, bat
             lease_owner=None,
             lease_expires_at=None,
             updated_at=now,
+            **_FRESH,
         )
         .returning(deliveries.c.id)
     )
