@@ -60,6 +60,14 @@ def test_429_with_pause_time() -> None:
     )
 
 
+def test_503_with_retry_after_is_a_pause_not_a_rate_limit() -> None:
+    until = datetime(2025, 10, 2, 14, 5, 30, tzinfo=UTC)
+    assert _hint(status_code=503, error_kind="http_status", paused_until=until) == (
+        "erp.example.com is unavailable (503) and asked qhook to wait; deliveries to it are paused "
+        "until 14:05 UTC (Retry-After), then go on by themselves."
+    )
+
+
 def test_429_without_retry_after() -> None:
     hint = _hint(status_code=429, error_kind="http_status")
     assert "rate-limiting" in hint and "paused until" not in hint

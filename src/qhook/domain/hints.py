@@ -179,7 +179,13 @@ def _status_hint(host: str, code: int, auth_profile: str | None, paused_until: d
             f"{host} refused the request body as too large (413). Send a smaller payload (payload "
             "'result' or a template instead of 'envelope') or raise the receiver's limit."
         )
-    if code == 429 or (code == 503 and paused_until is not None):
+    if code == 503 and paused_until is not None:  # a maintenance window more often than a limit
+        until = paused_until.strftime("%H:%M UTC")
+        return (
+            f"{host} is unavailable (503) and asked qhook to wait; deliveries to it are paused until "
+            f"{until} (Retry-After), then go on by themselves."
+        )
+    if code == 429:
         if paused_until is not None:
             until = paused_until.strftime("%H:%M UTC")
             return (

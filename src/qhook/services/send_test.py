@@ -151,8 +151,9 @@ async def send_test(
             await active.close()
     succeeded = outcome.decision.outcome == "succeeded"
     hint = outcome.hint
-    if not succeeded and hint is None:
-        hint = "Not delivered; see the response and error."
+    if not succeeded:
+        # The hint speaks of deliveries, which are retried; a send test is not.
+        hint = f"Send test, not retried. {hint or 'Not delivered; see the response and error.'}"
     finished = outcome.finished_at
     with ctx.db.transaction() as tx:
         row = replace(outcome.attempt, hint=hint)
