@@ -288,3 +288,67 @@ async def test_send_refreshes_once_after_401(ctx: AppContext, endpoint: TokenEnd
     assert second.status_code == 204
     assert seen == ["Bearer tok-1", "Bearer tok-2"]
     assert len(endpoint.requests) == 2
+
+
+async def test_the_call_refused_with_401_is_on_record(ctx: AppContext, endpoint: TokenEndpoint) -> None:
+    """A receiver that refuses the cached token gets two calls (401, then a fresh token); the Hub
+    showed only the second. When no fresh token comes, the receiver's 401 was thrown away and the
+    attempt showed no status at all."""
+    from tests.support.delivery import (
+        attempts_of,
+        delivery,
+        enqueue,
+        make_signal,
+        receiver,
+        running_worker,
+        until,
+    )
+
+    accepted = {"Bearer tok-2"}
+
+    async def answer(request: web.Request) -> web.Response:
+        ok = request.headers.get("Authorization") in accepted
+        return web.Response(status=204) if ok else web.Response(status=401, text="token revoked")
+
+    async with receiver(answer) as server:
+        view = auth_profiles.create_profile(
+            ctx,
+            {
+                "name": "local",
+                "type": "oauth2_client_credentials",
+                "token_url": endpoint.url,
+                "client_id": "qhook",
+                "client_secret": CLIENT_SECRET,
+                "allowed_domains": ["127.0.0.1"],
+            },
+            "alice",
+        )
+        signal_id = make_signal(ctx, server.url, auth_profile_id=view.id)
+        [renewed] = enqueue(ctx, signal_id, server.url, ['{"n": 1}'])
+        async with running_worker(ctx):
+            await until(lambda: delivery(ctx, renewed).status == "succeeded")
+        first, second = attempts_of(ctx, renewed)
+        assert (first.number, first.status_code, first.response_body) == (1, 401, "token revoked")
+        assert first.request_headers["Authorization"] == "[redacted]"
+        assert first.hint == (
+            "The receiver refused the cached access token of auth profile 'local' (401): qhook forgot "
+            "it, fetched a new one and sent again at once (attempt 2)."
+        )
+        assert (second.number, second.status_code, second.hint) == (2, 204, None)
+        assert first.started_at <= second.started_at
+        assert delivery(ctx, renewed).attempt_count == 2
+
+        accepted.clear()  # tok-2 is refused too, and the token endpoint fails
+        endpoint.status = 500
+        [stuck] = enqueue(ctx, signal_id, server.url, ['{"n": 2}'])
+        async with running_worker(ctx):
+            await until(lambda: delivery(ctx, stuck).status == "retrying")
+        [only] = attempts_of(ctx, stuck)
+        assert (only.status_code, only.error_kind, only.response_body) == (401, "auth", "token revoked")
+        assert only.hint.startswith("qhook could not get an access token for auth profile 'local' (")
+        assert "the receiver answered 401 to the cached token" in only.hint
+        assert [r.headers["Authorization"] for r in server.received] == [
+            "Bearer tok-1",
+            "Bearer tok-2",
+            "Bearer tok-2",
+        ]

@@ -291,7 +291,7 @@ async def test_circuit_opens_holds_without_burning_attempts_and_probe_closes(ctx
     assert len(rx.received) == 10 + 14  # ten failures, then each delivery once
 
 
-async def test_oauth2_token_refreshed_once_on_401_before_counting_failure(ctx: AppContext) -> None:
+async def test_oauth2_token_refreshed_once_on_401_and_every_call_recorded(ctx: AppContext) -> None:
     issued: list[str] = []
 
     async def token_endpoint(request: web.Request) -> web.Response:
@@ -324,7 +324,14 @@ async def test_oauth2_token_refreshed_once_on_401_before_counting_failure(ctx: A
         async with running_worker(ctx):
             await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids))
     assert issued == ["token-1", "token-2"]  # one refresh, shared by every delivery
+    recorded = 0
     for delivery_id in ids:
-        [attempt] = attempts_of(ctx, delivery_id)  # the refused try does not count as an attempt
-        assert attempt.status_code == 200
+        *refused, attempt = attempts_of(ctx, delivery_id)
+        # A call refused with the old token is an attempt of its own (every call the receiver saw
+        # is in the Hub), and the fresh token's call follows at once, in the same turn.
+        assert [a.status_code for a in refused] in ([], [401])
+        assert attempt.status_code == 200 and attempt.number == len(refused) + 1
         assert attempt.request_headers["Authorization"] == "[redacted]"
+        recorded += len(refused) + 1
+    hooks = [r for r in rx.received if r.path == "/hook"]
+    assert recorded == len(hooks) > len(ids)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from qhook.clock import utcnow
@@ -34,6 +34,13 @@ class AttemptResult:
     hint: str | None
     duration_ms: int | None
     finished_at: datetime
+    # Calls made before ``attempt`` in the same turn: the one a receiver refused with 401 before
+    # qhook fetched a fresh OAuth2 token and sent again. Every call the receiver saw is on record.
+    earlier: tuple[queue.AttemptRow, ...] = ()
+
+    @property
+    def rows(self) -> list[queue.AttemptRow]:
+        return [*self.earlier, self.attempt]
 
 
 def counts_for_circuit(result: AttemptResult) -> bool:
@@ -53,12 +60,15 @@ async def perform(
     request: OutgoingRequest | None = None
     auth: auth_mod.ResolvedAuth | None = None
     permanent = False
+    refused: _Refused | None = None
     if signal is None:
         outcome = _refused("gone", "the signal of this delivery was deleted")
         permanent = True
     else:
         try:
-            outcome, request, auth, permanent = await _try_send(ctx, sender, delivery, signal, started)
+            outcome, request, auth, permanent, refused = await _try_send(
+                ctx, sender, delivery, signal, started
+            )
         except Exception as exc:
             # A bug or stored data the checks at save time missed: a recorded failed attempt under
             # the retry policy, never a crash that leaves no trace and lets the lease run out forever.
@@ -68,12 +78,17 @@ async def perform(
             )
             outcome = _refused("internal", _describe(exc))
     finished = utcnow()
+    number = delivery.attempt_count + 1
+    earlier: tuple[queue.AttemptRow, ...] = ()
+    if refused is not None:
+        earlier = (_refused_row(delivery, number, refused, auth),)
+        number += 1
     config = signal.config if signal else {}
     policy = retry.policy_of(config)  # never raises: a bad stored key falls back on its own
     decision = retry.decide(
         status_code=outcome.status_code,
         error_kind=outcome.error_kind,
-        attempt_number=delivery.attempt_count + 1,
+        attempt_number=number,
         created_at=delivery.created_at,
         now=finished,
         jitter=random.random(),
@@ -89,9 +104,9 @@ async def perform(
     headers = prepare.redact(request.headers, request.secret_header_names) if request else {}
     attempt = queue.AttemptRow(
         delivery_id=delivery.id,
-        number=delivery.attempt_count + 1,
+        number=number,
         trigger=delivery.next_trigger,
-        started_at=started,
+        started_at=refused.resent_at if refused is not None else started,
         duration_ms=outcome.duration_ms,
         request_headers=headers,
         status_code=outcome.status_code,
@@ -102,7 +117,48 @@ async def perform(
         hint=hint,
     )
     return AttemptResult(
-        attempt, decision, outcome.status_code, outcome.error_kind, hint, outcome.duration_ms, finished
+        attempt,
+        decision,
+        outcome.status_code,
+        outcome.error_kind,
+        hint,
+        outcome.duration_ms,
+        finished,
+        earlier,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """The call a receiver answered 401 with a cached OAuth2 token, before qhook sent again."""
+
+    outcome: SendOutcome
+    request: OutgoingRequest
+    started_at: datetime
+    resent_at: datetime
+
+
+def _refused_row(
+    delivery: queue.QueuedDelivery, number: int, refused: _Refused, auth: auth_mod.ResolvedAuth | None
+) -> queue.AttemptRow:
+    outcome = refused.outcome
+    profile = f"auth profile '{auth.profile_name}'" if auth is not None else "the auth profile"
+    return queue.AttemptRow(
+        delivery_id=delivery.id,
+        number=number,
+        trigger=delivery.next_trigger,
+        started_at=refused.started_at,
+        duration_ms=outcome.duration_ms,
+        request_headers=prepare.redact(refused.request.headers, refused.request.secret_header_names),
+        status_code=outcome.status_code,
+        response_headers=outcome.response_headers or None,
+        response_body=outcome.response_body or None,
+        error_kind=outcome.error_kind,
+        error=storable(outcome.error) if outcome.error else outcome.error,
+        hint=(
+            f"The receiver refused the cached access token of {profile} (401): qhook forgot it, "
+            f"fetched a new one and sent again at once (attempt {number + 1})."
+        ),
     )
 
 
@@ -146,24 +202,34 @@ async def _try_send(
     delivery: queue.QueuedDelivery,
     signal: queue.SendSignal,
     started: datetime,
-) -> tuple[SendOutcome, OutgoingRequest | None, auth_mod.ResolvedAuth | None, bool]:
-    """Build and send: (outcome, request, auth, permanent); refusals before sending are outcomes too."""
+) -> tuple[SendOutcome, OutgoingRequest | None, auth_mod.ResolvedAuth | None, bool, _Refused | None]:
+    """Build and send: (outcome, request, auth, permanent, the call refused with 401 before the
+    outcome's); refusals before sending are outcomes too."""
     try:
         request, auth = await _build(ctx, sender, delivery, signal, started)
     except auth_mod.AuthFailed as exc:
-        return _refused(exc.kind, exc.message), None, None, exc.permanent
+        return _refused(exc.kind, exc.message), None, None, exc.permanent, None
     except QhookError as exc:  # a secret that cannot be decrypted, a bad stored config
-        return _refused("config", exc.message), None, None, True
+        return _refused("config", exc.message), None, None, True, None
     outcome = await sender.send(request)
     if outcome.status_code == 401 and auth is not None and auth.token is not None:
         # The token may have been revoked early: forget it, fetch a fresh one, try once more.
         await auth_mod.invalidate(ctx, auth.profile_id, auth.token)
+        refused = _Refused(outcome, request, started, utcnow())
         try:
-            request, auth = await _build(ctx, sender, delivery, signal, utcnow())
+            request, auth = await _build(ctx, sender, delivery, signal, refused.resent_at)
         except auth_mod.AuthFailed as exc:
-            return _refused(exc.kind, exc.message), request, auth, exc.permanent
+            # Nothing more was sent: the receiver's 401 is the answer on record, and why no new
+            # token came is the error (the hint is about the token endpoint).
+            failed = replace(
+                outcome,
+                error_kind=exc.kind,
+                error=f"the receiver answered 401 to the cached token; a new one: {exc.message}",
+            )
+            return failed, request, auth, exc.permanent, None
         outcome = await sender.send(request)
-    return outcome, request, auth, False
+        return outcome, request, auth, False, refused
+    return outcome, request, auth, False, None
 
 
 def _describe(exc: Exception) -> str:

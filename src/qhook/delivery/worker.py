@@ -501,13 +501,15 @@ class Worker:
         finish = queue.Finish(
             delivery_id=d.id,
             status=outcome,
-            attempt_count=d.attempt_count + 1,
+            attempt_count=result.attempt.number,
             next_attempt_at=decision.next_attempt_at if decision.outcome == "retry" else None,
             last_status_code=result.status_code,
             last_error_kind=result.error_kind,
             hint=result.hint,
             delivered_at=result.finished_at if decision.outcome == "succeeded" else None,
         )
+        for earlier in result.earlier:  # a call refused with 401 before a fresh OAuth2 token
+            self.recorder.add(earlier, None)
         self.recorder.add(result.attempt, finish, ops)
         if d.ordered and decision.final:
             self._ordered_done.add(d.id)  # the next event of its result may go once this is written
@@ -722,7 +724,7 @@ def _release(tx: Tx, now: datetime, *, ids: list[int], owner: str) -> None:
 def _failure_text(d: queue.QueuedDelivery, result: attempt_mod.AttemptResult) -> str:
     status = f"HTTP {result.status_code}" if result.status_code else (result.error_kind or "error")
     return (
-        f"Delivery {d.webhook_id} to {d.url} failed for good after {d.attempt_count + 1} attempt(s) "
+        f"Delivery {d.webhook_id} to {d.url} failed for good after {result.attempt.number} attempt(s) "
         f"({status}). {result.hint or ''}".strip()
     )
 

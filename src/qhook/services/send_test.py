@@ -157,17 +157,18 @@ async def send_test(
     finished = outcome.finished_at
     with ctx.db.transaction() as tx:
         row = replace(outcome.attempt, hint=hint)
+        rows = [*outcome.earlier, row]
         finish = queue.Finish(
             delivery_id=delivery_id,
             status="succeeded" if succeeded else "failed",
-            attempt_count=1,
+            attempt_count=row.number,
             next_attempt_at=None,
             last_status_code=outcome.status_code,
             last_error_kind=outcome.error_kind,
             hint=hint,
             delivered_at=finished if succeeded else None,
         )
-        queue.record_outcomes(tx, [row], [finish], now=finished)
+        queue.record_outcomes(tx, rows, [finish], now=finished)
         audit.record(
             tx,
             actor,
