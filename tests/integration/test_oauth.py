@@ -352,3 +352,46 @@ async def test_the_call_refused_with_401_is_on_record(ctx: AppContext, endpoint:
             "Bearer tok-2",
             "Bearer tok-2",
         ]
+
+
+async def test_a_token_failure_before_sending_names_the_profile_and_the_cause(ctx: AppContext) -> None:
+    """The hint said "the auth profile" when the token could not be had before sending, and a token
+    URL answering 200 with a login page was "answered 200"."""
+    from tests.support.delivery import (
+        attempts_of,
+        delivery,
+        enqueue,
+        make_signal,
+        receiver,
+        running_worker,
+        until,
+    )
+
+    async def login_page(request: web.Request) -> web.Response:
+        if request.path == "/token":
+            return web.Response(text="<html>Sign in</html>", content_type="text/html")
+        return web.Response(status=204)
+
+    async with receiver(login_page) as server:
+        view = auth_profiles.create_profile(
+            ctx,
+            {
+                "name": "sso",
+                "type": "oauth2_client_credentials",
+                "token_url": server.url.replace("/hook", "/token"),
+                "client_id": "qhook",
+                "client_secret": CLIENT_SECRET,
+                "allowed_domains": ["127.0.0.1"],
+            },
+            "alice",
+        )
+        signal_id = make_signal(ctx, server.url, auth_profile_id=view.id)
+        [waiting] = enqueue(ctx, signal_id, server.url, ["{}"])
+        async with running_worker(ctx):
+            await until(lambda: delivery(ctx, waiting).status == "retrying")
+    [attempt] = attempts_of(ctx, waiting)
+    assert attempt.status_code is None and attempt.error_kind == "auth"
+    assert attempt.error == "token endpoint 127.0.0.1 answered 200 with no JSON object"
+    assert attempt.hint.startswith("qhook could not get an access token for auth profile 'sso' (")
+    assert "not a login page" in attempt.hint
+    assert [r.path for r in server.received] == ["/token"]

@@ -155,6 +155,23 @@ def test_token_fetch_failure() -> None:
     assert "access token for auth profile 'ERP prod'" in hint and "client secret" in hint
 
 
+@pytest.mark.parametrize(
+    ("error", "advice"),
+    [
+        ("token endpoint login.example.com answered 401 (invalid_client)", "client id and client secret"),
+        ("token endpoint login.example.com unreachable: ClientConnectorError", "identity provider up"),
+        ("token endpoint login.example.com answered 503", "server error; qhook retries"),
+        ("token endpoint login.example.com answered 200 with no JSON object", "not a login page"),
+    ],
+)
+def test_token_fetch_failures_say_what_to_check(error: str, advice: str) -> None:
+    """Every token failure said "check the token URL, client id and client secret", also when the
+    identity provider was down or the URL answered with a login page."""
+    hint = _hint(error_kind="auth", error=error, auth_profile="ERP prod")
+    assert hint.startswith(f"qhook could not get an access token for auth profile 'ERP prod' ({error}).")
+    assert advice in hint
+
+
 def test_redirect_names_location() -> None:
     hint = _hint(status_code=301, error_kind="redirect", location="https://erp2.example.com/api")
     assert "redirect (301 Moved Permanently) to https://erp2.example.com/api" in hint

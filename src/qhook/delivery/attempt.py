@@ -57,18 +57,11 @@ async def perform(
     ctx: AppContext, sender: Sender, delivery: queue.QueuedDelivery, signal: queue.SendSignal | None
 ) -> AttemptResult:
     started = utcnow()
-    request: OutgoingRequest | None = None
-    auth: auth_mod.ResolvedAuth | None = None
-    permanent = False
-    refused: _Refused | None = None
     if signal is None:
-        outcome = _refused("gone", "the signal of this delivery was deleted")
-        permanent = True
+        sent = _Sent(_refused("gone", "the signal of this delivery was deleted"), permanent=True)
     else:
         try:
-            outcome, request, auth, permanent, refused = await _try_send(
-                ctx, sender, delivery, signal, started
-            )
+            sent = await _try_send(ctx, sender, delivery, signal, started)
         except Exception as exc:
             # A bug or stored data the checks at save time missed: a recorded failed attempt under
             # the retry policy, never a crash that leaves no trace and lets the lease run out forever.
@@ -76,7 +69,8 @@ async def perform(
                 "delivery attempt failed inside qhook",
                 extra={"action": "delivery_internal_error", "delivery_id": delivery.id},
             )
-            outcome = _refused("internal", _describe(exc))
+            sent = _Sent(_refused("internal", _describe(exc)))
+    outcome, request, auth, refused = sent.outcome, sent.request, sent.auth, sent.refused
     finished = utcnow()
     number = delivery.attempt_count + 1
     earlier: tuple[queue.AttemptRow, ...] = ()
@@ -94,11 +88,11 @@ async def perform(
         jitter=random.random(),
         policy=policy,
         retry_after_s=outcome.retry_after_s,
-        permanent=permanent,
+        permanent=sent.permanent,
     )
     hint = None
     if decision.outcome != "succeeded":
-        hint = _hint(ctx, delivery, outcome, decision, request, auth)
+        hint = _hint(ctx, delivery, outcome, decision, request, sent.profile_name)
         # Hints and errors may quote what a token endpoint or an exception said.
         hint = storable(hint) if hint else hint
     headers = prepare.redact(request.headers, request.secret_header_names) if request else {}
@@ -168,7 +162,7 @@ def _hint(
     outcome: SendOutcome,
     decision: retry.RetryDecision,
     request: OutgoingRequest | None,
-    auth: auth_mod.ResolvedAuth | None,
+    profile_name: str | None,
 ) -> str | None:
     if outcome.error_kind in ("gone", "config"):
         return f"Not sent: {outcome.error}."
@@ -185,7 +179,7 @@ def _hint(
         status_code=outcome.status_code,
         error_kind=outcome.error_kind,
         error=outcome.error,
-        auth_profile=auth.profile_name if auth else None,
+        auth_profile=profile_name,
         paused_until=decision.pause_endpoint_until,
         location=outcome.location,
         timeout_s=request.timeout_s if request else None,
@@ -202,15 +196,16 @@ async def _try_send(
     delivery: queue.QueuedDelivery,
     signal: queue.SendSignal,
     started: datetime,
-) -> tuple[SendOutcome, OutgoingRequest | None, auth_mod.ResolvedAuth | None, bool, _Refused | None]:
-    """Build and send: (outcome, request, auth, permanent, the call refused with 401 before the
-    outcome's); refusals before sending are outcomes too."""
+) -> _Sent:
+    """Build and send; refusals before sending are outcomes too."""
     try:
         request, auth = await _build(ctx, sender, delivery, signal, started)
     except auth_mod.AuthFailed as exc:
-        return _refused(exc.kind, exc.message), None, None, exc.permanent, None
+        return _Sent(
+            _refused(exc.kind, exc.message), permanent=exc.permanent, failed_profile=exc.profile_name
+        )
     except QhookError as exc:  # a secret that cannot be decrypted, a bad stored config
-        return _refused("config", exc.message), None, None, True, None
+        return _Sent(_refused("config", exc.message), permanent=True)
     outcome = await sender.send(request)
     if outcome.status_code == 401 and auth is not None and auth.token is not None:
         # The token may have been revoked early: forget it, fetch a fresh one, try once more.
@@ -226,10 +221,25 @@ async def _try_send(
                 error_kind=exc.kind,
                 error=f"the receiver answered 401 to the cached token; a new one: {exc.message}",
             )
-            return failed, request, auth, exc.permanent, None
-        outcome = await sender.send(request)
-        return outcome, request, auth, False, refused
-    return outcome, request, auth, False, None
+            return _Sent(failed, request, auth, permanent=exc.permanent)
+        return _Sent(await sender.send(request), request, auth, refused=refused)
+    return _Sent(outcome, request, auth)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What ``_try_send`` did: the outcome, the request sent (None when none was) and its auth."""
+
+    outcome: SendOutcome
+    request: OutgoingRequest | None = None
+    auth: auth_mod.ResolvedAuth | None = None
+    permanent: bool = False
+    refused: _Refused | None = None  # the call refused with 401 before the outcome's
+    failed_profile: str | None = None  # the profile whose credentials could not be had
+
+    @property
+    def profile_name(self) -> str | None:
+        return self.auth.profile_name if self.auth is not None else self.failed_profile
 
 
 def _describe(exc: Exception) -> str:

@@ -46,9 +46,11 @@ PROFILE_CACHE_S = 5.0  # profiles change rarely; a short cache keeps a DB read o
 
 
 class AuthFailed(DeliveryError):
-    """No credentials could be attached; error kind ``auth``. ``permanent``: retrying will not help."""
+    """No credentials could be attached; error kind ``auth``. ``permanent``: retrying will not help.
+    ``profile_name``: the profile's name, for the hint (set by ``auth_for`` when it knows it)."""
 
     permanent = False
+    profile_name: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message, kind="auth")
@@ -126,7 +128,11 @@ async def auth_for(
             raise ProfileMissing(f"auth profile {profile_id} does not exist any more") from exc
         cached = (loop_time, profile)
         profiles[profile_id] = cached
-    return await resolve_auth(ctx, cached[1], url, sender=sender)
+    try:
+        return await resolve_auth(ctx, cached[1], url, sender=sender)
+    except AuthFailed as exc:
+        exc.profile_name = cached[1].name
+        raise
 
 
 def forget_profile(ctx: AppContext, profile_id: int) -> None:
@@ -287,10 +293,13 @@ async def fetch_token(settings: Settings, profile: AuthProfile, *, now: datetime
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise AuthFailed(f"token endpoint {host} unreachable: {type(exc).__name__}") from exc
     data = _json(text)
-    if status != 200 or not isinstance(data.get("access_token"), str):
+    if status != 200:
         code = data.get("error") if isinstance(data.get("error"), str) else None
         detail = f" ({code})" if code else ""
         raise AuthFailed(f"token endpoint {host} answered {status}{detail}")
+    if not isinstance(data.get("access_token"), str):
+        what = "JSON without access_token" if data else "no JSON object"
+        raise AuthFailed(f"token endpoint {host} answered 200 with {what}")
     token = OAuth2Token.from_dict(data)
     lifetime = DEFAULT_TOKEN_LIFETIME
     if str(token.get("expires_in", "")).isdigit():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from http import HTTPStatus
 from typing import Literal
@@ -151,10 +152,19 @@ def _auth_hint(host: str, error: str | None, auth_profile: str | None) -> str:
             "one of them. Add the host to the profile's allowed_domains, or use another profile."
         )
     detail = f" ({error})" if error else ""
-    return (
-        f"qhook could not get an access token for {profile}{detail}. Check the token URL, "
-        "client id and client secret of the profile."
-    )
+    failed = f"qhook could not get an access token for {profile}{detail}."
+    text = error or ""
+    if " unreachable" in text:
+        return f"{failed} Is the identity provider up, and the token URL right? qhook retries."
+    answered = re.search(r"token endpoint \S+ answered (\d{3})", text)
+    if answered and answered.group(1).startswith("5"):
+        return f"{failed} The identity provider had a server error; qhook retries. If it persists, ask them."
+    if "answered 200 with" in text:
+        return (
+            f"{failed} The token URL answered, but not with a token: is it the provider's token "
+            "endpoint (not a login page or the API itself)?"
+        )
+    return f"{failed} Check the token URL, client id and client secret of the profile."
 
 
 def _status_hint(host: str, code: int, auth_profile: str | None, paused_until: datetime | None) -> str:
