@@ -15,6 +15,7 @@ from datetime import datetime
 from qhook import background
 from qhook.clock import utcnow
 from qhook.context import AppContext
+from qhook.domain.fields import flat_result
 from qhook.services import fanout
 from qhook.store import results as result_store
 from qhook.store import sets as set_store
@@ -60,8 +61,51 @@ def tick(ctx: AppContext, now: datetime | None = None, *, batch_size: int = BATC
     return fired
 
 
+def rezone(ctx: AppContext, now: datetime | None = None, *, batch_size: int = 500) -> int:
+    """Compute again the due times of unfired rows scheduled in another QHOOK_TIMEZONE (or before
+    qhook kept the zone); returns how many rows were looked at. Run when the scheduler starts."""
+    now = now or utcnow()
+    zone = ctx.settings.timezone
+    after_id, seen = 0, 0
+    while True:
+        with ctx.db.transaction() as tx:
+            if not store.try_scheduler_lock(tx):
+                return seen  # the scheduler of another process does it
+            stale = store.schedules_of_other_zones(tx, zone, after_id=after_id, limit=batch_size)
+            for schedule in stale:
+                _schedule_again(tx, ctx, schedule, now)
+        seen += len(stale)
+        if len(stale) < batch_size:
+            break
+        after_id = stale[-1].id
+    if seen:
+        logger.info(
+            "due times computed again in QHOOK_TIMEZONE",
+            extra={"action": "schedules_rezoned", "count": seen, "timezone": zone},
+        )
+    return seen
+
+
+def _schedule_again(tx: Tx, ctx: AppContext, schedule: ScheduleRecord, now: datetime) -> None:
+    workflow = store.get_workflow(tx, schedule.workflow_id)
+    current = set_store.get_set(tx, workflow.set_id) if workflow is not None else None
+    result = result_store.get_result(tx, current.id, schedule.result_id) if current is not None else None
+    if workflow is None or current is None or result is None:
+        return  # its workflow or result is being deleted; the row goes with it
+    triggers = fanout.triggers_of(workflow, current.fields)
+    if triggers.on_date is None:
+        store.drop_schedule(tx, workflow.id, result.id)
+        return
+    flat = flat_result(result.id, result.date, result.values, current.fields)
+    fanout.schedule_result(tx, ctx, workflow.id, triggers, result.id, flat, now)
+
+
 async def run_scheduler(ctx: AppContext, stop: asyncio.Event, wake: asyncio.Event | None = None) -> None:
     """Tick every second (or when ``wake`` is set) until ``stop``; errors are logged, never fatal."""
+    try:
+        await asyncio.to_thread(rezone, ctx)
+    except Exception:  # the ticks still fire what is due; the next start tries again
+        logger.exception("computing due times again failed", extra={"action": "scheduler_error"})
     await background.repeat(
         lambda: tick(ctx),
         stop,

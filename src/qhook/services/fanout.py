@@ -439,7 +439,7 @@ def schedule_result(
     if due is None:
         store.drop_schedule(tx, workflow_id, result_id)
     else:
-        store.put_schedule(tx, workflow_id, result_id, due, now)
+        store.put_schedule(tx, workflow_id, result_id, due, now, ctx.settings.timezone)
 
 
 def fire_for_workflow(

@@ -232,7 +232,7 @@ def _reschedule(tx: Tx, ctx: AppContext, workflow: WorkflowRecord, current: SetR
             if due is None:
                 store.drop_schedule(tx, workflow.id, result.id)
             elif due >= now or result.id in waiting:
-                store.put_schedule(tx, workflow.id, result.id, due, now)
+                store.put_schedule(tx, workflow.id, result.id, due, now, ctx.settings.timezone)
         after_id = page[-1].id
 
 

@@ -207,6 +207,7 @@ schedules = Table(
     Column("result_id", Integer, ForeignKey("results.id", ondelete="CASCADE"), nullable=False),
     Column("due_at", UTCDateTime, nullable=False),
     Column("fired_at", UTCDateTime, nullable=True),
+    Column("timezone", String(64), nullable=True),  # QHOOK_TIMEZONE of due_at; null: from before 0006
     UniqueConstraint("workflow_id", "result_id", name="uq_schedules_workflow_id_result_id"),
     Index("ix_schedules_due", "fired_at", "due_at"),
 )

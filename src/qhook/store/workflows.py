@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Select, bindparam, delete, insert, select, text, update
+from sqlalchemy import Integer, Select, bindparam, delete, insert, or_, select, text, update
 
 from qhook.store import definitions
 from qhook.store.db import Tx
@@ -63,6 +63,7 @@ class ScheduleRecord:
     result_id: int
     due_at: datetime
     fired_at: datetime | None
+    timezone: str | None = None
 
 
 def _signal(row: Any) -> SignalRecord:
@@ -307,7 +308,7 @@ def set_signal_secrets(
 
 
 def _schedule(row: Any) -> ScheduleRecord:
-    return ScheduleRecord(row.id, row.workflow_id, row.result_id, row.due_at, row.fired_at)
+    return ScheduleRecord(row.id, row.workflow_id, row.result_id, row.due_at, row.fired_at, row.timezone)
 
 
 def get_schedule(tx: Tx, workflow_id: int, result_id: int) -> ScheduleRecord | None:
@@ -317,18 +318,44 @@ def get_schedule(tx: Tx, workflow_id: int, result_id: int) -> ScheduleRecord | N
     return _schedule(row) if row else None
 
 
-def put_schedule(tx: Tx, workflow_id: int, result_id: int, due_at: datetime, now: datetime) -> None:
-    """Keep one row per (workflow, result). An unchanged due time never fires twice; one moved into
-    the future fires again then; one that already fired and moves to a time already past (a new
-    offset or ``at`` on the workflow, an earlier date) does not fire again."""
+def put_schedule(
+    tx: Tx, workflow_id: int, result_id: int, due_at: datetime, now: datetime, timezone: str
+) -> None:
+    """Keep one row per (workflow, result), due in ``timezone`` (QHOOK_TIMEZONE). An unchanged due
+    time never fires twice; one moved into the future fires again then; one that already fired and
+    moves to a time already past (a new offset or ``at`` on the workflow, an earlier date) does not
+    fire again."""
     current = get_schedule(tx, workflow_id, result_id)
     if current is None:
-        tx.execute(insert(schedules).values(workflow_id=workflow_id, result_id=result_id, due_at=due_at))
+        tx.execute(
+            insert(schedules).values(
+                workflow_id=workflow_id, result_id=result_id, due_at=due_at, timezone=timezone
+            )
+        )
     elif current.due_at != due_at:
         fired_at = current.fired_at if current.fired_at is not None and due_at <= now else None
         tx.execute(
-            update(schedules).where(schedules.c.id == current.id).values(due_at=due_at, fired_at=fired_at)
+            update(schedules)
+            .where(schedules.c.id == current.id)
+            .values(due_at=due_at, fired_at=fired_at, timezone=timezone)
         )
+    elif current.timezone != timezone:
+        tx.execute(update(schedules).where(schedules.c.id == current.id).values(timezone=timezone))
+
+
+def schedules_of_other_zones(tx: Tx, timezone: str, *, after_id: int, limit: int) -> list[ScheduleRecord]:
+    """Unfired rows whose due time was computed in another zone, or before the zone was kept."""
+    query = (
+        select(schedules)
+        .where(
+            schedules.c.fired_at.is_(None),
+            or_(schedules.c.timezone.is_(None), schedules.c.timezone != timezone),
+            schedules.c.id > after_id,
+        )
+        .order_by(schedules.c.id)
+        .limit(limit)
+    )
+    return [_schedule(r) for r in tx.execute(query)]
 
 
 def drop_schedule(tx: Tx, workflow_id: int, result_id: int) -> None:
