@@ -396,7 +396,9 @@ def deliveries_show(delivery_id: Annotated[int, typer.Argument(min=1, max=MAX_BI
         f"action {d.action}  created {_when(d.created_at)}  next attempt {_when(d.next_attempt_at)}"
     )
     if d.hint:
-        console.print(f"[yellow]hint:[/yellow] {d.hint}")
+        console.print(f"[yellow]hint:[/yellow] {escape(d.hint)}", highlight=False)
+    if found.waiting:
+        console.print(f"[cyan]waiting:[/cyan] {escape(found.waiting)}", highlight=False)
     for name, value in found.request_headers.items():
         console.print(f"  {name}: {value}", markup=False)
     console.print(found.body, markup=False, highlight=False, soft_wrap=True)

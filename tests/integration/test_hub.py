@@ -579,3 +579,34 @@ async def test_retention_loop_purges_and_stops(ctx: AppContext) -> None:
     with ctx.db.reading() as tx:
         assert hub_store.get_delivery(tx, old) is None
         assert hub_store.get_delivery(tx, kept) is not None
+
+
+async def test_the_detail_says_why_a_delivery_waits(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    """A pending or held delivery showed nothing (or the old failure's hint) about what holds it."""
+    now = utcnow()
+    pending = add_delivery(ctx.db, status="pending")
+    held = add_delivery(ctx.db, status="held", endpoint=LIMS, url="https://lims.example.org:8443/x")
+    done = add_delivery(ctx.db, status="succeeded")
+
+    async def waiting(delivery_id: int) -> object:
+        response = await api.get(f"/api/v1/deliveries/{delivery_id}")
+        assert response.status_code == 200, response.text
+        return response.json()["waiting"]
+
+    assert await waiting(pending) == "Due now: it goes when a worker has room within the endpoint's limits."
+    assert await waiting(done) is None
+    set_endpoint_state(ctx.db, ERP, throttled_until=now + timedelta(minutes=5))
+    assert str(await waiting(pending)).startswith(f"Waiting: {ERP} asked qhook to wait until ")
+    assert (await api.post(f"/api/v1/endpoints/{quote(ERP, safe='')}/pause")).status_code == 200
+    assert str(await waiting(pending)).startswith(f"Waiting: an operator paused {ERP}.")
+    with ctx.db.transaction() as tx:
+        tx.execute(
+            update(signals).where(signals.c.id == 1).values(paused_reason="the receiver answered 410 Gone")
+        )
+    assert await waiting(pending) == (
+        "Waiting: its signal is paused (the receiver answered 410 Gone). Resume the signal to send it."
+    )
+    with ctx.db.transaction() as tx:
+        tx.execute(update(signals).where(signals.c.id == 1).values(paused_reason=None))
+    set_endpoint_state(ctx.db, "https://lims.example.org:8443", circuit_state="open", circuit_opened_at=now)
+    assert str(await waiting(held)).startswith("Held: the circuit of https://lims.example.org:8443 is open")

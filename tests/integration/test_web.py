@@ -228,6 +228,7 @@ async def test_delivery_detail_shows_attempts_redacted_and_gates_buttons(
         page = (await editor.get(f"/ui/hub/{pending}")).text
         assert 'data-action="cancel"' in page and 'data-action="redeliver"' not in page
         assert "No attempt yet" in page
+        assert "Due now: it goes when a worker has room within the endpoint&#39;s limits." in page
 
 
 async def test_actions_through_the_api_check_role_and_csrf(

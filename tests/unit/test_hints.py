@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX, hint_for, tls_problem
+from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX, hint_for, tls_problem, waiting
 
 URL = "https://erp.example.com/api/batches"
 
@@ -181,3 +182,36 @@ def test_redirect_names_location() -> None:
 def test_too_large_response() -> None:
     hint = _hint(status_code=200, error_kind="too_large", body_limit=65536)
     assert "larger than 64 KiB" in hint
+
+
+def test_why_a_delivery_waits() -> None:
+    """Held behind an open circuit, pending behind a pause or a Retry-After, or on a paused signal:
+    the Hub showed nothing, or the old failure's hint."""
+    now = datetime(2025, 10, 2, 14, 0, tzinfo=UTC)
+    origin = "https://erp.example.com:443"
+    later = datetime(2025, 10, 2, 14, 5, 30, tzinfo=UTC)
+
+    def why(**given: Any) -> str | None:
+        base: dict[str, Any] = {
+            "status": "pending",
+            "now": now,
+            "next_attempt_at": now,
+            "lease_expires_at": None,
+        }
+        return waiting(origin=origin, **{**base, **given})
+
+    assert why(status="succeeded") is None and why(status="failed") is None
+    assert why(lease_expires_at=later) == "Being sent now."
+    assert why(signal_paused="the receiver answered 410 Gone", endpoint_paused=True) == (
+        "Waiting: its signal is paused (the receiver answered 410 Gone). Resume the signal to send it."
+    )
+    assert why(endpoint_paused=True, throttled_until=later).startswith(
+        f"Waiting: an operator paused {origin}."
+    )
+    assert why(throttled_until=later) == (
+        f"Waiting: {origin} asked qhook to wait until 14:05:30 UTC (Retry-After)."
+    )
+    assert why(throttled_until=now) == "Due now: it goes when a worker has room within the endpoint's limits."
+    assert why(status="held").startswith(f"Held: the circuit of {origin} is open")
+    assert why(circuit_state="half_open").startswith("Held:")
+    assert why(status="retrying", next_attempt_at=later) == "Next try at 2025-10-02 14:05:30 UTC."

@@ -219,3 +219,39 @@ def _status_hint(host: str, code: int, auth_profile: str | None, paused_until: d
             "The response body usually says why."
         )
     return f"{host} answered {_reason(code)}, which qhook does not treat as a success."
+
+
+def waiting(
+    *,
+    status: str,
+    now: datetime,
+    next_attempt_at: datetime | None,
+    lease_expires_at: datetime | None,
+    origin: str,
+    endpoint_paused: bool = False,
+    throttled_until: datetime | None = None,
+    circuit_state: str = "closed",
+    signal_paused: str | None = None,
+) -> str | None:
+    """Why a delivery that is not finished has not gone yet, for the Hub; None once it finished.
+
+    The first cause that holds it wins, in the order a worker checks them.
+    """
+    if status not in ("pending", "retrying", "held"):
+        return None
+    if lease_expires_at is not None and lease_expires_at > now:
+        return "Being sent now."
+    if signal_paused is not None:
+        return f"Waiting: its signal is paused ({signal_paused}). Resume the signal to send it."
+    if endpoint_paused:
+        return f"Waiting: an operator paused {origin}. Resume the endpoint in the Hub to send it."
+    if throttled_until is not None and throttled_until > now:
+        return f"Waiting: {origin} asked qhook to wait until {throttled_until:%H:%M:%S} UTC (Retry-After)."
+    if circuit_state != "closed" or status == "held":
+        return (
+            f"Held: the circuit of {origin} is open after repeated failures. qhook probes it with one "
+            "delivery now and then and sends what is held, without using up attempts, once it answers."
+        )
+    if next_attempt_at is not None and next_attempt_at > now:
+        return f"Next try at {next_attempt_at:%Y-%m-%d %H:%M:%S} UTC."
+    return "Due now: it goes when a worker has room within the endpoint's limits."

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from qhook import background
 from qhook.clock import utcnow
 from qhook.context import AppContext
-from qhook.domain import ids
+from qhook.domain import hints, ids
 from qhook.domain.rates import parse_rate
 from qhook.domain.urls import origin_of
 from qhook.errors import Conflict, Forbidden, NotFound, QhookError, ValidationFailed, field_error
@@ -21,6 +21,7 @@ from qhook.store import endpoints as endpoint_store
 from qhook.store import events as event_store
 from qhook.store import hub as store
 from qhook.store import hub_stats
+from qhook.store import workflows as workflow_store
 from qhook.store.db import Tx
 from qhook.store.endpoints import EndpointLogEntry
 from qhook.store.events import EventRecord
@@ -69,6 +70,7 @@ class DeliveryDetail:
     body: str
     request_headers: dict[str, str]
     attempts: list[AttemptRecord]
+    waiting: str | None = None  # why a delivery not yet finished has not gone (hints.waiting)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,11 +230,24 @@ def delivery_detail(
         if found is None or not _visible(found[0], set_ids):
             raise NotFound(f"No delivery {delivery_id}")
         tries = store.list_attempts(tx, delivery_id)
-    delivery, body = found
+        delivery, body = found
+        endpoint = endpoint_store.get(tx, delivery.endpoint)
+        paused = workflow_store.signal_paused_reason(tx, delivery.signal_id) if delivery.signal_id else None
     tries = [replace(a, request_headers=_redacted(a.request_headers)) for a in tries]
     # The request as last sent (headers come from the newest attempt; none before the first try).
     headers = tries[-1].request_headers if tries else {}
-    return DeliveryDetail(delivery, body, headers, tries)
+    why = hints.waiting(
+        status=delivery.status,
+        now=utcnow(),
+        next_attempt_at=delivery.next_attempt_at,
+        lease_expires_at=delivery.lease_expires_at,
+        origin=delivery.endpoint,
+        endpoint_paused=endpoint is not None and endpoint.paused,
+        throttled_until=endpoint.throttled_until if endpoint else None,
+        circuit_state=endpoint.circuit_state if endpoint else "closed",
+        signal_paused=paused,
+    )
+    return DeliveryDetail(delivery, body, headers, tries, why)
 
 
 # --- changes -------------------------------------------------------------------------------------

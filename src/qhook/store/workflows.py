@@ -263,6 +263,12 @@ def deactivate_signals(tx: Tx, workflow_id: int, keep_ids: Iterable[int]) -> lis
     return [int(r.id) for r in tx.execute(query.values(active=False).returning(signals.c.id))]
 
 
+def signal_paused_reason(tx: Tx, signal_id: int) -> str | None:
+    """Why a signal is paused (e.g. its receiver answered 410 Gone); None when it is not."""
+    reason = tx.execute(select(signals.c.paused_reason).where(signals.c.id == signal_id)).scalar_one_or_none()
+    return None if reason is None else str(reason)
+
+
 def resume_signal(tx: Tx, signal_id: int) -> str | None:
     """Clear a signal's pause (e.g. after 410 Gone); returns the reason it had, None if it wasn't paused."""
     reason = tx.execute(

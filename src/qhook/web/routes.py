@@ -218,6 +218,7 @@ def delivery_page(delivery_id: BigId, request: Request, ctx: Ctx, me: PageUser) 
         body=detail.body,
         request_headers=present.redact_headers(detail.request_headers),
         attempts=list(reversed(detail.attempts)),
+        waiting=detail.waiting,
         redeliverable=detail.delivery.status in hub.REDELIVERABLE,
         cancellable=detail.delivery.status in hub.CANCELLABLE,
         flows=flows,

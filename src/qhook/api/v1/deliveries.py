@@ -107,6 +107,10 @@ class RequestOut(BaseModel):
 class DeliveryDetailOut(DeliveryOut):
     request: RequestOut
     attempts: list[AttemptOut]
+    waiting: str | None = Field(
+        None,
+        description="Why a delivery not yet finished has not gone: a pause, an open circuit, the next try",
+    )
 
 
 class ReplayIn(BaseModel):
@@ -193,6 +197,7 @@ def get_delivery(delivery_id: BigId, ctx: Ctx, principal: Viewer) -> DeliveryDet
         **DeliveryOut.of(d).model_dump(),
         request=RequestOut(url=d.url, headers=found.request_headers, body=found.body),
         attempts=[AttemptOut.of(a) for a in found.attempts],
+        waiting=found.waiting,
     )
 
 
