@@ -166,7 +166,7 @@ async def test_detail_has_request_and_attempts(api: httpx.AsyncClient, ctx: AppC
     response = await api.get(f"/api/v1/deliveries/{delivery_id}")
     assert response.status_code == 200
     found = response.json()
-    assert set(found) == ITEM_FIELDS | {"request", "attempts"}
+    assert set(found) == ITEM_FIELDS | {"request", "attempts", "waiting"}
     assert found["request"]["body"] == body
     assert found["request"]["url"] == "https://erp.example.com/hooks/qc"
     assert [a["number"] for a in found["attempts"]] == [1, 2]
