@@ -162,3 +162,37 @@ async def test_a_nul_in_a_compat_parameter_is_refused_by_name(
     assert as_json.status_code == 400
     assert as_json.json()["error"] == f"Invalid parameter: results.0.batchnumber_. Expected {NUL_EXPECTED}."
     assert _count(ctx, results) == 0
+
+
+INT_EXPECTED = "a whole number from -9223372036854775808 to 9223372036854775807"
+
+
+async def test_an_integer_beyond_64_bits_is_refused_by_name(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    """orjson writing the event refused it (a 500 from storeResults and the native API alike), and a
+    compat filter on it was a 500 from the driver."""
+    set_id = await make_set(api, "lots", [*FIELDS, {"name": "count_", "label": "Count", "type": "integer"}])
+    huge = 99999999999999999999999
+    native = await api.post(f"/api/v1/sets/{set_id}/results", json={"values": {"count_": huge}})
+    assert native.status_code == 422, native.text
+    assert native.json()["details"] == [{"field": "values.count_", "error": INT_EXPECTED}]
+    stored = await api.post(
+        "/api/storeResults", data={"setId": str(set_id), "results": f'[{{"count_": {huge}}}]'}
+    )
+    assert stored.status_code == 400
+    assert stored.json() == {"error": f"Invalid parameter: results[0.count_]. Expected {INT_EXPECTED}."}
+    assert "X-RateLimit-Limit" in stored.headers
+    as_json = await api.post(
+        "/api/storeResults",
+        content=f'{{"setId": {set_id}, "results": [{{"count_": {2**63}}}]}}',
+        headers=JSON,
+    )
+    assert as_json.status_code == 400
+    assert as_json.json() == {"error": f"Invalid parameter: results.0.count_. Expected {INT_EXPECTED}."}
+    filtered = await api.get(
+        "/api/getResults", params={"setId": str(set_id), "filter": f'{{"count_": {2**63}}}'}
+    )
+    assert filtered.status_code == 400
+    assert filtered.json() == {"error": f"Invalid parameter: filter field 'count_'. Expected {INT_EXPECTED}."}
+    assert _count(ctx, results) == 0
+    edge = await api.post(f"/api/v1/sets/{set_id}/results", json={"values": {"count_": 2**63 - 1}})
+    assert edge.status_code == 201, edge.text

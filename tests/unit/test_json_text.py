@@ -15,7 +15,7 @@ from qhook.domain import json_text
 
 SAME = [
     b'{"a": 1, "a": 2}',
-    b"123456789012345678901234567890",
+    b"9223372036854775807",
     b"-0.0",
     b"1e400",
     b'"\\ud83d\\ude00 and \\\\ud800"',
@@ -57,7 +57,11 @@ def test_malformed_json_keeps_json_loads_error_type() -> None:
 
 no_nul = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)))
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | no_nul,
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=json_text.INT_MIN, max_value=json_text.INT_MAX)
+    | st.floats(allow_nan=False)
+    | no_nul,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(no_nul, inner, max_size=4),
     max_leaves=20,
 )
@@ -82,13 +86,36 @@ def test_a_nul_is_refused_naming_its_place(value: object, place: str) -> None:
     text = json.dumps(value)
     with pytest.raises(json.JSONDecodeError) as raised:
         json_text.loads(text.encode())
-    assert json_text.nul_field(raised.value.msg) == place
+    assert json_text.refused(raised.value.msg) == (place, json_text.NUL_EXPECTED)
     assert raised.value.pos == text.find("\\u0000")
 
 
 def test_an_escaped_backslash_before_u0000_is_no_nul() -> None:
     assert json_text.loads(b'{"a": "\\\\u0000"}') == {"a": "\\u0000"}
-    assert json_text.nul_field("Expecting value") is None
+    assert json_text.refused("Expecting value") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ('{"values": {"count_": 99999999999999999999999}}', "values.count_"),
+        ("[1, 9223372036854775808]", "1"),
+        ('{"a": [{"b": -9223372036854775809}]}', "a.0.b"),
+        ("18446744073709551616", "the value"),
+    ],
+)
+def test_an_integer_beyond_64_bits_is_refused_naming_its_place(text: str, place: str) -> None:
+    """orjson and both databases hold 64 bits: a longer integer was a 500 deep inside."""
+    for given_text in (text, text.encode()):
+        with pytest.raises(json.JSONDecodeError) as raised:
+            json_text.loads(given_text)
+        assert json_text.refused(raised.value.msg) == (place, json_text.INT_EXPECTED)
+
+
+def test_integers_within_64_bits_and_long_digit_runs_elsewhere_pass() -> None:
+    edge = '{"max": 9223372036854775807, "min": -9223372036854775808, "id": "12345678901234567890123"}'
+    assert json_text.loads(edge)["max"] == 2**63 - 1
+    assert json_text.loads("1.2345678901234567890123e5") == 123456.78901234567
 
 
 @given(json_values, st.data())

@@ -79,9 +79,9 @@ async def _params(request: Request, ctx: AppContext) -> Params:
             try:
                 parsed = json_text.loads(body)
             except json.JSONDecodeError as exc:
-                field = json_text.nul_field(exc.msg)
-                if field is not None:
-                    raise compat.bad_parameter(field, f"Expected {json_text.NUL_EXPECTED}.") from exc
+                refusal = json_text.refused(exc.msg)
+                if refusal is not None:
+                    raise compat.bad_parameter(refusal[0], f"Expected {refusal[1]}.") from exc
                 raise compat.bad_parameter("body", "Expected a JSON object of parameters.") from exc
             if not isinstance(parsed, dict):
                 raise compat.bad_parameter("body", "Expected a JSON object of parameters.")

@@ -28,9 +28,9 @@ def _detail(error: Mapping[str, Any]) -> dict[str, str]:
     location = error.get("loc", ())
     if error.get("type") == "json_invalid":
         problem = (error.get("ctx") or {}).get("error", "malformed")
-        field = json_text.nul_field(problem)
-        if field is not None:
-            return {"field": field, "error": json_text.NUL_EXPECTED}
+        refusal = json_text.refused(problem)
+        if refusal is not None:
+            return {"field": refusal[0], "error": refusal[1]}
         where = f" at character {location[-1]}" if len(location) > 1 else ""
         return {"field": "body", "error": f"valid JSON expected: {problem}{where}"}
     return {"field": _field_path(location), "error": error.get("msg", "invalid")}

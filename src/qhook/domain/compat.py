@@ -159,6 +159,9 @@ def parse_filter(raw: str | None, fields: Sequence[FieldDef]) -> tuple[Condition
     try:
         parsed = json_text.loads(raw)
     except ValueError as exc:
+        refusal = json_text.refused(getattr(exc, "msg", ""))
+        if refusal is not None:
+            raise bad_parameter(f"filter field '{refusal[0]}'", f"Expected {refusal[1]}.") from exc
         raise bad_parameter("filter", 'Expected a JSON object such as {"status_": "released"}.') from exc
     if not isinstance(parsed, dict):
         raise bad_parameter("filter", 'Expected a JSON object such as {"status_": "released"}.')
@@ -247,6 +250,9 @@ def parse_results_param(raw: str | None) -> list[dict[str, Any]]:
     try:
         parsed = json_text.loads(raw)
     except ValueError as exc:
+        refusal = json_text.refused(getattr(exc, "msg", ""))
+        if refusal is not None:
+            raise bad_parameter(f"results[{refusal[0]}]", f"Expected {refusal[1]}.") from exc
         raise bad_parameter("results", f"Expected JSON (an array of result objects): {exc}.") from exc
     items = [parsed] if isinstance(parsed, dict) else parsed
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):

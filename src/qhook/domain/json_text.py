@@ -5,9 +5,11 @@ Python string that no UTF-8 encoder accepts: such a value passed every check and
 deep inside, as a 500 (PostgreSQL refusing the jsonb, orjson refusing to render the webhook
 body). pydantic-core's parser refuses it where the text is read. A NUL character (``"\\u0000"``)
 is refused too, naming where it is: PostgreSQL's text and jsonb cannot hold one (a 500 there),
-while SQLite stored it, so the same request had two outcomes. Otherwise it reads what
-``json.loads`` reads and gives the same values: big integers stay exact, ``NaN`` and
-``Infinity`` are read, the last of duplicate keys wins.
+while SQLite stored it, so the same request had two outcomes. So is an integer beyond 64 bits,
+naming where it is: orjson and both databases hold 64 bits, and a longer one failed deep inside
+(a 500 writing the event, or comparing a column with it). Otherwise it reads what ``json.loads``
+reads and gives the same values: ``NaN`` and ``Infinity`` are read, the last of duplicate keys
+wins.
 
 Errors are ``json.JSONDecodeError`` (a ValueError), as ``json.loads`` raises: every caller's
 handler, and FastAPI's 422 for a request body, stay as they are.
@@ -24,6 +26,12 @@ import pydantic_core
 _WHERE = re.compile(r"^(?P<what>.*?) at line (?P<line>\d+) column (?P<column>\d+)$")
 NUL_EXPECTED = "text without NUL characters (\\u0000)"
 _NUL_IN = "a NUL character (\\u0000) in "
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+INT_EXPECTED = f"a whole number from {INT_MIN} to {INT_MAX}"
+_BIG_IN = "a whole number beyond 64 bits in "
+# A JSON integer beyond 64 bits has at least 19 digits; shorter texts are never walked for one.
+_LONG_NUMBER = re.compile(r"\d{19}")
+_LONG_NUMBER_BYTES = re.compile(rb"\d{19}")
 
 
 def loads(text: str | bytes) -> Any:
@@ -42,7 +50,32 @@ def loads(text: str | bytes) -> Any:
         if path is not None:
             doc = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
             raise json.JSONDecodeError(_NUL_IN + (path or "the value"), doc, doc.find("\\u0000"))
+    # Every store and orjson hold integers of 64 bits at most: a longer one failed deep inside (a
+    # 500 from orjson writing the event, or from the driver comparing a column with it).
+    long = _LONG_NUMBER_BYTES.search(text) if isinstance(text, bytes) else _LONG_NUMBER.search(text)
+    if long is not None:
+        path = big_int_path(value)
+        if path is not None:
+            doc = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+            raise json.JSONDecodeError(_BIG_IN + (path or "the value"), doc, long.start())
     return value
+
+
+def big_int_path(value: Any, path: str = "") -> str | None:
+    """Where in ``value`` an integer lies outside 64 bits, as ``a.b.0.c``; None when nowhere."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return path if not INT_MIN <= value <= INT_MAX else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = big_int_path(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = big_int_path(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
 
 
 def nul_path(value: Any, path: str = "") -> str | None:
@@ -70,9 +103,13 @@ def without_nul(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
-def nul_field(message: str) -> str | None:
-    """The place named by a NUL refusal of ``loads`` (its message), or None for other errors."""
-    return message.removeprefix(_NUL_IN) if message.startswith(_NUL_IN) else None
+def refused(message: str) -> tuple[str, str] | None:
+    """(the place, what was expected there) for a value ``loads`` refused although the text is JSON
+    (a NUL, an integer beyond 64 bits); None for text that is not JSON."""
+    for prefix, expected in ((_NUL_IN, NUL_EXPECTED), (_BIG_IN, INT_EXPECTED)):
+        if message.startswith(prefix):
+            return message.removeprefix(prefix), expected
+    return None
 
 
 def _located(message: str, doc: str) -> tuple[str, int]:
