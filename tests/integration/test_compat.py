@@ -205,6 +205,39 @@ async def test_get_results_flat_shape_and_default_sort(
     assert len(first["lastModificationDate"]) == 19 and first["lastModificationDate"][10] == " "
 
 
+async def test_equal_dates_sort_by_id_in_the_direction_asked_whatever_wrote_them(
+    client: httpx.AsyncClient, ctx: AppContext, editor_key: str
+) -> None:
+    """Newest first put the first of a same-second batch first; and on SQLite the batch insert
+    wrote a whole second without its microseconds where every other write kept them, so equal
+    dates compared unequal as text: an edited result (or one made through the native API) moved
+    behind its equals."""
+    set_id = make_set(ctx)
+    same = "2025-01-01 00:00:00"
+    batch = [{"batchnumber_": name, "date": same} for name in ("first", "second", "third")]
+    assert (await store(client, editor_key, set_id, batch)).status_code == 200
+    native = await client.post(
+        f"/api/v1/sets/{set_id}/results",
+        json={"values": {"batchnumber_": "native"}, "date": "2025-01-01T00:00:00Z"},
+        headers=auth(editor_key),
+    )
+    assert native.status_code == 201, native.text
+    edited = await store(
+        client, editor_key, set_id, [{"batchnumber_": "first", "ph_": 7}], keyField="batchnumber_"
+    )
+    assert edited.status_code == 200, edited.text
+
+    async def order(**params: str) -> list[str]:
+        response = await get_results(client, editor_key, setId=str(set_id), **params)
+        assert response.status_code == 200, response.text
+        return [r["batchnumber_"] for r in response.json()]
+
+    assert await order() == ["native", "third", "second", "first"]
+    assert await order(sort="date:desc") == ["native", "third", "second", "first"]
+    assert await order(sort="date:asc") == ["first", "second", "third", "native"]
+    assert await order(limit="1") == ["native"]
+
+
 async def test_get_results_sort_offset_limit_fields(
     client: httpx.AsyncClient, ctx: AppContext, editor_key: str
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from sqlalchemy import inspect
 
@@ -105,3 +107,37 @@ async def test_rate_limit_31st_request_is_429(client: httpx.AsyncClient, ctx: Ap
     assert "30/minute" in response.json()["error"]
     # the limit is per key
     assert (await client.get("/api/v1/me", headers=auth(other))).status_code == 200
+
+
+def test_sqlite_times_written_without_microseconds_get_them(tmp_path: Path) -> None:
+    """Migration 0007: the bulk inserts wrote whole seconds as "... 00:00:00" where statements
+    write "... 00:00:00.000000", and the two sorted apart as text."""
+    from sqlalchemy import text
+
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        migrate.upgrade(db, "0006")
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO sets (id, name, kind, created_at, updated_at) VALUES "
+                    "(1, 's', 'analysis_set', '2025-01-01 00:00:00.000000', '2025-01-01 00:00:00.000000')"
+                )
+            )
+            conn.execute(
+                text(
+                    'INSERT INTO results (id, set_id, date, "values", version, created_at, updated_at,'
+                    " created_by, updated_by) VALUES (1, 1, '2025-01-01 00:00:00', '{}', 1,"
+                    " '2025-01-01 00:00:00.250000', '2025-01-01 00:00:01', 'a', 'a')"
+                )
+            )
+        migrate.upgrade(db)
+        with db.engine.connect() as conn:
+            row = conn.execute(text("SELECT date, created_at, updated_at FROM results")).one()
+        assert tuple(row) == (
+            "2025-01-01 00:00:00.000000",
+            "2025-01-01 00:00:00.250000",
+            "2025-01-01 00:00:01.000000",
+        )
+    finally:
+        db.dispose()

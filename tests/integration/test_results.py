@@ -336,7 +336,8 @@ async def test_wrappers_wake_the_worker_when_the_change_queued_deliveries(
 
 
 async def test_service_sort_and_offset(api: httpx.AsyncClient, set_id: int, ctx: AppContext) -> None:
-    """The compat API pages by offset and sorts by date or by a field; the id breaks ties."""
+    """The compat API pages by offset and sorts by date or by a field; the id breaks ties, in the
+    direction of the last sort key."""
     ph_values = [5, 1, None, 3, 1]
     ids = [
         (await store(api, set_id, {"batchnumber_": f"S-{i}", "ph_": ph}, date=f"2025-01-0{5 - i}T00:00:00Z"))[
@@ -347,8 +348,8 @@ async def test_service_sort_and_offset(api: httpx.AsyncClient, set_id: int, ctx:
     _, by_date = results.list_results(ctx.db, set_id, sort=[("date", False)])
     assert [r.id for r in by_date] == list(reversed(ids))
     _, by_ph = results.list_results(ctx.db, set_id, sort=[("ph_", True)], filter_values={"ph_": [1, 3, 5]})
-    assert [r.id for r in by_ph] == [ids[0], ids[3], ids[1], ids[4]]
+    assert [r.id for r in by_ph] == [ids[0], ids[3], ids[4], ids[1]]
     _, page = results.list_results(
         ctx.db, set_id, sort=[("ph_", True)], filter_values={"ph_": [1, 3, 5]}, offset=1, limit=2
     )
-    assert [r.id for r in page] == [ids[3], ids[1]]
+    assert [r.id for r in page] == [ids[3], ids[4]]

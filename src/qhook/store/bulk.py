@@ -33,10 +33,14 @@ def insert_sql(table: Table, columns: Sequence[str]) -> str:
 
 
 def sqlite_time(tx: Tx, column: Column[Any]) -> Callable[[datetime], Any]:
-    """What the driver stores for a datetime of ``column``: the column type's bind processing,
-    then the sqlite3 adapter, applied here once per distinct time instead of once per parameter
-    (three times per delivery row)."""
-    process = column.type.bind_processor(tx.dialect)
+    """What the driver stores for a datetime of ``column``: the column type's bind processing for
+    the dialect, then the sqlite3 adapter, applied here once per distinct time instead of once per
+    parameter (three times per delivery row).
+
+    The dialect's processing writes every time with its microseconds. Without it (the type's own
+    ``bind_processor``) the adapter wrote a whole second without them ("00:00:00" where statements
+    wrote "00:00:00.000000"): equal times compared unequal as text, and sorted wrong."""
+    process = column.type.dialect_impl(tx.dialect).bind_processor(tx.dialect)
     adapt = sqlite3.adapters.get((datetime, sqlite3.PrepareProtocol))
 
     def convert(moment: datetime) -> Any:

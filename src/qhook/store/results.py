@@ -193,7 +193,9 @@ def list_results(
     """Results of a set, filtered by stored values (field -> any of these), ordered and paged.
 
     ``sort`` is a list of (key, descending) with key "id", "date" or a field name; the id breaks
-    ties so pages are stable. ``after_id`` is the cursor for id order; ``offset`` for other orders.
+    ties so pages are stable, in the last key's direction: newest first (date descending) puts the
+    last of results stored in the same second first. ``after_id`` is the cursor for id order;
+    ``offset`` for other orders.
     """
     conditions = [results.c.set_id == set_id]
     for name, wanted in (filters or {}).items():
@@ -202,7 +204,7 @@ def list_results(
         conditions.append(results.c.id > after_id)
     order = [_sort_column(tx, key).desc() if desc else _sort_column(tx, key).asc() for key, desc in sort]
     if not any(key == "id" for key, _ in sort):
-        order.append(results.c.id.asc())
+        order.append(results.c.id.desc() if sort and sort[-1][1] else results.c.id.asc())
     query = select(results).where(and_(true(), *conditions)).order_by(*order).limit(limit).offset(offset)
     return [_result(r) for r in tx.execute(query)]
 
