@@ -179,7 +179,7 @@ async def test_an_integer_beyond_64_bits_is_refused_by_name(api: httpx.AsyncClie
         "/api/storeResults", data={"setId": str(set_id), "results": f'[{{"count_": {huge}}}]'}
     )
     assert stored.status_code == 400
-    assert stored.json() == {"error": f"Invalid parameter: results[0.count_]. Expected {INT_EXPECTED}."}
+    assert stored.json() == {"error": f"Invalid parameter: results.0.count_. Expected {INT_EXPECTED}."}
     assert "X-RateLimit-Limit" in stored.headers
     as_json = await api.post(
         "/api/storeResults",

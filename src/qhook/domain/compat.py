@@ -252,7 +252,7 @@ def parse_results_param(raw: str | None) -> list[dict[str, Any]]:
     except ValueError as exc:
         refusal = json_text.refused(getattr(exc, "msg", ""))
         if refusal is not None:
-            raise bad_parameter(f"results[{refusal[0]}]", f"Expected {refusal[1]}.") from exc
+            raise bad_parameter(f"results.{refusal[0]}", f"Expected {refusal[1]}.") from exc
         raise bad_parameter("results", f"Expected JSON (an array of result objects): {exc}.") from exc
     items = [parsed] if isinstance(parsed, dict) else parsed
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):

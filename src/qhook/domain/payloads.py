@@ -312,11 +312,14 @@ def render_body(
         try:
             parsed = json_text.loads(rendered)
         except ValueError as exc:
+            refusal = json_text.refused(getattr(exc, "msg", ""))
+            if refusal is not None:  # e.g. an integer beyond 64 bits, from "| int" on 1e308
+                where, expected = refusal
+                raise PayloadError(
+                    f"body_template produced JSON qhook cannot send: {expected} expected at {where}"
+                ) from exc
             raise PayloadError(f"body_template did not produce JSON: {exc}") from exc
-        try:
-            return dumps(parsed)
-        except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, from "| int" on 1e308
-            raise PayloadError(f"body_template produced JSON qhook cannot send: {exc}") from exc
+        return dumps(parsed)
     subject = render_text(str(config.get("subject") or ""), context)
     message = render_text(str(config.get("message") or ""), context)
     body = envelope(
