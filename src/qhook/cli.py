@@ -17,7 +17,7 @@ from rich.table import Table
 
 from qhook.context import AppContext, open_context
 from qhook.domain.ids import MAX_BIG_ID, MAX_ID, is_id
-from qhook.errors import QhookError
+from qhook.errors import QhookError, StoreError
 from qhook.settings import Settings
 from qhook.store import migrate as migrations
 
@@ -41,6 +41,9 @@ def friendly(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except StoreError as exc:  # the operator sees why: a wrong password, a refused connection
+            err_console.print(f"[red]error:[/red] {escape(exc.for_operators)}")
+            raise typer.Exit(1) from exc
         except QhookError as exc:
             err_console.print(f"[red]error:[/red] {exc.message}")
             raise typer.Exit(1) from exc
@@ -78,10 +81,13 @@ def serve(
 @friendly
 def worker(
     concurrency: Annotated[
-        int | None, typer.Option(help="Deliveries in flight (QHOOK_WORKER_CONCURRENCY).")
+        int | None, typer.Option(min=1, help="Deliveries in flight (QHOOK_WORKER_CONCURRENCY).")
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus metrics on this port (QHOOK_WORKER_METRICS_PORT).")
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Serve Prometheus metrics on this port (QHOOK_WORKER_METRICS_PORT)."
+        ),
     ] = None,
     metrics_host: Annotated[
         str | None, typer.Option(help="Address for the metrics server (QHOOK_WORKER_METRICS_HOST).")

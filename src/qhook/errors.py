@@ -83,8 +83,20 @@ class RateLimited(QhookError):
 
 
 class StoreError(QhookError):
+    """The database cannot be reached or used now. ``reason`` is the driver's first line (e.g.
+    "password authentication failed for user ..."): for operators (CLI, logs, /readyz), never in
+    an API answer, which would tell anyone the database's address and user."""
+
     status = 503
     default_message = "Database unavailable"
+
+    def __init__(self, message: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def for_operators(self) -> str:
+        return f"{self.message}: {self.reason}" if self.reason else self.message
 
 
 class DeliveryError(QhookError):

@@ -13,6 +13,7 @@ from qhook import heap, scheduler
 from qhook.api.app import create_app
 from qhook.context import AppContext
 from qhook.services import hub, hub_search, inspector, users
+from qhook.store import migrate
 
 console = Console(stderr=True)
 
@@ -21,6 +22,8 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
     host = host or ctx.settings.host
     port = port or ctx.settings.port
     logging.basicConfig(level=ctx.settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not ctx.db.is_sqlite:  # SQLite was migrated when the context opened
+        migrate.require_usable(ctx.db)
     credentials = users.bootstrap_admin(ctx.db)
     # The delivery worker adds its own hook beside the scheduler's.
     hooks: list[Callable[[FastAPI], Awaitable[None]]] = [scheduler.start_in_app]

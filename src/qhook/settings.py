@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,11 +28,11 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(
         DEFAULT_DB_POOL_SIZE,
-        ge=1,
+        ge=2,  # a worker's LISTEN connection is one of them: with one, nothing else ever ran
         description="PostgreSQL connections a process keeps open and never exceeds; more requests wait.",
     )
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
     public_url: str = Field("", description="Base URL people and receivers reach qhook at.")
     api_rate_limit: str = Field(
         "30/minute",
@@ -68,14 +69,19 @@ class Settings(BaseSettings):
         " succeeds then follows QHOOK_RETENTION_DAYS).",
     )
     retention_interval_s: int = Field(300, description="How often the scheduler purges old deliveries.")
-    worker_concurrency: int = Field(100, description="Deliveries in flight per worker process.")
-    worker_batch_size: int = 200
+    # Each bound below was accepted and then stopped or repeated deliveries: no room in flight
+    # (claimed rows never sent, their leases renewed for ever), no claim, a lease too short to
+    # renew (the same delivery sent again and again).
+    worker_concurrency: int = Field(100, ge=1, description="Deliveries in flight per worker process.")
+    worker_batch_size: int = Field(200, ge=1)
     worker_metrics_port: int | None = Field(
         None,
+        ge=1,
+        le=65535,
         description="`qhook worker` serves its Prometheus metrics on this port (unset: no metrics server).",
     )
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics server binds.")
-    lease_seconds: int = 120
+    lease_seconds: int = Field(120, ge=3, description="A worker renews its leases every third of this.")
     circuit_cool_off_s: float = Field(
         60.0, description="After an endpoint's circuit opens, wait this long before one probe goes."
     )
@@ -88,7 +94,12 @@ class Settings(BaseSettings):
         ),
     )
     response_body_limit: int = 64 * 1024
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("api_rate_limit", "ui_rate_limit")
     @classmethod

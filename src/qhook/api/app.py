@@ -17,6 +17,7 @@ from qhook.api.json_body import JsonBodyRoute
 from qhook.api.rate_headers import RateHeaders
 from qhook.api.v1 import routers as v1_routers
 from qhook.context import AppContext
+from qhook.errors import StoreError
 from qhook.store import migrate
 
 
@@ -89,6 +90,7 @@ def create_app(
     )
     app.router.route_class = JsonBodyRoute  # the app's own routes, like every router's
     app.state.ctx = ctx
+    migrate.head_revision()  # the schema this code expects, read once (see /readyz)
     app.state.on_stop = []
     errors.install(app)
 
@@ -100,13 +102,17 @@ def create_app(
     async def readyz() -> JSONResponse:
         try:
             await run_in_threadpool(ctx.db.ping)
-            current = await run_in_threadpool(migrate.is_current, ctx.db)
+            schema, revision = await run_in_threadpool(migrate.schema_state, ctx.db)
+        except StoreError as exc:  # the operator's probe: say why (the driver's first line)
+            return JSONResponse({"status": "unavailable", "error": exc.for_operators}, status_code=503)
         except Exception as exc:  # any failure means "not ready"; say which
             return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, status_code=503)
-        if not current:
+        if schema == "behind":
             return JSONResponse(
                 {"status": "unavailable", "error": "migrations pending: run qhook migrate"}, 503
             )
+        if schema == "ahead":  # a newer qhook migrated it (its migrations add): this one still works
+            return JSONResponse({"status": "ready", "schema": f"newer than this qhook ({revision})"})
         return JSONResponse({"status": "ready"})
 
     for router in v1_routers.ALL:

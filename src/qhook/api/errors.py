@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qhook.domain import json_text
-from qhook.errors import QhookError, RateLimited
+from qhook.errors import QhookError, RateLimited, StoreError
 
 logger = logging.getLogger("qhook.api")
 
@@ -80,7 +80,13 @@ def error_response(request: Request, exc: QhookError) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(QhookError)
     async def _qhook_error(request: Request, exc: QhookError) -> Response:
-        if exc.status >= 500:
+        if isinstance(exc, StoreError):  # the reason is for the log, not for the client
+            logger.error(
+                "request failed: %s",
+                exc.for_operators,
+                extra={"action": "request_error", "path": request.url.path},
+            )
+        elif exc.status >= 500:
             logger.error(
                 "request failed", extra={"action": "request_error", "path": request.url.path}, exc_info=exc
             )

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhook.context import AppContext
 from qhook.domain.rates import parse_rate
-from qhook.errors import RateLimited
+from qhook.errors import QhookError, RateLimited
 from qhook.services import users
 from qhook.services.users import RateState
 
@@ -61,6 +61,11 @@ class RateHeaders:
                         replaced = True
                         await _too_many(send, exc)
                         return
+                    except QhookError:
+                        # The database is away (the answer is most likely its 503): counting
+                        # failed too, and the answer goes without rate headers rather than as a
+                        # 500 in place of the one already started.
+                        rate_state = None
                 if isinstance(rate_state, RateState):
                     headers = MutableHeaders(scope=message)
                     for name, value in header_values(rate_state).items():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from qhook.clock import utcnow
-from qhook.errors import QhookError
+from qhook.errors import QhookError, StoreError
 from qhook.store import queue
 from qhook.store.db import Database, Tx
 
@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 Op = Callable[[Tx, datetime], object]
 RunInThread = Callable[..., Awaitable[object]]
 GATHER_S = 0.005
+STOP_GRACE_S = 10.0  # how long a stopping worker keeps trying to record while the database is away
 
 
 @dataclass
@@ -104,14 +105,31 @@ class Recorder:
                 await asyncio.sleep(GATHER_S)
             batch, self._pending = self._pending, _Pending()
             self._ready.clear()
+            gave_up_at: float | None = None
             while True:
                 try:
                     await self._run(self._write, batch)
                     break
                 except QhookError as exc:  # database unavailable: keep the batch, try again
                     logger.warning(
-                        "recording outcomes failed: %s", exc.message, extra={"action": "record_retry"}
+                        "recording outcomes failed: %s",
+                        exc.for_operators if isinstance(exc, StoreError) else exc.message,
+                        extra={"action": "record_retry"},
                     )
+                    if stop.is_set():
+                        # Stopping while the database is away: it waited for the database for
+                        # ever, so the process did not end. After a grace, the outcomes go
+                        # unrecorded and their deliveries are sent again when the leases run out.
+                        now = asyncio.get_running_loop().time()
+                        gave_up_at = gave_up_at if gave_up_at is not None else now + STOP_GRACE_S
+                        if now >= gave_up_at:
+                            logger.error(
+                                "stopping without recording %d outcomes: they are sent again when "
+                                "their leases run out",
+                                len(batch.finishes),
+                                extra={"action": "record_abandoned", "count": len(batch.finishes)},
+                            )
+                            break
                     await asyncio.sleep(1.0)
                 except Exception:
                     # Not an outage: something in the batch the database refuses. Retrying it whole

@@ -11,6 +11,7 @@ leases. Database calls run in a small thread pool; the loop never blocks on them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import functools
@@ -36,9 +37,9 @@ from qhook.delivery.endpoints import Gate, Gates
 from qhook.delivery.recorder import Op, Recorder
 from qhook.domain import circuit, endpoint_limits
 from qhook.domain.rates import Rate
-from qhook.errors import QhookError
+from qhook.errors import QhookError, StoreError
 from qhook.store import endpoints as endpoint_store
-from qhook.store import error_reports, queue, rate_slots
+from qhook.store import error_reports, migrate, queue, rate_slots
 from qhook.store.db import Tx
 
 logger = logging.getLogger(__name__)
@@ -196,9 +197,26 @@ class Worker:
         stop_watch.add_done_callback(lambda _: self._nudge.set())
         logger.info("worker started", extra={"action": "worker_start", "owner": self.owner})
         try:
+            outage = 0  # cycles in a row the database was away
             while not stop.is_set():
                 try:
                     progressed = await self._cycle()
+                    if outage:
+                        logger.info("database back", extra={"action": "worker_db_back"})
+                    outage = 0
+                except StoreError as exc:
+                    # One line now and then, and a growing pause: it logged a traceback many
+                    # times a second while the database was away.
+                    outage += 1
+                    if outage == 1 or outage % 20 == 0:
+                        logger.warning(
+                            "database unavailable: %s; trying again",
+                            exc.for_operators,
+                            extra={"action": "worker_db_unavailable", "cycles": outage},
+                        )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), min(0.5 * 2 ** min(outage, 6), 15.0))
+                    continue
                 except Exception:
                     logger.exception("worker cycle failed", extra={"action": "worker_cycle_failed"})
                     progressed = False
@@ -464,7 +482,8 @@ class Worker:
         COUNTED[outcome].inc()
         if result.duration_ms is not None:
             metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
-        if decision.outcome == "succeeded":
+        if decision.outcome == "succeeded" and d.next_trigger != "manual":
+            # A redelivery or replay is sent when someone asks, days later maybe: not a delay.
             metrics.EVENT_TO_DELIVERY_SECONDS.observe(
                 max((result.finished_at - d.created_at).total_seconds(), 0)
             )
@@ -816,7 +835,12 @@ def serve_worker(
     metrics_port: int | None = None,
     metrics_host: str | None = None,
 ) -> None:
-    """``qhook worker``: run until SIGINT/SIGTERM; Prometheus metrics on ``metrics_port`` if given."""
+    """``qhook worker``: run until SIGINT/SIGTERM; Prometheus metrics on ``metrics_port`` if given.
+
+    A database that refuses qhook's credentials or is not migrated stops it at once with the
+    reason (it ran on, logging tracebacks, delivering nothing); one that cannot be reached yet is
+    waited for."""
+    migrate.require_usable(ctx.db)
     lock = SingleWorkerLock(ctx) if ctx.db.is_sqlite else None
     if lock is not None:
         lock.acquire()

@@ -184,14 +184,17 @@ def change_own_password(
 
 
 def bootstrap_admin(db: Database) -> tuple[str, str] | None:
-    """On the very first start, create ``admin`` with a random password; return (name, password) once."""
+    """On the very first start, create ``admin`` with a random password; return (name, password) once.
+
+    Processes starting together on a fresh database race for it: the one whose insert loses
+    finds the admin made by another (it crashed on the unique name)."""
     with db.transaction() as tx:
         if store.count_users(tx) > 0:
             return None
         password = secrets.token_urlsafe(12)
-        user = store.insert_user(
-            tx, name="admin", role="admin", password_hash=_hasher.hash(password), set_ids=None, now=utcnow()
-        )
+        user = store.insert_first_admin(tx, password_hash=_hasher.hash(password), now=utcnow())
+        if user is None:
+            return None
         audit.record(tx, "system", "user.create", "user", user.id, {"name": "admin", "role": "admin"})
     return "admin", password
 

@@ -196,7 +196,15 @@ def _unavailable_as_store_error() -> Iterator[None]:
         lost = exc.connection_invalidated or _is_unavailable(exc)
         if isinstance(exc, DBAPIError) and not lost:
             raise
-        raise StoreError(f"Database unavailable: {type(exc.orig).__name__}") from exc
+        raise StoreError("Database unavailable", reason=driver_reason(exc)) from exc
+
+
+def driver_reason(exc: DBAPIError) -> str:
+    """The driver's own first line, e.g. 'connection to server at "db" (10.0.0.5), port 5432
+    failed: FATAL:  password authentication failed for user "qhook"' (never the password)."""
+    text = " ".join(str(exc.orig).split("\n")[0].split()) if exc.orig is not None else ""
+    name = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+    return f"{name}: {text[:300]}" if text else name
 
 
 def _is_unavailable(exc: DBAPIError) -> bool:

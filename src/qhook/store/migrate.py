@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.exc import OperationalError
 
-from qhook.store.db import Database
+from qhook.errors import QhookError, StoreError
+from qhook.store.db import Database, driver_reason
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -18,6 +25,18 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # table, its shadow tables and its state row (revision 0002); on PostgreSQL the bodies' copy with
 # its trigram index (0003).
 UNMODELLED_PREFIX = "delivery_search"
+
+
+class _QuietProbe(logging.Filter):
+    """Alembic says which dialect and DDL mode it uses each time a revision is read (twice per
+    /readyz call); the migrations' own lines stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Context impl", "Will assume"))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_QuietProbe())
+logger = logging.getLogger(__name__)
 
 
 def include_name(name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames) -> bool:
@@ -33,19 +52,84 @@ def alembic_config(db: Database) -> Config:
     return config
 
 
+# Several processes may run ``qhook migrate`` at once on PostgreSQL: the first takes this
+# advisory lock (migrations/env.py) and migrates, the others wait and find nothing left to do.
+MIGRATE_LOCK = 7_201_311_047
+
+
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to call on every start."""
-    command.upgrade(alembic_config(db), revision)
+    """Bring the schema to ``revision``; safe to call on every start, and from several processes."""
+    with _reachable():
+        command.upgrade(alembic_config(db), revision)
 
 
-def head_revision(db: Database) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(db)).get_current_head()
+@functools.cache
+def _script() -> ScriptDirectory:
+    """The migrations this process's code was installed with: read once, so files of a newer
+    version installed beside a running process do not change what it expects."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision(db: Database | None = None) -> str | None:
+    return _script().get_current_head()
 
 
 def current_revision(db: Database) -> str | None:
-    with db.engine.connect() as conn:
+    with _reachable(), db.engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+Schema = Literal["current", "behind", "ahead"]
+
+
+def schema_state(db: Database) -> tuple[Schema, str | None]:
+    """Whether the database's schema is the one this code expects, older (run ``qhook migrate``),
+    or newer (a later version migrated it: its migrations add, so this code still works); and the
+    database's revision."""
+    current = current_revision(db)
+    if current == head_revision():
+        return "current", current
+    known = current is None or any(r.revision == current for r in _script().walk_revisions())
+    return ("behind" if known else "ahead"), current
+
+
 def is_current(db: Database) -> bool:
-    return current_revision(db) == head_revision(db)
+    return schema_state(db)[0] == "current"
+
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """A database that refuses the connection is a StoreError naming why (was a traceback)."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreError("Database unavailable", reason=driver_reason(exc)) from exc
+
+
+# The driver's words for a database that will not let qhook in, however long it waits.
+_REFUSED = ("authentication failed", "does not exist", "no password supplied", "permission denied")
+
+
+def require_usable(db: Database) -> None:
+    """At the start of ``qhook serve`` and ``qhook worker``: raise (StoreError, QhookError) when the
+    database will not serve this process as it is (refused credentials, an unknown database, a
+    schema this code cannot use yet); one that cannot be reached yet is only logged, and waited for.
+    Both used to start anyway and log tracebacks, delivering nothing."""
+    try:
+        schema, revision = schema_state(db)
+    except StoreError as exc:
+        if any(words in (exc.reason or "") for words in _REFUSED):
+            raise
+        logger.warning(
+            "database unavailable at start: %s; waiting for it",
+            exc.for_operators,
+            extra={"action": "db_unavailable_at_start"},
+        )
+        return
+    if schema == "behind":
+        raise QhookError(
+            f"the database schema is at {revision or 'nothing'}, this qhook needs {head_revision()}: "
+            "run qhook migrate"
+        )

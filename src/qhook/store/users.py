@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Integer, String, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from qhook.store.db import Tx
 from qhook.store.tables import api_keys, ui_sessions, users
@@ -50,6 +52,20 @@ def insert_user(
         .returning(users)
     ).one()
     return _user(row)
+
+
+def insert_first_admin(tx: Tx, *, password_hash: str, now: datetime) -> UserRecord | None:
+    """``admin``, unless another process starting at the same moment made it first (None)."""
+    dialect_insert = postgresql_insert if tx.dialect.name == "postgresql" else sqlite_insert
+    row = tx.execute(
+        dialect_insert(users)
+        .values(
+            name="admin", role="admin", password_hash=password_hash, set_ids=None, active=True, created_at=now
+        )
+        .on_conflict_do_nothing(index_elements=[users.c.name])
+        .returning(users)
+    ).one_or_none()
+    return _user(row) if row else None
 
 
 def user_by_name(tx: Tx, name: str) -> tuple[UserRecord, str | None] | None:

@@ -1,0 +1,172 @@
+"""What an operator meets around the database: it away, refusing qhook, or at another schema;
+start-up races; settings that stopped or repeated deliveries. Real PostgreSQL (and SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from qhook.api.app import create_app
+from qhook.clock import utcnow
+from qhook.context import open_context
+from qhook.delivery.recorder import Recorder
+from qhook.errors import QhookError, StoreError
+from qhook.services import users
+from qhook.settings import Settings
+from qhook.store import migrate, queue
+from qhook.store.db import Database
+from tests.conftest import fresh_postgres_url
+from tests.support import pg
+
+CLOSED = "postgresql+psycopg://qhook:secret@127.0.0.1:1/qhook"  # nothing listens on port 1
+
+
+def _empty_database(server: pg.PgServer, name: str) -> str:
+    with psycopg.connect(server.url("postgres").replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.url(name)
+
+
+@pytest.fixture
+def away(tmp_path: Path) -> Iterator[Any]:
+    ctx = open_context(Settings(database_url=CLOSED, data_dir=tmp_path, secret_key="x" * 43 + "="))
+    yield ctx
+    ctx.db.dispose()
+
+
+async def test_the_api_answers_503_json_while_the_database_is_away(away: Any) -> None:
+    """The answer was a plain-text 500: counting the request for its rate headers failed too,
+    after the 503 had started."""
+    app = create_app(away)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://qhook") as client:
+        for path in ("/api/v1/sets", "/api/getAllSets?access_token=qhk_x"):
+            response = await client.get(path, headers={"Authorization": "Bearer qhk_x"})
+            assert response.status_code == 503, response.text
+            assert response.json() == {"error": "Database unavailable"}  # no address, no user
+        ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["error"].startswith("Database unavailable: OperationalError: ")
+    assert "127.0.0.1" in ready.json()["error"]  # the operator's probe says why
+
+
+def test_a_database_that_refuses_qhook_stops_it_at_start(pg_server: pg.PgServer, tmp_path: Path) -> None:
+    """serve and worker ran on against a database that refuses them or is not migrated, logging
+    tracebacks many times a second; one that cannot be reached yet is waited for."""
+    missing = Database(pg_server.url("no_such_database"))
+    with pytest.raises(StoreError) as refused:
+        migrate.require_usable(missing)
+    assert 'database "no_such_database" does not exist' in refused.value.for_operators
+    missing.dispose()
+
+    empty = Database(_empty_database(pg_server, "not_migrated"))
+    with pytest.raises(
+        QhookError, match=r"the database schema is at nothing, this qhook needs .*: run qhook migrate"
+    ):
+        migrate.require_usable(empty)
+    empty.dispose()
+
+    unreachable = Database(CLOSED)
+    migrate.require_usable(unreachable)  # logged; the process waits for it
+    unreachable.dispose()
+
+
+def test_readiness_follows_the_schema_this_code_expects(pg_server: pg.PgServer) -> None:
+    """/readyz compared with the migrations on disk: a newer version installed beside a running
+    process took it out of service before anyone migrated; a newer schema (a later version
+    migrated it) sent the operator to a `qhook migrate` that failed."""
+    db = Database(fresh_postgres_url(pg_server))
+    try:
+        assert migrate.schema_state(db) == ("current", migrate.head_revision())
+        with db.transaction() as tx:
+            tx.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+        assert migrate.schema_state(db) == ("ahead", "0999")
+        with db.transaction() as tx:
+            tx.execute(text("UPDATE alembic_version SET version_num = '0005'"))
+        assert migrate.schema_state(db) == ("behind", "0005")
+    finally:
+        db.dispose()
+
+
+def test_processes_migrating_together_wait_for_each_other(pg_server: pg.PgServer) -> None:
+    """Two of three `qhook migrate` started together failed with a traceback (CREATE EXTENSION)."""
+    url = _empty_database(pg_server, "together")
+    code = "import sys; from qhook.store import migrate; from qhook.store.db import Database; "
+    code += "migrate.upgrade(Database(sys.argv[1]))"
+    runs = [
+        subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(3)
+    ]
+    outputs = [run.communicate(timeout=120)[0].decode() for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    db = Database(url)
+    try:
+        assert migrate.is_current(db)
+        with db.reading() as tx:  # the lock was given back: nobody holds it now
+            held = tx.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar_one()
+        assert held == 0
+    finally:
+        db.dispose()
+
+
+def test_the_first_admin_is_made_once_when_processes_start_together(db: Database) -> None:
+    """A second process starting on a fresh database crashed on the unique name."""
+    made = [users.bootstrap_admin(db) for _ in range(2)]
+    assert made[0] is not None and made[1] is None
+    from qhook.store import users as user_store
+
+    with db.transaction() as tx:
+        assert user_store.insert_first_admin(tx, password_hash="x", now=utcnow()) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("worker_concurrency", 0),
+        ("worker_batch_size", 0),
+        ("lease_seconds", 0),
+        ("db_pool_size", 1),
+        ("log_level", "verbose"),
+        ("worker_metrics_port", 99999),
+        ("port", 0),
+    ],
+)
+def test_settings_that_stopped_or_repeated_deliveries_are_refused(name: str, value: object) -> None:
+    """Concurrency 0 claimed rows and never sent them, lease 0 sent one delivery five times, a pool
+    of one left the worker's LISTEN connection alone in it; a bad log level was a traceback."""
+    with pytest.raises(ValidationError) as refused:
+        Settings(**{name: value})
+    assert refused.value.errors()[0]["loc"] == (name,)
+    assert Settings(log_level="debug").log_level == "DEBUG"
+
+
+async def test_a_stopping_worker_gives_up_recording_when_the_database_stays_away(
+    away: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during an outage: the recorder tried for ever, so the worker never ended."""
+    from qhook.delivery import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "STOP_GRACE_S", 0.2)
+    monkeypatch.setattr(recorder_module.asyncio, "sleep", _quick_sleep)
+    recorder = Recorder(away.db, asyncio.to_thread, lambda ids: None, batch_size=10)
+    recorder.add(None, queue.Finish(1, "succeeded", 1, None, 200, None, None, utcnow()))
+    stop = asyncio.Event()
+    stop.set()
+    await asyncio.wait_for(recorder.run(stop), 30)
+
+
+_real_sleep = asyncio.sleep
+
+
+async def _quick_sleep(seconds: float) -> None:
+    await _real_sleep(min(seconds, 0.05))
