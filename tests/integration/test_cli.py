@@ -147,6 +147,22 @@ def test_import_stores_good_rows_and_reports_bad_ones(run, ctx: AppContext, tmp_
     assert after[0].version == 2 and len(after) == 4
 
 
+def test_import_reports_a_quote_left_open(run, ctx: AppContext, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A quote left open took every line after it into one cell: stored, and "0 row(s) failed"."""
+    current = set_service.create_set(ctx.db, name="Q", fields=[{"name": "a_", "type": "text"}], actor="t")
+    csv_file = tmp_path / "open.csv"
+    csv_file.write_text('a_\nfine\n"unterminated,1\nnext\n', encoding="utf-8")
+    result = run("import", str(current.id), str(csv_file))
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("row ")]
+    assert len(errors) == 1 and errors[0] == (
+        "row 2 (line 3): not readable as CSV from this line on (unexpected end of data): a quote left open?"
+    )
+    assert "1 row(s) stored (1 created, 0 updated), 1 row(s) failed" in result.stdout
+    _, stored = result_service.list_results(ctx.db, current.id)
+    assert [r.values["a_"] for r in stored] == ["fine"]
+
+
 def test_import_refuses_unknown_set_file_or_key_field(run, ctx: AppContext, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     current = set_service.create_set(ctx.db, name="S", fields=[{"name": "a_", "type": "text"}], actor="t")
     csv_file = tmp_path / "a.csv"

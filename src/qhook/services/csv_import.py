@@ -31,6 +31,7 @@ class CsvRow:
     number: int
     line: int
     cells: Mapping[str | None, Any]
+    problem: str | None = None  # the CSV itself is broken here (the row is reported, not stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,26 @@ def csv_rows(lines: Iterable[bytes]) -> Iterator[CsvRow]:
                 text, first = text.removeprefix("\ufeff"), False
             yield text
 
-    reader = csv.DictReader(decoded())
-    for number, cells in enumerate(reader, start=1):
+    # strict: a quote left open took every line after it into one cell, stored as a value.
+    reader = csv.DictReader(decoded(), strict=True)
+    number = 0
+    while True:
+        number += 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the rest of the file cannot be read as rows
+            # line_num is still the last good row's: this one starts on the next line.
+            problem = f"not readable as CSV from this line on ({exc}): a quote left open?"
+            yield CsvRow(number, reader.line_num + 1, {}, problem)
+            return
         yield CsvRow(number, reader.line_num, cells)
 
 
 def _values(row: CsvRow) -> dict[str, Any]:
+    if row.problem is not None:
+        raise BadRequest(row.problem)
     if row.cells.get(None):
         raise BadRequest("the row has more cells than the header has columns")
     values = {str(k): v for k, v in row.cells.items() if k is not None and v is not None and v != ""}
