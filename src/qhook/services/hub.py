@@ -610,7 +610,9 @@ def purge(
     report = PurgeReport(dry_run=dry_run, deliveries=removed, attempts=removed_attempts)
     if report.total and not dry_run:
         logger.info(
-            "purged",
+            "purged %d deliveries and %d attempts past retention",
+            report.total,
+            report.attempts,
             extra={"action": "hub_purge", "deliveries": report.total, "attempts": report.attempts},
         )
     return report
