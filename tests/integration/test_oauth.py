@@ -14,6 +14,15 @@ from qhook.delivery import auth
 from qhook.services import auth_profiles
 from qhook.services.auth_profiles import AuthProfile
 from qhook.settings import Settings
+from tests.support.delivery import (
+    attempts_of,
+    delivery,
+    enqueue,
+    make_signal,
+    receiver,
+    running_worker,
+    until,
+)
 
 CLIENT_SECRET = "cs-very-secret-81f2"
 
@@ -81,6 +90,23 @@ def _profile(ctx: AppContext, endpoint: TokenEndpoint, client_auth: str = "basic
         "alice",
     )
     return auth_profiles.load_profile(ctx, view.id)
+
+
+def _loopback_profile(ctx: AppContext, name: str, token_url: str) -> int:
+    """An OAuth2 profile whose token endpoint and receivers are on 127.0.0.1; its id."""
+    view = auth_profiles.create_profile(
+        ctx,
+        {
+            "name": name,
+            "type": "oauth2_client_credentials",
+            "token_url": token_url,
+            "client_id": "qhook",
+            "client_secret": CLIENT_SECRET,
+            "allowed_domains": ["127.0.0.1"],
+        },
+        "alice",
+    )
+    return view.id
 
 
 async def test_token_fetched_once_for_many_calls(ctx: AppContext, endpoint: TokenEndpoint) -> None:
@@ -244,18 +270,7 @@ async def test_send_refreshes_once_after_401(ctx: AppContext, endpoint: TokenEnd
     assert site._server is not None
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
-    view = auth_profiles.create_profile(
-        ctx,
-        {
-            "name": "local",
-            "type": "oauth2_client_credentials",
-            "token_url": endpoint.url,
-            "client_id": "qhook",
-            "client_secret": CLIENT_SECRET,
-            "allowed_domains": ["127.0.0.1"],
-        },
-        "alice",
-    )
+    profile_id = _loopback_profile(ctx, "local", endpoint.url)
 
     @dataclass(frozen=True)
     class Delivery:
@@ -265,21 +280,21 @@ async def test_send_refreshes_once_after_401(ctx: AppContext, endpoint: TokenEnd
 
     @dataclass(frozen=True)
     class Signal:
-        config: dict[str, Any] = field(default_factory=lambda: {"auth_profile_id": view.id})
+        config: dict[str, Any] = field(default_factory=lambda: {"auth_profile_id": profile_id})
         secret_enc: str | None = ctx.box.encrypt(new_secret())
         previous_secret_enc: str | None = None
         previous_secret_until: None = None
 
     sender = Sender(ctx.settings)
     try:
-        resolved = await auth.auth_for(ctx, view.id, Delivery().url, sender=sender)
+        resolved = await auth.auth_for(ctx, profile_id, Delivery().url, sender=sender)
         assert resolved is not None
         request = build_request(ctx, Delivery(), Signal(), resolved, utcnow())
         first = await sender.send(request)
         assert first.status_code == 401
         assert redact(request.headers, request.secret_header_names)["Authorization"] == "[redacted]"
-        await auth.invalidate(ctx, view.id, resolved.token)
-        resolved = await auth.auth_for(ctx, view.id, Delivery().url, sender=sender)
+        await auth.invalidate(ctx, profile_id, resolved.token)
+        resolved = await auth.auth_for(ctx, profile_id, Delivery().url, sender=sender)
         assert resolved is not None
         second = await sender.send(build_request(ctx, Delivery(), Signal(), resolved, utcnow()))
     finally:
@@ -294,15 +309,6 @@ async def test_the_call_refused_with_401_is_on_record(ctx: AppContext, endpoint:
     """A receiver that refuses the cached token gets two calls (401, then a fresh token); the Hub
     showed only the second. When no fresh token comes, the receiver's 401 was thrown away and the
     attempt showed no status at all."""
-    from tests.support.delivery import (
-        attempts_of,
-        delivery,
-        enqueue,
-        make_signal,
-        receiver,
-        running_worker,
-        until,
-    )
 
     accepted = {"Bearer tok-2"}
 
@@ -311,19 +317,8 @@ async def test_the_call_refused_with_401_is_on_record(ctx: AppContext, endpoint:
         return web.Response(status=204) if ok else web.Response(status=401, text="token revoked")
 
     async with receiver(answer) as server:
-        view = auth_profiles.create_profile(
-            ctx,
-            {
-                "name": "local",
-                "type": "oauth2_client_credentials",
-                "token_url": endpoint.url,
-                "client_id": "qhook",
-                "client_secret": CLIENT_SECRET,
-                "allowed_domains": ["127.0.0.1"],
-            },
-            "alice",
-        )
-        signal_id = make_signal(ctx, server.url, auth_profile_id=view.id)
+        profile_id = _loopback_profile(ctx, "local", endpoint.url)
+        signal_id = make_signal(ctx, server.url, auth_profile_id=profile_id)
         [renewed] = enqueue(ctx, signal_id, server.url, ['{"n": 1}'])
         async with running_worker(ctx):
             await until(lambda: delivery(ctx, renewed).status == "succeeded")
@@ -357,15 +352,6 @@ async def test_the_call_refused_with_401_is_on_record(ctx: AppContext, endpoint:
 async def test_a_token_failure_before_sending_names_the_profile_and_the_cause(ctx: AppContext) -> None:
     """The hint said "the auth profile" when the token could not be had before sending, and a token
     URL answering 200 with a login page was "answered 200"."""
-    from tests.support.delivery import (
-        attempts_of,
-        delivery,
-        enqueue,
-        make_signal,
-        receiver,
-        running_worker,
-        until,
-    )
 
     async def login_page(request: web.Request) -> web.Response:
         if request.path == "/token":
@@ -373,19 +359,8 @@ async def test_a_token_failure_before_sending_names_the_profile_and_the_cause(ct
         return web.Response(status=204)
 
     async with receiver(login_page) as server:
-        view = auth_profiles.create_profile(
-            ctx,
-            {
-                "name": "sso",
-                "type": "oauth2_client_credentials",
-                "token_url": server.url.replace("/hook", "/token"),
-                "client_id": "qhook",
-                "client_secret": CLIENT_SECRET,
-                "allowed_domains": ["127.0.0.1"],
-            },
-            "alice",
-        )
-        signal_id = make_signal(ctx, server.url, auth_profile_id=view.id)
+        profile_id = _loopback_profile(ctx, "sso", server.url.replace("/hook", "/token"))
+        signal_id = make_signal(ctx, server.url, auth_profile_id=profile_id)
         [waiting] = enqueue(ctx, signal_id, server.url, ["{}"])
         async with running_worker(ctx):
             await until(lambda: delivery(ctx, waiting).status == "retrying")

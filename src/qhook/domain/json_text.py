@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pydantic_core
@@ -63,38 +64,39 @@ def loads(text: str | bytes) -> Any:
 
 def big_int_path(value: Any, path: str = "") -> str | None:
     """Where in ``value`` an integer lies outside 64 bits, as ``a.b.0.c``; None when nowhere."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return path if not INT_MIN <= value <= INT_MAX else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = big_int_path(item, f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = big_int_path(item, f"{path}.{index}" if path else str(index))
-            if found is not None:
-                return found
-    return None
+    return _where(value, _beyond_64_bits, path)
 
 
 def nul_path(value: Any, path: str = "") -> str | None:
     """Where in ``value`` a string (or a key) holds a NUL, as ``a.b.0.c``; None when nowhere."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
+    return _where(value, _holds_nul, path)
+
+
+def _beyond_64_bits(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX
+
+
+def _holds_nul(value: object) -> bool:
+    return isinstance(value, str) and "\x00" in value
+
+
+def _where(value: Any, wrong: Callable[[object], bool], path: str) -> str | None:
+    """The path of the first key or value in ``value`` (walked depth first) that is ``wrong``."""
     if isinstance(value, dict):
         for key, item in value.items():
             inner = f"{path}.{key}" if path else str(key)
-            if "\x00" in key:
+            if wrong(key):
                 return inner
-            found = nul_path(item, inner)
+            found = _where(item, wrong, inner)
             if found is not None:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found = nul_path(item, f"{path}.{index}" if path else str(index))
+            found = _where(item, wrong, f"{path}.{index}" if path else str(index))
             if found is not None:
                 return found
+    elif wrong(value):
+        return path
     return None
 
 
