@@ -38,10 +38,6 @@ class AttemptResult:
     # qhook fetched a fresh OAuth2 token and sent again. Every call the receiver saw is on record.
     earlier: tuple[queue.AttemptRow, ...] = ()
 
-    @property
-    def rows(self) -> list[queue.AttemptRow]:
-        return [*self.earlier, self.attempt]
-
 
 def counts_for_circuit(result: AttemptResult) -> bool:
     """Successes and endpoint-wide failures (network, 5xx) count; a 4xx is about one message."""
