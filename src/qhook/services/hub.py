@@ -199,17 +199,25 @@ def list_deliveries(
     return ids.cut_page(rows, limit)
 
 
-def _event_of(tx: Tx, text: str) -> EventRecord | None:
-    """The event a Hub filter names, by its evt_ uid or its internal id (422 for anything else)."""
+def check_event(text: str, name: str = "event_id") -> str:
+    """An event filter's text, stripped: an evt_ uid or an internal id (a 422 naming ``name``)."""
     text = text.strip()
     if text.isascii() and text.isdigit():  # "²" and Arabic-Indic digits are digits to isdigit
-        number = int(text)
-        if number > ids.MAX_BIG_ID:  # beyond the column: a 500 from the driver
-            return None
-        return event_store.get_event(tx, number)
+        return text
     if text.startswith("evt_") and 5 <= len(text) <= 40:
+        return text
+    raise field_error(name, "an event id as receivers get it, e.g. evt_01J9ZQ4T5V6W7X8Y9Z0A1B2C3D")
+
+
+def _event_of(tx: Tx, text: str) -> EventRecord | None:
+    """The event a Hub filter names, by its evt_ uid or its internal id."""
+    text = check_event(text)
+    if text.startswith("evt_"):
         return event_store.get_event_by_uid(tx, text)
-    raise field_error("event_id", "an event id as receivers get it, e.g. evt_01J9ZQ4T5V6W7X8Y9Z0A1B2C3D")
+    number = int(text)
+    if number > ids.MAX_BIG_ID:  # beyond the column: a 500 from the driver
+        return None
+    return event_store.get_event(tx, number)
 
 
 def _visible(delivery: DeliveryRecord | None, set_ids: frozenset[int] | None) -> bool:

@@ -152,6 +152,9 @@ def list_deliveries(
     window is one short index walk however many rows it holds. ``q`` finds text in the body (e.g.
     a batch number); ``event_id`` (or ``event_uid``) takes the ``evt_...`` id receivers get, or the
     internal event id."""
+    for name, given in (("event_uid", event_uid), ("event_id", event_id)):
+        if given is not None:
+            hub.check_event(given, name)  # a 422 naming the parameter given
     filters = hub.Filters(
         status=status,
         workflow_id=workflow_id,
