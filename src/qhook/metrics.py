@@ -39,6 +39,11 @@ QUEUE_DEPTH = Gauge(
 OPEN_CIRCUITS = Gauge(
     "qhook_open_circuits", "Endpoints whose circuit is open or half-open.", registry=REGISTRY
 )
+DATABASE_UP = Gauge(
+    "qhook_database_up",
+    "1 when the last scrape read the database gauges, 0 when the database was away (they are then absent).",
+    registry=REGISTRY,
+)
 STATUSES = ("pending", "retrying", "held", "succeeded", "failed", "cancelled")
 
 
@@ -50,6 +55,7 @@ def refresh_gauges(ctx: AppContext) -> None:
     for status in sorted(set(STATUSES) | set(depth)):
         QUEUE_DEPTH.labels(status).set(depth.get(status, 0))
     OPEN_CIRCUITS.set(open_count)
+    DATABASE_UP.set(1)
 
 
 def render(ctx: AppContext) -> bytes:
@@ -70,6 +76,11 @@ class _ScrapeRegistry(CollectorRegistry):
             refresh_gauges(self._ctx)
         except Exception:  # the database is away: counters and histograms still answer
             logger.warning("metrics gauges not refreshed", extra={"action": "metrics_gauges_failed"})
+            # The last values would pass for current ones (a queue that looks calm during an
+            # outage): the database gauges go absent, and qhook_database_up says why.
+            DATABASE_UP.set(0)
+            QUEUE_DEPTH.clear()
+            OPEN_CIRCUITS.set(float("nan"))
         yield from REGISTRY.collect()
 
 

@@ -170,3 +170,28 @@ _real_sleep = asyncio.sleep
 
 async def _quick_sleep(seconds: float) -> None:
     await _real_sleep(min(seconds, 0.05))
+
+
+def test_worker_metrics_say_the_database_is_away_instead_of_showing_old_gauges(away: Any, ctx: Any) -> None:
+    """During an outage the worker's /metrics served the last queue depth and open circuits as
+    if current."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from qhook import metrics
+
+    def scrape(context: Any) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = {}
+        text = generate_latest(metrics._ScrapeRegistry(context)).decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                found.setdefault(sample.name, []).append(sample.value)
+        return found
+
+    up = scrape(ctx)
+    assert up["qhook_database_up"] == [1.0] and len(up["qhook_queue_depth"]) >= 6
+    down = scrape(away)
+    assert down["qhook_database_up"] == [0.0]
+    assert "qhook_queue_depth" not in down
+    assert [v != v for v in down["qhook_open_circuits"]] == [True]  # NaN: no value
+    assert scrape(ctx)["qhook_database_up"] == [1.0]
