@@ -171,6 +171,8 @@ async def test_hub_lists_filters_and_pages(ctx: AppContext, browser: httpx.Async
     bad = await browser.get("/ui/hub", params={"since": "yesterday", "status": "lost", "set_id": "x"})
     assert bad.status_code == 200
     assert "since: expected a time" in bad.text and "set: expected an id" in bad.text
+    superscript = await browser.get("/ui/hub", params={"result_id": "\u00b2"})  # isdigit, not int()
+    assert superscript.status_code == 200 and "result: expected an id" in superscript.text
     bad = await browser.get("/ui/hub", params={"endpoint": "not a url"})
     assert "endpoint" in bad.text and 'class="error"' in bad.text
 

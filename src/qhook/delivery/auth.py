@@ -302,10 +302,15 @@ async def fetch_token(settings: Settings, profile: AuthProfile, *, now: datetime
         raise AuthFailed(f"token endpoint {host} answered 200 with {what}")
     token = OAuth2Token.from_dict(data)
     lifetime = DEFAULT_TOKEN_LIFETIME
-    if str(token.get("expires_in", "")).isdigit():
+    if _digits(str(token.get("expires_in", ""))):
         seconds = min(int(token["expires_in"]), int(MAX_TOKEN_LIFETIME.total_seconds()))
         lifetime = timedelta(seconds=seconds)
     return CachedToken(str(token["access_token"]), now + lifetime, now)
+
+
+def _digits(text: str) -> bool:
+    """Digits int() reads: str.isdigit also takes "²", on which int() fails."""
+    return text.isascii() and text.isdigit()
 
 
 def _json(raw: bytes) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def parse_int(
             raise missing_parameter(name)
         return default
     text = raw.strip()
-    if not text.lstrip("-").isdigit():
+    if not (text.isascii() and text.lstrip("-").isdigit()):
         raise bad_parameter(name, f"Expected a whole number, got {raw!r}.")
     value = int(text)
     upper = MAX_ID if maximum is None else maximum  # set and result ids, offsets: INTEGER on PostgreSQL

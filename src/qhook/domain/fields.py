@@ -415,7 +415,7 @@ def _list_value(
         option = field.option_by_label(label) or next(
             (o for o in added if o.label.casefold() == label.casefold()), None
         )
-        if option is None and label.isdigit():
+        if option is None and label.isascii() and label.isdigit():
             option = field.option_by_id(int(label))
         if option is None and add_options:
             next_id = max((o.id for o in (*field.options, *added)), default=0) + 1

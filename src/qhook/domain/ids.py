@@ -74,7 +74,7 @@ def decode_cursor(cursor: str, maximum: int = MAX_BIG_ID) -> int:
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise ValueError("not a cursor this API returned") from exc
     kind, _, number = text.partition(":")
-    if kind != "id" or not number.isdigit() or int(number) > maximum:
+    if kind != "id" or not (number.isascii() and number.isdigit()) or int(number) > maximum:
         raise ValueError("not a cursor this API returned")
     return int(number)
 

@@ -25,7 +25,7 @@ def parse_rate(text: str, field: str = "rate_limit") -> Rate:
     """Parse ``N/second|minute|hour``; a clear error names the field otherwise."""
     count, _, unit = text.strip().partition("/")
     period = _PERIODS.get(unit.strip().lower())
-    if not count.strip().isdigit() or period is None or int(count) < 1:
+    if not (count.strip().isascii() and count.strip().isdigit()) or period is None or int(count) < 1:
         raise ValidationFailed(
             f"{field}: expected '<count>/<second|minute|hour>', e.g. '30/minute', got {text!r}",
             details=[{"field": field, "error": "expected '<count>/<second|minute|hour>'"}],

@@ -264,7 +264,7 @@ def batch_op(item: Mapping[str, Any], *, key_field: str | None, edit_only: bool)
         if (
             isinstance(result_id, bool)
             or not isinstance(result_id, int | str)
-            or not str(result_id).isdigit()
+            or not (str(result_id).isascii() and str(result_id).isdigit())
             or int(result_id) > MAX_ID
         ):
             raise BadRequest(f"@id: expected a result id, got {result_id!r}")

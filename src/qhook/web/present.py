@@ -97,7 +97,7 @@ def parse_id(raw: str, name: str, errors: list[str]) -> int | None:
     text = raw.strip()
     if not text:
         return None
-    if not text.isdigit() or len(text) > 12 or not is_id(int(text)):
+    if not (text.isascii() and text.isdigit()) or len(text) > 12 or not is_id(int(text)):
         errors.append(f"{name}: expected an id from 1 to {MAX_ID}, got {text!r}")
         return None
     return int(text)

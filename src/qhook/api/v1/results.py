@@ -70,7 +70,7 @@ def parse_if_match(header: str | None) -> int | None:
     if header is None or not header.strip() or header.strip() == "*":
         return None
     text = header.strip().removeprefix("W/").strip().strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise field_error("If-Match", 'the version you read, such as 3 or "3"')
     return int(text)
 
