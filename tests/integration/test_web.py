@@ -15,6 +15,7 @@ import pytest
 from qhook.api.app import create_app
 from qhook.api.deps import SESSION_COOKIE
 from qhook.context import AppContext
+from qhook.errors import ValidationFailed
 from qhook.services import users
 from tests.conftest import auth
 from tests.support.hub_data import add_attempt, add_delivery, set_endpoint_state
@@ -451,6 +452,19 @@ async def test_password_guessing_is_stopped_per_name(browser: httpx.AsyncClient,
     assert SESSION_COOKIE not in refused.cookies
     # Another account from the same address is not locked out by it.
     assert (await attempt("hank", "password-hank")).status_code == 303
+    # Logging in is no failed try: more good logins than the limit all go through (each counted
+    # before it and taken back after); counting them locked out people who log in often.
+    for _ in range(users.LOGIN_RATE_PER_NAME.limit + 2):
+        assert (await attempt("hank", "password-hank")).status_code == 303
+    assert (await attempt("hank", "wrong-guess")).status_code == 401  # a failure still counts
+
+
+def test_a_password_of_spaces_is_refused(ctx: AppContext) -> None:
+    with pytest.raises(ValidationFailed, match="not only spaces"):
+        users.create_user(ctx.db, "sam", "viewer", password=" " * 12)
+    user = users.create_user(ctx.db, "sue", "viewer", password="password-sue")
+    with pytest.raises(ValidationFailed, match="not only spaces"):
+        users.update_user(ctx.db, user.id, actor="t", password="\t" * 9)
 
 
 async def test_a_nul_in_the_login_name_is_an_unknown_user(ctx: AppContext) -> None:

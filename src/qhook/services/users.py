@@ -63,8 +63,8 @@ def create_user(
         role_from_text(role)
     except ValueError as exc:
         raise field_error("role", str(exc)) from exc
-    if password is not None and len(password) < 8:
-        raise field_error("password", "at least 8 characters")
+    if password is not None:
+        _check_password(password)
     password_hash = _hasher.hash(password) if password else None
     with db.transaction() as tx:
         if store.user_by_name(tx, name) is not None:
@@ -111,6 +111,8 @@ def user_named(db: Database, name: str) -> UserRecord:
 def _check_password(password: str, field: str = "password") -> None:
     if len(password) < 8:
         raise field_error(field, "at least 8 characters")
+    if not password.strip():  # eight spaces were accepted
+        raise field_error(field, "at least 8 characters, not only spaces")
 
 
 def update_user(
@@ -208,18 +210,30 @@ _DUMMY_HASH = _hasher.hash("no such user: the same work as a real check")
 def check_login(
     db: Database, name: str, password: str, source: str, now: datetime | None = None
 ) -> UserRecord:
-    """``check_password`` behind shared per-name and per-address limits (RateLimited past them)."""
+    """``check_password`` behind shared per-name and per-address limits (RateLimited past them).
+
+    Every try is counted before the password is checked (parallel guesses cannot slip past the
+    limit), and a successful one is then taken back: the limits are on failed tries. Counting
+    successes locked out people who simply logged in often, and behind a proxy, where everyone
+    shares one address, the whole site at once.
+    """
     now_ms = int((now or utcnow()).timestamp() * 1000)
+    counted: list[tuple[str, int]] = []
     with db.transaction() as tx:
         for bucket, rate in (
             (f"login:name:{name.lower()}", LOGIN_RATE_PER_NAME),
             (f"login:source:{source}", LOGIN_RATE_PER_SOURCE),
         ):
             count, window_start_ms = rates.hit(tx, bucket, period_ms=rate.period_s * 1000, now_ms=now_ms)
+            counted.append((bucket, window_start_ms))
             if count > rate.limit:
                 state = _rate_state(rate, count, window_start_ms, now_ms)
                 raise _limited(f"Too many login attempts; try again in {state.retry_after_s} s", state)
-    return check_password(db, name, password)
+    user = check_password(db, name, password)
+    with db.transaction() as tx:
+        for bucket, window_start_ms in counted:
+            rates.take_back(tx, bucket, window_start_ms=window_start_ms)
+    return user
 
 
 def check_password(db: Database, name: str, password: str) -> UserRecord:

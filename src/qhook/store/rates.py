@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import BigInteger, String, bindparam, case, select
+from sqlalchemy import BigInteger, String, bindparam, case, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -55,3 +55,19 @@ def peek(tx: Tx, bucket: str, *, period_ms: int, now_ms: int) -> tuple[int, int]
     """(hits, window start) of the bucket's open window without counting; None when none is open."""
     row = tx.execute(_PEEK, {"bucket": bucket, "opened_after_ms": now_ms - period_ms}).one_or_none()
     return (int(row[0]), int(row[1])) if row else None
+
+
+_TAKE_BACK = (
+    update(rate_counters)
+    .where(
+        rate_counters.c.bucket == bindparam("b_bucket", type_=String),
+        rate_counters.c.window_start_ms == bindparam("b_window_start_ms", type_=BigInteger),
+        rate_counters.c.count > 0,
+    )
+    .values(count=rate_counters.c.count - 1)
+)
+
+
+def take_back(tx: Tx, bucket: str, *, window_start_ms: int) -> None:
+    """Uncount one hit of the window that opened at ``window_start_ms`` (gone if it closed since)."""
+    tx.execute(_TAKE_BACK, {"b_bucket": bucket, "b_window_start_ms": window_start_ms})
