@@ -139,15 +139,32 @@ def test_hub_redeliver_and_live_inspector(server: Server, browser: Browser) -> N
     page.reload()
     expect(page.locator("#delivery-status .badge")).to_have_text("pending")
 
-    # Replay from the Hub: the succeeded delivery goes again; a second click finds nothing new.
+    # Replay from the Hub keeps the list's filters (a set filter was dropped: the replay covered
+    # every set) and asks first, with the count.
+    page.goto(f"{server.base}/ui/hub?set_id=2")
+    page.get_by_text("Replay deliveries…").click()
+    replay = page.locator("#replay-form")
+    expect(replay.get_by_test_id("replay-narrowed")).to_have_text(
+        "Also limited, as the list above, to set 2."
+    )
+    replay.get_by_label("Status").select_option("succeeded")
+    replay.get_by_role("button", name="Replay").click()
+    expect(replay.locator(".outcome")).to_have_text("Nothing to replay: no finished delivery matches.")
+    # Unfiltered: the succeeded delivery goes again once confirmed; then nothing is left to queue.
     page.goto(f"{server.base}/ui/hub")
     page.get_by_text("Replay deliveries…").click()
     replay = page.locator("#replay-form")
     replay.get_by_label("Status").select_option("succeeded")
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    replay.get_by_role("button", name="Replay").click()
+    expect(replay.locator(".outcome")).to_have_text("Not replayed.")
+    assert asked == ["Send 1 delivery again to their receivers?"]
+    page.once("dialog", lambda dialog: dialog.accept())
     replay.get_by_role("button", name="Replay").click()
     expect(replay.locator(".outcome")).to_have_text("Queued 1 delivery.")
     replay.get_by_role("button", name="Replay").click()
-    expect(replay.locator(".outcome")).to_have_text("Queued 0 deliveries.")
+    expect(replay.locator(".outcome")).to_have_text("Nothing to replay: no finished delivery matches.")
 
     # The inspector page shows what a "Send test" delivers, live and signature-checked.
     made = inspector.create_bin(ctx, actor="test")

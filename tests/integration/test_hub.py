@@ -265,8 +265,27 @@ async def test_replay_is_idempotent(api: httpx.AsyncClient, ctx: AppContext) -> 
     assert empty.status_code == 422 and "at least one filter" in empty.json()["error"]
     queued = await api.post("/api/v1/deliveries/replay", json={"status": "pending"})
     assert queued.status_code == 422 and queued.json()["details"][0]["field"] == "status"
-    unknown = await api.post("/api/v1/deliveries/replay", json={"q": "B-1"})
+    unknown = await api.post("/api/v1/deliveries/replay", json={"set": 1})
     assert unknown.status_code == 422
+
+
+async def test_replay_takes_the_lists_filters_and_counts_first(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """The Hub's replay form dropped set, result, action and text filters: the replay covered
+    every set. The API takes them all, and a dry run counts without queueing."""
+    mine = add_delivery(ctx.db, status="failed", set_id=2, workflow_id=2, signal_id=2, body='{"lot": "B-77"}')
+    add_delivery(ctx.db, status="failed", set_id=3, workflow_id=3, signal_id=3, body='{"lot": "B-77"}')
+    add_delivery(ctx.db, status="failed", set_id=2, workflow_id=2, signal_id=2, action="deleted")
+    wanted = {"set_id": 2, "action": "new", "q": "B-77"}
+    counted = await api.post("/api/v1/deliveries/replay", json={**wanted, "dry_run": True})
+    assert counted.status_code == 200 and counted.json() == {"queued": 0, "matched": 1}
+    assert await ids_of(api, status="pending") == []  # a dry run queues nothing
+    done = await api.post("/api/v1/deliveries/replay", json=wanted)
+    assert done.json() == {"queued": 1}
+    assert await ids_of(api, status="pending") == [mine]
+    by_result = await api.post("/api/v1/deliveries/replay", json={"result_id": 999, "dry_run": True})
+    assert by_result.json() == {"queued": 0, "matched": 0}
 
 
 async def test_send_tests_and_removed_signals_are_never_requeued(

@@ -333,7 +333,8 @@ def cancel(
 def _replay_filter(filters: Filters, set_ids: frozenset[int] | None) -> DeliveryFilter:
     if filters.is_empty():
         raise ValidationFailed(
-            "Give at least one filter (status, workflow_id, endpoint, since, until) to replay",
+            "Give at least one filter (status, workflow_id, set_id, result_id, action, endpoint, since,"
+            " until, q) to replay",
             details=[{"field": "filters", "error": "at least one filter"}],
         )
     if filters.status is not None and filters.status not in REPLAYABLE:

@@ -120,13 +120,20 @@ class ReplayIn(BaseModel):
         None, description="failed, succeeded or cancelled; default failed and succeeded"
     )
     workflow_id: Id | None = None
+    signal_id: Id | None = None
+    set_id: Id | None = None
+    result_id: Id | None = None
+    action: str | None = Field(None, description="new, modified, deleted, date or manual")
     endpoint: str | None = Field(None, description="Origin, e.g. https://erp.example.com:443")
     since: datetime | None = None
     until: datetime | None = None
+    q: str | None = Field(None, description="Text in the body, as the Hub's search")
+    dry_run: bool = Field(False, description="Count what would be queued; queue nothing")
 
 
 class ReplayOut(BaseModel):
     queued: int
+    matched: int | None = Field(None, description="With dry_run: how many a replay would queue now")
 
 
 @router.get("/deliveries")
@@ -174,16 +181,25 @@ def list_deliveries(
     return DeliveryPage(items=[DeliveryOut.of(d) for d in page], next_cursor=next_cursor)
 
 
-@router.post("/deliveries/replay")
+@router.post("/deliveries/replay", response_model_exclude_none=True)
 async def replay(body: ReplayIn, ctx: Ctx, principal: Editor) -> ReplayOut:
-    """Queue matching finished deliveries again; calling twice queues nothing twice."""
+    """Queue matching finished deliveries again; calling twice queues nothing twice. The filters
+    are the Hub list's; ``dry_run`` answers how many would be queued."""
     filters = hub.Filters(
         status=body.status,
         workflow_id=body.workflow_id,
+        signal_id=body.signal_id,
+        set_id=body.set_id,
+        result_id=body.result_id,
+        action=body.action,
         endpoint=body.endpoint,
         since=body.since,
         until=body.until,
+        q=body.q,
     )
+    if body.dry_run:
+        count = await run_in_threadpool(lambda: hub.count_replayable(ctx, filters, set_ids=principal.set_ids))
+        return ReplayOut(queued=0, matched=count)
     queued = await run_in_threadpool(
         lambda: hub.replay(ctx, filters, actor=principal.name, set_ids=principal.set_ids)
     )

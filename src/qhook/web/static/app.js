@@ -60,6 +60,7 @@
     text = (text || "").trim();
     if (!text) return undefined;
     if (/(Z|[+-]\d\d:?\d\d)$/.test(text)) return text;
+    if (/^\d{4}-\d\d-\d\d$/.test(text)) return text + "T00:00:00Z"; // a day, as the list reads it
     return text.replace(" ", "T") + "Z";
   }
 
@@ -120,17 +121,31 @@
 
   const forms = {
     async replay(form, outcome) {
+      // Every filter of the list goes along (set, result, action, text too: they were dropped,
+      // and the replay covered every set), and nothing is queued before the count is confirmed.
       const data = new FormData(form);
       const body = {};
-      for (const name of ["status", "endpoint"]) {
+      for (const name of ["status", "endpoint", "action", "q"]) {
         const value = (data.get(name) || "").trim();
         if (value) body[name] = value;
       }
-      const workflow = (data.get("workflow_id") || "").trim();
-      if (workflow) body.workflow_id = Number(workflow);
+      for (const name of ["workflow_id", "signal_id", "set_id", "result_id"]) {
+        const value = (data.get(name) || "").trim();
+        if (value) body[name] = Number(value);
+      }
       for (const name of ["since", "until"]) {
         const value = utc(data.get(name));
         if (value) body[name] = value;
+      }
+      const counted = await api("POST", "/api/v1/deliveries/replay", { ...body, dry_run: true });
+      if (counted.matched === 0) {
+        outcome.textContent = "Nothing to replay: no finished delivery matches.";
+        return;
+      }
+      const many = counted.matched === 1 ? "1 delivery" : counted.matched + " deliveries";
+      if (!window.confirm("Send " + many + " again to their receivers?")) {
+        outcome.textContent = "Not replayed.";
+        return;
       }
       const done = await api("POST", "/api/v1/deliveries/replay", body);
       outcome.textContent = done.queued === 1 ? "Queued 1 delivery." : "Queued " + done.queued + " deliveries.";
