@@ -189,6 +189,13 @@ def test_hub_redeliver_and_live_inspector(server: Server, browser: Browser) -> N
     sender = context.new_page()  # a second tab of the same session
     sender.on("pageerror", lambda error: errors.append(str(error)))
     sender.goto(f"{server.base}/ui/workflows/{workflow.id}")
+    # A result id that is no number was sent as null: the sample went out as if none was typed.
+    sender.locator(".send-test input[name=result_id]").fill("abc")
+    sender.get_by_role("button", name="Send test").click()
+    expect(sender.locator(".send-test .outcome .error-text")).to_have_text(
+        "Result id: a whole number such as 17, or empty for sample data."
+    )
+    sender.locator(".send-test input[name=result_id]").fill("")
     sender.get_by_role("button", name="Send test").click()
     expect(sender.locator(".send-test .outcome .badge")).to_have_text("HTTP 200", timeout=10000)
     expect(sender.locator(".send-test .outcome a")).to_have_text("See it in the Integration Hub")

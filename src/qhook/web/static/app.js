@@ -166,6 +166,10 @@
       const data = new FormData(form);
       const body = {};
       const result = (data.get("result_id") || "").trim();
+      if (result && !/^[0-9]+$/.test(result)) {
+        // Number("abc") is NaN, sent as null: the sample went out as if nothing was typed.
+        throw new Error("Result id: a whole number such as 17, or empty for sample data.");
+      }
       if (result) body.result_id = Number(result);
       const url = "/api/v1/workflows/" + encodeURIComponent(form.dataset.workflow) +
         "/signals/" + encodeURIComponent(form.dataset.signal) + "/test";
