@@ -455,7 +455,9 @@ async def test_password_guessing_is_stopped_per_name(browser: httpx.AsyncClient,
     # Logging in is no failed try: more good logins than the limit all go through (each counted
     # before it and taken back after); counting them locked out people who log in often.
     for _ in range(users.LOGIN_RATE_PER_NAME.limit + 2):
+        browser.cookies.clear()  # signed out again: the login form is shown only then
         assert (await attempt("hank", "password-hank")).status_code == 303
+    browser.cookies.clear()
     assert (await attempt("hank", "wrong-guess")).status_code == 401  # a failure still counts
 
 
