@@ -230,8 +230,15 @@ async def test_delivery_detail_shows_attempts_redacted_and_gates_buttons(
         pending = add_delivery(ctx.db, status="pending")
         page = (await editor.get(f"/ui/hub/{pending}")).text
         assert 'data-action="cancel"' in page and 'data-action="redeliver"' not in page
+        assert "Redeliver sends" not in page  # said beside a Cancel button alone
         assert "No attempt yet" in page
         assert "Due now: it goes when a worker has room within the endpoint&#39;s limits." in page
+        assert "held back as said above" not in page  # due now: nothing holds it
+        set_endpoint_state(ctx.db, ERP, paused=True)
+        page = (await editor.get(f"/ui/hub/{pending}")).text
+        # A next attempt already past beside "Waiting: an operator paused ..." read as a contradiction.
+        assert "Waiting: an operator paused https://erp.example.com:443." in page
+        assert "(due from then; held back as said above)" in page
 
 
 async def test_actions_through_the_api_check_role_and_csrf(
