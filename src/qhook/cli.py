@@ -17,7 +17,7 @@ from rich.table import Table
 
 from qhook.context import AppContext, open_context
 from qhook.domain.ids import MAX_BIG_ID, MAX_ID, is_id
-from qhook.errors import QhookError, StoreError
+from qhook.errors import QhookError
 from qhook.settings import Settings
 from qhook.store import migrate as migrations
 
@@ -41,11 +41,8 @@ def friendly(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except StoreError as exc:  # the operator sees why: a wrong password, a refused connection
+        except QhookError as exc:  # the operator sees why, e.g. the database refused the password
             err_console.print(f"[red]error:[/red] {escape(exc.for_operators)}")
-            raise typer.Exit(1) from exc
-        except QhookError as exc:
-            err_console.print(f"[red]error:[/red] {exc.message}")
             raise typer.Exit(1) from exc
         except pydantic.ValidationError as exc:  # a bad QHOOK_* setting, named
             for problem in exc.errors():

@@ -32,6 +32,11 @@ class QhookError(Exception):
         self.details = details or []
         super().__init__(self.message)
 
+    @property
+    def for_operators(self) -> str:
+        """The message for a log or the CLI, where more may be said than to an API client."""
+        return self.message
+
 
 class ValidationFailed(QhookError):
     status = 422
@@ -95,7 +100,7 @@ class StoreError(QhookError):
         self.reason = reason
 
     @property
-    def for_operators(self) -> str:
+    def for_operators(self) -> str:  # the reason too
         return f"{self.message}: {self.reason}" if self.reason else self.message
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from qhook.clock import utcnow
-from qhook.errors import QhookError, StoreError
+from qhook.errors import QhookError
 from qhook.store import queue
 from qhook.store.db import Database, Tx
 
@@ -113,7 +113,7 @@ class Recorder:
                 except QhookError as exc:  # database unavailable: keep the batch, try again
                     logger.warning(
                         "recording outcomes failed: %s",
-                        exc.for_operators if isinstance(exc, StoreError) else exc.message,
+                        exc.for_operators,
                         extra={"action": "record_retry"},
                     )
                     if stop.is_set():
@@ -164,7 +164,7 @@ class Recorder:
                 self._apply(functools.partial(_outcomes, attempts=part.attempts, finishes=part.finishes))
             except QhookError as exc:  # the database went away meanwhile: the lease runs out
                 logger.warning(
-                    "recording an outcome failed: %s", exc.message, extra={"action": "record_failed"}
+                    "recording an outcome failed: %s", exc.for_operators, extra={"action": "record_failed"}
                 )
             except Exception as exc:
                 reason = type(exc).__name__
@@ -189,7 +189,9 @@ class Recorder:
         try:
             self._apply(part)
         except QhookError as exc:
-            logger.warning("recording an outcome failed: %s", exc.message, extra={"action": "record_failed"})
+            logger.warning(
+                "recording an outcome failed: %s", exc.for_operators, extra={"action": "record_failed"}
+            )
         except Exception:
             logger.exception("recording an outcome failed", extra={"action": "record_failed"})
 

@@ -72,7 +72,7 @@ def _script() -> ScriptDirectory:
     return ScriptDirectory.from_config(config)
 
 
-def head_revision(db: Database | None = None) -> str | None:
+def head_revision() -> str | None:
     return _script().get_current_head()
 
 
