@@ -394,14 +394,26 @@ async def test_endpoints_health_pause_and_resume(
     path = f"/api/v1/endpoints/{quote(ERP, safe='')}/pause"
     assert (await client.post(path, headers=auth(editor_key))).status_code == 403
     response = await client.post(path, headers=auth(admin_key))
-    assert response.status_code == 200 and response.json() == {"origin": ERP, "paused": True}
+    assert response.status_code == 200 and response.json() == {
+        "origin": ERP,
+        "paused": True,
+        "throttled_until": None,
+    }
     found = {e["origin"]: e for e in (await client.get("/api/v1/endpoints", headers=auth(admin_key))).json()}
     assert found[ERP]["state"] == "paused" and found[ERP]["paused"] is True
     # Unencoded and without the default port works too.
     response = await client.post("/api/v1/endpoints/https://erp.example.com/resume", headers=auth(admin_key))
-    assert response.json() == {"origin": ERP, "paused": False}
+    assert response.json() == {"origin": ERP, "paused": False, "throttled_until": None}
     found = {e["origin"]: e for e in (await client.get("/api/v1/endpoints", headers=auth(admin_key))).json()}
     assert found[ERP]["state"] == "ok"
+    # Resume ends a receiver's Retry-After wait too; pausing does not touch it.
+    slow = quote("https://slow.example.net:443", safe="")
+    paused = (await client.post(f"/api/v1/endpoints/{slow}/pause", headers=auth(admin_key))).json()
+    assert paused["paused"] is True and paused["throttled_until"] is not None
+    resumed = (await client.post(f"/api/v1/endpoints/{slow}/resume", headers=auth(admin_key))).json()
+    assert resumed == {"origin": "https://slow.example.net:443", "paused": False, "throttled_until": None}
+    found = {e["origin"]: e for e in (await client.get("/api/v1/endpoints", headers=auth(admin_key))).json()}
+    assert found["https://slow.example.net:443"]["state"] == "ok"
     with ctx.db.reading() as tx:
         changes = list(
             tx.execute(select(endpoint_log.c.change).where(endpoint_log.c.origin == ERP)).scalars()

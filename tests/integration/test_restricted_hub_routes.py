@@ -104,7 +104,11 @@ async def test_restricted_admin_steers_only_origins_of_their_sets(
 
     path = f"/api/v1/endpoints/{quote(ERP, safe='')}"
     paused = await client.post(f"{path}/pause", headers=headers)
-    assert paused.status_code == 200 and paused.json() == {"origin": ERP, "paused": True}
+    assert paused.status_code == 200 and paused.json() == {
+        "origin": ERP,
+        "paused": True,
+        "throttled_until": None,
+    }
     limits = await client.put(f"{path}/limits", json={"max_in_flight": 3}, headers=headers)
     assert limits.status_code == 200 and limits.json()["max_in_flight"] == 3
     resumed = await client.post(f"{path}/resume", headers=headers)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from urllib.parse import quote
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 
 from qhook.api.app import create_app
 from qhook.api.deps import SESSION_COOKIE
+from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.errors import ValidationFailed
 from qhook.services import users
@@ -22,6 +24,7 @@ from tests.support.hub_data import add_attempt, add_delivery, set_endpoint_state
 from tests.support.workflows import add_result, make_set, make_workflow, patch_result
 
 ERP = "https://erp.example.com:443"
+OTHER = "https://mes.example.com:443"
 HINT_401 = (
     "The endpoint rejected the credentials of auth profile 'ERP prod'. Check or regenerate the API token."
 )
@@ -278,6 +281,27 @@ async def test_actions_through_the_api_check_role_and_csrf(
         async with make_browser(ctx) as script:
             resumed = await script.post(f"/api/v1/endpoints/{origin}/resume", headers=auth(key))
         assert resumed.status_code == 200
+
+        # A receiver's Retry-After wait: the admin may end it (Resume drops it), and keep Pause.
+        set_endpoint_state(ctx.db, OTHER, throttled_until=utcnow() + timedelta(hours=1))
+        add_delivery(ctx.db, status="pending", url="https://mes.example.com/hook", endpoint=OTHER)
+        row = endpoint_row(await admin.get("/ui/endpoints"), OTHER)
+        assert row is not None and "throttled" in row[0]
+        assert (
+            'data-action="resume"' in row[0]
+            and ">Send now</button>" in row[0]
+            and 'data-action="pause"' in row[0]
+        )
+        other = quote(OTHER, safe="")
+        sent = await admin.post(f"/api/v1/endpoints/{other}/resume", headers={header: admin_csrf})
+        assert sent.status_code == 200 and sent.json()["throttled_until"] is None
+        row = endpoint_row(await admin.get("/ui/endpoints"), OTHER)
+        assert row is not None and 'class="badge ok">ok' in row[0] and "Send now" not in row[0]
+
+
+def endpoint_row(page: httpx.Response, origin: str) -> re.Match[str] | None:
+    """The endpoints page's table row of ``origin``."""
+    return re.search(r"<tr>\s*<td><a [^>]*>" + re.escape(origin) + r"</a>.*?</tr>", page.text, re.S)
 
 
 async def test_endpoint_health_numbers(ctx: AppContext, browser: httpx.AsyncClient) -> None:

@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from qhook.context import AppContext
-from qhook.services import auth_profiles
+from qhook.services import auth_profiles, hub
 from qhook.store import endpoints as endpoint_store
 from tests.support.delivery import (
     attempts_of,
@@ -143,6 +143,37 @@ async def test_429_retry_after_pauses_whole_endpoint(ctx: AppContext) -> None:
         log = endpoint_store.log_entries(tx, row.endpoint)
     assert state is not None and state.throttled_until is not None
     assert [e.change for e in log] == ["throttled"]
+
+
+async def test_resume_ends_a_retry_after_wait_at_once(ctx: AppContext) -> None:
+    """The ERP asked for an hour; its team fixed it and an admin pressed Resume: the waiting
+    deliveries go now."""
+    answers = [web.Response(status=503, headers={"Retry-After": "3600"})]
+
+    async def handler(request: web.Request) -> web.Response:
+        return answers.pop(0) if answers else web.Response(text="ok")
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url)
+        [first] = enqueue(ctx, signal_id, rx.url, ['{"n": 1}'])
+        origin = delivery(ctx, first).endpoint
+        async with running_worker(ctx) as worker:
+            await until(lambda: delivery(ctx, first).status == "retrying")
+            [second] = enqueue(ctx, signal_id, rx.url, ['{"n": 2}'])
+            worker.wake()
+            await until(lambda: worker.gates.get(origin).blocked)  # the shared wait reached this worker
+            assert len(rx.received) == 1
+            hub.set_endpoint_paused(ctx, origin, paused=False, actor="olga")
+            await until(lambda: delivery(ctx, second).status == "succeeded", timeout=8)
+    assert delivery(ctx, first).status == "retrying"  # its own retry keeps its time; Redeliver sends it now
+    with ctx.db.reading() as tx:
+        state = endpoint_store.get(tx, origin)
+        log = endpoint_store.log_entries(tx, origin)
+    assert state is not None and state.throttled_until is None and not state.paused
+    assert [e.change for e in log] == ["resumed", "throttled"]  # newest first
+    resumed = log[0]
+    assert resumed.detail is not None and "by olga" in resumed.detail
+    assert "Retry-After wait until" in resumed.detail and "is dropped" in resumed.detail
 
 
 async def test_404_fails_at_once_with_hint(ctx: AppContext) -> None:

@@ -209,7 +209,8 @@ def test_why_a_delivery_waits() -> None:
         f"Waiting: an operator paused {origin}."
     )
     assert why(throttled_until=later) == (
-        f"Waiting: {origin} asked qhook to wait until 14:05:30 UTC (Retry-After)."
+        f"Waiting: {origin} asked qhook to wait until 14:05:30 UTC (Retry-After). "
+        "Resume the endpoint to send now."
     )
     assert why(throttled_until=now) == "Due now: it goes when a worker has room within the endpoint's limits."
     assert why(status="held").startswith(f"Held: the circuit of {origin} is open")

@@ -246,7 +246,10 @@ def waiting(
     if endpoint_paused:
         return f"Waiting: an operator paused {origin}. Resume the endpoint in the Hub to send it."
     if throttled_until is not None and throttled_until > now:
-        return f"Waiting: {origin} asked qhook to wait until {throttled_until:%H:%M:%S} UTC (Retry-After)."
+        return (
+            f"Waiting: {origin} asked qhook to wait until {throttled_until:%H:%M:%S} UTC (Retry-After). "
+            "Resume the endpoint to send now."
+        )
     if circuit_state != "closed" or status == "held":
         return (
             f"Held: the circuit of {origin} is open after repeated failures. qhook probes it with one "

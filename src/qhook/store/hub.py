@@ -575,13 +575,27 @@ def endpoint_row(tx: Tx, origin: str) -> EndpointRecord | None:
 
 
 def set_paused(tx: Tx, origin: str, *, paused: bool, now: datetime, detail: str) -> EndpointRecord:
-    """Upsert the endpoint row's operator pause and log the change."""
+    """Upsert the endpoint row's operator pause and log the change.
+
+    Resume also ends a receiver's Retry-After wait: the operator who presses it has seen the
+    endpoint waiting and wants it to go now (the log says which wait was dropped)."""
+    if not paused:
+        waiting_until = tx.execute(
+            select(endpoints.c.throttled_until).where(
+                endpoints.c.origin == origin, endpoints.c.throttled_until > now
+            )
+        ).scalar_one_or_none()
+        if waiting_until is not None:
+            detail = f"{detail}; the Retry-After wait until {waiting_until:%Y-%m-%d %H:%M:%S} UTC is dropped"
+    changes: dict[str, Any] = {"paused": paused, "updated_at": now}
+    if not paused:
+        changes["throttled_until"] = None
     dialect_insert = pg_insert if tx.dialect.name == "postgresql" else sqlite_insert
-    statement = dialect_insert(endpoints).values(origin=origin, paused=paused, updated_at=now)
+    statement = dialect_insert(endpoints).values(origin=origin, **changes)
     row = tx.execute(
-        statement.on_conflict_do_update(
-            index_elements=[endpoints.c.origin], set_={"paused": paused, "updated_at": now}
-        ).returning(endpoints)
+        statement.on_conflict_do_update(index_elements=[endpoints.c.origin], set_=changes).returning(
+            endpoints
+        )
     ).one()
     tx.execute(
         insert(endpoint_log).values(

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from qhook.api.deps import Admin, Ctx, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
+from qhook.clock import utcnow
 from qhook.services import hub
 from qhook.store.hub import EndpointRecord
 from qhook.store.hub_stats import Latency
@@ -72,10 +73,14 @@ class LimitsOut(BaseModel):
 class EndpointChanged(BaseModel):
     origin: str
     paused: bool
+    throttled_until: datetime | None  # a receiver's Retry-After wait still running; Resume ends it
 
     @classmethod
     def of(cls, row: EndpointRecord) -> EndpointChanged:
-        return cls(origin=row.origin, paused=row.paused)
+        waiting = row.throttled_until is not None and row.throttled_until > utcnow()
+        return cls(
+            origin=row.origin, paused=row.paused, throttled_until=row.throttled_until if waiting else None
+        )
 
 
 @router.get("/endpoints")
@@ -113,6 +118,9 @@ async def pause(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
 
 @router.post("/endpoints/{origin:path}/resume")
 async def resume(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
+    """Attempts to this origin go again: the operator's pause ends, and so does a receiver's
+    Retry-After wait (deliveries already scheduled for a retry keep their time; Redeliver sends
+    one now)."""
     row = await run_in_threadpool(
         lambda: hub.set_endpoint_paused(
             ctx, origin, paused=False, actor=principal.name, set_ids=principal.set_ids
