@@ -17,7 +17,7 @@ from qhook.services import hub
 from qhook.store import hub as hub_store
 from qhook.store.tables import attempts, deliveries, endpoint_log, signals
 from tests.conftest import auth
-from tests.support.hub_data import add_attempt, add_delivery, days_ago, set_endpoint_state
+from tests.support.hub_data import add_attempt, add_delivery, days_ago, ensure_sets, set_endpoint_state
 
 ITEM_FIELDS = {
     "id",
@@ -348,6 +348,7 @@ async def test_cancel(client: httpx.AsyncClient, ctx: AppContext, editor_key: st
 async def test_set_restricted_user_sees_only_their_sets(
     client: httpx.AsyncClient, ctx: AppContext, make_key
 ) -> None:  # type: ignore[no-untyped-def]
+    ensure_sets(ctx.db, 1, 2)
     key = make_key("editor", "sam", [1])
     mine = add_delivery(ctx.db, set_id=1, status="failed")
     other = add_delivery(ctx.db, set_id=2, status="failed")
@@ -406,10 +407,12 @@ async def test_endpoints_health_pause_and_resume(
     assert response.json() == {"origin": ERP, "paused": False, "throttled_until": None}
     found = {e["origin"]: e for e in (await client.get("/api/v1/endpoints", headers=auth(admin_key))).json()}
     assert found[ERP]["state"] == "ok"
-    # Resume ends a receiver's Retry-After wait too; pausing does not touch it.
+    # Resume takes one step: a pause ends first, the receiver's Retry-After wait next.
     slow = quote("https://slow.example.net:443", safe="")
     paused = (await client.post(f"/api/v1/endpoints/{slow}/pause", headers=auth(admin_key))).json()
     assert paused["paused"] is True and paused["throttled_until"] is not None
+    resumed = (await client.post(f"/api/v1/endpoints/{slow}/resume", headers=auth(admin_key))).json()
+    assert resumed["paused"] is False and resumed["throttled_until"] is not None
     resumed = (await client.post(f"/api/v1/endpoints/{slow}/resume", headers=auth(admin_key))).json()
     assert resumed == {"origin": "https://slow.example.net:443", "paused": False, "throttled_until": None}
     found = {e["origin"]: e for e in (await client.get("/api/v1/endpoints", headers=auth(admin_key))).json()}

@@ -66,6 +66,11 @@ async def test_429_shows_as_throttled_endpoint_with_the_pause_in_the_hint(
     await api.post(f"/api/v1/endpoints/{quote(origin, safe='')}/resume")
     found = {e["origin"]: e for e in (await api.get("/api/v1/endpoints")).json()}
     assert found[origin]["state"] == "throttled"
+    # Resumed once more, with no pause left: the receiver's wait ends too.
+    again = (await api.post(f"/api/v1/endpoints/{quote(origin, safe='')}/resume")).json()
+    assert again["throttled_until"] is None
+    found = {e["origin"]: e for e in (await api.get("/api/v1/endpoints")).json()}
+    assert found[origin]["state"] == "ok"
 
 
 async def test_replay_by_time_window_sends_the_matching_deliveries_once_more(

@@ -16,7 +16,7 @@ from qhook.store import hub as hub_store
 from qhook.store.tables import endpoint_log
 from tests.conftest import auth
 from tests.integration.test_web import login, make_browser, person
-from tests.support.hub_data import add_delivery, set_endpoint_state
+from tests.support.hub_data import add_delivery, ensure_sets, set_endpoint_state
 
 ERP = "https://erp.example.com:443"
 LIMS = "https://lims.example.org:8443"
@@ -56,6 +56,7 @@ async def test_endpoint_log_shows_only_origins_of_the_users_sets(
     client: httpx.AsyncClient, ctx: AppContext, viewer_key: str, make_key
 ) -> None:  # type: ignore[no-untyped-def]
     fill(ctx)
+    ensure_sets(ctx.db, 3)
     limited = make_key("viewer", "lena", set_ids=[1])
     elsewhere = make_key("viewer", "otto", set_ids=[3])  # a set without any delivery
 

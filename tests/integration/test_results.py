@@ -15,7 +15,7 @@ from qhook.services import fanout, results
 from qhook.store.tables import events
 from qhook.store.tables import results as results_table
 from tests.conftest import auth
-from tests.integration.test_sets import make_set
+from tests.integration.test_sets import BATCH_SET, make_set
 from tests.support.workflows import make_workflow
 
 
@@ -108,7 +108,8 @@ async def test_roles_and_set_permissions(
     assert created.json()["created_by"] == "erin"
     listed = await client.get(url, headers=auth(viewer_key))
     assert listed.status_code == 200 and len(listed.json()["items"]) == 1
-    other = make_key("editor", "other", [set_id + 100])
+    elsewhere = await make_set(api, {**BATCH_SET, "name": "Complaints"})
+    other = make_key("editor", "other", [elsewhere["id"]])
     denied = await client.get(url, headers=auth(other))
     assert denied.status_code == 403
     assert denied.json()["error"] == "No read permission for this set"

@@ -15,6 +15,7 @@ from qhook.context import AppContext
 from qhook.services import audit, users
 from tests.conftest import TEST_SECRET_KEY, auth
 from tests.integration.test_web import csrf_of, login, make_browser
+from tests.support.hub_data import ensure_sets
 
 
 def user_id(ctx: AppContext, name: str) -> int:
@@ -30,6 +31,7 @@ async def audit_of(api: httpx.AsyncClient, target: int) -> list[dict[str, object
 async def test_admin_changes_role_sets_and_password(
     api: httpx.AsyncClient, ctx: AppContext, make_key
 ) -> None:  # type: ignore[no-untyped-def]
+    ensure_sets(ctx.db, 1, 3)
     key = make_key("viewer", "vera")
     vera = user_id(ctx, "vera")
     got = await api.get(f"/api/v1/users/{vera}")
@@ -182,6 +184,7 @@ def run(db_url: str, tmp_path: Path, ctx: AppContext):  # type: ignore[no-untype
 
 def test_cli_list_update_and_set_password(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
     users.create_user(ctx.db, "carl", "viewer", password="password-carl")
+    ensure_sets(ctx.db, 2, 5)
     listed = run("user", "list")
     assert listed.exit_code == 0, listed.output
     line = next(row for row in listed.stdout.splitlines() if "carl" in row)

@@ -23,12 +23,7 @@ def ensure_signal(tx: Tx, *, set_id: int, workflow_id: int, signal_id: int, now:
     """A real set, workflow and active webhook signal with these ids, so the rows can be sent again."""
     if tx.execute(select(signals.c.id).where(signals.c.id == signal_id)).first() is not None:
         return
-    if tx.execute(select(sets.c.id).where(sets.c.id == set_id)).first() is None:
-        tx.execute(
-            insert(sets).values(
-                id=set_id, name=f"Hub set {set_id}", kind="analysis_set", created_at=now, updated_at=now
-            )
-        )
+    _ensure_set(tx, set_id, now)
     if tx.execute(select(workflows.c.id).where(workflows.c.id == workflow_id)).first() is None:
         tx.execute(
             insert(workflows).values(
@@ -51,8 +46,29 @@ def ensure_signal(tx: Tx, *, set_id: int, workflow_id: int, signal_id: int, now:
             active=True,
         )
     )
+    _past_explicit_ids(tx, ("sets", "workflows", "signals"))
+
+
+def ensure_sets(db: Database, *set_ids: int) -> None:
+    """Empty sets with these ids (a user's restriction must name sets that exist)."""
+    with db.transaction() as tx:
+        for set_id in set_ids:
+            _ensure_set(tx, set_id, utcnow())
+        _past_explicit_ids(tx, ("sets",))
+
+
+def _ensure_set(tx: Tx, set_id: int, now: datetime) -> None:
+    if tx.execute(select(sets.c.id).where(sets.c.id == set_id)).first() is None:
+        tx.execute(
+            insert(sets).values(
+                id=set_id, name=f"Hub set {set_id}", kind="analysis_set", created_at=now, updated_at=now
+            )
+        )
+
+
+def _past_explicit_ids(tx: Tx, tables: tuple[str, ...]) -> None:
     if tx.dialect.name == "postgresql":  # explicit ids: move the sequences past them
-        for table in ("sets", "workflows", "signals"):
+        for table in tables:
             tx.execute(
                 text(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "

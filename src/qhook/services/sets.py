@@ -18,6 +18,7 @@ from qhook.domain.fields import (
 from qhook.errors import Conflict, NotFound, field_error
 from qhook.services import audit
 from qhook.store import sets as store
+from qhook.store import users as user_store
 from qhook.store import workflows as workflow_store
 from qhook.store.db import Database, Tx
 from qhook.store.sets import SetRecord
@@ -132,7 +133,15 @@ def delete_set(ctx: AppContext, set_id: int, *, force: bool = False, actor: str)
         for result_id in store.result_ids(tx, set_id):
             results.delete_result_tx(tx, ctx, set_id=set_id, result_id=result_id, actor=actor)
         store.delete_set(tx, set_id)
-        audit.record(tx, actor, "set.delete", "set", set_id, {"name": current.name, "results_deleted": count})
+        unrestricted = user_store.forget_set(tx, set_id)
+        audit.record(
+            tx,
+            actor,
+            "set.delete",
+            "set",
+            set_id,
+            {"name": current.name, "results_deleted": count, "removed_from_users": unrestricted},
+        )
 
 
 def _refuse_unsendable_deletions(tx: Tx, set_id: int) -> None:

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -26,8 +27,9 @@ from qhook.errors import (
 )
 from qhook.services import audit
 from qhook.store import rates
+from qhook.store import sets as set_store
 from qhook.store import users as store
-from qhook.store.db import Database
+from qhook.store.db import Database, Tx
 from qhook.store.users import ApiKeyRecord, UserRecord
 
 _hasher = PasswordHasher()
@@ -66,9 +68,13 @@ def create_user(
     if password is not None:
         _check_password(password)
     password_hash = _hasher.hash(password) if password else None
+    if set_ids is not None:
+        set_ids = _set_ids(set_ids)
     with db.transaction() as tx:
         if store.user_by_name(tx, name) is not None:
             raise Conflict(f"name: a user named {name!r} exists already")
+        if set_ids is not None:
+            _check_sets_exist(tx, set_ids)
         user = store.insert_user(
             tx, name=name, role=role, password_hash=password_hash, set_ids=set_ids, now=utcnow()
         )
@@ -108,6 +114,21 @@ def user_named(db: Database, name: str) -> UserRecord:
     return found[0]
 
 
+def _set_ids(set_ids: list[int]) -> list[int]:
+    if any(i < 1 for i in set_ids):
+        raise field_error("set_ids", "set ids (positive integers), or null for every set")
+    return sorted(set(set_ids))
+
+
+def _check_sets_exist(tx: Tx, set_ids: list[int]) -> None:
+    # A restriction to an id no set has would hand the user whatever set gets that id next.
+    missing = set_store.missing_ids(tx, set_ids)
+    if missing:
+        raise field_error(
+            "set_ids", f"ids of existing sets; there is no set {', '.join(str(i) for i in missing)}"
+        )
+
+
 def _check_password(password: str, field: str = "password") -> None:
     if len(password) < 8:
         raise field_error(field, "at least 8 characters")
@@ -140,9 +161,7 @@ def update_user(
             raise field_error("role", str(exc)) from exc
         values["role"] = details["role"] = role
     if not isinstance(set_ids, Keep):
-        if set_ids is not None and any(i < 1 for i in set_ids):
-            raise field_error("set_ids", "set ids (positive integers), or null for every set")
-        values["set_ids"] = details["set_ids"] = sorted(set(set_ids)) if set_ids is not None else None
+        values["set_ids"] = details["set_ids"] = _set_ids(set_ids) if set_ids is not None else None
     if active is not None:
         values["active"] = details["active"] = active
     if password is not None:
@@ -155,6 +174,8 @@ def update_user(
         before = store.user_by_id(tx, user_id)
         if before is None:
             raise NotFound(f"user {user_id}: no such user")
+        if isinstance(values.get("set_ids"), list):
+            _check_sets_exist(tx, cast(list[int], values["set_ids"]))
         user = store.update_user(tx, user_id, **values)
         assert user is not None
         if before.role == "admin" and before.active and store.count_active_admins(tx) == 0:

@@ -577,19 +577,20 @@ def endpoint_row(tx: Tx, origin: str) -> EndpointRecord | None:
 def set_paused(tx: Tx, origin: str, *, paused: bool, now: datetime, detail: str) -> EndpointRecord:
     """Upsert the endpoint row's operator pause and log the change.
 
-    Resume also ends a receiver's Retry-After wait: the operator who presses it has seen the
-    endpoint waiting and wants it to go now (the log says which wait was dropped)."""
-    if not paused:
-        waiting_until = tx.execute(
-            select(endpoints.c.throttled_until).where(
-                endpoints.c.origin == origin, endpoints.c.throttled_until > now
-            )
-        ).scalar_one_or_none()
-        if waiting_until is not None:
-            detail = f"{detail}; the Retry-After wait until {waiting_until:%Y-%m-%d %H:%M:%S} UTC is dropped"
+    Resume takes one step: it ends an operator's pause; on an endpoint no operator paused, it
+    ends a receiver's Retry-After wait (the admin has seen the endpoint waiting and wants it to go
+    now; the log names the wait dropped). A pause and resume for maintenance leaves the receiver's
+    own request standing."""
     changes: dict[str, Any] = {"paused": paused, "updated_at": now}
     if not paused:
-        changes["throttled_until"] = None
+        current = tx.execute(
+            select(endpoints.c.paused, endpoints.c.throttled_until).where(endpoints.c.origin == origin)
+        ).one_or_none()
+        if current is not None and not current.paused:
+            changes["throttled_until"] = None
+            if current.throttled_until is not None and current.throttled_until > now:
+                until = current.throttled_until
+                detail = f"{detail}; the Retry-After wait until {until:%Y-%m-%d %H:%M:%S} UTC is dropped"
     dialect_insert = pg_insert if tx.dialect.name == "postgresql" else sqlite_insert
     statement = dialect_insert(endpoints).values(origin=origin, **changes)
     row = tx.execute(

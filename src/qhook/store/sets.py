@@ -173,6 +173,14 @@ def result_ids(tx: Tx, set_id: int) -> list[int]:
     )
 
 
+def missing_ids(tx: Tx, set_ids: Sequence[int]) -> list[int]:
+    """The ids among ``set_ids`` no set has, in order."""
+    if not set_ids:
+        return []
+    found = set(tx.execute(select(sets.c.id).where(sets.c.id.in_(sorted(set(set_ids))))).scalars())
+    return sorted(set(set_ids) - found)
+
+
 def delete_set(tx: Tx, set_id: int) -> bool:
     """Delete the set; its fields, results and workflows go with it (ON DELETE CASCADE)."""
     definitions.changed(tx)

@@ -93,6 +93,21 @@ def update_user(tx: Tx, user_id: int, **values: Any) -> UserRecord | None:
     return _user(row) if row else None
 
 
+def forget_set(tx: Tx, set_id: int) -> list[str]:
+    """Take a deleted set out of every user's restriction; the names of the users changed.
+
+    SQLite gives a new row the highest id plus one, so the id of the newest set comes back for the
+    next set made: a user limited to the deleted set would see the new one. A user whose last set
+    goes keeps an empty restriction (no sets), never ``null`` (every set)."""
+    changed: list[str] = []
+    for row in tx.execute(select(users.c.id, users.c.name, users.c.set_ids)):  # JSON null is not SQL NULL
+        if row.set_ids is not None and set_id in row.set_ids:
+            kept = [i for i in row.set_ids if i != set_id]
+            tx.execute(update(users).where(users.c.id == row.id).values(set_ids=kept))
+            changed.append(row.name)
+    return changed
+
+
 _KEY_COLUMNS = (
     api_keys.c.id,
     api_keys.c.user_id,

@@ -118,9 +118,9 @@ async def pause(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
 
 @router.post("/endpoints/{origin:path}/resume")
 async def resume(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
-    """Attempts to this origin go again: the operator's pause ends, and so does a receiver's
-    Retry-After wait (deliveries already scheduled for a retry keep their time; Redeliver sends
-    one now)."""
+    """Attempts to this origin go again, one step at a time: an operator's pause ends; on an
+    endpoint no one paused, a receiver's Retry-After wait ends (deliveries already scheduled for a
+    retry keep their time; Redeliver sends one now)."""
     row = await run_in_threadpool(
         lambda: hub.set_endpoint_paused(
             ctx, origin, paused=False, actor=principal.name, set_ids=principal.set_ids
