@@ -212,3 +212,32 @@ def test_hub_redeliver_and_live_inspector(server: Server, browser: Browser) -> N
     expect(page.locator("#captures .capture").first.locator(".signature")).to_have_text("signature unsigned")
     assert errors == []
     context.close()
+
+
+def test_a_scripted_bin_answer_runs_no_code_in_a_signed_in_browser(server: Server, browser: Browser) -> None:
+    """An editor may script a bin's answer; an admin who opens the bin's URL must not run it: the
+    page would share the UI's origin and could mint an admin key with the admin's session."""
+    ctx = server.ctx
+    users.create_user(ctx.db, "erin", "admin", password=PASSWORD)
+    page_html = (
+        "<title>bin</title><script>document.title = 'ran';"
+        "fetch('/ui/account').then(r => r.text()).then(t => { document.title = 'read ' + t.length; });"
+        "</script>"
+    )
+    made = inspector.create_bin(
+        ctx,
+        responses={"status": 200, "headers": {"Content-Type": "text/html"}, "body": page_html},
+        actor="eve",
+    )
+    context = browser.new_context()
+    page = context.new_page()
+    log_in(page, server.base)
+    blocked: list[str] = []
+    page.on("console", lambda message: blocked.append(message.text))
+    answer = page.goto(f"{server.base}/inspect/{made.id}")
+    assert answer is not None and answer.status == 200
+    assert answer.headers["content-security-policy"].startswith("sandbox;")
+    page.wait_for_timeout(500)  # time for a script to run, were it allowed to
+    assert page.title() == "bin"  # the document is there; its script never ran
+    assert any("Content Security Policy" in text or "sandbox" in text for text in blocked), blocked
+    context.close()

@@ -455,3 +455,45 @@ async def test_over_a_real_socket(served: str, admin_key: str) -> None:
     ]
     assert captures[1]["signature"] == "valid"
     assert captures[1]["source"] == "127.0.0.1"
+
+
+async def test_an_answer_cannot_reach_the_ui_on_the_same_origin(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """Bins answer on qhook's own origin: an answer is a sandboxed document that sets no cookie."""
+    for header in (
+        "Set-Cookie",
+        "set-cookie",
+        "Clear-Site-Data",
+        "Content-Security-Policy",
+        "X-Content-Type-Options",
+    ):
+        refused = await api.post(
+            "/api/v1/inspector/bins", json={"responses": {"headers": {header: "qhook_session=x; Path=/ui"}}}
+        )
+        assert refused.status_code == 422, header
+        assert refused.json()["details"][0]["field"] == f"responses[0].headers.{header}"
+        assert "Set-Cookie" in refused.json()["details"][0]["error"]
+    made = await _bin(
+        api,
+        responses={"headers": {"Content-Type": "text/html", "X-Tag": "kept"}, "body": "<script>1</script>"},
+    )
+    answer = await api.get(_path(made["url"]))
+    assert answer.status_code == 200 and answer.headers["content-type"] == "text/html"
+    assert answer.headers["content-security-policy"] == "sandbox; default-src 'none'; frame-ancestors 'none'"
+    assert answer.headers["x-content-type-options"] == "nosniff" and answer.headers["x-tag"] == "kept"
+
+    # A bin scripted before these headers were refused: they are not served.
+    with ctx.db.transaction() as tx:
+        tx.execute(
+            update(tables.inspector_bins)
+            .where(tables.inspector_bins.c.id == made["id"])
+            .values(
+                responses=[{"status": 200, "headers": {"Set-Cookie": "qhook_session=x", "X-Tag": "kept"}}]
+            )
+        )
+    answer = await api.get(_path(made["url"]))
+    assert "set-cookie" not in answer.headers and answer.headers["x-tag"] == "kept"
+    assert answer.headers.get_list("content-security-policy") == [
+        "sandbox; default-src 'none'; frame-ancestors 'none'"
+    ]

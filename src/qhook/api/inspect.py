@@ -53,6 +53,6 @@ async def _capture(bin_id: str, path: str, request: Request, ctx: Ctx) -> Respon
     if answer.delay_ms:
         await asyncio.sleep(answer.delay_ms / 1000)
     response = Response(content=answer.body, status_code=answer.status)
-    for name, value in answer.headers:
+    for name, value in domain.served_headers(answer.headers):
         response.headers.append(name, value)
     return response

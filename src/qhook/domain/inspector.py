@@ -37,6 +37,25 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Computed by the server; a script setting them would break the HTTP framing.
 _FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+# A bin answers on qhook's own origin, where the UI and its session cookie live. Whoever may script
+# a bin (an editor) must not reach a browser that opens it: every answer is a sandboxed document
+# (no script, no same-origin access, whatever its Content-Type says), and a script may not set
+# cookies, clear the site's data or replace those two guards.
+ANSWER_GUARDS = (
+    ("Content-Security-Policy", "sandbox; default-src 'none'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+_GUARDED_HEADERS = frozenset(
+    {
+        "set-cookie",
+        "set-cookie2",
+        "clear-site-data",
+        "content-security-policy",
+        "content-security-policy-report-only",
+        "x-content-type-options",
+    }
+)
+_REFUSED_HEADERS = _FRAMING_HEADERS | _GUARDED_HEADERS
 # Credentials a capture must not hand to anyone who can read the bin (e.g. an auth profile's password).
 CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"}
@@ -135,14 +154,23 @@ def _parse_headers(value: object, field: str) -> tuple[tuple[str, str], ...]:
         raise field_error(field, "an object of header names to text values")
     out: list[tuple[str, str]] = []
     for name, header_value in value.items():
-        if not _TOKEN.match(name) or name.lower() in _FRAMING_HEADERS:
-            raise field_error(f"{field}.{name}", "a header name other than Content-Length, Transfer-Encoding")
+        if not _TOKEN.match(name) or name.lower() in _REFUSED_HEADERS:
+            raise field_error(
+                f"{field}.{name}",
+                "a header name other than Content-Length, Transfer-Encoding, Connection, Set-Cookie, "
+                "Clear-Site-Data, Content-Security-Policy and X-Content-Type-Options",
+            )
         if isinstance(header_value, int | float) and not isinstance(header_value, bool):
             header_value = str(header_value)
         if not isinstance(header_value, str) or any(c in header_value for c in "\r\n\0"):
             raise field_error(f"{field}.{name}", "a text value on one line")
         out.append((name, header_value))
     return tuple(out)
+
+
+def served_headers(scripted: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """The headers an answer goes out with: the script's and the guards."""
+    return [*scripted, *ANSWER_GUARDS]
 
 
 def _body_bytes(body: Any) -> bytes:
@@ -181,8 +209,18 @@ def render(step: Step) -> Answer:
 
 
 def steps_from_json(stored: object) -> tuple[Step, ...]:
-    """A script as stored (already validated once); tolerant of null."""
+    """A script as stored (already validated once); tolerant of null, and of headers a bin could
+    set before they were refused (they are left out)."""
+    if isinstance(stored, list):
+        stored = [_without_refused_headers(step) for step in stored]
     return parse_responses(stored)
+
+
+def _without_refused_headers(step: object) -> object:
+    if not isinstance(step, dict) or not isinstance(step.get("headers"), dict):
+        return step
+    kept = {k: v for k, v in step["headers"].items() if k.lower() not in _REFUSED_HEADERS}
+    return {**step, "headers": kept}
 
 
 def steps_to_json(steps: tuple[Step, ...]) -> list[dict[str, Any]] | None:
