@@ -125,6 +125,19 @@ def require(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
     return _check
 
 
+async def _every_set_admin(principal: CurrentUser) -> Principal:
+    # Users, keys, auth profiles (shared by every set's workflows) and the audit trail span all
+    # sets: an admin limited to some could otherwise lift their own limit or act as another admin.
+    if not principal.has_role("admin"):
+        raise Forbidden(f"This needs the admin role; {principal.name} is {principal.role}")
+    if principal.set_ids is not None:
+        raise Forbidden(
+            f"This needs an admin of every set; {principal.name} is an admin limited to some sets"
+        )
+    return principal
+
+
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Editor = Annotated[Principal, Depends(require("editor"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+FullAdmin = Annotated[Principal, Depends(_every_set_admin)]

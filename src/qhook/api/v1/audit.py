@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from qhook.api.deps import Admin, Ctx
+from qhook.api.deps import Ctx, FullAdmin
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
 from qhook.domain import ids
@@ -36,7 +36,7 @@ class AuditPage(Page[AuditOut]):
 @router.get("/audit")
 def list_audit(
     ctx: Ctx,
-    _: Admin,
+    _: FullAdmin,
     target_type: str | None = None,
     limit: int = 100,
     cursor: str | None = None,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import Admin, Ctx, Id
+from qhook.api.deps import Ctx, FullAdmin, Id
 from qhook.api.json_body import JsonBodyRoute
 from qhook.services import auth_profiles
 from qhook.services.auth_profiles import AuthProfileView
@@ -94,30 +94,30 @@ class AuthProfileOut(BaseModel):
 
 
 @router.get("/auth-profiles")
-async def list_profiles(ctx: Ctx, _: Admin) -> list[AuthProfileOut]:
+async def list_profiles(ctx: Ctx, _: FullAdmin) -> list[AuthProfileOut]:
     profiles = await run_in_threadpool(auth_profiles.list_profiles, ctx)
     return [AuthProfileOut.of(p) for p in profiles]
 
 
 @router.post("/auth-profiles", status_code=201)
-async def create_profile(body: ProfileBody, ctx: Ctx, principal: Admin) -> AuthProfileOut:
+async def create_profile(body: ProfileBody, ctx: Ctx, principal: FullAdmin) -> AuthProfileOut:
     profile = await run_in_threadpool(auth_profiles.create_profile, ctx, body, principal.name)
     return AuthProfileOut.of(profile)
 
 
 @router.get("/auth-profiles/{profile_id}")
-async def get_profile(profile_id: Id, ctx: Ctx, _: Admin) -> AuthProfileOut:
+async def get_profile(profile_id: Id, ctx: Ctx, _: FullAdmin) -> AuthProfileOut:
     return AuthProfileOut.of(await run_in_threadpool(auth_profiles.get_profile, ctx, profile_id))
 
 
 @router.patch("/auth-profiles/{profile_id}")
-async def update_profile(profile_id: Id, body: ProfileBody, ctx: Ctx, principal: Admin) -> AuthProfileOut:
+async def update_profile(profile_id: Id, body: ProfileBody, ctx: Ctx, principal: FullAdmin) -> AuthProfileOut:
     """Given keys replace stored ones; secrets left out stay; null removes an optional key."""
     profile = await run_in_threadpool(auth_profiles.update_profile, ctx, profile_id, body, principal.name)
     return AuthProfileOut.of(profile)
 
 
 @router.delete("/auth-profiles/{profile_id}", status_code=204)
-async def delete_profile(profile_id: Id, ctx: Ctx, principal: Admin) -> Response:
+async def delete_profile(profile_id: Id, ctx: Ctx, principal: FullAdmin) -> Response:
     await run_in_threadpool(auth_profiles.delete_profile, ctx, profile_id, principal.name)
     return Response(status_code=204)

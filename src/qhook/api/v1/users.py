@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import SESSION_COOKIE, Admin, Ctx, CurrentUser, Id
+from qhook.api.deps import SESSION_COOKIE, Ctx, CurrentUser, FullAdmin, Id
 from qhook.api.json_body import JsonBodyRoute
 from qhook.errors import field_error
 from qhook.services import users
@@ -108,12 +108,12 @@ def me(principal: CurrentUser) -> MeOut:
 
 
 @router.get("/users")
-def list_users(ctx: Ctx, _: Admin) -> list[UserOut]:
+def list_users(ctx: Ctx, _: FullAdmin) -> list[UserOut]:
     return [UserOut.of(u) for u in users.list_users(ctx.db)]
 
 
 @router.post("/users", status_code=201)
-async def create_user(body: UserIn, ctx: Ctx, principal: Admin) -> UserOut:
+async def create_user(body: UserIn, ctx: Ctx, principal: FullAdmin) -> UserOut:
     user = await run_in_threadpool(
         users.create_user, ctx.db, body.name, body.role, body.password, body.set_ids, principal.name
     )
@@ -121,12 +121,12 @@ async def create_user(body: UserIn, ctx: Ctx, principal: Admin) -> UserOut:
 
 
 @router.get("/users/{user_id}")
-def get_user(user_id: Id, ctx: Ctx, _: Admin) -> UserOut:
+def get_user(user_id: Id, ctx: Ctx, _: FullAdmin) -> UserOut:
     return UserOut.of(users.get_user(ctx.db, user_id))
 
 
 @router.patch("/users/{user_id}")
-async def update_user(user_id: Id, body: UserPatch, ctx: Ctx, principal: Admin) -> UserOut:
+async def update_user(user_id: Id, body: UserPatch, ctx: Ctx, principal: FullAdmin) -> UserOut:
     sent = body.model_fields_set
     for name in ("role", "active", "password"):
         if name in sent and getattr(body, name) is None:
@@ -162,16 +162,16 @@ async def change_my_password(
 
 
 @router.get("/api-keys")
-def list_keys(ctx: Ctx, _: Admin, user: str | None = None) -> list[ApiKeyOut]:
+def list_keys(ctx: Ctx, _: FullAdmin, user: str | None = None) -> list[ApiKeyOut]:
     return [ApiKeyOut.of(k) for k in users.list_api_keys(ctx.db, user)]
 
 
 @router.post("/api-keys", status_code=201)
-def create_key(body: ApiKeyIn, ctx: Ctx, principal: Admin) -> ApiKeyCreated:
+def create_key(body: ApiKeyIn, ctx: Ctx, principal: FullAdmin) -> ApiKeyCreated:
     key, plain = users.create_api_key(ctx.db, body.user, body.label, principal.name)
     return ApiKeyCreated(**ApiKeyOut.of(key).model_dump(), key=plain)
 
 
 @router.delete("/api-keys/{key_id}")
-def revoke_key(key_id: Id, ctx: Ctx, principal: Admin) -> ApiKeyOut:
+def revoke_key(key_id: Id, ctx: Ctx, principal: FullAdmin) -> ApiKeyOut:
     return ApiKeyOut.of(users.revoke_api_key(ctx.db, key_id, principal.name))
