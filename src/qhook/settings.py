@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     allow_http: bool = Field(False, description="Allow plain http:// webhook targets.")
     ca_bundle: Path | None = Field(None, description="Extra CA bundle for webhook TLS verification.")
     smtp_url: str = Field(
-        "", description="smtp://user:pass@host:port for error reports; empty disables them."
+        "",
+        description="smtp://, smtp+starttls:// or smtps://user:pass@host:port for error reports and"
+        " e-mail signals; empty disables them.",
     )
     smtp_from: str = "qhook@localhost"
     error_mail_interval: int = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from aiosmtpd.controller import Controller
 
@@ -11,10 +12,13 @@ from tests.support.pg import free_port
 
 
 @contextmanager
-def smtp_server(handler: object) -> Iterator[int]:
-    """Serve ``handler`` (an aiosmtpd handler, e.g. with ``handle_DATA``) on 127.0.0.1; yield the port."""
+def smtp_server(handler: object, **options: Any) -> Iterator[int]:
+    """Serve ``handler`` (an aiosmtpd handler, e.g. with ``handle_DATA``) on 127.0.0.1; yield the port.
+
+    ``options`` go to aiosmtpd's Controller: ``ssl_context`` (TLS from the start), ``tls_context``
+    (STARTTLS), ``authenticator``, ``auth_require_tls``."""
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         yield port

@@ -73,7 +73,7 @@ def send_due_emails(ctx: AppContext, now: datetime | None = None) -> int:
             due = store.lease_due(tx, moment, limit=BATCH, lease=LEASE)
         for email in due:
             try:
-                mailer._send(settings.smtp_url, message_of(email, settings.smtp_from))
+                mailer.send_message(settings, message_of(email, settings.smtp_from))
             except (OSError, smtplib.SMTPException, ValueError) as exc:
                 attempts = email.attempt_count + 1
                 later = None if _permanent(exc) else retry_at(attempts, now or utcnow())

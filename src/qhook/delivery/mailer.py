@@ -8,6 +8,7 @@ same transaction as the outcome; this loop groups the unsent ones and mails them
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import smtplib
 from collections import defaultdict
@@ -17,6 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
+from qhook.delivery.sender import tls_context
+from qhook.settings import Settings
 from qhook.store import error_reports
 from qhook.store.db import Tx
 
@@ -40,7 +43,7 @@ def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
             due = _due(tx, now, settings.error_mail_interval_s)
         sent = 0
         for (endpoint, email), items in due.items():
-            _send(settings.smtp_url, _digest(settings.smtp_from, email, endpoint, items))
+            send_message(settings, _digest(settings.smtp_from, email, endpoint, items))
             with ctx.db.transaction() as tx:
                 error_reports.mark_sent(tx, [r.id for r in items], now)
             sent += 1
@@ -52,7 +55,7 @@ def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
             return 0
         for (endpoint, email), items in _due(tx, now, settings.error_mail_interval_s, lock=True).items():
             try:
-                _send(settings.smtp_url, _digest(settings.smtp_from, email, endpoint, items))
+                send_message(settings, _digest(settings.smtp_from, email, endpoint, items))
             except (OSError, smtplib.SMTPException) as exc:
                 failure = exc  # keep what was mailed so far marked; the rest goes next round
                 break
@@ -98,18 +101,54 @@ def _digest(sender: str, to: str, endpoint: str, items: list[error_reports.Error
     return message
 
 
-def _send(smtp_url: str, message: EmailMessage) -> None:
-    parts = urlsplit(smtp_url)
+class PlainTextLogin(smtplib.SMTPException):
+    """The SMTP URL has a user, and the connection to a server off this machine is not encrypted."""
+
+
+def send_message(settings: Settings, message: EmailMessage) -> None:
+    """Mail ``message`` through ``QHOOK_SMTP_URL``.
+
+    TLS checks the server's certificate and name like the webhooks do (system CAs plus
+    ``QHOOK_CA_BUNDLE``, TLS 1.2 or newer): ``smtps://`` from the start, ``smtp+starttls://``
+    always, ``smtp://`` whenever the server offers STARTTLS. A password never goes unencrypted to
+    a server off this machine.
+    """
+    parts = urlsplit(settings.smtp_url)
     secure = parts.scheme == "smtps"
     port = parts.port or (465 if secure else 25)
     host = parts.hostname or "localhost"
-    client_class = smtplib.SMTP_SSL if secure else smtplib.SMTP
-    with client_class(host, port, timeout=30) as client:
-        if parts.scheme == "smtp+starttls":
-            client.starttls()
+    context = tls_context(settings)
+    client = (
+        smtplib.SMTP_SSL(host, port, timeout=30, context=context)
+        if secure
+        else smtplib.SMTP(host, port, timeout=30)
+    )
+    with client:
+        encrypted = secure
+        if not secure:
+            client.ehlo()
+            if parts.scheme == "smtp+starttls" or client.has_extn("starttls"):
+                client.starttls(context=context)
+                client.ehlo()
+                encrypted = True
         if parts.username:
+            if not may_log_in(encrypted=encrypted, host=host):
+                raise PlainTextLogin(
+                    f"{host}:{port} offers no STARTTLS: qhook does not send the SMTP password "
+                    "unencrypted (use smtps:// or a server with STARTTLS)"
+                )
             client.login(unquote(parts.username), unquote(parts.password or ""))
         client.send_message(message)
+
+
+def may_log_in(*, encrypted: bool, host: str) -> bool:
+    """A password goes over TLS, or to a relay on this machine."""
+    if encrypted or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def run_mailer(ctx: AppContext, stop: asyncio.Event, every_s: float = CHECK_EVERY_S) -> None:
