@@ -91,12 +91,11 @@ def worker(
     ] = None,
 ) -> None:
     """Run a delivery worker alone (several may share a PostgreSQL database)."""
-    import logging
-
+    from qhook import logline
     from qhook.delivery.worker import serve_worker
 
     ctx = open_ctx()
-    logging.basicConfig(level=ctx.settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logline.configure(ctx.settings.log_level)
     serve_worker(ctx, concurrency=concurrency, metrics_port=metrics_port, metrics_host=metrics_host)
 
 

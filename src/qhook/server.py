@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
-from qhook import heap, scheduler
+from qhook import heap, logline, scheduler
 from qhook.api.app import create_app
 from qhook.context import AppContext
 from qhook.services import hub, hub_search, inspector, users
@@ -21,7 +20,7 @@ console = Console(stderr=True)
 def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_worker: bool) -> None:
     host = host or ctx.settings.host
     port = port or ctx.settings.port
-    logging.basicConfig(level=ctx.settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logline.configure(ctx.settings.log_level)
     if not ctx.db.is_sqlite:  # SQLite was migrated when the context opened
         migrate.require_usable(ctx.db)
     credentials = users.bootstrap_admin(ctx.db)

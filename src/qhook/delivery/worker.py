@@ -555,7 +555,6 @@ class Worker:
         detail = circuit.summary(gate.window)
         gate.window = circuit.Window()
         self._release_waiting(gate)
-        logger.warning("circuit opened", extra={"action": "circuit_open", "origin": origin})
         return [functools.partial(_open_circuit, origin=origin, detail=detail, email=email)]
 
     def _release_waiting(self, gate: Gate[Item]) -> None:
@@ -694,14 +693,17 @@ def _noop(tx: Tx, now: datetime) -> None:
 
 
 def _open_circuit(tx: Tx, now: datetime, *, origin: str, detail: str, email: str | None) -> None:
-    if endpoint_store.open_circuit(tx, origin, now, detail) and email:
-        text = (
-            f"The endpoint {origin} stopped answering: {detail}. "
-            "Its deliveries wait (held) and are sent when a probe succeeds."
-        )
-        error_reports.add(
-            tx, endpoint=origin, email=email, kind="circuit_open", delivery_id=None, text=text, now=now
-        )
+    if endpoint_store.open_circuit(tx, origin, now, detail):
+        # Logged by the one worker that opened it, once; another (or this one a moment ago) did not.
+        logger.warning("circuit opened", extra={"action": "circuit_open", "origin": origin, "why": detail})
+        if email:
+            text = (
+                f"The endpoint {origin} stopped answering: {detail}. "
+                "Its deliveries wait (held) and are sent when a probe succeeds."
+            )
+            error_reports.add(
+                tx, endpoint=origin, email=email, kind="circuit_open", delivery_id=None, text=text, now=now
+            )
     queue.hold_endpoint(tx, origin, now)
 
 
@@ -718,7 +720,6 @@ def _check_circuit(
         return
     minutes = policy.window.total_seconds() / 60
     detail = f"{failed} of {tried} attempts failed in the last {minutes:g} minutes (all workers)"
-    logger.warning("circuit opened", extra={"action": "circuit_open", "origin": origin})
     _open_circuit(tx, now, origin=origin, detail=detail, email=email)
 
 
