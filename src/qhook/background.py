@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from qhook.context import AppContext
+from qhook.errors import QhookError
 
 
 async def repeat(
@@ -24,13 +25,28 @@ async def repeat(
 ) -> None:
     """Run ``work`` in a thread every ``interval_s`` (sooner when ``wake`` is set) until ``stop``.
 
-    Never raises: a failure is logged as ``failure`` with ``action`` and the loop goes on.
+    Never raises: a failure is logged as ``failure`` with ``action`` and the loop goes on. While
+    the database is away, one line now and then says so, not a traceback per round.
     """
+    away = 0  # rounds in a row the database was away
     while not stop.is_set():
         try:
             await asyncio.to_thread(work)
+        except QhookError as exc:  # the database is away or refuses: the operator needs the reason
+            away += 1
+            if away == 1 or away % 60 == 0:
+                logger.warning(
+                    "%s: %s; trying again",
+                    failure,
+                    exc.for_operators,
+                    extra={"action": action, "rounds": away},
+                )
         except Exception:  # the loop must outlive a bad moment of the database
             logger.exception(failure, extra={"action": action})
+        else:
+            if away:
+                logger.info("database back after %d failed rounds", away, extra={"action": action})
+            away = 0
         if wake is not None:
             wake.clear()
         waiters = {asyncio.ensure_future(stop.wait())}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import smtplib
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.smtp import AuthResult
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
@@ -148,7 +150,8 @@ async def test_smtp_trouble_is_retried_later(
         ctx, settings=ctx.settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{free_port()}"})
     )
     now = utcnow()
-    assert email_signals.send_due_emails(down, now) == 0
+    with pytest.raises(ConnectionRefusedError):  # the mailer loop waits longer before its next round
+        email_signals.send_due_emails(down, now)
     [waiting] = queued(ctx)
     assert waiting.status == "pending" and waiting.attempt_count == 1
     assert waiting.last_error and "refused" in waiting.last_error.lower()
@@ -197,3 +200,57 @@ async def test_bad_email_signals_are_refused_when_saved(
     )
     assert response.status_code == 422, response.text
     assert response.json()["details"][0]["field"] == place
+
+
+class Refusing(Inbox):
+    """Refuses every login (535) and the mailbox ``gone@example.com`` (550)."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address == "gone@example.com":
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def refuse_login(*args: Any) -> AuthResult:
+    return AuthResult(success=False, handled=False)
+
+
+async def test_a_refused_login_is_retried_and_a_gone_mailbox_fails_alone(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """535 is qhook's own setting (QHOOK_SMTP_URL), not the e-mail's fault: every e-mail waits for
+    a fixed password, none fails for good, and the batch stops at the first. 550 for one mailbox
+    fails that e-mail only."""
+    set_id = await make_set(api)
+    await make_workflow(api, set_id, signals=[{**SIGNAL, "to": ["gone@example.com"]}])
+    await make_workflow(api, set_id, signals=[{**SIGNAL, "to": ["qa@example.com"]}])
+    await api.post(f"/api/v1/sets/{set_id}/results", json={"values": {"batchnumber_": "B-1"}})
+    inbox = Refusing()
+    with smtp_server(inbox, authenticator=refuse_login, auth_require_tls=False) as port:
+        wrong = replace(
+            ctx, settings=ctx.settings.model_copy(update={"smtp_url": f"smtp://qhook:wrong@127.0.0.1:{port}"})
+        )
+        now = utcnow()
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            email_signals.send_due_emails(wrong, now)
+        first, second = queued(ctx)
+        assert (
+            first.status == "pending" and first.attempt_count == 1 and "SMTP 535" in (first.last_error or "")
+        )
+        assert second.status == "pending" and second.attempt_count == 0  # given back untried
+        assert second.next_attempt_at is not None and second.next_attempt_at <= now
+
+        right = replace(
+            ctx, settings=ctx.settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{port}"})
+        )
+        later = now + timedelta(seconds=31)
+        assert email_signals.send_due_emails(right, later) == 1
+    gone, mailed = queued(ctx)
+    assert (
+        gone.status == "failed"
+        and "550" in (gone.last_error or "")
+        and "gone@example.com" in (gone.last_error or "")
+    )
+    assert mailed.status == "sent"
+    assert [to for to, _ in inbox.messages] == [["qa@example.com"]]

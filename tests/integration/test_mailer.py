@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message
+from typing import Any
 
 import pytest
 from aiohttp import web
+from aiosmtpd.smtp import AuthResult
 
+from qhook.clock import utcnow
 from qhook.context import AppContext, open_context
+from qhook.delivery import mailer
 from qhook.settings import Settings
 from qhook.store import error_reports
 from tests.support.delivery import delivery, enqueue, make_signal, receiver, running_worker, until
@@ -84,3 +89,88 @@ async def test_no_error_email_no_report(mail_ctx: AppContext, smtp: tuple[Inbox,
     assert smtp[0].messages == []
     with mail_ctx.db.reading() as tx:
         assert error_reports.unsent(tx) == []
+
+
+class RefusesOne(Inbox):
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: Any, address: str, options: object
+    ) -> str:
+        if address == "gone@example.com":
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_an_address_refused_for_good_does_not_hold_up_the_other_digests(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the first refused digest ended every round, and the digests after it never went."""
+    inbox = RefusesOne()
+    with smtp_server(inbox) as port:
+        ctx = open_context(settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{port}"}))
+        try:
+            now = utcnow()
+            with ctx.db.transaction() as tx:
+                for origin, email in (
+                    ("https://a.example.com:443", "gone@example.com"),
+                    ("https://b.example.com:443", "ops@example.com"),
+                ):
+                    error_reports.add(
+                        tx,
+                        endpoint=origin,
+                        email=email,
+                        kind="delivery_failed",
+                        delivery_id=None,
+                        text="HTTP 500",
+                        now=now,
+                    )
+            assert mailer.send_due_digests(ctx, now) == 1
+            assert [m["To"] for m in inbox.messages] == ["ops@example.com"]
+            with ctx.db.reading() as tx:
+                assert error_reports.unsent(tx) == []  # the refused one is not tried every round
+            assert mailer.send_due_digests(ctx, now + timedelta(hours=2)) == 0
+        finally:
+            ctx.db.dispose()
+    [line] = [r for r in caplog.records if r.getMessage().startswith("error digest dropped")]
+    assert "gone@example.com: SMTP 550: 5.1.1 no such mailbox" in line.getMessage()
+    assert line.__dict__["endpoint"] == "https://a.example.com:443"
+
+
+async def test_the_mailer_waits_longer_after_each_failed_round(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong SMTP password was tried every round (2 s), about 30 logins a minute against the mail
+    server; now one try, then 10 s, 20 s, ... up to 10 minutes, with one line saying why."""
+    logins: list[bytes] = []
+
+    def count_and_refuse(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        logins.append(data.login)
+        return AuthResult(success=False, handled=False)
+
+    with smtp_server(Inbox(), authenticator=count_and_refuse, auth_require_tls=False) as port:
+        ctx = open_context(settings.model_copy(update={"smtp_url": f"smtp://qhook:wrong@127.0.0.1:{port}"}))
+        try:
+            with ctx.db.transaction() as tx:
+                error_reports.add(
+                    tx,
+                    endpoint="https://a.example.com:443",
+                    email="ops@example.com",
+                    kind="delivery_failed",
+                    delivery_id=None,
+                    text="HTTP 500",
+                    now=utcnow(),
+                )
+            stop = asyncio.Event()
+            task = asyncio.create_task(mailer.run_mailer(ctx, stop, every_s=0.1))
+            await asyncio.sleep(2.0)
+            stop.set()
+            await task
+        finally:
+            ctx.db.dispose()
+    # One round in 2 s, where every 0.1 s was asked for (smtplib tries PLAIN, then LOGIN).
+    assert logins == [b"qhook", b"qhook"]
+    [line] = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+    assert line == (
+        "error digests not sent: SMTP 535: 5.7.8 Authentication credentials invalid "
+        "(check QHOOK_SMTP_URL and the mail server); next try in 10 s"
+    )

@@ -45,22 +45,6 @@ def message_of(email: QueuedEmail, sender: str) -> EmailMessage:
     return message
 
 
-def _permanent(exc: Exception) -> bool:
-    # 5xx answers (unknown mailbox, refused sender) will not get better by waiting.
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return all(code >= 500 for code, _ in exc.recipients.values())
-    return isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code >= 500
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, smtplib.SMTPResponseException):
-        text = (
-            exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
-        )
-        return f"SMTP {exc.smtp_code}: {text}"
-    return f"{type(exc).__name__}: {exc}"
-
-
 def send_due_emails(ctx: AppContext, now: datetime | None = None) -> int:
     """Mail every due e-mail; returns how many were sent. Without QHOOK_SMTP_URL nothing is sent."""
     settings = ctx.settings
@@ -71,19 +55,32 @@ def send_due_emails(ctx: AppContext, now: datetime | None = None) -> int:
         moment = now or utcnow()
         with ctx.db.transaction() as tx:
             due = store.lease_due(tx, moment, limit=BATCH, lease=LEASE)
-        for email in due:
+        for index, email in enumerate(due):
             try:
                 mailer.send_message(settings, message_of(email, settings.smtp_from))
             except (OSError, smtplib.SMTPException, ValueError) as exc:
                 attempts = email.attempt_count + 1
-                later = None if _permanent(exc) else retry_at(attempts, now or utcnow())
+                for_good = mailer.refused_for_good(exc) or isinstance(exc, ValueError)
+                later = None if for_good else retry_at(attempts, now or utcnow())
                 with ctx.db.transaction() as tx:
-                    store.mark_failed_attempt(tx, email.id, error=_describe(exc), retry_at=later)
+                    store.mark_failed_attempt(tx, email.id, error=mailer.describe(exc), retry_at=later)
                 logger.warning(
-                    "e-mail signal not sent",
-                    extra={"action": "email_failed", "email_id": email.id, "attempt": attempts},
+                    "e-mail signal not sent: %s",
+                    mailer.describe(exc),
+                    extra={
+                        "action": "email_failed",
+                        "email_id": email.id,
+                        "attempt": attempts,
+                        "retry_at": later,
+                    },
                 )
-                continue
+                if for_good:
+                    continue
+                # The server itself is in trouble (unreachable, login refused): the rest of the batch
+                # would fail alike. They go back and the mailer loop waits before the next round.
+                with ctx.db.transaction() as tx:
+                    store.release(tx, [e.id for e in due[index + 1 :]], moment)
+                raise
             with ctx.db.transaction() as tx:
                 store.mark_sent(tx, email.id, now or utcnow())
             sent += 1

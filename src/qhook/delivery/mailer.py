@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.delivery.sender import tls_context
+from qhook.errors import QhookError
 from qhook.settings import Settings
 from qhook.store import error_reports
 from qhook.store.db import Tx
@@ -29,6 +30,11 @@ CHECK_EVERY_S = 5.0
 
 def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
     """Mail every (endpoint, address) group whose interval has passed; returns messages sent.
+
+    Each group goes on its own: an address the mail server refuses for good (5xx) is logged with
+    the server's answer and dropped, and the groups after it still go. Trouble with the server
+    itself (unreachable, login refused) ends the round and is raised, so the loop waits before
+    trying again; what was mailed so far stays marked.
 
     On PostgreSQL the whole round is one transaction holding the mailer lock and the claimed rows,
     so several workers never mail the same digest; a worker that finds the lock taken skips the
@@ -43,10 +49,9 @@ def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
             due = _due(tx, now, settings.error_mail_interval_s)
         sent = 0
         for (endpoint, email), items in due.items():
-            send_message(settings, _digest(settings.smtp_from, email, endpoint, items))
+            sent += _mail_group(settings, endpoint, email, items)  # raises on server trouble
             with ctx.db.transaction() as tx:
                 error_reports.mark_sent(tx, [r.id for r in items], now)
-            sent += 1
         return sent
     failure: Exception | None = None
     sent = 0
@@ -55,15 +60,52 @@ def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
             return 0
         for (endpoint, email), items in _due(tx, now, settings.error_mail_interval_s, lock=True).items():
             try:
-                send_message(settings, _digest(settings.smtp_from, email, endpoint, items))
+                sent += _mail_group(settings, endpoint, email, items)
             except (OSError, smtplib.SMTPException) as exc:
                 failure = exc  # keep what was mailed so far marked; the rest goes next round
                 break
             error_reports.mark_sent(tx, [r.id for r in items], now)
-            sent += 1
     if failure is not None:
         raise failure
     return sent
+
+
+def _mail_group(settings: Settings, endpoint: str, email: str, items: list[error_reports.ErrorReport]) -> int:
+    """1 when mailed, 0 when the server refused the address for good (logged; not tried again)."""
+    try:
+        send_message(settings, _digest(settings.smtp_from, email, endpoint, items))
+    except smtplib.SMTPRecipientsRefused as exc:
+        if not refused_for_good(exc):
+            raise
+        logger.warning(
+            "error digest dropped: the mail server refused the address (%s)",
+            describe(exc),
+            extra={"action": "mail_refused", "endpoint": endpoint, "email": email, "reports": len(items)},
+        )
+        return 0
+    return 1
+
+
+def refused_for_good(exc: Exception) -> bool:
+    """The server refused this message or its recipients with a 5xx: waiting will not help. Trouble
+    with qhook's own side (login refused, sender refused, unreachable) is worth another try."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    return isinstance(exc, smtplib.SMTPDataError) and exc.smtp_code >= 500
+
+
+def describe(exc: Exception) -> str:
+    """What went wrong, for the log and the Hub: the server's code and words, never the password."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "; ".join(f"{to}: {_answer(code, text)}" for to, (code, text) in exc.recipients.items())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return _answer(exc.smtp_code, exc.smtp_error)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _answer(code: int, text: bytes | str) -> str:
+    words = text.decode(errors="replace") if isinstance(text, bytes) else text
+    return f"SMTP {code}: {words}"
 
 
 def _due(
@@ -151,22 +193,40 @@ def may_log_in(*, encrypted: bool, host: str) -> bool:
         return False
 
 
+MAX_BACKOFF_S = 600.0
+
+
 async def run_mailer(ctx: AppContext, stop: asyncio.Event, every_s: float = CHECK_EVERY_S) -> None:
-    """Send due digests and e-mail signals until ``stop``; SMTP trouble is logged and retried."""
+    """Send due digests and e-mail signals until ``stop``.
+
+    When the mail server or the database is in trouble, the next round waits longer each time
+    (up to 10 minutes), and one line says why: a wrong password is not tried 30 times a minute."""
     from qhook.delivery import email_signals  # it builds its messages with this module's client
 
+    wait_s = every_s
     while not stop.is_set():
+        trouble: str | None = None
+        for job, what in (
+            (send_due_digests, "error digests"),
+            (email_signals.send_due_emails, "e-mail signals"),
+        ):
+            if stop.is_set():
+                break
+            try:
+                await asyncio.to_thread(job, ctx)
+            except (OSError, smtplib.SMTPException) as exc:
+                trouble = f"{what} not sent: {describe(exc)} (check QHOOK_SMTP_URL and the mail server)"
+            except QhookError as exc:
+                trouble = f"{what} not sent: {exc.for_operators}"
+            except Exception:
+                logger.exception("%s failed", what, extra={"action": "mail_failed"})
+                trouble = f"{what} failed"
+        if trouble is None:
+            wait_s = every_s
+        else:
+            wait_s = min(max(wait_s * 2, 10.0), MAX_BACKOFF_S)
+            logger.warning("%s; next try in %g s", trouble, wait_s, extra={"action": "mail_failed"})
         try:
-            await asyncio.to_thread(send_due_digests, ctx)
-        except (OSError, smtplib.SMTPException) as exc:
-            logger.warning("error report not sent: %s", type(exc).__name__, extra={"action": "mail_failed"})
-        except Exception:
-            logger.exception("error reports failed", extra={"action": "mail_failed"})
-        try:
-            await asyncio.to_thread(email_signals.send_due_emails, ctx)  # e-mail signals, with retries
-        except Exception:
-            logger.exception("e-mail signals failed", extra={"action": "email_failed"})
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=every_s)
+            await asyncio.wait_for(stop.wait(), timeout=wait_s)
         except TimeoutError:
             pass

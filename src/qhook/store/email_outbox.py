@@ -122,6 +122,14 @@ def lease_due(tx: Tx, now: datetime, *, limit: int, lease: timedelta) -> list[Qu
     return found
 
 
+def release(tx: Tx, email_ids: list[int], due_at: datetime) -> None:
+    """Give leased e-mails back untried, due at ``due_at`` (no attempt used up)."""
+    if email_ids:
+        tx.execute(
+            update(email_outbox).where(email_outbox.c.id.in_(email_ids)).values(next_attempt_at=due_at)
+        )
+
+
 def mark_sent(tx: Tx, email_id: int, now: datetime) -> None:
     tx.execute(
         update(email_outbox)
