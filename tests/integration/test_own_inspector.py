@@ -112,3 +112,26 @@ async def test_sender_exempts_only_inspector_paths(strict: tuple[AppContext, str
         assert own.error_kind == "http_status" and own.status_code == 404
     finally:
         await sender.close()
+
+
+async def test_own_bins_never_receive_a_credential(strict: tuple[AppContext, str], admin_key: str) -> None:
+    """An auth profile's header of any name reached qhook's own bin in clear, where every viewer
+    read it (and the database kept it). The bin needs no credential: it gets "[redacted]"."""
+    strict_ctx, base = strict
+    async with httpx.AsyncClient(base_url=base, headers=auth(admin_key)) as http:
+        bin_url = (await _post(http, "/api/v1/inspector/bins", {}))["url"]
+        sender = Sender(strict_ctx.settings)
+        try:
+            request = OutgoingRequest(
+                bin_url,
+                {"X-Token": "HDRSECRET-zz9", "Authorization": "Bearer tok-123", "X-Plant": "Delft"},
+                b"{}",
+                5,
+                secret_header_names=frozenset({"X-Token"}),
+            )
+            assert (await sender.send(request)).status_code == 200
+        finally:
+            await sender.close()
+        [capture] = (await http.get(f"/api/v1/inspector/bins/{bin_url.rsplit('/', 1)[1]}/requests")).json()
+    assert capture["headers"]["x-token"] == "[redacted]" and capture["headers"]["x-plant"] == "Delft"
+    assert "tok-123" not in str(capture) and "HDRSECRET" not in str(capture)

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 
 from qhook.api.app import create_app
 from qhook.api.deps import SESSION_COOKIE
@@ -19,6 +20,8 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.errors import ValidationFailed
 from qhook.services import users
+from qhook.store import definitions
+from qhook.store.tables import signals
 from tests.conftest import auth
 from tests.support.hub_data import add_attempt, add_delivery, set_endpoint_state
 from tests.support.workflows import add_result, make_set, make_workflow, patch_result
@@ -317,7 +320,7 @@ async def test_endpoint_health_numbers(ctx: AppContext, browser: httpx.AsyncClie
     assert re.search(r"<td>1</td>", row), "queue depth of one pending delivery"
 
 
-async def _catalog(api: httpx.AsyncClient) -> tuple[int, int, dict[str, object], int]:
+async def _catalog(api: httpx.AsyncClient, ctx: AppContext) -> tuple[int, int, dict[str, object], int]:
     set_id = await make_set(api)
     workflow = await make_workflow(
         api,
@@ -325,14 +328,15 @@ async def _catalog(api: httpx.AsyncClient) -> tuple[int, int, dict[str, object],
         name="Released <b>batches</b>",
         triggers={"entry": True, "modification": {"fields": ["status_"]}},
         filter={"all": [{"field": "status_", "op": "eq", "value": "released"}]},
-        signals=[
-            {
-                "type": "webhook",
-                "url": "http://127.0.0.1:9/hook",
-                "headers": {"X-Api-Key": "hdr-SECRET-31", "X-Plant": "Delft"},
-            }
-        ],
+        signals=[{"type": "webhook", "url": "http://127.0.0.1:9/hook", "headers": {"X-Plant": "Delft"}}],
     )
+    # A credential in a static header, as saved before they were refused there: never shown.
+    signal_id = workflow["signals"][0]["id"]
+    with ctx.db.transaction() as tx:
+        config = tx.execute(select(signals.c.config).where(signals.c.id == signal_id)).scalar_one()
+        config = {**config, "headers": {"X-Api-Key": "hdr-SECRET-31", "X-Plant": "Delft"}}
+        tx.execute(update(signals).where(signals.c.id == signal_id).values(config=config))
+        definitions.changed(tx)
     result_id = await add_result(api, set_id, batchnumber_="B-1234", status_="draft")
     await patch_result(api, set_id, result_id, status_="released")
     return set_id, int(workflow["id"]), workflow, result_id
@@ -341,7 +345,7 @@ async def _catalog(api: httpx.AsyncClient) -> tuple[int, int, dict[str, object],
 async def test_workflows_sets_and_result_trail(
     ctx: AppContext, api: httpx.AsyncClient, browser: httpx.AsyncClient
 ) -> None:
-    set_id, workflow_id, workflow, result_id = await _catalog(api)
+    set_id, workflow_id, workflow, result_id = await _catalog(api, ctx)
     secret = workflow["signals"][0]["secret"]
     await login(browser, "eddie", person(ctx, "eddie", "editor"))
 
@@ -350,6 +354,8 @@ async def test_workflows_sets_and_result_trail(
     page = (await browser.get(f"/ui/workflows/{workflow_id}")).text
     assert "http://127.0.0.1:9/hook" in page and "Delft" in page
     assert "hdr-SECRET-31" not in page and secret not in page and "[redacted]" in page
+    document = (await api.get(f"/api/v1/workflows/{workflow_id}")).json()
+    assert document["signals"][0]["headers"] == {"X-Api-Key": "[redacted]", "X-Plant": "Delft"}
     assert "&#34;released&#34;" in page  # the filter
     signal_id = workflow["signals"][0]["id"]
     assert f'data-workflow="{workflow_id}" data-signal="{signal_id}"' in page  # the Send test button
@@ -374,7 +380,7 @@ async def test_workflows_sets_and_result_trail(
 async def test_set_restrictions_apply_to_pages(
     ctx: AppContext, api: httpx.AsyncClient, browser: httpx.AsyncClient
 ) -> None:
-    set_id, workflow_id, _, result_id = await _catalog(api)
+    set_id, workflow_id, _, result_id = await _catalog(api, ctx)
     other = await make_set(api, name="Other set")
     mine = add_delivery(ctx.db, status="failed", set_id=other)
     theirs = add_delivery(ctx.db, status="failed", set_id=set_id)
@@ -425,7 +431,7 @@ async def test_no_secret_in_any_page(
         },
     )
     assert profile.status_code == 201, profile.text
-    set_id, workflow_id, workflow, result_id = await _catalog(api)
+    set_id, workflow_id, workflow, result_id = await _catalog(api, ctx)
     signal_secret = workflow["signals"][0]["secret"]
     made = (await api.post("/api/v1/inspector/bins", json={"secret": signal_secret})).json()
     delivery = add_delivery(ctx.db, status="failed", set_id=set_id, workflow_id=workflow_id)

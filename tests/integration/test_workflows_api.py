@@ -131,6 +131,14 @@ async def test_validation_names_the_place(api: httpx.AsyncClient) -> None:
             {"signals": [{"type": "webhook", "url": RECEIVER, "headers": {"X-A": 1}}]},
             "signals[0].headers.X-A",
         ),
+        (  # a credential belongs in an auth profile: static headers are shown to every viewer
+            {"signals": [{"type": "webhook", "url": RECEIVER, "headers": {"authorization": "Bearer x"}}]},
+            "signals[0].headers.authorization",
+        ),
+        (
+            {"signals": [{"type": "webhook", "url": RECEIVER, "headers": {"X-Api-Key": "k"}}]},
+            "signals[0].headers.X-Api-Key",
+        ),
         ({"signals": [{"type": "webhook", "url": RECEIVER, "subject": "{{ oops"}]}, "signals[0].subject"),
         (
             {

@@ -16,6 +16,7 @@ from qhook import __version__
 from qhook.context import AppContext
 from qhook.delivery.auth import ResolvedAuth
 from qhook.delivery.sender import OutgoingRequest
+from qhook.domain import credentials
 from qhook.domain.signing import signing_headers
 from qhook.domain.urls import parse_target
 from qhook.services.auth_profiles import RESERVED_HEADERS
@@ -23,19 +24,6 @@ from qhook.services.auth_profiles import RESERVED_HEADERS
 USER_AGENT = f"qhook/{__version__}"
 DEFAULT_TIMEOUT_S = 15.0
 MAX_TIMEOUT_S = 60.0
-REDACTED = "[redacted]"
-# Redacted in attempts even when they come from a signal's static headers.
-ALWAYS_SECRET = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "x-api-key",
-        "api-key",
-        "x-auth-token",
-        "x-access-token",
-    }
-)
 
 
 class DeliveryLike(Protocol):
@@ -87,7 +75,7 @@ def build_request(
         if auth is None and target.username is not None:
             pair = f"{target.username}:{target.password or ''}".encode()
             _replace(headers, "Authorization", "Basic " + base64.b64encode(pair).decode())
-    secret_names: frozenset[str] = frozenset()  # ALWAYS_SECRET is added by ``redact``
+    secret_names: frozenset[str] = frozenset()  # credential headers are added by ``redact``
     if auth is not None:
         for name, value in auth.headers.items():
             _replace(headers, name, value)
@@ -126,5 +114,4 @@ def _replace(headers: dict[str, str], name: str, value: str) -> None:
 
 def redact(headers: Mapping[str, str], secret_header_names: frozenset[str] | set[str]) -> dict[str, str]:
     """The headers as an attempt records them: secret values replaced by "[redacted]"."""
-    names = {n.lower() for n in secret_header_names} | ALWAYS_SECRET if secret_header_names else ALWAYS_SECRET
-    return {k: (REDACTED if k.lower() in names else v) for k, v in headers.items()}
+    return credentials.redacted(headers, secret_header_names)

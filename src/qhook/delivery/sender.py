@@ -26,6 +26,7 @@ from yarl import URL
 
 from qhook.clock import utcnow
 from qhook.delivery.ssrf import AddressPolicy, GuardedResolver, SsrfBlocked
+from qhook.domain import credentials
 from qhook.domain.inspector import INSPECT_PREFIX, is_own_inspector
 from qhook.domain.json_text import without_nul
 from qhook.domain.retry import parse_retry_after
@@ -211,10 +212,15 @@ class Sender:
             if refusal is not None:
                 return _failure(started, *refusal)
             session = self.own_inspector_session if own else self.session
+            # qhook's own bin needs no credential, and whoever reads the bin must not see one: an auth
+            # profile's header (any name) arrives "[redacted]", as the attempt log shows it.
+            headers = (
+                credentials.redacted(request.headers, request.secret_header_names) if own else request.headers
+            )
             async with session.post(
                 url,
                 data=request.body,
-                headers=request.headers,
+                headers=headers,
                 allow_redirects=False,
                 timeout=self._timeout(request.timeout_s),
                 ssl=request.ssl_context if request.ssl_context is not None else True,

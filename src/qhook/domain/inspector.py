@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from qhook.domain import credentials
 from qhook.domain.signing import SECRET_EXPECTED, is_valid_secret
 from qhook.errors import field_error
 from qhook.settings import Settings
@@ -56,10 +57,6 @@ _GUARDED_HEADERS = frozenset(
     }
 )
 _REFUSED_HEADERS = _FRAMING_HEADERS | _GUARDED_HEADERS
-# Credentials a capture must not hand to anyone who can read the bin (e.g. an auth profile's password).
-CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"}
-)
 _STEP_KEYS = frozenset({"status", "headers", "body", "delay_ms", "times"})
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -263,7 +260,7 @@ def capture_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     for raw_name, raw_value in raw:
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
-        if name in CREDENTIAL_HEADERS:
+        if credentials.is_credential(name):  # a capture must not hand them to whoever reads the bin
             value = mask_credential(value)
         out[name] = f"{out[name]}, {value}" if name in out else value
     return out

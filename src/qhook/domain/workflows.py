@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from qhook.domain import filters, payloads, retry, signing, triggers
+from qhook.domain import credentials, filters, payloads, retry, signing, triggers
 from qhook.domain.filters import FieldLike
 from qhook.domain.ids import is_id
 from qhook.domain.rates import parse_rate
@@ -214,6 +214,13 @@ def _webhook(
     for name, value in headers.items():
         if not _HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
             raise _fail(f"{path}.headers.{name}", "a header name qhook does not set itself")
+        if credentials.is_credential(name):
+            # Static headers are shown to every viewer and kept unencrypted; a profile is neither.
+            raise _fail(
+                f"{path}.headers.{name}",
+                "a header other than a credential: put credentials in an auth profile "
+                '(type "header", or basic / oauth2), which keeps them encrypted and never shows them',
+            )
         if not isinstance(value, str) or "\n" in value or "\r" in value:
             raise _fail(f"{path}.headers.{name}", "a single-line text value")
     config["headers"] = dict(headers)

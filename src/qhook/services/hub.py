@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from qhook import background
 from qhook.clock import utcnow
 from qhook.context import AppContext
-from qhook.domain import hints, ids
+from qhook.domain import credentials, hints, ids
 from qhook.domain.rates import parse_rate
 from qhook.domain.urls import origin_of
 from qhook.errors import Conflict, Forbidden, NotFound, QhookError, ValidationFailed, field_error
@@ -37,11 +37,6 @@ REPLAYABLE = ("failed", "succeeded", "cancelled")
 REPLAY_DEFAULT = ("failed", "succeeded")
 MAX_LIMIT = 500
 MAX_STATS_DAYS = 31
-# Header names whose values never leave the Hub, whatever the worker stored.
-SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"}
-)
-REDACTED = "[redacted]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +221,6 @@ def _visible(delivery: DeliveryRecord | None, set_ids: frozenset[int] | None) ->
     return set_ids is None or (delivery.set_id is not None and delivery.set_id in set_ids)
 
 
-def _redacted(headers: dict[str, str]) -> dict[str, str]:
-    return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
-
-
 def delivery_detail(
     ctx: AppContext, delivery_id: int, *, set_ids: frozenset[int] | None = None
 ) -> DeliveryDetail:
@@ -241,7 +232,7 @@ def delivery_detail(
         delivery, body = found
         endpoint = endpoint_store.get(tx, delivery.endpoint)
         paused = workflow_store.signal_paused_reason(tx, delivery.signal_id) if delivery.signal_id else None
-    tries = [replace(a, request_headers=_redacted(a.request_headers)) for a in tries]
+    tries = [replace(a, request_headers=credentials.redacted(a.request_headers)) for a in tries]
     # The request as last sent (headers come from the newest attempt; none before the first try).
     headers = tries[-1].request_headers if tries else {}
     why = hints.waiting(

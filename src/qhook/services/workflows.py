@@ -11,7 +11,7 @@ from typing import Any
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
-from qhook.domain import payloads, signing
+from qhook.domain import credentials, payloads, signing
 from qhook.domain.fields import flat_result, format_iso
 from qhook.domain.ids import is_id
 from qhook.domain.inspector import is_own_inspector
@@ -51,6 +51,8 @@ def as_document(workflow: WorkflowRecord) -> dict[str, Any]:
     signals = []
     for signal in workflow.active_signals:
         item: dict[str, Any] = {"id": signal.id, "type": signal.type, **signal.config}
+        if "headers" in item:  # saved before credentials were refused there (see domain/workflows)
+            item["headers"] = credentials.redacted(item["headers"])
         if signal.type == "webhook":
             item["secret_set"] = signal.secret_set
             item["paused_reason"] = signal.paused_reason

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from qhook.api.deps import Ctx, Id
 from qhook.api.json_body import JsonBodyRoute
+from qhook.domain import credentials
 from qhook.domain.access import Principal
 from qhook.domain.fields import flat_result
 from qhook.errors import Forbidden, NotFound
@@ -44,7 +45,7 @@ def _signal_view(signal: dict[str, Any]) -> dict[str, Any]:
         "url": signal.get("url"),
         "secret_set": signal.get("secret_set"),
         "paused_reason": signal.get("paused_reason"),
-        "headers": present.redact_headers(signal.get("headers") or {}),
+        "headers": credentials.redacted(signal.get("headers") or {}),
         "settings": settings,
     }
 

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qhook import __version__
 from qhook.api.deps import SESSION_COOKIE, context_of
+from qhook.domain import credentials
 from qhook.domain.access import Principal
 from qhook.errors import Unauthorized
 from qhook.services import users
@@ -46,9 +47,10 @@ env.filters.update(
     pretty_body=present.pretty_body,
     pretty_json=present.pretty_json,
     badge=present.badge_class,
-    redact=present.redact_headers,
+    redact=credentials.redacted,
     urlquote=lambda text: quote(str(text), safe=""),
 )
+env.globals["credential_headers"] = ",".join(sorted(credentials.CREDENTIAL_HEADERS))  # for app.js
 
 
 def secure_headers(response: Response) -> Response:

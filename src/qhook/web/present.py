@@ -10,10 +10,6 @@ from typing import Any
 from qhook.domain.ids import MAX_ID, is_id
 
 # Header names whose values a page never shows, whatever a config or an attempt holds.
-SECRET_HEADER_NAMES = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"}
-)
-REDACTED = "[redacted]"
 NONE = "\u2013"  # an en dash: "no value"
 
 # Badge colour per status or endpoint state (CSS classes in app.css).
@@ -55,10 +51,6 @@ def pretty_body(text: str | None) -> str:
 
 def pretty_json(value: object) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
-
-
-def redact_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    return {k: (REDACTED if k.lower() in SECRET_HEADER_NAMES else v) for k, v in (headers or {}).items()}
 
 
 def when(moment: datetime | None) -> str:

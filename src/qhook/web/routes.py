@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import SESSION_COOKIE, BigId, Ctx
 from qhook.api.json_body import JsonBodyRoute
+from qhook.domain import credentials
 from qhook.domain import inspector as inspector_domain
 from qhook.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
 from qhook.services import hub, inspector, users, workflows
@@ -216,7 +217,7 @@ def delivery_page(delivery_id: BigId, request: Request, ctx: Ctx, me: PageUser) 
         "delivery.html",
         d=detail.delivery,
         body=detail.body,
-        request_headers=present.redact_headers(detail.request_headers),
+        request_headers=credentials.redacted(detail.request_headers),
         attempts=list(reversed(detail.attempts)),
         waiting=detail.waiting,
         redeliverable=detail.delivery.status in hub.REDELIVERABLE,
@@ -253,7 +254,7 @@ def inspector_page(bin_id: str, request: Request, ctx: Ctx, me: PageUser) -> Res
     shown = []
     for capture in captures:
         body, encoding = inspector_domain.body_for_display(capture.body)
-        shown.append((capture, present.redact_headers(capture.headers), body, encoding))
+        shown.append((capture, credentials.redacted(capture.headers), body, encoding))
     return render(
         request,
         "inspector.html",

@@ -4,9 +4,10 @@
 
 (function () {
   const csrf = (document.querySelector('meta[name="qhook-csrf"]') || {}).content || "";
-  const SECRET_HEADERS = new Set([
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token",
-  ]);
+  // The server's list (domain/credentials.py), so the live inspector redacts what the page does.
+  const SECRET_HEADERS = new Set(
+    ((document.querySelector('meta[name="qhook-credential-headers"]') || {}).content || "").split(",")
+  );
 
   function flash(message, kind) {
     const box = document.getElementById("flash");
