@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import inspect
@@ -141,3 +142,68 @@ def test_sqlite_times_written_without_microseconds_get_them(tmp_path: Path) -> N
         )
     finally:
         db.dispose()
+
+
+def test_sqlite_ids_are_never_given_again_after_migration_0008(tmp_path: Path) -> None:
+    """Migration 0008 rebuilds the tables with AUTOINCREMENT on a database with rows: every row,
+    id, index and reference stays (nothing cascades away), and an id deleted before the migration
+    that the history still names (events, deliveries) is not given again either."""
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    t = "2025-01-01 00:00:00.000000"
+    try:
+        migrate.upgrade(db, "0007")
+        with db.engine.begin() as conn:
+            _add(conn, "users", id=1, name="ada", role="admin", active=1, created_at=t)
+            _add(conn, "api_keys", id=1, user_id=1, label="", prefix="qhk_x", key_hash="h", created_at=t)
+            _add(conn, "sets", id=1, name="s", kind="analysis_set", created_at=t, updated_at=t)
+            _add(conn, "fields", id=1, set_id=1, name="ph_", label="pH", type="number", position=0)
+            for result_id in (1, 2):
+                _add(conn, "results", id=result_id, set_id=1, date=t, values="{}", version=1, created_at=t,
+                     updated_at=t, created_by="a", updated_by="a")  # fmt: skip
+            # Result 3 was deleted; its event remains.
+            _add(conn, "events", id=1, uid="evt_1", set_id=1, result_id=3, action="deleted", actor="a",
+                 occurred_at=t, changes="{}", evaluations="[]")  # fmt: skip
+            _add(
+                conn,
+                "workflows",
+                id=1,
+                set_id=1,
+                name="w",
+                active=1,
+                triggers="{}",
+                created_at=t,
+                updated_at=t,
+            )
+            _add(conn, "signals", id=1, workflow_id=1, position=0, type="webhook", config="{}", active=1)
+            before = {name: _index_names(conn, name) for name in ("results", "fields", "signals", "users")}
+        migrate.upgrade(db)
+        with db.engine.begin() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+            counts = {
+                name: conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar()
+                for name in ("api_keys", "fields", "results", "signals", "events")
+            }
+            assert counts == {"api_keys": 1, "fields": 1, "results": 2, "signals": 1, "events": 1}
+            assert {name: _index_names(conn, name) for name in before} == before
+            new = {"set_id": 1, "date": t, "values": "{}", "version": 1, "created_at": t, "updated_at": t}
+            _add(conn, "results", **new, created_by="a", updated_by="a")
+            assert (
+                conn.exec_driver_sql("SELECT max(id) FROM results").scalar() == 4
+            )  # 3 was the deleted one's
+            conn.exec_driver_sql("DELETE FROM results WHERE id = 4")
+            _add(conn, "results", **new, created_by="a", updated_by="a")
+            assert conn.exec_driver_sql("SELECT max(id) FROM results").scalar() == 5
+    finally:
+        db.dispose()
+
+
+def _add(conn: Any, table: str, **values: object) -> None:
+    names = ", ".join(f'"{name}"' for name in values)
+    conn.exec_driver_sql(
+        f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(values))})", tuple(values.values())
+    )
+
+
+def _index_names(conn: Any, table: str) -> set[str]:
+    return {row[1] for row in conn.exec_driver_sql(f"PRAGMA index_list({table})")}

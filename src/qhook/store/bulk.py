@@ -20,8 +20,18 @@ from qhook.store.db import Tx
 
 
 def next_ids(tx: Tx, table: Table, count: int) -> list[int]:
-    """SQLite, inside a write transaction: the ids the next ``count`` rows of ``table`` get."""
-    top = tx.exec_driver_sql(f"SELECT max(id) FROM {table.name}").scalar()
+    """SQLite, inside a write transaction: the ids the next ``count`` rows of ``table`` get.
+
+    Past the table's highest id and, for a table that never gives an id again (AUTOINCREMENT), past
+    its counter; inserting them moves the counter along, as an insert without ids would."""
+    if table.dialect_options["sqlite"]["autoincrement"]:
+        top = tx.exec_driver_sql(
+            f"SELECT max(coalesce((SELECT max(id) FROM {table.name}), 0), "
+            "coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0))",
+            (table.name,),
+        ).scalar()
+    else:
+        top = tx.exec_driver_sql(f"SELECT max(id) FROM {table.name}").scalar()
     first = int(top or 0) + 1
     return list(range(first, first + count))
 

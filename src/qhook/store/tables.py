@@ -32,6 +32,12 @@ metadata = MetaData(
 
 # Integer keys that must grow past 2**31 over years of deliveries use BigInteger on PostgreSQL.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# SQLite gives a new row the highest id plus one unless the table says AUTOINCREMENT: delete the
+# newest result, set or workflow and the next one got its id. Receivers then saw "deleted @id 6"
+# and "new @id 6" for two batches, the Hub mixed two workflows' history, and a user limited to a
+# deleted set saw the next set. These tables never give an id again (migration 0008); PostgreSQL's
+# sequences never did.
+NEVER_REUSED = ("users", "sets", "fields", "results", "workflows", "signals", "auth_profiles")
 
 # --- people and access -------------------------------------------------------------------------
 
@@ -45,6 +51,7 @@ users = Table(
     Column("set_ids", JSONType, nullable=True),  # null: all sets; else list of set ids the user may use
     Column("active", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,  # SQLite: an id is never given again (see NEVER_REUSED)
 )
 
 api_keys = Table(
@@ -112,6 +119,7 @@ sets = Table(
     Column("top_level_menu", String(200), nullable=False, server_default="Quality"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,  # SQLite: an id is never given again (see NEVER_REUSED)
 )
 
 fields = Table(
@@ -127,6 +135,7 @@ fields = Table(
     Column("position", Integer, nullable=False),
     Column("options", JSONType, nullable=True),  # list: [{"id": 1, "label": "draft", "active": true}]
     UniqueConstraint("set_id", "name", name="uq_fields_set_id_name"),
+    sqlite_autoincrement=True,  # SQLite: an id is never given again (see NEVER_REUSED)
 )
 
 results = Table(
@@ -143,6 +152,7 @@ results = Table(
     Column("updated_by", String(200), nullable=False),
     Index("ix_results_set_id_id", "set_id", "id"),
     Index("ix_results_set_id_date", "set_id", "date"),
+    sqlite_autoincrement=True,  # SQLite: an id is never given again (see NEVER_REUSED)
 )
 
 # The audit trail and the outbox: one row per change or firing, written in the change's transaction.
@@ -179,6 +189,7 @@ workflows = Table(
     Column("error_email", String(320), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,  # SQLite: an id is never given again (see NEVER_REUSED)
 )
 
 signals = Table(
@@ -196,6 +207,7 @@ signals = Table(
     Column("previous_secret_until", UTCDateTime, nullable=True),
     Column("paused_reason", Text, nullable=True),  # e.g. the receiver answered 410 Gone
     Column("active", Boolean, nullable=False, server_default=text("true")),
+    sqlite_autoincrement=True,  # SQLite: an id is never given again (see NEVER_REUSED)
 )
 
 # on_date triggers: one row per (workflow, result), computed when the result is written.
@@ -224,6 +236,7 @@ auth_profiles = Table(
     Column("secrets_enc", Text, nullable=False),  # encrypted JSON of the secret parts
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,  # SQLite: an id is never given again (see NEVER_REUSED)
 )
 
 oauth_tokens = Table(

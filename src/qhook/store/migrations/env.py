@@ -15,6 +15,13 @@ if engine is None:
 
 with engine.connect() as connection:
     postgres = connection.dialect.name == "postgresql"
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # A table rebuilt in batch mode is dropped and its copy renamed; with foreign keys on, the
+        # drop would delete (cascade) every row that refers to it. The PRAGMA works only outside a
+        # transaction, so on the driver's connection before SQLAlchemy begins one; the keys are
+        # checked before the commit and turned on again after.
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
     if postgres:  # one migrating process at a time; the others then find the schema current
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATE_LOCK})
         connection.commit()
@@ -32,8 +39,14 @@ with engine.connect() as connection:
                 # PostgreSQL 13: the database owner may create it).
                 connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
             context.run_migrations()
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left rows referring to missing rows: {broken[:5]}")
         connection.commit()
     finally:
+        if sqlite:
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
         if postgres:  # a session lock outlives transactions: the pooled connection must not keep it
             connection.rollback()
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATE_LOCK})
