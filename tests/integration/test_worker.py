@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import timedelta
 
 from aiohttp import web
 
+from qhook.clock import utcnow as ctx_now
 from qhook.context import AppContext
+from qhook.delivery.attempt import CIRCUIT_FAILURE_KINDS
 from qhook.services import auth_profiles, hub
 from qhook.store import endpoints as endpoint_store
 from tests.support.delivery import (
@@ -294,6 +297,48 @@ async def test_retry_backlog_does_not_delay_fresh_events(ctx: AppContext) -> Non
             await until(lambda: delivery(ctx, fresh).status == "succeeded", timeout=5)
             retries_done = sum(1 for r in rx.received if r.body == b'"retry"')
     assert retries_done < 20  # the fresh event overtook most of the backlog
+
+
+async def test_retry_after_answers_pause_the_endpoint_and_never_open_its_circuit(ctx: AppContext) -> None:
+    """A receiver answering 503 with Retry-After is alive and asking for time. Ten such answers
+    opened the circuit, held every delivery for the cool-off and mailed "stopped answering"."""
+    answered = 0
+
+    async def busy_then_ok(request: web.Request) -> web.Response:
+        nonlocal answered
+        answered += 1
+        if answered <= 12:
+            return web.Response(status=503, headers={"Retry-After": "1"}, text="maintenance")
+        return web.Response(text="ok")
+
+    async with receiver(busy_then_ok) as rx:
+        signal_id = make_signal(ctx, rx.url, max_attempts=20)
+        ids = enqueue(ctx, signal_id, rx.url, ["{}"] * 12)
+        origin = delivery(ctx, ids[0]).endpoint
+        async with running_worker(ctx, cool_off_s=600):
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=20)
+    with ctx.db.reading() as tx:
+        changes = {e.change for e in endpoint_store.log_entries(tx, origin)}
+        assert (
+            endpoint_store.circuit_counts(tx, origin, ctx_now() - timedelta(hours=1), CIRCUIT_FAILURE_KINDS)[
+                1
+            ]
+            == 0
+        )
+    assert "throttled" in changes and "circuit_open" not in changes
+    assert answered >= 24 - 12
+
+
+def test_a_probe_waits_for_the_receivers_retry_after(ctx: AppContext) -> None:
+    origin = "https://erp.example.com:443"
+    now = ctx_now()
+    cool_off, probe_timeout = timedelta(seconds=60), timedelta(seconds=30)
+    with ctx.db.transaction() as tx:
+        endpoint_store.open_circuit(tx, origin, now - timedelta(minutes=5), "10 of 10 attempts failed")
+        endpoint_store.throttle(tx, origin, now + timedelta(minutes=2), now)
+        assert endpoint_store.probe_candidates(tx, now, cool_off, probe_timeout) == []
+        later = now + timedelta(minutes=2, seconds=1)
+        assert endpoint_store.probe_candidates(tx, later, cool_off, probe_timeout) == [origin]
 
 
 async def test_circuit_opens_holds_without_burning_attempts_and_probe_closes(ctx: AppContext) -> None:

@@ -40,9 +40,12 @@ class AttemptResult:
 
 
 def counts_for_circuit(result: AttemptResult) -> bool:
-    """Successes and endpoint-wide failures (network, 5xx) count; a 4xx is about one message."""
+    """Successes and endpoint-wide failures (network, 5xx) count; a 4xx is about one message, and
+    an answer with Retry-After is a receiver alive and asking for time (the pause handles it)."""
     if result.decision.outcome == "succeeded":
         return True
+    if result.decision.pause_endpoint_until is not None:
+        return False
     if result.error_kind in CIRCUIT_FAILURE_KINDS:
         return True
     code = result.status_code

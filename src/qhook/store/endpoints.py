@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Text, and_, bindparam, cast, func, insert, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -144,13 +144,17 @@ def open_circuit(tx: Tx, origin: str, now: datetime, detail: str) -> bool:
 
 def _may_probe(now: datetime, cool_off: timedelta, probe_timeout: timedelta) -> ColumnElement[bool]:
     """Open and cooled off, or half_open with no live probe (none yet, or its probe timed out)."""
-    return or_(
-        and_(endpoints.c.circuit_state == "open", endpoints.c.circuit_opened_at <= now - cool_off),
-        and_(
-            endpoints.c.circuit_state == "half_open",
-            or_(
-                endpoints.c.circuit_probe_at.is_(None),
-                endpoints.c.circuit_probe_at <= now - probe_timeout,
+    waited = or_(endpoints.c.throttled_until.is_(None), endpoints.c.throttled_until <= now)  # Retry-After
+    return and_(
+        waited,
+        or_(
+            and_(endpoints.c.circuit_state == "open", endpoints.c.circuit_opened_at <= now - cool_off),
+            and_(
+                endpoints.c.circuit_state == "half_open",
+                or_(
+                    endpoints.c.circuit_probe_at.is_(None),
+                    endpoints.c.circuit_probe_at <= now - probe_timeout,
+                ),
             ),
         ),
     )
@@ -244,9 +248,13 @@ def circuit_counts(tx: Tx, origin: str, since: datetime, failure_kinds: Iterable
     code = attempts.c.status_code
     kind = attempts.c.error_kind
     succeeded = and_(kind.is_(None), code >= 200, code < 300)
+    # A 503 with Retry-After is a receiver alive and asking for time (the pause handles it).
+    asked_to_wait = func.lower(cast(attempts.c.response_headers, Text)).like('%"retry-after"%')
     failed = or_(
         kind.in_(sorted(failure_kinds)),
-        and_(code >= 500, or_(kind.is_(None), kind == "http_status")),
+        and_(
+            code >= 500, or_(kind.is_(None), kind == "http_status"), not_(func.coalesce(asked_to_wait, False))
+        ),
     )
     row = tx.execute(
         select(
