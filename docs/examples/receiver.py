@@ -5,9 +5,13 @@ Run it:
     pip install fastapi uvicorn standardwebhooks
     QHOOK_WEBHOOK_SECRET=whsec_... uvicorn receiver:app --port 9000
 
-and point a webhook signal at http://<this host>:9000/webhooks/qhook. Every event it accepts is
-appended to a JSON Lines file (RECEIVER_LOG, default received.jsonl); replace ``process`` with the
-call into your own system.
+and point a webhook signal at http://<this host>:9000/webhooks/qhook. Plain http:// needs
+QHOOK_ALLOW_HTTP=true, and a private or loopback address needs its network in
+QHOOK_ALLOWED_TARGET_NETWORKS (127.0.0.0/8 for this machine, or your LAN range such as
+192.168.1.0/24), both set for ``qhook serve`` and for every ``qhook worker``: without the first the
+workflow is refused when saved, without the second every delivery fails at once (ssrf_blocked).
+See docs/receiving.md. Every event it accepts is appended to a JSON Lines file (RECEIVER_LOG,
+default received.jsonl); replace ``process`` with the call into your own system.
 """
 
 from __future__ import annotations
