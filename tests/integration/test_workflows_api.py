@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import httpx
+from sqlalchemy import select, update
 
 from qhook.context import AppContext
 from qhook.services import audit
+from qhook.store import definitions
 from qhook.store import workflows as workflow_store
+from qhook.store.tables import signals
 from tests.conftest import auth
 from tests.support.workflows import RECEIVER, add_result, make_set, make_workflow
 
@@ -226,3 +229,47 @@ async def test_preview_and_overlap_warning(api: httpx.AsyncClient, ctx: AppConte
     from tests.support.workflows import deliveries_of
 
     assert all(d.body.find("preview") == -1 for d in deliveries_of(ctx, result_id))
+
+
+async def test_a_credential_saved_before_the_refusal_can_be_kept_not_changed(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """Every PATCH of such a workflow, even {"active": false}, was refused, and so was sending back
+    what GET showed ("[redacted]")."""
+    set_id = await make_set(api)
+    made = await make_workflow(
+        api, set_id, signals=[{"type": "webhook", "url": RECEIVER, "headers": {"X-Plant": "Delft"}}]
+    )
+    signal_id = made["signals"][0]["id"]
+    with ctx.db.transaction() as tx:  # as an older version saved it
+        config = tx.execute(select(signals.c.config).where(signals.c.id == signal_id)).scalar_one()
+        tx.execute(
+            update(signals)
+            .where(signals.c.id == signal_id)
+            .values(config={**config, "headers": {"X-Api-Key": "key-OLD-77", "X-Plant": "Delft"}})
+        )
+        definitions.changed(tx)
+    url = f"/api/v1/workflows/{made['id']}"
+
+    assert (await api.patch(url, json={"active": False})).status_code == 200
+    shown = (await api.get(url)).json()
+    assert shown["signals"][0]["headers"] == {"X-Api-Key": "[redacted]", "X-Plant": "Delft"}
+    back = await api.patch(url, json={"active": True, "signals": shown["signals"]})
+    assert back.status_code == 200, back.text
+
+    def stored() -> dict[str, str]:
+        with ctx.db.reading() as tx:
+            return dict(
+                tx.execute(select(signals.c.config).where(signals.c.id == signal_id)).scalar_one()["headers"]
+            )
+
+    assert stored() == {"X-Api-Key": "key-OLD-77", "X-Plant": "Delft"}
+    for headers in ({"X-Api-Key": "key-NEW-1"}, {"X-Api-Key": "[redacted]", "Authorization": "Bearer x"}):
+        signal = {**shown["signals"][0], "headers": headers}
+        refused = await api.patch(url, json={"signals": [signal]})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["details"][0]["field"].startswith("signals[0].headers.")
+    assert stored() == {"X-Api-Key": "key-OLD-77", "X-Plant": "Delft"}
+    dropped = {**shown["signals"][0], "headers": {"X-Plant": "Delft"}}  # leaving it out removes it
+    assert (await api.patch(url, json={"signals": [dropped]})).status_code == 200
+    assert stored() == {"X-Plant": "Delft"}

@@ -307,8 +307,11 @@ def update_workflow(
             raise NotFound(f"workflow {workflow_id}: no such workflow")
         if "set_id" in patch and patch["set_id"] != existing.set_id:
             raise field_error("set_id", f"{existing.set_id}: a workflow stays on its set")
-        doc = {**_current_document(existing), **patch}
+        doc, kept = _stored_credentials_aside({**_current_document(existing), **patch}, existing)
         spec, current = _validate(tx, ctx, doc, actor=actor)
+        for signal in spec.signals:
+            if signal.id in kept:
+                signal.config["headers"] = {**signal.config.get("headers", {}), **kept[signal.id]}
         store.update_workflow(
             tx,
             workflow_id,
@@ -324,6 +327,36 @@ def update_workflow(
         _reschedule(tx, ctx, workflow, current)
         audit.record(tx, actor, "workflow.update", "workflow", workflow_id, _audit_details(spec))
     return workflow, plain_secrets
+
+
+def _stored_credentials_aside(
+    doc: dict[str, Any], existing: WorkflowRecord
+) -> tuple[dict[str, Any], dict[int, dict[str, str]]]:
+    """Credential headers saved before they were refused in static headers: a PATCH may keep them
+    (sent back unchanged or as "[redacted]", as GET shows them, or not touched at all) but not add
+    or change one. They are taken out of the document for the check and put back after it."""
+    stored = {s.id: dict(s.config.get("headers") or {}) for s in existing.signals}
+    kept: dict[int, dict[str, str]] = {}
+    signals = []
+    for raw in doc.get("signals") or []:
+        signal_id = raw.get("id") if isinstance(raw, dict) else None
+        headers = raw.get("headers") if isinstance(raw, dict) else None
+        if not isinstance(signal_id, int) or signal_id not in stored or not isinstance(headers, dict):
+            signals.append(raw)
+            continue
+        before = stored[signal_id]
+        unchanged = {
+            name: before[name]
+            for name, value in headers.items()
+            if credentials.is_credential(name)
+            and name in before
+            and value in (before[name], credentials.REDACTED)
+        }
+        if unchanged:
+            kept[signal_id] = unchanged
+            raw = {**raw, "headers": {k: v for k, v in headers.items() if k not in unchanged}}
+        signals.append(raw)
+    return ({**doc, "signals": signals} if "signals" in doc else doc), kept
 
 
 def delete_workflow(ctx: AppContext, workflow_id: int, *, actor: str) -> None:
