@@ -6,7 +6,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from qhook.crypto import SecretBox, load_or_create_key
+from qhook.crypto import SecretBox, load_or_create_key, require_opens
+from qhook.errors import StoreError
 from qhook.settings import Settings
 from qhook.store import migrate
 from qhook.store.db import Database
@@ -44,6 +45,19 @@ def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AppConte
     else:
         context.wake = _notify_wake(db)
     return context
+
+
+def require_secret_key(ctx: AppContext) -> None:
+    """At the start of ``qhook serve`` and ``qhook worker``: raise when QHOOK_SECRET_KEY does not
+    open the secrets stored here (a database that cannot be reached yet is left to its own check)."""
+    from qhook.store import secrets
+
+    try:
+        with ctx.db.reading() as tx:
+            found = secrets.samples(tx)
+    except StoreError:
+        return
+    require_opens(ctx.box, found)
 
 
 def _notify_wake(db: Database) -> Callable[[], None]:

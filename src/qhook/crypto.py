@@ -12,6 +12,27 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from qhook.errors import QhookError
 
 
+class SecretUnreadable(QhookError):
+    """A stored secret does not open with QHOOK_SECRET_KEY: the key changed, or the database is
+    another installation's. Nothing is wrong with the delivery; the setting must be fixed."""
+
+    default_message = "A stored secret cannot be decrypted: was QHOOK_SECRET_KEY changed?"
+
+
+def require_opens(box: SecretBox, samples: list[tuple[str, str]]) -> None:
+    """At start: the key must open the secrets this database holds (one of each kind is tried).
+    A changed key used to show only at send time, where every delivery failed."""
+    for where, token in samples:
+        try:
+            box.decrypt(token)
+        except SecretUnreadable:
+            raise QhookError(
+                f"QHOOK_SECRET_KEY does not open the secrets stored in this database ({where}): it was "
+                "changed, or the database is another installation's. Set the key they were made "
+                "with; to move to a new key, give both, new first, comma-separated."
+            ) from None
+
+
 class SecretBox:
     """Encrypts and decrypts short secrets; several comma-separated keys allow key rotation."""
 
@@ -28,7 +49,7 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
-            raise QhookError("A stored secret cannot be decrypted: was QHOOK_SECRET_KEY changed?") from exc
+            raise SecretUnreadable() from exc
 
 
 def load_or_create_key(data_dir: Path) -> str:

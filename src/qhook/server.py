@@ -10,7 +10,7 @@ from rich.console import Console
 
 from qhook import heap, logline, scheduler
 from qhook.api.app import create_app
-from qhook.context import AppContext
+from qhook.context import AppContext, require_secret_key
 from qhook.services import hub, hub_search, inspector, users
 from qhook.store import migrate
 
@@ -23,6 +23,7 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
     logline.configure(ctx.settings.log_level)
     if not ctx.db.is_sqlite:  # SQLite was migrated when the context opened
         migrate.require_usable(ctx.db)
+    require_secret_key(ctx)
     credentials = users.bootstrap_admin(ctx.db)
     # The delivery worker adds its own hook beside the scheduler's.
     hooks: list[Callable[[FastAPI], Awaitable[None]]] = [scheduler.start_in_app]

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
+from qhook.crypto import SecretUnreadable
 from qhook.delivery import auth as auth_mod
 from qhook.delivery import prepare
 from qhook.delivery.sender import OutgoingRequest, Sender, SendOutcome, storable
@@ -164,6 +165,11 @@ def _hint(
     profile_name: str | None,
 ) -> str | None:
     if outcome.error_kind in ("gone", "config"):
+        if outcome.error_kind == "config" and not decision.final:
+            return (
+                f"Not sent: {outcome.error}. It is tried again under the signal's retry policy: set "
+                "QHOOK_SECRET_KEY to the key the secrets were made with."
+            )
         return f"Not sent: {outcome.error}."
     if outcome.error_kind == "internal":
         internal = (
@@ -203,7 +209,11 @@ async def _try_send(
         return _Sent(
             _refused(exc.kind, exc.message), permanent=exc.permanent, failed_profile=exc.profile_name
         )
-    except QhookError as exc:  # a secret that cannot be decrypted, a bad stored config
+    except SecretUnreadable as exc:
+        # The setting is wrong, not the delivery: it waits under its retry policy for the right key
+        # (``qhook serve`` and ``qhook worker`` refuse to start with a key that opens no secret).
+        return _Sent(_refused("config", exc.message), permanent=False)
+    except QhookError as exc:  # a bad stored config
         return _Sent(_refused("config", exc.message), permanent=True)
     outcome = await sender.send(request)
     if outcome.status_code == 401 and auth is not None and auth.token is not None:

@@ -29,7 +29,7 @@ from typing import IO, Any, TypeVar
 
 from qhook import heap, metrics
 from qhook.clock import utcnow
-from qhook.context import AppContext
+from qhook.context import AppContext, require_secret_key
 from qhook.crypto import SecretBox
 from qhook.delivery import attempt as attempt_mod
 from qhook.delivery import doorbell, mailer, prepare
@@ -842,6 +842,7 @@ def serve_worker(
     reason (it ran on, logging tracebacks, delivering nothing); one that cannot be reached yet is
     waited for."""
     migrate.require_usable(ctx.db)
+    require_secret_key(ctx)
     lock = SingleWorkerLock(ctx) if ctx.db.is_sqlite else None
     if lock is not None:
         lock.acquire()
