@@ -3,8 +3,11 @@
 A filter is ``{"all": [...]}``, ``{"any": [...]}``, ``{"not": {...}}`` or a leaf
 ``{"field": "status_", "op": "eq", "value": "released"}``. Leaves compare the *flat presented
 result* (list fields as their label, dates as text) and may ask whether a field ``changed`` in the
-event. Evaluation never raises: a value that cannot be compared makes the filter "not met" and the
-reason says why.
+event. Evaluation never raises. A comparison the result's value cannot settle ("<0.5" lt 0.3,
+junk in a date field) is *unknown*: ``all`` and ``any`` combine unknowns as SQL does with NULL
+(so the order of conditions never matters), ``not`` keeps it unknown, and a filter that ends
+unknown is "not met", the reason saying why. A qualified number settles what its bound allows:
+"<0.5" is lt 1 and not gt 0.5.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from qhook.domain.fields import format_iso
+from qhook.domain.fields import QUALIFIED_NUMBER_RE, format_iso
 from qhook.errors import ValidationFailed
 
 
@@ -270,7 +273,44 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _leaf(leaf: Leaf, result: Mapping[str, Any], changes: Mapping[str, Any]) -> tuple[bool, str]:
+Met = bool | None  # None: unknown, the value cannot settle it
+
+
+def _bound(raw: Any) -> tuple[str, float] | None:
+    """A qualified number's bound: "<0.5" -> ("<", 0.5); None for "~5" or anything else."""
+    text = str(raw).strip().replace("≤", "<=").replace("≥", ">=")
+    if not QUALIFIED_NUMBER_RE.match(text) or text.startswith("~"):
+        return None
+    qualifier = text[:2] if text[:2] in ("<=", ">=") else text[0]
+    try:
+        return qualifier, float(text[len(qualifier) :].strip().replace(",", "."))
+    except ValueError:
+        return None
+
+
+def _bounded(qualifier: str, bound: float, op: str, expected: float) -> Met:
+    """What ``value op expected`` is for every value the bound allows (None: it depends)."""
+    strict = qualifier in ("<", ">")
+    if qualifier in ("<", "<="):  # value below the bound
+        at_or_below = bound < expected or (bound == expected and strict)  # value < expected for sure
+        if op == "lt":
+            return True if at_or_below else None
+        if op == "lte":
+            return True if bound <= expected else None
+        if op == "gt":
+            return False if bound <= expected else None
+        return False if at_or_below else None  # gte
+    at_or_above = bound > expected or (bound == expected and strict)  # value > expected for sure
+    if op == "gt":
+        return True if at_or_above else None
+    if op == "gte":
+        return True if bound >= expected else None
+    if op == "lt":
+        return False if bound >= expected else None
+    return False if at_or_above else None  # lte
+
+
+def _leaf(leaf: Leaf, result: Mapping[str, Any], changes: Mapping[str, Any]) -> tuple[Met, str]:
     if leaf.op == "changed":
         met = leaf.field in changes
         return met, f"{leaf.field} {'changed' if met else 'did not change'}, expected changed"
@@ -283,12 +323,17 @@ def _leaf(leaf: Leaf, result: Mapping[str, Any], changes: Mapping[str, Any]) -> 
     try:
         actual = _actual(raw, leaf)
     except FilterRuntimeError:
-        if op not in _EQUALITY:
-            raise  # "<0.5" is neither less nor greater than 1: the filter cannot say
-        # A value that is not a plain one ("<0.5" in a number field) equals none of the plain
-        # values a filter holds: eq and in are not met, ne and not_in are.
-        met = op in ("ne", "not_in")
-        return met, f"{leaf.field} is {_show(raw)}, not a plain {leaf.type}, expected {op} {_show(expected)}"
+        want = f"expected {op} {_show(expected)}"
+        if op in _EQUALITY:
+            # A value that is not a plain one ("<0.5" in a number field) equals none of the plain
+            # values a filter holds: eq and in are not met, ne and not_in are.
+            met = op in ("ne", "not_in")
+            return met, f"{leaf.field} is {_show(raw)}, not a plain {leaf.type}, {want}"
+        bound = _bound(raw) if leaf.type in ("number", "integer") else None
+        settled = _bounded(*bound, op, float(expected)) if bound is not None else None
+        if settled is None:
+            return None, f"{leaf.field} is {_show(raw)}, which cannot say whether {op} {_show(expected)}"
+        return settled, f"{leaf.field} is {_show(raw)}, {want}"
     if op == "eq":
         met = actual == expected
     elif op == "ne":
@@ -323,25 +368,30 @@ def _leaf(leaf: Leaf, result: Mapping[str, Any], changes: Mapping[str, Any]) -> 
     return met, f"{shown}, {want}"
 
 
-def _eval(node: Node, result: Mapping[str, Any], changes: Mapping[str, Any]) -> tuple[bool, str]:
+def _eval(node: Node, result: Mapping[str, Any], changes: Mapping[str, Any]) -> tuple[Met, str]:
     if isinstance(node, Leaf):
         return _leaf(node, result, changes)
     if isinstance(node, AllOf):
+        unknown: str | None = None
         for item in node.items:
             met, why = _eval(item, result, changes)
-            if not met:
+            if met is False:
                 return False, why
-        return True, "all conditions met"
+            if met is None and unknown is None:
+                unknown = why
+        return (None, unknown) if unknown is not None else (True, "all conditions met")
     if isinstance(node, AnyOf):
         reasons = []
+        undecided = False
         for item in node.items:
             met, why = _eval(item, result, changes)
-            if met:
+            if met is True:
                 return True, why
+            undecided = undecided or met is None
             reasons.append(why)
-        return False, "none of: " + "; ".join(reasons)
+        return (None if undecided else False), "none of: " + "; ".join(reasons)
     met, why = _eval(node.item, result, changes)
-    return not met, f"not ({why})"
+    return (None if met is None else not met), f"not ({why})"
 
 
 def evaluate(
@@ -352,11 +402,9 @@ def evaluate(
         return True, "no filter"
     try:
         met, why = _eval(node, result or {}, changes or {})
-    except FilterRuntimeError as exc:
-        return False, f"filter not met: error: {exc}"
     except Exception as exc:  # a filter must never crash the change it evaluates
         return False, f"filter not met: error: {type(exc).__name__}: {exc}"
-    return (True, f"filter met: {why}") if met else (False, f"filter not met: {why}")
+    return (True, f"filter met: {why}") if met is True else (False, f"filter not met: {why}")
 
 
 def inputs(node: Node | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
