@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     ui_rate_limit: str = Field(
         "600/minute", description="API requests per signed-in UI user (the pages' own calls)."
     )
-    max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest accepted request body.")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
     timezone: str = Field("UTC", description="Time zone for on_date triggers on date fields.")
     max_chain_depth: int = 8
     allowed_target_networks: str = Field("", description="Comma-separated networks exempt from SSRF refusal.")
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         description="Failed deliveries are kept this many days, unless resolved earlier (a redelivery that"
         " succeeds then follows QHOOK_RETENTION_DAYS).",
     )
-    retention_interval_s: int = Field(300, description="How often the scheduler purges old deliveries.")
+    retention_interval_s: int = Field(300, ge=1, description="How often the scheduler purges old deliveries.")
     # Each bound below was accepted and then stopped or repeated deliveries: no room in flight
     # (claimed rows never sent, their leases renewed for ever), no claim, a lease too short to
     # renew (the same delivery sent again and again).
@@ -85,17 +85,18 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics server binds.")
     lease_seconds: int = Field(120, ge=3, description="A worker renews its leases every third of this.")
     circuit_cool_off_s: float = Field(
-        60.0, description="After an endpoint's circuit opens, wait this long before one probe goes."
+        60.0, gt=0, description="After an endpoint's circuit opens, wait this long before one probe goes."
     )
     poll_interval_s: float = Field(
         2.0,
+        gt=0,
         description=(
             "How often an idle worker looks for work when no wake-up arrives (an API commit in the"
             " same process, NOTIFY on PostgreSQL); rows that come due sooner (retries, scheduled"
             " sends) are still claimed on time, and a busy worker keeps a maintenance beat of at most 1 s."
         ),
     )
-    response_body_limit: int = 64 * 1024
+    response_body_limit: int = Field(64 * 1024, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("log_level", mode="before")
@@ -109,6 +110,20 @@ class Settings(BaseSettings):
         from qhook.domain.rates import parse_rate
 
         parse_rate(value)
+        return value
+
+    @field_validator("allowed_target_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        # Checked here: a bad entry stopped qhook serve with a traceback as the worker started.
+        from qhook.delivery.ssrf import parse_networks
+
+        try:
+            parse_networks(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc}: expected networks such as 10.20.0.0/16 or 192.168.1.7, comma-separated"
+            ) from None
         return value
 
     @field_validator("timezone")

@@ -139,6 +139,11 @@ def test_the_first_admin_is_made_once_when_processes_start_together(db: Database
         ("log_level", "verbose"),
         ("worker_metrics_port", 99999),
         ("port", 0),
+        ("max_body_bytes", -1),  # every POST was refused with 413 "the limit is -1 bytes"
+        ("allowed_target_networks", "notanet"),  # a traceback as the worker started
+        ("poll_interval_s", 0),
+        ("circuit_cool_off_s", -1),
+        ("retention_interval_s", 0),
     ],
 )
 def test_settings_that_stopped_or_repeated_deliveries_are_refused(name: str, value: object) -> None:

@@ -51,7 +51,7 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError as exc:
-            raise ValueError(f"QHOOK_ALLOWED_TARGET_NETWORKS: {item!r} is not a network") from exc
+            raise ValueError(f"{item!r} is not a network") from exc
     return tuple(networks)
 
 
