@@ -20,6 +20,7 @@ from qhook.delivery.sender import OutgoingRequest, Sender
 from qhook.domain.hints import hint_for, tls_problem
 from qhook.settings import Settings
 from tests.support.certs import make_pki
+from tests.support.pg import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -112,6 +113,13 @@ async def _redirect(_: web.Request) -> web.Response:
     return web.Response(status=302, headers={"Location": "/elsewhere"})
 
 
+async def _hang_up(request: web.Request) -> web.Response:
+    assert request.transport is not None
+    request.transport.close()  # took the request, closes without a word
+    await asyncio.sleep(1)
+    return web.Response(text="never sent")
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     server = Receiver()
@@ -124,6 +132,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     server.route("/huge", _huge)
     server.route("/redirect", _redirect)
     server.route("/elsewhere", _ok)
+    server.route("/hang-up", _hang_up)
     await server.start()
     yield server
     await server.stop()
@@ -430,3 +439,18 @@ async def test_an_awkward_2xx_answer_is_still_a_success(
         server.close()
     assert outcome.ok and outcome.status_code == 200 and outcome.error_kind is None, outcome
     assert outcome.response_body.startswith(body)
+
+
+async def test_a_receiver_that_hangs_up_is_told_apart_from_one_that_refuses(
+    receiver: Receiver, sender: Sender
+) -> None:
+    """The hint said "Nothing accepted the connection" for a receiver that took the request and
+    closed the connection: the operator looked at firewalls instead of the receiver's logs."""
+    outcome = await sender.send(post(receiver.url("/hang-up")))
+    assert outcome.error_kind == "connect" and outcome.status_code is None
+    hint = hint_for(url=receiver.url("/hang-up"), status_code=None, error_kind="connect", error=outcome.error)
+    assert hint is not None and "accepted the connection and closed it before answering" in hint
+    nobody = f"http://127.0.0.1:{free_port()}/x"
+    refused = await sender.send(post(nobody))
+    hint = hint_for(url=nobody, status_code=None, error_kind="connect", error=refused.error)
+    assert hint is not None and hint.startswith("Nothing accepted the connection")

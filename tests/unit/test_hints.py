@@ -85,6 +85,13 @@ def test_other_4xx() -> None:
     assert "422 Unprocessable" in hint and "response body" in hint
 
 
+@pytest.mark.parametrize("code", [501, 505])
+def test_a_server_status_that_is_never_retried_does_not_promise_a_retry(code: int) -> None:
+    hint = _hint(status_code=code)
+    assert "qhook does not retry" in hint and "retries transient" not in hint
+    assert "qhook retries transient errors" in _hint(status_code=502)
+
+
 def test_dns() -> None:
     hint = _hint(error_kind="dns", error="Name or service not known")
     assert hint.startswith("The host name erp.example.com could not be resolved (DNS)")

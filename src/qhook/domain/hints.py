@@ -7,7 +7,11 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Literal
 
+from qhook.domain.retry import PERMANENT_SERVER_STATUSES
 from qhook.domain.urls import host_of, origin_of
+
+# The sender's words when the receiver took the connection and closed it without an answer.
+_DROPPED = ("ServerDisconnectedError", "Connection reset", "ClientOSError")
 
 ALLOWED_DOMAINS_PREFIX = "allowed_domains:"
 """Errors for the allowed-domains refusal start with this (kind ``auth``), so the hint can name it."""
@@ -82,6 +86,12 @@ def hint_for(
         )
     if error_kind == "connect":
         address = origin_of(url).split("://", 1)[-1] if host_of(url) else host
+        if error and any(words in error for words in _DROPPED):
+            return (
+                f"{address} accepted the connection and closed it before answering ({error}). The "
+                "receiver may have failed on this request, or a proxy or load balancer cut it; qhook "
+                "retries. The receiver's logs say which."
+            )
         return (
             f"Nothing accepted the connection to {address} (refused or unreachable). "
             "Is the receiver running, and can qhook's network reach it (firewall, port)?"
@@ -208,6 +218,11 @@ def _status_hint(host: str, code: int, auth_profile: str | None, paused_until: d
         )
     if code == 408:
         return f"{host} gave up waiting for the request (408); qhook will retry."
+    if code in PERMANENT_SERVER_STATUSES:
+        return (
+            f"{host} answered {_reason(code)}: it does not take this request at this URL, and waiting "
+            "will not change that, so qhook does not retry. Check the URL and the receiver's setup."
+        )
     if 500 <= code < 600:
         return (
             f"{host} had a server error ({_reason(code)}). qhook retries transient errors; if it "
