@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from qhook.context import AppContext, open_context
+from qhook.context import AppContext, open_context, require_existing_database
 from qhook.domain.ids import MAX_BIG_ID, MAX_ID, is_id
 from qhook.errors import QhookError
 from qhook.settings import Settings
@@ -55,8 +55,12 @@ def friendly(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_ctx() -> AppContext:
-    return open_context(Settings())
+def open_ctx(*, create: bool = False) -> AppContext:
+    """The database of the settings; only serve, worker and migrate may create it."""
+    settings = Settings()
+    if not create:
+        require_existing_database(settings)
+    return open_context(settings)
 
 
 @app.command()
@@ -71,7 +75,7 @@ def serve(
     """Start the API, UI, compat API, delivery worker and scheduler in one process."""
     from qhook.server import run_server
 
-    run_server(open_ctx(), host=host, port=port, with_worker=not no_worker)
+    run_server(open_ctx(create=True), host=host, port=port, with_worker=not no_worker)
 
 
 @app.command()
@@ -469,7 +473,7 @@ def purge(
 def demo(
     url: Annotated[
         str | None,
-        typer.Option(help="The running server (default QHOOK_PUBLIC_URL, else http://127.0.0.1:8000)"),
+        typer.Option(help="The running server (default QHOOK_PUBLIC_URL, else http://127.0.0.1:QHOOK_PORT)"),
     ] = None,
     key: Annotated[
         str | None,
@@ -482,6 +486,7 @@ def demo(
     settings = Settings()
     revoke = None
     if key is None:
+        require_existing_database(settings)
         key, revoke = demo_mod.demo_key(settings)
     try:
         outcome = demo_mod.run_demo(demo_mod.Api(url or demo_mod.default_url(settings), key))

@@ -191,3 +191,24 @@ def test_ids_beyond_their_column_are_a_usage_error(run, args: tuple[str, ...], n
     result = run(*args)
     assert result.exit_code == 2, result.output
     assert names in one_line(result.output) and "Traceback" not in result.output
+
+
+def test_a_command_started_elsewhere_finds_no_database_and_makes_none(tmp_path: Path) -> None:
+    """From another folder the CLI opened a new, empty ./var/qhook.db and a new secret key, and
+    answered "0 deliveries" or "no user named 'admin'"."""
+    elsewhere = tmp_path / "elsewhere"
+    env = {"QHOOK_DATA_DIR": str(elsewhere / "var"), "QHOOK_DATABASE_URL": "", "QHOOK_SECRET_KEY": ""}
+    for args in (
+        ["deliveries", "list"],
+        ["user", "list"],
+        ["apikey", "create", "admin"],
+        ["worker"],
+        ["demo"],
+    ):
+        done = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
+        assert done.exit_code == 1, (args, done.output)
+        assert f"no qhook database at {(elsewhere / 'var' / 'qhook.db').resolve()}" in done.output, args
+    assert not elsewhere.exists()
+    made = CliRunner().invoke(app, ["migrate"], env=env, catch_exceptions=False)  # migrate makes one
+    assert made.exit_code == 0, made.output
+    assert (elsewhere / "var" / "qhook.db").exists()
