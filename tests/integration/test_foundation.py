@@ -16,11 +16,26 @@ from qhook.store.tables import metadata
 from tests.conftest import auth
 
 
-async def test_health_and_ready(client: httpx.AsyncClient) -> None:
+async def test_health_and_ready(client: httpx.AsyncClient, ctx: AppContext) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json() == {"status": "ready"}
+    if ctx.db.file is None:
+        return
+    # The SQLite file moved away under a running qhook (its open connections write on into it):
+    # it said ready, and accepted results nobody would find.
+    moved = ctx.db.file.with_name("moved.db")
+    ctx.db.file.rename(moved)
+    try:
+        gone = await client.get("/readyz")
+        assert gone.status_code == 503
+        assert gone.json()["error"] == (
+            f"Database unavailable: the database file {ctx.db.file} is gone (moved or deleted); restart qhook"
+        )
+    finally:
+        moved.rename(ctx.db.file)
+    assert (await client.get("/readyz")).status_code == 200
 
 
 def test_migrations_match_models(db: Database) -> None:

@@ -177,6 +177,12 @@ class Database:
                 yield conn
 
     def ping(self) -> None:
+        # An open SQLite connection goes on writing into a file that was moved or deleted under it,
+        # where no backup, restart or other process finds it: not ready.
+        if self.file is not None and not self.file.exists():
+            raise StoreError(
+                reason=f"the database file {self.file} is gone (moved or deleted); restart qhook"
+            )
         with self.reading() as tx:
             tx.execute(text("SELECT 1"))
 
