@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import quote
 
@@ -18,7 +19,8 @@ from qhook.api.app import create_app
 from qhook.api.deps import SESSION_COOKIE
 from qhook.clock import utcnow
 from qhook.context import AppContext
-from qhook.errors import ValidationFailed
+from qhook.domain.rates import Rate
+from qhook.errors import RateLimited, Unauthorized, ValidationFailed
 from qhook.services import users
 from qhook.store import definitions
 from qhook.store.tables import signals
@@ -496,6 +498,53 @@ async def test_password_guessing_is_stopped_per_name(browser: httpx.AsyncClient,
         assert (await attempt("hank", "password-hank")).status_code == 303
     browser.cookies.clear()
     assert (await attempt("hank", "wrong-guess")).status_code == 401  # a failure still counts
+
+
+def test_failing_from_one_address_does_not_lock_the_name_out_elsewhere(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed tries counted per name alone let anyone lock the admin out of the UI: ten wrong
+    passwords from anywhere. Now the tight limit is per name and address; a spread-out guesser
+    still meets the per-name limit over every address."""
+    password = person(ctx, "ada", "admin")
+    for _ in range(users.LOGIN_RATE_PER_NAME.limit):
+        with pytest.raises(Unauthorized):
+            users.check_login(ctx.db, "ada", "wrong-guess", source="203.0.113.9")
+    with pytest.raises(RateLimited):
+        users.check_login(ctx.db, "ada", password, source="203.0.113.9")  # the guesser is stopped
+    assert users.check_login(ctx.db, "ada", password, source="10.0.0.5").name == "ada"  # ada is not
+
+    monkeypatch.setattr(users, "LOGIN_RATE_PER_NAME_EVERYWHERE", Rate(15, 15 * 60))  # 100: slow hashes
+    spread = users.LOGIN_RATE_PER_NAME_EVERYWHERE.limit - users.LOGIN_RATE_PER_NAME.limit
+    for n in range(spread):
+        with pytest.raises(Unauthorized):
+            users.check_login(ctx.db, "ada", "wrong-guess", source=f"198.51.100.{n}")
+    with pytest.raises(RateLimited):
+        users.check_login(ctx.db, "ada", password, source="192.0.2.1")
+
+
+async def test_session_cookies_are_secure_behind_a_tls_proxy(ctx: AppContext) -> None:
+    """Behind a proxy on another host the app hears http, and the session cookie went out without
+    Secure; QHOOK_PUBLIC_URL says people reach qhook over https."""
+    password = person(ctx, "tess", "viewer")
+    proxied = replace(
+        ctx, settings=ctx.settings.model_copy(update={"public_url": "https://qhook.example.com"})
+    )
+    for context, secure in ((ctx, False), (proxied, True)):
+        async with make_browser(context) as http:
+            form = await http.get("/ui/login")
+            assert ("secure" in form.headers["set-cookie"].lower()) is secure
+            token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+            assert token
+            # A browser sends a Secure cookie only over https, which the proxy speaks to it.
+            done = await http.post(
+                "/ui/login",
+                data={"name": "tess", "password": password, "login_token": token.group(1)},
+                headers={"Cookie": f"qhook_login={token.group(1)}"},
+            )
+        assert done.status_code == 303, done.text
+        session = next(c for c in done.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE))
+        assert ("; secure" in session.lower()) is secure, session
 
 
 def test_a_password_of_spaces_is_refused(ctx: AppContext) -> None:

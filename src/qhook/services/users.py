@@ -222,8 +222,11 @@ def bootstrap_admin(db: Database) -> tuple[str, str] | None:
     return "admin", password
 
 
-# Password guessing: at most this many login tries per user name, and per client address, per window.
+# Password guessing, failed tries per window: per user name from one address; per user name from
+# all addresses (a spread-out guesser); per address (one guesser, many names). The first is the
+# tight one: counted per name alone, anyone could lock the admin out by failing ten times.
 LOGIN_RATE_PER_NAME = Rate(10, 15 * 60)
+LOGIN_RATE_PER_NAME_EVERYWHERE = Rate(100, 15 * 60)
 LOGIN_RATE_PER_SOURCE = Rate(50, 15 * 60)
 _DUMMY_HASH = _hasher.hash("no such user: the same work as a real check")
 
@@ -242,7 +245,8 @@ def check_login(
     counted: list[tuple[str, int]] = []
     with db.transaction() as tx:
         for bucket, rate in (
-            (f"login:name:{name.lower()}", LOGIN_RATE_PER_NAME),
+            (f"login:name:{name.lower()}:from:{source}", LOGIN_RATE_PER_NAME),
+            (f"login:name:{name.lower()}", LOGIN_RATE_PER_NAME_EVERYWHERE),
             (f"login:source:{source}", LOGIN_RATE_PER_SOURCE),
         ):
             count, window_start_ms = rates.hit(tx, bucket, period_ms=rate.period_s * 1000, now_ms=now_ms)

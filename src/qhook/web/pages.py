@@ -121,5 +121,12 @@ def set_session_cookie(request: Request, response: Response, token: str) -> None
         path="/",
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=cookie_secure(request),
     )
+
+
+def cookie_secure(request: Request) -> bool:
+    """Secure cookies on https, also behind a TLS proxy that the app hears over http (uvicorn
+    trusts X-Forwarded-Proto only from 127.0.0.1): QHOOK_PUBLIC_URL says how people reach it."""
+    public = context_of(request).settings.public_url
+    return request.url.scheme == "https" or public.lower().startswith("https://")

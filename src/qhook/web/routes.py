@@ -94,7 +94,7 @@ def _login_page(request: Request, next_url: str, error: str = "", status_code: i
         path="/ui/login",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=pages.cookie_secure(request),
     )
     return response
 
