@@ -459,13 +459,15 @@ def replay(
 def purge(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would go")] = False,
 ) -> None:
-    """Delete deliveries past retention (QHOOK_RETENTION_DAYS, QHOOK_FAILED_RETENTION_DAYS)."""
+    """Delete deliveries past retention (QHOOK_RETENTION_DAYS, QHOOK_FAILED_RETENTION_DAYS), and the
+    endpoint log, sent error reports and finished e-mails older than QHOOK_FAILED_RETENTION_DAYS."""
     from qhook.services import hub
 
     report = hub.purge(open_ctx(), dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     parts = ", ".join(f"{n} {status}" for status, n in report.deliveries.items())
-    console.print(f"{verb} {report.total} deliveries ({parts}) and {report.attempts} attempts")
+    others = ", ".join(f"{n} {name}" for name, n in report.records.items())
+    console.print(f"{verb} {report.total} deliveries ({parts}) and {report.attempts} attempts; {others}")
 
 
 @app.command()

@@ -20,7 +20,7 @@ from qhook.services import audit
 from qhook.store import endpoints as endpoint_store
 from qhook.store import events as event_store
 from qhook.store import hub as store
-from qhook.store import hub_stats
+from qhook.store import hub_stats, retention
 from qhook.store import workflows as workflow_store
 from qhook.store.db import Tx
 from qhook.store.endpoints import EndpointLogEntry
@@ -101,6 +101,7 @@ class PurgeReport:
     dry_run: bool
     deliveries: dict[str, int] = field(default_factory=dict)  # per status
     attempts: int = 0
+    records: dict[str, int] = field(default_factory=dict)  # endpoint log, error reports, e-mails, ...
 
     @property
     def total(self) -> int:
@@ -607,15 +608,48 @@ def purge(
             removed_attempts += tries
             if rows < batch:
                 break
-    report = PurgeReport(dry_run=dry_run, deliveries=removed, attempts=removed_attempts)
-    if report.total and not dry_run:
+    records = _purge_records(ctx, now, dry_run, batch)
+    report = PurgeReport(dry_run=dry_run, deliveries=removed, attempts=removed_attempts, records=records)
+    if (report.total or any(records.values())) and not dry_run:
         logger.info(
             "purged %d deliveries and %d attempts past retention",
             report.total,
             report.attempts,
-            extra={"action": "hub_purge", "deliveries": report.total, "attempts": report.attempts},
+            extra={
+                "action": "hub_purge",
+                "deliveries": report.total,
+                "attempts": report.attempts,
+                **{name.replace(" ", "_"): n for name, n in records.items() if n},
+            },
         )
     return report
+
+
+# Rate counters: every window is an hour at most; a day later none can matter.
+SPENT_COUNTERS_AFTER = timedelta(days=1)
+
+
+def _purge_records(ctx: AppContext, now: datetime, dry_run: bool, batch: int) -> dict[str, int]:
+    """The endpoint log, sent error reports and finished e-mails go after QHOOK_FAILED_RETENTION_DAYS
+    (the longest retention: they explain the failed deliveries still kept); spent rate counters
+    after a day. The audit trail and the events stay."""
+    before = now - timedelta(days=ctx.settings.failed_retention_days)
+    kept = retention.Kept(
+        log_before=before,
+        done_before=before,
+        counters_before_ms=int((now - SPENT_COUNTERS_AFTER).timestamp() * 1000),
+    )
+    if dry_run:
+        with ctx.db.reading() as tx:
+            return retention.count(tx, kept)
+    total: dict[str, int] = {}
+    while True:
+        with ctx.db.transaction() as tx:
+            done = retention.purge_batch(tx, kept, batch)
+        for name, n in done.items():
+            total[name] = total.get(name, 0) + n
+        if all(n < batch for n in done.values()):
+            return total
 
 
 async def run_retention(ctx: AppContext, stop: asyncio.Event) -> None:
