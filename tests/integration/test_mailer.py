@@ -174,3 +174,59 @@ async def test_the_mailer_waits_longer_after_each_failed_round(
         "error digests not sent: SMTP 535: 5.7.8 Authentication credentials invalid "
         "(check QHOOK_SMTP_URL and the mail server); next try in 10 s"
     )
+
+
+def test_a_digest_links_to_the_hub_hides_url_tokens_and_says_when_the_endpoint_is_back(
+    settings: Settings, smtp: tuple[Inbox, int]
+) -> None:
+    """The digest said only "the Integration Hub of your qhook", copied ?token=... from the URL
+    into the mail, had no Date or Message-ID (remote relays add none; spam filters score that),
+    and a circuit that had closed again by mailing time was still reported as "stopped answering"."""
+    from qhook.delivery.worker import _open_circuit
+    from qhook.store import endpoints as endpoint_store
+
+    inbox, port = smtp
+    origin = "https://erp.example.com:443"
+    ctx = open_context(
+        settings.model_copy(
+            update={"smtp_url": f"smtp://127.0.0.1:{port}", "public_url": "https://qhook.example.com/"}
+        )
+    )
+    try:
+        now = utcnow()
+        with ctx.db.transaction() as tx:
+            _open_circuit(tx, now, origin=origin, detail="10 of 10 attempts failed", email="ops@example.com")
+            error_reports.add(
+                tx,
+                endpoint=origin,
+                email="ops@example.com",
+                kind="delivery_failed",
+                delivery_id=7,
+                text="Delivery msg_1 to https://erp.example.com/in?... failed for good (HTTP 500).",
+                now=now,
+            )
+            endpoint_store.close_circuit(tx, origin, now, "probe succeeded")
+        assert mailer.send_due_digests(ctx, now) == 1
+    finally:
+        ctx.db.dispose()
+    [message] = inbox.messages
+    assert message["Date"] and message["Message-ID"] and message["Auto-Submitted"] == "auto-generated"
+    text = message.get_payload(decode=True).decode()
+    assert (
+        "https://qhook.example.com/ui/hub?status=failed&endpoint=https%3A%2F%2Ferp.example.com%3A443" in text
+    )
+    assert "https://qhook.example.com/ui/endpoints" in text
+    assert "Since then the circuit closed again (a probe succeeded)" in text
+
+
+def test_a_failed_delivery_report_leaves_the_query_out() -> None:
+    from types import SimpleNamespace
+
+    from qhook.delivery.worker import _failure_text
+
+    delivery = SimpleNamespace(webhook_id="msg_1", url="https://erp.example.com/in?token=SECRETQ&x=1")
+    result = SimpleNamespace(
+        status_code=500, error_kind="http_status", attempt=SimpleNamespace(number=3), hint=""
+    )
+    text = _failure_text(delivery, result)  # type: ignore[arg-type]
+    assert "SECRETQ" not in text and "https://erp.example.com/in?..." in text

@@ -12,7 +12,7 @@ import logging
 import smtplib
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import formatdate, make_msgid
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
@@ -41,6 +41,7 @@ def message_of(email: QueuedEmail, sender: str) -> EmailMessage:
     message["Subject"] = email.subject
     message["Auto-Submitted"] = "auto-generated"
     message["Message-ID"] = make_msgid(idstring=f"qhook-email-{email.id}")
+    message["Date"] = formatdate(localtime=False, usegmt=True)
     message.set_content(email.body or "")
     return message
 

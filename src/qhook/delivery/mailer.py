@@ -14,13 +14,15 @@ import smtplib
 from collections import defaultdict
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from urllib.parse import unquote, urlsplit
+from email.utils import formatdate, make_msgid
+from urllib.parse import quote, unquote, urlsplit
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.delivery.sender import tls_context
 from qhook.errors import QhookError
 from qhook.settings import Settings
+from qhook.store import endpoints as endpoint_store
 from qhook.store import error_reports
 from qhook.store.db import Tx
 
@@ -47,9 +49,11 @@ def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
     if ctx.db.is_sqlite:
         with ctx.db.reading() as tx:
             due = _due(tx, now, settings.error_mail_interval_s)
+            states = endpoint_store.states(tx, {endpoint for endpoint, _ in due})
         sent = 0
         for (endpoint, email), items in due.items():
-            sent += _mail_group(settings, endpoint, email, items)  # raises on server trouble
+            state = states.get(endpoint)
+            sent += _mail_group(settings, endpoint, email, items, state)  # raises on server trouble
             with ctx.db.transaction() as tx:
                 error_reports.mark_sent(tx, [r.id for r in items], now)
         return sent
@@ -58,9 +62,11 @@ def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
     with ctx.db.transaction() as tx:
         if not error_reports.claim_mailer(tx):
             return 0
-        for (endpoint, email), items in _due(tx, now, settings.error_mail_interval_s, lock=True).items():
+        due = _due(tx, now, settings.error_mail_interval_s, lock=True)
+        states = endpoint_store.states(tx, {endpoint for endpoint, _ in due})
+        for (endpoint, email), items in due.items():
             try:
-                sent += _mail_group(settings, endpoint, email, items)
+                sent += _mail_group(settings, endpoint, email, items, states.get(endpoint))
             except (OSError, smtplib.SMTPException) as exc:
                 failure = exc  # keep what was mailed so far marked; the rest goes next round
                 break
@@ -70,10 +76,16 @@ def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
     return sent
 
 
-def _mail_group(settings: Settings, endpoint: str, email: str, items: list[error_reports.ErrorReport]) -> int:
+def _mail_group(
+    settings: Settings,
+    endpoint: str,
+    email: str,
+    items: list[error_reports.ErrorReport],
+    state: endpoint_store.EndpointState | None,
+) -> int:
     """1 when mailed, 0 when the server refused the address for good (logged; not tried again)."""
     try:
-        send_message(settings, _digest(settings.smtp_from, email, endpoint, items))
+        send_message(settings, _digest(settings, email, endpoint, items, state))
     except smtplib.SMTPRecipientsRefused as exc:
         if not refused_for_good(exc):
             raise
@@ -124,7 +136,13 @@ def _due(
     return due
 
 
-def _digest(sender: str, to: str, endpoint: str, items: list[error_reports.ErrorReport]) -> EmailMessage:
+def _digest(
+    settings: Settings,
+    to: str,
+    endpoint: str,
+    items: list[error_reports.ErrorReport],
+    state: endpoint_store.EndpointState | None,
+) -> EmailMessage:
     failed = sum(1 for r in items if r.kind == "delivery_failed")
     opened = any(r.kind == "circuit_open" for r in items)
     parts = []
@@ -133,14 +151,33 @@ def _digest(sender: str, to: str, endpoint: str, items: list[error_reports.Error
     if failed:
         parts.append(f"{failed} deliver{'y' if failed == 1 else 'ies'} failed")
     message = EmailMessage()
-    message["From"] = sender
+    message["From"] = settings.smtp_from
     message["To"] = to
     message["Subject"] = f"qhook: {endpoint}: {', '.join(parts)}"
+    message["Date"] = formatdate(localtime=False, usegmt=True)  # relays off this machine add none
+    message["Message-ID"] = make_msgid(idstring=f"qhook-digest-{items[0].id}")
+    message["Auto-Submitted"] = "auto-generated"
     lines = [f"qhook could not deliver webhooks to {endpoint}.", ""]
     lines += [f"- {r.created_at:%Y-%m-%d %H:%M:%S} UTC  {r.text}" for r in items]
-    lines += ["", "Details and redelivery: the Integration Hub of your qhook."]
+    if opened and state is not None and state.circuit_state == "closed":
+        # Mailed at the end of the interval: the endpoint may be back by then.
+        lines += [
+            "",
+            "Since then the circuit closed again (a probe succeeded): held deliveries are being sent.",
+        ]
+    lines += ["", _where_to_look(settings.public_url, endpoint)]
     message.set_content("\n".join(lines))
     return message
+
+
+def _where_to_look(public_url: str, endpoint: str) -> str:
+    if not public_url:
+        return "Details and redelivery: the Integration Hub of your qhook (set QHOOK_PUBLIC_URL for a link)."
+    base = public_url.rstrip("/")
+    return (
+        f"Failed deliveries to it: {base}/ui/hub?status=failed&endpoint={quote(endpoint, safe='')}\n"
+        f"The endpoint's state and history: {base}/ui/endpoints"
+    )
 
 
 class PlainTextLogin(smtplib.SMTPException):

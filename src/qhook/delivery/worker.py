@@ -743,8 +743,10 @@ def _release(tx: Tx, now: datetime, *, ids: list[int], owner: str) -> None:
 
 def _failure_text(d: queue.QueuedDelivery, result: attempt_mod.AttemptResult) -> str:
     status = f"HTTP {result.status_code}" if result.status_code else (result.error_kind or "error")
+    # Not the query: receivers take tokens there (?token=...), and mail travels far.
+    url = d.url.split("?", 1)[0] + ("?..." if "?" in d.url else "")
     return (
-        f"Delivery {d.webhook_id} to {d.url} failed for good after {result.attempt.number} attempt(s) "
+        f"Delivery {d.webhook_id} to {url} failed for good after {result.attempt.number} attempt(s) "
         f"({status}). {result.hint or ''}".strip()
     )
 
