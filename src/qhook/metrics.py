@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 from prometheus_client.metrics_core import Metric
 
+from qhook.clock import utcnow
 from qhook.context import AppContext
+from qhook.errors import QhookError
 from qhook.store import endpoints as endpoint_store
 from qhook.store import queue
 
@@ -39,6 +41,12 @@ QUEUE_DEPTH = Gauge(
 OPEN_CIRCUITS = Gauge(
     "qhook_open_circuits", "Endpoints whose circuit is open or half-open.", registry=REGISTRY
 )
+WAITING_ENDPOINTS = Gauge(
+    "qhook_waiting_endpoints",
+    "Endpoints paused by an operator (reason=paused) or by a receiver's Retry-After (reason=throttled).",
+    ["reason"],
+    registry=REGISTRY,
+)
 DATABASE_UP = Gauge(
     "qhook_database_up",
     "1 when the last scrape read the database gauges, 0 when the database was away (they are then absent).",
@@ -52,9 +60,12 @@ def refresh_gauges(ctx: AppContext) -> None:
     with ctx.db.reading() as tx:
         depth = queue.depth_by_status(tx)
         open_count = endpoint_store.open_circuit_count(tx)
+        waiting = endpoint_store.waiting_counts(tx, utcnow())
     for status in sorted(set(STATUSES) | set(depth)):
         QUEUE_DEPTH.labels(status).set(depth.get(status, 0))
     OPEN_CIRCUITS.set(open_count)
+    for reason, count in waiting.items():
+        WAITING_ENDPOINTS.labels(reason).set(count)
     DATABASE_UP.set(1)
 
 
@@ -74,12 +85,14 @@ class _ScrapeRegistry(CollectorRegistry):
     def collect(self) -> Iterator[Metric]:
         try:
             refresh_gauges(self._ctx)
-        except Exception:  # the database is away: counters and histograms still answer
-            logger.warning("metrics gauges not refreshed", extra={"action": "metrics_gauges_failed"})
+        except Exception as exc:  # the database is away: counters and histograms still answer
+            why = exc.for_operators if isinstance(exc, QhookError) else f"{type(exc).__name__}: {exc}"
+            logger.warning("metrics gauges not refreshed: %s", why, extra={"action": "metrics_gauges_failed"})
             # The last values would pass for current ones (a queue that looks calm during an
             # outage): the database gauges go absent, and qhook_database_up says why.
             DATABASE_UP.set(0)
             QUEUE_DEPTH.clear()
+            WAITING_ENDPOINTS.clear()
             OPEN_CIRCUITS.set(float("nan"))
         yield from REGISTRY.collect()
 

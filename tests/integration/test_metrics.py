@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,6 +34,15 @@ async def test_metrics_count_deliveries_and_read_depth(ctx: AppContext, client: 
         enqueue(ctx, signal_id, rx.url, ["{}"] * 2)  # waiting, no worker
         with ctx.db.transaction() as tx:
             endpoint_store.open_circuit(tx, origin_of(rx.url), utcnow(), "test")
+            # Endpoints waiting by someone's wish: the "queue not draining" alert must not blame
+            # the workers for them.
+            endpoint_store.set_paused(tx, "https://paused.example.com:443", True, utcnow())
+            endpoint_store.throttle(
+                tx, "https://busy.example.com:443", utcnow() + timedelta(minutes=5), utcnow()
+            )
+            endpoint_store.throttle(
+                tx, "https://was-busy.example.com:443", utcnow() - timedelta(minutes=5), utcnow()
+            )
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -43,6 +54,8 @@ async def test_metrics_count_deliveries_and_read_depth(ctx: AppContext, client: 
     assert after[("qhook_queue_depth", (("status", "pending"),))] == 2
     assert after[("qhook_queue_depth", (("status", "failed"),))] == 0
     assert after[("qhook_open_circuits", ())] == 1
+    assert after[("qhook_waiting_endpoints", (("reason", "paused"),))] == 1
+    assert after[("qhook_waiting_endpoints", (("reason", "throttled"),))] == 1  # not the one whose wait ended
 
 
 async def test_a_redelivery_is_no_event_to_delivery_delay(

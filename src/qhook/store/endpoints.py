@@ -208,6 +208,18 @@ def probe_candidates(tx: Tx, now: datetime, cool_off: timedelta, probe_timeout: 
     return [r.origin for r in rows]
 
 
+def waiting_counts(tx: Tx, now: datetime) -> dict[str, int]:
+    """Endpoints that take nothing for a while by someone's wish: ``paused`` by an operator,
+    ``throttled`` by a receiver's Retry-After."""
+    paused, throttled = tx.execute(
+        select(
+            func.count().filter(endpoints.c.paused.is_(True)),
+            func.count().filter(endpoints.c.throttled_until > now),
+        ).select_from(endpoints)
+    ).one()
+    return {"paused": int(paused or 0), "throttled": int(throttled or 0)}
+
+
 def open_circuit_count(tx: Tx) -> int:
     rows = tx.execute(select(endpoints.c.origin).where(endpoints.c.circuit_state != "closed"))
     return len(rows.all())
