@@ -324,24 +324,41 @@ def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else "-"
 
 
+# The Hub's filters, the same for listing and replaying.
+WorkflowOption = Annotated[int | None, typer.Option("--workflow", help="Workflow id", min=1, max=MAX_ID)]
+SignalOption = Annotated[int | None, typer.Option("--signal", help="Signal id", min=1, max=MAX_ID)]
+SetOption = Annotated[int | None, typer.Option("--set", help="Set id", min=1, max=MAX_ID)]
+ResultOption = Annotated[int | None, typer.Option("--result", help="Result id", min=1, max=MAX_ID)]
+EndpointOption = Annotated[
+    str | None, typer.Option("--endpoint", help="Origin, e.g. https://erp.example.com")
+]
+ActionOption = Annotated[str | None, typer.Option("--action", help="new modified deleted date manual test")]
+SinceOption = Annotated[
+    str | None, typer.Option("--since", help="Created at or after (ISO 8601, UTC by default)")
+]
+UntilOption = Annotated[str | None, typer.Option("--until", help="Created before (ISO 8601)")]
+TextOption = Annotated[str | None, typer.Option("--q", "-q", help="Text in the body, e.g. B-1234")]
+EventOption = Annotated[
+    str | None, typer.Option("--event", help="Event id as receivers get it (evt_...) or the internal id")
+]
+
+
 @deliveries_app.command("list")
 @friendly
 def deliveries_list(
     status: Annotated[
         str | None, typer.Option(help="pending retrying held succeeded failed cancelled")
     ] = None,
-    workflow: Annotated[int | None, typer.Option(help="Workflow id", min=1, max=MAX_ID)] = None,
-    signal: Annotated[int | None, typer.Option(help="Signal id", min=1, max=MAX_ID)] = None,
-    set_id: Annotated[int | None, typer.Option("--set", help="Set id", min=1, max=MAX_ID)] = None,
-    result: Annotated[int | None, typer.Option(help="Result id", min=1, max=MAX_ID)] = None,
-    endpoint: Annotated[str | None, typer.Option(help="Origin, e.g. https://erp.example.com")] = None,
-    action: Annotated[str | None, typer.Option(help="new modified deleted date manual")] = None,
-    since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601, UTC by default)")] = None,
-    until: Annotated[str | None, typer.Option(help="Created before (ISO 8601)")] = None,
-    q: Annotated[str | None, typer.Option("--q", "-q", help="Text in the body, e.g. B-1234")] = None,
-    event: Annotated[
-        str | None, typer.Option(help="Event id as receivers get it (evt_...) or the internal id")
-    ] = None,
+    workflow: WorkflowOption = None,
+    signal: SignalOption = None,
+    set_id: SetOption = None,
+    result: ResultOption = None,
+    endpoint: EndpointOption = None,
+    action: ActionOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    q: TextOption = None,
+    event: EventOption = None,
     limit: Annotated[int, typer.Option(help="Rows to show", min=1, max=500)] = 50,
     cursor: Annotated[
         str | None, typer.Option(help="Continue after a page: the next cursor a previous list printed")
@@ -426,14 +443,24 @@ def deliveries_show(delivery_id: Annotated[int, typer.Argument(min=1, max=MAX_BI
 @friendly
 def replay(
     status: Annotated[
-        str | None, typer.Option(help="failed, succeeded or cancelled (default both first)")
+        str | None,
+        typer.Option(help="failed, succeeded or cancelled (default: failed and succeeded)"),
     ] = None,
-    workflow: Annotated[int | None, typer.Option(help="Workflow id", min=1, max=MAX_ID)] = None,
-    endpoint: Annotated[str | None, typer.Option(help="Origin, e.g. https://erp.example.com")] = None,
-    since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601, UTC by default)")] = None,
-    until: Annotated[str | None, typer.Option(help="Created before (ISO 8601)")] = None,
+    workflow: WorkflowOption = None,
+    signal: SignalOption = None,
+    set_id: SetOption = None,
+    result: ResultOption = None,
+    endpoint: EndpointOption = None,
+    action: ActionOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    q: TextOption = None,
+    event: EventOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be queued")] = False,
 ) -> None:
-    """Queue finished deliveries again (same body and webhook-id); running it twice queues nothing twice."""
+    """Queue finished deliveries again (same body and webhook-id); running it twice queues nothing twice.
+
+    At least one filter; --dry-run counts first."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from qhook.services import hub
@@ -441,12 +468,26 @@ def replay(
     filters = hub.Filters(
         status=status,
         workflow_id=workflow,
+        signal_id=signal,
+        set_id=set_id,
+        result_id=result,
         endpoint=endpoint,
+        action=action,
         since=_moment(since, "since"),
         until=_moment(until, "until"),
+        q=q,
+        event=event,
     )
+    if filters.is_empty():
+        raise QhookError(
+            "give at least one filter to replay: --status, --workflow, --signal, --set, --result, "
+            "--action, --endpoint, --since, --until, --q or --event (--dry-run counts first)"
+        )
     ctx = open_ctx()
     total = hub.count_replayable(ctx, filters)
+    if dry_run:
+        console.print(f"would queue {total} deliveries")
+        return
     columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=err_console) as progress:
         task = progress.add_task("replay", total=total)

@@ -98,6 +98,26 @@ def test_replay_with_progress_and_count(run, ctx: AppContext) -> None:  # type: 
     assert entries and all(e.actor == "cli" for e in entries)
     nothing = run("replay")
     assert nothing.exit_code == 1 and "at least one filter" in one_line(nothing.stderr)
+    assert "--workflow" in one_line(nothing.stderr)  # the options, not the API's field names
+
+
+def test_replay_takes_every_hub_filter_and_counts_first(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
+    """The CLI had only --status --workflow --endpoint --since --until, and no dry run: replaying a
+    workflow re-sent its succeeded deliveries without a count."""
+    wanted = add_delivery(
+        ctx.db, status="failed", set_id=7, result_id=70, action="modified", body='{"b": "B-77"}'
+    )
+    add_delivery(ctx.db, status="failed", set_id=7, result_id=71, action="new", body='{"b": "B-78"}')
+    add_delivery(ctx.db, status="failed", set_id=8, result_id=70, action="modified", body='{"b": "B-77"}')
+    dry = run("replay", "--set", "7", "--action", "modified", "--q", "B-77", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would queue 1 deliveries" in dry.stdout
+    with ctx.db.reading() as tx:
+        assert hub_store.get_delivery(tx, wanted)[0].status == "failed"  # type: ignore[index]
+    done = run("replay", "--set", "7", "--result", "70")
+    assert "1 deliveries queued" in done.stdout
+    with ctx.db.reading() as tx:
+        assert hub_store.get_delivery(tx, wanted)[0].status == "pending"  # type: ignore[index]
 
 
 def test_purge_dry_run_then_purge(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
