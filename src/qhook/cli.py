@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from qhook.clock import utcnow
 from qhook.context import AppContext, open_context, require_existing_database
 from qhook.domain.ids import MAX_BIG_ID, MAX_ID, is_id
 from qhook.errors import QhookError
@@ -437,6 +438,55 @@ def deliveries_show(delivery_id: Annotated[int, typer.Argument(min=1, max=MAX_BI
             a.hint or "",
         )
     console.print(table)
+
+
+endpoints_app = typer.Typer(
+    no_args_is_help=True, help="Endpoints (origins) qhook sends to: state, pause, resume."
+)
+app.add_typer(endpoints_app, name="endpoints")
+
+
+@endpoints_app.command("list")
+@friendly
+def endpoints_list() -> None:
+    """Every origin: its state, the last hour's success and what waits in its queue."""
+    from qhook.services import hub
+
+    table = Table("endpoint", "state", "until / since", "last hour", "queued")
+    for e in hub.endpoint_summaries(open_ctx()):
+        hour = e.last_hour
+        share = f"{hour.succeeded / hour.attempts:.0%} of {hour.attempts}" if hour.attempts else "-"
+        moment = e.throttled_until or e.circuit_open_since
+        table.add_row(e.origin, e.state, _when(moment) if moment else "", share, str(e.queue_depth))
+    console.print(table)
+
+
+@endpoints_app.command("pause")
+@friendly
+def endpoints_pause(origin: Annotated[str, typer.Argument(help="e.g. https://erp.example.com")]) -> None:
+    """No new attempts to this origin until resumed (in-flight ones finish)."""
+    from qhook.services import hub
+
+    ctx = open_ctx()
+    row = hub.set_endpoint_paused(ctx, origin, paused=True, actor="cli")
+    console.print(f"{row.origin}: paused")
+
+
+@endpoints_app.command("resume")
+@friendly
+def endpoints_resume(origin: Annotated[str, typer.Argument(help="e.g. https://erp.example.com")]) -> None:
+    """Let attempts go again: ends an operator's pause; on an endpoint no one paused, a receiver's
+    Retry-After wait."""
+    from qhook.services import hub
+
+    ctx = open_ctx()
+    row = hub.set_endpoint_paused(ctx, origin, paused=False, actor="cli")
+    ctx.wake()
+    waiting = (
+        f" (still waiting for Retry-After until {_when(row.throttled_until)} UTC; resume again to end it)"
+    )
+    still = row.throttled_until is not None and row.throttled_until > utcnow()
+    console.print(f"{row.origin}: resumed{waiting if still else ''}")
 
 
 @app.command("replay")

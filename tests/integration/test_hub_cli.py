@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from qhook.cli import app
+from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.services import audit
 from qhook.store import hub as hub_store
 from tests.conftest import TEST_SECRET_KEY
-from tests.support.hub_data import add_attempt, add_delivery, days_ago
+from tests.support.hub_data import add_attempt, add_delivery, days_ago, set_endpoint_state
 
 
 def one_line(text: str) -> str:
@@ -136,3 +138,25 @@ def test_purge_dry_run_then_purge(run, ctx: AppContext) -> None:  # type: ignore
     with ctx.db.reading() as tx:
         assert hub_store.get_delivery(tx, old) is None
         assert hub_store.get_delivery(tx, young) is not None
+
+
+def test_endpoints_list_pause_and_resume(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
+    """On-call people had no endpoint command: pausing an ERP took the API or the UI."""
+    add_delivery(ctx.db, status="pending")
+    set_endpoint_state(
+        ctx.db, "https://lims.example.org:443", throttled_until=utcnow() + timedelta(minutes=10)
+    )
+    listed = run("endpoints", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "https://erp.example.com:443" in listed.stdout and "throttled" in listed.stdout
+    paused = run("endpoints", "pause", "https://erp.example.com")
+    assert paused.exit_code == 0 and "https://erp.example.com:443: paused" in paused.stdout
+    assert "paused" in next(line for line in run("endpoints", "list").stdout.splitlines() if "erp" in line)
+    assert "resumed" in run("endpoints", "resume", "https://erp.example.com").stdout
+    waited = run("endpoints", "resume", "https://lims.example.org")  # no pause: ends the Retry-After wait
+    assert waited.exit_code == 0 and "still waiting" not in waited.stdout
+    assert "throttled" not in run("endpoints", "list").stdout
+    bad = run("endpoints", "pause", "not a url")
+    assert bad.exit_code == 1 and "origin" in one_line(bad.stderr)
+    entries = [e for e in audit.list_entries(ctx.db) if e.action.startswith("endpoint.")]
+    assert [e.actor for e in entries] == ["cli"] * 3
