@@ -134,6 +134,14 @@ async def test_validation_names_the_place(api: httpx.AsyncClient) -> None:
             {"signals": [{"type": "webhook", "url": RECEIVER, "headers": {"X-A": 1}}]},
             "signals[0].headers.X-A",
         ),
+        (  # qhook sets these itself: they were accepted and silently never sent
+            {"signals": [{"type": "webhook", "url": RECEIVER, "headers": {"User-Agent": "ERP-bridge"}}]},
+            "signals[0].headers.User-Agent",
+        ),
+        (
+            {"signals": [{"type": "webhook", "url": RECEIVER, "headers": {"X N": "1"}}]},
+            "signals[0].headers.X N",
+        ),
         (  # a credential belongs in an auth profile: static headers are shown to every viewer
             {"signals": [{"type": "webhook", "url": RECEIVER, "headers": {"authorization": "Bearer x"}}]},
             "signals[0].headers.authorization",

@@ -17,9 +17,9 @@ from qhook.context import AppContext
 from qhook.delivery.auth import ResolvedAuth
 from qhook.delivery.sender import OutgoingRequest
 from qhook.domain import credentials
+from qhook.domain import headers as header_names
 from qhook.domain.signing import signing_headers
 from qhook.domain.urls import parse_target
-from qhook.services.auth_profiles import RESERVED_HEADERS
 
 USER_AGENT = f"qhook/{__version__}"
 DEFAULT_TIMEOUT_S = 15.0
@@ -66,7 +66,7 @@ def build_request(
     static = signal.config.get("headers")
     if static:
         for name, value in static.items():
-            if str(name).lower() not in RESERVED_HEADERS:
+            if not header_names.is_reserved(str(name)):
                 headers[str(name)] = str(value)
     if "@" in url and "@" in url.split("://", 1)[-1].split("/", 1)[0]:
         # The original's https://user:pass@host form: the pair becomes Basic, never part of the URL.

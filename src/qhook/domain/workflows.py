@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from qhook.domain import credentials, filters, payloads, retry, signing, triggers
+from qhook.domain import headers as headers_mod
 from qhook.domain.filters import FieldLike
 from qhook.domain.ids import is_id
 from qhook.domain.rates import parse_rate
@@ -29,11 +30,6 @@ WEBHOOK_DEFAULTS: dict[str, Any] = {
     "rate_limit": None,
     "max_in_flight": 10,
 }
-# Headers qhook sets itself; a signal may not override them.
-RESERVED_HEADERS = frozenset(
-    {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"}
-)
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +208,12 @@ def _webhook(
     if not isinstance(headers, dict):
         raise _fail(f"{path}.headers", "an object of header names to text values")
     for name, value in headers.items():
-        if not _HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
-            raise _fail(f"{path}.headers.{name}", "a header name qhook does not set itself")
+        if not headers_mod.is_name(name):
+            raise _fail(f"{path}.headers.{name}", headers_mod.NAME_EXPECTED)
+        if headers_mod.is_reserved(name):
+            raise _fail(
+                f"{path}.headers.{name}", f"a header name qhook does not set itself ({name} is qhook's)"
+            )
         if credentials.is_credential(name):
             # Static headers are shown to every viewer and kept unencrypted; a profile is neither.
             raise _fail(

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
+from qhook.domain import headers as header_names
 from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX
 from qhook.domain.urls import host_matches, host_of, parse_target
 from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
@@ -42,21 +43,6 @@ SECRET_FIELDS: dict[str, tuple[str, ...]] = {
 COMMON_CONFIG = ("allowed_domains", "ca_cert", "client_cert")
 COMMON_SECRETS = ("client_key",)
 CLIENT_AUTH = ("basic", "body")
-# Headers qhook sets itself; a profile may not replace them.
-RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "content-type",
-        "transfer-encoding",
-        "connection",
-        "user-agent",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -311,9 +297,9 @@ def _normalize(ctx: AppContext, doc: Mapping[str, Any]) -> tuple[str, str, dict[
         secrets["password"] = _text(doc, "password", max_length=1000, strip=False)
     elif kind == "header":
         header = _text(doc, "header_name", max_length=100)
-        if not _TOKEN.match(header):
+        if not header_names.is_name(header):
             raise field_error("header_name", "an HTTP header name such as 'X-API-Key'")
-        if header.lower() in RESERVED_HEADERS:
+        if header_names.is_reserved(header):
             raise field_error("header_name", f"a header qhook does not set itself ({header} is reserved)")
         config["header_name"] = header
         value = _text(doc, "header_value", max_length=4000, strip=False)
