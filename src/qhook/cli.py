@@ -57,7 +57,7 @@ def friendly(func: F) -> F:
 
 
 def open_ctx(*, create: bool = False) -> AppContext:
-    """The database of the settings; only serve, worker and migrate may create it."""
+    """The database of the settings; only the services (serve, worker) and migrate create it."""
     settings = Settings()
     if not create:
         require_existing_database(settings)
@@ -99,7 +99,7 @@ def worker(
     from qhook import logline
     from qhook.delivery.worker import serve_worker
 
-    ctx = open_ctx()
+    ctx = open_ctx(create=True)  # a service like serve, whichever of the two starts first
     logline.configure(ctx.settings.log_level)
     serve_worker(ctx, concurrency=concurrency, metrics_port=metrics_port, metrics_host=metrics_host)
 

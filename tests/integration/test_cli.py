@@ -202,7 +202,6 @@ def test_a_command_started_elsewhere_finds_no_database_and_makes_none(tmp_path: 
         ["deliveries", "list"],
         ["user", "list"],
         ["apikey", "create", "admin"],
-        ["worker"],
         ["demo"],
     ):
         done = CliRunner().invoke(app, args, env=env, catch_exceptions=False)

@@ -99,9 +99,6 @@ def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        open_context(
-            Settings(data_dir=tmp_path / "var", secret_key=TEST_SECRET_KEY)
-        ).db.dispose()  # qhook serve's
         process = start(tmp_path, ["--metrics-port", str(port)], {})
         try:
             process.wait(30)
