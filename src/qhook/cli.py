@@ -489,6 +489,45 @@ def endpoints_resume(origin: Annotated[str, typer.Argument(help="e.g. https://er
     console.print(f"{row.origin}: resumed{waiting if still else ''}")
 
 
+emails_app = typer.Typer(no_args_is_help=True, help="The e-mails of e-mail signals: status, errors, resend.")
+app.add_typer(emails_app, name="emails")
+
+
+@emails_app.command("list")
+@friendly
+def emails_list(
+    status: Annotated[str | None, typer.Option(help="pending sent failed")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show", min=1, max=500)] = 50,
+) -> None:
+    """E-mails newest first, with the mail server's last answer for those not sent."""
+    from qhook.services import emails
+
+    page, _ = emails.list_emails(open_ctx(), status=status, limit=limit)
+    table = Table("id", "status", "created", "to", "subject", "tries", "last error")
+    for e in page:
+        table.add_row(
+            str(e.id),
+            e.status,
+            _when(e.created_at),
+            ", ".join(e.recipients),
+            e.subject,
+            str(e.attempt_count),
+            e.last_error or "",
+        )
+    console.print(table)
+    console.print(f"{len(page)} e-mails")
+
+
+@emails_app.command("resend")
+@friendly
+def emails_resend(email_id: Annotated[int, typer.Argument(min=1, max=MAX_BIG_ID)]) -> None:
+    """Send a failed e-mail once more (the worker's mailer takes it within seconds)."""
+    from qhook.services import emails
+
+    email = emails.resend(open_ctx(), email_id, actor="cli")
+    console.print(f"e-mail {email.id} to {', '.join(email.recipients)}: queued again")
+
+
 @app.command("replay")
 @friendly
 def replay(

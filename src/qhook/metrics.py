@@ -11,8 +11,8 @@ from prometheus_client.metrics_core import Metric
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.errors import QhookError
+from qhook.store import email_outbox, queue
 from qhook.store import endpoints as endpoint_store
-from qhook.store import queue
 
 logger = logging.getLogger(__name__)
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -47,6 +47,12 @@ WAITING_ENDPOINTS = Gauge(
     ["reason"],
     registry=REGISTRY,
 )
+EMAILS = Gauge(
+    "qhook_emails",
+    "E-mails of e-mail signals by status (pending, failed; sent ones are not counted).",
+    ["status"],
+    registry=REGISTRY,
+)
 DATABASE_UP = Gauge(
     "qhook_database_up",
     "1 when the last scrape read the database gauges, 0 when the database was away (they are then absent).",
@@ -61,11 +67,14 @@ def refresh_gauges(ctx: AppContext) -> None:
         depth = queue.depth_by_status(tx)
         open_count = endpoint_store.open_circuit_count(tx)
         waiting = endpoint_store.waiting_counts(tx, utcnow())
+        mails = email_outbox.count_by_status(tx, ("pending", "failed"))
     for status in sorted(set(STATUSES) | set(depth)):
         QUEUE_DEPTH.labels(status).set(depth.get(status, 0))
     OPEN_CIRCUITS.set(open_count)
     for reason, count in waiting.items():
         WAITING_ENDPOINTS.labels(reason).set(count)
+    for status in ("pending", "failed"):
+        EMAILS.labels(status).set(mails.get(status, 0))
     DATABASE_UP.set(1)
 
 
@@ -93,6 +102,7 @@ class _ScrapeRegistry(CollectorRegistry):
             DATABASE_UP.set(0)
             QUEUE_DEPTH.clear()
             WAITING_ENDPOINTS.clear()
+            EMAILS.clear()
             OPEN_CIRCUITS.set(float("nan"))
         yield from REGISTRY.collect()
 

@@ -24,7 +24,7 @@ from qhook.settings import Settings
 from qhook.store import email_outbox
 from qhook.store import events as event_store
 from qhook.store.email_outbox import QueuedEmail
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, auth
 from tests.support.delivery import running_worker, until
 from tests.support.pg import free_port
 from tests.support.smtp import smtp_server
@@ -254,3 +254,39 @@ async def test_a_refused_login_is_retried_and_a_gone_mailbox_fails_alone(
     )
     assert mailed.status == "sent"
     assert [to for to, _ in inbox.messages] == [["qa@example.com"]]
+
+
+async def test_failed_emails_are_listed_with_the_servers_answer_and_can_be_sent_again(
+    api: httpx.AsyncClient, ctx: AppContext, smtp: tuple[Inbox, int], viewer_key: str
+) -> None:
+    """E-mail signals that failed left one bare log line: no list, no reason, no way to send them
+    again once the mail server was fixed."""
+    inbox, _ = smtp
+    set_id = await make_set(api)
+    await make_workflow(api, set_id, signals=[{**SIGNAL, "to": ["gone@example.com"]}])
+    await api.post(f"/api/v1/sets/{set_id}/results", json={"values": {"batchnumber_": "B-1"}})
+    with smtp_server(Refusing()) as refusing_port:  # 550 for gone@
+        refusing = replace(
+            ctx, settings=ctx.settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{refusing_port}"})
+        )
+        assert email_signals.send_due_emails(refusing) == 0
+
+    listed = await api.get("/api/v1/emails", params={"status": "failed"}, headers=auth(viewer_key))
+    assert listed.status_code == 200, listed.text
+    [failed] = listed.json()["items"]
+    assert failed["recipients"] == ["gone@example.com"] and failed["set_id"] == set_id
+    assert failed["last_error"].startswith("gone@example.com: SMTP 550")
+    assert (await api.get("/api/v1/emails", params={"status": "sent"})).json()["items"] == []
+    assert (await api.get("/api/v1/emails", params={"status": "lost"})).status_code == 422
+
+    refused = await api.post(f"/api/v1/emails/{failed['id']}/resend", headers=auth(viewer_key))
+    assert refused.status_code == 403  # an editor's change
+    again = await api.post(f"/api/v1/emails/{failed['id']}/resend")
+    assert again.status_code == 200 and again.json()["status"] == "pending"
+    assert (await api.post(f"/api/v1/emails/{failed['id']}/resend")).status_code == 409  # waiting already
+    assert email_signals.send_due_emails(ctx) == 1  # the fixed server takes it
+    assert [to for to, _ in inbox.messages] == [["gone@example.com"]]
+    assert (await api.get("/api/v1/emails", params={"status": "sent"})).json()["items"][0]["id"] == failed[
+        "id"
+    ]
+    assert (await api.post("/api/v1/emails/99999/resend")).status_code == 404

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
 from typer.testing import CliRunner, Result
 
 from qhook.cli import app
@@ -14,6 +15,7 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.services import audit
 from qhook.store import hub as hub_store
+from qhook.store.tables import email_outbox
 from tests.conftest import TEST_SECRET_KEY
 from tests.support.hub_data import add_attempt, add_delivery, days_ago, set_endpoint_state
 
@@ -160,3 +162,28 @@ def test_endpoints_list_pause_and_resume(run, ctx: AppContext) -> None:  # type:
     assert bad.exit_code == 1 and "origin" in one_line(bad.stderr)
     entries = [e for e in audit.list_entries(ctx.db) if e.action.startswith("endpoint.")]
     assert [e.actor for e in entries] == ["cli"] * 3
+
+
+def test_emails_list_and_resend(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
+    with ctx.db.transaction() as tx:
+        email_id = tx.execute(
+            insert(email_outbox)
+            .values(
+                recipients=["qa@example.com"],
+                subject="Batch B-1 released",
+                body="b",
+                status="failed",
+                attempt_count=9,
+                last_error="SMTP 535: 5.7.8 Authentication credentials invalid",
+                created_at=utcnow(),
+            )
+            .returning(email_outbox.c.id)
+        ).scalar_one()
+    listed = run("emails", "list", "--status", "failed")
+    assert listed.exit_code == 0, listed.output
+    text = one_line(listed.stdout)
+    assert "qa@example.com" in text and "SMTP 535" in text and "1 e-mails" in text
+    resent = run("emails", "resend", str(email_id))
+    assert resent.exit_code == 0 and f"e-mail {email_id} to qa@example.com: queued again" in resent.stdout
+    assert "0 e-mails" in run("emails", "list", "--status", "failed").stdout
+    assert run("emails", "resend", str(email_id)).exit_code == 1  # pending: it goes by itself

@@ -6,11 +6,13 @@ from datetime import timedelta
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import insert
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain.urls import origin_of
 from qhook.store import endpoints as endpoint_store
+from qhook.store.tables import email_outbox
 from tests.support.delivery import delivery, enqueue, make_signal, receiver, running_worker, until
 
 
@@ -43,6 +45,11 @@ async def test_metrics_count_deliveries_and_read_depth(ctx: AppContext, client: 
             endpoint_store.throttle(
                 tx, "https://was-busy.example.com:443", utcnow() - timedelta(minutes=5), utcnow()
             )
+            tx.execute(
+                insert(email_outbox).values(
+                    recipients=["qa@example.com"], subject="s", body="b", status="failed", created_at=utcnow()
+                )
+            )
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -56,6 +63,8 @@ async def test_metrics_count_deliveries_and_read_depth(ctx: AppContext, client: 
     assert after[("qhook_open_circuits", ())] == 1
     assert after[("qhook_waiting_endpoints", (("reason", "paused"),))] == 1
     assert after[("qhook_waiting_endpoints", (("reason", "throttled"),))] == 1  # not the one whose wait ended
+    assert after[("qhook_emails", (("status", "failed"),))] == 1
+    assert after[("qhook_emails", (("status", "pending"),))] == 0
 
 
 async def test_a_redelivery_is_no_event_to_delivery_delay(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from qhook.store.db import Tx
 from qhook.store.tables import email_outbox
@@ -163,9 +163,47 @@ def emails_of_event(tx: Tx, event_id: int) -> list[QueuedEmail]:
     return [_queued(r) for r in tx.execute(query)]
 
 
-def list_emails(tx: Tx, *, signal_id: int | None = None, limit: int = 100) -> list[QueuedEmail]:
-    """Newest first."""
+def list_emails(
+    tx: Tx,
+    *,
+    status: str | None = None,
+    signal_id: int | None = None,
+    set_ids: Sequence[int] | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[QueuedEmail]:
+    """Newest first; ``set_ids`` limits them to sets a principal may see."""
     query = select(email_outbox).order_by(email_outbox.c.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(email_outbox.c.status == status)
     if signal_id is not None:
         query = query.where(email_outbox.c.signal_id == signal_id)
+    if set_ids is not None:
+        query = query.where(email_outbox.c.set_id.in_(list(set_ids)))
+    if before_id is not None:
+        query = query.where(email_outbox.c.id < before_id)
     return [_queued(r) for r in tx.execute(query)]
+
+
+def email_by_id(tx: Tx, email_id: int) -> QueuedEmail | None:
+    row = tx.execute(select(email_outbox).where(email_outbox.c.id == email_id)).one_or_none()
+    return _queued(row) if row else None
+
+
+def resend(tx: Tx, email_id: int, now: datetime) -> None:
+    """Due again now (its attempts so far stay counted)."""
+    tx.execute(
+        update(email_outbox)
+        .where(email_outbox.c.id == email_id)
+        .values(status="pending", next_attempt_at=now, sent_at=None)
+    )
+
+
+def count_by_status(tx: Tx, statuses: Sequence[str]) -> dict[str, int]:
+    """Counts of these statuses (walks the (status, next_attempt_at) index)."""
+    rows = tx.execute(
+        select(email_outbox.c.status, func.count())
+        .where(email_outbox.c.status.in_(list(statuses)))
+        .group_by(email_outbox.c.status)
+    )
+    return {status: int(n) for status, n in rows}
