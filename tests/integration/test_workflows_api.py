@@ -167,6 +167,9 @@ async def test_validation_names_the_place(api: httpx.AsyncClient) -> None:
         ({"signals": [{"type": "update_result", "values": {"nope_": 1}}]}, "signals[0].values.nope_"),
         ({"signals": [{"type": "transfer", "set_id": 999, "values": {"a_": 1}}]}, "signals[0].set_id"),
         ({"set_id": 999}, "set_id"),
+        ({"error_email": "a@"}, "error_email"),  # was taken, and no digest could ever go
+        ({"error_email": "ops@example.com, qa@example.com"}, "error_email"),
+        ({"error_email": ["ops@example.com"]}, "error_email"),
     ]
     for change, place in cases:
         response = await api.post("/api/v1/workflows", json={**base, **change})

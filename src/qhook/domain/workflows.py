@@ -109,8 +109,12 @@ def parse_workflow(
     raw_filter = doc.get("filter") or None
     node = filters.parse_filter(raw_filter, fields)
     error_email = doc.get("error_email")
-    if error_email is not None and (not isinstance(error_email, str) or "@" not in error_email):
-        raise _fail("error_email", "an e-mail address")
+    if error_email == "":
+        error_email = None
+    if error_email is not None:  # the rule of an e-mail signal's addresses ("a@" was taken), one only
+        if not isinstance(error_email, str) or len(email_addresses(error_email, "error_email")) != 1:
+            raise _fail("error_email", "one e-mail address such as ops@example.com")
+        error_email = error_email.strip()
     raw_signals = doc.get("signals") or []
     if not isinstance(raw_signals, list):
         raise _fail("signals", "a list of signals")
