@@ -236,6 +236,18 @@ async def test_preview_and_overlap_warning(api: httpx.AsyncClient, ctx: AppConte
     body = preview["bodies"][0]["body"]
     assert '"subject":"Batch B-1"' in body and '"message":"preview"' in body
     assert preview["warnings"] and "Twin" in preview["warnings"][0]
+    # Without QHOOK_SMTP_URL an error address and e-mail signals go nowhere: the preview says so.
+    mailing = {"error_email": "ops@example.com", "signals": [{"type": "email", "to": ["qa@example.com"]}]}
+    assert (await api.patch(f"/api/v1/workflows/{first['id']}", json=mailing)).status_code == 200
+    preview = (
+        await api.post(
+            f"/api/v1/workflows/{first['id']}/preview", json={"result_id": result_id, "action": "new"}
+        )
+    ).json()
+    assert preview["warnings"][-2:] == [
+        "error_email is set, but QHOOK_SMTP_URL is empty: no error report is mailed",
+        "e-mail signals are queued but not mailed while QHOOK_SMTP_URL is empty",
+    ]
     # Nothing was sent: only the deliveries of the real "new" event (the twin fired for it).
     from tests.support.workflows import deliveries_of
 

@@ -517,6 +517,7 @@ def preview(ctx: AppContext, workflow_id: int, *, result_id: int, action: str) -
                 continue
             bodies.append({"signal_id": signal.id, "url": signal.config["url"], "body": body})
     warnings = overlaps(_overlap_view(workflow, current), [_overlap_view(o, current) for o in others])
+    warnings += _mail_warnings(ctx, workflow)
     return {
         "would_fire": decision.fire,
         "reason": decision.reason,
@@ -526,6 +527,18 @@ def preview(ctx: AppContext, workflow_id: int, *, result_id: int, action: str) -
         "warnings": warnings,
         **timing,
     }
+
+
+def _mail_warnings(ctx: AppContext, workflow: WorkflowRecord) -> list[str]:
+    """What needs QHOOK_SMTP_URL and would go nowhere without it (saving it is still allowed)."""
+    if ctx.settings.smtp_url:
+        return []
+    found = []
+    if workflow.error_email:
+        found.append("error_email is set, but QHOOK_SMTP_URL is empty: no error report is mailed")
+    if any(s.type == "email" for s in workflow.active_signals):
+        found.append("e-mail signals are queued but not mailed while QHOOK_SMTP_URL is empty")
+    return found
 
 
 def _date_timing(
