@@ -6,6 +6,7 @@ import base64
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -497,3 +498,27 @@ async def test_an_answer_cannot_reach_the_ui_on_the_same_origin(
     assert answer.headers.get_list("content-security-policy") == [
         "sandbox; default-src 'none'; frame-ancestors 'none'"
     ]
+
+
+async def test_a_bin_is_changed_or_deleted_by_its_maker_or_an_admin(
+    api: httpx.AsyncClient, ctx: AppContext, make_key: Any
+) -> None:
+    """Any editor could rewrite another team's bin script (every answer a 500) or delete it."""
+    erin, eddie = auth(make_key("editor", "erin")), auth(make_key("editor", "eddie"))
+    made = await api.post("/api/v1/inspector/bins", json={}, headers=erin)
+    assert made.status_code == 201
+    path = f"/api/v1/inspector/bins/{made.json()['id']}"
+    script = {"responses": {"status": 500}}
+    refused = await api.patch(path, json=script, headers=eddie)
+    assert refused.status_code == 403 and "erin's" in refused.json()["error"]
+    assert (await api.delete(path, headers=eddie)).status_code == 403
+    assert (await api.patch(path, json=script, headers=erin)).status_code == 200
+    assert (await api.patch(path, json={"responses": {"status": 200}})).status_code == 200  # an admin
+    with ctx.db.transaction() as tx:  # a bin from before owners were kept: any editor, as before
+        tx.execute(
+            update(tables.inspector_bins)
+            .where(tables.inspector_bins.c.id == made.json()["id"])
+            .values(created_by=None)
+        )
+    assert (await api.patch(path, json=script, headers=eddie)).status_code == 200
+    assert (await api.delete(path, headers=erin)).status_code == 204

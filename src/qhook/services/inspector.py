@@ -18,7 +18,7 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import inspector as domain
 from qhook.domain.inspector import Answer
-from qhook.errors import NotFound, QhookError
+from qhook.errors import Forbidden, NotFound, QhookError
 from qhook.services import audit
 from qhook.store import inspector as store
 from qhook.store.db import Tx
@@ -58,6 +58,7 @@ def create_bin(
             responses=domain.steps_to_json(options.steps),
             max_captures=options.max_captures,
             secret_enc=secret_enc,
+            created_by=actor,
         )
         details = {
             "ttl_days": options.ttl_days,
@@ -86,9 +87,23 @@ def list_captures(
         return store.list_captures(tx, bin_id, limit=limit, before_id=before_id)
 
 
-def set_responses(ctx: AppContext, bin_id: str, responses: object, *, actor: str) -> BinRecord:
+def _check_owner(tx: Tx, bin_id: str, actor: str, any_bin: bool) -> None:
+    """A bin is changed or deleted by the one who made it, or by an admin (``any_bin``)."""
+    record = store.live_bin(tx, bin_id, utcnow())
+    if record is None:
+        raise _not_found(bin_id)
+    if not any_bin and record.created_by is not None and record.created_by != actor:
+        raise Forbidden(
+            f"Inspector bin {bin_id} is {record.created_by}'s: only they or an admin may change it"
+        )
+
+
+def set_responses(
+    ctx: AppContext, bin_id: str, responses: object, *, actor: str, any_bin: bool = False
+) -> BinRecord:
     steps = domain.parse_responses(responses)
     with ctx.db.transaction() as tx:
+        _check_owner(tx, bin_id, actor, any_bin)
         record = store.set_responses(tx, bin_id, domain.steps_to_json(steps), utcnow())
         if record is None:
             raise _not_found(bin_id)
@@ -98,8 +113,9 @@ def set_responses(ctx: AppContext, bin_id: str, responses: object, *, actor: str
     return record
 
 
-def delete_bin(ctx: AppContext, bin_id: str, *, actor: str) -> None:
+def delete_bin(ctx: AppContext, bin_id: str, *, actor: str, any_bin: bool = False) -> None:
     with ctx.db.transaction() as tx:
+        _check_owner(tx, bin_id, actor, any_bin)
         if not store.delete_bin(tx, bin_id):
             raise _not_found(bin_id)
         audit.record(tx, actor, "inspector_bin.delete", "inspector_bin", bin_id, None)

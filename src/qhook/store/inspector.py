@@ -21,6 +21,7 @@ class BinRecord:
     max_captures: int
     secret_enc: str | None
     capture_count: int
+    created_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ def _bin(row: Any) -> BinRecord:
         row.max_captures,
         row.secret_enc,
         row.capture_count,
+        row.created_by,
     )
 
 
@@ -84,6 +86,7 @@ def insert_bin(
     responses: Any,
     max_captures: int,
     secret_enc: str | None,
+    created_by: str | None = None,
 ) -> BinRecord:
     row = tx.execute(
         insert(inspector_bins)
@@ -95,6 +98,7 @@ def insert_bin(
             max_captures=max_captures,
             secret_enc=secret_enc,
             capture_count=0,
+            created_by=created_by,
         )
         .returning(inspector_bins)
     ).one()

@@ -420,6 +420,8 @@ inspector_bins = Table(
     Column("secret_enc", Text, nullable=True),  # to check signatures of captures
     # Captures ever answered (not rows kept): picks the scripted response for the Nth request.
     Column("capture_count", Integer, nullable=False, server_default=text("0")),
+    # Who may change or delete it besides admins; null: made before migration 0009 (any editor).
+    Column("created_by", String(200), nullable=True),
 )
 
 inspector_requests = Table(

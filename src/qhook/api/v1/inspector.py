@@ -144,7 +144,9 @@ async def set_responses(
     bin_id: str, body: ResponsesIn, request: Request, ctx: Ctx, principal: Editor
 ) -> BinOut:
     record = await run_in_threadpool(
-        lambda: inspector.set_responses(ctx, bin_id, body.responses, actor=principal.name)
+        lambda: inspector.set_responses(
+            ctx, bin_id, body.responses, actor=principal.name, any_bin=principal.has_role("admin")
+        )
     )
     info = await run_in_threadpool(inspector.get_bin, ctx, record.id)
     return _bin_out(ctx, request, info.bin, info.captures)
@@ -152,5 +154,7 @@ async def set_responses(
 
 @router.delete("/bins/{bin_id}", status_code=204)
 async def delete_bin(bin_id: str, ctx: Ctx, principal: Editor) -> Response:
-    await run_in_threadpool(lambda: inspector.delete_bin(ctx, bin_id, actor=principal.name))
+    await run_in_threadpool(
+        lambda: inspector.delete_bin(ctx, bin_id, actor=principal.name, any_bin=principal.has_role("admin"))
+    )
     return Response(status_code=204)
