@@ -293,6 +293,33 @@ async def test_a_credential_saved_before_the_refusal_can_be_kept_not_changed(
         assert refused.status_code == 422, refused.text
         assert refused.json()["details"][0]["field"].startswith("signals[0].headers.")
     assert stored() == {"X-Api-Key": "key-OLD-77", "X-Plant": "Delft"}
+    # A redacted credential does not follow the signal to another host.
+    moved = {**shown["signals"][0], "url": "https://attacker.example.net/steal"}
+    refused = await api.patch(url, json={"signals": [moved]})
+    assert (
+        refused.status_code == 422 and refused.json()["details"][0]["field"] == "signals[0].headers.X-Api-Key"
+    )
+    assert stored() == {"X-Api-Key": "key-OLD-77", "X-Plant": "Delft"}
     dropped = {**shown["signals"][0], "headers": {"X-Plant": "Delft"}}  # leaving it out removes it
     assert (await api.patch(url, json={"signals": [dropped]})).status_code == 200
     assert stored() == {"X-Plant": "Delft"}
+
+
+async def test_a_header_qhook_sets_itself_saved_earlier_is_dropped_not_blocking(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """A User-Agent saved before such headers were refused (it was never sent) made every PATCH a
+    422, even {"active": false}."""
+    set_id = await make_set(api)
+    made = await make_workflow(api, set_id, signals=[{"type": "webhook", "url": RECEIVER}])
+    signal_id = made["signals"][0]["id"]
+    with ctx.db.transaction() as tx:
+        config = tx.execute(select(signals.c.config).where(signals.c.id == signal_id)).scalar_one()
+        headers = {"User-Agent": "ERP-bridge", "X-Plant": "Delft"}
+        tx.execute(
+            update(signals).where(signals.c.id == signal_id).values(config={**config, "headers": headers})
+        )
+        definitions.changed(tx)
+    url = f"/api/v1/workflows/{made['id']}"
+    assert (await api.patch(url, json={"active": False})).status_code == 200
+    assert (await api.get(url)).json()["signals"][0]["headers"] == {"X-Plant": "Delft"}

@@ -12,12 +12,13 @@ from typing import Any
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import credentials, payloads, signing
+from qhook.domain import headers as header_names
 from qhook.domain.fields import flat_result, format_iso
 from qhook.domain.ids import is_id
 from qhook.domain.inspector import is_own_inspector
 from qhook.domain.schedule import due_at
 from qhook.domain.triggers import OnDate
-from qhook.domain.urls import host_matches, host_of, parse_target
+from qhook.domain.urls import host_matches, host_of, origin_of, parse_target
 from qhook.domain.workflows import (
     OverlapView,
     SignalSpec,
@@ -332,10 +333,14 @@ def update_workflow(
 def _stored_credentials_aside(
     doc: dict[str, Any], existing: WorkflowRecord
 ) -> tuple[dict[str, Any], dict[int, dict[str, str]]]:
-    """Credential headers saved before they were refused in static headers: a PATCH may keep them
-    (sent back unchanged or as "[redacted]", as GET shows them, or not touched at all) but not add
-    or change one. They are taken out of the document for the check and put back after it."""
-    stored = {s.id: dict(s.config.get("headers") or {}) for s in existing.signals}
+    """Static headers saved before today's rules refused them.
+
+    A credential header may be kept (sent back unchanged or as "[redacted]", as GET shows it, or
+    not touched at all) but not added or changed, and only while the signal's URL keeps its
+    origin: a redacted credential must not follow the signal to a host its owner never chose. It
+    is taken out of the document for the check and put back after it. A header qhook sets itself
+    (User-Agent, ...) was never sent: it is dropped, so that it does not block every PATCH."""
+    stored = {s.id: (dict(s.config.get("headers") or {}), str(s.config.get("url"))) for s in existing.signals}
     kept: dict[int, dict[str, str]] = {}
     signals = []
     for raw in doc.get("signals") or []:
@@ -344,19 +349,31 @@ def _stored_credentials_aside(
         if not isinstance(signal_id, int) or signal_id not in stored or not isinstance(headers, dict):
             signals.append(raw)
             continue
-        before = stored[signal_id]
+        before, before_url = stored[signal_id]
+        same_origin = isinstance(raw.get("url"), str) and _origin(raw["url"]) == _origin(before_url)
         unchanged = {
             name: before[name]
             for name, value in headers.items()
             if credentials.is_credential(name)
             and name in before
             and value in (before[name], credentials.REDACTED)
+            and same_origin
         }
+        never_sent = {name for name in headers if header_names.is_reserved(name) and name in before}
         if unchanged:
             kept[signal_id] = unchanged
-            raw = {**raw, "headers": {k: v for k, v in headers.items() if k not in unchanged}}
+        if unchanged or never_sent:
+            dropped = unchanged.keys() | never_sent
+            raw = {**raw, "headers": {k: v for k, v in headers.items() if k not in dropped}}
         signals.append(raw)
     return ({**doc, "signals": signals} if "signals" in doc else doc), kept
+
+
+def _origin(url: str) -> str | None:
+    try:
+        return origin_of(url)
+    except ValueError:
+        return None
 
 
 def delete_workflow(ctx: AppContext, workflow_id: int, *, actor: str) -> None:
