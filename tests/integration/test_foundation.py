@@ -169,6 +169,19 @@ def test_sqlite_ids_are_never_given_again_after_migration_0008(tmp_path: Path) -
         migrate.upgrade(db, "0007")
         with db.engine.begin() as conn:
             _add(conn, "users", id=1, name="ada", role="admin", active=1, created_at=t)
+            # Limited to set 1 and to set 9, deleted before the migration (and mailed about: 8).
+            _add(conn, "users", id=2, name="lim", role="viewer", active=1, created_at=t, set_ids="[1, 9]")
+            _add(
+                conn,
+                "email_outbox",
+                id=1,
+                set_id=8,
+                recipients="[]",
+                subject="s",
+                body="b",
+                status="sent",
+                created_at=t,
+            )
             _add(conn, "api_keys", id=1, user_id=1, label="", prefix="qhk_x", key_hash="h", created_at=t)
             _add(conn, "sets", id=1, name="s", kind="analysis_set", created_at=t, updated_at=t)
             _add(conn, "fields", id=1, set_id=1, name="ph_", label="pH", type="number", position=0)
@@ -209,6 +222,11 @@ def test_sqlite_ids_are_never_given_again_after_migration_0008(tmp_path: Path) -
             conn.exec_driver_sql("DELETE FROM results WHERE id = 4")
             _add(conn, "results", **new, created_by="a", updated_by="a")
             assert conn.exec_driver_sql("SELECT max(id) FROM results").scalar() == 5
+            assert conn.exec_driver_sql("SELECT set_ids FROM users WHERE name = 'lim'").scalar() == "[1]"
+            _add(conn, "sets", name="next", kind="analysis_set", created_at=t, updated_at=t)
+            assert (
+                conn.exec_driver_sql("SELECT max(id) FROM sets").scalar() == 9
+            )  # past 8, which e-mails name
     finally:
         db.dispose()
 
@@ -222,3 +240,24 @@ def _add(conn: Any, table: str, **values: object) -> None:
 
 def _index_names(conn: Any, table: str) -> set[str]:
     return {row[1] for row in conn.exec_driver_sql(f"PRAGMA index_list({table})")}
+
+
+def test_an_orphan_row_from_before_does_not_stop_qhook(tmp_path: Path) -> None:
+    """The foreign-key check after migrating ran on every start, so one orphan row (deleted in the
+    sqlite3 shell, where foreign keys are off) stopped serve, worker and every CLI command."""
+    db = Database(f"sqlite:///{tmp_path / 'orphans.db'}")
+    try:
+        migrate.upgrade(db)
+        with db.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys=OFF")
+            raw.execute(
+                "INSERT INTO api_keys (user_id, label, prefix, key_hash, created_at) "
+                "VALUES (999, '', 'qhk_x', 'h', '2025-01-01 00:00:00.000000')"
+            )
+            raw.execute("PRAGMA foreign_keys=ON")
+        migrate.upgrade(db)  # nothing to migrate: no check, no refusal
+        assert migrate.is_current(db)
+    finally:
+        db.dispose()

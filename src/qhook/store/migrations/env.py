@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 
+from qhook.errors import QhookError
 from qhook.store.migrate import MIGRATE_LOCK, include_name
 from qhook.store.tables import metadata
 
@@ -12,6 +13,11 @@ config = context.config
 engine: Engine | None = config.attributes.get("engine")
 if engine is None:
     engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
+
+
+def _orphans(connection: Connection) -> set[tuple[object, ...]]:
+    return {tuple(row) for row in connection.exec_driver_sql("PRAGMA foreign_key_check")}
+
 
 with engine.connect() as connection:
     postgres = connection.dialect.name == "postgresql"
@@ -38,11 +44,19 @@ with engine.connect() as connection:
                 # The trigram index on deliveries.body needs pg_trgm (a trusted extension since
                 # PostgreSQL 13: the database owner may create it).
                 connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+            pending = context.get_context().get_current_revision() != context.get_head_revision()
+            # Rows that already referred to missing rows (deleted in the sqlite3 shell, where
+            # foreign keys are off) are not this migration's doing: only new ones stop it.
+            orphans = _orphans(connection) if sqlite and pending else set()
             context.run_migrations()
-            if sqlite:
-                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                if broken:
-                    raise RuntimeError(f"migration left rows referring to missing rows: {broken[:5]}")
+            if sqlite and pending:
+                made = _orphans(connection) - orphans
+                if made:
+                    tables = ", ".join(sorted({str(row[0]) for row in made}))
+                    raise QhookError(
+                        f"the migration would leave rows of {tables} referring to missing rows; "
+                        "nothing was changed (keep the database and report this)"
+                    )
         connection.commit()
     finally:
         if sqlite:
