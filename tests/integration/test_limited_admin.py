@@ -12,6 +12,7 @@ from qhook.context import AppContext
 from qhook.services import users
 from tests.conftest import auth
 from tests.support.hub_data import ensure_sets
+from tests.support.workflows import BATCH_FIELDS, add_result, make_set
 
 PROFILE = {
     "name": "ERP basic",
@@ -69,3 +70,44 @@ async def test_limited_admin_cannot_touch_what_spans_every_set(
     assert (await client.get("/api/v1/sets", headers=limited)).status_code == 200
     for path in ("/api/v1/users", "/api/v1/api-keys", "/api/v1/auth-profiles", "/api/v1/audit"):
         assert (await api.get(path)).status_code == 200, path
+
+
+async def test_limited_admin_cannot_change_other_sets_or_write_into_them(
+    api: httpx.AsyncClient, client: httpx.AsyncClient, ctx: AppContext, make_key: Any
+) -> None:
+    """A set-1 admin renamed and deleted set 2 with its results, and a transfer signal let them
+    overwrite set 2's results (as "system", firing set 2's own workflows)."""
+    mine = await make_set(api, name="Mine")
+    theirs = await make_set(api, name="Theirs")
+    limited = auth(make_key("admin", "lisa", [mine]))
+    await add_result(api, theirs, batchnumber_="B-9")
+
+    assert (
+        await client.patch(f"/api/v1/sets/{theirs}", json={"name": "x"}, headers=limited)
+    ).status_code == 403
+    assert (await client.delete(f"/api/v1/sets/{theirs}?force=true", headers=limited)).status_code == 403
+    created = await client.post(
+        "/api/v1/sets", json={"name": "New", "kind": "analysis_set", "fields": BATCH_FIELDS}, headers=limited
+    )
+    assert created.status_code == 403  # it would lie outside her own limit
+    assert (await api.get(f"/api/v1/sets/{theirs}")).json()["name"] == "Theirs"
+
+    transfer = {"type": "transfer", "set_id": theirs, "values": {"batchnumber_": "TAMPERED"}}
+    doc = {"name": "tamper", "set_id": mine, "triggers": {"manual": True}, "signals": [transfer]}
+    refused = await client.post("/api/v1/workflows", json=doc, headers=limited)
+    assert refused.status_code == 403, refused.text
+    own = await client.post("/api/v1/workflows", json={**doc, "signals": []}, headers=limited)
+    assert own.status_code == 201, own.text
+    patched = await client.patch(
+        f"/api/v1/workflows/{own.json()['id']}", json={"signals": [transfer]}, headers=limited
+    )
+    assert patched.status_code == 403
+    into_own = {**transfer, "set_id": mine}
+    assert (
+        await client.patch(
+            f"/api/v1/workflows/{own.json()['id']}", json={"signals": [into_own]}, headers=limited
+        )
+    ).status_code == 200
+    assert (
+        await client.patch(f"/api/v1/sets/{mine}", json={"name": "Mine, renamed"}, headers=limited)
+    ).status_code == 200

@@ -103,10 +103,21 @@ async def test_restricted_admin_steers_only_origins_of_their_sets(
     assert mes is not None and mes.paused and mes.rate_limit is None
     assert new is None and changes == ["circuit_open"]
 
-    path = f"/api/v1/endpoints/{quote(ERP, safe='')}"
+    # ERP takes set 2's deliveries too: pausing it would stop them. Sending one delivery there by
+    # hand made any shared endpoint the limited admin's to pause.
+    shared = f"/api/v1/endpoints/{quote(ERP, safe='')}"
+    for refused in (
+        await client.post(f"{shared}/pause", headers=headers),
+        await client.put(f"{shared}/limits", json={"max_in_flight": 3}, headers=headers),
+    ):
+        assert refused.status_code == 403 and "other sets' deliveries go there too" in refused.json()["error"]
+
+    own = "https://plant1.example.com:443"
+    add_delivery(ctx.db, status="pending", set_id=1, endpoint=own, url=own + "/in")
+    path = f"/api/v1/endpoints/{quote(own, safe='')}"
     paused = await client.post(f"{path}/pause", headers=headers)
     assert paused.status_code == 200 and paused.json() == {
-        "origin": ERP,
+        "origin": own,
         "paused": True,
         "throttled_until": None,
     }
@@ -114,7 +125,7 @@ async def test_restricted_admin_steers_only_origins_of_their_sets(
     assert limits.status_code == 200 and limits.json()["max_in_flight"] == 3
     resumed = await client.post(f"{path}/resume", headers=headers)
     assert resumed.status_code == 200 and resumed.json()["paused"] is False
-    log = (await client.get(log_url(ERP), headers=headers)).json()["items"]
+    log = (await client.get(log_url(own), headers=headers)).json()["items"]
     assert [i["change"] for i in log][:3] == ["resumed", "limits", "paused"]
 
 

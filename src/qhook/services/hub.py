@@ -457,8 +457,16 @@ def _serves_sets(tx: Tx, origin: str, set_ids: frozenset[int] | None) -> bool:
 
 
 def _check_steerable(tx: Tx, origin: str, set_ids: frozenset[int] | None) -> None:
+    """Pausing and limits act on every set's traffic to the origin: a user limited to some sets
+    steers it only while it serves their sets alone (sending one delivery there by hand made any
+    shared endpoint theirs to pause)."""
     if not _serves_sets(tx, origin, set_ids):
         raise Forbidden(f"No permission for endpoint {origin}: no delivery of your sets goes there")
+    if set_ids is not None and store.serves_other_sets(tx, origin, set_ids):
+        raise Forbidden(
+            f"No permission for endpoint {origin}: other sets' deliveries go there too; "
+            "an admin of every set steers it"
+        )
 
 
 def set_endpoint_paused(

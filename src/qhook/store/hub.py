@@ -606,6 +606,13 @@ def set_paused(tx: Tx, origin: str, *, paused: bool, now: datetime, detail: str)
     return _endpoint(row)
 
 
+def serves_other_sets(tx: Tx, origin: str, set_ids: frozenset[int]) -> bool:
+    """Whether a delivery of a set outside ``set_ids`` (or of none) goes to ``origin``."""
+    other = or_(deliveries.c.set_id.is_(None), deliveries.c.set_id.not_in(sorted(set_ids)))
+    found = tx.execute(select(deliveries.c.id).where(deliveries.c.endpoint == origin, other).limit(1))
+    return found.first() is not None
+
+
 def queue_depths(tx: Tx, set_ids: frozenset[int] | None = None) -> dict[str, int]:
     """Unfinished deliveries per endpoint (walks the (status, ...) index of the due rows)."""
     unfinished: ColumnElement[bool] = deliveries.c.status.in_(["pending", "retrying", "held"])

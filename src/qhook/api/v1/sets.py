@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from qhook.api.deps import Admin, Ctx, CurrentUser, Id, Viewer
+from qhook.api.deps import Admin, Ctx, CurrentUser, FullAdmin, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.domain.access import Principal
 from qhook.domain.fields import FieldDef
@@ -102,7 +102,8 @@ def ensure_set_access(principal: Principal, set_id: Id, *, write: bool = False) 
 
 
 @router.post("/sets", status_code=201)
-def create_set(body: SetIn, ctx: Ctx, principal: Admin) -> SetOut:
+def create_set(body: SetIn, ctx: Ctx, principal: FullAdmin) -> SetOut:
+    """An admin of every set makes one (a new set lies outside any other admin's limit)."""
     created = sets.create_set(
         ctx.db, name=body.name, kind=body.kind, fields=body.fields, actor=principal.name
     )
@@ -123,11 +124,13 @@ def get_set(set_id: Id, ctx: Ctx, principal: Viewer) -> SetOut:
 
 @router.patch("/sets/{set_id}")
 def update_set(set_id: Id, body: SetPatch, ctx: Ctx, principal: Admin) -> SetOut:
+    ensure_set_access(principal, set_id, write=True)
     updated = sets.update_set(ctx.db, set_id, name=body.name, fields=body.fields, actor=principal.name)
     return SetOut.of(updated)
 
 
 @router.delete("/sets/{set_id}", status_code=204)
 def delete_set(set_id: Id, ctx: Ctx, principal: Admin, force: bool = False) -> Response:
+    ensure_set_access(principal, set_id, write=True)
     sets.delete_set(ctx, set_id, force=force, actor=principal.name)
     return Response(status_code=204)

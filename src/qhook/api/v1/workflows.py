@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from qhook.api.deps import Admin, Ctx, Editor, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.sets import ensure_set_access
 from qhook.domain.access import Principal
+from qhook.domain.workflows import transfer_set_ids
 from qhook.services import workflows
 from qhook.store.workflows import WorkflowRecord
 
@@ -73,8 +75,16 @@ def create_workflow(body: WorkflowBody, ctx: Ctx, principal: Admin) -> dict[str,
     set_id = body.get("set_id")
     if isinstance(set_id, int):
         ensure_set_access(principal, set_id, write=True)
+    _may_write_targets(principal, body)
     workflow, plain = workflows.create_workflow(ctx, body, actor=principal.name)
     return _with_secrets(workflow, plain)
+
+
+def _may_write_targets(principal: Principal, body: Mapping[str, Any]) -> None:
+    """A transfer signal writes results into its set (and fires that set's workflows): an admin
+    limited to some sets may only name sets they may write."""
+    for target in sorted(transfer_set_ids(body)):
+        ensure_set_access(principal, target, write=True)
 
 
 @router.get("/workflows")
@@ -93,6 +103,7 @@ def get_workflow(workflow_id: Id, ctx: Ctx, principal: Viewer) -> dict[str, Any]
 def update_workflow(workflow_id: Id, body: WorkflowBody, ctx: Ctx, principal: Admin) -> dict[str, Any]:
     """Change a workflow; signals with an ``id`` are kept, new ones created, missing ones deactivated."""
     _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
+    _may_write_targets(principal, body)
     workflow, plain = workflows.update_workflow(ctx, workflow_id, body, actor=principal.name)
     return _with_secrets(workflow, plain)
 
