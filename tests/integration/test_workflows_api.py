@@ -150,6 +150,14 @@ async def test_validation_names_the_place(api: httpx.AsyncClient) -> None:
             {"signals": [{"type": "webhook", "url": RECEIVER, "headers": {"X-Api-Key": "k"}}]},
             "signals[0].headers.X-Api-Key",
         ),
+        (  # a vendor's key header is a credential too
+            {
+                "signals": [
+                    {"type": "webhook", "url": RECEIVER, "headers": {"Ocp-Apim-Subscription-Key": "k"}}
+                ]
+            },
+            "signals[0].headers.Ocp-Apim-Subscription-Key",
+        ),
         ({"signals": [{"type": "webhook", "url": RECEIVER, "subject": "{{ oops"}]}, "signals[0].subject"),
         (
             {

@@ -20,8 +20,34 @@ CREDENTIAL_HEADERS = frozenset(
 REDACTED = "[redacted]"
 
 
+# Words that make a header name a credential's: X-Functions-Key, Ocp-Apim-Subscription-Key,
+# Private-Token, X-Hasura-Admin-Secret, X-Auth, Apikey, ... (the list above missed most vendors').
+CREDENTIAL_WORDS = frozenset(
+    {
+        "key",
+        "apikey",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "authorization",
+        "authentication",
+        "session",
+        "cookie",
+        "credential",
+        "credentials",
+        "bearer",
+        "csrf",
+    }
+)
+
+
 def is_credential(name: str) -> bool:
-    return name.lower() in CREDENTIAL_HEADERS
+    lowered = name.lower()
+    if lowered in CREDENTIAL_HEADERS:
+        return True
+    return any(word in CREDENTIAL_WORDS for word in lowered.replace("_", "-").split("-"))
 
 
 def redacted(headers: Mapping[str, str] | None, also: Iterable[str] = ()) -> dict[str, str]:
@@ -29,6 +55,5 @@ def redacted(headers: Mapping[str, str] | None, also: Iterable[str] = ()) -> dic
     auth profile's own header) replaced by "[redacted]"."""
     extra = {name.lower() for name in also}
     return {
-        k: (REDACTED if k.lower() in CREDENTIAL_HEADERS or k.lower() in extra else v)
-        for k, v in (headers or {}).items()
+        k: (REDACTED if is_credential(k) or k.lower() in extra else v) for k, v in (headers or {}).items()
     }

@@ -50,7 +50,9 @@ env.filters.update(
     redact=credentials.redacted,
     urlquote=lambda text: quote(str(text), safe=""),
 )
-env.globals["credential_headers"] = ",".join(sorted(credentials.CREDENTIAL_HEADERS))  # for app.js
+# For app.js, which redacts the live inspector's captures as the server does.
+env.globals["credential_headers"] = ",".join(sorted(credentials.CREDENTIAL_HEADERS))
+env.globals["credential_words"] = ",".join(sorted(credentials.CREDENTIAL_WORDS))
 
 
 def secure_headers(response: Response) -> Response:

@@ -5,9 +5,15 @@
 (function () {
   const csrf = (document.querySelector('meta[name="qhook-csrf"]') || {}).content || "";
   // The server's list (domain/credentials.py), so the live inspector redacts what the page does.
-  const SECRET_HEADERS = new Set(
-    ((document.querySelector('meta[name="qhook-credential-headers"]') || {}).content || "").split(",")
-  );
+  function metaList(name) {
+    return new Set(((document.querySelector('meta[name="' + name + '"]') || {}).content || "").split(","));
+  }
+  const SECRET_HEADERS = metaList("qhook-credential-headers");
+  const SECRET_WORDS = metaList("qhook-credential-words");
+  function isSecret(name) {
+    const lowered = name.toLowerCase();
+    return SECRET_HEADERS.has(lowered) || lowered.replace(/_/g, "-").split("-").some((w) => SECRET_WORDS.has(w));
+  }
 
   function flash(message, kind) {
     const box = document.getElementById("flash");
@@ -243,7 +249,7 @@
     Object.keys(capture.headers).sort().forEach(function (name) {
       const row = el("tr");
       row.appendChild(el("th", "", name));
-      row.appendChild(el("td", "", SECRET_HEADERS.has(name.toLowerCase()) ? "[redacted]" : capture.headers[name]));
+      row.appendChild(el("td", "", isSecret(name) ? "[redacted]" : capture.headers[name]));
       table.appendChild(row);
     });
     details.appendChild(table);
