@@ -461,20 +461,29 @@ async def test_over_a_real_socket(served: str, admin_key: str) -> None:
 async def test_an_answer_cannot_reach_the_ui_on_the_same_origin(
     api: httpx.AsyncClient, ctx: AppContext
 ) -> None:
-    """Bins answer on qhook's own origin: an answer is a sandboxed document that sets no cookie."""
-    for header in (
-        "Set-Cookie",
-        "set-cookie",
-        "Clear-Site-Data",
-        "Content-Security-Policy",
-        "X-Content-Type-Options",
-    ):
-        refused = await api.post(
-            "/api/v1/inspector/bins", json={"responses": {"headers": {header: "qhook_session=x; Path=/ui"}}}
-        )
+    """Bins answer on qhook's own origin: an answer is a sandboxed document, with only the headers
+    a rehearsal needs (no cookie, no origin-wide policy such as NEL or HSTS, no way off qhook)."""
+    refused_headers = {
+        "Set-Cookie": "qhook_session=x; Path=/ui",
+        "set-cookie": "a=b",
+        "Clear-Site-Data": '"cookies"',
+        "Content-Security-Policy": "default-src *",
+        "X-Content-Type-Options": "sniff",
+        "NEL": '{"report_to":"x","max_age":31536000,"success_fraction":1.0}',
+        "Report-To": '{"group":"x"}',
+        "Strict-Transport-Security": "max-age=31536000; includeSubDomains; preload",
+        "Service-Worker-Allowed": "/",
+        "Refresh": "0;url=https://evil.example.com/",
+        "Location": "https://evil.example.com/",
+        "Content-Length": "5",
+    }
+    for header, value in refused_headers.items():
+        refused = await api.post("/api/v1/inspector/bins", json={"responses": {"headers": {header: value}}})
         assert refused.status_code == 422, header
         assert refused.json()["details"][0]["field"] == f"responses[0].headers.{header}"
-        assert "Set-Cookie" in refused.json()["details"][0]["error"]
+        assert "Retry-After" in refused.json()["details"][0]["error"]
+    redirect = await _bin(api, responses={"status": 302, "headers": {"Location": "/moved"}})
+    assert (await api.get(_path(redirect["url"]))).headers["location"] == "/moved"
     made = await _bin(
         api,
         responses={"headers": {"Content-Type": "text/html", "X-Tag": "kept"}, "body": "<script>1</script>"},

@@ -36,27 +36,44 @@ SIGNATURE_NO_SECRET = "no secret"
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# Computed by the server; a script setting them would break the HTTP framing.
-_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 # A bin answers on qhook's own origin, where the UI and its session cookie live. Whoever may script
 # a bin (an editor) must not reach a browser that opens it: every answer is a sandboxed document
-# (no script, no same-origin access, whatever its Content-Type says), and a script may not set
-# cookies, clear the site's data or replace those two guards.
+# (no script, no same-origin access, whatever its Content-Type says), and a script sets only the
+# headers a receiver's answer needs for a rehearsal. Others act on the whole origin or lead away
+# from it: cookies, Clear-Site-Data, Strict-Transport-Security, NEL and Report-To (the browser
+# would report every later qhook URL to the script's author), Service-Worker-Allowed, Refresh.
 ANSWER_GUARDS = (
     ("Content-Security-Policy", "sandbox; default-src 'none'; frame-ancestors 'none'"),
     ("X-Content-Type-Options", "nosniff"),
 )
-_GUARDED_HEADERS = frozenset(
+_ANSWER_HEADERS = frozenset(
     {
-        "set-cookie",
-        "set-cookie2",
-        "clear-site-data",
-        "content-security-policy",
-        "content-security-policy-report-only",
-        "x-content-type-options",
+        "content-type",
+        "retry-after",
+        "location",  # a path on qhook only (a redirect is rehearsed; a browser stays on qhook)
+        "www-authenticate",
+        "etag",
+        "last-modified",
+        "content-language",
+        "server",
+        "date",
     }
 )
-_REFUSED_HEADERS = _FRAMING_HEADERS | _GUARDED_HEADERS
+_ANSWER_HEADERS_SAID = (
+    "Content-Type, Retry-After, Location (a path such as /moved), WWW-Authenticate, ETag, "
+    "Last-Modified, Content-Language, Server, Date or an X- header"
+)
+
+
+def _answer_header(name: str, value: str) -> bool:
+    lowered = name.lower()
+    if lowered == "location":
+        return value.startswith("/") and not value.startswith("//") and "\\" not in value
+    if lowered in _ANSWER_HEADERS:
+        return True
+    return lowered.startswith("x-") and lowered not in ("x-content-type-options", "x-frame-options")
+
+
 _STEP_KEYS = frozenset({"status", "headers", "body", "delay_ms", "times"})
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -151,16 +168,14 @@ def _parse_headers(value: object, field: str) -> tuple[tuple[str, str], ...]:
         raise field_error(field, "an object of header names to text values")
     out: list[tuple[str, str]] = []
     for name, header_value in value.items():
-        if not _TOKEN.match(name) or name.lower() in _REFUSED_HEADERS:
-            raise field_error(
-                f"{field}.{name}",
-                "a header name other than Content-Length, Transfer-Encoding, Connection, Set-Cookie, "
-                "Clear-Site-Data, Content-Security-Policy and X-Content-Type-Options",
-            )
         if isinstance(header_value, int | float) and not isinstance(header_value, bool):
             header_value = str(header_value)
         if not isinstance(header_value, str) or any(c in header_value for c in "\r\n\0"):
             raise field_error(f"{field}.{name}", "a text value on one line")
+        if not _TOKEN.match(name) or not _answer_header(name, header_value):
+            raise field_error(
+                f"{field}.{name}", f"one of the headers a bin answers with: {_ANSWER_HEADERS_SAID}"
+            )
         out.append((name, header_value))
     return tuple(out)
 
@@ -216,7 +231,7 @@ def steps_from_json(stored: object) -> tuple[Step, ...]:
 def _without_refused_headers(step: object) -> object:
     if not isinstance(step, dict) or not isinstance(step.get("headers"), dict):
         return step
-    kept = {k: v for k, v in step["headers"].items() if k.lower() not in _REFUSED_HEADERS}
+    kept = {k: v for k, v in step["headers"].items() if isinstance(v, str) and _answer_header(k, v)}
     return {**step, "headers": kept}
 
 
