@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from qhook.context import AppContext
-from qhook.errors import QhookError
+from qhook.errors import StoreError
 
 
 async def repeat(
@@ -32,7 +32,7 @@ async def repeat(
     while not stop.is_set():
         try:
             await asyncio.to_thread(work)
-        except QhookError as exc:  # the database is away or refuses: the operator needs the reason
+        except StoreError as exc:  # the database is away or refuses: the operator needs the reason
             away += 1
             if away == 1 or away % 60 == 0:
                 logger.warning(

@@ -286,7 +286,7 @@ async def test_failed_emails_are_listed_with_the_servers_answer_and_can_be_sent_
     assert (await api.post(f"/api/v1/emails/{failed['id']}/resend")).status_code == 409  # waiting already
     assert email_signals.send_due_emails(ctx) == 1  # the fixed server takes it
     assert [to for to, _ in inbox.messages] == [["gone@example.com"]]
-    assert (await api.get("/api/v1/emails", params={"status": "sent"})).json()["items"][0]["id"] == failed[
-        "id"
-    ]
+    sent = (await api.get("/api/v1/emails", params={"status": "sent"})).json()["items"][0]
+    assert sent["id"] == failed["id"]
+    assert (await api.post(f"/api/v1/emails/{failed['id']}/resend")).status_code == 409  # sent: no flood
     assert (await api.post("/api/v1/emails/99999/resend")).status_code == 404

@@ -44,8 +44,9 @@ def list_emails(
 def resend(
     ctx: AppContext, email_id: int, *, actor: str, set_ids: frozenset[int] | None = None
 ) -> QueuedEmail:
-    """Send a failed (or sent) e-mail once more: the worker's mailer takes it within seconds. One
-    still pending goes by itself (409)."""
+    """Send a failed e-mail again, with its full retry schedule: the worker's mailer takes it within
+    seconds. A pending one goes by itself and a sent one went (409: resending those could flood
+    the recipients)."""
     with ctx.db.transaction() as tx:
         email = store.email_by_id(tx, email_id)
         if email is None or (set_ids is not None and email.set_id not in set_ids):
@@ -53,6 +54,10 @@ def resend(
         if email.status == "pending":
             raise Conflict(
                 f"e-mail {email_id} is pending: it goes by itself (next try {email.next_attempt_at})"
+            )
+        if email.status == "sent":
+            raise Conflict(
+                f"e-mail {email_id} was sent at {email.sent_at}; only failed e-mails are sent again"
             )
         store.resend(tx, email_id, utcnow())
         audit.record(tx, actor, "email.resend", "email", email_id, {"was": email.status})

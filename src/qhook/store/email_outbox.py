@@ -191,11 +191,11 @@ def email_by_id(tx: Tx, email_id: int) -> QueuedEmail | None:
 
 
 def resend(tx: Tx, email_id: int, now: datetime) -> None:
-    """Due again now (its attempts so far stay counted)."""
+    """Due again now, with a fresh retry schedule (the audit log keeps that it was resent)."""
     tx.execute(
         update(email_outbox)
         .where(email_outbox.c.id == email_id)
-        .values(status="pending", next_attempt_at=now, sent_at=None)
+        .values(status="pending", next_attempt_at=now, sent_at=None, attempt_count=0)
     )
 
 
