@@ -411,3 +411,41 @@ async def test_oauth2_token_refreshed_once_on_401_and_every_call_recorded(ctx: A
         recorded += len(refused) + 1
     hooks = [r for r in rx.received if r.path == "/hook"]
     assert recorded == len(hooks) > len(ids)
+
+
+def test_the_circuit_counts_by_the_retry_after_header_not_a_value_naming_it(ctx: AppContext) -> None:
+    """A receiver exposing "Access-Control-Expose-Headers: Retry-After" made all its 5xx invisible
+    to the circuit across workers (the test read the headers as text)."""
+    from sqlalchemy import insert
+
+    from qhook.store.tables import attempts
+    from tests.support.hub_data import add_delivery
+
+    origin = "https://erp.example.com:443"
+    now = ctx_now()
+    answers = [
+        {"Retry-After": "30"},  # asked for time: not a failure
+        {"retry-after": "30"},
+        {"Access-Control-Expose-Headers": "Retry-After"},  # a plain 503: a failure
+        None,
+    ]
+    for headers in answers:
+        delivery_id = add_delivery(ctx.db, status="retrying", endpoint=origin)
+        with ctx.db.transaction() as tx:
+            tx.execute(
+                insert(attempts).values(
+                    delivery_id=delivery_id,
+                    number=1,
+                    trigger="scheduled",
+                    started_at=now,
+                    request_headers={},
+                    status_code=503,
+                    response_headers=headers,
+                    error_kind="http_status",
+                )
+            )
+    with ctx.db.reading() as tx:
+        tried, failed = endpoint_store.circuit_counts(
+            tx, origin, now - timedelta(minutes=1), CIRCUIT_FAILURE_KINDS
+        )
+    assert (tried, failed) == (2, 2)

@@ -6,7 +6,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Text, and_, bindparam, cast, func, insert, not_, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -260,13 +272,20 @@ def circuit_counts(tx: Tx, origin: str, since: datetime, failure_kinds: Iterable
     code = attempts.c.status_code
     kind = attempts.c.error_kind
     succeeded = and_(kind.is_(None), code >= 200, code < 300)
-    # A 503 with Retry-After is a receiver alive and asking for time (the pause handles it).
-    asked_to_wait = func.lower(cast(attempts.c.response_headers, Text)).like('%"retry-after"%')
+    # A 503 with Retry-After is a receiver alive and asking for time (the pause handles it): an
+    # answer header of that name, whatever its spelling (not a value that mentions it).
+    headers = "attempts.response_headers"
+    keys = (
+        f"json_each({headers})"
+        if tx.dialect.name == "sqlite"
+        else f"jsonb_each_text(CASE WHEN jsonb_typeof({headers}) = 'object' THEN {headers} ELSE '{{}}' END)"
+    )
+    asked_to_wait = literal_column(
+        f"EXISTS (SELECT 1 FROM {keys} AS h WHERE lower(h.key) = 'retry-after')", Boolean
+    )
     failed = or_(
         kind.in_(sorted(failure_kinds)),
-        and_(
-            code >= 500, or_(kind.is_(None), kind == "http_status"), not_(func.coalesce(asked_to_wait, False))
-        ),
+        and_(code >= 500, or_(kind.is_(None), kind == "http_status"), not_(asked_to_wait)),
     )
     row = tx.execute(
         select(
