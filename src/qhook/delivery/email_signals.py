@@ -75,8 +75,8 @@ def send_due_emails(ctx: AppContext, now: datetime | None = None) -> int:
                         "retry_at": later,
                     },
                 )
-                if for_good:
-                    continue
+                if for_good or isinstance(exc, (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError)):
+                    continue  # about this e-mail alone (for good, or "later" for its address)
                 # The server itself is in trouble (unreachable, login refused): the rest of the batch
                 # would fail alike. They go back and the mailer loop waits before the next round.
                 with ctx.db.transaction() as tx:

@@ -15,6 +15,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from qhook.clock import utcnow
@@ -52,10 +53,13 @@ def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
             states = endpoint_store.states(tx, {endpoint for endpoint, _ in due})
         sent = 0
         for (endpoint, email), items in due.items():
-            state = states.get(endpoint)
-            sent += _mail_group(settings, endpoint, email, items, state)  # raises on server trouble
-            with ctx.db.transaction() as tx:
-                error_reports.mark_sent(tx, [r.id for r in items], now)
+            done = _mail_group(
+                settings, endpoint, email, items, states.get(endpoint)
+            )  # raises on server trouble
+            if done != "deferred":
+                with ctx.db.transaction() as tx:
+                    error_reports.mark_sent(tx, [r.id for r in items], now)
+            sent += done == "mailed"
         return sent
     failure: Exception | None = None
     sent = 0
@@ -66,11 +70,13 @@ def send_due_digests(ctx: AppContext, now: datetime | None = None) -> int:
         states = endpoint_store.states(tx, {endpoint for endpoint, _ in due})
         for (endpoint, email), items in due.items():
             try:
-                sent += _mail_group(settings, endpoint, email, items, states.get(endpoint))
-            except (OSError, smtplib.SMTPException) as exc:
+                done = _mail_group(settings, endpoint, email, items, states.get(endpoint))
+            except Exception as exc:  # raised after the commit below
                 failure = exc  # keep what was mailed so far marked; the rest goes next round
                 break
-            error_reports.mark_sent(tx, [r.id for r in items], now)
+            if done != "deferred":
+                error_reports.mark_sent(tx, [r.id for r in items], now)
+            sent += done == "mailed"
     if failure is not None:
         raise failure
     return sent
@@ -82,20 +88,23 @@ def _mail_group(
     email: str,
     items: list[error_reports.ErrorReport],
     state: endpoint_store.EndpointState | None,
-) -> int:
-    """1 when mailed, 0 when the server refused the address for good (logged; not tried again)."""
+) -> Literal["mailed", "dropped", "deferred"]:
+    """Mail one digest. The server's refusal of this message or address (not of qhook) is about
+    this digest alone: for good (5xx) it is dropped, for now (4xx: greylisting, a full mailbox) it
+    waits for the next round; either way the other digests go on. Trouble with the server itself
+    is raised."""
     try:
         send_message(settings, _digest(settings, email, endpoint, items, state))
-    except smtplib.SMTPRecipientsRefused as exc:
-        if not refused_for_good(exc):
-            raise
-        logger.warning(
-            "error digest dropped: the mail server refused the address (%s)",
-            describe(exc),
-            extra={"action": "mail_refused", "endpoint": endpoint, "email": email, "reports": len(items)},
-        )
-        return 0
-    return 1
+    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as exc:
+        extra = {"action": "mail_refused", "endpoint": endpoint, "email": email, "reports": len(items)}
+        if refused_for_good(exc):
+            logger.warning(
+                "error digest dropped: the mail server refused it (%s)", describe(exc), extra=extra
+            )
+            return "dropped"
+        logger.info("error digest deferred: the mail server said later (%s)", describe(exc), extra=extra)
+        return "deferred"
+    return "mailed"
 
 
 def refused_for_good(exc: Exception) -> bool:
