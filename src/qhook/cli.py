@@ -590,7 +590,7 @@ def purge(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would go")] = False,
 ) -> None:
     """Delete deliveries past retention (QHOOK_RETENTION_DAYS, QHOOK_FAILED_RETENTION_DAYS), and the
-    endpoint log, sent error reports and finished e-mails older than QHOOK_FAILED_RETENTION_DAYS."""
+    endpoint log, error reports and e-mails older than QHOOK_FAILED_RETENTION_DAYS."""
     from qhook.services import hub
 
     report = hub.purge(open_ctx(), dry_run=dry_run)

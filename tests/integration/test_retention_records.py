@@ -1,5 +1,5 @@
 """The purge also removes the working records beside the deliveries, on SQLite and PostgreSQL:
-endpoint log entries, sent error reports and finished e-mails older than the failed retention,
+endpoint log entries, error reports and e-mails (sent or not) older than the failed retention,
 and spent rate counters. They grew without end (the endpoint log by a row per Retry-After)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _fill(ctx: AppContext) -> None:
             tx.execute(
                 insert(endpoint_log).values(origin=ERP, at=at, change="throttled", detail="Retry-After")
             )
-        for created, sent in ((old, old), (old, None), (recent, recent)):  # an unsent one stays
+        for created, sent in ((old, old), (old, None), (recent, recent)):  # old unsent ones go too
             tx.execute(
                 insert(error_reports).values(
                     endpoint=ERP,
@@ -60,13 +60,13 @@ def test_purge_removes_old_working_records_and_keeps_the_rest(ctx: AppContext) -
     planned = hub.purge(ctx, dry_run=True)
     assert planned.records == {
         "endpoint log entries": 2,
-        "error reports": 1,
-        "e-mails": 2,
+        "error reports": 2,
+        "e-mails": 3,
         "rate counters": 1,
     }
     assert _counts(ctx) == before  # a dry run deletes nothing
 
     done = hub.purge(ctx, batch=1)  # small batches: every kind goes on until none is left
     assert done.records == planned.records
-    assert _counts(ctx) == {"endpoint_log": 1, "error_reports": 2, "email_outbox": 2, "rate_counters": 1}
+    assert _counts(ctx) == {"endpoint_log": 1, "error_reports": 1, "email_outbox": 1, "rate_counters": 1}
     assert hub.purge(ctx).records == dict.fromkeys(planned.records, 0)

@@ -638,7 +638,7 @@ SPENT_COUNTERS_AFTER = timedelta(days=1)
 
 
 def _purge_records(ctx: AppContext, now: datetime, dry_run: bool, batch: int) -> dict[str, int]:
-    """The endpoint log, sent error reports and finished e-mails go after QHOOK_FAILED_RETENTION_DAYS
+    """The endpoint log, error reports and e-mails (sent or not) go after QHOOK_FAILED_RETENTION_DAYS
     (the longest retention: they explain the failed deliveries still kept); spent rate counters
     after a day. The audit trail and the events stay."""
     before = now - timedelta(days=ctx.settings.failed_retention_days)

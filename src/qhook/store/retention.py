@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, select
+from sqlalchemy import ColumnElement, Table, delete, func, select
 
 from qhook.store.db import Tx
 from qhook.store.tables import email_outbox, endpoint_log, error_reports, rate_counters
@@ -19,21 +19,17 @@ class Kept:
     """How long each kind of record stays (cutoffs are computed by the caller from the settings)."""
 
     log_before: datetime  # endpoint log entries
-    done_before: datetime  # sent error reports, sent and failed e-mails
+    done_before: datetime  # error reports and e-mails (sent or not)
     counters_before_ms: int  # rate counters whose window or slot ended before this (epoch ms)
 
 
 def _conditions(kept: Kept) -> dict[str, tuple[Table, ColumnElement[bool]]]:
     return {
         "endpoint log entries": (endpoint_log, endpoint_log.c.at < kept.log_before),
-        "error reports": (
-            error_reports,
-            and_(error_reports.c.sent_at.is_not(None), error_reports.c.created_at < kept.done_before),
-        ),
-        "e-mails": (
-            email_outbox,
-            and_(email_outbox.c.status.in_(["sent", "failed"]), email_outbox.c.created_at < kept.done_before),
-        ),
+        # Unsent ones too: without QHOOK_SMTP_URL they were kept for ever, and a mail server set up
+        # months later got every stale digest and e-mail at once.
+        "error reports": (error_reports, error_reports.c.created_at < kept.done_before),
+        "e-mails": (email_outbox, email_outbox.c.created_at < kept.done_before),
     }
 
 
