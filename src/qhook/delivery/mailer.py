@@ -220,7 +220,9 @@ def send_message(settings: Settings, message: EmailMessage) -> None:
                 client.ehlo()
                 encrypted = True
         if parts.username:
-            if not may_log_in(encrypted=encrypted, host=host):
+            # The address connected to, not the name: "localhost" may resolve anywhere.
+            peer = str(client.sock.getpeername()[0]) if client.sock is not None else host
+            if not may_log_in(encrypted=encrypted, host=peer):
                 raise PlainTextLogin(
                     f"{host}:{port} offers no STARTTLS: qhook does not send the SMTP password "
                     "unencrypted (use smtps:// or a server with STARTTLS)"
