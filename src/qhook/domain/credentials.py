@@ -3,6 +3,7 @@ shows or records headers (attempts, the Hub, the UI, the inspector, workflow doc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 CREDENTIAL_HEADERS = frozenset(
@@ -43,6 +44,7 @@ CREDENTIAL_WORDS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # the same few names on every attempt (bounded memory)
 def is_credential(name: str) -> bool:
     lowered = name.lower()
     if lowered in CREDENTIAL_HEADERS:
