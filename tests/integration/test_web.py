@@ -523,6 +523,38 @@ def test_failing_from_one_address_does_not_lock_the_name_out_elsewhere(
         users.check_login(ctx.db, "ada", password, source="192.0.2.1")
 
 
+async def test_a_browser_that_signed_in_before_is_not_held_off_by_spread_guessing(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guessing a name from many addresses trips the per-name limit and held its owner off the UI
+    for 15 minutes; a browser they signed in with before still gets in (a new one does not)."""
+    password = person(ctx, "ada", "admin")
+    monkeypatch.setattr(users, "LOGIN_RATE_PER_NAME_EVERYWHERE", Rate(5, 15 * 60))
+
+    async def sign_in(http: httpx.AsyncClient) -> httpx.Response:
+        form = await http.get("/ui/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+        assert token
+        return await http.post(
+            "/ui/login", data={"name": "ada", "password": password, "login_token": token.group(1)}
+        )
+
+    async with make_browser(ctx) as own, make_browser(ctx) as fresh:
+        assert (await sign_in(own)).status_code == 303
+        assert "qhook_known" in own.cookies
+        own.cookies.delete(SESSION_COOKIE)  # signed out
+        for n in range(5):  # the limit (5 here) of failed tries for the name, from 5 addresses
+            with pytest.raises(Unauthorized):
+                users.check_login(ctx.db, "ada", "wrong-guess", source=f"198.51.100.{n}")
+        assert (await sign_in(fresh)).status_code == 429
+        assert (await sign_in(own)).status_code == 303
+        # A cookie qhook did not make gives no pass.
+        own.cookies.delete(SESSION_COOKIE)
+        own.cookies.delete("qhook_known")
+        own.cookies.set("qhook_known", "forged", path="/ui/login")
+        assert (await sign_in(own)).status_code == 429
+
+
 async def test_session_cookies_are_secure_behind_a_tls_proxy(ctx: AppContext) -> None:
     """Behind a proxy on another host the app hears http, and the session cookie went out without
     Secure; QHOOK_PUBLIC_URL says people reach qhook over https."""

@@ -232,7 +232,13 @@ _DUMMY_HASH = _hasher.hash("no such user: the same work as a real check")
 
 
 def check_login(
-    db: Database, name: str, password: str, source: str, now: datetime | None = None
+    db: Database,
+    name: str,
+    password: str,
+    source: str,
+    now: datetime | None = None,
+    *,
+    known_browser: bool = False,
 ) -> UserRecord:
     """``check_password`` behind shared per-name and per-address limits (RateLimited past them).
 
@@ -243,12 +249,16 @@ def check_login(
     """
     now_ms = int((now or utcnow()).timestamp() * 1000)
     counted: list[tuple[str, int]] = []
+    buckets = [
+        (f"login:name:{name.lower()}:from:{source}", LOGIN_RATE_PER_NAME),
+        (f"login:source:{source}", LOGIN_RATE_PER_SOURCE),
+    ]
+    if not known_browser:
+        # A guesser with many addresses trips this one and holds the name off the UI: a browser
+        # this user signed in with before (``known_browser``) is not held by it.
+        buckets.append((f"login:name:{name.lower()}", LOGIN_RATE_PER_NAME_EVERYWHERE))
     with db.transaction() as tx:
-        for bucket, rate in (
-            (f"login:name:{name.lower()}:from:{source}", LOGIN_RATE_PER_NAME),
-            (f"login:name:{name.lower()}", LOGIN_RATE_PER_NAME_EVERYWHERE),
-            (f"login:source:{source}", LOGIN_RATE_PER_SOURCE),
-        ):
+        for bucket, rate in buckets:
             count, window_start_ms = rates.hit(tx, bucket, period_ms=rate.period_s * 1000, now_ms=now_ms)
             counted.append((bucket, window_start_ms))
             if count > rate.limit:

@@ -17,9 +17,10 @@ from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import SESSION_COOKIE, BigId, Ctx
 from qhook.api.json_body import JsonBodyRoute
+from qhook.context import AppContext
 from qhook.domain import credentials
 from qhook.domain import inspector as inspector_domain
-from qhook.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
+from qhook.errors import NotFound, QhookError, RateLimited, Unauthorized, ValidationFailed
 from qhook.services import hub, inspector, users, workflows
 from qhook.services import sets as set_service
 from qhook.store import hub as hub_store
@@ -30,6 +31,10 @@ router = APIRouter(route_class=JsonBodyRoute, include_in_schema=False)
 router.include_router(catalog.router)
 
 LOGIN_COOKIE = "qhook_login"
+# Set at a successful sign-in: this browser is the user's, and spread-out guessing of their name
+# (which trips the per-name limit over all addresses) does not hold it off.
+KNOWN_COOKIE = "qhook_known"
+KNOWN_FOR_S = 365 * 24 * 3600
 PAGE_SIZE = 50
 STATIC = {
     "app.css": ("text/css; charset=utf-8", pages.HERE / "static" / "app.css"),
@@ -120,8 +125,11 @@ async def login(request: Request, ctx: Ctx) -> Response:
     source = request.client.host if request.client else "unknown"
     if "\x00" in name:  # no such user can exist (PostgreSQL would refuse the lookup itself)
         return _login_page(request, next_url, "Unknown user or wrong password.", status_code=401)
+    known = _known_browser(ctx, request, name)
     try:
-        user = await run_in_threadpool(users.check_login, ctx.db, name, password, source)
+        user = await run_in_threadpool(
+            lambda: users.check_login(ctx.db, name, password, source, known_browser=known)
+        )
     except RateLimited as exc:
         return _login_page(request, next_url, exc.message + ".", status_code=429)
     except Unauthorized:
@@ -130,7 +138,27 @@ async def login(request: Request, ctx: Ctx) -> Response:
     response = RedirectResponse(next_url, status_code=303)
     pages.set_session_cookie(request, response, token)
     response.delete_cookie(LOGIN_COOKIE, path="/ui/login")
+    response.set_cookie(
+        KNOWN_COOKIE,
+        ctx.box.encrypt(f"known:{user.name.lower()}"),
+        max_age=KNOWN_FOR_S,
+        path="/ui/login",
+        httponly=True,
+        samesite="strict",
+        secure=pages.cookie_secure(request),
+    )
     return response
+
+
+def _known_browser(ctx: AppContext, request: Request, name: str) -> bool:
+    """Whether this browser signed in as ``name`` before (a cookie only qhook can make)."""
+    token = request.cookies.get(KNOWN_COOKIE)
+    if not token:
+        return False
+    try:
+        return ctx.box.decrypt(token) == f"known:{name.lower()}"
+    except QhookError:  # made with another key, or not ours
+        return False
 
 
 @router.post("/ui/logout")
