@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import pydantic
 import typer
@@ -21,6 +21,9 @@ from qhook.domain.ids import MAX_BIG_ID, MAX_ID, is_id
 from qhook.errors import QhookError
 from qhook.settings import Settings
 from qhook.store import migrate as migrations
+
+if TYPE_CHECKING:
+    from qhook.services.hub import Filters
 
 app = typer.Typer(no_args_is_help=True, help="qhook: quality-results workflows and webhooks.")
 user_app = typer.Typer(no_args_is_help=True, help="Manage users.")
@@ -344,6 +347,37 @@ EventOption = Annotated[
 ]
 
 
+def _hub_filters(
+    status: str | None,
+    workflow: int | None,
+    signal: int | None,
+    set_id: int | None,
+    result: int | None,
+    endpoint: str | None,
+    action: str | None,
+    since: str | None,
+    until: str | None,
+    q: str | None,
+    event: str | None,
+) -> Filters:
+    """The Hub's filters from the options list and replay share."""
+    from qhook.services import hub
+
+    return hub.Filters(
+        status=status,
+        workflow_id=workflow,
+        signal_id=signal,
+        set_id=set_id,
+        result_id=result,
+        endpoint=endpoint,
+        action=action,
+        since=_moment(since, "since"),
+        until=_moment(until, "until"),
+        q=q,
+        event=event,
+    )
+
+
 @deliveries_app.command("list")
 @friendly
 def deliveries_list(
@@ -368,19 +402,7 @@ def deliveries_list(
     """List deliveries, newest first; a full page ends with the cursor of the next."""
     from qhook.services import hub
 
-    filters = hub.Filters(
-        status=status,
-        workflow_id=workflow,
-        signal_id=signal,
-        set_id=set_id,
-        result_id=result,
-        endpoint=endpoint,
-        action=action,
-        since=_moment(since, "since"),
-        until=_moment(until, "until"),
-        q=q,
-        event=event,
-    )
+    filters = _hub_filters(status, workflow, signal, set_id, result, endpoint, action, since, until, q, event)
     page, next_cursor = hub.list_deliveries(open_ctx(), filters, limit=limit, cursor=cursor)
     table = Table("id", "status", "created", "workflow", "result", "action", "url", "tries", "last", "hint")
     for d in page:
@@ -554,19 +576,7 @@ def replay(
 
     from qhook.services import hub
 
-    filters = hub.Filters(
-        status=status,
-        workflow_id=workflow,
-        signal_id=signal,
-        set_id=set_id,
-        result_id=result,
-        endpoint=endpoint,
-        action=action,
-        since=_moment(since, "since"),
-        until=_moment(until, "until"),
-        q=q,
-        event=event,
-    )
+    filters = _hub_filters(status, workflow, signal, set_id, result, endpoint, action, since, until, q, event)
     if filters.is_empty():
         raise QhookError(
             "give at least one filter to replay: --status, --workflow, --signal, --set, --result, "
