@@ -5,15 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-
-from sqlalchemy import make_url
 
 from qhook.crypto import SecretBox, load_or_create_key, require_opens
 from qhook.errors import QhookError, StoreError
 from qhook.settings import Settings
 from qhook.store import migrate
-from qhook.store.db import Database
+from qhook.store.db import Database, sqlite_file
 
 
 def _no_wake() -> None:
@@ -54,11 +51,8 @@ def require_existing_database(settings: Settings) -> None:
     """For commands that only use a database (the CLI but serve, worker, migrate): on SQLite the
     file must exist. A command started in another folder opened a new, empty ./var/qhook.db (and
     a new secret key), and answered "0 deliveries" or "no user named 'admin'"."""
-    url = make_url(settings.resolved_database_url)
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return
-    path = Path(url.database)
-    if not path.exists():
+    path = sqlite_file(settings.resolved_database_url)
+    if path is not None and not path.exists():
         raise QhookError(
             f"no qhook database at {path.resolve()}: is qhook running (make run, or qhook serve)? "
             "Start this command in the folder it runs in, or set QHOOK_DATA_DIR (or "

@@ -63,6 +63,14 @@ def _has_json() -> bool:
     return True
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///path`` URL; None for PostgreSQL and in-memory SQLite."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    return Path(path) if path and path != ":memory:" else None
+
+
 class Database:
     """One engine per process; SQLite gets WAL, foreign keys and IMMEDIATE write transactions."""
 
@@ -70,15 +78,13 @@ class Database:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         kwargs: dict[str, Any] = {"echo": echo, "future": True, "pool_size": pool_size}
-        self.file: Path | None = None  # the SQLite database file (None: in memory, or PostgreSQL)
+        self.file = sqlite_file(url)  # the SQLite database file (None: in memory, or PostgreSQL)
         self._turn_file: int | None = None
         if self.dialect == "sqlite":
             check_sqlite(sqlite3.sqlite_version_info, _has_json())
-            path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
-                self.file = Path(path)
+            if self.file is not None:
                 self.file.parent.mkdir(parents=True, exist_ok=True)
-                self._turn_file = _open_turn_file(f"{path}-turn")
+                self._turn_file = _open_turn_file(f"{self.file}-turn")
                 if self._turn_file is not None:
                     weakref.finalize(self, os.close, self._turn_file)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
