@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from qhook.domain import credentials
+from qhook.domain import headers as header_names
 from qhook.domain.signing import SECRET_EXPECTED, is_valid_secret
 from qhook.errors import field_error
 from qhook.settings import Settings
@@ -34,7 +35,6 @@ SIGNATURE_INVALID = "invalid"
 SIGNATURE_UNSIGNED = "unsigned"
 SIGNATURE_NO_SECRET = "no secret"
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A bin answers on qhook's own origin, where the UI and its session cookie live. Whoever may script
 # a bin (an editor) must not reach a browser that opens it: every answer is a sandboxed document
@@ -172,7 +172,7 @@ def _parse_headers(value: object, field: str) -> tuple[tuple[str, str], ...]:
             header_value = str(header_value)
         if not isinstance(header_value, str) or any(c in header_value for c in "\r\n\0"):
             raise field_error(f"{field}.{name}", "a text value on one line")
-        if not _TOKEN.match(name) or not _answer_header(name, header_value):
+        if not header_names.is_name(name) or not _answer_header(name, header_value):
             raise field_error(
                 f"{field}.{name}", f"one of the headers a bin answers with: {_ANSWER_HEADERS_SAID}"
             )
@@ -284,7 +284,7 @@ def capture_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 def mask_credential(value: str) -> str:
     """Keep the scheme (``Basic``, ``Bearer``) so people see which kind arrived, hide the rest."""
     scheme, _, rest = value.partition(" ")
-    if rest and _TOKEN.match(scheme):
+    if rest and header_names.is_name(scheme):  # an auth scheme has a header name's syntax (a token)
         return f"{scheme} [redacted {len(rest)} characters]"
     return f"[redacted {len(value)} characters]"
 
