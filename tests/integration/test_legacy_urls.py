@@ -94,6 +94,14 @@ async def test_same_credentials_reuse_the_profile_and_others_get_their_own(
     names = {p["id"]: p["name"] for p in (await api.get("/api/v1/auth-profiles")).json()}
     assert names[other] == "legacy basic for 127.0.0.1 (2)"
 
+    # The profile serves the sets whose workflows gave its credentials, no others.
+    assert (await api.get(f"/api/v1/auth-profiles/{first}")).json()["set_ids"] == [set_id]
+    second_set = await make_set(api, name="Complaints")
+    reused = (await save(api, second_set, legacy_url(base))).json()["signals"][0]["auth_profile_id"]
+    assert reused == first
+    assert (await api.get(f"/api/v1/auth-profiles/{first}")).json()["set_ids"] == [set_id, second_set]
+    assert (await api.get(f"/api/v1/auth-profiles/{other}")).json()["set_ids"] == [set_id]
+
     # A PATCH keeping the signal (bare URL and its profile) changes nothing about the credentials.
     workflow = (await save(api, set_id, legacy_url(base))).json()
     patched = await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"name": "renamed"})

@@ -237,11 +237,11 @@ async def test_basic_and_header_profiles(ctx: AppContext) -> None:
 
 async def test_auth_for_signal_profile_ids(ctx: AppContext, endpoint: TokenEndpoint) -> None:
     profile = _profile(ctx, endpoint)
-    assert await auth.auth_for(ctx, None, "https://erp.example.com/") is None
-    resolved = await auth.auth_for(ctx, profile.id, "https://erp.example.com/")
+    assert await auth.auth_for(ctx, None, "https://erp.example.com/", set_id=None) is None
+    resolved = await auth.auth_for(ctx, profile.id, "https://erp.example.com/", set_id=None)
     assert resolved is not None and resolved.profile_name == "ERP OAuth basic"
     with pytest.raises(auth.ProfileMissing) as info:
-        await auth.auth_for(ctx, 999, "https://erp.example.com/")
+        await auth.auth_for(ctx, 999, "https://erp.example.com/", set_id=None)
     assert info.value.permanent and info.value.kind == "auth"
 
 
@@ -287,14 +287,14 @@ async def test_send_refreshes_once_after_401(ctx: AppContext, endpoint: TokenEnd
 
     sender = Sender(ctx.settings)
     try:
-        resolved = await auth.auth_for(ctx, profile_id, Delivery().url, sender=sender)
+        resolved = await auth.auth_for(ctx, profile_id, Delivery().url, set_id=None, sender=sender)
         assert resolved is not None
         request = build_request(ctx, Delivery(), Signal(), resolved, utcnow())
         first = await sender.send(request)
         assert first.status_code == 401
         assert redact(request.headers, request.secret_header_names)["Authorization"] == "[redacted]"
         await auth.invalidate(ctx, profile_id, resolved.token)
-        resolved = await auth.auth_for(ctx, profile_id, Delivery().url, sender=sender)
+        resolved = await auth.auth_for(ctx, profile_id, Delivery().url, set_id=None, sender=sender)
         assert resolved is not None
         second = await sender.send(build_request(ctx, Delivery(), Signal(), resolved, utcnow()))
     finally:

@@ -23,6 +23,7 @@ from qhook.domain.urls import origin_of
 from qhook.store import deliveries as delivery_store
 from qhook.store import queue, sets, workflows
 from qhook.store.tables import attempts, deliveries, signals
+from qhook.store.tables import workflows as wf_table
 
 _ids = itertools.count(1)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -114,11 +115,16 @@ def enqueue(
     result_id: int = 1,
     ordered: bool = False,
 ) -> list[int]:
-    """Pending deliveries as the workflow engine writes them, one per body, in order."""
+    """Pending deliveries as the workflow engine writes them (of the signal's set), one per body,
+    in order."""
     now = utcnow()
     ids = []
     with ctx.db.transaction() as tx:
-        signal = tx.execute(select(signals).where(signals.c.id == signal_id)).one()
+        signal = tx.execute(
+            select(signals.c.workflow_id, wf_table.c.set_id)
+            .join(wf_table, wf_table.c.id == signals.c.workflow_id)
+            .where(signals.c.id == signal_id)
+        ).one()
         for body in bodies:
             ids.append(
                 delivery_store.insert_delivery(
@@ -127,7 +133,7 @@ def enqueue(
                     event_id=None,
                     workflow_id=signal.workflow_id,
                     signal_id=signal_id,
-                    set_id=1,
+                    set_id=signal.set_id,
                     result_id=result_id,
                     action="new",
                     url=url,

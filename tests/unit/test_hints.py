@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX, hint_for, tls_problem, waiting
+from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX, SET_IDS_PREFIX, hint_for, tls_problem, waiting
 
 URL = "https://erp.example.com/api/batches"
 
@@ -156,6 +156,16 @@ def test_allowed_domains_refusal() -> None:
         auth_profile="ERP prod",
     )
     assert "auth profile 'ERP prod'" in hint and "evil.example.org is not one of them" in hint
+
+
+def test_set_ids_refusal() -> None:
+    hint = _hint(
+        error_kind="auth",
+        error=f"{SET_IDS_PREFIX} auth profile 'ERP prod' serves only set(s) 1, not set 2",
+        auth_profile="ERP prod",
+    )
+    assert "may not use auth profile 'ERP prod'" in hint and "set_ids" in hint
+    assert "access token" not in hint
 
 
 def test_token_fetch_failure() -> None:

@@ -276,5 +276,7 @@ async def _build(
     ctx: AppContext, sender: Sender, delivery: queue.QueuedDelivery, signal: queue.SendSignal, now: datetime
 ) -> tuple[OutgoingRequest, auth_mod.ResolvedAuth | None]:
     profile_id = signal.config.get("auth_profile_id")
-    auth = await auth_mod.auth_for(ctx, int(profile_id) if profile_id else None, delivery.url, sender=sender)
+    auth = await auth_mod.auth_for(
+        ctx, int(profile_id) if profile_id else None, delivery.url, set_id=delivery.set_id, sender=sender
+    )
     return prepare.build_request(ctx, delivery, signal, auth, now), auth

@@ -31,7 +31,14 @@ from qhook.delivery.sender import Sender, tls_context
 from qhook.delivery.ssrf import AddressPolicy, GuardedResolver, SsrfBlocked
 from qhook.domain.urls import host_of
 from qhook.errors import DeliveryError, NotFound
-from qhook.services.auth_profiles import AuthProfile, is_allowed, load_profile, refusal_message
+from qhook.services.auth_profiles import (
+    AuthProfile,
+    is_allowed,
+    load_profile,
+    refusal_message,
+    serves_set,
+    set_refusal_message,
+)
 from qhook.settings import Settings
 from qhook.store import auth_profiles as store
 from qhook.store.db import Database
@@ -64,6 +71,12 @@ class ProfileMissing(AuthFailed):
 
 class DomainNotAllowed(AuthFailed):
     """The target's host is not in the profile's allowed domains (message starts "allowed_domains:")."""
+
+    permanent = True
+
+
+class SetNotServed(AuthFailed):
+    """The delivery's set is not in the profile's ``set_ids`` (message starts "set_ids:")."""
 
     permanent = True
 
@@ -112,7 +125,7 @@ _profiles: WeakKeyDictionary[Database, dict[int, tuple[float, AuthProfile]]] = W
 
 
 async def auth_for(
-    ctx: AppContext, profile_id: int | None, url: str, *, sender: Sender | None = None
+    ctx: AppContext, profile_id: int | None, url: str, *, set_id: int | None, sender: Sender | None = None
 ) -> ResolvedAuth | None:
     """``resolve_auth`` for a signal's ``auth_profile_id`` (None: no auth); the profile is cached briefly."""
     if profile_id is None:
@@ -129,7 +142,7 @@ async def auth_for(
         cached = (loop_time, profile)
         profiles[profile_id] = cached
     try:
-        return await resolve_auth(ctx, cached[1], url, sender=sender)
+        return await resolve_auth(ctx, cached[1], url, set_id=set_id, sender=sender)
     except AuthFailed as exc:
         exc.profile_name = cached[1].name
         raise
@@ -150,12 +163,21 @@ def _lock(ctx: AppContext, profile_id: int) -> asyncio.Lock:
 
 
 async def resolve_auth(
-    ctx: AppContext, profile: AuthProfile, url: str, *, sender: Sender | None = None
+    ctx: AppContext,
+    profile: AuthProfile,
+    url: str,
+    *,
+    set_id: int | None = None,
+    sender: Sender | None = None,
 ) -> ResolvedAuth:
-    """Headers, secret header names and TLS context for sending to ``url`` with ``profile``.
+    """Headers, secret header names and TLS context for sending a delivery of ``set_id`` to ``url``
+    with ``profile`` (None: of no set, which only a profile for every set serves).
 
-    Raises ``DomainNotAllowed`` (permanent) or ``AuthFailed`` (token endpoint trouble; retryable).
+    Raises ``SetNotServed`` or ``DomainNotAllowed`` (permanent), or ``AuthFailed`` (token endpoint
+    trouble; retryable). The save-time checks are repeated here: the profile may have changed since.
     """
+    if not serves_set(profile, set_id):
+        raise SetNotServed(set_refusal_message(profile, set_id))
     if not is_allowed(profile, url):
         raise DomainNotAllowed(refusal_message(profile, url))
     headers = await auth_headers(ctx, profile)

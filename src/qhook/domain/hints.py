@@ -15,6 +15,8 @@ _DROPPED = ("ServerDisconnectedError", "Connection reset", "ClientOSError")
 
 ALLOWED_DOMAINS_PREFIX = "allowed_domains:"
 """Errors for the allowed-domains refusal start with this (kind ``auth``), so the hint can name it."""
+SET_IDS_PREFIX = "set_ids:"
+"""Errors for a profile used by a set it does not serve start with this (kind ``auth``)."""
 
 TlsProblem = Literal["expired", "unknown_ca", "hostname", "protocol", "other"]
 
@@ -160,6 +162,12 @@ def _auth_hint(host: str, error: str | None, auth_profile: str | None) -> str:
         return (
             f"The credentials of {profile} may only be sent to its allowed domains, and {host} is not "
             "one of them. Add the host to the profile's allowed_domains, or use another profile."
+        )
+    if error and error.startswith(SET_IDS_PREFIX):
+        return (
+            f"The workflow's set may not use {profile}: the profile serves only the sets in its "
+            "set_ids. An admin of every set can add this set to set_ids, or give the signal another "
+            "profile; then send the delivery again from the Hub."
         )
     detail = f" ({error})" if error else ""
     failed = f"qhook could not get an access token for {profile}{detail}."

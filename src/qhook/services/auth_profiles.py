@@ -2,7 +2,10 @@
 
 Secret parts (password, header_value, client_secret, client_key) are encrypted with ctx.box into
 ``secrets_enc``; the API shows only ``<name>_set: true``. Audit entries name what changed, never
-a secret value. ``allowed_domains`` limits where a profile's credentials may ever be sent.
+a secret value. ``allowed_domains`` limits where a profile's credentials may ever be sent, and
+``set_ids`` (absent: every set) which sets' workflows may use them, like an organisation secret
+shared with selected repositories: an admin limited to some sets cannot send another team's
+credentials to that team's ERP.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -21,11 +24,12 @@ from cryptography.hazmat.primitives import serialization
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import headers as header_names
-from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX
+from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX, SET_IDS_PREFIX
 from qhook.domain.urls import host_matches, host_of, parse_target
 from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
 from qhook.services import audit
 from qhook.store import auth_profiles as store
+from qhook.store import sets as set_store
 from qhook.store.auth_profiles import AuthProfileRow
 from qhook.store.db import Tx
 
@@ -40,7 +44,7 @@ SECRET_FIELDS: dict[str, tuple[str, ...]] = {
     "header": ("header_value",),
     "oauth2_client_credentials": ("client_secret",),
 }
-COMMON_CONFIG = ("allowed_domains", "ca_cert", "client_cert")
+COMMON_CONFIG = ("allowed_domains", "set_ids", "ca_cert", "client_cert")
 COMMON_SECRETS = ("client_key",)
 CLIENT_AUTH = ("basic", "body")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -57,10 +61,6 @@ class AuthProfile:
     secrets: Mapping[str, str] = field(repr=False)
     updated_at: datetime
 
-    @property
-    def allowed_domains(self) -> tuple[str, ...]:
-        return tuple(self.config.get("allowed_domains") or ())
-
 
 @dataclass(frozen=True, slots=True)
 class AuthProfileView:
@@ -74,33 +74,78 @@ class AuthProfileView:
     created_at: datetime
     updated_at: datetime
 
+
+class Scoped(Protocol):
+    """Whatever carries a profile's name and non-secret config (a stored row, a view, a profile)."""
+
     @property
-    def allowed_domains(self) -> tuple[str, ...]:
-        return tuple(self.config.get("allowed_domains") or ())
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> Mapping[str, Any]: ...
 
 
-def is_allowed(profile: AuthProfile | AuthProfileView, url: str) -> bool:
+def domains_of(profile: Scoped) -> tuple[str, ...]:
+    return tuple(str(d) for d in profile.config.get("allowed_domains") or ())
+
+
+def sets_of(profile: Scoped) -> tuple[int, ...] | None:
+    """The sets whose workflows may use the profile; None: every set."""
+    set_ids = profile.config.get("set_ids")
+    return None if set_ids is None else tuple(int(i) for i in set_ids)
+
+
+def is_allowed(profile: Scoped, url: str) -> bool:
     """Whether the profile's credentials may go to ``url``'s host (an empty list allows none)."""
     host = host_of(url)
-    return bool(host) and any(host_matches(host, pattern) for pattern in profile.allowed_domains)
+    return bool(host) and any(host_matches(host, pattern) for pattern in domains_of(profile))
 
 
-def check_allowed(profile: AuthProfile | AuthProfileView, url: str, field_name: str = "url") -> None:
+def serves_set(profile: Scoped, set_id: int | None) -> bool:
+    """Whether a workflow of ``set_id`` may use the profile (None: no set, only an unlimited profile)."""
+    set_ids = sets_of(profile)
+    return set_ids is None or set_id in set_ids
+
+
+def check_allowed(profile: Scoped, url: str, field_name: str = "url") -> None:
     """422 naming ``field_name`` when the profile may not send credentials to the URL's host."""
     if not is_allowed(profile, url):
         raise field_error(
             field_name,
             f"a host auth profile {profile.name!r} may send credentials to "
-            f"({', '.join(profile.allowed_domains)}); {host_of(url) or url} is not one",
+            f"({', '.join(domains_of(profile))}); {host_of(url) or url} is not one",
         )
 
 
-def refusal_message(profile: AuthProfile | AuthProfileView, url: str) -> str:
+def check_serves(profile: Scoped, set_id: int, field_name: str = "auth_profile_id") -> None:
+    """422 naming ``field_name`` when workflows of ``set_id`` may not use the profile."""
+    if not serves_set(profile, set_id):
+        raise field_error(
+            field_name,
+            f"an auth profile that workflows of set {set_id} may use; {profile.name!r} serves only "
+            f"set(s) {_listed(sets_of(profile))}",
+        )
+
+
+def refusal_message(profile: Scoped, url: str) -> str:
     """The error text of a send-time refusal (``domain.hints`` recognises the prefix)."""
     return (
         f"{ALLOWED_DOMAINS_PREFIX} {host_of(url) or url} is not in the allowed domains of auth profile "
-        f"{profile.name!r} ({', '.join(profile.allowed_domains)})"
+        f"{profile.name!r} ({', '.join(domains_of(profile))})"
     )
+
+
+def set_refusal_message(profile: Scoped, set_id: int | None) -> str:
+    """The error text of a send-time refusal for a set the profile does not serve."""
+    whose = f"set {set_id}" if set_id is not None else "a delivery of no set"
+    return (
+        f"{SET_IDS_PREFIX} auth profile {profile.name!r} serves only set(s) {_listed(sets_of(profile))}, "
+        f"not {whose}"
+    )
+
+
+def _listed(set_ids: tuple[int, ...] | None) -> str:
+    return ", ".join(map(str, set_ids)) if set_ids else "(none)"
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -151,6 +196,7 @@ def create_profile(ctx: AppContext, doc: Mapping[str, Any], actor: str) -> AuthP
 def create_profile_tx(tx: Tx, ctx: AppContext, doc: Mapping[str, Any], actor: str) -> AuthProfileView:
     """``create_profile`` inside the caller's transaction (a workflow saving a legacy URL)."""
     name, kind, config, secrets = _normalize(ctx, doc)
+    _check_sets_exist(tx, config)
     if store.profile_by_name(tx, name) is not None:
         raise Conflict(f"name: an auth profile named {name!r} exists already")
     row = store.insert_profile(
@@ -176,12 +222,14 @@ LEGACY_BASIC_PREFIX = "legacy basic for "
 
 
 def legacy_basic_profile_tx(
-    tx: Tx, ctx: AppContext, *, host: str, username: str, password: str, actor: str
+    tx: Tx, ctx: AppContext, *, host: str, username: str, password: str, set_id: int, actor: str
 ) -> int:
     """The id of a Basic profile for a legacy ``https://user:pass@host`` URL's credentials.
 
     The credentials go where every other secret goes (encrypted, write-only) and the URL keeps
-    none of them. A profile made earlier for the same host and the same credentials is reused.
+    none of them. The profile serves the workflow's set. A profile made earlier for the same host
+    and the same credentials is reused, and serves this set too: whoever typed the password may
+    use it anyway.
     """
     for row in store.list_profiles(tx):
         if (
@@ -191,6 +239,18 @@ def legacy_basic_profile_tx(
             and row.config.get("username") == username
             and _secrets(ctx, row).get("password") == password
         ):
+            served = sets_of(row)
+            if served is not None and set_id not in served:
+                config = {**row.config, "set_ids": sorted({*served, set_id})}
+                store.update_profile(tx, row.id, config=config, updated_at=utcnow())
+                audit.record(
+                    tx,
+                    actor,
+                    "auth_profile.update",
+                    "auth_profile",
+                    row.id,
+                    {"name": row.name, "changed": ["set_ids"], "config": config, "secrets_changed": []},
+                )
             return row.id
     base = f"{LEGACY_BASIC_PREFIX}{host}"
     name, number = base, 2
@@ -202,6 +262,7 @@ def legacy_basic_profile_tx(
         "username": username,
         "password": password,
         "allowed_domains": [host],
+        "set_ids": [set_id],
     }
     return create_profile_tx(tx, ctx, doc, actor).id
 
@@ -220,6 +281,8 @@ def update_profile(ctx: AppContext, profile_id: int, doc: Mapping[str, Any], act
         if merged.get("client_cert") is None:
             merged.pop("client_key", None)
         name, _, config, secrets = _normalize(ctx, {k: v for k, v in merged.items() if v is not None})
+        _check_sets_exist(tx, config)
+        _refuse_stranded_uses(tx, row.name, profile_id, config)
         if name != row.name:
             other = store.profile_by_name(tx, name)
             if other is not None and other.id != profile_id:
@@ -260,16 +323,47 @@ def delete_profile(ctx: AppContext, profile_id: int, actor: str) -> None:
         row = store.profile_by_id(tx, profile_id)
         if row is None:
             raise NotFound(f"No auth profile with id {profile_id}")
-        users = store.signals_using(tx, profile_id)
-        if users:
+        uses = store.uses_of(tx, profile_id)
+        if uses:
             raise Conflict(
-                f"auth profile {row.name!r} is used by signal(s) {', '.join(map(str, users))}; "
+                f"auth profile {row.name!r} is used by signal(s) {_described(uses)}; "
                 "change those signals first"
             )
         store.delete_profile(tx, profile_id)
         audit.record(
             tx, actor, "auth_profile.delete", "auth_profile", profile_id, {"name": row.name, "type": row.type}
         )
+
+
+def _refuse_stranded_uses(tx: Tx, name: str, profile_id: int, config: Mapping[str, Any]) -> None:
+    """409 when a narrower ``set_ids`` would leave signals of other sets with a profile they may
+    not use (their deliveries would fail at send time)."""
+    set_ids = config.get("set_ids")
+    if set_ids is None:
+        return
+    stranded = [u for u in store.uses_of(tx, profile_id) if u.set_id not in set_ids]
+    if stranded:
+        raise Conflict(
+            f"set_ids: auth profile {name!r} is used by signal(s) {_described(stranded)} of sets "
+            "left out; give those signals another profile first, or keep their sets"
+        )
+
+
+def _described(uses: list[store.ProfileUse]) -> str:
+    return ", ".join(f"{u.signal_id} (workflow {u.workflow_name!r}, set {u.set_id})" for u in uses)
+
+
+def forget_set_tx(tx: Tx, set_id: int) -> list[str]:
+    """Take a deleted set out of every profile's ``set_ids``; the names of the profiles changed.
+    A profile whose last set goes serves no set, never every set."""
+    changed: list[str] = []
+    for row in store.list_profiles(tx):
+        set_ids = sets_of(row)
+        if set_ids is not None and set_id in set_ids:
+            config = {**row.config, "set_ids": [i for i in set_ids if i != set_id]}
+            store.update_profile(tx, row.id, config=config, updated_at=utcnow())
+            changed.append(row.name)
+    return changed
 
 
 # --- validation -------------------------------------------------------------------------------------
@@ -289,6 +383,8 @@ def _normalize(ctx: AppContext, doc: Mapping[str, Any]) -> tuple[str, str, dict[
         )
     name = _text(doc, "name", max_length=200)
     config: dict[str, Any] = {"allowed_domains": _domains(doc.get("allowed_domains"))}
+    if doc.get("set_ids") is not None:
+        config["set_ids"] = _set_ids(doc["set_ids"])
     secrets: dict[str, str] = {}
     if kind == "basic":
         config["username"] = _text(doc, "username", max_length=200)
@@ -347,6 +443,26 @@ def _domains(value: Any) -> list[str]:
         if pattern not in domains:
             domains.append(pattern)
     return domains
+
+
+def _set_ids(value: Any) -> list[int]:
+    expected = "a list of set ids ([] for none), or null for every set"
+    if not isinstance(value, list):
+        raise field_error("set_ids", expected)
+    for index, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            raise field_error(f"set_ids[{index}]", "a set id (a positive integer)")
+    return sorted(set(value))
+
+
+def _check_sets_exist(tx: Tx, config: Mapping[str, Any]) -> None:
+    # A profile limited to an id no set has would serve whatever set gets that id next.
+    set_ids = config.get("set_ids")
+    missing = set_store.missing_ids(tx, set_ids) if set_ids else []
+    if missing:
+        raise field_error(
+            "set_ids", f"ids of existing sets; there is no set {', '.join(str(i) for i in missing)}"
+        )
 
 
 def _valid_pattern(pattern: str) -> bool:

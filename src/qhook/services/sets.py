@@ -16,7 +16,7 @@ from qhook.domain.fields import (
     with_options,
 )
 from qhook.errors import Conflict, NotFound, field_error
-from qhook.services import audit
+from qhook.services import audit, auth_profiles
 from qhook.store import sets as store
 from qhook.store import users as user_store
 from qhook.store import workflows as workflow_store
@@ -134,13 +134,19 @@ def delete_set(ctx: AppContext, set_id: int, *, force: bool = False, actor: str)
             results.delete_result_tx(tx, ctx, set_id=set_id, result_id=result_id, actor=actor)
         store.delete_set(tx, set_id)
         unrestricted = user_store.forget_set(tx, set_id)
+        profiles = auth_profiles.forget_set_tx(tx, set_id)
         audit.record(
             tx,
             actor,
             "set.delete",
             "set",
             set_id,
-            {"name": current.name, "results_deleted": count, "removed_from_users": unrestricted},
+            {
+                "name": current.name,
+                "results_deleted": count,
+                "removed_from_users": unrestricted,
+                "removed_from_auth_profiles": profiles,
+            },
         )
 
 

@@ -18,7 +18,7 @@ from qhook.domain.ids import is_id
 from qhook.domain.inspector import is_own_inspector
 from qhook.domain.schedule import due_at
 from qhook.domain.triggers import OnDate
-from qhook.domain.urls import host_matches, host_of, origin_of, parse_target
+from qhook.domain.urls import origin_of, parse_target
 from qhook.domain.workflows import (
     OverlapView,
     SignalSpec,
@@ -29,6 +29,7 @@ from qhook.domain.workflows import (
 )
 from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
 from qhook.services import audit, auth_profiles, fanout
+from qhook.store import auth_profiles as profile_store
 from qhook.store import deliveries as delivery_store
 from qhook.store import events as event_store
 from qhook.store import results as result_store
@@ -98,7 +99,7 @@ def _validate(
     for index, signal in enumerate(spec.signals):
         profile_id = signal.config.get("auth_profile_id") if signal.type == "webhook" else None
         if profile_id is not None:
-            _check_profile(tx, profile_id, str(signal.config["url"]), f"signals[{index}]")
+            _check_profile(tx, profile_id, str(signal.config["url"]), current.id, f"signals[{index}]")
     return spec, current
 
 
@@ -122,24 +123,26 @@ def _legacy_credentials(
         if not target.username or not target.password:
             raise field_error(path, "user:password@ with both a user name and a password, or an auth profile")
         profile_id = auth_profiles.legacy_basic_profile_tx(
-            tx, ctx, host=target.host, username=target.username, password=target.password, actor=actor
+            tx,
+            ctx,
+            host=target.host,
+            username=target.username,
+            password=target.password,
+            set_id=spec.set_id,
+            actor=actor,
         )
         signals[index] = replace(signal, config={**signal.config, "auth_profile_id": profile_id})
     return replace(spec, signals=tuple(signals))
 
 
-def _check_profile(tx: Tx, profile_id: int, url: str, path: str) -> None:
-    domains = store.auth_profile_domains(tx, profile_id)
-    if domains is None:
+def _check_profile(tx: Tx, profile_id: int, url: str, set_id: int, path: str) -> None:
+    profile = profile_store.profile_by_id(tx, profile_id)
+    if profile is None:
         raise field_error(
             f"{path}.auth_profile_id", f"an existing auth profile; there is none with id {profile_id}"
         )
-    host = host_of(url)
-    if domains and not any(host_matches(host, pattern) for pattern in domains):
-        raise field_error(
-            f"{path}.url",
-            f"a host the auth profile may send credentials to ({', '.join(domains)}); {host} is not one",
-        )
+    auth_profiles.check_serves(profile, set_id, f"{path}.auth_profile_id")
+    auth_profiles.check_allowed(profile, url, f"{path}.url")
 
 
 def _write_signals(

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from qhook.store.db import Tx
-from qhook.store.tables import auth_profiles, oauth_tokens, signals
+from qhook.store.tables import auth_profiles, oauth_tokens, signals, workflows
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +77,26 @@ def delete_profile(tx: Tx, profile_id: int) -> bool:
     return bool(result.rowcount)
 
 
-def signals_using(tx: Tx, profile_id: int) -> list[int]:
+@dataclass(frozen=True, slots=True)
+class ProfileUse:
+    signal_id: int
+    workflow_name: str
+    set_id: int
+
+
+def uses_of(tx: Tx, profile_id: int) -> list[ProfileUse]:
     """Active webhook signals whose config names the profile (few rows; filtered here, portable)."""
     rows = tx.execute(
-        select(signals.c.id, signals.c.config).where(signals.c.type == "webhook", signals.c.active.is_(True))
+        select(signals.c.id, signals.c.config, workflows.c.name, workflows.c.set_id)
+        .join(workflows, workflows.c.id == signals.c.workflow_id)
+        .where(signals.c.type == "webhook", signals.c.active.is_(True))
+        .order_by(signals.c.id)
     )
-    return [r.id for r in rows if (r.config or {}).get("auth_profile_id") == profile_id]
+    return [
+        ProfileUse(r.id, r.name, r.set_id)
+        for r in rows
+        if (r.config or {}).get("auth_profile_id") == profile_id
+    ]
 
 
 def token_for(tx: Tx, profile_id: int) -> StoredToken | None:

@@ -12,7 +12,7 @@ from sqlalchemy import Integer, Select, bindparam, delete, insert, or_, select, 
 
 from qhook.store import definitions
 from qhook.store.db import Tx
-from qhook.store.tables import auth_profiles, schedules, signals, workflows
+from qhook.store.tables import schedules, signals, workflows
 
 # pg_try_advisory_xact_lock key: "qhook scheduler" (any constant unique to qhook works).
 SCHEDULER_LOCK_KEY = 0x71686F6F6B5343
@@ -413,11 +413,3 @@ def try_scheduler_lock(tx: Tx) -> bool:
     return bool(
         tx.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SCHEDULER_LOCK_KEY}).scalar()
     )
-
-
-def auth_profile_domains(tx: Tx, profile_id: int) -> list[str] | None:
-    """The profile's allowed_domains ([] when unrestricted); None when there is no such profile."""
-    row = tx.execute(select(auth_profiles.c.config).where(auth_profiles.c.id == profile_id)).one_or_none()
-    if row is None:
-        return None
-    return [str(d) for d in (row.config or {}).get("allowed_domains") or []]

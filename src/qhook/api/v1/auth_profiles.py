@@ -24,6 +24,7 @@ EXAMPLES = {
             "username": "qhook",
             "password": "s3cret-pass",
             "allowed_domains": ["erp.example.com"],
+            "set_ids": [1, 2],
         }
     },
     "header": {
@@ -56,6 +57,7 @@ class AuthProfileOut(BaseModel):
     name: str
     type: str = Field(description="basic, header or oauth2_client_credentials")
     allowed_domains: list[str]
+    set_ids: list[int] | None = Field(description="the sets whose workflows may use it; null: every set")
     username: str | None = None
     header_name: str | None = None
     token_url: str | None = None
@@ -83,7 +85,8 @@ class AuthProfileOut(BaseModel):
             id=profile.id,
             name=profile.name,
             type=profile.type,
-            allowed_domains=list(profile.allowed_domains),
+            allowed_domains=list(auth_profiles.domains_of(profile)),
+            set_ids=_list_or_none(auth_profiles.sets_of(profile)),
             **{k: config.get(k) for k in auth_profiles.CONFIG_FIELDS[profile.type]},
             ca_cert=config.get("ca_cert"),
             client_cert=config.get("client_cert"),
@@ -91,6 +94,10 @@ class AuthProfileOut(BaseModel):
             created_at=profile.created_at,
             updated_at=profile.updated_at,
         )
+
+
+def _list_or_none(values: tuple[int, ...] | None) -> list[int] | None:
+    return None if values is None else list(values)
 
 
 @router.get("/auth-profiles")
