@@ -126,6 +126,9 @@ async def test_secrets_never_returned_nor_audited_and_encrypted_at_rest(
         ({**BASIC, "colour": "blue"}, "colour"),
         ({**BASIC, "allowed_domains": []}, "allowed_domains"),
         ({**BASIC, "allowed_domains": ["ok.example.com", "bad domain"]}, "allowed_domains[1]"),
+        ({**BASIC, "allowed_domains": ["erp.example.com:0"]}, "allowed_domains[0]"),
+        ({**BASIC, "allowed_domains": ["erp.example.com:https"]}, "allowed_domains[0]"),
+        ({**BASIC, "allowed_domains": ["[::1]x"]}, "allowed_domains[0]"),
         ({**HEADER, "header_name": "Bad Header"}, "header_name"),
         ({**HEADER, "header_name": "Content-Type"}, "header_name"),
         ({**HEADER, "header_value": "a\r\nInjected: 1"}, "header_value"),
@@ -169,4 +172,41 @@ async def test_allowed_domains_check(api: httpx.AsyncClient, ctx: AppContext) ->
         assert info.value.details[0]["field"] == "signals[0].url"
     assert service.refusal_message(profile, "https://evil.example.org/").startswith(
         "allowed_domains: evil.example.org is not in the allowed domains of auth profile 'ERP prod'"
+    )
+
+
+async def test_allowed_domains_may_pin_a_port(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    """``host:port`` lets the credentials go to that port only (the scheme's default counts when
+    the URL writes none); a pattern without a port allows any port, as before."""
+    doc = {
+        **BASIC,
+        "allowed_domains": ["ERP.example.com:443", "*.lims.example.com:8443", "[::1]:9443", "10.0.0.5"],
+    }
+    created = await api.post("/api/v1/auth-profiles", json=doc)
+    assert created.status_code == 201, created.text
+    assert created.json()["allowed_domains"] == [
+        "erp.example.com:443",
+        "*.lims.example.com:8443",
+        "[::1]:9443",
+        "10.0.0.5",
+    ]
+    profile = service.load_profile(ctx, created.json()["id"])
+    for url in (
+        "https://erp.example.com/api",
+        "https://erp.example.com:443/api",
+        "http://erp.example.com:443/api",
+        "https://eu.lims.example.com:8443/",
+        "https://[::1]:9443/hook",
+        "https://10.0.0.5:8080/",
+    ):
+        assert service.is_allowed(profile, url), url
+    for url in (
+        "https://erp.example.com:8080/api",
+        "http://erp.example.com/api",  # port 80
+        "https://eu.lims.example.com/",
+        "https://[::1]/hook",
+    ):
+        assert not service.is_allowed(profile, url), url
+    assert service.refusal_message(profile, "https://erp.example.com:8080/api").startswith(
+        "allowed_domains: erp.example.com:8080 is not in the allowed domains of auth profile 'ERP prod'"
     )

@@ -96,6 +96,46 @@ def test_host_matches(host: str, pattern: str, matches: bool) -> None:
     assert urls.host_matches(host, pattern) is matches
 
 
+@pytest.mark.parametrize(
+    ("pattern", "split"),
+    [
+        ("erp.example.com", ("erp.example.com", None)),
+        (" ERP.example.com.:8443 ", ("erp.example.com", 8443)),
+        ("*.example.com:443", ("*.example.com", 443)),
+        ("::1", ("::1", None)),
+        ("[::1]:8443", ("::1", 8443)),
+        ("[::1]", ("::1", None)),
+        ("erp.example.com:0", None),
+        ("erp.example.com:65536", None),
+        ("erp.example.com:", None),
+        ("erp.example.com:\uff18\uff10", None),  # full-width digits: str.isdigit says yes
+        ("[::1]8443", None),
+        ("[::1", None),
+    ],
+)
+def test_split_pattern(pattern: str, split: tuple[str, int | None] | None) -> None:
+    assert urls.split_pattern(pattern) == split
+
+
+@pytest.mark.parametrize(
+    ("url", "pattern", "matches"),
+    [
+        ("https://erp.example.com/x", "erp.example.com", True),
+        ("https://erp.example.com:8443/x", "erp.example.com", True),
+        ("https://erp.example.com/x", "erp.example.com:443", True),
+        ("http://erp.example.com/x", "erp.example.com:443", False),
+        ("https://erp.example.com:8443/x", "erp.example.com:443", False),
+        ("https://a.example.com:8443/x", "*.example.com:8443", True),
+        ("https://[::1]:8443/x", "[::1]:8443", True),
+        ("https://[::1]/x", "::1", True),
+        ("https://erp.example.com:99999/x", "erp.example.com", False),  # not a port: no match
+        ("not a url", "erp.example.com", False),
+    ],
+)
+def test_url_matches(url: str, pattern: str, matches: bool) -> None:
+    assert urls.url_matches(url, pattern) is matches
+
+
 @given(st.text(max_size=60))
 def test_parse_target_only_raises_validation_errors(text: str) -> None:
     try:

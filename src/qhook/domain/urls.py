@@ -117,3 +117,51 @@ def host_matches(host: str, pattern: str) -> bool:
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
     return host == pattern
+
+
+def split_pattern(pattern: str) -> tuple[str, int | None] | None:
+    """An allowed-domain pattern as (host pattern, port or None for any port); None when the port
+    part is not one: ``erp.example.com:8443``, ``*.example.com``, ``10.0.0.5:443``, ``[::1]:8443``,
+    ``::1`` (an IPv6 address takes a port only in brackets)."""
+    text = pattern.strip().lower()
+    port_text: str | None = None
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host = text
+    if port_text is None:
+        return host.rstrip("."), None
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return None
+    return host.rstrip("."), int(port_text)
+
+
+def url_matches(url: str, pattern: str) -> bool:
+    """Whether ``url``'s host (and port, the scheme's default when not written) fits ``pattern``."""
+    split = split_pattern(pattern)
+    if split is None:
+        return False
+    host_pattern, port = split
+    try:
+        parts = _split(url)
+    except ValueError:
+        return False
+    host = _host(parts)
+    if not host or not host_matches(host, host_pattern):
+        return False
+    return port is None or (parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 0)) == port
+
+
+def shown_target(url: str) -> str:
+    """Host, with the port when the URL writes one: what a refusal names."""
+    try:
+        parts = _split(url)
+    except ValueError:
+        return url
+    host = _host(parts)
+    return _netloc(host, parts.port) if host else url

@@ -25,7 +25,7 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import headers as header_names
 from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX, SET_IDS_PREFIX
-from qhook.domain.urls import host_matches, host_of, parse_target
+from qhook.domain.urls import parse_target, shown_target, split_pattern, url_matches
 from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
 from qhook.services import audit
 from qhook.store import auth_profiles as store
@@ -96,9 +96,8 @@ def sets_of(profile: Scoped) -> tuple[int, ...] | None:
 
 
 def is_allowed(profile: Scoped, url: str) -> bool:
-    """Whether the profile's credentials may go to ``url``'s host (an empty list allows none)."""
-    host = host_of(url)
-    return bool(host) and any(host_matches(host, pattern) for pattern in domains_of(profile))
+    """Whether the profile's credentials may go to ``url``'s host and port (an empty list allows none)."""
+    return any(url_matches(url, pattern) for pattern in domains_of(profile))
 
 
 def serves_set(profile: Scoped, set_id: int | None) -> bool:
@@ -113,7 +112,7 @@ def check_allowed(profile: Scoped, url: str, field_name: str = "url") -> None:
         raise field_error(
             field_name,
             f"a host auth profile {profile.name!r} may send credentials to "
-            f"({', '.join(domains_of(profile))}); {host_of(url) or url} is not one",
+            f"({', '.join(domains_of(profile))}); {shown_target(url)} is not one",
         )
 
 
@@ -130,7 +129,7 @@ def check_serves(profile: Scoped, set_id: int, field_name: str = "auth_profile_i
 def refusal_message(profile: Scoped, url: str) -> str:
     """The error text of a send-time refusal (``domain.hints`` recognises the prefix)."""
     return (
-        f"{ALLOWED_DOMAINS_PREFIX} {host_of(url) or url} is not in the allowed domains of auth profile "
+        f"{ALLOWED_DOMAINS_PREFIX} {shown_target(url)} is not in the allowed domains of auth profile "
         f"{profile.name!r} ({', '.join(domains_of(profile))})"
     )
 
@@ -432,16 +431,21 @@ def _text(doc: Mapping[str, Any], name: str, *, max_length: int, strip: bool = T
 
 
 def _domains(value: Any) -> list[str]:
-    expected = "a non-empty list of host names, '*.example.com' for sub-domains"
+    expected = (
+        "a non-empty list of host names, '*.example.com' for sub-domains, ':8443' after one for "
+        "that port only"
+    )
     if not isinstance(value, list) or not value:
         raise field_error("allowed_domains", expected)
     domains: list[str] = []
     for index, item in enumerate(value):
-        if not isinstance(item, str) or not _valid_pattern(item.strip().lower().rstrip(".")):
+        split = split_pattern(item) if isinstance(item, str) else None
+        if split is None or not _valid_pattern(split[0]):
             raise field_error(f"allowed_domains[{index}]", expected)
-        pattern = item.strip().lower().rstrip(".")
-        if pattern not in domains:
-            domains.append(pattern)
+        host, port = split
+        shown = host if port is None else f"{f'[{host}]' if ':' in host else host}:{port}"
+        if shown not in domains:
+            domains.append(shown)
     return domains
 
 
