@@ -161,7 +161,12 @@ def user_set_password(
     name: str,
     password: Annotated[
         str,
-        typer.Option(prompt=True, confirmation_prompt=True, hide_input=True, help="At least 8 characters"),
+        typer.Option(
+            prompt=True,
+            confirmation_prompt=True,
+            hide_input=True,
+            help="At least 8 characters; asked for (twice, not shown) when left out",
+        ),
     ],
 ) -> None:
     """Set a user's password (asked for when not given); their UI sessions end."""

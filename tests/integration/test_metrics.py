@@ -12,6 +12,7 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain.urls import origin_of
 from qhook.store import endpoints as endpoint_store
+from qhook.store import hub as hub_store
 from qhook.store.tables import email_outbox
 from tests.support.delivery import delivery, enqueue, make_signal, receiver, running_worker, until
 
@@ -38,7 +39,9 @@ async def test_metrics_count_deliveries_and_read_depth(ctx: AppContext, client: 
             endpoint_store.open_circuit(tx, origin_of(rx.url), utcnow(), "test")
             # Endpoints waiting by someone's wish: the "queue not draining" alert must not blame
             # the workers for them.
-            endpoint_store.set_paused(tx, "https://paused.example.com:443", True, utcnow())
+            hub_store.set_paused(
+                tx, "https://paused.example.com:443", paused=True, now=utcnow(), detail="by test"
+            )
             endpoint_store.throttle(
                 tx, "https://busy.example.com:443", utcnow() + timedelta(minutes=5), utcnow()
             )

@@ -128,19 +128,6 @@ def throttle(tx: Tx, origin: str, until: datetime, now: datetime, detail: str | 
     return bool(done.rowcount)
 
 
-def set_paused(tx: Tx, origin: str, paused: bool, now: datetime) -> bool:
-    """An operator's pause or resume; True when it changed anything."""
-    ensure(tx, origin, now)
-    done = tx.execute(
-        update(endpoints)
-        .where(endpoints.c.origin == origin, endpoints.c.paused.is_(not paused))
-        .values(paused=paused, updated_at=now)
-    )
-    if done.rowcount:
-        log(tx, origin, "paused" if paused else "resumed", None, now)
-    return bool(done.rowcount)
-
-
 def open_circuit(tx: Tx, origin: str, now: datetime, detail: str) -> bool:
     """closed -> open; True only for the worker that made the change (it reports and logs it)."""
     ensure(tx, origin, now)
