@@ -120,3 +120,36 @@ async def test_pages_outside_the_api_are_not_counted(ctx: AppContext, path: str)
             answer = await http.get(path)
             assert answer.status_code == 200
             assert "X-RateLimit-Limit" not in answer.headers
+
+
+async def test_a_valid_key_answered_before_its_check_counts_against_the_key(
+    ctx: AppContext, admin_key: str, make_key: object
+) -> None:
+    """A script calling an operation qhook lacks (AlisQI's getStatistics) with a good key filled
+    its address's bucket; past the limit every key from that address got 429."""
+    other_key = make_key("viewer", "vic")  # type: ignore[operator]
+    async with client_from(ctx, "10.6.6.6", api_rate_limit="3/minute", max_body_bytes=100) as script:
+        answers = [
+            await script.get("/api/getStatistics", params={"authtoken": admin_key}),  # compat 404
+            await script.post(  # compat 400 raised while parsing, key in the header
+                "/api/storeResults",
+                content=b"{not json",
+                headers={**auth(admin_key), "content-type": "application/json"},
+            ),
+            await script.post("/api/v1/sets", content=b"x" * 500, headers=auth(admin_key)),  # 413
+        ]
+        assert [a.status_code for a in answers] == [404, 400, 413], [a.text for a in answers]
+        for number, answer in enumerate(answers, start=1):
+            assert_headers(answer, 3, 3 - number)  # the key's counter
+        over = await script.get("/api/getStatistics", params={"authtoken": admin_key})
+        assert over.status_code == 429
+        assert over.json()["error"].startswith("Rate limit of 3/minute exceeded; retry in")
+        assert (await script.get("/api/v1/me", headers=auth(admin_key))).status_code == 429
+        # The address's bucket was never touched: another key from the same address works.
+        fine = await script.get("/api/v1/me", headers=auth(other_key))
+        assert fine.status_code == 200, fine.text
+        assert_headers(fine, 3, 2)
+        # A request without a valid key still counts against the address.
+        nobody = await script.get("/api/getStatistics")
+        assert nobody.status_code == 404
+        assert_headers(nobody, 3, 2)

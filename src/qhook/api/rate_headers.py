@@ -1,9 +1,13 @@
 """X-RateLimit-* headers on every API response, including the ones no valid key reached.
 
-A request whose key was checked carries that key's counter (``request.state.rate_state``). Every
-other request under ``/api`` (401, an unknown route, 413, a compat 400 raised while parsing, the
-OpenAPI document) counts against its client address's shared bucket, and past the limit its
-answer becomes a 429: key guessing and scanning slow down, and the headers are always true.
+A request whose key was checked carries that key's counter (``request.state.rate_state``). A
+request answered before its key was checked (an unknown route or compat operation, 413, a compat
+400 raised while parsing) counts against the key it carries, in the header or the query string,
+when that key is valid. Every other request under ``/api`` (401, no key, the OpenAPI document)
+counts against its client address's shared bucket, and past the limit its answer becomes a 429:
+key guessing and scanning slow down, and the headers are always true. Before, a script calling an
+operation qhook lacks with a good key filled its address's bucket, and then every key from that
+address was refused.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qhook.api.deps import TOKEN_PARAMS, bearer_token
 from qhook.context import AppContext
 from qhook.domain.rates import parse_rate
 from qhook.errors import QhookError, RateLimited
@@ -56,7 +62,9 @@ class RateHeaders:
                 rate_state = state.get("rate_state")
                 if rate_state is None and api:
                     try:
-                        rate_state = await self._count_source(scope)
+                        rate_state = await self._count_key(scope)
+                        if rate_state is None:
+                            rate_state = await self._count_source(scope)
                     except RateLimited as exc:
                         replaced = True
                         await _too_many(send, exc)
@@ -74,17 +82,33 @@ class RateHeaders:
 
         await self.app(scope, receive, send_with_headers)
 
+    async def _count_key(self, scope: Scope) -> RateState | None:
+        request = Request(scope)
+        token = bearer_token(request) or next(
+            (request.query_params[n] for n in TOKEN_PARAMS if request.query_params.get(n)), None
+        )
+        if not token:
+            return None
+        rate = parse_rate(self.ctx.settings.api_rate_limit, "QHOOK_API_RATE_LIMIT")
+        return await run_in_threadpool(users.count_key_request, self.ctx.db, token, rate)
+
     async def _count_source(self, scope: Scope) -> RateState:
         client = scope.get("client")
         source = client[0] if client else "unknown"
         rate = parse_rate(self.ctx.settings.api_rate_limit, "QHOOK_API_RATE_LIMIT")
-        return await run_in_threadpool(users.count_request, self.ctx.db, users.source_bucket(source), rate)
+        try:
+            return await run_in_threadpool(
+                users.count_request, self.ctx.db, users.source_bucket(source), rate
+            )
+        except RateLimited as exc:
+            retry_after_s = exc.rate_state.retry_after_s  # type: ignore[attr-defined]
+            exc.message = f"Too many requests without a valid API key; retry in {retry_after_s} s"
+            raise
 
 
 async def _too_many(send: Send, exc: RateLimited) -> None:
     rate_state: RateState = exc.rate_state  # type: ignore[attr-defined]
-    message = f"Too many requests without a valid API key; retry in {rate_state.retry_after_s} s"
-    body = orjson.dumps({"error": message})
+    body = orjson.dumps({"error": exc.message})
     headers = {
         **header_values(rate_state),
         "Retry-After": str(rate_state.retry_after_s),

@@ -350,6 +350,24 @@ def count_request(db: Database, bucket: str, rate: Rate, now: datetime | None = 
     return state
 
 
+def count_key_request(db: Database, plain: str, rate: Rate, now: datetime | None = None) -> RateState | None:
+    """Count a request that carried ``plain`` but was answered before its key was checked (an
+    operation qhook does not have, a body refused while parsing) against that key's limit; None
+    when no active key has it. RateLimited past the limit."""
+    now_ms = int((now or utcnow()).timestamp() * 1000)
+    with db.autocommit() as tx:
+        found = store.active_key_by_hash(tx, sha256_hex(plain))
+        if found is None:
+            return None
+        count, window_start_ms = rates.hit(
+            tx, f"apikey:{found[0].id}", period_ms=rate.period_s * 1000, now_ms=now_ms
+        )
+    state = _rate_state(rate, count, window_start_ms, now_ms)
+    if count > rate.limit:
+        raise _limited(f"Rate limit of {rate} exceeded; retry in {state.retry_after_s} s", state)
+    return state
+
+
 KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 """A key's last-used time is kept to the minute: one row write per key per minute, not per request."""
 
