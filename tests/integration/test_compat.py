@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -165,6 +166,73 @@ async def test_multipart_and_json_bodies(client: httpx.AsyncClient, ctx: AppCont
         "/api/getResults", data={"setId": str(set_id), "sort": "batchnumber_:asc", "authToken": editor_key}
     )
     assert [r["batchnumber_"] for r in listed.json()] == ["F-1", "J-1", "M-1", "M-2"]
+
+
+async def test_form_bodies_are_read_in_their_declared_charset(
+    client: httpx.AsyncClient, ctx: AppContext, editor_key: str
+) -> None:
+    """A PHP client posting ISO-8859-1 had "Größe" stored as "Gr\ufffd\ufffde" and a 200."""
+    set_id = make_set(ctx)
+    results = json.dumps([{"batchnumber_": "Größe-1"}])
+    latin = urlencode({"setId": str(set_id), "results": results}, encoding="iso-8859-1").encode()
+    stored = await client.post(
+        "/api/storeResults",
+        content=latin,
+        headers={**auth(editor_key), "content-type": "application/x-www-form-urlencoded; charset=ISO-8859-1"},
+    )
+    assert stored.status_code == 200, stored.text
+    raw = b"setId=%d&results=" % set_id + json.dumps([{"batchnumber_": "Grü-2"}], ensure_ascii=False).encode(
+        "latin-1"
+    )  # raw bytes, not escapes
+    stored = await client.post(
+        "/api/storeResults",
+        content=raw,
+        headers={**auth(editor_key), "content-type": "application/x-www-form-urlencoded; charset=latin-1"},
+    )
+    assert stored.status_code == 200, stored.text
+    as_file = await client.post(
+        "/api/storeResults",
+        data={"setId": str(set_id)},
+        files={
+            "results": (
+                "r.json",
+                json.dumps([{"batchnumber_": "Maß-3"}], ensure_ascii=False).encode("cp1252"),
+                "application/json; charset=windows-1252",
+            )
+        },
+        headers=auth(editor_key),
+    )
+    assert as_file.status_code == 200, as_file.text
+    listed = await client.get(
+        "/api/getResults", params={"setId": str(set_id), "sort": "@id:asc"}, headers=auth(editor_key)
+    )
+    assert [r["batchnumber_"] for r in listed.json()] == ["Größe-1", "Grü-2", "Maß-3"]
+
+    # Text that is not in the charset it claims is refused, naming where, and nothing is stored.
+    refusals = [
+        (
+            b"setId=%d&results=%%5B%%7B%%22batchnumber_%%22%%3A%%22Gr%%F6%%DFe%%22%%7D%%5D" % set_id,
+            "",
+            "body",
+        ),
+        (b"setId=%d&results=[]" % set_id, "; charset=klingon", "Content-Type"),
+    ]
+    for body, charset, name in refusals:
+        answer = await client.post(
+            "/api/storeResults",
+            content=body,
+            headers={**auth(editor_key), "content-type": "application/x-www-form-urlencoded" + charset},
+        )
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"].startswith(f"Invalid parameter: {name}. Expected"), answer.text
+    query = await client.get(
+        f"/api/getResults?setId={set_id}&filter=%7B%22batchnumber_%22%3A%22Gr%F6%DFe%22%7D",
+        headers=auth(editor_key),
+    )
+    assert query.status_code == 400
+    assert query.json()["error"] == "Invalid parameter: query string. Expected UTF-8 text, percent-encoded."
+    listed = await client.get("/api/getResults", params={"setId": str(set_id)}, headers=auth(editor_key))
+    assert len(listed.json()) == 3
 
 
 async def test_missing_bad_and_revoked_tokens_are_401(client: httpx.AsyncClient, ctx: AppContext) -> None:

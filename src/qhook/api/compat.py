@@ -63,14 +63,20 @@ def _json(content: Any, status_code: int = 200) -> Response:
 
 async def _params(request: Request, ctx: AppContext) -> Params:
     """Query string, then the body's parameters over it (form, multipart or a JSON object)."""
-    params: Params = dict(request.query_params)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    # Query strings are UTF-8 (the URL standard); one that is not is refused, not stored with
+    # U+FFFD in place of its letters.
+    params: Params = dict(compat.form_fields(request.scope["query_string"], "utf-8", "query string"))
+    header = request.headers.get("content-type", "")
+    content_type = header.split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded":
+        params.update(compat.form_fields(await request.body(), compat.charset_of(header)))
+    elif content_type == "multipart/form-data":
         limit = ctx.settings.max_body_bytes
         async with request.form(max_part_size=limit) as form:
             for name, value in form.multi_items():
                 if isinstance(value, UploadFile):
-                    params[name] = (await value.read()).decode("utf-8", errors="replace")
+                    charset = compat.charset_of(value.content_type or "", compat.charset_of(header))
+                    params[name] = compat.decoded(await value.read(), charset, name)
                 else:
                     params[name] = value
     elif content_type == "application/json":

@@ -7,10 +7,14 @@ original's message style: ``Invalid parameter: sort field 'batchnr'. No such fie
 
 from __future__ import annotations
 
+import codecs
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.message import Message
 from typing import Any
+from urllib.parse import parse_qsl
 
 from qhook.domain import json_text
 from qhook.domain.fields import FieldDef, coerce_value, format_flat, parse_datetime
@@ -43,6 +47,46 @@ class Condition:
 
 def bad_parameter(name: str, problem: str) -> BadRequest:
     return BadRequest(f"Invalid parameter: {name}. {problem}")
+
+
+# --- text in ---------------------------------------------------------------------------------------
+
+_RAW_BYTE = re.compile(rb"[\x80-\xff]")
+
+
+def charset_of(content_type: str, default: str = "utf-8") -> str:
+    """The codec a Content-Type's ``charset`` names (the default when it names none)."""
+    message = Message()
+    message["content-type"] = content_type
+    charset = message.get_content_charset() or default
+    try:
+        return codecs.lookup(charset).name
+    except LookupError as exc:
+        raise bad_parameter("Content-Type", f"Expected a known charset, not {charset!r}.") from exc
+
+
+def decoded(data: bytes, charset: str, name: str) -> str:
+    """``data`` as text in ``charset``; a 400 naming ``name`` rather than text with U+FFFD in it."""
+    try:
+        return data.decode(charset)
+    except UnicodeDecodeError as exc:
+        raise _not_text(name, charset) from exc
+
+
+def form_fields(body: bytes, charset: str, name: str = "body") -> list[tuple[str, str]]:
+    """An urlencoded form in ``charset``: ``%F6`` in ISO-8859-1 is "ö", not U+FFFD (the form
+    parser read every escape as UTF-8). Raw bytes outside ASCII are read as escapes would be."""
+    ascii_body = _RAW_BYTE.sub(lambda match: b"%%%02X" % match.group()[0], body).decode("ascii")
+    try:
+        return parse_qsl(ascii_body, keep_blank_values=True, encoding=charset, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise _not_text(name, charset) from exc
+
+
+def _not_text(name: str, charset: str) -> BadRequest:
+    if name == "query string":
+        return bad_parameter(name, "Expected UTF-8 text, percent-encoded.")
+    return bad_parameter(name, f"Expected text in {charset} (or the charset named in its Content-Type).")
 
 
 def missing_parameter(name: str) -> BadRequest:
