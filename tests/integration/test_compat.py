@@ -78,6 +78,22 @@ async def test_get_all_sets_with_group_and_name_filters(
     assert len(by_group.json()) == 2
     other_group = await client.get("/api/getAllSets", params={"groups": "7"}, headers=auth(viewer_key))
     assert other_group.json() == []
+    # AlisQI's clients list master data with groups=Selection lists, whatever group the list is in.
+    products = set_service.create_set(
+        ctx.db,
+        name="Products",
+        fields=[{"name": "code_", "type": "text"}],
+        kind="selection_list",
+        actor="tests",
+    ).id
+    lists = await client.get(
+        "/api/getAllSets", params={"groups": "Selection lists"}, headers=auth(viewer_key)
+    )
+    assert [s["id"] for s in lists.json()] == [products]
+    both = await client.get(
+        "/api/getAllSets", params={"groups": '["selection LISTS", "7"]'}, headers=auth(viewer_key)
+    )
+    assert [s["id"] for s in both.json()] == [products]
 
 
 async def test_get_all_sets_hides_sets_of_others(

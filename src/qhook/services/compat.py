@@ -72,9 +72,20 @@ def all_sets(ctx: AppContext, principal: Principal, *, groups: str | None, names
     return [
         set_summary(s)
         for s in found
-        if (not wanted_groups or {str(s.group_id), s.group_name.casefold()} & wanted_groups)
+        if (not wanted_groups or _groups_of(s) & wanted_groups)
         and (not wanted_names or s.name.casefold() in wanted_names)
     ]
+
+
+SELECTION_LISTS = "selection lists"
+"""The group name AlisQI's clients ask for to get every selection list, whatever its own group."""
+
+
+def _groups_of(found: SetRecord) -> set[str]:
+    groups = {str(found.group_id), found.group_name.casefold()}
+    if found.kind == "selection_list":
+        groups.add(SELECTION_LISTS)
+    return groups
 
 
 def set_definition(
