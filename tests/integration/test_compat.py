@@ -339,6 +339,39 @@ async def test_get_results_sort_offset_limit_fields(
     assert only.json() == [{"date": "2025-10-04 11:00:00", "batchnumber_": "B-4", "status_": None}]
 
 
+async def test_sort_by_a_number_field_is_the_same_on_both_databases(
+    client: httpx.AsyncClient, ctx: AppContext, editor_key: str
+) -> None:
+    """PostgreSQL put "<0.5" before every number and empty values last; SQLite the other way
+    round. Now both: no value, numbers in numeric order, then qualified numbers as text."""
+    set_id = make_set(ctx)
+    values: list[object] = [100, "<0.5", None, -1, 10, ">1000", 2, 9.5, None]
+    stored = await store(
+        client, editor_key, set_id, [{"batchnumber_": f"B-{n}", "ph_": v} for n, v in enumerate(values)]
+    )
+    assert stored.status_code == 200, stored.text
+
+    async def order(direction: str) -> list[object]:
+        listed = await get_results(
+            client, editor_key, setId=str(set_id), sort=f"ph_:{direction}", fields="batchnumber_,ph_"
+        )
+        return [(r["batchnumber_"], r["ph_"]) for r in listed.json()]
+
+    ascending = await order("asc")
+    assert ascending == [
+        ("B-2", None),
+        ("B-8", None),  # equal values: in id order, in the direction of the last key
+        ("B-3", -1.0),
+        ("B-6", 2.0),
+        ("B-7", 9.5),
+        ("B-4", 10.0),
+        ("B-0", 100.0),
+        ("B-1", "<0.5"),
+        ("B-5", ">1000"),
+    ]
+    assert await order("desc") == ascending[::-1]
+
+
 async def test_get_results_filter_forms(client: httpx.AsyncClient, ctx: AppContext, editor_key: str) -> None:
     set_id = make_set(ctx)
     await seed(client, editor_key, set_id)
@@ -480,6 +513,22 @@ async def test_store_results_is_all_or_nothing(
     assert (await get_results(client, editor_key, setId=str(set_id))).json() == []
     with ctx.db.reading() as tx:
         assert event_store.list_events(tx, set_id=set_id) == []
+
+
+async def test_store_results_names_every_problem_of_a_result(
+    client: httpx.AsyncClient, ctx: AppContext, editor_key: str
+) -> None:
+    """The fourth and later problems of one result came back only after the first three were
+    fixed: a round trip each, under a 30/minute budget."""
+    set_id = make_set(ctx)
+    bad = {"batchnumber_": "B-9", "ph_": "abc", "count_": "1.5", "status_": "nope", "expiry_": "noon"}
+    response = await store(client, editor_key, set_id, [{"batchnumber_": "ok"}, bad])
+    assert response.status_code == 400, response.text
+    [entry] = response.json()["errors"]
+    assert entry["index"] == 1 and entry["error"].startswith("Invalid input: values.")
+    for name in ("ph_", "count_", "status_", "expiry_"):
+        assert f"values.{name}:" in entry["error"], (name, entry["error"])
+    assert (await get_results(client, editor_key, setId=str(set_id))).json() == []
 
 
 async def test_store_results_bad_parameters(

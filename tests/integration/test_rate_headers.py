@@ -29,7 +29,9 @@ def assert_headers(response: httpx.Response, limit: int, remaining: int) -> None
         assert name in response.headers, (response.status_code, response.url, dict(response.headers))
     assert response.headers["X-RateLimit-Limit"] == str(limit)
     assert response.headers["X-RateLimit-Remaining"] == str(remaining)
-    assert 1 <= int(response.headers["X-RateLimit-Retry-After"]) <= 60
+    retry_after = int(response.headers["X-RateLimit-Retry-After"])
+    # How long to wait before the next call: nothing while calls remain.
+    assert retry_after == 0 if remaining else 1 <= retry_after <= 60
 
 
 async def test_every_kind_of_refusal_counts_against_the_address(ctx: AppContext) -> None:

@@ -78,6 +78,21 @@ def test_sort_parsing() -> None:
     assert caught.value.message == "Invalid parameter: sort field 'batchnr'. No such field in set."
     with pytest.raises(BadRequest, match="asc or desc"):
         compat.parse_sort("date:sideways", FIELDS)
+    # A repeated key adds nothing (the first one counts); thousands of them were a 503 on SQLite.
+    assert compat.parse_sort("ph_:desc," * 100, FIELDS) == (compat.SortKey("ph_", True),)
+    assert compat.parse_sort("ph_:asc,date,ph_:desc", FIELDS) == (
+        compat.SortKey("ph_", False),
+        compat.SortKey("date", False),
+    )
+    with pytest.raises(BadRequest) as too_many:
+        compat.parse_sort(",".join(["ph_"] * 101), FIELDS)
+    assert too_many.value.message == "Invalid parameter: sort. Expected at most 100 sort fields."
+
+
+def test_sort_by_a_field_named_id_is_by_that_field() -> None:
+    with_id = (*FIELDS, FieldDef(99, "id", "id", "integer", False, True, 99))
+    assert compat.parse_sort("id:desc", with_id) == (compat.SortKey("id", True),)
+    assert compat.parse_sort("@id", with_id) == (compat.SortKey("@id", False),)
 
 
 def test_conditions_and_sort_in_store_terms() -> None:
@@ -95,6 +110,10 @@ def test_fields_and_flags() -> None:
     assert compat.parse_fields('["ph_"]', FIELDS) == ("ph_",)
     with pytest.raises(BadRequest, match="fields field 'x_'"):
         compat.parse_fields("x_", FIELDS)
+    retired = (*FIELDS, FieldDef(98, "old_", "Old", "text", False, False, 98))
+    with pytest.raises(BadRequest) as caught:
+        compat.parse_fields("ph_,old_", retired)
+    assert caught.value.message == "Invalid parameter: fields field 'old_'. This field is deactivated."
     assert compat.parse_bool("TRUE", "includeId") is True
     assert compat.parse_bool(None, "includeId") is False
     with pytest.raises(BadRequest, match="includeId"):

@@ -66,6 +66,8 @@ def test_new_set_fields_get_option_ids_and_default_labels() -> None:
     [
         ({"name": "bad name", "type": "text"}, "fields[0].name", "letters, digits"),
         ({"name": "date", "type": "text"}, "fields[0].name", "system key"),
+        ({"name": "Date", "type": "text"}, "fields[0].name", "system key"),
+        ({"name": "lastModificationDate", "type": "text"}, "fields[0].name", "system key"),
         ({"name": "x_", "type": "colour"}, "fields[0].type", "one of text"),
         ({"name": "x_", "type": "list", "options": ["a", "A"]}, "fields[0].options[1]", "unique"),
         ({"name": "x_", "type": "text", "options": ["a"]}, "fields[0].options", "only list fields"),

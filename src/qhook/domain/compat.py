@@ -24,6 +24,7 @@ from qhook.errors import BadRequest
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 100
 SYSTEM_SORT_KEYS = ("date", "@id")
+MAX_SORT_KEYS = 100  # each becomes ORDER BY terms; SQLite refuses more than 2,000 (it was a 503)
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 
@@ -168,6 +169,9 @@ def parse_fields(raw: str | None, fields: Sequence[FieldDef]) -> tuple[str, ...]
     for name in names:
         if name not in known and name not in SYSTEM_SORT_KEYS:
             raise bad_parameter(f"fields field '{name}'", "No such field in set.")
+        if name in known and not known[name].active:
+            # getResults shows active fields only: the name was dropped without a word.
+            raise bad_parameter(f"fields field '{name}'", "This field is deactivated.")
     return tuple(name for name in names if name in known)
 
 
@@ -176,19 +180,22 @@ def parse_sort(raw: str | None, fields: Sequence[FieldDef]) -> tuple[SortKey, ..
     if raw is None or not raw.strip():
         return (SortKey("date", True),)
     known = _by_name(fields)
-    keys: list[SortKey] = []
-    for part in split_list(raw):
+    keys: dict[str, SortKey] = {}
+    parts = split_list(raw)
+    if len(parts) > MAX_SORT_KEYS:
+        raise bad_parameter("sort", f"Expected at most {MAX_SORT_KEYS} sort fields.")
+    for part in parts:
         name, _, direction = part.partition(":")
         name = name.strip()
-        if name == "id":
+        if name == "id" and name not in known:  # the original's alias, unless a field has the name
             name = "@id"
         if name not in known and name not in SYSTEM_SORT_KEYS:
             raise bad_parameter(f"sort field '{name}'", "No such field in set.")
         direction = direction.strip().lower() or "asc"
         if direction not in ("asc", "desc"):
             raise bad_parameter(f"sort direction '{direction}'", "Expected asc or desc.")
-        keys.append(SortKey(name, direction == "desc"))
-    return tuple(keys)
+        keys.setdefault(name, SortKey(name, direction == "desc"))  # a repeated key adds nothing
+    return tuple(keys.values())
 
 
 def parse_filter(raw: str | None, fields: Sequence[FieldDef]) -> tuple[Condition, ...]:

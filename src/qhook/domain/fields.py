@@ -20,6 +20,9 @@ FieldType = Literal["text", "number", "integer", "boolean", "date", "datetime", 
 FIELD_TYPES: tuple[FieldType, ...] = ("text", "number", "integer", "boolean", "date", "datetime", "list")
 SET_KINDS = ("analysis_set", "selection_list")
 SYSTEM_KEYS = frozenset({"date", "@id"})
+# Keys the compat API's getResults adds to a result beside its fields: a field of that name would
+# be overwritten there.
+RESERVED_NAMES = frozenset({*SYSTEM_KEYS, "lastmodificationdate"})
 FIELD_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 # "<321", "> 0.5", "<=10": a measurement below/above what the instrument reports.
 QUALIFIED_NUMBER_RE = re.compile(r"^(<=|>=|<|>|≤|≥|~)\s*[-+]?(\d+([.,]\d*)?|[.,]\d+)([eE][-+]?\d+)?$")
@@ -132,7 +135,7 @@ def _new_field(
     if not isinstance(name, str) or not FIELD_NAME_RE.match(name):
         _fail(errors, f"{path}.name", "a name of letters, digits and _ starting with a letter (e.g. ph_)")
         return None
-    if name in SYSTEM_KEYS:
+    if name.casefold() in RESERVED_NAMES:
         _fail(errors, f"{path}.name", f"a name other than the system key {name!r}")
         return None
     if name.casefold() in taken:

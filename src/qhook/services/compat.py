@@ -190,11 +190,20 @@ def _refuse_if_errors(outcomes: Sequence[StoredResult | QhookError], total: int)
         if isinstance(outcome, QhookError):
             if outcome.status >= 500:
                 raise outcome
-            errors.append({"index": index, "error": outcome.message})
+            errors.append({"index": index, "error": _every_problem(outcome)})
     if errors:
         # Every bad result is reported; the transaction is rolled back by the raise.
         raise StoreResultsFailed(errors, total)
     return [o for o in outcomes if isinstance(o, StoredResult)]
+
+
+def _every_problem(error: QhookError) -> str:
+    """All of a result's problems: a ValidationFailed's message names only its first three."""
+    details = error.details
+    if len(details) <= 3:
+        return error.message
+    summary = error.message.split(":", 1)[0]
+    return f"{summary}: " + "; ".join(f"{d['field']}: {d['error']}" for d in details)
 
 
 def _store_batch(

@@ -324,8 +324,14 @@ def revoke_api_key(db: Database, key_id: int, actor: str = "system") -> ApiKeyRe
 
 
 def _rate_state(rate: Rate, count: int, window_start_ms: int, now_ms: int) -> RateState:
-    retry_after_s = max(1, -(-(window_start_ms + rate.period_s * 1000 - now_ms) // 1000))
-    return RateState(rate.limit, max(0, rate.limit - count), retry_after_s)
+    """X-RateLimit-Retry-After is how long to wait before the next request (AlisQI's connector
+    says so): 0 while calls remain, else the seconds until the window ends. Clients that waited
+    it after every answer waited up to a minute with 29 calls left."""
+    remaining = max(0, rate.limit - count)
+    retry_after_s = (
+        max(1, -(-(window_start_ms + rate.period_s * 1000 - now_ms) // 1000)) if not remaining else 0
+    )
+    return RateState(rate.limit, remaining, retry_after_s)
 
 
 def _limited(message: str, state: RateState) -> RateLimited:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ColumnElement,
     and_,
     bindparam,
+    case,
     delete,
     false,
     func,
@@ -172,12 +173,22 @@ def _matches(tx: Tx, name: str, wanted: Sequence[Any]) -> ColumnElement[bool]:
     return or_(*terms) if terms else false()
 
 
-def _sort_column(tx: Tx, key: str) -> ColumnElement[Any] | KeyedColumnElement[Any]:
+def _sort_terms(tx: Tx, key: str) -> list[ColumnElement[Any] | KeyedColumnElement[Any]]:
+    """What ``key`` orders by, ascending: on both databases no value first, then numbers (and
+    booleans) in numeric order, then text (a qualified number such as "<0.5"). SQLite orders
+    json_extract's values so by itself; PostgreSQL orders jsonb strings before numbers and a
+    missing value last, so a rank by JSON type comes first there."""
     if key == "id":
-        return results.c.id
+        return [results.c.id]
     if key == "date":
-        return results.c.date
-    return _value_of(tx, key)
+        return [results.c.date]
+    value = _value_of(tx, key)
+    if tx.dialect.name != "postgresql":
+        return [value]
+    kind = func.jsonb_typeof(value)
+    rank = case((kind.in_(("number", "boolean")), 1), (kind == "string", 2), else_=0)
+    # A JSON null and a missing key are both no value: equal here, in id order as on SQLite.
+    return [rank, case((rank > 0, value))]
 
 
 def list_results(
@@ -202,7 +213,7 @@ def list_results(
         conditions.append(_matches(tx, name, wanted))
     if after_id is not None:
         conditions.append(results.c.id > after_id)
-    order = [_sort_column(tx, key).desc() if desc else _sort_column(tx, key).asc() for key, desc in sort]
+    order = [term.desc() if desc else term.asc() for key, desc in sort for term in _sort_terms(tx, key)]
     if not any(key == "id" for key, _ in sort):
         order.append(results.c.id.desc() if sort and sort[-1][1] else results.c.id.asc())
     query = select(results).where(and_(true(), *conditions)).order_by(*order).limit(limit).offset(offset)
