@@ -241,3 +241,70 @@ def test_a_scripted_bin_answer_runs_no_code_in_a_signed_in_browser(server: Serve
     assert page.title() == "bin"  # the document is there; its script never ran
     assert any("Content Security Policy" in text or "sandbox" in text for text in blocked), blocked
     context.close()
+
+
+def test_fixing_a_paused_signal_and_a_failing_endpoint_on_a_phone(server: Server, browser: Browser) -> None:
+    """From the UI alone, at a phone's width: a signal paused by a 410 is flagged in the list and
+    resumed on its page; an endpoint whose calls fail says so; replay's default is a usable one."""
+    from qhook.store import queue as queue_store
+
+    ctx = server.ctx
+    users.create_user(ctx.db, "erin", "admin", password=PASSWORD)
+    set_id = sets.create_set(
+        ctx.db, name="Batch release", fields=[{"name": "batchnumber_", "type": "text"}], actor="t"
+    ).id
+    workflow, _ = workflows.create_workflow(
+        ctx,
+        {
+            "name": "Released batches to ERP",
+            "set_id": set_id,
+            "triggers": {"entry": True},
+            "signals": [{"type": "webhook", "url": "https://erp.example.com/gone"}],
+        },
+        actor="t",
+    )
+    [signal] = workflow.active_signals
+    with ctx.db.transaction() as tx:
+        queue_store.pause_signal(tx, signal.id, "The receiver answered 410 Gone, so qhook paused the signal.")
+    failed = add_delivery(
+        ctx.db, status="failed", endpoint="https://mes.example.com:443", url="https://mes.example.com/q"
+    )
+    add_attempt(ctx.db, failed, status_code=500, hint="The receiver had an error.", duration_ms=20)
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 390, "height": 800})
+    page = context.new_page()
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    log_in(page, server.base)
+
+    for path in ("/ui/hub", "/ui/endpoints", "/ui/workflows", f"/ui/workflows/{workflow.id}"):
+        page.goto(server.base + path)
+        # The page fits the phone: the bar wraps, wide tables scroll inside themselves.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        expect(page.get_by_role("button", name="Log out")).to_be_in_viewport()
+
+    page.goto(f"{server.base}/ui/endpoints")
+    row = page.locator("table.list tbody tr").filter(has_text="https://mes.example.com:443")
+    expect(row.locator(".badge").first).to_have_text("failing")
+
+    page.goto(f"{server.base}/ui/workflows")
+    expect(page.locator("table.list tbody tr").first.locator(".badge", has_text="paused")).to_be_visible()
+    page.goto(f"{server.base}/ui/workflows/{workflow.id}")
+    page.get_by_role("button", name=f"Resume signal #{signal.id}").click()
+    expect(page.get_by_role("button", name=f"Resume signal #{signal.id}")).to_have_count(0)
+    expect(page.locator("section.signal .badge", has_text="paused")).to_have_count(0)
+    assert workflows.get_workflow(ctx.db, workflow.id).active_signals[0].paused_reason is None
+
+    # Replay as the page comes: failed ones, by default (no filter at all was a 422 in API words).
+    page.goto(f"{server.base}/ui/hub")
+    page.get_by_text("Replay deliveries…").click()
+    replay = page.locator("#replay-form")
+    expect(replay.get_by_label("Status")).to_have_value("failed")
+    page.once("dialog", lambda dialog: dialog.accept())
+    replay.get_by_role("button", name="Replay").click()
+    expect(replay.locator(".outcome")).to_have_text("Queued 1 delivery.")
+    replay.get_by_label("Status").select_option("")
+    replay.get_by_role("button", name="Replay").click()
+    expect(replay.locator(".outcome")).to_contain_text("Choose at least one filter")
+    assert errors == []
+    context.close()

@@ -82,3 +82,36 @@ async def test_endpoints_page_shows_the_last_entries(api: httpx.AsyncClient, ctx
     assert "limits: 30/minute" in html
     # Newest first within an endpoint.
     assert html.index("probe succeeded") < html.index("10 of 10 attempts failed")
+
+
+async def test_send_now_brings_forward_only_the_retries_within_the_dropped_wait(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    from sqlalchemy import select, update
+
+    from qhook.clock import utcnow
+    from qhook.store.tables import deliveries
+    from tests.support.hub_data import add_delivery
+
+    now = utcnow()
+    until = now + timedelta(hours=1)
+    within = add_delivery(ctx.db, status="retrying", endpoint=ERP)  # got the 503 asking for an hour
+    later = add_delivery(ctx.db, status="retrying", endpoint=ERP)  # its own backoff ends after it
+    elsewhere = add_delivery(ctx.db, status="retrying", endpoint=OTHER, url="https://mes.example.com/x")
+    with ctx.db.transaction() as tx:
+        for delivery_id, due in ((within, until), (later, until + timedelta(hours=2)), (elsewhere, until)):
+            tx.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(next_attempt_at=due))
+        endpoint_store.throttle(tx, ERP, until, now, "Retry-After 3600 s")
+
+    answer = await api.post(f"/api/v1/endpoints/{quote(ERP, safe='')}/resume")
+    assert answer.status_code == 200, answer.text
+    with ctx.db.reading() as tx:
+        due = {
+            r.id: r.next_attempt_at for r in tx.execute(select(deliveries.c.id, deliveries.c.next_attempt_at))
+        }
+        [entry, *_] = endpoint_store.log_entries(tx, ERP)
+    assert due[within] <= utcnow()
+    assert due[later] == until + timedelta(hours=2)
+    assert due[elsewhere] == until
+    assert entry.change == "resumed" and entry.detail is not None
+    assert entry.detail.endswith("is dropped and 1 retry waiting for it go now")

@@ -149,8 +149,8 @@ async def test_429_retry_after_pauses_whole_endpoint(ctx: AppContext) -> None:
 
 
 async def test_resume_ends_a_retry_after_wait_at_once(ctx: AppContext) -> None:
-    """The ERP asked for an hour; its team fixed it and an admin pressed Resume: the waiting
-    deliveries go now."""
+    """The ERP asked for an hour; its team fixed it and an admin pressed Resume ("Send now"): the
+    waiting deliveries go now, the one that got the 503 too (it waited out the hour before)."""
     answers = [web.Response(status=503, headers={"Retry-After": "3600"})]
 
     async def handler(request: web.Request) -> web.Response:
@@ -168,7 +168,8 @@ async def test_resume_ends_a_retry_after_wait_at_once(ctx: AppContext) -> None:
             assert len(rx.received) == 1
             hub.set_endpoint_paused(ctx, origin, paused=False, actor="olga")
             await until(lambda: delivery(ctx, second).status == "succeeded", timeout=8)
-    assert delivery(ctx, first).status == "retrying"  # its own retry keeps its time; Redeliver sends it now
+            await until(lambda: delivery(ctx, first).status == "succeeded", timeout=8)
+    assert delivery(ctx, first).attempt_count == 2
     with ctx.db.reading() as tx:
         state = endpoint_store.get(tx, origin)
         log = endpoint_store.log_entries(tx, origin)
@@ -176,7 +177,8 @@ async def test_resume_ends_a_retry_after_wait_at_once(ctx: AppContext) -> None:
     assert [e.change for e in log] == ["resumed", "throttled"]  # newest first
     resumed = log[0]
     assert resumed.detail is not None and "by olga" in resumed.detail
-    assert "Retry-After wait until" in resumed.detail and "is dropped" in resumed.detail
+    assert "Retry-After wait until" in resumed.detail
+    assert "is dropped and 1 retry waiting for it go now" in resumed.detail
 
 
 async def test_404_fails_at_once_with_hint(ctx: AppContext) -> None:

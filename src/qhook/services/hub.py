@@ -479,6 +479,8 @@ def set_endpoint_paused(
         _check_steerable(tx, key, set_ids)
         row = store.set_paused(tx, key, paused=paused, now=utcnow(), detail=f"by {actor}")
         audit.record(tx, actor, "endpoint.pause" if paused else "endpoint.resume", "endpoint", key, None)
+    if not paused:
+        ctx.wake()  # what waited may go now
     return row
 
 

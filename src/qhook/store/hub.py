@@ -580,7 +580,11 @@ def set_paused(tx: Tx, origin: str, *, paused: bool, now: datetime, detail: str)
     Resume takes one step: it ends an operator's pause; on an endpoint no operator paused, it
     ends a receiver's Retry-After wait (the admin has seen the endpoint waiting and wants it to go
     now; the log names the wait dropped). A pause and resume for maintenance leaves the receiver's
-    own request standing."""
+    own request standing.
+
+    Dropping the wait also brings forward the retries scheduled within it (the answers that asked
+    for it): "Send now" left them waiting until the old time, an hour after a Retry-After: 3600.
+    Retries due later than the wait keep their own backoff."""
     changes: dict[str, Any] = {"paused": paused, "updated_at": now}
     if not paused:
         current = tx.execute(
@@ -590,7 +594,20 @@ def set_paused(tx: Tx, origin: str, *, paused: bool, now: datetime, detail: str)
             changes["throttled_until"] = None
             if current.throttled_until is not None and current.throttled_until > now:
                 until = current.throttled_until
-                detail = f"{detail}; the Retry-After wait until {until:%Y-%m-%d %H:%M:%S} UTC is dropped"
+                moved = tx.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.endpoint == origin,
+                        deliveries.c.status == "retrying",
+                        deliveries.c.next_attempt_at > now,
+                        deliveries.c.next_attempt_at <= until,
+                    )
+                    .values(next_attempt_at=now)
+                ).rowcount
+                detail = (
+                    f"{detail}; the Retry-After wait until {until:%Y-%m-%d %H:%M:%S} UTC is dropped"
+                    f" and {moved} retr{'y' if moved == 1 else 'ies'} waiting for it go now"
+                )
     dialect_insert = pg_insert if tx.dialect.name == "postgresql" else sqlite_insert
     statement = dialect_insert(endpoints).values(origin=origin, **changes)
     row = tx.execute(

@@ -12,7 +12,7 @@ from qhook.api.json_body import JsonBodyRoute
 from qhook.domain import credentials
 from qhook.domain.access import Principal
 from qhook.domain.fields import flat_result
-from qhook.errors import Forbidden, NotFound
+from qhook.errors import Forbidden, NotFound, ValidationFailed
 from qhook.services import hub, results, workflows
 from qhook.services import sets as set_service
 from qhook.store.workflows import WorkflowRecord
@@ -86,13 +86,35 @@ def sets_page(request: Request, ctx: Ctx, me: PageUser) -> Response:
 
 
 @router.get("/ui/sets/{set_id}")
-def set_page(set_id: Id, request: Request, ctx: Ctx, me: PageUser) -> Response:
+def set_page(
+    set_id: Id,
+    request: Request,
+    ctx: Ctx,
+    me: PageUser,
+    offset: str = "",
+    field: str = "",
+    value: str = "",
+) -> Response:
+    """The set's results newest first, a page at a time, optionally those whose ``field`` has
+    ``value`` (a batch number): "why did result X not fire" starts from finding result X."""
     _allowed(me, set_id)
-    current, page = results.list_results(ctx.db, set_id, limit=RESULTS_SHOWN, sort=[("id", True)])
+    problems: list[str] = []
+    start = present.parse_offset(offset, problems)
+    wanted = {field: value.strip()} if field and value.strip() else None
+    try:
+        current, page = results.list_results(
+            ctx.db, set_id, filter_values=wanted, limit=RESULTS_SHOWN + 1, offset=start, sort=[("id", True)]
+        )
+    except ValidationFailed as exc:
+        problems.append(exc.message)
+        wanted = None
+        current, page = results.list_results(ctx.db, set_id, limit=RESULTS_SHOWN + 1, sort=[("id", True)])
+        start = 0
     fields = [f for f in sorted(current.fields, key=lambda f: f.position) if f.active]
     shown = fields[:COLUMNS_SHOWN]
-    rows = [flat_result(r.id, r.date, r.values, current.fields) for r in page]
+    rows = [flat_result(r.id, r.date, r.values, current.fields) for r in page[:RESULTS_SHOWN]]
     flows = workflows.list_workflows(ctx.db, set_id=set_id)
+    search = {"field": field, "value": value} if wanted else {}
     return render(
         request,
         "set.html",
@@ -102,6 +124,13 @@ def set_page(set_id: Id, request: Request, ctx: Ctx, me: PageUser) -> Response:
         rows=rows,
         flows=flows,
         limit=RESULTS_SHOWN,
+        problems=problems,
+        search=search,
+        chosen_field=field,
+        searched_value=value,
+        newer=max(start - RESULTS_SHOWN, 0) if start else None,
+        older=start + RESULTS_SHOWN if len(page) > RESULTS_SHOWN else None,
+        start=start,
     )
 
 

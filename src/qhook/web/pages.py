@@ -47,6 +47,7 @@ env.filters.update(
     pretty_body=present.pretty_body,
     pretty_json=present.pretty_json,
     badge=present.badge_class,
+    endpoint_state=present.endpoint_state,
     redact=credentials.redacted,
     urlquote=lambda text: quote(str(text), safe=""),
 )

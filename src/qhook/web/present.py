@@ -27,6 +27,7 @@ BADGES = {
     "cancelled": "muted",
     "failed": "bad",
     "circuit_open": "bad",
+    "failing": "bad",
     "invalid": "bad",
     "fired": "ok",
     "active": "ok",
@@ -37,6 +38,14 @@ BADGES = {
 
 def badge_class(status: str | None) -> str:
     return BADGES.get(status or "", "muted")
+
+
+def endpoint_state(state: str, attempts: int, succeeded: int) -> str:
+    """What the Endpoints page says: ``failing`` for an endpoint whose circuit is still closed
+    while most of the last hour's calls failed (it said a green "ok" beside "0.0 % of 3")."""
+    if state == "ok" and attempts and succeeded * 2 < attempts:
+        return "failing"
+    return state
 
 
 def pretty_body(text: str | None) -> str:
@@ -92,6 +101,20 @@ def parse_id(raw: str, name: str, errors: list[str]) -> int | None:
     if not (text.isascii() and text.isdigit()) or len(text) > 12 or not is_id(int(text)):
         errors.append(f"{name}: expected an id from 1 to {MAX_ID}, got {text!r}")
         return None
+    return int(text)
+
+
+MAX_OFFSET = 10_000_000
+
+
+def parse_offset(raw: str, errors: list[str]) -> int:
+    """A page's start, 0 when not given; a problem and 0 when not a whole number in range."""
+    text = raw.strip()
+    if not text:
+        return 0
+    if not (text.isascii() and text.isdigit()) or len(text) > 8 or int(text) > MAX_OFFSET:
+        errors.append(f"offset: expected a whole number from 0 to {MAX_OFFSET:,}, got {text!r}")
+        return 0
     return int(text)
 
 

@@ -99,6 +99,12 @@
       await api("POST", "/api/v1/endpoints/" + encodeURIComponent(button.dataset.origin) + "/resume");
       window.location.reload();
     },
+    async "resume-signal"(button) {
+      const url = "/api/v1/workflows/" + encodeURIComponent(button.dataset.workflow) +
+        "/signals/" + encodeURIComponent(button.dataset.signal) + "/resume";
+      await api("POST", url);
+      window.location.reload();
+    },
     async "new-bin"() {
       const made = await api("POST", "/api/v1/inspector/bins", {});
       window.location.href = "/ui/inspector/" + encodeURIComponent(made.id);
@@ -143,6 +149,10 @@
       for (const name of ["since", "until"]) {
         const value = utc(data.get(name));
         if (value) body[name] = value;
+      }
+      if (Object.keys(body).length === 0) {
+        throw new Error("Choose at least one filter (a status, workflow, endpoint or time): " +
+          "qhook does not replay every finished delivery at once.");
       }
       const counted = await api("POST", "/api/v1/deliveries/replay", { ...body, dry_run: true });
       if (counted.matched === 0) {

@@ -1,0 +1,27 @@
+"""What the UI's pages say about states, pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from qhook.web import present
+
+
+@pytest.mark.parametrize(
+    ("state", "attempts", "succeeded", "shown"),
+    [
+        ("ok", 0, 0, "ok"),  # nothing tried in the last hour
+        ("ok", 3, 0, "failing"),
+        ("ok", 4, 1, "failing"),
+        ("ok", 4, 2, "ok"),  # half made it
+        ("ok", 1, 1, "ok"),
+        ("circuit_open", 10, 0, "circuit_open"),  # the stronger word stays
+        ("paused", 3, 0, "paused"),
+        ("throttled", 2, 0, "throttled"),
+    ],
+)
+def test_endpoint_state(state: str, attempts: int, succeeded: int, shown: str) -> None:
+    assert present.endpoint_state(state, attempts, succeeded) == shown
+    assert present.badge_class(shown) == {"ok": "ok", "failing": "bad", "circuit_open": "bad"}.get(
+        shown, "warn"
+    )
