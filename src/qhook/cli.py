@@ -468,7 +468,7 @@ def deliveries_show(delivery_id: Annotated[int, typer.Argument(min=1, max=MAX_BI
 
 
 endpoints_app = typer.Typer(
-    no_args_is_help=True, help="Endpoints (origins) qhook sends to: state, pause, resume."
+    no_args_is_help=True, help="Endpoints (origins) qhook sends to: state, pause, resume, probe."
 )
 app.add_typer(endpoints_app, name="endpoints")
 
@@ -508,12 +508,21 @@ def endpoints_resume(origin: Annotated[str, typer.Argument(help="e.g. https://er
 
     ctx = open_ctx()
     row = hub.set_endpoint_paused(ctx, origin, paused=False, actor="cli")
-    ctx.wake()
     waiting = (
         f" (still waiting for Retry-After until {_when(row.throttled_until)} UTC; resume again to end it)"
     )
     still = row.throttled_until is not None and row.throttled_until > utcnow()
     console.print(f"{row.origin}: resumed{waiting if still else ''}")
+
+
+@endpoints_app.command("probe")
+@friendly
+def endpoints_probe(origin: Annotated[str, typer.Argument(help="e.g. https://erp.example.com")]) -> None:
+    """Probe an open circuit now (the receiver is fixed) instead of after the cool-off."""
+    from qhook.services import hub
+
+    row = hub.probe_endpoint(open_ctx(), origin, actor="cli")
+    console.print(f"{row.origin}: a probe goes with the next maintenance tick (within seconds)")
 
 
 emails_app = typer.Typer(no_args_is_help=True, help="The e-mails of e-mail signals: status, errors, resend.")

@@ -82,6 +82,14 @@ async def test_endpoints_page_shows_the_last_entries(api: httpx.AsyncClient, ctx
     assert "limits: 30/minute" in html
     # Newest first within an endpoint.
     assert html.index("probe succeeded") < html.index("10 of 10 attempts failed")
+    assert "Probe now" not in html  # a viewer steers nothing
+    admin = person(ctx, "adam", "admin")
+    async with make_browser(ctx) as browser:
+        await login(browser, "adam", admin, next_url="/ui/endpoints")
+        html = (await browser.get("/ui/endpoints")).text
+    # The open circuit (OTHER) offers a probe; the closed one (ERP) does not.
+    assert html.count('data-action="probe"') == 1
+    assert f'data-action="probe" data-origin="{OTHER}" aria-label="Probe {OTHER} now"' in html
 
 
 async def test_send_now_brings_forward_only_the_retries_within_the_dropped_wait(
@@ -115,3 +123,21 @@ async def test_send_now_brings_forward_only_the_retries_within_the_dropped_wait(
     assert due[elsewhere] == until
     assert entry.change == "resumed" and entry.detail is not None
     assert entry.detail.endswith("is dropped and 1 retry waiting for it go now")
+
+
+def test_a_burst_of_retry_after_answers_is_one_log_line(ctx: AppContext) -> None:
+    """Ten sends in flight got the same 503 Retry-After: 120 and each wrote "throttled" (their
+    waits differ by microseconds), pushing the endpoint's history off the page."""
+    with ctx.db.transaction() as tx:
+        for n in range(10):
+            assert endpoint_store.throttle(tx, ERP, T0 + timedelta(seconds=120, microseconds=n * 300), T0)
+        # A later answer asking for more is a line of its own; one asking for less changes nothing.
+        assert endpoint_store.throttle(tx, ERP, T0 + timedelta(seconds=300), T0 + timedelta(seconds=1))
+        assert not endpoint_store.throttle(tx, ERP, T0 + timedelta(seconds=200), T0 + timedelta(seconds=2))
+        # After the wait ran out, a new one is logged, however close to the old end.
+        assert endpoint_store.throttle(tx, ERP, T0 + timedelta(seconds=400), T0 + timedelta(seconds=350))
+    with ctx.db.reading() as tx:
+        entries = endpoint_store.log_entries(tx, ERP)
+        state = endpoint_store.get(tx, ERP)
+    assert [e.change for e in entries] == ["throttled"] * 3
+    assert state is not None and state.throttled_until == T0 + timedelta(seconds=400)

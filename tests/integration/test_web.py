@@ -247,6 +247,7 @@ async def test_delivery_detail_shows_attempts_redacted_and_gates_buttons(
         # A next attempt already past beside "Waiting: an operator paused ..." read as a contradiction.
         assert "Waiting: an operator paused https://erp.example.com:443." in page
         assert "(due from then; held back as said above)" in page
+        assert 'Resume it on the Endpoints page to send it. <a href="/ui/endpoints">' in page
 
 
 async def test_actions_through_the_api_check_role_and_csrf(

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from datetime import timedelta
+from typing import Any
 
 from aiohttp import web
 
@@ -179,6 +180,38 @@ async def test_resume_ends_a_retry_after_wait_at_once(ctx: AppContext) -> None:
     assert resumed.detail is not None and "by olga" in resumed.detail
     assert "Retry-After wait until" in resumed.detail
     assert "is dropped and 1 retry waiting for it go now" in resumed.detail
+
+
+async def test_probe_now_sends_the_held_deliveries_without_waiting_out_the_cool_off(
+    ctx: AppContext, api: Any
+) -> None:
+    """The receiver was fixed a minute into a ten-minute cool-off: Probe now sends one held
+    delivery, it succeeds, the circuit closes and the rest follow."""
+    from urllib.parse import quote
+
+    from qhook.store import queue as queue_store
+
+    async with receiver() as rx:
+        signal_id = make_signal(ctx, rx.url)
+        ids = enqueue(ctx, signal_id, rx.url, ['{"n": 1}', '{"n": 2}', '{"n": 3}'])
+        origin = delivery(ctx, ids[0]).endpoint
+        closed = await api.post(f"/api/v1/endpoints/{quote(origin, safe='')}/probe")
+        assert closed.status_code == 409 and "is not open (closed)" in closed.json()["error"]
+        with ctx.db.transaction() as tx:
+            endpoint_store.open_circuit(tx, origin, ctx_now(), "9 of 10 attempts failed")
+            queue_store.hold_endpoint(tx, origin, ctx_now())
+        async with running_worker(ctx, cool_off_s=600):
+            await asyncio.sleep(1.5)
+            assert rx.received == [] and {delivery(ctx, i).status for i in ids} == {"held"}
+            asked = await api.post(f"/api/v1/endpoints/{quote(origin, safe='')}/probe")
+            assert asked.status_code == 200, asked.text
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=8)
+    with ctx.db.reading() as tx:
+        changes = [e.change for e in endpoint_store.log_entries(tx, origin)]
+        state = endpoint_store.get(tx, origin)
+    assert changes == ["circuit_closed", "probe_requested", "circuit_open"]
+    assert state is not None and state.circuit_state == "closed"
+    assert len(rx.received) == 3
 
 
 async def test_404_fails_at_once_with_hint(ctx: AppContext) -> None:

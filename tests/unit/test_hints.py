@@ -222,12 +222,12 @@ def test_why_a_delivery_waits() -> None:
     assert why(signal_paused="the receiver answered 410 Gone", endpoint_paused=True) == (
         "Waiting: its signal is paused (the receiver answered 410 Gone). Resume the signal to send it."
     )
-    assert why(endpoint_paused=True, throttled_until=later).startswith(
-        f"Waiting: an operator paused {origin}."
+    assert why(endpoint_paused=True, throttled_until=later) == (
+        f"Waiting: an operator paused {origin}. Resume it on the Endpoints page to send it."
     )
     assert why(throttled_until=later) == (
-        f"Waiting: {origin} asked qhook to wait until 14:05:30 UTC (Retry-After). "
-        "Resume the endpoint to send now."
+        f"Waiting: {origin} asked qhook to wait until 2025-10-02 14:05:30 UTC (Retry-After). "
+        "Send now on the Endpoints page ends the wait."
     )
     assert why(throttled_until=now) == "Due now: it goes when a worker has room within the endpoint's limits."
     assert why(status="held").startswith(f"Held: the circuit of {origin} is open")

@@ -25,3 +25,20 @@ def test_endpoint_state(state: str, attempts: int, succeeded: int, shown: str) -
     assert present.badge_class(shown) == {"ok": "ok", "failing": "bad", "circuit_open": "bad"}.get(
         shown, "warn"
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "limit", "cut"),
+    [
+        ("ok", 65536, False),
+        ("", 10, False),
+        (None, 10, False),
+        ("x" * 10, 10, True),
+        ("x" * 7, 10, True),  # a multi-byte character split by the cut is one U+FFFD (3 bytes)
+        ("x" * 6, 10, False),
+        ("é" * 5, 10, True),
+        ("x" * 100, 0, False),  # no limit: nothing is cut
+    ],
+)
+def test_body_cut(body: str | None, limit: int, cut: bool) -> None:
+    assert present.body_cut(body, limit) is cut

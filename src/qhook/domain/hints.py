@@ -267,11 +267,11 @@ def waiting(
     if signal_paused is not None:
         return f"Waiting: its signal is paused ({signal_paused}). Resume the signal to send it."
     if endpoint_paused:
-        return f"Waiting: an operator paused {origin}. Resume the endpoint in the Hub to send it."
+        return f"Waiting: an operator paused {origin}. Resume it on the Endpoints page to send it."
     if throttled_until is not None and throttled_until > now:
         return (
-            f"Waiting: {origin} asked qhook to wait until {throttled_until:%H:%M:%S} UTC (Retry-After). "
-            "Resume the endpoint to send now."
+            f"Waiting: {origin} asked qhook to wait until {throttled_until:%Y-%m-%d %H:%M:%S} UTC "
+            "(Retry-After). Send now on the Endpoints page ends the wait."
         )
     if circuit_state != "closed" or status == "held":
         return (

@@ -484,6 +484,26 @@ def set_endpoint_paused(
     return row
 
 
+def probe_endpoint(
+    ctx: AppContext, origin: str, *, actor: str, set_ids: frozenset[int] | None = None
+) -> EndpointRecord:
+    """Probe an open circuit now instead of after the cool-off (the receiver was fixed): one held
+    delivery goes; if it succeeds the circuit closes and the rest follow. 409 unless open."""
+    key = _origin(origin, "origin")
+    with ctx.db.transaction() as tx:
+        _check_steerable(tx, key, set_ids)
+        if not endpoint_store.request_probe(tx, key, utcnow(), f"by {actor}"):
+            row = store.endpoint_row(tx, key)
+            probing = row is not None and row.circuit_state == "half_open"
+            state = "half_open: a probe is on its way" if probing else "closed"
+            raise Conflict(f"The circuit of {key} is not open ({state}); there is nothing to probe")
+        audit.record(tx, actor, "endpoint.probe", "endpoint", key, None)
+        row = store.endpoint_row(tx, key)
+    assert row is not None
+    ctx.wake()
+    return row
+
+
 MAX_IN_FLIGHT_LIMIT = 100
 
 

@@ -112,9 +112,19 @@ def log_entries(
     return [EndpointLogEntry(r.id, r.origin, r.at, r.change, r.detail) for r in tx.execute(query)]
 
 
+THROTTLE_LOGGED_STEP = timedelta(seconds=1)
+
+
 def throttle(tx: Tx, origin: str, until: datetime, now: datetime, detail: str | None = None) -> bool:
-    """Pause the whole endpoint until ``until`` (Retry-After); only ever extends. True when changed."""
+    """Pause the whole endpoint until ``until`` (Retry-After); only ever extends. True when changed.
+
+    The log gets a line for a new wait, or for one extended by a second or more: every send in
+    flight when a receiver starts answering 503 extends the wait by the microseconds between their
+    answers, and each wrote the same line, pushing the endpoint's history out of the page."""
     ensure(tx, origin, now)
+    before = tx.execute(
+        select(endpoints.c.throttled_until).where(endpoints.c.origin == origin)
+    ).scalar_one_or_none()
     done = tx.execute(
         update(endpoints)
         .where(
@@ -123,7 +133,8 @@ def throttle(tx: Tx, origin: str, until: datetime, now: datetime, detail: str | 
         )
         .values(throttled_until=until, updated_at=now)
     )
-    if done.rowcount:
+    logged = before is None or before <= now or until - before >= THROTTLE_LOGGED_STEP
+    if done.rowcount and logged:
         log(tx, origin, "throttled", detail or f"until {until.isoformat()}", now)
     return bool(done.rowcount)
 
@@ -142,12 +153,19 @@ def open_circuit(tx: Tx, origin: str, now: datetime, detail: str) -> bool:
 
 
 def _may_probe(now: datetime, cool_off: timedelta, probe_timeout: timedelta) -> ColumnElement[bool]:
-    """Open and cooled off, or half_open with no live probe (none yet, or its probe timed out)."""
+    """Open and cooled off or asked to probe now (``request_probe``), or half_open with no live
+    probe (none yet, or its probe timed out)."""
     waited = or_(endpoints.c.throttled_until.is_(None), endpoints.c.throttled_until <= now)  # Retry-After
     return and_(
         waited,
         or_(
-            and_(endpoints.c.circuit_state == "open", endpoints.c.circuit_opened_at <= now - cool_off),
+            and_(
+                endpoints.c.circuit_state == "open",
+                or_(
+                    endpoints.c.circuit_opened_at <= now - cool_off,
+                    endpoints.c.circuit_probe_at.is_not(None),  # an operator asked for a probe
+                ),
+            ),
             and_(
                 endpoints.c.circuit_state == "half_open",
                 or_(
@@ -157,6 +175,20 @@ def _may_probe(now: datetime, cool_off: timedelta, probe_timeout: timedelta) -> 
             ),
         ),
     )
+
+
+def request_probe(tx: Tx, origin: str, now: datetime, detail: str) -> bool:
+    """An operator fixed the receiver: the next maintenance tick probes an open circuit without
+    waiting out the cool-off. ``circuit_probe_at`` is otherwise empty while open, so it carries
+    the request. True when the circuit was open."""
+    done = tx.execute(
+        update(endpoints)
+        .where(endpoints.c.origin == origin, endpoints.c.circuit_state == "open")
+        .values(circuit_probe_at=now, updated_at=now)
+    )
+    if done.rowcount:
+        log(tx, origin, "probe_requested", detail, now)
+    return bool(done.rowcount)
 
 
 def start_probe(tx: Tx, origin: str, now: datetime, cool_off: timedelta, probe_timeout: timedelta) -> bool:

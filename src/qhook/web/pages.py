@@ -48,6 +48,7 @@ env.filters.update(
     pretty_json=present.pretty_json,
     badge=present.badge_class,
     endpoint_state=present.endpoint_state,
+    body_cut=present.body_cut,
     redact=credentials.redacted,
     urlquote=lambda text: quote(str(text), safe=""),
 )

@@ -104,6 +104,14 @@ def parse_id(raw: str, name: str, errors: list[str]) -> int | None:
     return int(text)
 
 
+def body_cut(body: str | None, limit: int) -> bool:
+    """Whether a stored answer may have been cut at QHOOK_RESPONSE_BODY_LIMIT: the sender keeps
+    that many bytes and no more (a character the cut split becomes one U+FFFD)."""
+    if not body or limit <= 0:
+        return False
+    return len(body.encode("utf-8", "surrogatepass")) >= limit - 3
+
+
 MAX_OFFSET = 10_000_000
 
 

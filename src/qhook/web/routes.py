@@ -252,6 +252,7 @@ def delivery_page(delivery_id: BigId, request: Request, ctx: Ctx, me: PageUser) 
         cancellable=detail.delivery.status in hub.CANCELLABLE,
         flows=flows,
         known_sets=known_sets,
+        body_limit=ctx.settings.response_body_limit,
     )
 
 

@@ -1,4 +1,4 @@
-"""/api/v1/endpoints: health per origin, and the operator's pause and resume."""
+"""/api/v1/endpoints: health per origin, and the operator's pause, resume and probe."""
 
 from __future__ import annotations
 
@@ -48,7 +48,10 @@ class LogEntryOut(BaseModel):
     id: int
     at: datetime
     change: str = Field(
-        description="circuit_open, circuit_closed, probe_failed, throttled, paused, resumed or limits"
+        description=(
+            "circuit_open, circuit_closed, probe_requested, probe_failed, throttled, paused, resumed "
+            "or limits"
+        )
     )
     detail: str | None
 
@@ -119,14 +122,24 @@ async def pause(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
 @router.post("/endpoints/{origin:path}/resume")
 async def resume(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
     """Attempts to this origin go again, one step at a time: an operator's pause ends; on an
-    endpoint no one paused, a receiver's Retry-After wait ends (deliveries already scheduled for a
-    retry keep their time; Redeliver sends one now)."""
+    endpoint no one paused, a receiver's Retry-After wait ends, and the retries scheduled within
+    it go now (retries whose own backoff ends later keep their time; Redeliver sends one now)."""
     row = await run_in_threadpool(
         lambda: hub.set_endpoint_paused(
             ctx, origin, paused=False, actor=principal.name, set_ids=principal.set_ids
         )
     )
-    ctx.wake()
+    return EndpointChanged.of(row)
+
+
+@router.post("/endpoints/{origin:path}/probe")
+async def probe(origin: str, ctx: Ctx, principal: Admin) -> EndpointChanged:
+    """The receiver is fixed: probe its open circuit now instead of after the cool-off. One held
+    delivery goes; when it succeeds the circuit closes and the held ones follow (409 unless the
+    circuit is open)."""
+    row = await run_in_threadpool(
+        lambda: hub.probe_endpoint(ctx, origin, actor=principal.name, set_ids=principal.set_ids)
+    )
     return EndpointChanged.of(row)
 
 

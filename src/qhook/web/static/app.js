@@ -80,7 +80,11 @@
       const id = button.dataset.delivery;
       const done = await api("POST", "/api/v1/deliveries/" + encodeURIComponent(id) + "/redeliver");
       showStatus(done.status);
-      flash("Redelivery queued: delivery " + id + " is " + done.status + " and goes out now with the same body and webhook-id.", "ok");
+      const when = done.status === "held"
+        ? " and waits for its endpoint's circuit to close (a probe goes now and then)"
+        : " and goes out as soon as its endpoint allows";
+      flash("Redelivery queued: delivery " + id + " is " + done.status + when +
+        ", with the same body and webhook-id. Reload to see its new attempt.", "ok");
       button.disabled = true;
     },
     async cancel(button) {
@@ -93,6 +97,10 @@
     },
     async pause(button) {
       await api("POST", "/api/v1/endpoints/" + encodeURIComponent(button.dataset.origin) + "/pause");
+      window.location.reload();
+    },
+    async probe(button) {
+      await api("POST", "/api/v1/endpoints/" + encodeURIComponent(button.dataset.origin) + "/probe");
       window.location.reload();
     },
     async resume(button) {
