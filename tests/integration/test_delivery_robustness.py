@@ -95,7 +95,7 @@ async def test_secret_that_cannot_sign_is_a_recorded_retried_attempt_not_a_crash
     tries = attempts_of(ctx, delivery_id)
     assert [a.error_kind for a in tries] == ["internal", "internal"]
     assert "signing secret" in tries[0].hint and "retried" in tries[0].hint
-    assert "Gave up" in tries[1].hint and row.attempt_count == 2
+    assert "qhook stopped: gave up after 2 attempts" in tries[1].hint and row.attempt_count == 2
     for attempt in tries:
         assert "abcdefgh" not in (attempt.hint or "") + (attempt.error or "")
 

@@ -50,7 +50,7 @@ async def test_429_shows_as_throttled_endpoint_with_the_pause_in_the_hint(
 
     item = (await api.get("/api/v1/deliveries", params={"q": "B-1234"})).json()["items"][0]
     assert item["id"] == delivery_id and item["status"] == "retrying" and item["last_status_code"] == 429
-    expected = f"deliveries to it are paused until {until_at:%H:%M} UTC (Retry-After)"
+    expected = f"deliveries to it are paused until {until_at:%Y-%m-%d %H:%M:%S} UTC (Retry-After)"
     assert expected in item["hint"]
     detail = (await api.get(f"/api/v1/deliveries/{delivery_id}")).json()
     [attempt] = detail["attempts"]

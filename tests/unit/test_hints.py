@@ -56,8 +56,8 @@ def test_413() -> None:
 def test_429_with_pause_time() -> None:
     until = datetime(2025, 10, 2, 14, 5, 30, tzinfo=UTC)
     assert _hint(status_code=429, error_kind="http_status", paused_until=until) == (
-        "erp.example.com is rate-limiting qhook; deliveries to it are paused until 14:05 UTC "
-        "(Retry-After). Consider a rate limit on this endpoint."
+        "erp.example.com is rate-limiting qhook; deliveries to it are paused until 2025-10-02 14:05:30 "
+        "UTC (Retry-After). Consider a rate limit on this endpoint."
     )
 
 
@@ -65,7 +65,7 @@ def test_503_with_retry_after_is_a_pause_not_a_rate_limit() -> None:
     until = datetime(2025, 10, 2, 14, 5, 30, tzinfo=UTC)
     assert _hint(status_code=503, error_kind="http_status", paused_until=until) == (
         "erp.example.com is unavailable (503) and asked qhook to wait; deliveries to it are paused "
-        "until 14:05 UTC (Retry-After), then go on by themselves."
+        "until 2025-10-02 14:05:30 UTC (Retry-After), then go on by themselves."
     )
 
 
@@ -88,8 +88,8 @@ def test_other_4xx() -> None:
 @pytest.mark.parametrize("code", [501, 505])
 def test_a_server_status_that_is_never_retried_does_not_promise_a_retry(code: int) -> None:
     hint = _hint(status_code=code)
-    assert "qhook does not retry" in hint and "retries transient" not in hint
-    assert "qhook retries transient errors" in _hint(status_code=502)
+    assert "qhook does not retry" in hint and "qhook retries" not in hint
+    assert "qhook retries." in _hint(status_code=502)
 
 
 def test_dns() -> None:
@@ -178,7 +178,7 @@ def test_token_fetch_failure() -> None:
     [
         ("token endpoint login.example.com answered 401 (invalid_client)", "client id and client secret"),
         ("token endpoint login.example.com unreachable: ClientConnectorError", "identity provider up"),
-        ("token endpoint login.example.com answered 503", "server error; qhook retries"),
+        ("token endpoint login.example.com answered 503", "server error. qhook retries."),
         ("token endpoint login.example.com answered 200 with no JSON object", "not a login page"),
     ],
 )
@@ -233,3 +233,31 @@ def test_why_a_delivery_waits() -> None:
     assert why(status="held").startswith(f"Held: the circuit of {origin} is open")
     assert why(circuit_state="half_open").startswith("Held:")
     assert why(status="retrying", next_attempt_at=later) == "Next try at 2025-10-02 14:05:30 UTC."
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"status_code": 500, "error_kind": "http_status"},
+        {"status_code": 429, "error_kind": "http_status"},
+        {"status_code": 408, "error_kind": "http_status"},
+        {"error_kind": "connect", "error": "ServerDisconnectedError: Server disconnected"},
+        {"error_kind": "auth", "error": "token endpoint login.example.com answered 503", "auth_profile": "P"},
+        {
+            "error_kind": "auth",
+            "error": "token endpoint login.example.com unreachable: X",
+            "auth_profile": "P",
+        },
+    ],
+)
+def test_a_final_attempt_promises_no_retry(given: dict[str, object]) -> None:
+    """A delivery qhook gave up on said "qhook retries" beside "Gave up"."""
+    assert "retr" in _hint(**given)
+    assert "retr" not in _hint(**given, final=True)
+
+
+def test_a_hint_names_the_port_the_url_writes() -> None:
+    """Several receivers on one host: "127.0.0.1 had a server error" did not say which."""
+    hint = _hint(url="http://127.0.0.1:18312/hook", status_code=500, error_kind="http_status")
+    assert hint.startswith("127.0.0.1:18312 had a server error")
+    assert _hint(status_code=500, error_kind="http_status").startswith("erp.example.com had")

@@ -177,7 +177,7 @@ def _hint(
             " Check the signal's settings (signing secret, headers, auth profile)."
         )
         if decision.final:
-            return f"{internal} Gave up: {decision.reason}."
+            return f"{internal} {_gave_up(decision.reason)}"
         return f"{internal} It is retried under the signal's retry policy."
     found = hints.hint_for(
         url=delivery.url,
@@ -189,10 +189,17 @@ def _hint(
         location=outcome.location,
         timeout_s=request.timeout_s if request else None,
         body_limit=ctx.settings.response_body_limit,
+        final=decision.final,
     )
     if decision.reason.startswith("gave up") or decision.reason == "older than max_age":
-        return f"{found} Gave up: {decision.reason}." if found else decision.reason
+        return f"{found} {_gave_up(decision.reason)}" if found else _gave_up(decision.reason)
     return found
+
+
+def _gave_up(reason: str) -> str:
+    """The end of a hint on a delivery qhook will not try again by itself."""
+    why = "it is older than the signal's max_age" if reason == "older than max_age" else reason
+    return f"qhook stopped: {why}. Once the cause is fixed, Redeliver in the Hub sends it again."
 
 
 async def _try_send(

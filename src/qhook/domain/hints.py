@@ -8,7 +8,7 @@ from http import HTTPStatus
 from typing import Literal
 
 from qhook.domain.retry import PERMANENT_SERVER_STATUSES
-from qhook.domain.urls import host_of, origin_of
+from qhook.domain.urls import host_of, origin_of, shown_target
 
 # The sender's words when the receiver took the connection and closed it without an answer.
 _DROPPED = ("ServerDisconnectedError", "Connection reset", "ClientOSError")
@@ -72,13 +72,18 @@ def hint_for(
     location: str | None = None,
     timeout_s: float | None = None,
     body_limit: int | None = None,
+    final: bool = False,
 ) -> str | None:
     """The hint for one attempt; None when it succeeded.
 
     ``auth_profile`` is the profile's name, ``paused_until`` the endpoint's Retry-After pause (UTC),
     ``location`` a redirect's target, ``body_limit`` the response truncation limit in bytes.
+    ``final``: qhook gave up on the delivery, so the hint promises no retry (it said "qhook
+    retries" beside "Gave up"). The host carries its port when the URL writes one: with several
+    receivers on one host, "127.0.0.1 had a server error" did not say which.
     """
-    host = host_of(url) or url
+    host = shown_target(url) if host_of(url) else url
+    retries = "" if final else " qhook retries."
     if error_kind is None and status_code is not None and 200 <= status_code < 300:
         return None
     if error_kind == "dns":
@@ -91,8 +96,8 @@ def hint_for(
         if error and any(words in error for words in _DROPPED):
             return (
                 f"{address} accepted the connection and closed it before answering ({error}). The "
-                "receiver may have failed on this request, or a proxy or load balancer cut it; qhook "
-                "retries. The receiver's logs say which."
+                f"receiver may have failed on this request, or a proxy or load balancer cut it.{retries}"
+                " The receiver's logs say which."
             )
         return (
             f"Nothing accepted the connection to {address} (refused or unreachable). "
@@ -114,7 +119,7 @@ def hint_for(
             "QHOOK_ALLOWED_TARGET_NETWORKS."
         )
     if error_kind == "auth":
-        return _auth_hint(host, error, auth_profile)
+        return _auth_hint(host, error, auth_profile, retries)
     if error_kind == "too_large":
         return (
             f"The response from {host} is larger than {_size(body_limit)}; qhook kept only the first "
@@ -128,7 +133,7 @@ def hint_for(
             "(they could lead anywhere and drop the body). Change the signal's URL to the final address."
         )
     if status_code is not None:
-        return _status_hint(host, status_code, auth_profile, paused_until)
+        return _status_hint(host, status_code, auth_profile, paused_until, retries)
     return f"The request to {host} failed: {error or 'unknown error'}."
 
 
@@ -156,7 +161,7 @@ def _tls_hint(host: str, error: str | None) -> str:
     return f"The TLS handshake with {host} failed{detail}."
 
 
-def _auth_hint(host: str, error: str | None, auth_profile: str | None) -> str:
+def _auth_hint(host: str, error: str | None, auth_profile: str | None, retries: str) -> str:
     profile = f"auth profile '{auth_profile}'" if auth_profile else "the auth profile"
     if error and error.startswith(ALLOWED_DOMAINS_PREFIX):
         return (
@@ -173,10 +178,10 @@ def _auth_hint(host: str, error: str | None, auth_profile: str | None) -> str:
     failed = f"qhook could not get an access token for {profile}{detail}."
     text = error or ""
     if " unreachable" in text:
-        return f"{failed} Is the identity provider up, and the token URL right? qhook retries."
+        return f"{failed} Is the identity provider up, and the token URL right?{retries}"
     answered = re.search(r"token endpoint \S+ answered (\d{3})", text)
     if answered and answered.group(1).startswith("5"):
-        return f"{failed} The identity provider had a server error; qhook retries. If it persists, ask them."
+        return f"{failed} The identity provider had a server error.{retries} If it persists, ask them."
     if "answered 200 with" in text:
         return (
             f"{failed} The token URL answered, but not with a token: is it the provider's token "
@@ -185,7 +190,9 @@ def _auth_hint(host: str, error: str | None, auth_profile: str | None) -> str:
     return f"{failed} Check the token URL, client id and client secret of the profile."
 
 
-def _status_hint(host: str, code: int, auth_profile: str | None, paused_until: datetime | None) -> str:
+def _status_hint(
+    host: str, code: int, auth_profile: str | None, paused_until: datetime | None, retries: str
+) -> str:
     if code in (401, 403):
         if auth_profile:
             return (
@@ -208,24 +215,21 @@ def _status_hint(host: str, code: int, auth_profile: str | None, paused_until: d
             "'result' or a template instead of 'envelope') or raise the receiver's limit."
         )
     if code == 503 and paused_until is not None:  # a maintenance window more often than a limit
-        until = paused_until.strftime("%H:%M UTC")
+        until = paused_until.strftime("%Y-%m-%d %H:%M:%S UTC")
         return (
             f"{host} is unavailable (503) and asked qhook to wait; deliveries to it are paused until "
             f"{until} (Retry-After), then go on by themselves."
         )
     if code == 429:
         if paused_until is not None:
-            until = paused_until.strftime("%H:%M UTC")
+            until = paused_until.strftime("%Y-%m-%d %H:%M:%S UTC")
             return (
                 f"{host} is rate-limiting qhook; deliveries to it are paused until {until} "
                 "(Retry-After). Consider a rate limit on this endpoint."
             )
-        return (
-            f"{host} is rate-limiting qhook (429); qhook will retry later. Consider a rate limit on "
-            "this endpoint."
-        )
+        return f"{host} is rate-limiting qhook (429).{retries} Consider a rate limit on this endpoint."
     if code == 408:
-        return f"{host} gave up waiting for the request (408); qhook will retry."
+        return f"{host} gave up waiting for the request (408).{retries}"
     if code in PERMANENT_SERVER_STATUSES:
         return (
             f"{host} answered {_reason(code)}: it does not take this request at this URL, and waiting "
@@ -233,8 +237,8 @@ def _status_hint(host: str, code: int, auth_profile: str | None, paused_until: d
         )
     if 500 <= code < 600:
         return (
-            f"{host} had a server error ({_reason(code)}). qhook retries transient errors; if it "
-            "persists, check the receiving application's logs."
+            f"{host} had a server error ({_reason(code)}).{retries} If it persists, check the receiving "
+            "application's logs."
         )
     if 400 <= code < 500:
         return (
