@@ -531,3 +531,28 @@ async def test_a_bin_is_changed_or_deleted_by_its_maker_or_an_admin(
         )
     assert (await api.patch(path, json=script, headers=eddie)).status_code == 200
     assert (await api.delete(path, headers=erin)).status_code == 204
+
+
+async def test_each_user_lists_their_own_live_bins(
+    api: httpx.AsyncClient, client: httpx.AsyncClient, ctx: AppContext, make_key: Any
+) -> None:
+    """A bin id not written down could not be found again."""
+    older = await _bin(api, max_captures=2)
+    newer = await _bin(api)
+    for n in range(3):
+        await api.post(_path(older["url"]), content=f"n={n}".encode())
+    gone = await _bin(api)
+    with ctx.db.transaction() as tx:
+        tx.execute(
+            update(tables.inspector_bins)
+            .where(tables.inspector_bins.c.id == gone["id"])
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    someone = auth(make_key("editor", "sam"))
+    theirs = (await client.post("/api/v1/inspector/bins", json={}, headers=someone)).json()
+
+    mine = (await api.get("/api/v1/inspector/bins")).json()
+    assert [b["id"] for b in mine] == [newer["id"], older["id"]]  # newest first; expired and others' left out
+    assert mine[1]["captures"] == 2 and mine[1]["capture_count"] == 3 and mine[1]["url"] == older["url"]
+    listed = (await client.get("/api/v1/inspector/bins", headers=someone)).json()
+    assert [b["id"] for b in listed] == [theirs["id"]]

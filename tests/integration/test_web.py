@@ -401,7 +401,7 @@ async def test_inspector_page_shows_captures(
     ctx: AppContext, api: httpx.AsyncClient, browser: httpx.AsyncClient
 ) -> None:
     made = (await api.post("/api/v1/inspector/bins", json={})).json()
-    await login(browser, "eddie", person(ctx, "eddie", "editor"))
+    csrf = await login(browser, "eddie", person(ctx, "eddie", "editor"))
     empty = (await browser.get(f"/ui/inspector/{made['id']}")).text
     assert "Nothing captured yet" in empty and made["url"].split("/inspect/")[1] in empty
     sent = await browser.post(
@@ -417,7 +417,13 @@ async def test_inspector_page_shows_captures(
     assert (await browser.get("/ui/inspector/nope-nope")).status_code == 404
     home = await browser.get("/ui/inspector", params={"bin": made["id"]})
     assert home.status_code == 303 and home.headers["location"] == f"/ui/inspector/{made['id']}"
-    assert 'data-action="new-bin"' in (await browser.get("/ui/inspector")).text
+    listing = (await browser.get("/ui/inspector")).text
+    assert 'data-action="new-bin"' in listing
+    # The bin is the API key's user's, not eddie's: his list is empty until he makes one.
+    assert "You have no live bins." in listing and made["id"] not in listing
+    his = (await browser.post("/api/v1/inspector/bins", json={}, headers={"X-Qhook-CSRF": csrf})).json()
+    listing = (await browser.get("/ui/inspector")).text
+    assert f'<a href="/ui/inspector/{his["id"]}"><code>{his["id"]}</code></a>' in listing
 
 
 async def test_no_secret_in_any_page(

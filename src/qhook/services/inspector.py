@@ -70,6 +70,12 @@ def create_bin(
     return record
 
 
+def bins_of(ctx: AppContext, maker: str) -> list[BinRecord]:
+    """The live bins ``maker`` made, newest first: a bin id not written down is found again."""
+    with ctx.db.reading() as tx:
+        return store.bins_made_by(tx, maker, utcnow())
+
+
 def get_bin(ctx: AppContext, bin_id: str) -> BinInfo:
     with ctx.db.reading() as tx:
         record = store.live_bin(tx, bin_id, utcnow())

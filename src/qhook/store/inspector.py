@@ -113,6 +113,17 @@ def live_bin(tx: Tx, bin_id: str, now: datetime) -> BinRecord | None:
     return _bin(row) if row else None
 
 
+def bins_made_by(tx: Tx, maker: str, now: datetime, limit: int = 100) -> list[BinRecord]:
+    """The live bins ``maker`` made, newest first."""
+    rows = tx.execute(
+        select(inspector_bins)
+        .where(inspector_bins.c.created_by == maker, inspector_bins.c.expires_at > now)
+        .order_by(inspector_bins.c.created_at.desc())
+        .limit(limit)
+    )
+    return [_bin(r) for r in rows]
+
+
 def count_captures(tx: Tx, bin_id: str) -> int:
     query = select(func.count()).select_from(inspector_requests).where(inspector_requests.c.bin_id == bin_id)
     return int(tx.execute(query).scalar_one())

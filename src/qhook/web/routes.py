@@ -267,10 +267,11 @@ def endpoints_page(request: Request, ctx: Ctx, me: PageUser) -> Response:
 
 
 @router.get("/ui/inspector")
-def inspector_home(request: Request, me: PageUser, bin: str | None = None) -> Response:
+def inspector_home(request: Request, ctx: Ctx, me: PageUser, bin: str | None = None) -> Response:
     if bin and inspector_domain.is_bin_id(bin.strip()):
         return RedirectResponse(f"/ui/inspector/{bin.strip()}", status_code=303)
-    return render(request, "inspector_home.html", asked=bin or "")
+    mine = inspector.bins_of(ctx, me.name)
+    return render(request, "inspector_home.html", asked=bin or "", mine=mine)
 
 
 @router.get("/ui/inspector/{bin_id}")

@@ -119,6 +119,14 @@ async def create_bin(request: Request, ctx: Ctx, principal: Editor, body: BinIn 
     return BinCreated(id=record.id, url=url, expires_at=record.expires_at)
 
 
+@router.get("/bins")
+async def list_bins(request: Request, ctx: Ctx, principal: Viewer) -> list[BinOut]:
+    """The caller's own live bins, newest first."""
+    found = await run_in_threadpool(inspector.bins_of, ctx, principal.name)
+    # The oldest captures beyond max_captures are dropped: what is kept is the smaller number.
+    return [_bin_out(ctx, request, r, min(r.capture_count, r.max_captures)) for r in found]
+
+
 @router.get("/bins/{bin_id}")
 async def get_bin(bin_id: str, request: Request, ctx: Ctx, _: Viewer) -> BinOut:
     info = await run_in_threadpool(inspector.get_bin, ctx, bin_id)
