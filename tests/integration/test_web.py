@@ -615,3 +615,16 @@ async def test_hub_filters_out_of_range_are_shown_as_problems(ctx: AppContext) -
         assert big.status_code == 200 and "set: expected an id from 1 to 2147483647" in big.text
         early = await http.get("/ui/hub", params={"since": "0001-01-01T00:00:00+05:00"})
         assert early.status_code == 200 and "since: a time between the years 1 and 9999 in UTC" in early.text
+
+
+async def test_error_pages_keep_the_menu_and_say_not_found_for_a_malformed_id(
+    ctx: AppContext, browser: httpx.AsyncClient
+) -> None:
+    """/ui/nonexistent lost the menu bar of a signed-in user; /ui/hub/abc showed a parser's words
+    ("Input should be a valid integer")."""
+    await login(browser, "nina", person(ctx, "nina", "viewer"))
+    for path in ("/ui/nonexistent", "/ui/hub/abc", "/ui/sets/x/results/1"):
+        page = await browser.get(path)
+        assert page.status_code == 404, path
+        assert f"Not found: {path}" in page.text and "valid integer" not in page.text
+        assert "Log out" in page.text and 'href="/ui/endpoints"' in page.text, path

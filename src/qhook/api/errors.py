@@ -46,9 +46,10 @@ def is_ui_path(path: str) -> bool:
     return path in ("/", "/ui") or path.startswith("/ui/")
 
 
-def ui_error(request: Request, status: int, message: str) -> Response:
+async def ui_error(request: Request, status: int, message: str) -> Response:
     from qhook.web import pages  # the UI imports the API's dependencies; import it late
 
+    await pages.remember_principal(request)  # a page of an unknown path keeps its menu bar
     return pages.error_page(request, status, message)
 
 
@@ -91,7 +92,7 @@ def install(app: FastAPI) -> None:
                 "request failed", extra={"action": "request_error", "path": request.url.path}, exc_info=exc
             )
         if is_ui_path(request.url.path):
-            return ui_error(request, exc.status, exc.message)
+            return await ui_error(request, exc.status, exc.message)
         return error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
@@ -99,7 +100,10 @@ def install(app: FastAPI) -> None:
         details = [_detail(e) for e in exc.errors()]
         summary = "; ".join(f"{d['field']}: {d['error']}" for d in details[:5])
         if is_ui_path(request.url.path):
-            return ui_error(request, 422, f"Invalid input: {summary}")
+            if all(e["loc"][:1] == ("path",) for e in exc.errors()):
+                # /ui/hub/abc: no such page, rather than a parser's words about integers.
+                return await ui_error(request, 404, f"Not found: {request.url.path}")
+            return await ui_error(request, 422, f"Invalid input: {summary}")
         return JSONResponse(
             {"error": f"Invalid input: {summary}", "details": details},
             status_code=422,
@@ -112,7 +116,7 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = f"Not found: {request.url.path}"
         if is_ui_path(request.url.path):
-            return ui_error(request, exc.status_code, message)
+            return await ui_error(request, exc.status_code, message)
         return JSONResponse(
             {"error": message},
             status_code=exc.status_code,

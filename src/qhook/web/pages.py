@@ -23,7 +23,7 @@ from qhook import __version__
 from qhook.api.deps import SESSION_COOKIE, context_of
 from qhook.domain import credentials
 from qhook.domain.access import Principal
-from qhook.errors import Unauthorized
+from qhook.errors import QhookError, Unauthorized
 from qhook.services import users
 from qhook.web import present
 
@@ -98,6 +98,23 @@ def error_page(request: Request, status: int, message: str) -> Response:
     title = titles.get(status, "Something went wrong" if status >= 500 else "Error")
     shown = message if status < 500 else "An internal error happened; the server log has the details."
     return render(request, "error.html", status_code=status, title=title, status=status, message=shown)
+
+
+async def remember_principal(request: Request) -> None:
+    """For an error page: the signed-in person, when the page's own check did not run (an unknown
+    path, a malformed id), so the page shows the menu bar. Never raises."""
+    if getattr(request.state, "ui_principal", None) is not None:
+        return
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return
+    try:
+        principal = await run_in_threadpool(users.session_principal, context_of(request).db, token)
+    except QhookError:
+        return
+    if principal is not None:
+        request.state.ui_principal = principal
+        request.state.ui_csrf = users.csrf_token(token)
 
 
 async def page_principal(request: Request) -> Principal:
