@@ -556,3 +556,31 @@ async def test_each_user_lists_their_own_live_bins(
     assert mine[1]["captures"] == 2 and mine[1]["capture_count"] == 3 and mine[1]["url"] == older["url"]
     listed = (await client.get("/api/v1/inspector/bins", headers=someone)).json()
     assert [b["id"] for b in listed] == [theirs["id"]]
+
+
+async def test_a_user_limited_to_some_sets_reads_only_bins_they_made(
+    api: httpx.AsyncClient, client: httpx.AsyncClient, ctx: AppContext, make_key: Any
+) -> None:
+    """Any set's workflow may post into a bin: a plant-B admin read plant A's batches through the
+    id of plant A's bin, while plant A's sets answered 403."""
+    from tests.support.hub_data import ensure_sets
+
+    ensure_sets(ctx.db, 1, 2)
+    plant_a = await _bin(api)
+    await api.post(_path(plant_a["url"]), content=b'{"batchnumber_": "A-1"}')
+    bea = auth(make_key("admin", "bea", [2]))
+    for path in (
+        f"/api/v1/inspector/bins/{plant_a['id']}",
+        f"/api/v1/inspector/bins/{plant_a['id']}/requests",
+    ):
+        answer = await client.get(path, headers=bea)
+        assert answer.status_code == 404, (path, answer.text)
+        assert "A-1" not in answer.text
+    hers = (await client.post("/api/v1/inspector/bins", json={}, headers=bea)).json()
+    await client.post(_path(hers["url"]), content=b'{"batchnumber_": "B-1"}')
+    shown = await client.get(f"/api/v1/inspector/bins/{hers['id']}/requests", headers=bea)
+    assert shown.status_code == 200 and [c["body"] for c in shown.json()] == ['{"batchnumber_": "B-1"}']
+    # Users of every set still read any bin (they read every delivery anyway).
+    assert (await api.get(f"/api/v1/inspector/bins/{hers['id']}/requests")).status_code == 200
+    viewer = auth(make_key("viewer", "vic"))
+    assert (await client.get(f"/api/v1/inspector/bins/{plant_a['id']}", headers=viewer)).status_code == 200

@@ -17,6 +17,7 @@ from qhook import background
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import inspector as domain
+from qhook.domain.access import Principal
 from qhook.domain.inspector import Answer
 from qhook.errors import Forbidden, NotFound, QhookError
 from qhook.services import audit
@@ -76,20 +77,39 @@ def bins_of(ctx: AppContext, maker: str) -> list[BinRecord]:
         return store.bins_made_by(tx, maker, utcnow())
 
 
-def get_bin(ctx: AppContext, bin_id: str) -> BinInfo:
+def only_maker(principal: Principal) -> str | None:
+    """A user limited to some sets reads only the bins they made (any set may post into a bin)."""
+    return principal.name if principal.set_ids is not None else None
+
+
+def _readable(tx: Tx, bin_id: str, only_maker: str | None) -> BinRecord:
+    """The live bin; with ``only_maker`` (a user limited to some sets) only a bin they made.
+
+    Any set's workflow may post into a bin, so its captures can hold other sets' results: a user
+    limited to one plant's sets read another plant's batches through a bin id. To them another's
+    bin does not exist (404, as a delivery of another set)."""
+    record = store.live_bin(tx, bin_id, utcnow())
+    if record is None or (only_maker is not None and record.created_by != only_maker):
+        raise _not_found(bin_id)
+    return record
+
+
+def get_bin(ctx: AppContext, bin_id: str, *, only_maker: str | None = None) -> BinInfo:
     with ctx.db.reading() as tx:
-        record = store.live_bin(tx, bin_id, utcnow())
-        if record is None:
-            raise _not_found(bin_id)
+        record = _readable(tx, bin_id, only_maker)
         return BinInfo(record, store.count_captures(tx, bin_id))
 
 
 def list_captures(
-    ctx: AppContext, bin_id: str, *, limit: int = 100, before_id: int | None = None
+    ctx: AppContext,
+    bin_id: str,
+    *,
+    limit: int = 100,
+    before_id: int | None = None,
+    only_maker: str | None = None,
 ) -> list[CaptureRecord]:
     with ctx.db.reading() as tx:
-        if store.live_bin(tx, bin_id, utcnow()) is None:
-            raise _not_found(bin_id)
+        _readable(tx, bin_id, only_maker)
         return store.list_captures(tx, bin_id, limit=limit, before_id=before_id)
 
 

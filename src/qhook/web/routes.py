@@ -278,8 +278,9 @@ def inspector_home(request: Request, ctx: Ctx, me: PageUser, bin: str | None = N
 def inspector_page(bin_id: str, request: Request, ctx: Ctx, me: PageUser) -> Response:
     if not inspector_domain.is_bin_id(bin_id):
         raise NotFound(f"No inspector bin {bin_id!r}")
-    info = inspector.get_bin(ctx, bin_id)
-    captures = inspector.list_captures(ctx, bin_id, limit=100)
+    maker = inspector.only_maker(me)
+    info = inspector.get_bin(ctx, bin_id, only_maker=maker)
+    captures = inspector.list_captures(ctx, bin_id, limit=100, only_maker=maker)
     base = ctx.settings.public_url or str(request.base_url)
     shown = []
     for capture in captures:

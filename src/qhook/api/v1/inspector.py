@@ -128,8 +128,10 @@ async def list_bins(request: Request, ctx: Ctx, principal: Viewer) -> list[BinOu
 
 
 @router.get("/bins/{bin_id}")
-async def get_bin(bin_id: str, request: Request, ctx: Ctx, _: Viewer) -> BinOut:
-    info = await run_in_threadpool(inspector.get_bin, ctx, bin_id)
+async def get_bin(bin_id: str, request: Request, ctx: Ctx, principal: Viewer) -> BinOut:
+    info = await run_in_threadpool(
+        lambda: inspector.get_bin(ctx, bin_id, only_maker=inspector.only_maker(principal))
+    )
     return _bin_out(ctx, request, info.bin, info.captures)
 
 
@@ -137,12 +139,14 @@ async def get_bin(bin_id: str, request: Request, ctx: Ctx, _: Viewer) -> BinOut:
 async def list_requests(
     bin_id: str,
     ctx: Ctx,
-    _: Viewer,
+    principal: Viewer,
     limit: int = Query(100, ge=1, le=domain.MAX_MAX_CAPTURES),
     before_id: BigId | None = Query(None, description="Only captures older than this id (paging)"),
 ) -> list[CaptureOut]:
     records = await run_in_threadpool(
-        lambda: inspector.list_captures(ctx, bin_id, limit=limit, before_id=before_id)
+        lambda: inspector.list_captures(
+            ctx, bin_id, limit=limit, before_id=before_id, only_maker=inspector.only_maker(principal)
+        )
     )
     return [CaptureOut.of(r) for r in records]
 
