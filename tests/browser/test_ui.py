@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from qhook.api.app import create_app
 from qhook.context import AppContext, open_context
-from qhook.services import inspector, sets, users, workflows
+from qhook.services import inspector, results, sets, users, workflows
 from qhook.settings import Settings
 from qhook.store import hub as hub_store
 from tests.conftest import TEST_SECRET_KEY
@@ -295,6 +295,30 @@ def test_fixing_a_paused_signal_and_a_failing_endpoint_on_a_phone(server: Server
     expect(page.locator("section.signal .badge", has_text="paused")).to_have_count(0)
     assert workflows.get_workflow(ctx.db, workflow.id).active_signals[0].paused_reason is None
 
+    # A workflow started by hand for one result, from the result's page (only the API could).
+    manual, _ = workflows.create_workflow(
+        ctx,
+        {
+            "name": "Release by hand",
+            "set_id": set_id,
+            "triggers": {"manual": True},
+            "filter": {"field": "batchnumber_", "op": "eq", "value": "B-1"},
+            "signals": [{"type": "webhook", "url": "https://erp.example.com/release"}],
+        },
+        actor="t",
+    )
+    _, first = results.create_result(ctx, set_id=set_id, values={"batchnumber_": "B-1"}, actor="t")
+    _, other = results.create_result(ctx, set_id=set_id, values={"batchnumber_": "B-2"}, actor="t")
+    page.goto(f"{server.base}/ui/sets/{set_id}/results/{first.id}")
+    page.get_by_role("button", name="Run “Release by hand”").click()
+    expect(page.locator(".run-workflow .outcome .badge")).to_have_text("fired")
+    page.goto(f"{server.base}/ui/sets/{set_id}/results/{other.id}")
+    page.get_by_role("button", name="Run “Release by hand”").click()
+    expect(page.locator(".run-workflow .outcome")).to_contain_text("not fired")
+    expect(page.locator(".run-workflow .outcome")).to_contain_text("batchnumber_")
+    sent = hub_store_deliveries(ctx, manual.id)
+    assert sent == [("manual", first.id)]
+
     # Replay as the page comes: failed ones, by default (no filter at all was a 422 in API words).
     page.goto(f"{server.base}/ui/hub")
     page.get_by_text("Replay deliveries…").click()
@@ -308,3 +332,15 @@ def test_fixing_a_paused_signal_and_a_failing_endpoint_on_a_phone(server: Server
     expect(replay.locator(".outcome")).to_contain_text("Choose at least one filter")
     assert errors == []
     context.close()
+
+
+def hub_store_deliveries(ctx: AppContext, workflow_id: int) -> list[tuple[str, int | None]]:
+    from sqlalchemy import select
+
+    from qhook.store.tables import deliveries
+
+    with ctx.db.reading() as tx:
+        rows = tx.execute(
+            select(deliveries.c.action, deliveries.c.result_id).where(deliveries.c.workflow_id == workflow_id)
+        )
+        return [(r.action, r.result_id) for r in rows]

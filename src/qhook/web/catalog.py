@@ -147,7 +147,10 @@ def result_page(set_id: Id, result_id: Id, request: Request, ctx: Ctx, me: PageU
     events = results.list_events(ctx.db, result_id=result_id, set_id=set_id, limit=100)
     if record is None and not events:
         raise NotFound(f"No result {result_id} in set {set_id}")
-    flow_names = {w.id: w.name for w in workflows.list_workflows(ctx.db, set_id=set_id)}
+    flows = workflows.list_workflows(ctx.db, set_id=set_id)
+    flow_names = {w.id: w.name for w in flows}
+    # Workflows someone may start by hand for this result (after fixing why it did not fire).
+    manual = [w for w in flows if w.active and w.triggers.get("manual")] if record is not None else []
     sent, _ = hub.list_deliveries(
         ctx, hub.Filters(set_id=set_id, result_id=result_id), limit=20, set_ids=me.set_ids
     )
@@ -162,4 +165,6 @@ def result_page(set_id: Id, result_id: Id, request: Request, ctx: Ctx, me: PageU
         events=events,
         flow_names=flow_names,
         deliveries=sent,
+        manual=manual,
+        can_write=me.has_role("editor") and me.can_use_set(set_id),
     )

@@ -187,6 +187,19 @@
       form.reset();
       outcome.textContent = "Password changed; your other sessions were logged out.";
     },
+    async "run-workflow"(form, outcome) {
+      const url = "/api/v1/workflows/" + encodeURIComponent(form.dataset.workflow) + "/run";
+      const done = await api("POST", url, { result_ids: [Number(form.dataset.result)] });
+      const [first] = done.results || [];
+      outcome.textContent = "";
+      if (first && first.fired) {
+        outcome.appendChild(el("span", "badge ok", "fired"));
+        outcome.appendChild(document.createTextNode(" Its deliveries are in the list above after a reload."));
+      } else {
+        outcome.appendChild(el("span", "badge muted", "not fired"));
+        outcome.appendChild(document.createTextNode(" " + ((first && first.reason) || "no answer")));
+      }
+    },
     async "send-test"(form, outcome) {
       const data = new FormData(form);
       const body = {};
