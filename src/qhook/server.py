@@ -27,11 +27,15 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
     credentials = users.bootstrap_admin(ctx.db)
     # The delivery worker adds its own hook beside the scheduler's.
     hooks: list[Callable[[FastAPI], Awaitable[None]]] = [scheduler.start_in_app]
+    lock = None
     if with_worker:
         from qhook.delivery import worker
 
         if ctx.db.is_sqlite:
-            worker.SingleWorkerLock(ctx).acquire()  # released when the process ends
+            # Held while this function runs: a lock object nobody kept was collected at once, its
+            # file closed and its flock gone, and a `qhook worker` beside this serve ran too.
+            lock = worker.SingleWorkerLock(ctx)
+            lock.acquire()
         hooks.append(worker.start_in_app)
     hooks.append(hub.start_retention_in_app)  # retention purge, in small batches
     hooks.append(inspector.start_purge_in_app)  # expired inspector bins
@@ -48,4 +52,8 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
             f"[bold yellow]First start:[/] admin user [bold]{name}[/], password [bold]{password}[/]"
             " (shown once; change it at /ui/account or with `qhook user set-password admin`)"
         )
-    uvicorn.run(app, host=host, port=port, log_level=ctx.settings.log_level.lower(), access_log=False)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=ctx.settings.log_level.lower(), access_log=False)
+    finally:
+        if lock is not None:
+            lock.release()

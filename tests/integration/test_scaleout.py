@@ -23,6 +23,7 @@ from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
 from tests.support.delivery import enqueue, make_signal, receiver, statuses, until
 from tests.support.processes import stop
+from tests.support.serve import serving
 
 QHOOK = str(Path(sys.executable).parent / "qhook")
 
@@ -153,6 +154,23 @@ def test_sqlite_refuses_a_second_worker(tmp_path: Path) -> None:
     finally:
         stop(first)
     assert first.returncode == 0
+
+
+def test_sqlite_refuses_a_worker_beside_serve_with_its_worker(tmp_path: Path) -> None:
+    """serve took the lock and dropped it at once (the lock object was not kept): a `qhook
+    worker` started beside it ran as a second worker."""
+    env = worker_env(tmp_path, "")
+    port = pg.free_port()
+    with serving(
+        ["serve", "--port", str(port)], env=env, cwd=tmp_path, log=tmp_path / "serve.log", port=port
+    ) as (
+        _,
+        serve,
+    ):
+        second = subprocess.run([QHOOK, "worker"], env=env, capture_output=True, timeout=60)
+        assert second.returncode == 1, second.stderr
+        assert b"Another qhook worker already runs against this SQLite database" in second.stderr
+        assert serve.poll() is None
 
 
 def test_sqlite_serve_with_its_worker_beside_a_running_worker_says_what_to_run(tmp_path: Path) -> None:
