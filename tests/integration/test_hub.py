@@ -649,3 +649,41 @@ async def test_the_detail_says_why_a_delivery_waits(api: httpx.AsyncClient, ctx:
         tx.execute(update(signals).where(signals.c.id == 1).values(paused_reason=None))
     set_endpoint_state(ctx.db, "https://lims.example.org:8443", circuit_state="open", circuit_opened_at=now)
     assert str(await waiting(held)).startswith("Held: the circuit of https://lims.example.org:8443 is open")
+
+
+async def test_an_ordered_delivery_says_which_earlier_one_it_waits_for(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """The Hub said "Due now" for an ordered delivery held back behind its result's earlier one."""
+    from sqlalchemy import update
+
+    from qhook.store.tables import deliveries
+    from tests.support.delivery import enqueue, make_signal
+
+    signal_id = make_signal(ctx, "https://erp.example.com/hook")
+    first, second, third = enqueue(
+        ctx, signal_id, "https://erp.example.com/hook", ["1", "2", "3"], ordered=True
+    )
+    [other_result] = enqueue(ctx, signal_id, "https://erp.example.com/hook", ["x"], result_id=2, ordered=True)
+    [unordered] = enqueue(ctx, signal_id, "https://erp.example.com/hook", ["u"])
+    with ctx.db.transaction() as tx:
+        tx.execute(update(deliveries).where(deliveries.c.id == first).values(status="retrying"))
+
+    async def waiting(delivery_id: int) -> object:
+        return (await api.get(f"/api/v1/deliveries/{delivery_id}")).json()["waiting"]
+
+    for later in (second, third):
+        assert await waiting(later) == (
+            f"Waiting: the signal keeps each result's deliveries in order, and delivery {first} of the same "
+            "result is still retrying. This one goes once that one succeeded, failed or was cancelled."
+        )
+    due = "Due now: it goes when a worker has room within the endpoint's limits."
+    assert await waiting(other_result) == due and await waiting(unordered) == due
+    with ctx.db.transaction() as tx:
+        tx.execute(
+            update(deliveries).where(deliveries.c.id == first).values(status="failed", next_attempt_at=None)
+        )
+    assert await waiting(second) == due
+    assert str(await waiting(third)).startswith(
+        f"Waiting: the signal keeps each result's deliveries in order, and delivery {second} "
+    )

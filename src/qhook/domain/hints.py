@@ -259,6 +259,7 @@ def waiting(
     throttled_until: datetime | None = None,
     circuit_state: str = "closed",
     signal_paused: str | None = None,
+    waits_for: tuple[int, str] | None = None,
 ) -> str | None:
     """Why a delivery that is not finished has not gone yet, for the Hub; None once it finished.
 
@@ -270,6 +271,13 @@ def waiting(
         return "Being sent now."
     if signal_paused is not None:
         return f"Waiting: its signal is paused ({signal_paused}). Resume the signal to send it."
+    if waits_for is not None:
+        earlier, earlier_status = waits_for
+        return (
+            f"Waiting: the signal keeps each result's deliveries in order, and delivery {earlier} of "
+            f"the same result is still {earlier_status}. This one goes once that one succeeded, "
+            "failed or was cancelled."
+        )
     if endpoint_paused:
         return f"Waiting: an operator paused {origin}. Resume it on the Endpoints page to send it."
     if throttled_until is not None and throttled_until > now:

@@ -20,7 +20,7 @@ from qhook.services import audit
 from qhook.store import endpoints as endpoint_store
 from qhook.store import events as event_store
 from qhook.store import hub as store
-from qhook.store import hub_stats, retention
+from qhook.store import hub_stats, queue, retention
 from qhook.store import workflows as workflow_store
 from qhook.store.db import Tx
 from qhook.store.endpoints import EndpointLogEntry
@@ -233,6 +233,8 @@ def delivery_detail(
         delivery, body = found
         endpoint = endpoint_store.get(tx, delivery.endpoint)
         paused = workflow_store.signal_paused_reason(tx, delivery.signal_id) if delivery.signal_id else None
+        unfinished = delivery.status in queue.UNFINISHED
+        waits_for = queue.ordered_predecessor(tx, delivery_id) if unfinished else None
     tries = [replace(a, request_headers=credentials.redacted(a.request_headers)) for a in tries]
     # The request as last sent (headers come from the newest attempt; none before the first try).
     headers = tries[-1].request_headers if tries else {}
@@ -246,6 +248,7 @@ def delivery_detail(
         throttled_until=endpoint.throttled_until if endpoint else None,
         circuit_state=endpoint.circuit_state if endpoint else "closed",
         signal_paused=paused,
+        waits_for=waits_for,
     )
     return DeliveryDetail(delivery, body, headers, tries, why)
 

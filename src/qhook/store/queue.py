@@ -187,6 +187,25 @@ _EARLIER_UNFINISHED = exists().where(
 )
 
 
+def ordered_predecessor(tx: Tx, delivery_id: int) -> tuple[int, str] | None:
+    """For an ``ordered`` delivery: the earliest unfinished delivery of the same order key before
+    it, (id, status), which it waits for; None when it waits for none (or is not ordered)."""
+    current = deliveries.alias("current")
+    row = tx.execute(
+        select(_OLDER.c.id, _OLDER.c.status)
+        .select_from(current.join(_OLDER, _OLDER.c.order_key == current.c.order_key))
+        .where(
+            current.c.id == delivery_id,
+            current.c.ordered.is_(True),
+            _OLDER.c.id < current.c.id,
+            _OLDER.c.status.in_(UNFINISHED),
+        )
+        .order_by(_OLDER.c.id)
+        .limit(1)
+    ).first()
+    return (int(row.id), str(row.status)) if row else None
+
+
 @functools.cache
 def _claim_statement(lane: Lane, excluding: bool) -> Any:
     """The claim, built once per shape with bound parameters (now, limit, owner, lease_until,
