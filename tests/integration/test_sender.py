@@ -454,3 +454,37 @@ async def test_a_receiver_that_hangs_up_is_told_apart_from_one_that_refuses(
     refused = await sender.send(post(nobody))
     hint = hint_for(url=nobody, status_code=None, error_kind="connect", error=refused.error)
     assert hint is not None and hint.startswith("Nothing accepted the connection")
+
+
+async def test_an_answer_that_is_not_http_and_https_to_a_plain_port_get_their_own_hints(
+    receiver: Receiver, sender: Sender
+) -> None:
+    """A receiver port answering garbage was "Nothing accepted the connection", and https:// to a
+    plain-HTTP port was "only offers TLS versions older than 1.2": both sent operators to the
+    wrong fix."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        url = f"http://127.0.0.1:{port}/b"
+        outcome = await sender.send(post(url))
+    finally:
+        server.close()
+        await server.wait_closed()
+    hint = hint_for(url=url, status_code=None, error_kind=outcome.error_kind, error=outcome.error)
+    assert hint is not None and hint.startswith(
+        f"127.0.0.1:{port} accepted the connection, but its answer was not HTTP"
+    )
+
+    plain = receiver.url("/ok").replace("http://", "https://")
+    tls = await sender.send(post(plain))
+    assert tls.error_kind == "tls"
+    hint = hint_for(url=plain, status_code=None, error_kind="tls", error=tls.error)
+    assert hint is not None and "did not answer with TLS: the port most likely serves plain http://" in hint
+    assert receiver.hits == []  # nothing was delivered either way

@@ -126,6 +126,7 @@ def test_connection_refused_names_host_and_port() -> None:
         ("[SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version", "older than 1.2"),
         ("[SSL: UNSUPPORTED_PROTOCOL] unsupported protocol", "older than 1.2"),
         ("[SSL] record layer failure", "TLS handshake with erp.example.com failed: [SSL] record layer"),
+        ("[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)", "did not answer with TLS"),
     ],
 )
 def test_tls_problems(error: str, expected: str) -> None:

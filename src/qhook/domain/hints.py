@@ -12,13 +12,15 @@ from qhook.domain.urls import host_of, origin_of, shown_target
 
 # The sender's words when the receiver took the connection and closed it without an answer.
 _DROPPED = ("ServerDisconnectedError", "Connection reset", "ClientOSError")
+# aiohttp's parser refusing the answer: something answered on that port, but not HTTP/1.x.
+_NOT_HTTP = ("Bad status line", "BadStatusLine", "BadHttpMessage", "Invalid status", "Expected HTTP/")
 
 ALLOWED_DOMAINS_PREFIX = "allowed_domains:"
 """Errors for the allowed-domains refusal start with this (kind ``auth``), so the hint can name it."""
 SET_IDS_PREFIX = "set_ids:"
 """Errors for a profile used by a set it does not serve start with this (kind ``auth``)."""
 
-TlsProblem = Literal["expired", "unknown_ca", "hostname", "protocol", "other"]
+TlsProblem = Literal["expired", "unknown_ca", "hostname", "protocol", "not_tls", "other"]
 
 
 def tls_problem(error: str | None) -> TlsProblem:
@@ -40,6 +42,8 @@ def tls_problem(error: str | None) -> TlsProblem:
         )
     ):
         return "unknown_ca"
+    if "wrong version number" in text or "packet length too long" in text:
+        return "not_tls"  # what came back was no TLS record at all: mostly plain HTTP on that port
     if any(
         marker in text
         for marker in ("protocol version", "unsupported protocol", "no protocols available", "wrong version")
@@ -93,6 +97,12 @@ def hint_for(
         )
     if error_kind == "connect":
         address = origin_of(url).split("://", 1)[-1] if host_of(url) else host
+        if error and any(words in error for words in _NOT_HTTP):
+            return (
+                f"{address} accepted the connection, but its answer was not HTTP ({error}). Is this "
+                "the receiver's port, and does it speak HTTP/1.1 (not HTTP/2 only, not another "
+                f"protocol)?{retries}"
+            )
         if error and any(words in error for words in _DROPPED):
             return (
                 f"{address} accepted the connection and closed it before answering ({error}). The "
@@ -151,6 +161,11 @@ def _tls_hint(host: str, error: str | None) -> str:
         return (
             f"The TLS certificate presented by {host} is for a different host name. Use the host name "
             "the certificate was issued for, or have the certificate fixed."
+        )
+    if problem == "not_tls":
+        return (
+            f"{host} did not answer with TLS: the port most likely serves plain http://. Use the "
+            "receiver's https port in the URL, or http:// where QHOOK_ALLOW_HTTP allows it."
         )
     if problem == "protocol":
         return (
