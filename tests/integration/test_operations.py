@@ -170,6 +170,40 @@ async def test_a_stopping_worker_gives_up_recording_when_the_database_stays_away
     await asyncio.wait_for(recorder.run(stop), 30)
 
 
+async def test_during_an_outage_the_recorder_logs_now_and_then_and_a_stop_waits_one_grace(
+    away: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line a second for as long as the database was away (600 in ten minutes), and a worker
+    stopped then waited a grace for each batch (23 s for a 10 s promise), and said "0 outcomes"."""
+    import logging
+    import time
+
+    from qhook.delivery import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "STOP_GRACE_S", 0.6)
+    monkeypatch.setattr(recorder_module.asyncio, "sleep", _quick_sleep)
+    recorder = Recorder(away.db, asyncio.to_thread, lambda ids: None, batch_size=10)
+    recorder.add(None, queue.Finish(1, "succeeded", 1, None, 200, None, None, utcnow()))
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="qhook.delivery.recorder")
+    running = asyncio.create_task(recorder.run(stop))
+    await _real_sleep(1.5)  # ~30 tries against the database that is away
+    tries = [r for r in caplog.records if getattr(r, "action", "") == "record_retry"]
+    assert 1 <= len(tries) <= 3, [r.getMessage() for r in tries]
+    assert tries[0].getMessage().startswith("recording outcomes failed: ")
+    started = time.monotonic()
+    stop.set()
+    recorder.op(lambda tx, now: None)  # a second batch, while the first one still waits
+    await asyncio.wait_for(running, 30)
+    assert time.monotonic() - started < 1.1  # one grace of 0.6 s for both, not one each
+    abandoned = [r.getMessage() for r in caplog.records if getattr(r, "action", "") == "record_abandoned"]
+    assert abandoned[0].startswith("stopping without recording 1 outcome(s) and 0 other change(s)")
+    assert abandoned[1:] == [
+        "stopping without recording 0 outcome(s) and 1 other change(s): their deliveries are sent "
+        "again when the leases run out"
+    ]
+
+
 _real_sleep = asyncio.sleep
 
 

@@ -27,6 +27,8 @@ Op = Callable[[Tx, datetime], object]
 RunInThread = Callable[..., Awaitable[object]]
 GATHER_S = 0.005
 STOP_GRACE_S = 10.0  # how long a stopping worker keeps trying to record while the database is away
+RETRY_MAX_S = 5.0  # the longest pause between tries while the database is away
+LOG_EVERY_TRIES = 20  # while it stays away, a line now and then (it was one a second)
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Recorder:
         self._pending = _Pending()
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
+        self._outage_tries = 0  # failed tries in a row: the database is away
+        self._give_up_at: float | None = None  # stopping during an outage: one grace for all batches
         self._idle.set()
 
     def add(
@@ -105,32 +109,28 @@ class Recorder:
                 await asyncio.sleep(GATHER_S)
             batch, self._pending = self._pending, _Pending()
             self._ready.clear()
-            gave_up_at: float | None = None
             while True:
                 try:
                     await self._run(self._write, batch)
+                    if self._outage_tries:
+                        logger.info(
+                            "recording outcomes again after %d failed tries",
+                            self._outage_tries,
+                            extra={"action": "record_back", "tries": self._outage_tries},
+                        )
+                    self._outage_tries = 0
                     break
                 except QhookError as exc:  # database unavailable: keep the batch, try again
-                    logger.warning(
-                        "recording outcomes failed: %s",
-                        exc.for_operators,
-                        extra={"action": "record_retry"},
-                    )
-                    if stop.is_set():
-                        # Stopping while the database is away: it waited for the database for
-                        # ever, so the process did not end. After a grace, the outcomes go
-                        # unrecorded and their deliveries are sent again when the leases run out.
-                        now = asyncio.get_running_loop().time()
-                        gave_up_at = gave_up_at if gave_up_at is not None else now + STOP_GRACE_S
-                        if now >= gave_up_at:
-                            logger.error(
-                                "stopping without recording %d outcomes: they are sent again when "
-                                "their leases run out",
-                                len(batch.finishes),
-                                extra={"action": "record_abandoned", "count": len(batch.finishes)},
-                            )
-                            break
-                    await asyncio.sleep(1.0)
+                    self._outage_tries += 1
+                    if self._outage_tries == 1 or self._outage_tries % LOG_EVERY_TRIES == 0:
+                        logger.warning(
+                            "recording outcomes failed: %s; trying again",
+                            exc.for_operators,
+                            extra={"action": "record_retry", "tries": self._outage_tries},
+                        )
+                    if stop.is_set() and self._gave_up(batch):
+                        break
+                    await asyncio.sleep(min(0.5 * self._outage_tries, RETRY_MAX_S))
                 except Exception:
                     # Not an outage: something in the batch the database refuses. Retrying it whole
                     # would loop, and dropping it whole would send all of it again when its leases
@@ -139,6 +139,25 @@ class Recorder:
                     await self._run(self._write_apart, batch)
                     break
             self._on_written(batch.done_ids)
+
+    def _gave_up(self, batch: _Pending) -> bool:
+        """Stopping while the database is away: it waited for the database for ever, so the
+        process did not end. After one grace for the whole stop (each batch waited a grace of its
+        own), what is left goes unrecorded; its deliveries are sent again when the leases run out."""
+        now = asyncio.get_running_loop().time()
+        if self._give_up_at is None:
+            self._give_up_at = now + STOP_GRACE_S
+        if now < self._give_up_at:
+            return False
+        outcomes, others = len(batch.finishes), len(batch.ops)
+        logger.error(
+            "stopping without recording %d outcome(s) and %d other change(s): their deliveries are "
+            "sent again when the leases run out",
+            outcomes,
+            others,
+            extra={"action": "record_abandoned", "count": outcomes, "others": others},
+        )
+        return True
 
     async def drained(self) -> None:
         await self._idle.wait()
