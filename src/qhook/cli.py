@@ -422,11 +422,11 @@ def deliveries_list(
             d.url,
             str(d.attempt_count),
             last,
-            d.hint or "",
+            d.hint or (_HELD if d.status == "held" else ""),
         )
     console.print(table)
     more = "; for the next page run again with the same filters and --cursor below" if next_cursor else ""
-    console.print(f"{len(page)} deliveries{more}")
+    console.print(f"{_deliveries(len(page))}{more}")
     if next_cursor:
         # The cursor alone at the end of the last line, for scripts (`tail -1 | awk '{print $NF}'`).
         console.print(f"next cursor: {next_cursor}", markup=False, soft_wrap=True)
@@ -525,6 +525,13 @@ def endpoints_probe(origin: Annotated[str, typer.Argument(help="e.g. https://erp
     console.print(f"{row.origin}: a probe goes with the next maintenance tick (within seconds)")
 
 
+_HELD = "held: its endpoint's circuit is open (qhook endpoints list; deliveries show ID says more)"
+
+
+def _deliveries(count: int) -> str:
+    return "1 delivery" if count == 1 else f"{count:,} deliveries"
+
+
 emails_app = typer.Typer(no_args_is_help=True, help="The e-mails of e-mail signals: status, errors, resend.")
 app.add_typer(emails_app, name="emails")
 
@@ -583,7 +590,8 @@ def replay(
     event: EventOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be queued")] = False,
 ) -> None:
-    """Queue finished deliveries again (same body and webhook-id); running it twice queues nothing twice.
+    """Queue finished deliveries again (same body and webhook-id); what a replay queued and is not
+    finished yet is not queued again (once it has finished, a second run sends it again).
 
     At least one filter; --dry-run counts first."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -599,13 +607,13 @@ def replay(
     ctx = open_ctx()
     total = hub.count_replayable(ctx, filters)
     if dry_run:
-        console.print(f"would queue {total} deliveries")
+        console.print(f"would queue {_deliveries(total)}")
         return
     columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=err_console) as progress:
         task = progress.add_task("replay", total=total)
         queued = hub.replay(ctx, filters, actor="cli", on_progress=lambda n: progress.advance(task, n))
-    console.print(f"{queued} deliveries queued")
+    console.print(f"{_deliveries(queued)} queued")
 
 
 @app.command("purge")
@@ -621,7 +629,8 @@ def purge(
     verb = "would delete" if dry_run else "deleted"
     parts = ", ".join(f"{n} {status}" for status, n in report.deliveries.items())
     others = ", ".join(f"{n} {name}" for name, n in report.records.items())
-    console.print(f"{verb} {report.total} deliveries ({parts}) and {report.attempts} attempts; {others}")
+    attempts = "1 attempt" if report.attempts == 1 else f"{report.attempts:,} attempts"
+    console.print(f"{verb} {_deliveries(report.total)} ({parts}) and {attempts}; {others}")
 
 
 @app.command()

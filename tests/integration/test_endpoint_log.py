@@ -141,3 +141,22 @@ def test_a_burst_of_retry_after_answers_is_one_log_line(ctx: AppContext) -> None
         state = endpoint_store.get(tx, ERP)
     assert [e.change for e in entries] == ["throttled"] * 3
     assert state is not None and state.throttled_until == T0 + timedelta(seconds=400)
+
+
+async def test_pausing_an_origin_qhook_has_nothing_to_do_with_is_a_404(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """A typo in the origin printed "paused" and left a row in the endpoints list for good."""
+    from tests.support.delivery import make_signal
+
+    typo = "https://erp.exmaple.com:443"
+    for action in ("pause", "resume"):
+        answer = await api.post(f"/api/v1/endpoints/{quote(typo, safe='')}/{action}")
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"].startswith(f"No endpoint {typo}: no delivery and no active webhook")
+    listed = [e["origin"] for e in (await api.get("/api/v1/endpoints")).json()]
+    assert typo not in listed
+    # An endpoint a signal points at may be paused before its first delivery.
+    make_signal(ctx, "https://mes.example.com:8443/hooks")
+    ahead = await api.post(f"/api/v1/endpoints/{quote('https://mes.example.com:8443', safe='')}/pause")
+    assert ahead.status_code == 200, ahead.text

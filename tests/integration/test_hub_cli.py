@@ -55,13 +55,13 @@ def test_deliveries_list_with_filters(run, ctx: AppContext) -> None:  # type: ig
     found = run("deliveries", "list", "-q", "B-1234", "--status", "failed")
     assert found.exit_code == 0, found.output
     assert "failed" in found.stdout and "No such path" in found.stdout
-    assert "1 deliveries" in found.stdout
+    assert "1 delivery" in found.stdout
     assert "succeeded" not in found.stdout
     by_workflow = run(
         "deliveries", "list", "--workflow", "5", "--since", days_ago(1).strftime("%Y-%m-%dT%H:%M")
     )
     assert by_workflow.exit_code == 0, by_workflow.output
-    assert "1 deliveries" in by_workflow.stdout and str(other) in by_workflow.stdout
+    assert "1 delivery" in by_workflow.stdout and str(other) in by_workflow.stdout
     bad = run("deliveries", "list", "--status", "lost")
     assert bad.exit_code == 1
     assert "status: one of" in one_line(bad.stderr)
@@ -115,11 +115,11 @@ def test_replay_takes_every_hub_filter_and_counts_first(run, ctx: AppContext) ->
     add_delivery(ctx.db, status="failed", set_id=8, result_id=70, action="modified", body='{"b": "B-77"}')
     dry = run("replay", "--set", "7", "--action", "modified", "--q", "B-77", "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "would queue 1 deliveries" in dry.stdout
+    assert "would queue 1 delivery" in dry.stdout
     with ctx.db.reading() as tx:
         assert hub_store.get_delivery(tx, wanted)[0].status == "failed"  # type: ignore[index]
     done = run("replay", "--set", "7", "--result", "70")
-    assert "1 deliveries queued" in done.stdout
+    assert "1 delivery queued" in done.stdout
     with ctx.db.reading() as tx:
         assert hub_store.get_delivery(tx, wanted)[0].status == "pending"  # type: ignore[index]
 
@@ -130,13 +130,13 @@ def test_purge_dry_run_then_purge(run, ctx: AppContext) -> None:  # type: ignore
     young = add_delivery(ctx.db, status="succeeded", created_at=days_ago(2))
     dry = run("purge", "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "would delete 1 deliveries (1 succeeded, 0 cancelled, 0 failed) and 1 attempts" in one_line(
+    assert "would delete 1 delivery (1 succeeded, 0 cancelled, 0 failed) and 1 attempt" in one_line(
         dry.stdout
     )
     with ctx.db.reading() as tx:
         assert hub_store.get_delivery(tx, old) is not None
     done = run("purge")
-    assert "deleted 1 deliveries" in one_line(done.stdout)
+    assert "deleted 1 delivery" in one_line(done.stdout)
     with ctx.db.reading() as tx:
         assert hub_store.get_delivery(tx, old) is None
         assert hub_store.get_delivery(tx, young) is not None

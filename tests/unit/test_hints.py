@@ -219,7 +219,10 @@ def test_why_a_delivery_waits() -> None:
         return waiting(origin=origin, **{**base, **given})
 
     assert why(status="succeeded") is None and why(status="failed") is None
-    assert why(lease_expires_at=later) == "Being sent now."
+    assert why(lease_expires_at=later) == (
+        "Being sent now (a worker holds it until 14:05:30 UTC; should that worker have stopped, it is sent "
+        "again then)."
+    )
     assert why(signal_paused="the receiver answered 410 Gone", endpoint_paused=True) == (
         "Waiting: its signal is paused (the receiver answered 410 Gone). Resume the signal to send it."
     )

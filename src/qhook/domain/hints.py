@@ -283,7 +283,11 @@ def waiting(
     if status not in ("pending", "retrying", "held"):
         return None
     if lease_expires_at is not None and lease_expires_at > now:
-        return "Being sent now."
+        # A worker holds it; the Hub cannot tell a live one from one killed mid-send.
+        return (
+            f"Being sent now (a worker holds it until {lease_expires_at:%H:%M:%S} UTC; should that "
+            "worker have stopped, it is sent again then)."
+        )
     if signal_paused is not None:
         return f"Waiting: its signal is paused ({signal_paused}). Resume the signal to send it."
     if waits_for is not None:

@@ -480,6 +480,12 @@ def set_endpoint_paused(
     key = _origin(origin, "origin")
     with ctx.db.transaction() as tx:
         _check_steerable(tx, key, set_ids)
+        if not store.is_known_origin(tx, key):
+            # A typo in the origin looked like a successful pause, and its row stayed for good.
+            raise NotFound(
+                f"No endpoint {key}: no delivery and no active webhook signal goes there "
+                "(check the scheme, host and port)"
+            )
         row = store.set_paused(tx, key, paused=paused, now=utcnow(), detail=f"by {actor}")
         audit.record(tx, actor, "endpoint.pause" if paused else "endpoint.resume", "endpoint", key, None)
     if not paused:

@@ -42,6 +42,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BindParameter, UnaryExpression
 from sqlalchemy.sql.visitors import replacement_traverse
 
+from qhook.domain.urls import origin_of
 from qhook.store import search_index
 from qhook.store.db import Tx
 from qhook.store.queue import lease_free
@@ -567,6 +568,26 @@ def _endpoint(row: Any) -> EndpointRecord:
 
 def list_endpoint_rows(tx: Tx) -> list[EndpointRecord]:
     return [_endpoint(r) for r in tx.execute(select(endpoints).order_by(endpoints.c.origin))]
+
+
+def is_known_origin(tx: Tx, origin: str) -> bool:
+    """Whether qhook has anything to do with ``origin``: its endpoint row, a delivery to it, or an
+    active webhook signal whose URL is on it (an endpoint may be paused before its first send)."""
+    row = tx.execute(select(endpoints.c.origin).where(endpoints.c.origin == origin)).first()
+    sent = tx.execute(select(deliveries.c.id).where(deliveries.c.endpoint == origin).limit(1)).first()
+    if row is not None or sent is not None:
+        return True
+    urls = tx.execute(
+        select(signals.c.config).where(signals.c.type == "webhook", signals.c.active.is_(True))
+    ).scalars()
+    return any(_origin_or_none((config or {}).get("url")) == origin for config in urls)
+
+
+def _origin_or_none(url: object) -> str | None:
+    try:
+        return origin_of(url) if isinstance(url, str) else None
+    except ValueError:
+        return None
 
 
 def endpoint_row(tx: Tx, origin: str) -> EndpointRecord | None:

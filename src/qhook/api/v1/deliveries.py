@@ -183,7 +183,8 @@ def list_deliveries(
 
 @router.post("/deliveries/replay", response_model_exclude_none=True)
 async def replay(body: ReplayIn, ctx: Ctx, principal: Editor) -> ReplayOut:
-    """Queue matching finished deliveries again; calling twice queues nothing twice. The filters
+    """Queue matching finished deliveries again; a delivery still queued by an earlier replay is not
+    queued twice (once finished, it is sent again by the next replay). The filters
     are the Hub list's; ``dry_run`` answers how many would be queued."""
     filters = hub.Filters(
         status=body.status,
