@@ -22,6 +22,7 @@ from qhook.context import AppContext, open_context
 from qhook.services import inspector, results, sets, users, workflows
 from qhook.settings import Settings
 from qhook.store import hub as hub_store
+from qhook.store.workflows import WorkflowRecord
 from tests.conftest import TEST_SECRET_KEY
 from tests.support.hub_data import add_attempt, add_delivery
 from tests.support.pg import free_port
@@ -85,6 +86,24 @@ def browser() -> Iterator[Browser]:
             yield chromium
         finally:
             chromium.close()
+
+
+def release_workflow(ctx: AppContext, url: str) -> tuple[int, WorkflowRecord]:
+    """A set "Batch release" and a workflow sending each new result to ``url``."""
+    set_id = sets.create_set(
+        ctx.db, name="Batch release", fields=[{"name": "batchnumber_", "type": "text"}], actor="test"
+    ).id
+    workflow, _ = workflows.create_workflow(
+        ctx,
+        {
+            "name": "Released batches to ERP",
+            "set_id": set_id,
+            "triggers": {"entry": True},
+            "signals": [{"type": "webhook", "url": url}],
+        },
+        actor="test",
+    )
+    return set_id, workflow
 
 
 def log_in(page: Page, base: str) -> None:
@@ -169,19 +188,7 @@ def test_hub_redeliver_and_live_inspector(server: Server, browser: Browser) -> N
     # The inspector page shows what a "Send test" delivers, live and signature-checked.
     made = inspector.create_bin(ctx, actor="test")
     bin_url = f"{server.base}/inspect/{made.id}"
-    set_id = sets.create_set(
-        ctx.db, name="Batch release", fields=[{"name": "batchnumber_", "type": "text"}], actor="test"
-    ).id
-    workflow, _ = workflows.create_workflow(
-        ctx,
-        {
-            "name": "Released batches to ERP",
-            "set_id": set_id,
-            "triggers": {"entry": True},
-            "signals": [{"type": "webhook", "url": bin_url + "/erp"}],
-        },
-        actor="test",
-    )
+    _, workflow = release_workflow(ctx, bin_url + "/erp")
     page.goto(f"{server.base}/ui/inspector/{made.id}")
     expect(page.locator("#no-captures")).to_be_visible()
     expect(page.locator("#captures .capture")).to_have_count(0)
@@ -250,19 +257,7 @@ def test_fixing_a_paused_signal_and_a_failing_endpoint_on_a_phone(server: Server
 
     ctx = server.ctx
     users.create_user(ctx.db, "erin", "admin", password=PASSWORD)
-    set_id = sets.create_set(
-        ctx.db, name="Batch release", fields=[{"name": "batchnumber_", "type": "text"}], actor="t"
-    ).id
-    workflow, _ = workflows.create_workflow(
-        ctx,
-        {
-            "name": "Released batches to ERP",
-            "set_id": set_id,
-            "triggers": {"entry": True},
-            "signals": [{"type": "webhook", "url": "https://erp.example.com/gone"}],
-        },
-        actor="t",
-    )
+    set_id, workflow = release_workflow(ctx, "https://erp.example.com/gone")
     [signal] = workflow.active_signals
     with ctx.db.transaction() as tx:
         queue_store.pause_signal(tx, signal.id, "The receiver answered 410 Gone, so qhook paused the signal.")
