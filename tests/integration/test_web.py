@@ -475,6 +475,22 @@ async def test_no_secret_in_any_page(
         assert response.status_code == 200, path
         for secret in secrets:
             assert secret not in response.text, (path, secret)
+    # A signal's auth profile is shown by name (a hint names it; the page showed a bare id).
+    uses = await api.post(
+        "/api/v1/workflows",
+        json={
+            "name": "with profile",
+            "set_id": set_id,
+            "triggers": {"entry": True},
+            "signals": [
+                {"type": "webhook", "url": "http://127.0.0.1:9/x", "auth_profile_id": profile.json()["id"]}
+            ],
+        },
+    )
+    assert uses.status_code == 201, uses.text
+    page = (await browser.get(f"/ui/workflows/{uses.json()['id']}")).text
+    assert f'{profile.json()["id"]} <span class="muted">(ERP prod)</span>' in page
+    assert "pw-PROFILE-5521" not in page
 
 
 async def test_password_guessing_is_stopped_per_name(browser: httpx.AsyncClient, ctx: AppContext) -> None:

@@ -167,6 +167,12 @@ def list_profiles(ctx: AppContext) -> list[AuthProfileView]:
     return [_view(r, frozenset(_secrets(ctx, r))) for r in rows]
 
 
+def profile_names(ctx: AppContext) -> dict[int, str]:
+    """Id -> name of every profile (no secret is decrypted): what a page may show of them."""
+    with ctx.db.reading() as tx:
+        return {row.id: row.name for row in store.list_profiles(tx)}
+
+
 def get_profile(ctx: AppContext, profile_id: int) -> AuthProfileView:
     with ctx.db.reading() as tx:
         row = store.profile_by_id(tx, profile_id)

@@ -13,7 +13,7 @@ from qhook.domain import credentials
 from qhook.domain.access import Principal
 from qhook.domain.fields import flat_result
 from qhook.errors import Forbidden, NotFound, ValidationFailed
-from qhook.services import hub, results, workflows
+from qhook.services import auth_profiles, hub, results, workflows
 from qhook.services import sets as set_service
 from qhook.store.workflows import WorkflowRecord
 from qhook.web import present
@@ -76,6 +76,7 @@ def workflow_page(workflow_id: Id, request: Request, ctx: Ctx, me: PageUser) -> 
         set_name=current.name,
         triggers=present.describe_triggers(workflow.triggers),
         signals=[_signal_view(s) for s in doc["signals"]],
+        profile_names=auth_profiles.profile_names(ctx),
     )
 
 
