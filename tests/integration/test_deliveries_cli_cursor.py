@@ -53,7 +53,7 @@ def test_pages_with_cursor(run, ctx: AppContext) -> None:  # type: ignore[no-unt
         pages += 1
         cursor = next_cursor(listed.stdout)
         if cursor is None:
-            assert "1 deliveries" in listed.stdout and "--cursor" not in listed.stdout
+            assert "1 delivery" in listed.stdout and "--cursor" not in listed.stdout
             break
         assert "2 deliveries; for the next page" in listed.stdout
     assert pages == 3
