@@ -584,3 +584,12 @@ async def test_a_user_limited_to_some_sets_reads_only_bins_they_made(
     assert (await api.get(f"/api/v1/inspector/bins/{hers['id']}/requests")).status_code == 200
     viewer = auth(make_key("viewer", "vic"))
     assert (await client.get(f"/api/v1/inspector/bins/{plant_a['id']}", headers=viewer)).status_code == 200
+    # Nor may she change or delete another's bin (an admin of some sets is no admin of its bins).
+    path = f"/api/v1/inspector/bins/{plant_a['id']}"
+    patched = await client.patch(path, json={"responses": [{"status": 410}]}, headers=bea)
+    assert patched.status_code == 404 and "A-1" not in patched.text
+    assert (await client.delete(path, headers=bea)).status_code == 404
+    assert (await api.get(path)).json()["responses"] is None  # unchanged, still there
+    assert (
+        await api.delete(f"/api/v1/inspector/bins/{hers['id']}")
+    ).status_code == 204  # admins of every set may

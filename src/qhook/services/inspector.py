@@ -113,11 +113,16 @@ def list_captures(
         return store.list_captures(tx, bin_id, limit=limit, before_id=before_id)
 
 
-def _check_owner(tx: Tx, bin_id: str, actor: str, any_bin: bool) -> None:
-    """A bin is changed or deleted by the one who made it, or by an admin (``any_bin``)."""
-    record = store.live_bin(tx, bin_id, utcnow())
-    if record is None:
-        raise _not_found(bin_id)
+def may_steer_any(principal: Principal) -> bool:
+    """Whether ``principal`` may change or delete bins others made: an admin of every set (an
+    admin limited to some sets cannot even read them)."""
+    return principal.has_role("admin") and principal.set_ids is None
+
+
+def _check_owner(tx: Tx, bin_id: str, actor: str, any_bin: bool, only_maker: str | None = None) -> None:
+    """A bin is changed or deleted by the one who made it, or by an admin of every set
+    (``any_bin``); to a user limited to some sets another's bin does not exist (404)."""
+    record = _readable(tx, bin_id, only_maker)
     if not any_bin and record.created_by is not None and record.created_by != actor:
         raise Forbidden(
             f"Inspector bin {bin_id} is {record.created_by}'s: only they or an admin may change it"
@@ -125,11 +130,17 @@ def _check_owner(tx: Tx, bin_id: str, actor: str, any_bin: bool) -> None:
 
 
 def set_responses(
-    ctx: AppContext, bin_id: str, responses: object, *, actor: str, any_bin: bool = False
+    ctx: AppContext,
+    bin_id: str,
+    responses: object,
+    *,
+    actor: str,
+    any_bin: bool = False,
+    only_maker: str | None = None,
 ) -> BinRecord:
     steps = domain.parse_responses(responses)
     with ctx.db.transaction() as tx:
-        _check_owner(tx, bin_id, actor, any_bin)
+        _check_owner(tx, bin_id, actor, any_bin, only_maker)
         record = store.set_responses(tx, bin_id, domain.steps_to_json(steps), utcnow())
         if record is None:
             raise _not_found(bin_id)
@@ -139,9 +150,11 @@ def set_responses(
     return record
 
 
-def delete_bin(ctx: AppContext, bin_id: str, *, actor: str, any_bin: bool = False) -> None:
+def delete_bin(
+    ctx: AppContext, bin_id: str, *, actor: str, any_bin: bool = False, only_maker: str | None = None
+) -> None:
     with ctx.db.transaction() as tx:
-        _check_owner(tx, bin_id, actor, any_bin)
+        _check_owner(tx, bin_id, actor, any_bin, only_maker)
         if not store.delete_bin(tx, bin_id):
             raise _not_found(bin_id)
         audit.record(tx, actor, "inspector_bin.delete", "inspector_bin", bin_id, None)

@@ -157,7 +157,12 @@ async def set_responses(
 ) -> BinOut:
     record = await run_in_threadpool(
         lambda: inspector.set_responses(
-            ctx, bin_id, body.responses, actor=principal.name, any_bin=principal.has_role("admin")
+            ctx,
+            bin_id,
+            body.responses,
+            actor=principal.name,
+            any_bin=inspector.may_steer_any(principal),
+            only_maker=inspector.only_maker(principal),
         )
     )
     info = await run_in_threadpool(inspector.get_bin, ctx, record.id)
@@ -167,6 +172,12 @@ async def set_responses(
 @router.delete("/bins/{bin_id}", status_code=204)
 async def delete_bin(bin_id: str, ctx: Ctx, principal: Editor) -> Response:
     await run_in_threadpool(
-        lambda: inspector.delete_bin(ctx, bin_id, actor=principal.name, any_bin=principal.has_role("admin"))
+        lambda: inspector.delete_bin(
+            ctx,
+            bin_id,
+            actor=principal.name,
+            any_bin=inspector.may_steer_any(principal),
+            only_maker=inspector.only_maker(principal),
+        )
     )
     return Response(status_code=204)
