@@ -232,6 +232,9 @@ async def test_form_bodies_are_read_in_their_declared_charset(
             "body",
         ),
         (b"setId=%d&results=[]" % set_id, "; charset=klingon", "Content-Type"),
+        # Codecs that are no text encodings were a 500 before the key was looked at.
+        (b"setId=%d&results=[]" % set_id, "; charset=base64", "Content-Type"),
+        (b"setId=%d&results=[]" % set_id, "; charset=undefined", "Content-Type"),
     ]
     for body, charset, name in refusals:
         answer = await client.post(
@@ -241,6 +244,14 @@ async def test_form_bodies_are_read_in_their_declared_charset(
         )
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"].startswith(f"Invalid parameter: {name}. Expected"), answer.text
+    part = await client.post(
+        "/api/storeResults",
+        data={"setId": str(set_id)},
+        files={"results": ("r.json", b"W10=", "application/json; charset=base64")},
+        headers=auth(editor_key),
+    )
+    assert part.status_code == 400, part.text
+    assert part.json()["error"].startswith("Invalid parameter: Content-Type. Expected a known text charset")
     query = await client.get(
         f"/api/getResults?setId={set_id}&filter=%7B%22batchnumber_%22%3A%22Gr%F6%DFe%22%7D",
         headers=auth(editor_key),

@@ -150,7 +150,7 @@ async def test_pausing_an_origin_qhook_has_nothing_to_do_with_is_a_404(
     from tests.support.delivery import make_signal
 
     typo = "https://erp.exmaple.com:443"
-    for action in ("pause", "resume"):
+    for action in ("pause", "resume", "probe"):
         answer = await api.post(f"/api/v1/endpoints/{quote(typo, safe='')}/{action}")
         assert answer.status_code == 404, answer.text
         assert answer.json()["error"].startswith(f"No endpoint {typo}: no delivery and no active webhook")

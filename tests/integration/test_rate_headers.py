@@ -155,3 +155,27 @@ async def test_a_valid_key_answered_before_its_check_counts_against_the_key(
         nobody = await script.get("/api/getStatistics")
         assert nobody.status_code == 404
         assert_headers(nobody, 3, 2)
+
+
+async def test_a_refused_body_token_counts_against_the_address_not_a_good_query_key(
+    ctx: AppContext, admin_key: str
+) -> None:
+    """compat takes a body token over the query's: guesses in the body were charged to the good
+    key in the query string, and the address's guessing limit never moved."""
+    async with client_from(ctx, "10.5.5.5", api_rate_limit="3/minute") as guesser:
+        for number in range(1, 4):
+            answer = await guesser.post(
+                "/api/getAllSets",
+                params={"access_token": admin_key},
+                data={"access_token": f"qhk_guess{number}"},
+            )
+            assert answer.status_code == 401
+            assert_headers(answer, 3, 3 - number)  # the address's bucket
+        over = await guesser.post(
+            "/api/getAllSets", params={"access_token": admin_key}, data={"access_token": "qhk_guess4"}
+        )
+        assert over.status_code == 429
+    async with client_from(ctx, "10.4.4.4", api_rate_limit="3/minute") as owner:
+        mine = await owner.get("/api/v1/me", headers=auth(admin_key))
+        assert mine.status_code == 200
+        assert_headers(mine, 3, 2)  # the key itself was never charged for the guesses

@@ -79,7 +79,13 @@ async def authenticate_token(request: Request, ctx: AppContext, token: str | Non
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
     rate = parse_rate(ctx.settings.api_rate_limit, "QHOOK_API_RATE_LIMIT")
     source = request.client.host if request.client else "unknown"
-    principal, state = await run_in_threadpool(users.authenticate_key, ctx.db, token, rate, None, source)
+    try:
+        principal, state = await run_in_threadpool(users.authenticate_key, ctx.db, token, rate, None, source)
+    except Unauthorized:
+        # The key that was checked is bad: the answer counts against the address, whatever other
+        # (good) key the request also carries (compat lets a body token win over the query's).
+        request.state.key_refused = True
+        raise
     request.state.rate_state = state
     return principal
 

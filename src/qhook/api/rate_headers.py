@@ -83,6 +83,8 @@ class RateHeaders:
         await self.app(scope, receive, send_with_headers)
 
     async def _count_key(self, scope: Scope) -> RateState | None:
+        if scope["state"].get("key_refused"):
+            return None  # a key was checked and refused: a guess, counted against the address
         request = Request(scope)
         token = bearer_token(request) or next(
             (request.query_params[n] for n in TOKEN_PARAMS if request.query_params.get(n)), None

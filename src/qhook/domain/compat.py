@@ -61,16 +61,18 @@ def charset_of(content_type: str, default: str = "utf-8") -> str:
     message["content-type"] = content_type
     charset = message.get_content_charset() or default
     try:
-        return codecs.lookup(charset).name
-    except LookupError as exc:
-        raise bad_parameter("Content-Type", f"Expected a known charset, not {charset!r}.") from exc
+        name = codecs.lookup(charset).name
+        b"\0\0\0\0".decode(name)  # base64, rot13, zlib... are codecs, no text encodings: LookupError
+    except (LookupError, UnicodeError) as exc:
+        raise bad_parameter("Content-Type", f"Expected a known text charset, not {charset!r}.") from exc
+    return name
 
 
 def decoded(data: bytes, charset: str, name: str) -> str:
     """``data`` as text in ``charset``; a 400 naming ``name`` rather than text with U+FFFD in it."""
     try:
         return data.decode(charset)
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:
         raise _not_text(name, charset) from exc
 
 
@@ -80,7 +82,7 @@ def form_fields(body: bytes, charset: str, name: str = "body") -> list[tuple[str
     ascii_body = _RAW_BYTE.sub(lambda match: b"%%%02X" % match.group()[0], body).decode("ascii")
     try:
         return parse_qsl(ascii_body, keep_blank_values=True, encoding=charset, errors="strict")
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:
         raise _not_text(name, charset) from exc
 
 

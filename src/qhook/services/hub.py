@@ -459,6 +459,15 @@ def _serves_sets(tx: Tx, origin: str, set_ids: frozenset[int] | None) -> bool:
     return bool(store.list_deliveries(tx, wanted, limit=1))
 
 
+def _check_known(tx: Tx, origin: str) -> None:
+    # A typo in the origin looked like a successful pause, and its row stayed for good.
+    if not store.is_known_origin(tx, origin):
+        raise NotFound(
+            f"No endpoint {origin}: no delivery and no active webhook signal goes there "
+            "(check the scheme, host and port)"
+        )
+
+
 def _check_steerable(tx: Tx, origin: str, set_ids: frozenset[int] | None) -> None:
     """Pausing and limits act on every set's traffic to the origin: a user limited to some sets
     steers it only while it serves their sets alone (sending one delivery there by hand made any
@@ -480,12 +489,7 @@ def set_endpoint_paused(
     key = _origin(origin, "origin")
     with ctx.db.transaction() as tx:
         _check_steerable(tx, key, set_ids)
-        if not store.is_known_origin(tx, key):
-            # A typo in the origin looked like a successful pause, and its row stayed for good.
-            raise NotFound(
-                f"No endpoint {key}: no delivery and no active webhook signal goes there "
-                "(check the scheme, host and port)"
-            )
+        _check_known(tx, key)
         row = store.set_paused(tx, key, paused=paused, now=utcnow(), detail=f"by {actor}")
         audit.record(tx, actor, "endpoint.pause" if paused else "endpoint.resume", "endpoint", key, None)
     if not paused:
@@ -501,6 +505,7 @@ def probe_endpoint(
     key = _origin(origin, "origin")
     with ctx.db.transaction() as tx:
         _check_steerable(tx, key, set_ids)
+        _check_known(tx, key)
         if not endpoint_store.request_probe(tx, key, utcnow(), f"by {actor}"):
             row = store.endpoint_row(tx, key)
             probing = row is not None and row.circuit_state == "half_open"
