@@ -6,7 +6,13 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
+from sqlalchemy import select, update
 
+from qhook.context import AppContext
+from qhook.errors import ValidationFailed
+from qhook.services import hub
+from qhook.store.tables import deliveries
 from tests.conftest import auth
 from tests.support.workflows import add_result, make_set, make_workflow
 
@@ -64,3 +70,37 @@ async def test_events_by_uid(api: httpx.AsyncClient, make_key) -> None:  # type:
     outsider = make_key("viewer", "olaf", set_ids=[other_set])
     hidden = await api.get("/api/v1/events", params={"uid": newest["uid"]}, headers=auth(outsider))
     assert hidden.status_code == 200 and hidden.json()["items"] == []
+
+
+async def test_replay_by_event_replays_that_events_deliveries_only(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """`qhook replay --event X` dropped the event filter and replayed every delivery, whatever X
+    was; a blank text search got past the "at least one filter" guard the same way."""
+    set_id = await make_set(api)
+    await make_workflow(api, set_id)
+    await make_workflow(api, set_id, name="Second copy")
+    first = await add_result(api, set_id, batchnumber_="B-1")
+    await add_result(api, set_id, batchnumber_="B-2")
+    items = await hub_items(api)
+    with ctx.db.transaction() as tx:
+        tx.execute(update(deliveries).values(status="failed", next_attempt_at=None))
+    uid = str(next(i["event_uid"] for i in items if i["result_id"] == first))
+    mine = sorted(int(str(i["id"])) for i in items if i["result_id"] == first)
+
+    assert hub.count_replayable(ctx, hub.Filters(event=uid)) == 2
+    assert hub.replay(ctx, hub.Filters(event=uid), actor="t") == 2
+    with ctx.db.reading() as tx:
+        pending = sorted(
+            r.id for r in tx.execute(select(deliveries.c.id).where(deliveries.c.status == "pending"))
+        )
+    assert pending == mine
+    for bad in (hub.Filters(event="evt_01NOPE0000000000000000000000"), hub.Filters(event="99999999")):
+        with pytest.raises(ValidationFailed) as refused:
+            hub.count_replayable(ctx, bad)
+        assert refused.value.details[0]["field"] == "event"
+    for blank in ("", "   "):
+        with pytest.raises(ValidationFailed, match="at least one filter"):
+            hub.replay(ctx, hub.Filters(q=blank), actor="t")
+    replayed = await api.post("/api/v1/deliveries/replay", json={"q": " ", "dry_run": True})
+    assert replayed.status_code == 422, replayed.text

@@ -325,7 +325,11 @@ def cancel(
     return done
 
 
-def _replay_filter(filters: Filters, set_ids: frozenset[int] | None) -> DeliveryFilter:
+def _replay_filter(tx: Tx, filters: Filters, set_ids: frozenset[int] | None) -> DeliveryFilter:
+    """The store's filter of a replay; at least one real filter (a blank text search is none: it
+    replayed everything), and an event filter that names an event qhook has."""
+    if filters.q is not None and not filters.q.strip():
+        filters = replace(filters, q=None)
     if filters.is_empty():
         raise ValidationFailed(
             "Give at least one filter (status, workflow_id, set_id, result_id, action, endpoint, since,"
@@ -335,13 +339,18 @@ def _replay_filter(filters: Filters, set_ids: frozenset[int] | None) -> Delivery
     if filters.status is not None and filters.status not in REPLAYABLE:
         raise field_error("status", f"one of {', '.join(REPLAYABLE)} (queued deliveries are not replayed)")
     wanted = to_store(filters, set_ids)
+    if filters.event is not None:
+        # The event filter was dropped here: `qhook replay --event X` replayed every delivery.
+        event = _event_of(tx, filters.event)
+        if event is None:
+            raise field_error("event", f"an event qhook has; there is none with id {filters.event.strip()}")
+        wanted = replace(wanted, event_id=event.id)
     return replace(wanted, statuses=wanted.statuses or REPLAY_DEFAULT)
 
 
 def count_replayable(ctx: AppContext, filters: Filters, *, set_ids: frozenset[int] | None = None) -> int:
-    wanted = _replay_filter(filters, set_ids)
     with ctx.db.reading() as tx:
-        return store.count_replayable(tx, wanted)
+        return store.count_replayable(tx, _replay_filter(tx, filters, set_ids))
 
 
 def replay(
@@ -359,7 +368,8 @@ def replay(
     first one's deliveries are still queued finds nothing to queue. Send tests and deliveries of
     removed signals never move (see ``store.hub.sendable``).
     """
-    wanted = _replay_filter(filters, set_ids)
+    with ctx.db.reading() as tx:
+        wanted = _replay_filter(tx, filters, set_ids)
     queued = 0
     while True:
         now = utcnow()
