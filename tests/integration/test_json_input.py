@@ -17,6 +17,7 @@ from sqlalchemy import Table, func, select
 from qhook.api.app import create_app
 from qhook.api.json_body import JsonBodyRoute
 from qhook.context import AppContext
+from qhook.domain.json_text import FINITE_EXPECTED
 from qhook.store.tables import results, sets, workflows
 from tests.support.workflows import RECEIVER, make_set
 
@@ -196,3 +197,30 @@ async def test_an_integer_beyond_64_bits_is_refused_by_name(api: httpx.AsyncClie
     assert _count(ctx, results) == 0
     edge = await api.post(f"/api/v1/sets/{set_id}/results", json={"values": {"count_": 2**63 - 1}})
     assert edge.status_code == 201, edge.text
+
+
+async def test_infinity_nan_and_overflowing_numbers_are_refused(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """1e309, Infinity and NaN were stored, shown as null, and the same document sent back was a
+    422; a bin answered 'Infinity', which is no JSON."""
+    set_id = await make_set(api, "lots", [*FIELDS, {"name": "assay_", "type": "number"}])
+    workflows_before = _count(ctx, workflows)
+    doc = (
+        '{"name": "t", "set_id": %d, "triggers": {"entry": true}, '
+        '"filter": {"field": "assay_", "op": "gt", "value": %s}}'
+    )
+    overflow = await api.post("/api/v1/workflows", content=doc % (set_id, "1e309"), headers=JSON)
+    assert overflow.status_code == 422, overflow.text
+    assert overflow.json()["details"] == [{"field": "filter.value", "error": FINITE_EXPECTED}]
+    for literal in ("Infinity", "NaN", "-Infinity"):
+        refused = await api.post("/api/v1/workflows", content=doc % (set_id, literal), headers=JSON)
+        assert refused.status_code == 422, (literal, refused.text)
+        assert refused.json()["details"][0]["field"] == "body"
+    assert _count(ctx, workflows) == workflows_before
+    compat = await api.post(
+        "/api/storeResults", data={"setId": str(set_id), "results": '[{"assay_": 1e999}]'}
+    )
+    assert compat.status_code == 400
+    assert compat.json() == {"error": f"Invalid parameter: results.0.assay_. Expected {FINITE_EXPECTED}."}
+    assert _count(ctx, results) == 0

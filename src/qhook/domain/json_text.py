@@ -7,9 +7,10 @@ body). pydantic-core's parser refuses it where the text is read. A NUL character
 is refused too, naming where it is: PostgreSQL's text and jsonb cannot hold one (a 500 there),
 while SQLite stored it, so the same request had two outcomes. So is an integer beyond 64 bits,
 naming where it is: orjson and both databases hold 64 bits, and a longer one failed deep inside
-(a 500 writing the event, or comparing a column with it). Otherwise it reads what ``json.loads``
-reads and gives the same values: ``NaN`` and ``Infinity`` are read, the last of duplicate keys
-wins.
+(a 500 writing the event, or comparing a column with it). ``NaN`` and ``Infinity`` are no JSON and
+are refused, and so is a number too large for a float (``1e309``), naming where it is: they were
+stored, shown as ``null`` and refused when the same document came back. Otherwise it reads what
+``json.loads`` reads and gives the same values; the last of duplicate keys wins.
 
 Errors are ``json.JSONDecodeError`` (a ValueError), as ``json.loads`` raises: every caller's
 handler, and FastAPI's 422 for a request body, stay as they are.
@@ -18,6 +19,7 @@ handler, and FastAPI's 422 for a request body, stay as they are.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +32,11 @@ _NUL_IN = "a NUL character (\\u0000) in "
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 INT_EXPECTED = f"a whole number from {INT_MIN} to {INT_MAX}"
 _BIG_IN = "a whole number beyond 64 bits in "
+FINITE_EXPECTED = "a finite number (at most about 1.8e308)"
+_HUGE_IN = "a number too large for a float in "
+# A float overflows only with an exponent of three digits or hundreds of digits.
+_HUGE_NUMBER = re.compile(r"[eE][+]?\d{3}|\d{300}")
+_HUGE_NUMBER_BYTES = re.compile(rb"[eE][+]?\d{3}|\d{300}")
 # A JSON integer beyond 64 bits has at least 19 digits; shorter texts are never walked for one.
 _LONG_NUMBER = re.compile(r"\d{19}")
 _LONG_NUMBER_BYTES = re.compile(rb"\d{19}")
@@ -38,7 +45,7 @@ _LONG_NUMBER_BYTES = re.compile(rb"\d{19}")
 def loads(text: str | bytes) -> Any:
     """Parse ``text`` as JSON; ``json.JSONDecodeError`` naming the problem and its position."""
     try:
-        value = pydantic_core.from_json(text)
+        value = pydantic_core.from_json(text, allow_inf_nan=False)
     except ValueError as exc:
         doc = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
         what, position = _located(str(exc), doc)
@@ -59,7 +66,17 @@ def loads(text: str | bytes) -> Any:
         if path is not None:
             doc = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
             raise json.JSONDecodeError(_BIG_IN + (path or "the value"), doc, long.start())
+    huge = _HUGE_NUMBER_BYTES.search(text) if isinstance(text, bytes) else _HUGE_NUMBER.search(text)
+    if huge is not None:
+        path = _where(value, _not_finite, "")
+        if path is not None:
+            doc = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+            raise json.JSONDecodeError(_HUGE_IN + (path or "the value"), doc, huge.start())
     return value
+
+
+def _not_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def big_int_path(value: Any, path: str = "") -> str | None:
@@ -108,7 +125,7 @@ def without_nul(text: str) -> str:
 def refused(message: str) -> tuple[str, str] | None:
     """(the place, what was expected there) for a value ``loads`` refused although the text is JSON
     (a NUL, an integer beyond 64 bits); None for text that is not JSON."""
-    for prefix, expected in ((_NUL_IN, NUL_EXPECTED), (_BIG_IN, INT_EXPECTED)):
+    for prefix, expected in ((_NUL_IN, NUL_EXPECTED), (_BIG_IN, INT_EXPECTED), (_HUGE_IN, FINITE_EXPECTED)):
         if message.startswith(prefix):
             return message.removeprefix(prefix), expected
     return None
