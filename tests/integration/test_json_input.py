@@ -224,3 +224,51 @@ async def test_infinity_nan_and_overflowing_numbers_are_refused(
     assert compat.status_code == 400
     assert compat.json() == {"error": f"Invalid parameter: results.0.assay_. Expected {FINITE_EXPECTED}."}
     assert _count(ctx, results) == 0
+
+
+async def test_unknown_keys_and_loose_booleans_are_refused_by_name(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """A typo was ignored with a 2xx: {"secert": ...} on rotate-secret rotated to a generated
+    secret, {"active": "no"} deactivated a user, {"ttl_days": 3} on a bin's PATCH did nothing."""
+    from qhook.services import users
+
+    set_id = await make_set(api, "lots", FIELDS)
+    made = await api.post(
+        "/api/v1/workflows",
+        json={
+            "name": "w",
+            "set_id": set_id,
+            "triggers": {"entry": True},
+            "signals": [{"type": "webhook", "url": RECEIVER}],
+        },
+    )
+    workflow = made.json()
+    signal = workflow["signals"][0]
+    rotate = await api.post(
+        f"/api/v1/workflows/{workflow['id']}/signals/{signal['id']}/rotate-secret", json={"secert": "whsec_x"}
+    )
+    assert rotate.status_code == 422, rotate.text
+    assert rotate.json()["details"] == [
+        {"field": "secert", "error": "no such field here (/api/v1/docs lists the fields)"}
+    ]
+    users.create_user(ctx.db, "uma", "viewer", password="password-uma-1")
+    uma = next(u for u in users.list_users(ctx.db) if u.name == "uma")
+    for value in ("no", 0, "off"):
+        loose = await api.patch(f"/api/v1/users/{uma.id}", json={"active": value})
+        assert loose.status_code == 422, (value, loose.text)
+        assert loose.json()["details"] == [{"field": "active", "error": "true or false"}]
+    assert users.user_named(ctx.db, "uma").active
+    for path, body in (
+        (f"/api/v1/sets/{set_id}/results", {"values": {"batchnumber_": "B-1"}, "dat": "2025-01-01"}),
+        ("/api/v1/sets", {"name": "x", "fields": FIELDS, "colour": "red"}),
+        ("/api/v1/inspector/bins", {"ttl_day": 3}),
+    ):
+        refused = await api.post(path, json=body)
+        assert refused.status_code == 422, (path, refused.text)
+    assert _count(ctx, results) == 0 and _count(ctx, sets) == 1
+    text = await api.post("/api/v1/sets", content=b"name=x", headers={"content-type": "text/plain"})
+    assert text.status_code == 422
+    assert text.json()["details"] == [
+        {"field": "body", "error": "a JSON object, sent as Content-Type: application/json"}
+    ]

@@ -33,6 +33,17 @@ def _detail(error: Mapping[str, Any]) -> dict[str, str]:
             return {"field": refusal[0], "error": refusal[1]}
         where = f" at character {location[-1]}" if len(location) > 1 else ""
         return {"field": "body", "error": f"valid JSON expected: {problem}{where}"}
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        return {
+            "field": _field_path(location),
+            "error": "no such field here (/api/v1/docs lists the fields)",
+        }
+    if kind == "bool_type":
+        return {"field": _field_path(location), "error": "true or false"}
+    if kind == "model_attributes_type" and len(location) <= 1:
+        # A body that is not a JSON object (a form, text/plain): "valid dictionary" named neither.
+        return {"field": "body", "error": "a JSON object, sent as Content-Type: application/json"}
     return {"field": _field_path(location), "error": error.get("msg", "invalid")}
 
 

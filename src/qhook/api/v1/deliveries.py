@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import BigId, Ctx, Editor, Id, Viewer
@@ -128,7 +128,7 @@ class ReplayIn(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     q: str | None = Field(None, description="Text in the body, as the Hub's search")
-    dry_run: bool = Field(False, description="Count what would be queued; queue nothing")
+    dry_run: StrictBool = Field(False, description="Count what would be queued; queue nothing")
 
 
 class ReplayOut(BaseModel):

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import BigId, Ctx, Editor, Viewer
@@ -26,6 +26,8 @@ _RESPONSES_HELP = (
 
 
 class BinIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     responses: Any = Field(None, description=_RESPONSES_HELP)
     ttl_days: Any = Field(None, description=f"Days until the bin expires (default {domain.DEFAULT_TTL_DAYS})")
     max_captures: Any = Field(
@@ -35,6 +37,8 @@ class BinIn(BaseModel):
 
 
 class ResponsesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     responses: Any = Field(description=_RESPONSES_HELP)
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import Ctx, Editor, Id, Viewer
@@ -56,11 +56,15 @@ class ResultPage(Page[ResultOut]):
 
 
 class ResultIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     values: dict[str, Any] = Field(default_factory=dict, description="Field name -> value")
     date: str | None = Field(None, description="ISO 8601; default now")
 
 
 class ResultPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     values: dict[str, Any] = Field(default_factory=dict, description="Merged in; null clears a value")
     date: str | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from qhook.api.deps import BigId, Ctx, Editor, Id
 from qhook.api.json_body import JsonBodyRoute
@@ -16,6 +16,8 @@ router = APIRouter(route_class=JsonBodyRoute, tags=["workflows"])
 
 
 class TestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     result_id: Id | None = Field(
         None, description="Send this result of the workflow's set; a sample built from its fields when absent"
     )

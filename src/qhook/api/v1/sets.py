@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from qhook.api.deps import Admin, Ctx, CurrentUser, FullAdmin, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
@@ -76,6 +76,8 @@ class SetOut(BaseModel):
 
 
 class SetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     name: str = Field(min_length=1, max_length=200)
     kind: str = Field("analysis_set", description="analysis_set or selection_list")
     fields: list[dict[str, Any]] = Field(
@@ -86,6 +88,8 @@ class SetIn(BaseModel):
 
 
 class SetPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     name: str | None = Field(None, min_length=1, max_length=200)
     fields: list[dict[str, Any]] | None = Field(
         None,

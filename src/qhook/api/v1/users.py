@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import partial
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.deps import SESSION_COOKIE, Ctx, CurrentUser, FullAdmin, Id
@@ -40,6 +40,8 @@ class UserOut(BaseModel):
 
 
 class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     name: str = Field(min_length=1, max_length=200)
     role: str = Field(description="admin, editor or viewer")
     password: str | None = Field(None, min_length=8)
@@ -53,7 +55,7 @@ class UserPatch(BaseModel):
 
     role: str | None = Field(None, description="admin, editor or viewer")
     set_ids: list[Id] | None = Field(None, description="Limit the user to these sets; null for all")
-    active: bool | None = Field(None, description="false: the user's keys and sessions stop working")
+    active: StrictBool | None = Field(None, description="false: the user's keys and sessions stop working")
     password: str | None = Field(None, min_length=8)
 
 
@@ -87,6 +89,8 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     user: str
     label: str = ""
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from qhook.api.deps import Admin, Ctx, Editor, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
@@ -38,15 +38,21 @@ WorkflowBody = Annotated[dict[str, Any], Body(openapi_examples={"webhook": {"val
 
 
 class PreviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     result_id: Id
     action: str = Field("modified", description="new, modified, deleted, date or manual")
 
 
 class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     result_ids: list[Id] = Field(min_length=1, max_length=workflows.MAX_RUN_RESULTS)
 
 
 class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     secret: str | None = Field(None, description="A whsec_ secret to use; generated when absent")
 
 
