@@ -174,3 +174,56 @@ def set_of(ctx: AppContext, signal_id: int) -> int:
                 .where(signals.c.id == signal_id)
             ).scalar_one()
         )
+
+
+async def test_narrowing_allowed_domains_past_a_signal_that_uses_it_is_refused(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """It was a 200: the signal's deliveries then failed at send time and its workflow refused
+    every later PATCH, even {"active": false}."""
+    plant = await make_set(api, name="Plant A")
+    profile_id = (await api.post("/api/v1/auth-profiles", json=PROFILE)).json()["id"]
+    used = await api.post("/api/v1/workflows", json=workflow(plant, profile_id))
+    assert used.status_code == 201, used.text
+    signal_id = used.json()["signals"][0]["id"]
+    for domains in (["other.example.com"], ["erp.example.com:8443"]):
+        narrowed = await api.patch(f"/api/v1/auth-profiles/{profile_id}", json={"allowed_domains": domains})
+        assert narrowed.status_code == 409, narrowed.text
+        assert f"signal(s) {signal_id} (workflow 'release to ERP', set {plant})" in narrowed.json()["error"]
+    assert (await api.get(f"/api/v1/auth-profiles/{profile_id}")).json()["allowed_domains"] == [
+        "erp.example.com"
+    ]
+    wider = await api.patch(
+        f"/api/v1/auth-profiles/{profile_id}",
+        json={"allowed_domains": ["erp.example.com:443", "mes.example.com"]},
+    )
+    assert wider.status_code == 200, wider.text
+
+
+async def test_a_workflow_broken_by_a_change_elsewhere_can_still_be_turned_off(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """A deleted transfer target (or a deactivated field) made every PATCH of the workflow a 422,
+    {"active": false} too: it could not be stopped."""
+    plant = await make_set(api, name="Plant A")
+    target = await make_set(api, name="Archive")
+    made = await api.post(
+        "/api/v1/workflows",
+        json={
+            "name": "copy to archive",
+            "set_id": plant,
+            "triggers": {"entry": True},
+            "signals": [
+                {"type": "transfer", "set_id": target, "values": {"batchnumber_": "{{ batchnumber_ }}"}}
+            ],
+        },
+    )
+    assert made.status_code == 201, made.text
+    assert (await api.delete(f"/api/v1/sets/{target}")).status_code == 204
+    renamed = await api.patch(f"/api/v1/workflows/{made.json()['id']}", json={"name": "x"})
+    assert renamed.status_code == 422  # the document is broken: saving it is refused, as before
+    off = await api.patch(f"/api/v1/workflows/{made.json()['id']}", json={"active": False})
+    assert off.status_code == 200, off.text
+    assert off.json()["active"] is False
+    entry = audit.list_entries(ctx.db, target_type="workflow")[0]
+    assert entry.action == "workflow.update" and entry.details == {"active": False}

@@ -341,17 +341,32 @@ def delete_profile(ctx: AppContext, profile_id: int, actor: str) -> None:
 
 
 def _refuse_stranded_uses(tx: Tx, name: str, profile_id: int, config: Mapping[str, Any]) -> None:
-    """409 when a narrower ``set_ids`` would leave signals of other sets with a profile they may
-    not use (their deliveries would fail at send time)."""
+    """409 when a narrower ``set_ids`` or ``allowed_domains`` would leave signals with a profile
+    they may not use: their deliveries would fail at send time, and their workflows refused
+    every later save."""
+    uses = store.uses_of(tx, profile_id)
     set_ids = config.get("set_ids")
-    if set_ids is None:
-        return
-    stranded = [u for u in store.uses_of(tx, profile_id) if u.set_id not in set_ids]
-    if stranded:
+    if set_ids is not None:
+        stranded = [u for u in uses if u.set_id not in set_ids]
+        if stranded:
+            raise Conflict(
+                f"set_ids: auth profile {name!r} is used by signal(s) {_described(stranded)} of sets "
+                "left out; give those signals another profile first, or keep their sets"
+            )
+    scope = _Scope(name, config)
+    elsewhere = [u for u in uses if not is_allowed(scope, u.url)]
+    if elsewhere:
         raise Conflict(
-            f"set_ids: auth profile {name!r} is used by signal(s) {_described(stranded)} of sets "
-            "left out; give those signals another profile first, or keep their sets"
+            f"allowed_domains: auth profile {name!r} is used by signal(s) {_described(elsewhere)} "
+            "whose URL's host would no longer be allowed; change those signals first, or keep "
+            "their hosts"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    name: str
+    config: Mapping[str, Any]
 
 
 def _described(uses: list[store.ProfileUse]) -> str:

@@ -311,6 +311,22 @@ def update_workflow(
             raise NotFound(f"workflow {workflow_id}: no such workflow")
         if "set_id" in patch and patch["set_id"] != existing.set_id:
             raise field_error("set_id", f"{existing.set_id}: a workflow stays on its set")
+        if dict(patch) == {"active": False}:
+            # Turning it off needs no valid document: a set, field or profile changed elsewhere
+            # made every PATCH of it a 422, even this one, and it could not be stopped.
+            store.update_workflow(
+                tx,
+                workflow_id,
+                name=existing.name,
+                active=False,
+                triggers=existing.triggers,
+                filter=existing.filter,
+                error_email=existing.error_email,
+                now=now,
+            )
+            store.drop_schedules_of_workflow(tx, workflow_id)
+            audit.record(tx, actor, "workflow.update", "workflow", workflow_id, {"active": False})
+            return _get(tx, workflow_id), {}
         doc, kept = _stored_credentials_aside({**_current_document(existing), **patch}, existing)
         spec, current = _validate(tx, ctx, doc, actor=actor)
         for signal in spec.signals:

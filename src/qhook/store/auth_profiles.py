@@ -82,6 +82,7 @@ class ProfileUse:
     signal_id: int
     workflow_name: str
     set_id: int
+    url: str
 
 
 def uses_of(tx: Tx, profile_id: int) -> list[ProfileUse]:
@@ -93,7 +94,7 @@ def uses_of(tx: Tx, profile_id: int) -> list[ProfileUse]:
         .order_by(signals.c.id)
     )
     return [
-        ProfileUse(r.id, r.name, r.set_id)
+        ProfileUse(r.id, r.name, r.set_id, str((r.config or {}).get("url", "")))
         for r in rows
         if (r.config or {}).get("auth_profile_id") == profile_id
     ]
