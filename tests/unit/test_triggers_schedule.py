@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from qhook.domain.fields import FieldDef
 from qhook.domain.schedule import due_at
-from qhook.domain.triggers import OnDate, Triggers, match, parse_triggers, triggers_from_json
+from qhook.domain.triggers import OnDate, Triggers, match, parse_offset, parse_triggers, triggers_from_json
 from qhook.errors import ValidationFailed
 
 FIELDS = [
@@ -189,3 +189,15 @@ def test_a_moment_beyond_the_calendar_never_comes(
 def test_a_moment_near_the_calendar_edge_still_comes() -> None:
     on_date = OnDate(field="d_", offset="P1D", at=time(8, 0), field_type="date")
     assert due_at(on_date, "9999-12-30", "UTC") == datetime(9999, 12, 31, 8, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("offset", ["P101Y", "P99999999Y", "-P9999Y", "P36526D", "PT900000H"])
+def test_an_on_date_offset_beyond_a_century_is_refused(offset: str) -> None:
+    """'P9999Y' was accepted and then never scheduled, without a word anywhere."""
+    with pytest.raises(ValidationFailed) as refused:
+        parse_offset(offset, "triggers.on_date.offset")
+    assert refused.value.details[0] == {
+        "field": "triggers.on_date.offset",
+        "error": f"a duration of at most 100 years either way, got {offset!r}",
+    }
+    assert parse_offset("-P100Y", "x") == "-P100Y" and parse_offset("P36525D", "x") == "P36525D"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import time
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import isodate
@@ -80,10 +80,21 @@ def parse_offset(text: Any, path: str) -> str:
     try:
         if not any(c.isdigit() for c in text):  # isodate reads "P" and "PT" as zero
             raise ValueError("no amount")
-        isodate.parse_duration(text.strip())
+        duration = isodate.parse_duration(text.strip())
     except (isodate.ISO8601Error, ValueError) as exc:
         raise _fail(path, f"an ISO 8601 duration, e.g. '-P7D' or 'PT2H', got {text!r}") from exc
+    # "P9999Y" was accepted and then never scheduled (the due time lies outside the calendar).
+    try:
+        span = abs((_MIDDLE + duration) - _MIDDLE)
+    except (OverflowError, ValueError):
+        span = MAX_OFFSET + MAX_OFFSET
+    if span > MAX_OFFSET:
+        raise _fail(path, f"a duration of at most 100 years either way, got {text!r}")
     return text.strip()
+
+
+MAX_OFFSET = timedelta(days=36_525)  # 100 years
+_MIDDLE = datetime(5000, 1, 1)  # any date far enough from both ends of the calendar
 
 
 def parse_triggers(raw: Any, fields: Sequence[FieldLike]) -> Triggers:
