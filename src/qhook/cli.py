@@ -71,7 +71,7 @@ def open_ctx(*, create: bool = False) -> AppContext:
 @friendly
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (QHOOK_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (QHOOK_PORT).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (QHOOK_PORT).", min=1, max=65535)] = None,
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="API and UI only; run `qhook worker` apart.")
     ] = False,
@@ -266,7 +266,7 @@ def import_csv(
     key_field: Annotated[
         str | None, typer.Option("--key-field", help="Update the result whose field F matches; else create")
     ] = None,
-    chunk_size: Annotated[int, typer.Option(help="Rows per transaction", min=1)] = 500,
+    chunk_size: Annotated[int, typer.Option(help="Rows per transaction", min=1, max=100_000)] = 500,
 ) -> None:
     """Import results from a CSV file; bad rows are reported by row number, good rows are stored.
 

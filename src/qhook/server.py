@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 
 import uvicorn
@@ -11,15 +12,26 @@ from rich.console import Console
 from qhook import heap, logline, scheduler
 from qhook.api.app import create_app
 from qhook.context import AppContext, require_secret_key
+from qhook.errors import QhookError
 from qhook.services import hub, hub_search, inspector, users
 from qhook.store import migrate
 
 console = Console(stderr=True)
 
 
+def _check_address(host: str, port: int) -> None:
+    """Refuse an address nothing can bind before saying "qhook is running" (it said so, then
+    uvicorn failed with "Name or service not known")."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise QhookError(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
 def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_worker: bool) -> None:
     host = host or ctx.settings.host
     port = port or ctx.settings.port
+    _check_address(host, port)
     logline.configure(ctx.settings.log_level)
     if not ctx.db.is_sqlite:  # SQLite was migrated when the context opened
         migrate.require_usable(ctx.db)

@@ -211,3 +211,17 @@ def test_a_command_started_elsewhere_finds_no_database_and_makes_none(tmp_path: 
     made = CliRunner().invoke(app, ["migrate"], env=env, catch_exceptions=False)  # migrate makes one
     assert made.exit_code == 0, made.output
     assert (elsewhere / "var" / "qhook.db").exists()
+
+
+def test_bad_addresses_and_sizes_are_refused_before_anything_starts(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """serve --port 99999 said "qhook is running" and bound another port; --host 999.1.1.1 said so
+    too and then failed; import --chunk-size 99999999999999999999 was a traceback."""
+    port = run("serve", "--port", "99999")
+    assert port.exit_code == 2 and "--port" in port.output
+    host = run("serve", "--host", "999.1.1.1", "--port", "18651")
+    assert host.exit_code == 1
+    assert "cannot listen on 999.1.1.1:18651" in host.output and "qhook is running" not in host.output
+    csv = tmp_path / "rows.csv"
+    csv.write_text("batchnumber_\nB-1\n")
+    chunk = run("import", "1", str(csv), "--chunk-size", "99999999999999999999")
+    assert chunk.exit_code == 2 and "--chunk-size" in chunk.output
