@@ -127,6 +127,7 @@ async def test_secrets_never_returned_nor_audited_and_encrypted_at_rest(
         ({**BASIC, "allowed_domains": []}, "allowed_domains"),
         ({**BASIC, "allowed_domains": ["ok.example.com", "bad domain"]}, "allowed_domains[1]"),
         ({**BASIC, "allowed_domains": ["erp.example.com:0"]}, "allowed_domains[0]"),
+        ({**BASIC, "allowed_domains": ["*.com"]}, "allowed_domains[0]"),
         ({**BASIC, "allowed_domains": ["erp.example.com:https"]}, "allowed_domains[0]"),
         ({**BASIC, "allowed_domains": ["[::1]x"]}, "allowed_domains[0]"),
         ({**HEADER, "header_name": "Bad Header"}, "header_name"),

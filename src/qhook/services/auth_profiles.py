@@ -453,8 +453,8 @@ def _text(doc: Mapping[str, Any], name: str, *, max_length: int, strip: bool = T
 
 def _domains(value: Any) -> list[str]:
     expected = (
-        "a non-empty list of host names, '*.example.com' for sub-domains, ':8443' after one for "
-        "that port only"
+        "a non-empty list of host names, '*.example.com' for sub-domains (not of a whole top-level "
+        "domain), ':8443' after one for that port only"
     )
     if not isinstance(value, list) or not value:
         raise field_error("allowed_domains", expected)
@@ -497,7 +497,9 @@ def _valid_pattern(pattern: str) -> bool:
     except ValueError:
         pass
     labels = pattern.removeprefix("*.").split(".")
-    return len(pattern) <= 253 and len(labels) >= 1 and all(_LABEL.match(label) for label in labels)
+    # "*.com" let the credentials go to every host of a top-level domain.
+    least = 2 if pattern.startswith("*.") else 1
+    return len(pattern) <= 253 and len(labels) >= least and all(_LABEL.match(label) for label in labels)
 
 
 def _tls_parts(doc: Mapping[str, Any], config: dict[str, Any], secrets: dict[str, str]) -> None:
