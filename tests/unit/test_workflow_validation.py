@@ -70,6 +70,16 @@ def test_full_webhook_signal() -> None:
             "signals[0].headers.webhook-id",
         ),
         ({"type": "webhook", "url": "https://x.example.com", "secret": "nope"}, "signals[0].secret"),
+        # Names ignore case: one of the two was silently not sent.
+        (
+            {"type": "webhook", "url": "https://x.example.com", "headers": {"X-A": "v", "x-a": "w"}},
+            "signals[0].headers.x-a",
+        ),
+        ({"type": "webhook", "url": "https://x.example.com", "headers": []}, "signals[0].headers"),
+        (
+            {"type": "webhook", "url": "https://x.example.com", "headers": {"X-Big": "v" * 4001}},
+            "signals[0].headers.X-Big",
+        ),
         ({"type": "webhook", "url": "https://x.example.com", "payload": "xml"}, "signals[0].payload"),
         ({"type": "webhook", "url": "https://x.example.com", "ordered": "yes"}, "signals[0].ordered"),
         ({"type": "webhook", "url": "https://x.example.com", "max_age": "-P1D"}, "signals[0].max_age"),

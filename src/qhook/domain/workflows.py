@@ -16,6 +16,8 @@ from qhook.domain.rates import parse_rate
 from qhook.errors import ValidationFailed
 
 SIGNAL_TYPES = ("webhook", "update_result", "transfer", "email")
+MAX_STATIC_HEADERS = 50
+MAX_HEADER_VALUE = 4_000  # well under the 8 KiB most servers take for all headers
 WEBHOOK_DEFAULTS: dict[str, Any] = {
     "auth_profile_id": None,
     "payload": "envelope",
@@ -208,10 +210,20 @@ def _webhook(
         )
     elif raw.get("body_template") is not None:
         raise _fail(f"{path}.body_template", 'only with "payload": "template"')
-    headers = raw.get("headers") or {}
+    headers = raw.get("headers")
+    headers = {} if headers is None else headers  # [] was taken as no headers
     if not isinstance(headers, dict):
         raise _fail(f"{path}.headers", "an object of header names to text values")
+    if len(headers) > MAX_STATIC_HEADERS:
+        raise _fail(f"{path}.headers", f"at most {MAX_STATIC_HEADERS} headers")
+    seen: dict[str, str] = {}
     for name, value in headers.items():
+        if isinstance(name, str) and name.lower() in seen:
+            # Header names ignore case: one of the two was silently not sent.
+            raise _fail(
+                f"{path}.headers.{name}", f"a name other than {seen[name.lower()]} (header names ignore case)"
+            )
+        seen[str(name).lower()] = str(name)
         if not headers_mod.is_name(name):
             raise _fail(f"{path}.headers.{name}", headers_mod.NAME_EXPECTED)
         if headers_mod.is_reserved(name):
@@ -227,6 +239,9 @@ def _webhook(
             )
         if not isinstance(value, str) or "\n" in value or "\r" in value:
             raise _fail(f"{path}.headers.{name}", "a single-line text value")
+        if len(value) > MAX_HEADER_VALUE:
+            # Receivers refuse long headers (431): every delivery of the signal failed.
+            raise _fail(f"{path}.headers.{name}", f"at most {MAX_HEADER_VALUE:,} characters")
     config["headers"] = dict(headers)
     timeout = raw.get("timeout_s", 15)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
