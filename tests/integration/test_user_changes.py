@@ -210,3 +210,21 @@ def test_cli_list_update_and_set_password(run, ctx: AppContext) -> None:  # type
     entries = audit.list_entries(ctx.db, limit=50, target_type="user")
     mine = [e for e in entries if e.actor == "cli" and e.action == "user.update"]
     assert len(mine) == 3 and "cli-secret-99" not in str(mine)
+
+
+async def test_user_names_are_unique_whatever_the_case_and_not_qhooks_own(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """'REV' beside 'rev', a user called 'system' (the audit trail's name for qhook itself) and a
+    name with a zero-width space were all accepted."""
+    body = {"role": "viewer", "password": "password-12345"}
+    assert (await api.post("/api/v1/users", json={**body, "name": "rev"})).status_code == 201
+    twin = await api.post("/api/v1/users", json={**body, "name": "REV"})
+    assert twin.status_code == 409 and "'rev' exists already (names ignore case)" in twin.json()["error"]
+    for name in ("system", "CLI", "scheduler", "re\u200bv", "a\x01b"):
+        refused = await api.post("/api/v1/users", json={**body, "name": name})
+        assert refused.status_code == 422, (name, refused.text)
+        assert refused.json()["details"][0]["field"] == "name"
+    assert sorted(u.name for u in users.list_users(ctx.db) if u.name.lower() in ("rev", "system", "cli")) == [
+        "rev"
+    ]

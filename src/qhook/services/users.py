@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -58,9 +59,7 @@ def create_user(
     set_ids: list[int] | None = None,
     actor: str = "system",
 ) -> UserRecord:
-    name = name.strip()
-    if not name:
-        raise field_error("name", "a non-empty user name")
+    name = _user_name(name)
     try:
         role_from_text(role)
     except ValueError as exc:
@@ -71,8 +70,10 @@ def create_user(
     if set_ids is not None:
         set_ids = _set_ids(set_ids)
     with db.transaction() as tx:
-        if store.user_by_name(tx, name) is not None:
-            raise Conflict(f"name: a user named {name!r} exists already")
+        folded = name.casefold()
+        twin = next((u for u in store.list_users(tx) if u.name.casefold() == folded), None)
+        if twin is not None:
+            raise Conflict(f"name: a user named {twin.name!r} exists already (names ignore case)")
         if set_ids is not None:
             _check_sets_exist(tx, set_ids)
         user = store.insert_user(
@@ -82,6 +83,21 @@ def create_user(
             tx, actor, "user.create", "user", user.id, {"name": name, "role": role, "set_ids": set_ids}
         )
     return user
+
+
+RESERVED_NAMES = frozenset({"system", "cli", "scheduler"})
+"""Who the audit trail names for qhook's own changes: a user of that name could not be told apart."""
+
+
+def _user_name(raw: str) -> str:
+    name = raw.strip()
+    if not name:
+        raise field_error("name", "a non-empty user name")
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
+        raise field_error("name", "a user name without control or invisible characters")
+    if name.casefold() in RESERVED_NAMES:
+        raise field_error("name", f"a name other than {name!r}, which the audit trail uses for qhook itself")
+    return name
 
 
 def list_users(db: Database) -> list[UserRecord]:
