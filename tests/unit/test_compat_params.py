@@ -68,6 +68,9 @@ def test_bad_filters_are_400_naming_the_problem(raw: str, message: str) -> None:
 
 def test_sort_parsing() -> None:
     assert compat.parse_sort(None, FIELDS) == (compat.SortKey("date", True),)
+    assert (
+        compat.parse_sort(",", FIELDS) == compat.parse_sort(" , ", FIELDS) == (compat.SortKey("date", True),)
+    )
     assert compat.parse_sort("ph_:desc,date", FIELDS) == (
         compat.SortKey("ph_", True),
         compat.SortKey("date", False),

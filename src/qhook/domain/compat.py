@@ -183,7 +183,9 @@ def parse_sort(raw: str | None, fields: Sequence[FieldDef]) -> tuple[SortKey, ..
         return (SortKey("date", True),)
     known = _by_name(fields)
     keys: dict[str, SortKey] = {}
-    parts = split_list(raw)
+    parts = [part for part in split_list(raw) if part.strip()]
+    if not parts:  # "," named no key: the default, not the table's order
+        return (SortKey("date", True),)
     if len(parts) > MAX_SORT_KEYS:
         raise bad_parameter("sort", f"Expected at most {MAX_SORT_KEYS} sort fields.")
     for part in parts:
