@@ -294,3 +294,18 @@ def test_years_are_written_with_four_digits(moment: datetime, iso: str, flat: st
     # The C library's %Y wrote the year 1 as "1": no ISO 8601 reader takes that back.
     assert (format_iso(moment), format_flat(moment)) == (iso, flat)
     assert datetime.fromisoformat(format_iso(moment)) == moment
+
+
+def test_option_labels_are_at_most_200_characters() -> None:
+    """A 100,000-character option was accepted, and every later error of the set quoted it."""
+    with pytest.raises(ValidationFailed) as refused:
+        new_field_defs([{"name": "s_", "type": "list", "options": ["ok", "x" * 201]}])
+    assert refused.value.details[0] == {
+        "field": "fields[0].options[1]",
+        "error": "an option label of at most 200 characters",
+    }
+    [field] = new_field_defs([{"name": "s_", "type": "list", "options": ["ok"]}])
+    added: list[OptionDef] = []
+    with pytest.raises(ValueError, match="at most 200 characters to add"):
+        coerce_value(field, "y" * 201, added=added, add_options=True)
+    assert coerce_value(field, "y" * 200, added=added, add_options=True) == 2 and len(added) == 1

@@ -20,6 +20,7 @@ FieldType = Literal["text", "number", "integer", "boolean", "date", "datetime", 
 FIELD_TYPES: tuple[FieldType, ...] = ("text", "number", "integer", "boolean", "date", "datetime", "list")
 SET_KINDS = ("analysis_set", "selection_list")
 SYSTEM_KEYS = frozenset({"date", "@id"})
+MAX_OPTION_LABEL = 200  # as a field's label: longer ones came back inside every later error
 # Keys the compat API's getResults adds to a result beside its fields: a field of that name would
 # be overwritten there.
 RESERVED_NAMES = frozenset({*SYSTEM_KEYS, "lastmodificationdate"})
@@ -94,6 +95,9 @@ def _option_labels(raw: object, path: str, errors: list[dict[str, str]]) -> list
             label = str(label)
         if not isinstance(label, str) or not label.strip():
             _fail(errors, f"{path}[{index}]", "a non-empty option label")
+            continue
+        if len(label.strip()) > MAX_OPTION_LABEL:
+            _fail(errors, f"{path}[{index}]", f"an option label of at most {MAX_OPTION_LABEL} characters")
             continue
         if label.strip().casefold() in seen:
             _fail(errors, f"{path}[{index}]", f"a unique label; {label.strip()!r} appears twice")
@@ -192,6 +196,9 @@ def _patched_options(
             _fail(errors, f"{where}.label", "a non-empty option label")
             continue
         label = label.strip() if isinstance(label, str) else None
+        if label is not None and len(label) > MAX_OPTION_LABEL:
+            _fail(errors, f"{where}.label", f"an option label of at most {MAX_OPTION_LABEL} characters")
+            continue
         active = item.get("active")
         if active is not None and not isinstance(active, bool):
             _fail(errors, f"{where}.active", "true or false")
@@ -421,6 +428,8 @@ def _list_value(
         if option is None and label.isascii() and label.isdigit():
             option = field.option_by_id(int(label))
         if option is None and add_options:
+            if len(label) > MAX_OPTION_LABEL:
+                raise _Invalid(f"an option label of at most {MAX_OPTION_LABEL} characters to add")
             next_id = max((o.id for o in (*field.options, *added)), default=0) + 1
             option = OptionDef(next_id, label, True)
             added.append(option)

@@ -91,8 +91,8 @@ class ApiKeyOut(BaseModel):
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
 
-    user: str
-    label: str = ""
+    user: str = Field(min_length=1, max_length=200)
+    label: str = Field("", max_length=200)
 
 
 class ApiKeyCreated(ApiKeyOut):
