@@ -623,7 +623,7 @@ def set_paused(tx: Tx, origin: str, *, paused: bool, now: datetime, detail: str)
                         deliveries.c.next_attempt_at > now,
                         deliveries.c.next_attempt_at <= until,
                     )
-                    .values(next_attempt_at=now)
+                    .values(next_attempt_at=now, updated_at=now)
                 ).rowcount
                 detail = (
                     f"{detail}; the Retry-After wait until {until:%Y-%m-%d %H:%M:%S} UTC is dropped"
