@@ -47,7 +47,7 @@ def loads(text: str | bytes) -> Any:
     try:
         value = pydantic_core.from_json(text, allow_inf_nan=False)
     except ValueError as exc:
-        doc = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+        doc = _doc(text)
         what, position = _located(str(exc), doc)
         raise json.JSONDecodeError(what, doc, position) from exc
     # A NUL can only come as this escape (a raw control character is not JSON): one scan, and the
@@ -56,23 +56,36 @@ def loads(text: str | bytes) -> Any:
     if escaped:
         path = nul_path(value)
         if path is not None:
-            doc = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+            doc = _doc(text)
             raise json.JSONDecodeError(_NUL_IN + (path or "the value"), doc, doc.find("\\u0000"))
     # Every store and orjson hold integers of 64 bits at most: a longer one failed deep inside (a
     # 500 from orjson writing the event, or from the driver comparing a column with it).
-    long = _LONG_NUMBER_BYTES.search(text) if isinstance(text, bytes) else _LONG_NUMBER.search(text)
-    if long is not None:
-        path = big_int_path(value)
-        if path is not None:
-            doc = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
-            raise json.JSONDecodeError(_BIG_IN + (path or "the value"), doc, long.start())
-    huge = _HUGE_NUMBER_BYTES.search(text) if isinstance(text, bytes) else _HUGE_NUMBER.search(text)
-    if huge is not None:
-        path = _where(value, _not_finite, "")
-        if path is not None:
-            doc = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
-            raise json.JSONDecodeError(_HUGE_IN + (path or "the value"), doc, huge.start())
+    _refuse_number(text, value, _LONG_NUMBER, _LONG_NUMBER_BYTES, _beyond_64_bits, _BIG_IN)
+    # A float too large for 64 bits came out as infinity: stored, and shown as null.
+    _refuse_number(text, value, _HUGE_NUMBER, _HUGE_NUMBER_BYTES, _not_finite, _HUGE_IN)
     return value
+
+
+def _doc(text: str | bytes) -> str:
+    return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+
+
+def _refuse_number(
+    text: str | bytes,
+    value: Any,
+    pattern: re.Pattern[str],
+    pattern_bytes: re.Pattern[bytes],
+    wrong: Callable[[object], bool],
+    prefix: str,
+) -> None:
+    """The value is walked only when a cheap scan of the text finds a number that may be ``wrong``;
+    the first wrong place is refused, naming it."""
+    found = pattern_bytes.search(text) if isinstance(text, bytes) else pattern.search(text)
+    if found is None:
+        return
+    path = _where(value, wrong, "")
+    if path is not None:
+        raise json.JSONDecodeError(prefix + (path or "the value"), _doc(text), found.start())
 
 
 def _not_finite(value: object) -> bool:
