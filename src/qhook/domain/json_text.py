@@ -92,11 +92,6 @@ def _not_finite(value: object) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
 
 
-def big_int_path(value: Any, path: str = "") -> str | None:
-    """Where in ``value`` an integer lies outside 64 bits, as ``a.b.0.c``; None when nowhere."""
-    return _where(value, _beyond_64_bits, path)
-
-
 def nul_path(value: Any, path: str = "") -> str | None:
     """Where in ``value`` a string (or a key) holds a NUL, as ``a.b.0.c``; None when nowhere."""
     return _where(value, _holds_nul, path)
