@@ -44,7 +44,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from qhook.api.deps import TOKEN_PARAMS, authenticate_token, bearer_token, context_of
+from qhook.api.deps import authenticate_token, carried_token, context_of
 from qhook.api.json_body import JsonBodyRoute
 from qhook.context import AppContext
 from qhook.domain import compat, json_text
@@ -100,7 +100,7 @@ async def _params(request: Request, ctx: AppContext) -> Params:
 
 
 async def _principal(request: Request, ctx: AppContext, params: Params) -> Principal:
-    token = bearer_token(request) or next((params[n] for n in TOKEN_PARAMS if params.get(n)), None)
+    token = carried_token(request, params)
     if not token:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>' or an access_token parameter")
     return await authenticate_token(request, ctx, token)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
 from annotated_types import Ge, Le
@@ -63,6 +63,11 @@ def _nul_refused(request: Request, field: str) -> ValidationFailed:
     if is_compat_path(request.url.path):  # the compat API's own wording and status
         return compat.bad_parameter(field, f"Expected {NUL_EXPECTED}.")
     return field_error(field, NUL_EXPECTED)
+
+
+def carried_token(request: Request, params: Mapping[str, str]) -> str | None:
+    """The key a request carries: ``Authorization: Bearer``, else one of the ``TOKEN_PARAMS``."""
+    return bearer_token(request) or next((params[n] for n in TOKEN_PARAMS if params.get(n)), None)
 
 
 def bearer_token(request: Request) -> str | None:

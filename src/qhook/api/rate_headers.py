@@ -18,7 +18,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qhook.api.deps import TOKEN_PARAMS, bearer_token
+from qhook.api.deps import carried_token
 from qhook.context import AppContext
 from qhook.domain.rates import parse_rate
 from qhook.errors import QhookError, RateLimited
@@ -86,9 +86,7 @@ class RateHeaders:
         if scope["state"].get("key_refused"):
             return None  # a key was checked and refused: a guess, counted against the address
         request = Request(scope)
-        token = bearer_token(request) or next(
-            (request.query_params[n] for n in TOKEN_PARAMS if request.query_params.get(n)), None
-        )
+        token = carried_token(request, request.query_params)
         if not token:
             return None
         rate = parse_rate(self.ctx.settings.api_rate_limit, "QHOOK_API_RATE_LIMIT")
