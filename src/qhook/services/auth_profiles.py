@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -97,7 +97,11 @@ def sets_of(profile: Scoped) -> tuple[int, ...] | None:
 
 def is_allowed(profile: Scoped, url: str) -> bool:
     """Whether the profile's credentials may go to ``url``'s host and port (an empty list allows none)."""
-    return any(url_matches(url, pattern) for pattern in domains_of(profile))
+    return _allows(domains_of(profile), url)
+
+
+def _allows(domains: Iterable[str], url: str) -> bool:
+    return any(url_matches(url, pattern) for pattern in domains)
 
 
 def serves_set(profile: Scoped, set_id: int | None) -> bool:
@@ -353,20 +357,13 @@ def _refuse_stranded_uses(tx: Tx, name: str, profile_id: int, config: Mapping[st
                 f"set_ids: auth profile {name!r} is used by signal(s) {_described(stranded)} of sets "
                 "left out; give those signals another profile first, or keep their sets"
             )
-    scope = _Scope(name, config)
-    elsewhere = [u for u in uses if not is_allowed(scope, u.url)]
+    elsewhere = [u for u in uses if not _allows(config["allowed_domains"], u.url)]
     if elsewhere:
         raise Conflict(
             f"allowed_domains: auth profile {name!r} is used by signal(s) {_described(elsewhere)} "
             "whose URL's host would no longer be allowed; change those signals first, or keep "
             "their hosts"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class _Scope:
-    name: str
-    config: Mapping[str, Any]
 
 
 def _described(uses: list[store.ProfileUse]) -> str:
