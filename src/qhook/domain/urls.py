@@ -41,7 +41,7 @@ def _host(parts: SplitResult) -> str:
     return host.lower()
 
 
-def _netloc(host: str, port: int | None) -> str:
+def netloc(host: str, port: int | None) -> str:
     shown = f"[{host}]" if ":" in host else host
     return shown if port is None else f"{shown}:{port}"
 
@@ -51,7 +51,7 @@ def origin_of(url: str) -> str:
     parts = _split(url)
     scheme = parts.scheme.lower()
     port = parts.port or DEFAULT_PORTS.get(scheme, 0)
-    return f"{scheme}://{_netloc(_host(parts), port)}"
+    return f"{scheme}://{netloc(_host(parts), port)}"
 
 
 def host_of(url: str) -> str:
@@ -89,12 +89,12 @@ def parse_target(url: str, *, allow_http: bool, allow_userinfo: bool = True, fie
         if not allow_userinfo:
             raise field_error(field, "a URL without user:password@ (use an auth profile)")
         username, password = unquote(parts.username or ""), unquote(parts.password or "")
-    netloc = _netloc(host, parts.port)
-    bare = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    location = netloc(host, parts.port)
+    bare = urlunsplit((scheme, location, parts.path or "/", parts.query, ""))
     port = parts.port or DEFAULT_PORTS[scheme]
     return TargetUrl(
         url=bare,
-        origin=f"{scheme}://{_netloc(host, port)}",
+        origin=f"{scheme}://{netloc(host, port)}",
         scheme=scheme,
         host=host,
         port=port,
@@ -164,4 +164,4 @@ def shown_target(url: str) -> str:
     except ValueError:
         return url
     host = _host(parts)
-    return _netloc(host, parts.port) if host else url
+    return netloc(host, parts.port) if host else url

@@ -25,7 +25,7 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import headers as header_names
 from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX, SET_IDS_PREFIX
-from qhook.domain.urls import parse_target, shown_target, split_pattern, url_matches
+from qhook.domain.urls import netloc, parse_target, shown_target, split_pattern, url_matches
 from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
 from qhook.services import audit
 from qhook.store import auth_profiles as store
@@ -461,7 +461,7 @@ def _domains(value: Any) -> list[str]:
         if split is None or not _valid_pattern(split[0]):
             raise field_error(f"allowed_domains[{index}]", expected)
         host, port = split
-        shown = host if port is None else f"{f'[{host}]' if ':' in host else host}:{port}"
+        shown = host if port is None else netloc(host, port)
         if shown not in domains:
             domains.append(shown)
     return domains
