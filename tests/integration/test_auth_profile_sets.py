@@ -15,6 +15,7 @@ from qhook.context import AppContext
 from qhook.services import audit, auth_profiles
 from qhook.store.tables import signals, workflows
 from tests.conftest import auth
+from tests.integration.test_limited_admin import PROFILE
 from tests.support.delivery import (
     attempts_of,
     delivery,
@@ -25,14 +26,6 @@ from tests.support.delivery import (
     until,
 )
 from tests.support.workflows import make_set
-
-PROFILE = {
-    "name": "ERP basic",
-    "type": "basic",
-    "username": "qhook",
-    "password": "s3cret-pass",
-    "allowed_domains": ["erp.example.com"],
-}
 
 
 def workflow(set_id: int, profile_id: int) -> dict[str, Any]:
