@@ -17,7 +17,7 @@ from sqlalchemy import Table, func, select
 from qhook.api.app import create_app
 from qhook.api.json_body import JsonBodyRoute
 from qhook.context import AppContext
-from qhook.domain.json_text import FINITE_EXPECTED
+from qhook.domain.json_text import FINITE_EXPECTED, TWICE_EXPECTED
 from qhook.store.tables import results, sets, workflows
 from tests.support.workflows import RECEIVER, make_set
 
@@ -272,3 +272,25 @@ async def test_unknown_keys_and_loose_booleans_are_refused_by_name(
     assert text.json()["details"] == [
         {"field": "body", "error": "a JSON object, sent as Content-Type: application/json"}
     ]
+
+
+async def test_a_key_given_twice_is_refused_by_name(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    """json.loads keeps the last of a repeated key: '"status_": "released", "status_": "rejected"'
+    stored "rejected" with a 201, and neither the sender nor the Hub knew which was meant."""
+    set_id = await make_set(api, "lots", [*FIELDS, {"name": "status_", "type": "text"}])
+    twice = '{"values": {"batchnumber_": "L-1", "status_": "released", "status_": "rejected"}}'
+    rest = await api.post(f"/api/v1/sets/{set_id}/results", content=twice, headers=JSON)
+    assert rest.status_code == 422, rest.text
+    assert rest.json()["details"] == [{"field": "values.status_", "error": TWICE_EXPECTED}]
+    compat = await api.post(
+        "/api/storeResults",
+        data={"setId": str(set_id), "results": '[{"batchnumber_": "L-2", "batchnumber_": "L-3"}]'},
+    )
+    assert compat.status_code == 400
+    expected = f"Invalid parameter: results.0.batchnumber_. Expected {TWICE_EXPECTED}."
+    assert compat.json() == {"error": expected}
+    assert _count(ctx, results) == 0
+    nested = f'{{"name": "t", "set_id": {set_id}, "triggers": {{"entry": true, "entry": false}}}}'
+    workflow = await api.post("/api/v1/workflows", content=nested, headers=JSON)
+    assert workflow.status_code == 422, workflow.text
+    assert workflow.json()["details"] == [{"field": "triggers.entry", "error": TWICE_EXPECTED}]

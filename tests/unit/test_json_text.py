@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from qhook.domain import json_text
 
 SAME = [
-    b'{"a": 1, "a": 2}',
+    b'{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}',
     b"9223372036854775807",
     b"-0.0",
     b"1e308",
@@ -141,3 +141,20 @@ def test_a_number_too_large_for_a_float_is_refused_naming_where(text: str, where
 def test_nan_and_infinity_are_no_json(text: str) -> None:
     with pytest.raises(json.JSONDecodeError):
         json_text.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "position"),
+    [
+        ('{"status_": "released", "status_": "rejected"}', "status_", 24),
+        ('{"results": [{"lot_": 1}, {"lot_": 2, "x": {"k": 1, "k": 1}}]}', "results.1.x.k", 52),
+        ('[{"a": 1, "b": 2, "a": 1}]', "0.a", 18),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_its_place(text: str, place: str, position: int) -> None:
+    assert json.loads(text)  # the standard library keeps the last, silently
+    for given_as in (text, text.encode()):
+        with pytest.raises(json.JSONDecodeError) as raised:
+            json_text.loads(given_as)
+        assert json_text.refused(raised.value.msg) == (place, json_text.TWICE_EXPECTED)
+        assert raised.value.pos == position
