@@ -169,6 +169,12 @@ def test_hub_redeliver_and_live_inspector(server: Server, browser: Browser) -> N
     replay.get_by_label("Status").select_option("succeeded")
     replay.get_by_role("button", name="Replay").click()
     expect(replay.locator(".outcome")).to_have_text("Nothing to replay: no finished delivery matches.")
+    # A result filter that is no number stops the replay (it went as null: no filter at all).
+    page.goto(f"{server.base}/ui/hub?result_id=x1")
+    page.get_by_text("Replay deliveries…").click()
+    replay = page.locator("#replay-form")
+    replay.get_by_role("button", name="Replay").click()
+    expect(replay.locator(".outcome")).to_have_text("Result: a whole number such as 17, or empty.")
     # Unfiltered: the succeeded delivery goes again once confirmed; then nothing is left to queue.
     page.goto(f"{server.base}/ui/hub")
     page.get_by_text("Replay deliveries…").click()

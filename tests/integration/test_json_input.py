@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import Table, func, select
 
 from qhook.api.app import create_app
+from qhook.api.errors import JSON_NUMBER_EXPECTED
 from qhook.api.json_body import JsonBodyRoute
 from qhook.context import AppContext
 from qhook.domain.json_text import FINITE_EXPECTED, TWICE_EXPECTED
@@ -294,3 +295,40 @@ async def test_a_key_given_twice_is_refused_by_name(api: httpx.AsyncClient, ctx:
     workflow = await api.post("/api/v1/workflows", content=nested, headers=JSON)
     assert workflow.status_code == 422, workflow.text
     assert workflow.json()["details"] == [{"field": "triggers.entry", "error": TWICE_EXPECTED}]
+
+
+async def test_ids_and_counts_in_a_body_are_json_numbers(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    """ "5" was taken for an id in a replay, a run or a user's sets, and for an endpoint's
+    max_in_flight, while a signal's max_in_flight or timeout_s refused it: one rule now."""
+    from qhook.services import users
+
+    set_id = await make_set(api, "lots", FIELDS)
+    made = await api.post(
+        "/api/v1/workflows",
+        json={"name": "w", "set_id": set_id, "triggers": {"manual": True}, "signals": []},
+    )
+    workflow_id = made.json()["id"]
+    users.create_user(ctx.db, "uma", "viewer", password="password-uma-1")
+    uma = users.user_named(ctx.db, "uma")
+    number = JSON_NUMBER_EXPECTED
+    for method, path, body, field in (
+        ("POST", "/api/v1/deliveries/replay", {"workflow_id": str(workflow_id)}, "workflow_id"),
+        ("POST", f"/api/v1/workflows/{workflow_id}/run", {"result_ids": ["1"]}, "result_ids.0"),
+        ("POST", f"/api/v1/workflows/{workflow_id}/preview", {"result_id": "1"}, "result_id"),
+        ("PATCH", f"/api/v1/users/{uma.id}", {"set_ids": [str(set_id)]}, "set_ids.0"),
+        (
+            "PUT",
+            "/api/v1/endpoints/https%3A%2F%2Ferp.example.com%3A443/limits",
+            {"max_in_flight": "5"},
+            "max_in_flight",
+        ),
+    ):
+        refused = await api.request(method, path, json=body)
+        assert refused.status_code == 422, (path, refused.text)
+        assert refused.json()["details"] == [{"field": field, "error": number}], path
+    assert users.user_named(ctx.db, "uma").set_ids is None
+    not_a_number = await api.get("/api/v1/deliveries", params={"workflow_id": "abc"})
+    assert not_a_number.status_code == 422
+    assert not_a_number.json()["details"][0]["error"] != number  # a query is text: no JSON there
+    as_text = await api.get("/api/v1/deliveries", params={"workflow_id": str(workflow_id)})
+    assert as_text.status_code == 200

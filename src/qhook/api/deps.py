@@ -8,6 +8,7 @@ from typing import Annotated
 
 from annotated_types import Ge, Le
 from fastapi import Depends, Request
+from pydantic import Strict
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.errors import is_compat_path
@@ -44,6 +45,9 @@ Id = Annotated[int, Ge(1), Le(MAX_ID)]
 a 422 naming the parameter when out of range (see ``domain.ids.MAX_ID``)."""
 BigId = Annotated[int, Ge(1), Le(MAX_BIG_ID)]
 """The id of an event, delivery or capture."""
+BodyId = Annotated[int, Strict(), Ge(1), Le(MAX_ID)]
+"""An ``Id`` in a JSON body: a JSON number, as in a workflow's own settings (``"5"`` was taken here
+and refused there). Paths and queries are text, so ``Id`` reads them."""
 
 
 async def refuse_nul(request: Request) -> None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import BigId, Ctx, Editor, Id, Viewer
+from qhook.api.deps import BigId, BodyId, Ctx, Editor, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
 from qhook.services import hub
@@ -119,10 +119,10 @@ class ReplayIn(BaseModel):
     status: str | None = Field(
         None, description="failed, succeeded or cancelled; default failed and succeeded"
     )
-    workflow_id: Id | None = None
-    signal_id: Id | None = None
-    set_id: Id | None = None
-    result_id: Id | None = None
+    workflow_id: BodyId | None = None
+    signal_id: BodyId | None = None
+    set_id: BodyId | None = None
+    result_id: BodyId | None = None
     action: str | None = Field(None, description="new, modified, deleted, date or manual")
     endpoint: str | None = Field(None, description="Origin, e.g. https://erp.example.com:443")
     since: datetime | None = None

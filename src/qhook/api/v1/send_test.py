@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from qhook.api.deps import BigId, Ctx, Editor, Id
+from qhook.api.deps import BigId, BodyId, Ctx, Editor, Id
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.sets import ensure_set_access
 from qhook.services import send_test, workflows
@@ -18,7 +18,7 @@ router = APIRouter(route_class=JsonBodyRoute, tags=["workflows"])
 class TestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
 
-    result_id: Id | None = Field(
+    result_id: BodyId | None = Field(
         None, description="Send this result of the workflow's set; a sample built from its fields when absent"
     )
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import SESSION_COOKIE, Ctx, CurrentUser, FullAdmin, Id
+from qhook.api.deps import SESSION_COOKIE, BodyId, Ctx, CurrentUser, FullAdmin, Id
 from qhook.api.json_body import JsonBodyRoute
 from qhook.errors import field_error
 from qhook.services import users
@@ -45,7 +45,7 @@ class UserIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     role: str = Field(description="admin, editor or viewer")
     password: str | None = Field(None, min_length=8)
-    set_ids: list[Id] | None = Field(None, description="Limit the user to these sets; null for all")
+    set_ids: list[BodyId] | None = Field(None, description="Limit the user to these sets; null for all")
 
 
 class UserPatch(BaseModel):
@@ -54,7 +54,7 @@ class UserPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: str | None = Field(None, description="admin, editor or viewer")
-    set_ids: list[Id] | None = Field(None, description="Limit the user to these sets; null for all")
+    set_ids: list[BodyId] | None = Field(None, description="Limit the user to these sets; null for all")
     active: StrictBool | None = Field(None, description="false: the user's keys and sessions stop working")
     password: str | None = Field(None, min_length=8)
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field
 
-from qhook.api.deps import Admin, Ctx, Editor, Id, Viewer
+from qhook.api.deps import Admin, BodyId, Ctx, Editor, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.sets import ensure_set_access
 from qhook.domain.access import Principal
@@ -40,14 +40,14 @@ WorkflowBody = Annotated[dict[str, Any], Body(openapi_examples={"webhook": {"val
 class PreviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
 
-    result_id: Id
+    result_id: BodyId
     action: str = Field("modified", description="new, modified, deleted, date or manual")
 
 
 class RunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
 
-    result_ids: list[Id] = Field(min_length=1, max_length=workflows.MAX_RUN_RESULTS)
+    result_ids: list[BodyId] = Field(min_length=1, max_length=workflows.MAX_RUN_RESULTS)
 
 
 class RotateIn(BaseModel):

@@ -152,6 +152,11 @@
       }
       for (const name of ["workflow_id", "signal_id", "set_id", "result_id"]) {
         const value = (data.get(name) || "").trim();
+        if (value && !/^[0-9]+$/.test(value)) {
+          // Number("abc") is NaN, sent as null: that filter was dropped and more was replayed.
+          throw new Error(name.replace("_id", "").replace(/^./, (c) => c.toUpperCase()) +
+            ": a whole number such as 17, or empty.");
+        }
         if (value) body[name] = Number(value);
       }
       for (const name of ["since", "until"]) {
