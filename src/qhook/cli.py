@@ -297,7 +297,7 @@ def import_csv(
         summary = csv_import.import_rows(
             ctx,
             set_id,
-            csv_import.csv_rows(lines()),
+            csv_import.csv_table(lines()),
             key_field=key_field,
             chunk_size=chunk_size,
             on_error=report,

@@ -176,6 +176,40 @@ def test_import_refuses_unknown_set_file_or_key_field(run, ctx: AppContext, tmp_
 
 
 @pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        # A typo'd column: its empty cells were dropped as "no value" and the rows stored without it.
+        ("a_,statsu_\nx,\ny,\n", "the header's column 'statsu_' is no field of set"),
+        ("a_,gone_\nx,\n", "the header's column 'gone_' is a deactivated field"),
+        ("a_,a_\nx,y\n", "the header names the column 'a_' twice"),
+        ("", "the file is empty: its first line must be a header of field names"),
+        ('"a_\nx\n', "the header (line 1) is not readable as CSV"),
+    ],
+)
+def test_import_checks_the_header_before_storing_anything(  # type: ignore[no-untyped-def]
+    run, ctx: AppContext, tmp_path: Path, text: str, says: str
+) -> None:
+    current = set_service.create_set(
+        ctx.db,
+        name="S",
+        fields=[{"name": "a_", "type": "text"}, {"name": "gone_", "type": "text", "active": False}],
+        actor="t",
+    )
+    csv_file = tmp_path / "h.csv"
+    csv_file.write_text(text, encoding="utf-8")
+    result = run("import", str(current.id), str(csv_file))
+    assert result.exit_code == 1, result.output
+    assert says in one_line(result.stderr)
+    _, stored = result_service.list_results(ctx.db, current.id)
+    assert stored == []
+    # A column without a name (a spreadsheet's trailing separator), date and @id are fine.
+    csv_file.write_text("a_,date,\nx,2025-10-01 08:00:00,\n", encoding="utf-8")
+    fine = run("import", str(current.id), str(csv_file))
+    assert fine.exit_code == 0, fine.output
+    assert "1 row(s) stored (1 created, 0 updated), 0 row(s) failed" in fine.stdout
+
+
+@pytest.mark.parametrize(
     ("args", "names"),
     [
         (("import", str(2**31), "x.csv"), "set_id"),

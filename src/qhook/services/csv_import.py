@@ -3,7 +3,10 @@
 Each row runs inside a savepoint of its chunk's transaction, so a row that fails leaves nothing
 behind while the chunk's good rows commit together (fast: one commit per chunk, not per row).
 Columns are field names; ``date`` and ``@id`` are optional; an empty cell means "no value"
-(it does not clear a value when a key field updates an existing result).
+(it does not clear a value when a key field updates an existing result). The header is checked
+before any row is stored: a column that names no field of the set (a typo such as ``statsu_``)
+or names one twice stops the import. Its empty cells were dropped as "no value", so the rows were
+stored without it and the import said nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from itertools import islice
 from typing import Any
 
 from qhook.context import AppContext
+from qhook.domain.fields import FieldDef
 from qhook.domain.json_text import NUL_EXPECTED, without_nul
 from qhook.errors import BadRequest, QhookError
 from qhook.services import compat, results
@@ -52,8 +56,17 @@ class ImportSummary:
         return self.created + self.updated
 
 
-def csv_rows(lines: Iterable[bytes]) -> Iterator[CsvRow]:
-    """Parse UTF-8 CSV lines (a BOM is fine) into rows, lazily: the file is never loaded whole."""
+@dataclass(frozen=True, slots=True)
+class CsvTable:
+    """A CSV file's header (empty for an empty file) and its data rows, read lazily."""
+
+    columns: list[str]
+    rows: Iterator[CsvRow]
+
+
+def csv_table(lines: Iterable[bytes]) -> CsvTable:
+    """Parse UTF-8 CSV lines (a BOM is fine): the header now, the rows lazily (the file is never
+    loaded whole)."""
 
     def decoded() -> Iterator[str]:
         first = True
@@ -65,19 +78,53 @@ def csv_rows(lines: Iterable[bytes]) -> Iterator[CsvRow]:
 
     # strict: a quote left open took every line after it into one cell, stored as a value.
     reader = csv.DictReader(decoded(), strict=True)
-    number = 0
-    while True:
-        number += 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # the rest of the file cannot be read as rows
-            # line_num is still the last good row's: this one starts on the next line.
-            problem = f"not readable as CSV from this line on ({exc}): a quote left open?"
-            yield CsvRow(number, reader.line_num + 1, {}, problem)
-            return
-        yield CsvRow(number, reader.line_num, cells)
+    try:
+        columns = list(reader.fieldnames or ())
+    except csv.Error as exc:
+        raise BadRequest(f"the header (line 1) is not readable as CSV ({exc}): a quote left open?") from exc
+
+    def rows() -> Iterator[CsvRow]:
+        number = 0
+        while True:
+            number += 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # the rest of the file cannot be read as rows
+                # line_num is still the last good row's: this one starts on the next line.
+                problem = f"not readable as CSV from this line on ({exc}): a quote left open?"
+                yield CsvRow(number, reader.line_num + 1, {}, problem)
+                return
+            yield CsvRow(number, reader.line_num, cells)
+
+    return CsvTable(columns, rows())
+
+
+def check_header(columns: list[str], fields: Iterable[FieldDef], set_id: int) -> None:
+    """Every named column is an active field of the set, ``date`` or ``@id``, and named once
+    (csv.DictReader keeps the last of two columns of one name). A column without a name (a
+    trailing separator, as spreadsheets write) is no field: a value in it fails its row."""
+    if not columns:
+        raise BadRequest("the file is empty: its first line must be a header of field names (and date, @id)")
+    by_name = {f.name: f for f in fields}
+    seen: set[str] = set()
+    for name in columns:
+        if name in seen and name.strip():
+            raise BadRequest(f"the header names the column {name!r} twice; nothing was stored")
+        seen.add(name)
+    known = ", ".join(f.name for f in by_name.values() if f.active) or "none"
+    for name in columns:
+        if not name.strip() or name in ("date", "@id"):
+            continue
+        field = by_name.get(name)
+        if field is None:
+            raise BadRequest(
+                f"the header's column {without_nul(name)!r} is no field of set {set_id} (its fields: "
+                f"{known}; and date, @id); nothing was stored"
+            )
+        if not field.active:
+            raise BadRequest(f"the header's column {name!r} is a deactivated field; nothing was stored")
 
 
 def _values(row: CsvRow) -> dict[str, Any]:
@@ -101,7 +148,7 @@ def _chunks(rows: Iterable[CsvRow], size: int) -> Iterator[list[CsvRow]]:
 def import_rows(
     ctx: AppContext,
     set_id: int,
-    rows: Iterable[CsvRow],
+    table: CsvTable,
     *,
     key_field: str | None = None,
     actor: str = "cli",
@@ -112,8 +159,9 @@ def import_rows(
     current = sets_service.get_set(ctx.db, set_id)
     if key_field is not None and not any(f.name == key_field for f in current.fields):
         raise BadRequest(f"--key-field: set {set_id} has no field {key_field!r}")
+    check_header(table.columns, current.fields, set_id)
     summary = ImportSummary()
-    for chunk in _chunks(rows, chunk_size):
+    for chunk in _chunks(table.rows, chunk_size):
         created = updated = 0
         failed: list[RowError] = []
         with results.writing(ctx) as tx:
