@@ -118,6 +118,36 @@ async def test_new_workflow_schedules_existing_results_in_the_future_only(
     assert [s.result_id for s in schedules_of(ctx, workflow["id"])] == [future]
 
 
+async def test_an_edit_of_another_field_does_not_replay_a_past_due_time(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """A new workflow does not replay the past, nor does switching one off and on send a due time a
+    second time; an unrelated edit made a fresh, unfired row for the past due time, sent at the
+    next tick. Entering a result, or changing its date, still fires a past due time once."""
+    set_id = await make_set(api)
+    before = await add_result(api, set_id, batchnumber_="B-0", expiry_="2001-03-10")
+    workflow = await make_workflow(api, set_id, triggers=ON_DATE)
+    await patch_result(api, set_id, before, note_="unrelated edit")
+    assert schedules_of(ctx, workflow["id"]) == []
+    assert scheduler.tick(ctx) == 0
+    # Entered with a past due time: fires once.
+    entered = await add_result(api, set_id, batchnumber_="B-1", expiry_="2001-04-10")
+    assert scheduler.tick(ctx) == 1
+    assert len(deliveries_of(ctx, entered)) == 1
+    # Off and on again, then an unrelated edit: the due time that fired is not sent again.
+    for active in (False, True):
+        switched = await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"active": active})
+        assert switched.status_code == 200, switched.text
+    await patch_result(api, set_id, entered, note_="unrelated edit")
+    assert scheduler.tick(ctx) == 0
+    assert len(deliveries_of(ctx, entered)) == 1
+    # Its date changed to another past day: that due time fires, once.
+    await patch_result(api, set_id, before, expiry_="2001-05-10")
+    assert scheduler.tick(ctx) == 1
+    assert scheduler.tick(ctx) == 0
+    assert len(deliveries_of(ctx, before)) == 1
+
+
 async def test_run_scheduler_loop_fires_and_stops(api: httpx.AsyncClient, ctx: AppContext) -> None:
     import asyncio
 

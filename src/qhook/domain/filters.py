@@ -12,7 +12,7 @@ unknown is "not met", the reason saying why. A qualified number settles what its
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
@@ -89,33 +89,38 @@ def _fail(path: str, expected: str) -> ValidationFailed:
     return ValidationFailed(f"{path}: {expected}", details=[{"field": path, "error": expected}])
 
 
-def parse_filter(raw: Any, fields: Sequence[FieldLike], path: str = "filter") -> Node | None:
-    """Validate ``raw`` against the set's fields; None (or {}) means every result passes."""
+def parse_filter(
+    raw: Any, fields: Sequence[FieldLike], path: str = "filter", *, inactive: Collection[str] = ()
+) -> Node | None:
+    """Validate ``raw`` against the set's (active) ``fields``; None (or {}) means every result
+    passes. A leaf naming one of the ``inactive`` (deactivated) fields is refused as such."""
     if raw is None or raw == {}:
         return None
     by_name = {f.name: f for f in fields}
-    return _parse(raw, by_name, path)
+    return _parse(raw, by_name, path, inactive)
 
 
-def _parse(raw: Any, fields: Mapping[str, FieldLike], path: str) -> Node:
+def _parse(raw: Any, fields: Mapping[str, FieldLike], path: str, inactive: Collection[str]) -> Node:
     if not isinstance(raw, dict):
         raise _fail(path, "an object with 'all', 'any', 'not' or 'field'/'op'")
     if "field" in raw or "op" in raw:
-        return _parse_leaf(raw, fields, path)
+        return _parse_leaf(raw, fields, path, inactive)
     if len(raw) != 1:
         raise _fail(path, "exactly one of 'all', 'any', 'not', or a leaf with 'field' and 'op'")
     key, inner = next(iter(raw.items()))
     if key in ("all", "any"):
         if not isinstance(inner, list) or not inner:
             raise _fail(f"{path}.{key}", "a non-empty list of conditions")
-        items = tuple(_parse(item, fields, f"{path}.{key}[{i}]") for i, item in enumerate(inner))
+        items = tuple(_parse(item, fields, f"{path}.{key}[{i}]", inactive) for i, item in enumerate(inner))
         return AllOf(items) if key == "all" else AnyOf(items)
     if key == "not":
-        return NotOf(_parse(inner, fields, f"{path}.not"))
+        return NotOf(_parse(inner, fields, f"{path}.not", inactive))
     raise _fail(f"{path}.{key}", "one of 'all', 'any', 'not', or a leaf with 'field' and 'op'")
 
 
-def _parse_leaf(raw: dict[str, Any], fields: Mapping[str, FieldLike], path: str) -> Leaf:
+def _parse_leaf(
+    raw: dict[str, Any], fields: Mapping[str, FieldLike], path: str, inactive: Collection[str]
+) -> Leaf:
     extra = set(raw) - {"field", "op", "value"}
     if extra:
         raise _fail(f"{path}.{sorted(extra)[0]}", "only 'field', 'op' and 'value' in a leaf")
@@ -128,6 +133,8 @@ def _parse_leaf(raw: dict[str, Any], fields: Mapping[str, FieldLike], path: str)
     elif name in fields:
         field_type = fields[name].type
         options = fields[name].options
+    elif name in inactive:
+        raise _fail(f"{path}.field", f"an active field; {name} is deactivated")
     else:
         known = ", ".join(sorted(fields)) or "none"
         raise _fail(f"{path}.field", f"a field of the set ({known}), got {name!r}")
@@ -199,7 +206,9 @@ def _check_value(value: Any, field_type: str, options: Sequence[Any], path: str)
             raise _fail(path, "a date 'YYYY-MM-DD'") from exc
     if field_type == "datetime":
         try:
-            return _as_datetime(value)
+            # To the second, as stored values are: "lt 07:00:00.5" met 07:00:00.9 (stored as
+            # 07:00:00) and "eq 07:00:00.4" could never be met, each explained with whole seconds.
+            return _as_datetime(value).replace(microsecond=0)
         except (TypeError, ValueError) as exc:
             raise _fail(path, "a date-time, e.g. '2025-10-02T13:37:00Z'") from exc
     raise _fail(path, f"a field type qhook knows, not {field_type!r}")
@@ -373,13 +382,16 @@ def _eval(node: Node, result: Mapping[str, Any], changes: Mapping[str, Any]) -> 
         return _leaf(node, result, changes)
     if isinstance(node, AllOf):
         unknown: str | None = None
+        reasons = []
         for item in node.items:
             met, why = _eval(item, result, changes)
             if met is False:
                 return False, why
             if met is None and unknown is None:
                 unknown = why
-        return (None, unknown) if unknown is not None else (True, "all conditions met")
+            reasons.append(why)
+        # Each condition's field and value: "not (all conditions met)" named neither.
+        return (None, unknown) if unknown is not None else (True, "all of: " + "; ".join(reasons))
     if isinstance(node, AnyOf):
         reasons = []
         undecided = False

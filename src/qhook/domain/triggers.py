@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -97,8 +97,9 @@ MAX_OFFSET = timedelta(days=36_525)  # 100 years
 _MIDDLE = datetime(5000, 1, 1)  # any date far enough from both ends of the calendar
 
 
-def parse_triggers(raw: Any, fields: Sequence[FieldLike]) -> Triggers:
-    """Validate the ``triggers`` object; an absent or false key is off."""
+def parse_triggers(raw: Any, fields: Sequence[FieldLike], *, inactive: Collection[str] = ()) -> Triggers:
+    """Validate the ``triggers`` object against the set's (active) ``fields``; an absent or false
+    key is off. A field that is one of the ``inactive`` (deactivated) ones is refused as such."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -119,6 +120,8 @@ def parse_triggers(raw: Any, fields: Sequence[FieldLike]) -> Triggers:
         if not isinstance(names, list):
             raise _fail("triggers.modification.fields", "a list of field names")
         for i, name in enumerate(names):
+            if isinstance(name, str) and name in inactive:
+                raise _fail(f"triggers.modification.fields[{i}]", f"an active field; {name} is deactivated")
             if not isinstance(name, str) or (name not in by_name and name != "date"):
                 raise _fail(f"triggers.modification.fields[{i}]", f"a field of the set, got {name!r}")
         mod_on, mod_fields = True, tuple(dict.fromkeys(names))
@@ -127,7 +130,7 @@ def parse_triggers(raw: Any, fields: Sequence[FieldLike]) -> Triggers:
     on_date = None
     raw_on_date = raw.get("on_date")
     if raw_on_date not in (None, False):
-        on_date = _parse_on_date(raw_on_date, by_name)
+        on_date = _parse_on_date(raw_on_date, by_name, inactive)
     return Triggers(
         entry=_flag(raw, "entry"),
         modification=mod_on,
@@ -138,13 +141,15 @@ def parse_triggers(raw: Any, fields: Sequence[FieldLike]) -> Triggers:
     )
 
 
-def _parse_on_date(raw: Any, fields: Mapping[str, FieldLike]) -> OnDate:
+def _parse_on_date(raw: Any, fields: Mapping[str, FieldLike], inactive: Collection[str]) -> OnDate:
     if not isinstance(raw, dict):
         raise _fail("triggers.on_date", "an object {'field', 'offset', 'at'}")
     extra = set(raw) - {"field", "offset", "at"}
     if extra:
         raise _fail(f"triggers.on_date.{sorted(extra)[0]}", "only 'field', 'offset' and 'at'")
     name = raw.get("field")
+    if isinstance(name, str) and name in inactive:
+        raise _fail("triggers.on_date.field", f"an active field; {name} is deactivated")
     field = fields.get(name) if isinstance(name, str) else None
     if field is None or field.type not in ("date", "datetime"):
         dated = ", ".join(n for n, f in fields.items() if f.type in ("date", "datetime")) or "none"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,8 +90,10 @@ def parse_workflow(
     *,
     other_sets: Mapping[int, Sequence[FieldLike]],
     check_url: Callable[[str], str | None],
+    inactive: Collection[str] = (),
 ) -> WorkflowSpec:
-    """Validate a whole workflow document against its set's fields; 422 names the place."""
+    """Validate a whole workflow document against its set's (active) fields; 422 names the place,
+    and says so when a trigger or the filter names one of the ``inactive`` (deactivated) fields."""
     if not isinstance(doc, dict):
         raise _fail("body", "a workflow object")
     allowed = {"name", "set_id", "active", "triggers", "filter", "signals", "error_email"}
@@ -107,9 +109,9 @@ def parse_workflow(
     active = doc.get("active", True)
     if not isinstance(active, bool):
         raise _fail("active", "true or false")
-    parsed_triggers = triggers.parse_triggers(doc.get("triggers"), fields)
+    parsed_triggers = triggers.parse_triggers(doc.get("triggers"), fields, inactive=inactive)
     raw_filter = doc.get("filter") or None
-    node = filters.parse_filter(raw_filter, fields)
+    node = filters.parse_filter(raw_filter, fields, inactive=inactive)
     error_email = doc.get("error_email")
     if error_email == "":
         error_email = None

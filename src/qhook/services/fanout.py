@@ -21,7 +21,7 @@ from qhook.domain.fields import flat_result
 from qhook.domain.id_batch import UidSource
 from qhook.domain.ids import new_uid
 from qhook.domain.schedule import due_at
-from qhook.domain.triggers import Triggers, match, triggers_from_json
+from qhook.domain.triggers import Triggers, match, parse_triggers, triggers_from_json
 from qhook.domain.urls import origin_of
 from qhook.errors import QhookError
 from qhook.store import definitions, txcache
@@ -70,7 +70,10 @@ class WorkflowPlan:
     workflow: WorkflowRecord
     triggers: Triggers
     node: filters.Node | None
-    filter_error: str | None  # the stored filter no longer fits the set (it never fires)
+    # The stored triggers or filter no longer fit the set (a field deactivated, a list option
+    # renamed): the workflow never fires, and each event says why.
+    trigger_error: str | None
+    filter_error: str | None
     info: dict[str, Any]  # {"id", "name"} for templates and envelopes
 
 
@@ -132,15 +135,23 @@ def decide(
     changes: Mapping[str, Any],
     snapshot: Mapping[str, Any] | None,
     chain: Mapping[str, Any] | None,
+    trigger_error: str | None = None,
+    filter_error: str | None = None,
 ) -> Decision:
-    """Pure: does this workflow fire for this event, and why (not)."""
+    """Pure: does this workflow fire for this event, and why (not). The first reason in the order
+    a reader checks: switched off, then the trigger, then the filter (an inactive workflow whose
+    filter had gone stale was explained as "filter no longer fits")."""
     if not workflow.active:
         return Decision(False, "inactive")
     if chain and workflow.id in (chain.get("workflows") or []):
         return Decision(False, f"workflow already in chain (origin {chain.get('origin_event')}): stopped")
+    if trigger_error is not None:
+        return Decision(False, trigger_error)
     matched, trigger_reason = match(triggers, action, changes)
     if not matched:
         return Decision(False, trigger_reason)
+    if filter_error is not None:
+        return Decision(False, filter_error)
     met, filter_reason = filters.evaluate(node, snapshot, changes)
     if not met:
         return Decision(False, filter_reason)
@@ -163,8 +174,17 @@ def triggers_of(workflow: WorkflowRecord, fields: Sequence[FieldDef]) -> Trigger
 
 
 def filter_of(workflow: WorkflowRecord, fields: Sequence[FieldDef]) -> filters.Node | None:
-    """The stored filter, parsed again against today's fields; a filter that no longer fits raises."""
-    return filters.parse_filter(workflow.filter, fields)
+    """The stored filter, parsed again against today's active fields; a filter that no longer fits
+    (it names a deactivated field, a renamed list option) raises."""
+    return filters.parse_filter(workflow.filter, _active(fields), inactive=_inactive(fields))
+
+
+def _active(fields: Sequence[FieldDef]) -> list[FieldDef]:
+    return [f for f in fields if f.active]
+
+
+def _inactive(fields: Sequence[FieldDef]) -> list[str]:
+    return [f.name for f in fields if not f.active]
 
 
 def current_set(tx: Tx, set_id: int) -> SetRecord | None:
@@ -182,15 +202,25 @@ def remember_set(tx: Tx, current: SetRecord) -> None:
     txcache.definitions(tx)[("set", current.id)] = current
 
 
-def _plan_workflow(workflow: WorkflowRecord, fields: Sequence[FieldDef]) -> WorkflowPlan:
+def plan_workflow(workflow: WorkflowRecord, fields: Sequence[FieldDef]) -> WorkflowPlan:
     node: filters.Node | None = None
-    error: str | None = None
+    filter_error = trigger_error = None
     try:
         node = filter_of(workflow, fields)
     except QhookError as exc:  # e.g. a field the filter names was since deactivated or renamed
-        error = f"filter not met: error: stored filter no longer fits the set: {exc}"
+        filter_error = f"filter not met: error: stored filter no longer fits the set: {exc}"
+    try:
+        # Checked again as when saved: a modification or on_date field since deactivated.
+        parse_triggers(workflow.triggers, _active(fields), inactive=_inactive(fields))
+    except QhookError as exc:
+        trigger_error = f"trigger not met: error: stored trigger no longer fits the set: {exc}"
     return WorkflowPlan(
-        workflow, triggers_of(workflow, fields), node, error, {"id": workflow.id, "name": workflow.name}
+        workflow,
+        triggers_of(workflow, fields),
+        node,
+        trigger_error,
+        filter_error,
+        {"id": workflow.id, "name": workflow.name},
     )
 
 
@@ -211,7 +241,7 @@ def _load_plan(tx: Tx, set_id: int) -> SetPlan | None:
     workflows = store.list_workflows(tx, set_id=set_id)
     return SetPlan(
         current,
-        tuple(_plan_workflow(w, current.fields) for w in workflows),
+        tuple(plan_workflow(w, current.fields) for w in workflows),
         {"id": current.id, "name": current.name},
     )
 
@@ -220,8 +250,6 @@ def evaluate_one(
     tx: Tx, ctx: AppContext, event: EventRecord, plan: SetPlan, wplan: WorkflowPlan, outbox: Outbox
 ) -> tuple[Decision, Firing]:
     """Decide about one workflow and, when it fires, run its signals (deliveries and chains)."""
-    if wplan.filter_error is not None:
-        return Decision(False, wplan.filter_error), Firing()
     workflow = wplan.workflow
     snapshot = snapshot_of(event)
     decision = decide(
@@ -232,6 +260,8 @@ def evaluate_one(
         changes=event.changes,
         snapshot=snapshot,
         chain=event.chain,
+        trigger_error=wplan.trigger_error,
+        filter_error=wplan.filter_error,
     )
     firing = Firing()
     if not decision.fire:
@@ -412,13 +442,25 @@ def update_schedules(tx: Tx, ctx: AppContext, event: EventRecord, wplans: Sequen
     if event.action not in ("new", "modified"):
         return
     for wplan in wplans:
-        if wplan.triggers.on_date is None:
+        on_date = wplan.triggers.on_date
+        if on_date is None:
             continue
-        if not wplan.workflow.active:
+        if not wplan.workflow.active or wplan.trigger_error is not None:
             store.drop_schedule(tx, wplan.workflow.id, event.result_id)
             continue
+        # A due time already past is sent when the result is entered or its date changes, not
+        # after an edit of another field (that replayed the past of a new workflow, or sent a
+        # due time a second time after the workflow was switched off and on).
+        fire_past = event.action == "new" or on_date.field in event.changes
         schedule_result(
-            tx, ctx, wplan.workflow.id, wplan.triggers, event.result_id, event.after, event.occurred_at
+            tx,
+            ctx,
+            wplan.workflow.id,
+            wplan.triggers,
+            event.result_id,
+            event.after,
+            event.occurred_at,
+            fire_past=fire_past,
         )
 
 
@@ -430,6 +472,8 @@ def schedule_result(
     result_id: int,
     flat: Mapping[str, Any] | None,
     now: datetime,
+    *,
+    fire_past: bool = True,
 ) -> None:
     assert triggers.on_date is not None
     try:
@@ -439,7 +483,7 @@ def schedule_result(
     if due is None:
         store.drop_schedule(tx, workflow_id, result_id)
     else:
-        store.put_schedule(tx, workflow_id, result_id, due, now, ctx.settings.timezone)
+        store.put_schedule(tx, workflow_id, result_id, due, now, ctx.settings.timezone, fire_past=fire_past)
 
 
 def fire_for_workflow(
@@ -550,8 +594,6 @@ class _DecisionMemo:
         self._inputs: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def decide(self, wplan: WorkflowPlan, event: EventRecord, snapshot: Mapping[str, Any] | None) -> Decision:
-        if wplan.filter_error is not None:
-            return Decision(False, wplan.filter_error)
         workflow_id = wplan.workflow.id
         inputs = self._inputs.get(workflow_id)
         if inputs is None:
@@ -581,6 +623,8 @@ class _DecisionMemo:
             changes=event.changes,
             snapshot=snapshot,
             chain=event.chain,
+            trigger_error=wplan.trigger_error,
+            filter_error=wplan.filter_error,
         )
         if frozen and event.chain is None:
             self._answers[frozen] = decision

@@ -94,7 +94,10 @@ def _validate(
         # The bare URL: a legacy user:password@ part becomes an auth profile (_legacy_credentials).
         return parse_target(url, allow_http=allow_http, allow_userinfo=True).url
 
-    spec = parse_workflow(doc, current.active_fields, other_sets=others, check_url=check_url)
+    inactive = [f.name for f in current.fields if not f.active]
+    spec = parse_workflow(
+        doc, current.active_fields, other_sets=others, check_url=check_url, inactive=inactive
+    )
     spec = _legacy_credentials(tx, ctx, doc, spec, actor)
     for index, signal in enumerate(spec.signals):
         profile_id = signal.config.get("auth_profile_id") if signal.type == "webhook" else None
@@ -508,13 +511,18 @@ def preview(ctx: AppContext, workflow_id: int, *, result_id: int, action: str) -
         changes = dict(latest.changes) if latest else {}
         others = store.list_workflows(tx, set_id=workflow.set_id)
         schedule = store.get_schedule(tx, workflow.id, result_id)
-    try:
-        node = fanout.filter_of(workflow, current.fields)
-    except ValidationFailed as exc:
-        return {"would_fire": False, "reason": f"stored filter no longer fits the set: {exc}", "bodies": []}
-    triggers = fanout.triggers_of(workflow, current.fields)
+    plan = fanout.plan_workflow(workflow, current.fields)  # what an event would be decided by
+    triggers = plan.triggers
     decision = fanout.decide(
-        workflow, triggers, node, action=action, changes=changes, snapshot=flat, chain=None
+        workflow,
+        triggers,
+        plan.node,
+        action=action,
+        changes=changes,
+        snapshot=flat,
+        chain=None,
+        trigger_error=plan.trigger_error,
+        filter_error=plan.filter_error,
     )
     now = utcnow()
     timing: dict[str, Any] = {}

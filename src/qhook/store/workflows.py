@@ -325,14 +325,24 @@ def get_schedule(tx: Tx, workflow_id: int, result_id: int) -> ScheduleRecord | N
 
 
 def put_schedule(
-    tx: Tx, workflow_id: int, result_id: int, due_at: datetime, now: datetime, timezone: str
+    tx: Tx,
+    workflow_id: int,
+    result_id: int,
+    due_at: datetime,
+    now: datetime,
+    timezone: str,
+    *,
+    fire_past: bool = True,
 ) -> None:
     """Keep one row per (workflow, result), due in ``timezone`` (QHOOK_TIMEZONE). An unchanged due
     time never fires twice; one moved into the future fires again then; one that already fired and
     moves to a time already past (a new offset or ``at`` on the workflow, an earlier date) does not
-    fire again."""
+    fire again. Without ``fire_past``, a result with no row and a due time already past gets none
+    (the past is not replayed)."""
     current = get_schedule(tx, workflow_id, result_id)
     if current is None:
+        if due_at <= now and not fire_past:
+            return
         tx.execute(
             insert(schedules).values(
                 workflow_id=workflow_id, result_id=result_id, due_at=due_at, timezone=timezone
