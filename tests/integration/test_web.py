@@ -379,6 +379,16 @@ async def test_workflows_sets_and_result_trail(
     missing = await browser.get(f"/ui/sets/{set_id}/results/999999")
     assert missing.status_code == 404
 
+    # A workflow whose filter's list option was renamed no longer fires: its pages say so and why.
+    assert "broken" not in listing
+    relabel = {"fields": [{"name": "status_", "options": [{"id": 2, "label": "approved"}]}]}
+    assert (await api.patch(f"/api/v1/sets/{set_id}", json=relabel)).status_code == 200
+    assert 'class="badge bad">broken' in (await browser.get("/ui/workflows")).text
+    page = (await browser.get(f"/ui/workflows/{workflow_id}")).text
+    assert 'class="badge bad">broken' in page
+    assert "This workflow does not fire: its stored filter no longer fits the set" in page
+    assert "released" in page.split('data-testid="misfit">', 1)[1].split("</p>", 1)[0]
+
 
 async def test_set_restrictions_apply_to_pages(
     ctx: AppContext, api: httpx.AsyncClient, browser: httpx.AsyncClient

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _origin = lru_cache(maxsize=1024)(origin_of)  # the same few URLs, for every event
 CHAINED_TYPES = frozenset({"update_result", "transfer"})
+_MISFIT_MARK = ": error: "  # between "filter not met" and why the stored filter no longer fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,12 @@ class WorkflowPlan:
     trigger_error: str | None
     filter_error: str | None
     info: dict[str, Any]  # {"id", "name"} for templates and envelopes
+
+    @property
+    def misfit(self) -> str | None:
+        """Why the stored workflow no longer fits its set (for its page), or None."""
+        found = self.trigger_error or self.filter_error
+        return found.split(_MISFIT_MARK, 1)[-1] if found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +215,12 @@ def plan_workflow(workflow: WorkflowRecord, fields: Sequence[FieldDef]) -> Workf
     try:
         node = filter_of(workflow, fields)
     except QhookError as exc:  # e.g. a field the filter names was since deactivated or renamed
-        filter_error = f"filter not met: error: stored filter no longer fits the set: {exc}"
+        filter_error = f"filter not met{_MISFIT_MARK}stored filter no longer fits the set: {exc}"
     try:
         # Checked again as when saved: a modification or on_date field since deactivated.
         parse_triggers(workflow.triggers, _active(fields), inactive=_inactive(fields))
     except QhookError as exc:
-        trigger_error = f"trigger not met: error: stored trigger no longer fits the set: {exc}"
+        trigger_error = f"trigger not met{_MISFIT_MARK}stored trigger no longer fits the set: {exc}"
     return WorkflowPlan(
         workflow,
         triggers_of(workflow, fields),

@@ -288,6 +288,20 @@ def list_workflows(
         return store.list_workflows(tx, set_id=set_id, set_ids=set_ids)
 
 
+def misfits(db: Database, found: Sequence[WorkflowRecord]) -> dict[int, str]:
+    """Workflow id -> why it no longer fits its set (a field it names deactivated, a list option
+    renamed), for those that do not: they never fire until saved again or switched off."""
+    out: dict[int, str] = {}
+    with db.reading() as tx:
+        sets = {s.id: s for s in set_store.list_sets(tx, sorted({w.set_id for w in found}))}
+    for workflow in found:
+        current = sets.get(workflow.set_id)
+        misfit = fanout.plan_workflow(workflow, current.fields).misfit if current is not None else None
+        if misfit is not None:
+            out[workflow.id] = misfit
+    return out
+
+
 def _current_document(workflow: WorkflowRecord) -> dict[str, Any]:
     return {
         "name": workflow.name,

@@ -55,7 +55,8 @@ def workflows_page(request: Request, ctx: Ctx, me: PageUser) -> Response:
     found = workflows.list_workflows(ctx.db, set_ids=_allowed_ids(me))
     known_sets = {s.id: s.name for s in set_service.list_sets(ctx.db, _allowed_ids(me))}
     rows = [(w, present.describe_triggers(w.triggers)) for w in found]
-    return render(request, "workflows.html", rows=rows, known_sets=known_sets)
+    misfits = workflows.misfits(ctx.db, found)
+    return render(request, "workflows.html", rows=rows, known_sets=known_sets, misfits=misfits)
 
 
 def _workflow_for(ctx: Ctx, me: Principal, workflow_id: Id) -> WorkflowRecord:
@@ -77,6 +78,7 @@ def workflow_page(workflow_id: Id, request: Request, ctx: Ctx, me: PageUser) -> 
         triggers=present.describe_triggers(workflow.triggers),
         signals=[_signal_view(s) for s in doc["signals"]],
         profile_names=auth_profiles.profile_names(ctx),
+        misfit=workflows.misfits(ctx.db, [workflow]).get(workflow.id),
     )
 
 

@@ -29,6 +29,7 @@ BADGES = {
     "circuit_open": "bad",
     "failing": "bad",
     "invalid": "bad",
+    "broken": "bad",
     "fired": "ok",
     "active": "ok",
     "not fired": "muted",
