@@ -243,6 +243,33 @@ async def test_preview_and_overlap_warning(api: httpx.AsyncClient, ctx: AppConte
     assert preview["would_fire"] is True
     body = preview["bodies"][0]["body"]
     assert '"subject":"Batch B-1"' in body and '"message":"preview"' in body
+
+    # A change can be tried on a result never modified (it answered "nothing changed"); nothing
+    # is stored.
+    released = await make_workflow(
+        api,
+        set_id,
+        name="On release",
+        triggers={"modification": {"fields": ["status_"]}},
+        filter={"field": "status_", "op": "eq", "value": "released"},
+    )
+    drafted = await add_result(api, set_id, batchnumber_="B-2", status_="draft")
+    url = f"/api/v1/workflows/{released['id']}/preview"
+    tried = (await api.post(url, json={"result_id": drafted, "values": {"status_": "released"}})).json()
+    assert tried["would_fire"] is True, tried
+    assert tried["changes"] == {"status_": {"old": "draft", "new": "released"}}
+    assert '"status_":{"old":"draft","new":"released"}' in tried["bodies"][0]["body"]
+    other = (await api.post(url, json={"result_id": drafted, "values": {"ph_": 7}})).json()
+    assert other["would_fire"] is False and "status_" in other["reason"], other
+    stored = (await api.get(f"/api/v1/sets/{set_id}/results/{drafted}")).json()
+    assert stored["values"]["status_"] == "draft" and stored["values"]["ph_"] is None
+    for body, field in (
+        ({"result_id": drafted, "values": {"status_": "shipped"}}, "values.status_"),
+        ({"result_id": drafted, "action": "new", "values": {"ph_": 7}}, "values"),
+    ):
+        refused = await api.post(url, json=body)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["details"][0]["field"] == field
     assert preview["warnings"] and "Twin" in preview["warnings"][0]
     # Without QHOOK_SMTP_URL an error address and e-mail signals go nowhere: the preview says so.
     mailing = {"error_email": "ops@example.com", "signals": [{"type": "email", "to": ["qa@example.com"]}]}

@@ -13,7 +13,7 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import credentials, payloads, signing
 from qhook.domain import headers as header_names
-from qhook.domain.fields import flat_result, format_iso
+from qhook.domain.fields import changes_between, coerce_values, flat_result, format_iso, merge_values
 from qhook.domain.ids import is_id
 from qhook.domain.inspector import is_own_inspector
 from qhook.domain.schedule import due_at
@@ -501,13 +501,24 @@ def _overlap_view(workflow: WorkflowRecord, current: SetRecord) -> OverlapView:
     )
 
 
-def preview(ctx: AppContext, workflow_id: int, *, result_id: int, action: str) -> dict[str, Any]:
+def preview(
+    ctx: AppContext,
+    workflow_id: int,
+    *,
+    result_id: int,
+    action: str,
+    values: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Would the workflow fire for this result and action, why, and the exact bodies; sends nothing.
 
-    The changes are those of the result's latest event with the same action (none otherwise).
+    The changes are those of the result's latest event with the same action (none otherwise); for
+    ``modified``, ``values`` tries a change instead: the result as it would be after it, and
+    each value that differs as a change (a result never modified could not be tried at all).
     """
     if action not in ("new", "modified", "deleted", "date", "manual"):
         raise field_error("action", "one of new, modified, deleted, date, manual")
+    if values is not None and action != "modified":
+        raise field_error("values", 'a change to try only with "action": "modified"')
     with ctx.db.reading() as tx:
         workflow = _get(tx, workflow_id)
         current = set_store.get_set(tx, workflow.set_id)
@@ -522,7 +533,12 @@ def preview(ctx: AppContext, workflow_id: int, *, result_id: int, action: str) -
             (e for e in event_store.list_events(tx, result_id=result_id, limit=50) if e.action == action),
             None,
         )
-        changes = dict(latest.changes) if latest else {}
+        changes: dict[str, Any] = dict(latest.changes) if latest else {}
+        if values is not None:
+            # Checked as the result's PATCH checks them; a list value must be an option already.
+            tried = merge_values(result.values, coerce_values(current.fields, values).values)
+            after = flat_result(result.id, result.date, tried, current.fields)
+            changes, flat = changes_between(flat, after), after
         others = store.list_workflows(tx, set_id=workflow.set_id)
         schedule = store.get_schedule(tx, workflow.id, result_id)
     plan = fanout.plan_workflow(workflow, current.fields)  # what an event would be decided by

@@ -42,6 +42,12 @@ class PreviewIn(BaseModel):
 
     result_id: BodyId
     action: str = Field("modified", description="new, modified, deleted, date or manual")
+    values: dict[str, Any] | None = Field(
+        None,
+        description='With "modified": a change to try, {"status_": "released"}; the result is '
+        "previewed as it would be after it (nothing is stored). Without it, the changes of the "
+        "result's latest modification.",
+    )
 
 
 class RunIn(BaseModel):
@@ -151,7 +157,9 @@ def resume_signal(workflow_id: Id, signal_id: Id, ctx: Ctx, principal: Admin) ->
 def preview(workflow_id: Id, body: PreviewIn, ctx: Ctx, principal: Viewer) -> dict[str, Any]:
     """Would it fire for this result and action, why, and the exact bodies; nothing is sent."""
     _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
-    return workflows.preview(ctx, workflow_id, result_id=body.result_id, action=body.action)
+    return workflows.preview(
+        ctx, workflow_id, result_id=body.result_id, action=body.action, values=body.values
+    )
 
 
 @router.post("/workflows/{workflow_id}/run")
