@@ -165,6 +165,7 @@ def test_coercion(name: str, raw: object, stored: object) -> None:
         ("ph_", "abc", "a number"),
         ("ph_", True, "a number"),
         ("ph_", "nan", "finite"),
+        ("ph_", "7,5", "a point for decimals (7.5, not 7,5)"),
         ("count_", "1.5", "whole number"),
         ("ok_", "maybe", "true or false"),
         ("made_", "02-10-2025", "a date"),

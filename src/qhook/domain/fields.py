@@ -27,6 +27,7 @@ RESERVED_NAMES = frozenset({*SYSTEM_KEYS, "lastmodificationdate"})
 FIELD_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 # "<321", "> 0.5", "<=10": a measurement below/above what the instrument reports.
 QUALIFIED_NUMBER_RE = re.compile(r"^(<=|>=|<|>|≤|≥|~)\s*[-+]?(\d+([.,]\d*)?|[.,]\d+)([eE][-+]?\d+)?$")
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
 _TRUE = frozenset({"true", "1", "yes", "y", "on", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "off", "f"})
 
@@ -359,6 +360,11 @@ def _number(raw: object) -> float | str:
         try:
             value = float(text)
         except ValueError as exc:
+            if _DECIMAL_COMMA.match(text):
+                # "7,5" may be 7.5 or (as a thousands separator) 75: not guessed.
+                raise _Invalid(
+                    f"a number with a point for decimals ({text.replace(',', '.')}, not {text})"
+                ) from exc
             raise _Invalid("a number (or a qualified number such as <321)") from exc
     else:
         raise _Invalid("a number")
