@@ -110,7 +110,7 @@ async def test_set_definition_lists_fields_and_options(
     client: httpx.AsyncClient, ctx: AppContext, viewer_key: str
 ) -> None:
     set_id = make_set(ctx)
-    set_service.update_set(ctx.db, set_id, fields=[{"name": "count_", "active": False}], actor="tests")
+    set_service.update_set(ctx, set_id, fields=[{"name": "count_", "active": False}], actor="tests")
     response = await client.get("/api/getSetDefinition", params={"setId": set_id}, headers=auth(viewer_key))
     assert response.status_code == 200
     body = response.json()

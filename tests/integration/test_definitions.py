@@ -63,7 +63,7 @@ def test_a_change_in_one_process_reaches_the_next_write_in_another(
     assert _fired(other, found.id, "draft")
     assert not _fired(other, found.id, "released")
 
-    sets_service.update_set(ctx.db, found.id, fields=[*FIELDS, {"name": "ph_", "type": "number"}], actor="t")
+    sets_service.update_set(ctx, found.id, fields=[*FIELDS, {"name": "ph_", "type": "number"}], actor="t")
     _, created = results.create_result(
         other, set_id=found.id, values={"batch_": "B-2", "ph_": 6.8}, actor="t"
     )
@@ -106,7 +106,7 @@ def test_an_uncommitted_change_is_seen_only_by_its_transaction(ctx: AppContext) 
         assert plan.workflows[0].workflow.signals[0].paused_reason is None
     # The next committed change takes the version the rolled-back one had: nothing read inside
     # that transaction may come back under it.
-    sets_service.update_set(ctx.db, found.id, name="Batches (renamed)", actor="t")
+    sets_service.update_set(ctx, found.id, name="Batches (renamed)", actor="t")
     with ctx.db.reading() as tx:
         plan = fanout.plan_for(tx, found.id)
         assert plan is not None

@@ -273,3 +273,29 @@ async def test_preview_of_a_date_trigger_says_when_and_whether_it_fires(
     assert (due["due_at"], due["fired_at"]) == ("2031-03-03T08:00:00Z", None)
     scheduler.tick(ctx, datetime(2031, 3, 3, 8, 0, tzinfo=UTC))
     assert (await preview(coming))["fired_at"] is not None
+
+
+async def test_a_fired_row_stays_fired_when_an_edit_of_another_field_moves_it(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """After QHOOK_TIMEZONE changed, an edit of another field computed the due time in the new
+    zone, later than the old one, and the fired row became due again: sent twice. A change of the
+    date itself still moves it and fires again."""
+    from qhook.store import workflows as workflow_store
+
+    set_id = await make_set(api)
+    workflow = await make_workflow(api, set_id, triggers=ON_DATE)
+    result_id = await add_result(api, set_id, batchnumber_="B-1", expiry_="2031-03-10")
+    [row] = schedules_of(ctx, workflow["id"])
+    assert scheduler.tick(ctx, row.due_at) == 1
+    later = row.due_at + timedelta(hours=5)  # the same date's 08:00 in America/New_York
+    with ctx.db.transaction() as tx:
+        workflow_store.put_schedule(
+            tx, workflow["id"], result_id, later, row.due_at, "America/New_York", fire_past=False
+        )
+    [kept] = schedules_of(ctx, workflow["id"])
+    assert kept.fired_at is not None and kept.due_at == later
+    assert scheduler.tick(ctx, later) == 0
+    with ctx.db.transaction() as tx:
+        workflow_store.put_schedule(tx, workflow["id"], result_id, later + timedelta(days=1), later, "UTC")
+    assert schedules_of(ctx, workflow["id"])[0].fired_at is None  # its date changed: due again

@@ -9,6 +9,7 @@ switched off, then the trigger, then the filter.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -55,8 +56,20 @@ async def test_a_deactivated_field_stops_its_workflows_and_each_event_says_why(
         api, set_id, name="date", triggers={"on_date": {"field": "expiry_", "offset": "P0D"}}
     )
     fine = await make_workflow(api, set_id, name="fine", triggers={"entry": True})
+    both = await make_workflow(
+        api,
+        set_id,
+        name="both",
+        triggers={"modification": {"fields": ["operator_"]}, "on_date": {"field": "tested_"}},
+    )
+    earlier = await add_result(api, set_id, batchnumber_="B-0", expiry_="2031-03-10", tested_="2031-03-10")
+    assert len(schedules_of(ctx, by_date["id"])) == 1 and len(schedules_of(ctx, both["id"])) == 1
     await _deactivate(api, set_id, "operator_")
     await _deactivate(api, set_id, "expiry_")
+    # Deactivating drops the schedules of the workflows naming the field (a row left waiting fired
+    # into the broken workflow, and that due time was gone for good).
+    assert schedules_of(ctx, by_date["id"]) == [] and schedules_of(ctx, both["id"]) == []
+    assert scheduler.tick(ctx, datetime(2032, 1, 1, tzinfo=UTC)) == 0
 
     result_id = await add_result(api, set_id, batchnumber_="B-1", note_="n")
     reasons = _reasons((await events_of(api, result_id))[-1])
@@ -72,6 +85,15 @@ async def test_a_deactivated_field_stops_its_workflows_and_each_event_says_why(
     assert schedules_of(ctx, by_date["id"]) == []
     assert scheduler.tick(ctx) == 0
     assert [d.workflow_id for d in deliveries_of(ctx, result_id)] == [fine["id"]]
+
+    # Active again: the future due times come back, as when a workflow is switched on.
+    again = {"fields": [{"name": "expiry_", "active": True}, {"name": "operator_", "active": True}]}
+    assert (await api.patch(f"/api/v1/sets/{set_id}", json=again)).status_code == 200
+    [row] = schedules_of(ctx, by_date["id"])
+    assert row.result_id == earlier and row.due_at == datetime(2031, 3, 10, tzinfo=UTC)
+    assert [r.result_id for r in schedules_of(ctx, both["id"])] == [earlier]
+    await _deactivate(api, set_id, "operator_")
+    await _deactivate(api, set_id, "expiry_")
 
     # The preview says what an event says.
     preview = await api.post(

@@ -167,6 +167,29 @@ def _parse_on_date(raw: Any, fields: Mapping[str, FieldLike], inactive: Collecti
     )
 
 
+def named_fields(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The fields stored triggers name, as (place, field name)."""
+    found: list[tuple[str, str]] = []
+    modification = raw.get("modification")
+    if isinstance(modification, dict):
+        for i, name in enumerate(modification.get("fields") or ()):
+            found.append((f"triggers.modification.fields[{i}]", str(name)))
+    on_date = raw.get("on_date")
+    if isinstance(on_date, dict) and on_date.get("field") is not None:
+        found.append(("triggers.on_date.field", str(on_date["field"])))
+    return found
+
+
+def deactivated(raw: Mapping[str, Any], inactive: Collection[str]) -> str | None:
+    """Where stored triggers name a field since deactivated, as the save-time check says it; None
+    when they name none. Only that: stored triggers are not checked again against today's rules
+    (a rule tightened later would stop workflows that were saved under the old one)."""
+    for place, name in named_fields(raw):
+        if name in inactive:
+            return f"{place}: an active field; {name} is deactivated"
+    return None
+
+
 def triggers_from_json(raw: Mapping[str, Any], field_types: Mapping[str, str]) -> Triggers:
     """Rebuild stored (already validated) triggers without re-checking them."""
     modification = raw.get("modification")

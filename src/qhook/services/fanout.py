@@ -21,7 +21,8 @@ from qhook.domain.fields import flat_result
 from qhook.domain.id_batch import UidSource
 from qhook.domain.ids import new_uid
 from qhook.domain.schedule import due_at
-from qhook.domain.triggers import Triggers, match, parse_triggers, triggers_from_json
+from qhook.domain.triggers import Triggers, match, triggers_from_json
+from qhook.domain.triggers import deactivated as triggers_deactivated
 from qhook.domain.urls import origin_of
 from qhook.errors import QhookError
 from qhook.store import definitions, txcache
@@ -216,11 +217,9 @@ def plan_workflow(workflow: WorkflowRecord, fields: Sequence[FieldDef]) -> Workf
         node = filter_of(workflow, fields)
     except QhookError as exc:  # e.g. a field the filter names was since deactivated or renamed
         filter_error = f"filter not met{_MISFIT_MARK}stored filter no longer fits the set: {exc}"
-    try:
-        # Checked again as when saved: a modification or on_date field since deactivated.
-        parse_triggers(workflow.triggers, _active(fields), inactive=_inactive(fields))
-    except QhookError as exc:
-        trigger_error = f"trigger not met{_MISFIT_MARK}stored trigger no longer fits the set: {exc}"
+    deactivated = triggers_deactivated(workflow.triggers, _inactive(fields))
+    if deactivated is not None:  # a modification or on_date field since deactivated
+        trigger_error = f"trigger not met{_MISFIT_MARK}stored trigger no longer fits the set: {deactivated}"
     return WorkflowPlan(
         workflow,
         triggers_of(workflow, fields),

@@ -83,14 +83,17 @@ def list_sets(db: Database, set_ids: Sequence[int] | None = None) -> list[SetRec
 
 
 def update_set(
-    db: Database, set_id: int, *, name: str | None = None, fields: object = None, actor: str
+    ctx: AppContext, set_id: int, *, name: str | None = None, fields: object = None, actor: str
 ) -> SetRecord:
     """Rename; add fields; relabel, (de)activate or re-require fields; add, relabel or (de)activate options.
 
     Fields are matched by name; nothing unmentioned changes and nothing is dropped. A type change: 409.
+    A field (de)activated brings the on_date schedules of the workflows naming it up to date.
     """
+    from qhook.services import workflows  # workflows read sets: import at call time
+
     clean_name = _name(name) if name is not None else None
-    with db.transaction() as tx:
+    with ctx.db.transaction() as tx:
         store.lock_set(tx, set_id)
         current = get_set_tx(tx, set_id)
         changed: list[FieldDef] = []
@@ -107,7 +110,12 @@ def update_set(
         audit.record(
             tx, actor, "set.update", "set", set_id, {"name": clean_name, "fields": _describe(changed)}
         )
-        return get_set_tx(tx, set_id)
+        updated = get_set_tx(tx, set_id)
+        was = {f.id: f.active for f in current.fields}
+        toggled = {f.name for f in changed if f.id in was and was[f.id] != f.active}
+        if toggled:
+            workflows.refit_schedules(tx, ctx, updated, toggled)
+        return updated
 
 
 def delete_set(ctx: AppContext, set_id: int, *, force: bool = False, actor: str) -> None:

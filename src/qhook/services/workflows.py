@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +17,7 @@ from qhook.domain.fields import changes_between, coerce_values, flat_result, for
 from qhook.domain.ids import is_id
 from qhook.domain.inspector import is_own_inspector
 from qhook.domain.schedule import due_at
-from qhook.domain.triggers import OnDate
+from qhook.domain.triggers import OnDate, named_fields
 from qhook.domain.urls import origin_of, parse_target
 from qhook.domain.workflows import (
     OverlapView,
@@ -215,6 +215,24 @@ def _audit_details(spec: WorkflowSpec) -> dict[str, Any]:
         "active": spec.active,
         "signals": [{"type": s.type, "url": s.config.get("url")} for s in spec.signals],
     }
+
+
+def refit_schedules(tx: Tx, ctx: AppContext, current: SetRecord, toggled: Collection[str]) -> None:
+    """After fields of the set were deactivated or activated again (``toggled``): a workflow whose
+    triggers name one keeps no on_date schedule while it no longer fits, and gets its future due
+    times back once it fits again, as when it is switched on. Rows left waiting had fired into the
+    broken workflow ("trigger no longer fits") and that due time was gone for good."""
+    for workflow in store.list_workflows(tx, set_id=current.id):
+        if not toggled_names(workflow, toggled):
+            continue
+        if fanout.plan_workflow(workflow, current.fields).trigger_error is not None:
+            store.drop_schedules_of_workflow(tx, workflow.id)
+        else:
+            _reschedule(tx, ctx, workflow, current)
+
+
+def toggled_names(workflow: WorkflowRecord, toggled: Collection[str]) -> bool:
+    return any(name in toggled for _, name in named_fields(workflow.triggers))
 
 
 def _reschedule(tx: Tx, ctx: AppContext, workflow: WorkflowRecord, current: SetRecord) -> None:

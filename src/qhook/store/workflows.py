@@ -337,8 +337,9 @@ def put_schedule(
     """Keep one row per (workflow, result), due in ``timezone`` (QHOOK_TIMEZONE). An unchanged due
     time never fires twice; one moved into the future fires again then; one that already fired and
     moves to a time already past (a new offset or ``at`` on the workflow, an earlier date) does not
-    fire again. Without ``fire_past``, a result with no row and a due time already past gets none
-    (the past is not replayed)."""
+    fire again. Without ``fire_past`` (the result changed, but not its date), a result with no row
+    and a due time already past gets none (the past is not replayed), and a row that fired stays
+    fired although its time moved (computed in another QHOOK_TIMEZONE: it was sent again)."""
     current = get_schedule(tx, workflow_id, result_id)
     if current is None:
         if due_at <= now and not fire_past:
@@ -349,7 +350,8 @@ def put_schedule(
             )
         )
     elif current.due_at != due_at:
-        fired_at = current.fired_at if current.fired_at is not None and due_at <= now else None
+        keep = current.fired_at is not None and (due_at <= now or not fire_past)
+        fired_at = current.fired_at if keep else None
         tx.execute(
             update(schedules)
             .where(schedules.c.id == current.id)

@@ -129,7 +129,7 @@ def get_set(set_id: Id, ctx: Ctx, principal: Viewer) -> SetOut:
 @router.patch("/sets/{set_id}")
 def update_set(set_id: Id, body: SetPatch, ctx: Ctx, principal: Admin) -> SetOut:
     ensure_set_access(principal, set_id, write=True)
-    updated = sets.update_set(ctx.db, set_id, name=body.name, fields=body.fields, actor=principal.name)
+    updated = sets.update_set(ctx, set_id, name=body.name, fields=body.fields, actor=principal.name)
     return SetOut.of(updated)
 
 
