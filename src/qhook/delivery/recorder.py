@@ -52,8 +52,10 @@ class Recorder:
         on_written: Callable[[list[int]], None],
         *,
         batch_size: int,
+        owner: str | None = None,
     ) -> None:
         self._db = db
+        self._owner = owner  # the worker whose leases fence its outcomes (queue.record_outcomes)
         self._run = run_in_thread
         self._on_written = on_written
         self._batch_size = batch_size
@@ -81,6 +83,11 @@ class Recorder:
         self._pending.done_ids.extend(done_ids or [])
         self._idle.clear()
         self._ready.set()
+
+    @property
+    def stalled(self) -> bool:
+        """The database refused the last try: outcomes wait to be written."""
+        return self._outage_tries > 0
 
     def op(self, op: Op, done_ids: list[int] | None = None) -> None:
         self.add(None, None, [op], done_ids)
@@ -165,9 +172,10 @@ class Recorder:
     def _write(self, batch: _Pending) -> None:
         now = utcnow()
         with self._db.transaction() as tx:
-            queue.record_outcomes(tx, batch.attempts, batch.finishes, now=now)
+            lost = queue.record_outcomes(tx, batch.attempts, batch.finishes, now=now, owner=self._owner)
             for op in batch.ops:
                 op(tx, now)
+        _say_lost(lost)
 
     def _write_apart(self, batch: _Pending) -> None:
         """Each delivery's outcomes and each side effect in a transaction of its own. Outcomes the
@@ -179,8 +187,11 @@ class Recorder:
         for f in batch.finishes:
             by_delivery.setdefault(f.delivery_id, _Pending()).finishes.append(f)
         for part in by_delivery.values():
+            outcomes = functools.partial(
+                _outcomes, attempts=part.attempts, finishes=part.finishes, owner=self._owner
+            )
             try:
-                self._apply(functools.partial(_outcomes, attempts=part.attempts, finishes=part.finishes))
+                self._apply(outcomes)
             except QhookError as exc:  # the database went away meanwhile: the lease runs out
                 logger.warning(
                     "recording an outcome failed: %s", exc.for_operators, extra={"action": "record_failed"}
@@ -195,6 +206,7 @@ class Recorder:
                     _outcomes,
                     attempts=[_stripped_attempt(a, reason) for a in part.attempts],
                     finishes=[dataclasses.replace(f, hint=_stripped_hint(reason)) for f in part.finishes],
+                    owner=self._owner,
                 )
                 self._try(stripped)
         for op in batch.ops:
@@ -232,6 +244,21 @@ def _stripped_attempt(a: queue.AttemptRow, reason: str) -> queue.AttemptRow:
 
 
 def _outcomes(
-    tx: Tx, now: datetime, *, attempts: list[queue.AttemptRow], finishes: list[queue.Finish]
+    tx: Tx,
+    now: datetime,
+    *,
+    attempts: list[queue.AttemptRow],
+    finishes: list[queue.Finish],
+    owner: str | None,
 ) -> None:
-    queue.record_outcomes(tx, attempts, finishes, now=now)
+    _say_lost(queue.record_outcomes(tx, attempts, finishes, now=now, owner=owner))
+
+
+def _say_lost(lost: set[int]) -> None:
+    if lost:
+        logger.warning(
+            "%d outcome(s) not written: another worker had taken the deliveries over after this "
+            "worker's lease ran out (their attempts are logged)",
+            len(lost),
+            extra={"action": "record_lease_lost", "count": len(lost), "delivery_ids": sorted(lost)[:20]},
+        )

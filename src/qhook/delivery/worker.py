@@ -48,6 +48,10 @@ R = TypeVar("R")
 # (20 ms per claim at 20,000 pending) instead of walking the lane's index (7 ms).
 STATISTICS_EVERY_S = 600.0
 SHUTDOWN_GRACE_S = 10.0  # in-flight sends may finish; the rest are cancelled and sent again later
+# A send starts only while the lease outlasts it (the signal's timeout) by this much, or, with a
+# lease shorter than that, while no renewal was missed: a delivery whose lease runs out meanwhile
+# (renewals fail while the database is away) can be taken over and sent by another worker.
+LEASE_SPARE_S = 5.0
 STATUS_OF = {"succeeded": "succeeded", "retry": "retrying", "failed": "failed"}
 # Labelled children looked up once: ``labels()`` takes a lock and builds a key on every call.
 COUNTED = {status: metrics.DELIVERIES.labels(status) for status in STATUS_OF.values()}
@@ -122,6 +126,9 @@ class Worker:
         self._endpoints_changing = False  # a throttle or circuit somewhere: probes need the beat
         self.gates: Gates[Item] = Gates()
         self.held: dict[int, Item] = {}
+        # Delivery id -> loop time its lease surely lasts until (taken before the claim or the
+        # renewal that set it, so never later than the database's).
+        self._lease_ends: dict[int, float] = {}
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qhook-db")
         self._loop: asyncio.AbstractEventLoop | None = None
         # Set by whatever may give the claim loop something to do (a commit, room at a gate or in
@@ -149,7 +156,9 @@ class Worker:
         # Endpoints with failures since the last tick -> an error-report address: the tick checks
         # them against every worker's attempts in the database (the shared circuit decision).
         self._suspects: dict[str, str | None] = {}
-        self.recorder = Recorder(ctx.db, self._db, self._written, batch_size=self.batch_size)
+        self.recorder = Recorder(
+            ctx.db, self._db, self._written, batch_size=self.batch_size, owner=self.owner
+        )
 
     # --- wake-ups ---------------------------------------------------------------------------
 
@@ -281,6 +290,10 @@ class Worker:
             self._last_tick = loop_now
             await self._tick()
         self._nudge.clear()
+        if self.recorder.stalled:
+            # Outcomes wait to be written (the database was away): a claim now could take back
+            # rows this worker has sent whose leases ran out meanwhile, and send them again.
+            return False
         room = self.max_held - len(self.held)
         if room < min(self.batch_size // 4, self.max_held // 4) and self.held:
             return False
@@ -302,6 +315,7 @@ class Worker:
             if lane == "first" and self._known_empty(exclude, loop_now):
                 continue
             claimed = await self._db(self._claim, lane, limit, exclude)
+            self._leased(claimed, loop_now)
             if lane == "first":
                 self._learn(exclude, claimed, loop_now)
             self._dispatch(claimed)
@@ -310,6 +324,19 @@ class Worker:
             if lane == "retry":
                 self._retry_full = len(claimed) >= limit
         return full
+
+    def _leased(self, items: list[Item], since: float) -> None:
+        """Leases taken at loop time ``since`` or later last at least the lease from then."""
+        until = since + self.lease.total_seconds()
+        for item in items:
+            self._lease_ends[item.delivery.id] = until
+
+    def _lease_lasts(self, item: Item) -> bool:
+        """May a send of ``item`` start now: does this worker's lease last long enough?"""
+        timeout_s = prepare.timeout_of(item.signal.config) if item.signal else prepare.MAX_TIMEOUT_S
+        needed = min(timeout_s + LEASE_SPARE_S, self.lease.total_seconds() / 2)
+        ends = self._lease_ends.get(item.delivery.id, float("inf"))
+        return asyncio.get_running_loop().time() + needed <= ends
 
     def _known_empty(self, exclude: list[str], loop_now: float) -> bool:
         known = self._nothing_beyond
@@ -423,6 +450,16 @@ class Worker:
     async def _run_one(self, gate: Gate[Item], item: Item) -> None:
         rate_slot: tuple[str, int] | None = None
         try:
+            if not self._lease_lasts(item):
+                # Renewals failed (the database is away) or came too late: another worker may take
+                # the delivery over before this send ends. Given back unsent; no attempt burnt.
+                logger.info(
+                    "lease running out: delivery given back unsent",
+                    extra={"action": "lease_short", "delivery_id": item.delivery.id},
+                )
+                ids = [item.delivery.id]
+                self.recorder.op(functools.partial(_release, ids=ids, owner=self.owner), done_ids=ids)
+                return
             if gate.rate is not None and not item.probe:
                 rate_slot = await self._rate_slot(gate, gate.rate, item)
                 if rate_slot is None:
@@ -580,6 +617,7 @@ class Worker:
         before = len(self.held)
         for delivery_id in done_ids:
             self.held.pop(delivery_id, None)
+            self._lease_ends.pop(delivery_id, None)
         if self._ordered_done.intersection(done_ids):
             self._ordered_done.difference_update(done_ids)
             self._woken()  # a claim now finds the next event of those results
@@ -596,7 +634,9 @@ class Worker:
         if loop_now - self._last_renew >= self.lease.total_seconds() / 3:
             self._last_renew = loop_now
             renew_ids = list(self.held)
-        blocked, probes = await self._db(self._maintain, renew_ids)
+        blocked, probes, renewed = await self._db(self._maintain, renew_ids)
+        self._leased([self.held[i] for i in renewed if i in self.held], loop_now)
+        self._leased(probes, loop_now)
         if loop_now - self._last_statistics >= STATISTICS_EVERY_S:
             self._last_statistics = loop_now
             await self._db(queue.refresh_statistics, self.ctx.db)
@@ -622,12 +662,15 @@ class Worker:
         self._dispatch(probes)
         self.gates.forget_idle()
 
-    def _maintain(self, renew_ids: list[int]) -> tuple[dict[str, endpoint_store.EndpointState], list[Item]]:
+    def _maintain(
+        self, renew_ids: list[int]
+    ) -> tuple[dict[str, endpoint_store.EndpointState], list[Item], list[int]]:
         now = utcnow()
         probes: list[Item] = []
+        renewed: list[int] = []
         with self.ctx.db.transaction() as tx:
             if renew_ids:
-                queue.renew_leases(tx, renew_ids, owner=self.owner, lease_until=now + self.lease)
+                renewed = queue.renew_leases(tx, renew_ids, owner=self.owner, lease_until=now + self.lease)
             blocked = endpoint_store.blocked_origins(tx, now)
             for origin, state in blocked.items():
                 if state.circuit_state != "closed":
@@ -646,7 +689,7 @@ class Worker:
                     endpoint_store.abandon_probe(tx, origin, now)
                     continue
                 probes.extend(self._items(tx, [found], probe=True))
-        return blocked, probes
+        return blocked, probes, renewed
 
     # --- shutdown ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -351,16 +351,23 @@ def _leased(rows: Any) -> list[QueuedDelivery]:
     return found
 
 
-def renew_leases(tx: Tx, ids: Sequence[int], *, owner: str, lease_until: datetime) -> int:
-    """Extend this worker's leases (long batches, slow endpoints)."""
+def renew_leases(tx: Tx, ids: Sequence[int], *, owner: str, lease_until: datetime) -> list[int]:
+    """Extend this worker's leases (long batches, slow endpoints); the ids it still held.
+
+    On PostgreSQL a row another transaction holds is passed over: it is the worker's own recorder
+    finishing it (which needs no lease), and waiting for it deadlocked with that transaction."""
     if not ids:
-        return 0
+        return []
+    mine = select(deliveries.c.id).where(deliveries.c.id.in_(list(ids)), deliveries.c.lease_owner == owner)
+    if tx.dialect.name == "postgresql":
+        mine = mine.order_by(deliveries.c.id).with_for_update(skip_locked=True)
     done = tx.execute(
         update(deliveries)
-        .where(deliveries.c.id.in_(list(ids)), deliveries.c.lease_owner == owner)
+        .where(deliveries.c.id.in_(mine.scalar_subquery()))
         .values(lease_expires_at=lease_until)
+        .returning(deliveries.c.id)
     )
-    return int(done.rowcount)
+    return list(done.scalars())
 
 
 def release(tx: Tx, ids: Sequence[int], *, owner: str) -> int:
@@ -405,8 +412,13 @@ def unhold_endpoint(tx: Tx, origin: str, now: datetime) -> int:
 
 
 def record_outcomes(
-    tx: Tx, attempt_rows: Sequence[AttemptRow], finishes: Sequence[Finish], *, now: datetime
-) -> None:
+    tx: Tx,
+    attempt_rows: Sequence[AttemptRow],
+    finishes: Sequence[Finish],
+    *,
+    now: datetime,
+    owner: str | None = None,
+) -> set[int]:
     """Write many finished attempts at once: their attempts in one insert, their rows in one update.
 
     Many rows per statement, never one statement per row: SQLite's ``executemany`` steps once per
@@ -416,13 +428,41 @@ def record_outcomes(
     orjson writes it in C, where psycopg's array parameters were escaped element by element in
     Python (15 % of the worker's GIL time, bench/throughput). A delivery finished twice in one
     batch is written in rounds, in order, so each round names a row once.
+
+    With ``owner`` (the worker that sent them), a delivery is finished only while that worker
+    still holds its lease. One that lost it (stopped or cut off longer than the lease) while
+    another worker took the delivery over and finished it wrote its stale outcome over the other's:
+    a delivered message went back to ``retrying`` and was sent again, after later events of the
+    same result. Its attempt is still logged (the request went out), with a hint saying so.
+    Returns the ids of such deliveries (nothing of theirs but the attempt was written).
     """
     sqlite = tx.dialect.name == "sqlite"
     moment: Callable[[datetime | None], object] = _sqlite_time if sqlite else _pg_time
     as_json: Callable[[dict[str, str]], object] = _json if sqlite else _same
-    _write_rows(tx, sqlite, _INSERT_ATTEMPTS, [_attempt_values(a, moment, as_json) for a in attempt_rows])
-    for batch in _rounds(finishes):
-        _write_rows(tx, sqlite, _UPDATE_DELIVERIES, [_finish_values(f, moment) for f in batch], moment(now))
+    written: set[int] = set()
+    for number, batch in enumerate(_rounds(finishes)):
+        if number == 0:
+            statement = _UPDATE_DELIVERIES if owner is None else _UPDATE_LEASED_DELIVERIES
+        else:  # rows this transaction finished in an earlier round: their lease is cleared now
+            batch = [f for f in batch if owner is None or f.delivery_id in written]
+            statement = _UPDATE_DELIVERIES
+        rows = [_finish_values(f, moment, owner) for f in batch]
+        written.update(_write_rows(tx, sqlite, statement, rows, moment(now)))
+    lost = {f.delivery_id for f in finishes} - written if owner is not None else set()
+    shown = [_lost_attempt(a) if a.delivery_id in lost else a for a in attempt_rows]
+    _write_rows(tx, sqlite, _INSERT_ATTEMPTS, [_attempt_values(a, moment, as_json) for a in shown])
+    return lost
+
+
+LOST_LEASE_HINT = (
+    "This worker's lease on the delivery had run out (it was stopped, or cut off from the "
+    "database, for longer than QHOOK_LEASE_SECONDS) and another worker had taken it over: this "
+    "attempt's outcome was not written; the delivery's status is the other worker's."
+)
+
+
+def _lost_attempt(a: AttemptRow) -> AttemptRow:
+    return replace(a, hint=f"{LOST_LEASE_HINT} {a.hint or ''}".strip())
 
 
 def _attempt_values(
@@ -446,7 +486,9 @@ def _attempt_values(
     )
 
 
-def _finish_values(f: Finish, moment: Callable[[datetime | None], object]) -> tuple[object, ...]:
+def _finish_values(
+    f: Finish, moment: Callable[[datetime | None], object], owner: str | None
+) -> tuple[object, ...]:
     return (
         f.delivery_id,
         f.status,
@@ -456,6 +498,7 @@ def _finish_values(f: Finish, moment: Callable[[datetime | None], object]) -> tu
         f.last_error_kind,
         f.hint,
         moment(f.delivered_at),
+        owner,
     )
 
 
@@ -470,12 +513,13 @@ _FINISH_TYPES = {
     "b_kind": deliveries.c.last_error_kind.type,
     "b_hint": deliveries.c.hint.type,
     "b_delivered": deliveries.c.delivered_at.type,
+    "b_owner": deliveries.c.lease_owner.type,
 }
 _KEEP = "deliveries.status = 'cancelled' AND b.b_status <> 'succeeded'"
 _ATTEMPT_NAMES = ", ".join(f'"{c}"' for c in _ATTEMPT_TYPES)  # quoted: "trigger" is an SQL keyword
 _INSERT_ATTEMPTS = (f"INSERT INTO attempts ({_ATTEMPT_NAMES}) SELECT * FROM {{rows}}", _ATTEMPT_TYPES)
 # A row cancelled while in flight (its signal was removed) stays cancelled unless delivered.
-_UPDATE_DELIVERIES = (
+_UPDATE_DELIVERIES_SQL = (
     f"UPDATE deliveries SET status = CASE WHEN {_KEEP} THEN 'cancelled' ELSE b.b_status END, "
     "attempt_count = b.b_attempt_count, "
     f"next_attempt_at = CASE WHEN {_KEEP} THEN NULL ELSE b.b_next END, "
@@ -483,7 +527,12 @@ _UPDATE_DELIVERIES = (
     f"hint = CASE WHEN {_KEEP} THEN deliveries.hint ELSE b.b_hint END, "
     "delivered_at = COALESCE(b.b_delivered, deliveries.delivered_at), "
     "lease_owner = NULL, lease_expires_at = NULL, next_trigger = 'scheduled', "
-    "updated_at = {now} FROM {rows} WHERE deliveries.id = b.b_id",
+    "updated_at = {now} FROM {rows} WHERE deliveries.id = b.b_id{fence} RETURNING deliveries.id"
+)
+_UPDATE_DELIVERIES = (_UPDATE_DELIVERIES_SQL.replace("{fence}", ""), _FINISH_TYPES)
+# Only while the worker still holds the lease (see record_outcomes).
+_UPDATE_LEASED_DELIVERIES = (
+    _UPDATE_DELIVERIES_SQL.replace("{fence}", " AND deliveries.lease_owner = b.b_owner"),
     _FINISH_TYPES,
 )
 
@@ -494,10 +543,11 @@ def _write_rows(
     statement: tuple[str, dict[str, Any]],
     rows: Sequence[tuple[object, ...]],
     now: object = None,
-) -> None:
+) -> list[int]:
     """Run ``statement`` with ``rows`` as the table ``b`` (and ``now`` for its ``{now}``), at most
     ``ROWS_PER_STATEMENT`` rows a time: on SQLite a VALUES list, on PostgreSQL one JSON document
-    read by ``json_to_recordset`` (one text for any count)."""
+    read by ``json_to_recordset`` (one text for any count). Returns what a RETURNING gives."""
+    returned: list[int] = []
     start = 0
     while start < len(rows):
         size = min(len(rows) - start, ROWS_PER_STATEMENT)
@@ -506,8 +556,9 @@ def _write_rows(
             # connection keeps up to 128 prepared statements; any count at all grew a worker by
             # tens of MB of cached VALUES lists (bench/throughput, peak RSS).
             size = 1 << (size.bit_length() - 1)
-        _write_chunk(tx, sqlite, statement, rows[start : start + size], now)
+        returned += _write_chunk(tx, sqlite, statement, rows[start : start + size], now)
         start += size
+    return returned
 
 
 def _write_chunk(
@@ -516,22 +567,27 @@ def _write_chunk(
     statement: tuple[str, dict[str, Any]],
     rows: Sequence[tuple[object, ...]],
     now: object,
-) -> None:
+) -> list[int]:
     template, types = statement
     if sqlite:
         flat = tuple(value for row in rows for value in row)
         # Positional parameters, in the order of the text.
         now_first = template.find("{now}") in range(0, template.find("{rows}"))
         params = ((now, *flat) if now_first else (*flat, now)) if "{now}" in template else flat
-        tx.exec_driver_sql(template.format(rows=_sqlite_values(tuple(types), len(rows)), now="?"), params)
-        return
+        done = tx.exec_driver_sql(
+            template.format(rows=_sqlite_values(tuple(types), len(rows)), now="?"), params
+        )
+        return [row[0] for row in done] if done.returns_rows else []
     names = tuple(types)
     # JSON null is SQL NULL for every column type of json_to_recordset, jsonb columns included.
     document = orjson.dumps(
         [dict(zip(names, row, strict=True)) for row in rows], option=orjson.OPT_NON_STR_KEYS
     )
     table = _pg_recordset(tx.dialect, names, tuple(types.values()))
-    tx.exec_driver_sql(template.format(rows=table, now="%(now)s"), {"rows": document.decode(), "now": now})
+    done = tx.exec_driver_sql(
+        template.format(rows=table, now="%(now)s"), {"rows": document.decode(), "now": now}
+    )
+    return [row[0] for row in done] if done.returns_rows else []
 
 
 @functools.cache  # at most 2 tables x 9 powers of two
