@@ -35,7 +35,9 @@ def _fire(tx: Tx, ctx: AppContext, schedule: ScheduleRecord, now: datetime) -> b
     if workflow is None or not workflow.active:
         return False
     current = set_store.get_set(tx, workflow.set_id)
-    result = result_store.get_result(tx, workflow.set_id, schedule.result_id)
+    # Locked, as a change of the result locks it: the date event then follows or precedes the
+    # change whole (read unlocked, it could carry the older values after the change's delivery).
+    result = result_store.get_result(tx, workflow.set_id, schedule.result_id, for_update=True)
     if current is None or result is None:
         return False
     fanout.fire_for_workflow(tx, ctx, workflow.id, current, result, action="date", actor="scheduler", now=now)

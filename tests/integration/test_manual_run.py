@@ -74,3 +74,41 @@ async def test_only_with_manual_trigger_and_not_for_viewers(
     found = deliveries_of(ctx, result_id)
     assert len(found) == before + 1 and found[-1].workflow_id == manual["id"]
     assert len((await events_of(api, result_id))[-1]["evaluations"]) == 1
+
+
+async def test_a_run_during_a_change_sends_the_result_as_changed_after_the_change(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """A run read the result without waiting for a change being written: it queued the older
+    values after the change's own delivery, and an ordered signal's receiver kept the older state.
+    Now the run waits for the change and sends the result as changed, after it."""
+    import threading
+
+    from qhook.services import results as result_service
+    from qhook.services import workflows as workflow_service
+
+    set_id = await make_set(api)
+    workflow = await make_workflow(
+        api,
+        set_id,
+        triggers={"manual": True, "modification": True},
+        signals=[{"type": "webhook", "url": "http://127.0.0.1:9/hook", "ordered": True}],
+    )
+    result_id = await add_result(api, set_id, batchnumber_="B-1", note_="old")
+    run_done = threading.Event()
+
+    def run() -> None:
+        workflow_service.run_manual(ctx, workflow["id"], [result_id], actor="tests")
+        run_done.set()
+
+    with result_service.writing(ctx) as tx:
+        result_service.update_result_tx(
+            tx, ctx, set_id=set_id, result_id=result_id, values={"note_": "new"}, actor="tests"
+        )
+        runner = threading.Thread(target=run)
+        runner.start()
+        assert not run_done.wait(0.5)  # the run waits for the change being written
+    runner.join(10)
+    assert run_done.is_set()
+    sent = [(d.action, json.loads(d.body)["results"]["note_"]) for d in deliveries_of(ctx, result_id)]
+    assert sent == [("modified", "new"), ("manual", "new")]

@@ -675,8 +675,13 @@ def run_manual(
         assert current is not None
         if not fanout.triggers_of(workflow, current.fields).manual:
             raise Conflict(f"workflow {workflow_id} has no manual trigger; turn on triggers.manual to run it")
-        for result_id in dict.fromkeys(result_ids):
-            result = result_store.get_result(tx, workflow.set_id, result_id)
+        wanted = list(dict.fromkeys(result_ids))
+        # Locked (in id order, as a batch write locks them): read unlocked, a result being changed
+        # meanwhile was sent as it was before, after the change's own delivery, and an ordered
+        # signal's receiver kept the older state.
+        locked = result_store.get_results(tx, workflow.set_id, wanted, for_update=True)
+        for result_id in wanted:
+            result = locked.get(result_id)
             if result is None:
                 outcomes.append(
                     {"result_id": result_id, "fired": False, "reason": "no such result in this set"}

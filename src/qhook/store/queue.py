@@ -161,17 +161,22 @@ def _not_blocked(now: Any) -> ColumnElement[bool]:
             endpoints.c.circuit_state != "closed",
         )
     )
+    return and_(
+        deliveries.c.endpoint.not_in(blocked),
+        _signal_usable(),
+        or_(deliveries.c.ordered.is_(False), not_(_EARLIER_UNFINISHED)),
+    )
+
+
+def _signal_usable() -> ColumnElement[bool]:
+    """Rows whose signal is neither paused (a 410) nor switched off."""
     # NOT IN a subquery, like the blocked origins: evaluated once per statement (a hashed list),
     # and PostgreSQL does not plan it as an anti-join whose row estimate (all rows of a lone signal
     # "match") made it sort every due row instead of walking the lane's index to the LIMIT.
     paused_signals = select(signals.c.id).where(
         or_(signals.c.paused_reason.is_not(None), signals.c.active.is_(False))
     )
-    return and_(
-        deliveries.c.endpoint.not_in(blocked),
-        or_(deliveries.c.signal_id.is_(None), deliveries.c.signal_id.not_in(paused_signals)),
-        or_(deliveries.c.ordered.is_(False), not_(_EARLIER_UNFINISHED)),
-    )
+    return or_(deliveries.c.signal_id.is_(None), deliveries.c.signal_id.not_in(paused_signals))
 
 
 def lease_free(now: Any) -> ColumnElement[bool]:
@@ -315,6 +320,7 @@ def _probe_statement() -> Any:
             deliveries.c.endpoint == bindparam("origin"),
             text(UNFINISHED_SQL),  # walks ix_deliveries_unfinished_endpoint in id order
             lease_free(now),
+            _signal_usable(),  # a paused signal's delivery probed and was sent although paused
             or_(deliveries.c.ordered.is_(False), not_(_EARLIER_UNFINISHED)),
         )
         .order_by(deliveries.c.id)
