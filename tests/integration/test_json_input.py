@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import Table, func, select
 
 from qhook.api.app import create_app
-from qhook.api.errors import JSON_NUMBER_EXPECTED
+from qhook.api.deps import JSON_NUMBER_EXPECTED
 from qhook.api.json_body import JsonBodyRoute
 from qhook.context import AppContext
 from qhook.domain.json_text import FINITE_EXPECTED, TWICE_EXPECTED
@@ -327,6 +327,13 @@ async def test_ids_and_counts_in_a_body_are_json_numbers(api: httpx.AsyncClient,
         assert refused.status_code == 422, (path, refused.text)
         assert refused.json()["details"] == [{"field": field, "error": number}], path
     assert users.user_named(ctx.db, "uma").set_ids is None
+    for value in (True, "5"):
+        refused = await api.post("/api/v1/deliveries/replay", json={"workflow_id": value, "dry_run": True})
+        assert refused.json()["details"] == [{"field": "workflow_id", "error": number}], value
+    whole = await api.post(
+        "/api/v1/deliveries/replay", json={"workflow_id": float(workflow_id), "dry_run": True}
+    )
+    assert whole.status_code == 200, whole.text  # 5.0 is a JSON number
     not_a_number = await api.get("/api/v1/deliveries", params={"workflow_id": "abc"})
     assert not_a_number.status_code == 422
     assert not_a_number.json()["details"][0]["error"] != number  # a query is text: no JSON there

@@ -158,3 +158,9 @@ def test_a_key_given_twice_is_refused_naming_its_place(text: str, place: str, po
             json_text.loads(given_as)
         assert json_text.refused(raised.value.msg) == (place, json_text.TWICE_EXPECTED)
         assert raised.value.pos == position
+
+
+def test_text_qhook_made_itself_may_repeat_a_key_and_keeps_the_last() -> None:
+    """A rendered body template whose data repeats a key: refusing it stopped a saved workflow's
+    deliveries; the template itself is checked when saved."""
+    assert json_text.loads('{"a": 1, "b": {"a": 2, "a": 3}}', repeated_keys=True) == {"a": 1, "b": {"a": 3}}

@@ -8,7 +8,8 @@ from typing import Annotated
 
 from annotated_types import Ge, Le
 from fastapi import Depends, Request
-from pydantic import Strict
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
 from qhook.api.errors import is_compat_path
@@ -45,9 +46,21 @@ Id = Annotated[int, Ge(1), Le(MAX_ID)]
 a 422 naming the parameter when out of range (see ``domain.ids.MAX_ID``)."""
 BigId = Annotated[int, Ge(1), Le(MAX_BIG_ID)]
 """The id of an event, delivery or capture."""
-BodyId = Annotated[int, Strict(), Ge(1), Le(MAX_ID)]
+JSON_NUMBER_EXPECTED = "a whole number, written as a JSON number (not text)"
+
+
+def json_number(value: object) -> object:
+    """A JSON body's whole number is a JSON number: ``"5"`` (text) and ``true`` are refused,
+    ``5`` and ``5.0`` taken."""
+    if isinstance(value, str | bool):
+        raise PydanticCustomError("json_number", JSON_NUMBER_EXPECTED)
+    return value
+
+
+BodyId = Annotated[int, BeforeValidator(json_number), Ge(1), Le(MAX_ID)]
 """An ``Id`` in a JSON body: a JSON number, as in a workflow's own settings (``"5"`` was taken here
-and refused there). Paths and queries are text, so ``Id`` reads them."""
+and refused there, ``true`` was 1). Paths and queries are text, so ``Id`` reads them."""
+BodyInt = Annotated[int, BeforeValidator(json_number)]
 
 
 async def refuse_nul(request: Request) -> None:

@@ -15,7 +15,6 @@ from qhook.domain import json_text
 from qhook.errors import QhookError, RateLimited, StoreError
 
 logger = logging.getLogger("qhook.api")
-JSON_NUMBER_EXPECTED = "a whole number, written as a JSON number (not text)"
 
 
 def _field_path(location: tuple[Any, ...] | list[Any]) -> str:
@@ -42,9 +41,6 @@ def _detail(error: Mapping[str, Any]) -> dict[str, str]:
         }
     if kind == "bool_type":
         return {"field": _field_path(location), "error": "true or false"}
-    if kind == "int_type" and location and location[0] == "body":
-        # A JSON body's ids and counts are JSON numbers, as in a workflow's settings ("5" is text).
-        return {"field": _field_path(location), "error": JSON_NUMBER_EXPECTED}
     if kind == "model_attributes_type" and len(location) <= 1:
         # A body that is not a JSON object (a form, text/plain): "valid dictionary" named neither.
         return {"field": "body", "error": "a JSON object, sent as Content-Type: application/json"}

@@ -46,8 +46,10 @@ _LONG_NUMBER = re.compile(r"\d{19}")
 _LONG_NUMBER_BYTES = re.compile(rb"\d{19}")
 
 
-def loads(text: str | bytes) -> Any:
-    """Parse ``text`` as JSON; ``json.JSONDecodeError`` naming the problem and its position."""
+def loads(text: str | bytes, *, repeated_keys: bool = False) -> Any:
+    """Parse ``text`` as JSON; ``json.JSONDecodeError`` naming the problem and its position.
+    ``repeated_keys``: keep the last of a repeated key, as ``json.loads`` does (for text qhook
+    made itself, such as a rendered body template, checked when the template was saved)."""
     try:
         value = pydantic_core.from_json(text, allow_inf_nan=False)
     except ValueError as exc:
@@ -67,7 +69,8 @@ def loads(text: str | bytes) -> Any:
     _refuse_number(text, value, _LONG_NUMBER, _LONG_NUMBER_BYTES, _beyond_64_bits, _BIG_IN)
     # A float too large for 64 bits came out as infinity: stored, and shown as null.
     _refuse_number(text, value, _HUGE_NUMBER, _HUGE_NUMBER_BYTES, _not_finite, _HUGE_IN)
-    _refuse_twice(text)
+    if not repeated_keys:
+        _refuse_twice(text)
     return value
 
 
@@ -99,26 +102,30 @@ class _Twice(dict[str, Any]):
     key: str
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) == len(pairs):
-        return found
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            twice = _Twice(found)
-            twice.key = key
-            return twice
-        seen.add(key)
-    return found  # pragma: no cover - unequal lengths mean a repeated key
-
-
 def _refuse_twice(text: str | bytes) -> None:
     """A second reading by the standard library, which hands over every object's keys in order
-    (pydantic-core keeps the last of a repeated key and says nothing): ~1 µs per object."""
+    (pydantic-core keeps the last of a repeated key and says nothing): ~1 µs per object. The
+    value is walked only when a key did repeat."""
     if b"{" not in text if isinstance(text, bytes) else "{" not in text:
         return
-    path = _twice_path(json.loads(text, object_pairs_hook=_object), "")
+    repeated: list[bool] = []
+
+    def pairs_to_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(pairs)
+        if len(found) == len(pairs):
+            return found
+        repeated.append(True)
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                break
+            seen.add(key)
+        twice = _Twice(found)
+        twice.key = key
+        return twice
+
+    value = json.loads(text, object_pairs_hook=pairs_to_object)
+    path = _twice_path(value, "") if repeated else None
     if path is not None:
         doc = _doc(text)
         quoted = json.dumps(path.rsplit(".", 1)[-1], ensure_ascii=False)

@@ -310,7 +310,9 @@ def render_body(
     if kind == "template":
         rendered = render_text(str(config.get("body_template") or ""), context)
         try:
-            parsed = json_text.loads(rendered)
+            # A key the data repeats keeps its last value, as before: refusing it here would stop a
+            # saved workflow's deliveries (the template's own keys were checked when it was saved).
+            parsed = json_text.loads(rendered, repeated_keys=True)
         except ValueError as exc:
             refusal = json_text.refused(getattr(exc, "msg", ""))
             if refusal is not None:  # e.g. an integer beyond 64 bits, from "| int" on 1e308

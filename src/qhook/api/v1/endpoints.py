@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from qhook.api.deps import Admin, Ctx, Viewer
+from qhook.api.deps import Admin, BodyInt, Ctx, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
 from qhook.clock import utcnow
@@ -64,7 +64,7 @@ class LimitsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rate_limit: str | None = Field(None, description="e.g. '30/minute'; null: none for the host")
-    max_in_flight: StrictInt | None = Field(None, description="1..100; null: the signals' own (default 10)")
+    max_in_flight: BodyInt | None = Field(None, description="1..100; null: the signals' own (default 10)")
 
 
 class LimitsOut(BaseModel):
