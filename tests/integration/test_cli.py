@@ -172,7 +172,13 @@ def test_import_refuses_unknown_set_file_or_key_field(run, ctx: AppContext, tmp_
     no_file = run("import", str(current.id), str(tmp_path / "missing.csv"))
     assert no_file.exit_code == 1 and "missing.csv: no such file" in one_line(no_file.stderr)
     no_field = run("import", str(current.id), str(csv_file), "--key-field", "b_")
-    assert no_field.exit_code == 1 and "has no field 'b_'" in one_line(no_field.stderr)
+    assert no_field.exit_code == 1 and "has no active field 'b_'" in one_line(no_field.stderr)
+    set_service.update_set(ctx, current.id, fields=[{"name": "k_", "type": "text"}], actor="t")
+    no_column = run("import", str(current.id), str(csv_file), "--key-field", "k_")
+    assert no_column.exit_code == 1 and "the header has no column 'k_'" in one_line(no_column.stderr)
+    set_service.update_set(ctx, current.id, fields=[{"name": "k_", "active": False}], actor="t")
+    inactive = run("import", str(current.id), str(csv_file), "--key-field", "k_")
+    assert inactive.exit_code == 1 and "has no active field 'k_'" in one_line(inactive.stderr)
 
 
 @pytest.mark.parametrize(

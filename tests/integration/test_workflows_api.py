@@ -265,6 +265,7 @@ async def test_preview_and_overlap_warning(api: httpx.AsyncClient, ctx: AppConte
     assert stored["values"]["status_"] == "draft" and stored["values"]["ph_"] is None
     for body, field in (
         ({"result_id": drafted, "values": {"status_": "shipped"}}, "values.status_"),
+        ({"result_id": drafted, "values": {"batchnumber_": None}}, "values.batchnumber_"),  # required
         ({"result_id": drafted, "action": "new", "values": {"ph_": 7}}, "values"),
     ):
         refused = await api.post(url, json=body)

@@ -269,3 +269,29 @@ def test_validation_names_the_place(tree: dict[str, Any], place: str) -> None:
         parse_filter(tree, FIELDS)
     assert caught.value.details[0]["field"] == place
     assert caught.value.message.startswith(place + ":")
+
+
+def test_a_met_all_lists_its_conditions_up_to_a_few_hundred_characters() -> None:
+    """Kept on every event's evaluation: a filter of long ``in`` lists stays a short line."""
+    long_list = [f"B-{n:04d}" for n in range(200)]
+    tree = {
+        "all": [
+            {"field": "status_", "op": "eq", "value": "released"},
+            {"field": "batch_", "op": "in", "value": [*long_list, "B-1234"]},
+            {"field": "ph_", "op": "gte", "value": 6.5},
+        ]
+    }
+    met, reason = evaluate(parse_filter(tree, FIELDS), RESULT)
+    assert met
+    assert reason.startswith("filter met: all of: status_ is 'released', expected eq 'released'; ")
+    assert reason.endswith("; and 2 more met") and len(reason) < 500
+    short = {
+        "all": [
+            {"field": "status_", "op": "eq", "value": "released"},
+            {"field": "ok_", "op": "eq", "value": True},
+        ]
+    }
+    assert evaluate(parse_filter(short, FIELDS), RESULT) == (
+        True,
+        "filter met: all of: status_ is 'released', expected eq 'released'; ok_ is True, expected eq True",
+    )

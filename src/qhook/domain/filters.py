@@ -391,7 +391,7 @@ def _eval(node: Node, result: Mapping[str, Any], changes: Mapping[str, Any]) -> 
                 unknown = why
             reasons.append(why)
         # Each condition's field and value: "not (all conditions met)" named neither.
-        return (None, unknown) if unknown is not None else (True, "all of: " + "; ".join(reasons))
+        return (None, unknown) if unknown is not None else (True, "all of: " + _listed(reasons))
     if isinstance(node, AnyOf):
         reasons = []
         undecided = False
@@ -404,6 +404,21 @@ def _eval(node: Node, result: Mapping[str, Any], changes: Mapping[str, Any]) -> 
         return (None if undecided else False), "none of: " + "; ".join(reasons)
     met, why = _eval(node.item, result, changes)
     return (None if met is None else not met), f"not ({why})"
+
+
+REASONS_SHOWN = 400  # characters of an "all of" list kept on every event's evaluation
+
+
+def _listed(reasons: list[str]) -> str:
+    """The reasons joined, the first few hundred characters' worth (a long ``in`` list each)."""
+    shown: list[str] = []
+    size = 0
+    for reason in reasons:
+        if shown and size + len(reason) > REASONS_SHOWN:
+            return "; ".join(shown) + f"; and {len(reasons) - len(shown)} more met"
+        shown.append(reason)
+        size += len(reason) + 2
+    return "; ".join(shown)
 
 
 def evaluate(

@@ -157,9 +157,14 @@ def import_rows(
 ) -> ImportSummary:
     """Store every good row; report each bad one through ``on_error`` and in the summary."""
     current = sets_service.get_set(ctx.db, set_id)
-    if key_field is not None and not any(f.name == key_field for f in current.fields):
-        raise BadRequest(f"--key-field: set {set_id} has no field {key_field!r}")
+    if key_field is not None and not any(f.name == key_field and f.active for f in current.fields):
+        raise BadRequest(f"--key-field: set {set_id} has no active field {key_field!r}")
     check_header(table.columns, current.fields, set_id)
+    if key_field is not None and key_field not in table.columns:
+        # Every row failed, one message each.
+        raise BadRequest(
+            f"--key-field {key_field}: the header has no column {key_field!r}; nothing was stored"
+        )
     summary = ImportSummary()
     for chunk in _chunks(table.rows, chunk_size):
         created = updated = 0

@@ -13,7 +13,14 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import credentials, payloads, signing
 from qhook.domain import headers as header_names
-from qhook.domain.fields import changes_between, coerce_values, flat_result, format_iso, merge_values
+from qhook.domain.fields import (
+    changes_between,
+    check_required,
+    coerce_values,
+    flat_result,
+    format_iso,
+    merge_values,
+)
 from qhook.domain.ids import is_id
 from qhook.domain.inspector import is_own_inspector
 from qhook.domain.schedule import due_at
@@ -309,14 +316,14 @@ def list_workflows(
 def misfits(db: Database, found: Sequence[WorkflowRecord]) -> dict[int, str]:
     """Workflow id -> why it no longer fits its set (a field it names deactivated, a list option
     renamed), for those that do not: they never fire until saved again or switched off."""
+    wanted = {w.id for w in found}
     out: dict[int, str] = {}
     with db.reading() as tx:
-        sets = {s.id: s for s in set_store.list_sets(tx, sorted({w.set_id for w in found}))}
-    for workflow in found:
-        current = sets.get(workflow.set_id)
-        misfit = fanout.plan_workflow(workflow, current.fields).misfit if current is not None else None
-        if misfit is not None:
-            out[workflow.id] = misfit
+        for set_id in sorted({w.set_id for w in found}):
+            plan = fanout.plan_for(tx, set_id)  # the plans events are decided by, cached
+            for wplan in plan.workflows if plan is not None else ():
+                if wplan.workflow.id in wanted and wplan.misfit is not None:
+                    out[wplan.workflow.id] = wplan.misfit
     return out
 
 
@@ -555,6 +562,7 @@ def preview(
         if values is not None:
             # Checked as the result's PATCH checks them; a list value must be an option already.
             tried = merge_values(result.values, coerce_values(current.fields, values).values)
+            check_required(current.fields, tried)
             after = flat_result(result.id, result.date, tried, current.fields)
             changes, flat = changes_between(flat, after), after
         others = store.list_workflows(tx, set_id=workflow.set_id)
