@@ -295,3 +295,9 @@ def test_a_met_all_lists_its_conditions_up_to_a_few_hundred_characters() -> None
         True,
         "filter met: all of: status_ is 'released', expected eq 'released'; ok_ is True, expected eq True",
     )
+
+
+def test_a_date_value_written_with_a_time_counts_by_its_date_as_written() -> None:
+    """As a stored date field does: in UTC, 23:30 at -05:00 on 31 December is already 1 January."""
+    node = parse_filter({"field": "expiry_", "op": "eq", "value": "2025-12-31T23:30:00-05:00"}, FIELDS)
+    assert evaluate(node, RESULT) == (True, "filter met: expiry_ is '2025-12-31', expected eq '2025-12-31'")

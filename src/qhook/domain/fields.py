@@ -328,8 +328,10 @@ def parse_date(raw: object) -> date:
         except ValueError:
             pass
         try:
-            # "2025-10-02 13:37:00" as the compat API writes dates: the day is what counts.
-            return parse_datetime(text).date()
+            # "2025-10-02 13:37:00" as the compat API writes dates: the day is what counts, as
+            # written ("2026-06-01T23:30:00-05:00" is 1 June; in UTC it was already 2 June).
+            parse_datetime(text)  # a moment within the calendar, in any zone
+            return datetime.fromisoformat(text[:-1] if text.endswith(("Z", "z")) else text).date()
         except ValueError as exc:
             raise _Invalid("a date such as 2025-10-02") from exc
     raise _Invalid("a date such as 2025-10-02")

@@ -198,9 +198,12 @@ def _check_value(value: Any, field_type: str, options: Sequence[Any], path: str)
     if field_type == "date":
         try:
             if isinstance(value, str) and len(value.strip()) != len("YYYY-MM-DD"):
-                # A date and time counts by its date; anything else after the date was cut off
-                # ("2026-12-01xyz" meant 2026-12-01).
-                return _as_datetime(value).date()
+                # A date and time counts by its date as written, as a stored value does (in UTC
+                # "2026-06-01T23:30:00-05:00" is 2 June); anything else after the date was cut
+                # off ("2026-12-01xyz" meant 2026-12-01).
+                _as_datetime(value)
+                text = value.strip()
+                return datetime.fromisoformat(text[:-1] if text.endswith(("Z", "z")) else text).date()
             return _as_date(value)
         except (TypeError, ValueError) as exc:
             raise _fail(path, "a date 'YYYY-MM-DD'") from exc
