@@ -149,6 +149,7 @@ def test_nan_and_infinity_are_no_json(text: str) -> None:
         ('{"status_": "released", "status_": "rejected"}', "status_", 24),
         ('{"results": [{"lot_": 1}, {"lot_": 2, "x": {"k": 1, "k": 1}}]}', "results.1.x.k", 52),
         ('[{"a": 1, "b": 2, "a": 1}]', "0.a", 18),
+        ('{"x": "a.b", "a.b": 1, "a.b": 2}', "a.b", 23),  # a key with a dot; "a.b" as a value first
     ],
 )
 def test_a_key_given_twice_is_refused_naming_its_place(text: str, place: str, position: int) -> None:

@@ -20,6 +20,7 @@ handler, and FastAPI's 422 for a request body, stay as they are.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -108,18 +109,18 @@ def _refuse_twice(text: str | bytes) -> None:
     value is walked only when a key did repeat."""
     if b"{" not in text if isinstance(text, bytes) else "{" not in text:
         return
-    repeated: list[bool] = []
+    repeated: list[str] = []  # the keys that repeated, in the order read
 
     def pairs_to_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         found = dict(pairs)
         if len(found) == len(pairs):
             return found
-        repeated.append(True)
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
                 break
             seen.add(key)
+        repeated.append(key)
         twice = _Twice(found)
         twice.key = key
         return twice
@@ -128,9 +129,11 @@ def _refuse_twice(text: str | bytes) -> None:
     path = _twice_path(value, "") if repeated else None
     if path is not None:
         doc = _doc(text)
-        quoted = json.dumps(path.rsplit(".", 1)[-1], ensure_ascii=False)
-        second = doc.find(quoted, doc.find(quoted) + 1)  # where it is written the same way
-        raise json.JSONDecodeError(_TWICE_IN + path, doc, max(second, 0))
+        # Where the key is written a second time as a key (best effort: an escaped spelling of it
+        # is not found, and the position is then 0).
+        as_key = re.compile(re.escape(json.dumps(repeated[0], ensure_ascii=False)) + r"\s*:")
+        found = [m.start() for m in itertools.islice(as_key.finditer(doc), 2)]
+        raise json.JSONDecodeError(_TWICE_IN + path, doc, found[1] if len(found) > 1 else 0)
 
 
 def _twice_path(value: Any, path: str) -> str | None:
