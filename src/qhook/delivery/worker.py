@@ -450,21 +450,15 @@ class Worker:
     async def _run_one(self, gate: Gate[Item], item: Item) -> None:
         rate_slot: tuple[str, int] | None = None
         try:
-            if not self._lease_lasts(item):
-                # Renewals failed (the database is away) or came too late: another worker may take
-                # the delivery over before this send ends. Given back unsent; no attempt burnt.
-                logger.info(
-                    "lease running out: delivery given back unsent",
-                    extra={"action": "lease_short", "delivery_id": item.delivery.id},
-                )
-                ids = [item.delivery.id]
-                self.recorder.op(functools.partial(_release, ids=ids, owner=self.owner), done_ids=ids)
+            if self._gave_back(item):
                 return
             if gate.rate is not None and not item.probe:
                 rate_slot = await self._rate_slot(gate, gate.rate, item)
                 if rate_slot is None:
                     return
             async with self._slots:
+                if self._gave_back(item):  # again: a rate slot or a free send slot took a while
+                    return
                 await self._attempt(gate, item)
         except asyncio.CancelledError:
             raise
@@ -486,6 +480,20 @@ class Worker:
                 # only at half, a busy endpoint sat idle a third of the time (bench/throughput,
                 # SQLite): the claim took longer than the half batch lasted.
                 self._nudge.set()
+
+    def _gave_back(self, item: Item) -> bool:
+        """Give ``item`` back unsent when the lease may run out before its send ends: renewals
+        failed (the database is away) or came too late, and another worker may take it over. No
+        attempt is burnt."""
+        if self._lease_lasts(item):
+            return False
+        logger.info(
+            "lease running out: delivery given back unsent",
+            extra={"action": "lease_short", "delivery_id": item.delivery.id},
+        )
+        ids = [item.delivery.id]
+        self.recorder.op(functools.partial(_release, ids=ids, owner=self.owner), done_ids=ids)
+        return True
 
     async def _rate_slot(self, gate: Gate[Item], rate: Rate, item: Item) -> tuple[str, int] | None:
         """Take one of the endpoint's shared send slots: (slot, period ms); or wait at the gate."""
