@@ -128,6 +128,17 @@ async def test_an_edit_of_another_field_does_not_replay_a_past_due_time(
     before = await add_result(api, set_id, batchnumber_="B-0", expiry_="2001-03-10")
     workflow = await make_workflow(api, set_id, triggers=ON_DATE)
     await patch_result(api, set_id, before, note_="unrelated edit")
+    # The same through storeResults (the batch path), by key field.
+    stored = await api.post(
+        "/api/storeResults",
+        data={
+            "setId": str(set_id),
+            "keyField": "batchnumber_",
+            "results": json.dumps([{"batchnumber_": "B-0", "note_": "edited in bulk"}]),
+        },
+    )
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["updated"] == 1
     assert schedules_of(ctx, workflow["id"]) == []
     assert scheduler.tick(ctx) == 0
     # Entered with a past due time: fires once.
