@@ -379,6 +379,7 @@ async def test_workflows_sets_and_result_trail(
     missing = await browser.get(f"/ui/sets/{set_id}/results/999999")
     assert missing.status_code == 404
 
+    assert 'data-testid="never-met"' not in page
     # A workflow whose filter's list option was renamed no longer fires: its pages say so and why.
     assert "broken" not in listing
     relabel = {"fields": [{"name": "status_", "options": [{"id": 2, "label": "approved"}]}]}
@@ -654,3 +655,17 @@ async def test_error_pages_keep_the_menu_and_say_not_found_for_a_malformed_id(
         assert page.status_code == 404, path
         assert f"Not found: {path}" in page.text and "valid integer" not in page.text
         assert "Log out" in page.text and 'href="/ui/endpoints"' in page.text, path
+
+
+async def test_a_filter_that_can_never_be_met_is_flagged_on_its_page(
+    ctx: AppContext, api: httpx.AsyncClient, browser: httpx.AsyncClient
+) -> None:
+    set_id = await make_set(api)
+    workflow = await make_workflow(
+        api,
+        set_id,
+        filter={"all": [{"field": "ph_", "op": "gt", "value": 8}, {"field": "ph_", "op": "lt", "value": 6}]},
+    )
+    await login(browser, "vera", person(ctx, "vera", "viewer"))
+    page = (await browser.get(f"/ui/workflows/{workflow['id']}")).text
+    assert "This filter can never be met (ph_: gt 8.0 and lt 6.0 cannot both hold)" in page

@@ -360,3 +360,29 @@ async def test_a_header_qhook_sets_itself_saved_earlier_is_dropped_not_blocking(
     # A save of the whole document (a bare {"active": false} is stored without validation).
     assert (await api.patch(url, json={"active": False, "name": "renamed"})).status_code == 200
     assert (await api.get(url)).json()["signals"][0]["headers"] == {"X-Plant": "Delft"}
+
+
+async def test_a_filter_that_can_never_be_met_is_flagged_in_the_preview(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """'status_ eq released and eq blocked' was saved without a word, and the workflow never fired."""
+    set_id = await make_set(api)
+    workflow = await make_workflow(
+        api,
+        set_id,
+        filter={
+            "all": [
+                {"field": "status_", "op": "eq", "value": "released"},
+                {"field": "status_", "op": "eq", "value": "blocked"},
+            ]
+        },
+    )
+    result_id = await add_result(api, set_id, batchnumber_="B-1", status_="released")
+    preview = (
+        await api.post(
+            f"/api/v1/workflows/{workflow['id']}/preview", json={"result_id": result_id, "action": "new"}
+        )
+    ).json()
+    assert preview["would_fire"] is False
+    why = "status_: eq 'released' and eq 'blocked' cannot both hold"
+    assert f"the filter can never be met ({why}): the workflow never fires" in preview["warnings"]

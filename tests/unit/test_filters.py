@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from qhook.domain.fields import FieldDef, OptionDef
-from qhook.domain.filters import OPS, OPS_BY_TYPE, evaluate, parse_filter
+from qhook.domain.filters import OPS, OPS_BY_TYPE, evaluate, never_met, parse_filter
 from qhook.errors import ValidationFailed
 
 
@@ -301,3 +301,92 @@ def test_a_date_value_written_with_a_time_counts_by_its_date_as_written() -> Non
     """As a stored date field does: in UTC, 23:30 at -05:00 on 31 December is already 1 January."""
     node = parse_filter({"field": "expiry_", "op": "eq", "value": "2025-12-31T23:30:00-05:00"}, FIELDS)
     assert evaluate(node, RESULT) == (True, "filter met: expiry_ is '2025-12-31', expected eq '2025-12-31'")
+
+
+@pytest.mark.parametrize(
+    ("tree", "why"),
+    [
+        (
+            {
+                "all": [
+                    {"field": "status_", "op": "eq", "value": "released"},
+                    {"field": "status_", "op": "eq", "value": "blocked"},
+                ]
+            },
+            "status_: eq 'released' and eq 'blocked' cannot both hold",
+        ),
+        (
+            {
+                "all": [
+                    {"field": "ph_", "op": "gt", "value": 5},
+                    {"all": [{"field": "ph_", "op": "lt", "value": 3}]},
+                ]
+            },
+            "ph_: gt 5.0 and lt 3.0 cannot both hold",
+        ),
+        (
+            {"all": [{"field": "ph_", "op": "gte", "value": 5}, {"field": "ph_", "op": "lt", "value": 5}]},
+            "ph_: gte 5.0 and lt 5.0 cannot both hold",
+        ),
+        (
+            {
+                "all": [
+                    {"field": "batch_", "op": "empty"},
+                    {"field": "batch_", "op": "starts_with", "value": "B"},
+                ]
+            },
+            "batch_: empty and starts_with 'B' cannot both hold",
+        ),
+        (
+            {
+                "all": [
+                    {"field": "status_", "op": "in", "value": ["draft", "blocked"]},
+                    {"field": "status_", "op": "eq", "value": "released"},
+                ]
+            },
+            "status_: in ['draft', 'blocked'] and eq 'released' cannot both hold",
+        ),
+        (
+            {
+                "all": [
+                    {"field": "count_", "op": "eq", "value": 3},
+                    {"field": "count_", "op": "ne", "value": 3},
+                ]
+            },
+            "count_: eq 3 and ne 3 cannot both hold",
+        ),
+        (
+            {
+                "all": [
+                    {"field": "expiry_", "op": "eq", "value": "2025-12-31"},
+                    {"field": "expiry_", "op": "gt", "value": "2026-01-01"},
+                ]
+            },
+            "expiry_: eq '2025-12-31' and gt '2026-01-01' cannot both hold",
+        ),
+    ],
+)
+def test_a_filter_that_can_never_be_met_says_why(tree: dict[str, Any], why: str) -> None:
+    node = parse_filter(tree, FIELDS)
+    assert never_met(node) == why
+    for result in (RESULT, {**RESULT, "batch_": None, "ph_": 5.0, "count_": 3}):
+        assert evaluate(node, result)[0] is False  # what it says is so
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [
+        {"all": [{"field": "ph_", "op": "gte", "value": 5}, {"field": "ph_", "op": "lte", "value": 5}]},
+        {
+            "all": [
+                {"field": "status_", "op": "in", "value": ["draft", "released"]},
+                {"field": "status_", "op": "ne", "value": "draft"},
+            ]
+        },
+        {"all": [{"field": "batch_", "op": "empty"}, {"field": "batch_", "op": "ne", "value": "x"}]},
+        {"any": [{"field": "ph_", "op": "gt", "value": 5}, {"field": "ph_", "op": "lt", "value": 3}]},
+        {"field": "ok_", "op": "eq", "value": True},
+    ],
+)
+def test_a_filter_that_can_be_met_is_not_flagged(tree: dict[str, Any]) -> None:
+    assert never_met(parse_filter(tree, FIELDS)) is None

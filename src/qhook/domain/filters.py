@@ -437,6 +437,91 @@ def evaluate(
     return (True, f"filter met: {why}") if met is True else (False, f"filter not met: {why}")
 
 
+def never_met(node: Node | None) -> str | None:
+    """Why a filter can never be met, found among the conditions that must all hold (a leaf, or
+    ``all`` of them, nested ``all`` included: ``any`` and ``not`` are not looked into); None when
+    no such contradiction is found. For the preview and the workflow's page: such a filter was
+    saved without a word and the workflow never fired."""
+    by_field: dict[str, list[Leaf]] = {}
+    for leaf in _must_hold(node):
+        by_field.setdefault(leaf.field, []).append(leaf)
+    for name, leaves in by_field.items():
+        why = _contradiction(leaves)
+        if why is not None:
+            return f"{name}: {why}"
+    return None
+
+
+def _must_hold(node: Node | None) -> list[Leaf]:
+    if isinstance(node, Leaf):
+        return [node]
+    if isinstance(node, AllOf):
+        return [leaf for item in node.items for leaf in _must_hold(item)]
+    return []
+
+
+# What an empty field meets besides ``empty`` itself: it equals and orders with nothing.
+_EMPTY_MEETS = frozenset({"empty", "ne", "not_in", "not_contains", "changed"})
+
+
+def _said(leaf: Leaf) -> str:
+    if leaf.op in _NO_VALUE:
+        return leaf.op
+    if leaf.op in _LISTED:
+        return f"{leaf.op} [{', '.join(_show(v) for v in leaf.value)}]"
+    return f"{leaf.op} {_show(leaf.value)}"
+
+
+def _contradiction(leaves: list[Leaf]) -> str | None:
+    """Two conditions on one field that cannot both hold, as "<a> and <b> cannot both hold"."""
+    pair = _clash(leaves)
+    return None if pair is None else f"{_said(pair[0])} and {_said(pair[1])} cannot both hold"
+
+
+def _clash(leaves: list[Leaf]) -> tuple[Leaf, Leaf] | None:
+    filled = [leaf for leaf in leaves if leaf.op not in _EMPTY_MEETS]
+    empty = next((leaf for leaf in leaves if leaf.op == "empty"), None)
+    if empty is not None and filled:
+        return empty, filled[0]
+    # The values eq and in leave (None: any), and the leaf that first narrowed them.
+    allowed: set[Any] | None = None
+    narrowed: Leaf | None = None
+    for leaf in leaves:
+        if leaf.op in ("eq", "in"):
+            values = {leaf.value} if leaf.op == "eq" else set(leaf.value)
+            if allowed is not None and narrowed is not None and not allowed & values:
+                return narrowed, leaf
+            allowed = values if allowed is None else allowed & values
+            narrowed = narrowed or leaf
+    lows = [leaf for leaf in leaves if leaf.op in ("gt", "gte")]
+    highs = [leaf for leaf in leaves if leaf.op in ("lt", "lte")]
+    for low in lows:
+        for high in highs:
+            strict = low.op == "gt" or high.op == "lt"
+            if low.value > high.value or (low.value == high.value and strict):
+                return low, high
+    if allowed is None or narrowed is None:
+        return None
+    for leaf in leaves:
+        if leaf.op in ("ne", "not_in"):
+            refused = {leaf.value} if leaf.op == "ne" else set(leaf.value)
+            if allowed <= refused:
+                return narrowed, leaf
+        elif leaf.op in ("gt", "gte", "lt", "lte") and not any(_in_order(v, leaf) for v in allowed):
+            return narrowed, leaf
+    return None
+
+
+def _in_order(value: Any, leaf: Leaf) -> bool:
+    if leaf.op == "gt":
+        return bool(value > leaf.value)
+    if leaf.op == "gte":
+        return bool(value >= leaf.value)
+    if leaf.op == "lt":
+        return bool(value < leaf.value)
+    return bool(value <= leaf.value)
+
+
 def inputs(node: Node | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(fields whose values, fields whose being changed) ``evaluate`` reads, in a fixed order:
     equal inputs give an equal answer, so a batch can key a memo of answers by them."""

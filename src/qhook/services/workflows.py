@@ -11,7 +11,7 @@ from typing import Any
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
-from qhook.domain import credentials, payloads, signing
+from qhook.domain import credentials, filters, payloads, signing
 from qhook.domain import headers as header_names
 from qhook.domain.fields import (
     changes_between,
@@ -311,6 +311,14 @@ def list_workflows(
 ) -> list[WorkflowRecord]:
     with db.reading() as tx:
         return store.list_workflows(tx, set_id=set_id, set_ids=set_ids)
+
+
+def never_met(db: Database, workflow: WorkflowRecord) -> str | None:
+    """Why the workflow's filter can never be met, when that can be seen from the filter alone."""
+    with db.reading() as tx:
+        plan = fanout.plan_for(tx, workflow.set_id)
+    found = next((w for w in plan.workflows if w.workflow.id == workflow.id), None) if plan else None
+    return filters.never_met(found.node) if found is not None else None
 
 
 def misfits(db: Database, found: Sequence[WorkflowRecord]) -> dict[int, str]:
@@ -618,6 +626,9 @@ def preview(
             bodies.append({"signal_id": signal.id, "url": signal.config["url"], "body": body})
     warnings = overlaps(_overlap_view(workflow, current), [_overlap_view(o, current) for o in others])
     warnings += _mail_warnings(ctx, workflow)
+    impossible = filters.never_met(plan.node)
+    if impossible is not None:
+        warnings.append(f"the filter can never be met ({impossible}): the workflow never fires")
     return {
         "would_fire": decision.fire,
         "reason": decision.reason,

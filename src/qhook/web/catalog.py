@@ -79,6 +79,7 @@ def workflow_page(workflow_id: Id, request: Request, ctx: Ctx, me: PageUser) -> 
         signals=[_signal_view(s) for s in doc["signals"]],
         profile_names=auth_profiles.profile_names(ctx),
         misfit=workflows.misfits(ctx.db, [workflow]).get(workflow.id),
+        never_met=workflows.never_met(ctx.db, workflow),
     )
 
 
