@@ -117,6 +117,20 @@ def migrate() -> None:
     console.print(f"schema at {migrations.current_revision(ctx.db)} (was {before or 'empty'})")
 
 
+@app.command()
+@friendly
+def rekey() -> None:
+    """Encrypt every stored secret again with the newest key of QHOOK_SECRET_KEY (the first), so
+    the older keys can be dropped. Run it once every qhook process runs with "new,old"."""
+    from qhook.services import secrets
+
+    count = secrets.rekey(open_ctx(), actor="cli")
+    console.print(
+        f"{count} secret(s) now encrypted with the newest key; once every qhook process runs with "
+        "it, the older keys can be dropped from QHOOK_SECRET_KEY"
+    )
+
+
 @user_app.command("create")
 @friendly
 def user_create(

@@ -67,10 +67,15 @@ def require_secret_key(ctx: AppContext) -> None:
 
     try:
         with ctx.db.reading() as tx:
-            found = secrets.samples(tx)
+            found = list(secrets.stored(tx))
     except StoreError:
         return
-    require_opens(ctx.box, found)
+    if ctx.settings.secret_key:
+        source = "QHOOK_SECRET_KEY"
+    else:  # it named QHOOK_SECRET_KEY although none was set, and not the file that was used
+        key_file = ctx.settings.data_dir / "secret.key"
+        source = f"The key in {key_file.resolve()} (QHOOK_SECRET_KEY is not set; made there when none was)"
+    require_opens(ctx.box, found, source=source)
 
 
 def _notify_wake(db: Database) -> Callable[[], None]:

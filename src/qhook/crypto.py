@@ -19,17 +19,18 @@ class SecretUnreadable(QhookError):
     default_message = "A stored secret cannot be decrypted: was QHOOK_SECRET_KEY changed?"
 
 
-def require_opens(box: SecretBox, samples: list[tuple[str, str]]) -> None:
-    """At start: the key must open the secrets this database holds (one of each kind is tried).
-    A changed key used to show only at send time, where every delivery failed."""
-    for where, token in samples:
+def require_opens(box: SecretBox, stored: list[tuple[str, str]], *, source: str = "QHOOK_SECRET_KEY") -> None:
+    """At start: the key (``source`` says where it came from) must open every secret this database
+    holds. A changed key used to show only at send time, where every delivery failed."""
+    for where, token in stored:
         try:
             box.decrypt(token)
         except SecretUnreadable:
             raise QhookError(
-                f"QHOOK_SECRET_KEY does not open the secrets stored in this database ({where}): it was "
+                f"{source} does not open the secrets stored in this database ({where}): it was "
                 "changed, or the database is another installation's. Set the key they were made "
-                "with; to move to a new key, give both, new first, comma-separated."
+                "with; to move to a new key, give both, new first, comma-separated, and run "
+                "`qhook rekey` before dropping the old one."
             ) from None
 
 
@@ -48,6 +49,13 @@ class SecretBox:
     def decrypt(self, token: str) -> str:
         try:
             return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken as exc:
+            raise SecretUnreadable() from exc
+
+    def rotate(self, token: str) -> str:
+        """The same secret encrypted with the newest key (the first one given)."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
         except InvalidToken as exc:
             raise SecretUnreadable() from exc
 

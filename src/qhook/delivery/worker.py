@@ -83,6 +83,9 @@ class CachedBox(SecretBox):
     def decrypt(self, token: str) -> str:
         return self._decrypt(token)
 
+    def rotate(self, token: str) -> str:
+        return self._box.rotate(token)
+
 
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
