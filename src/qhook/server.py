@@ -34,6 +34,7 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
     _check_address(host, port)
     logline.configure(ctx.settings.log_level)
     if not ctx.db.is_sqlite:  # SQLite was migrated when the context opened
+        migrate.wait_for(ctx.db)
         migrate.require_usable(ctx.db)
     require_secret_key(ctx)
     credentials = users.bootstrap_admin(ctx.db)

@@ -4,8 +4,10 @@ start-up races; settings that stopped or repeated deliveries. Real PostgreSQL (a
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from qhook.services import users
 from qhook.settings import Settings
 from qhook.store import migrate, queue
 from qhook.store.db import Database
-from tests.conftest import fresh_postgres_url
+from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
 
 CLOSED = "postgresql+psycopg://qhook:secret@127.0.0.1:1/qhook"  # nothing listens on port 1
@@ -234,3 +236,55 @@ def test_worker_metrics_say_the_database_is_away_instead_of_showing_old_gauges(a
     assert "qhook_queue_depth" not in down
     assert [v != v for v in down["qhook_open_circuits"]] == [True]  # NaN: no value
     assert scrape(ctx)["qhook_database_up"] == [1.0]
+
+
+def test_serve_waits_for_a_database_that_cannot_be_reached_yet(
+    pg_server: pg.PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """qhook serve logged "waiting for it" and then exited with "Database unavailable" (its first
+    user query): started beside PostgreSQL, which came up last, it died. It waits now, and goes on
+    once the database answers; refused credentials still stop it at once."""
+    env = {
+        **os.environ,
+        "QHOOK_DATA_DIR": str(tmp_path / "var"),
+        "QHOOK_DATABASE_URL": CLOSED,
+        "QHOOK_SECRET_KEY": TEST_SECRET_KEY,
+        "QHOOK_PORT": "1",  # never reached while it waits
+    }
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "qhook", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)
+        assert serving.poll() is None, serving.communicate()
+    finally:
+        serving.terminate()
+        _, err = serving.communicate(timeout=20)
+    assert "waiting for it" in err and "Traceback" not in err
+
+    slept: list[float] = []
+    tries = iter([False, False, True])
+    reachable = Database(fresh_postgres_url(pg_server))
+    real = migrate.current_revision
+
+    def flaky(db: Database) -> str | None:
+        if not next(tries):
+            raise StoreError("Database unavailable", reason="connection refused")
+        return real(db)
+
+    monkeypatch.setattr(migrate, "current_revision", flaky)
+    try:
+        migrate.wait_for(reachable, sleep=slept.append)
+    finally:
+        reachable.dispose()
+    monkeypatch.undo()
+    assert slept == [1.0, 2.0]
+    missing = Database(pg_server.url("no_such_database"))
+    with pytest.raises(StoreError):
+        migrate.wait_for(missing, sleep=slept.append)
+    missing.dispose()
+    assert slept == [1.0, 2.0]  # refused at once, not waited for

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -110,6 +111,28 @@ def _reachable() -> Iterator[None]:
 
 # The driver's words for a database that will not let qhook in, however long it waits.
 _REFUSED = ("authentication failed", "does not exist", "no password supplied", "permission denied")
+
+
+def wait_for(db: Database, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """``qhook serve``: until the database answers. It exited at its first query when PostgreSQL
+    was not up yet (started together, the database last). Credentials it refuses, or a database
+    that does not exist, raise at once; waiting would not help."""
+    tries = 0
+    while True:
+        try:
+            current_revision(db)
+            return
+        except StoreError as exc:
+            if any(words in (exc.reason or "") for words in _REFUSED):
+                raise
+            tries += 1
+            if tries == 1 or tries % 20 == 0:
+                logger.warning(
+                    "database unavailable at start: %s; waiting for it",
+                    exc.for_operators,
+                    extra={"action": "db_unavailable_at_start", "tries": tries},
+                )
+            sleep(min(0.5 * 2 ** min(tries, 5), 15.0))
 
 
 def require_usable(db: Database) -> None:
