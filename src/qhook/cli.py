@@ -112,7 +112,14 @@ def worker(
 def migrate() -> None:
     """Bring the database schema up to date (run this after upgrading on PostgreSQL)."""
     ctx = open_context(Settings(), migrate_sqlite=False)
-    before = migrations.current_revision(ctx.db)
+    state, before = migrations.schema_state(ctx.db)
+    if state == "ahead":
+        console.print(
+            f"schema at {before}, newer than this qhook's {migrations.head_revision()}: nothing to "
+            "migrate (a later qhook migrated it; this one works on it, its migrations only add). "
+            "To go back to an older schema, restore the backup taken before that upgrade."
+        )
+        return
     migrations.upgrade(ctx.db)
     console.print(f"schema at {migrations.current_revision(ctx.db)} (was {before or 'empty'})")
 

@@ -288,3 +288,25 @@ def test_serve_waits_for_a_database_that_cannot_be_reached_yet(
         migrate.wait_for(missing, sleep=slept.append)
     missing.dispose()
     assert slept == [1.0, 2.0]  # refused at once, not waited for
+
+
+def test_a_schema_newer_than_this_qhook_is_left_alone_on_sqlite(tmp_path: Path) -> None:
+    """A later qhook migrated the database, and this one is started again (a rollback of the
+    program): on SQLite, which migrates at start, Alembic stopped it with a traceback ("Can't
+    locate revision"), and `qhook migrate` did the same on both databases."""
+    settings = Settings(data_dir=tmp_path / "var", secret_key=TEST_SECRET_KEY)  # type: ignore[arg-type]
+    first = open_context(settings)
+    with first.db.transaction() as tx:
+        tx.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    first.db.dispose()
+    again = open_context(settings)  # migrates at start: nothing to do
+    assert migrate.schema_state(again.db) == ("ahead", "0999")
+    again.db.dispose()
+    env = {**os.environ, "QHOOK_DATA_DIR": str(tmp_path / "var"), "QHOOK_SECRET_KEY": TEST_SECRET_KEY}
+    done = subprocess.run(
+        [sys.executable, "-m", "qhook", "migrate"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())
+    assert f"schema at 0999, newer than this qhook's {migrate.head_revision()}: nothing to migrate" in said
+    assert "Traceback" not in done.stderr

@@ -59,7 +59,12 @@ MIGRATE_LOCK = 7_201_311_047
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to call on every start, and from several processes."""
+    """Bring the schema to ``revision``; safe to call on every start, and from several processes.
+    A schema newer than this code (a later qhook migrated it) is left as it is: its migrations only
+    add, so this code works on it. Alembic stopped with a traceback there ("Can't locate revision"),
+    so on SQLite, which migrates at start, an older qhook could not start at all."""
+    if schema_state(db)[0] == "ahead":
+        return
     with _reachable():
         command.upgrade(alembic_config(db), revision)
 
