@@ -230,7 +230,7 @@ def refit_schedules(tx: Tx, ctx: AppContext, current: SetRecord, toggled: Collec
     times back once it fits again, as when it is switched on. Rows left waiting had fired into the
     broken workflow ("trigger no longer fits") and that due time was gone for good."""
     for workflow in store.list_workflows(tx, set_id=current.id):
-        if not toggled_names(workflow, toggled):
+        if not _names_any_of(workflow, toggled):
             continue
         if fanout.plan_workflow(workflow, current.fields).trigger_error is not None:
             store.drop_schedules_of_workflow(tx, workflow.id)
@@ -238,7 +238,7 @@ def refit_schedules(tx: Tx, ctx: AppContext, current: SetRecord, toggled: Collec
             _reschedule(tx, ctx, workflow, current)
 
 
-def toggled_names(workflow: WorkflowRecord, toggled: Collection[str]) -> bool:
+def _names_any_of(workflow: WorkflowRecord, toggled: Collection[str]) -> bool:
     return any(name in toggled for _, name in named_fields(workflow.triggers))
 
 
