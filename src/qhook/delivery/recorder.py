@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from qhook import outage
 from qhook.clock import utcnow
 from qhook.errors import QhookError
 from qhook.store import queue
@@ -28,7 +29,6 @@ RunInThread = Callable[..., Awaitable[object]]
 GATHER_S = 0.005
 STOP_GRACE_S = 10.0  # how long a stopping worker keeps trying to record while the database is away
 RETRY_MAX_S = 5.0  # the longest pause between tries while the database is away
-LOG_EVERY_TRIES = 20  # while it stays away, a line now and then (it was one a second)
 
 
 @dataclass
@@ -129,7 +129,7 @@ class Recorder:
                     break
                 except QhookError as exc:  # database unavailable: keep the batch, try again
                     self._outage_tries += 1
-                    if self._outage_tries == 1 or self._outage_tries % LOG_EVERY_TRIES == 0:
+                    if outage.worth_saying(self._outage_tries):
                         logger.warning(
                             "recording outcomes failed: %s; trying again",
                             exc.for_operators,

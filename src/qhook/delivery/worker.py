@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import IO, Any, TypeVar
 
 from qhook import heap, metrics
+from qhook import outage as outage_rule
 from qhook.clock import utcnow
 from qhook.context import AppContext, require_secret_key
 from qhook.crypto import SecretBox
@@ -220,14 +221,14 @@ class Worker:
                     # One line now and then, and a growing pause: it logged a traceback many
                     # times a second while the database was away.
                     outage += 1
-                    if outage == 1 or outage % 20 == 0:
+                    if outage_rule.worth_saying(outage):
                         logger.warning(
                             "database unavailable: %s; trying again",
                             exc.for_operators,
                             extra={"action": "worker_db_unavailable", "cycles": outage},
                         )
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), min(0.5 * 2 ** min(outage, 6), 15.0))
+                        await asyncio.wait_for(stop.wait(), outage_rule.pause_s(outage))
                     continue
                 except Exception:
                     logger.exception("worker cycle failed", extra={"action": "worker_cycle_failed"})

@@ -17,6 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import OperationalError
 
+from qhook import outage
 from qhook.errors import QhookError, StoreError
 from qhook.store.db import Database, driver_reason
 
@@ -131,13 +132,13 @@ def wait_for(db: Database, *, sleep: Callable[[float], None] = time.sleep) -> No
             if any(words in (exc.reason or "") for words in _REFUSED):
                 raise
             tries += 1
-            if tries == 1 or tries % 20 == 0:
+            if outage.worth_saying(tries):
                 logger.warning(
                     "database unavailable at start: %s; waiting for it",
                     exc.for_operators,
                     extra={"action": "db_unavailable_at_start", "tries": tries},
                 )
-            sleep(min(0.5 * 2 ** min(tries, 5), 15.0))
+            sleep(outage.pause_s(tries))
 
 
 def require_usable(db: Database) -> None:
