@@ -251,20 +251,22 @@ def test_serve_waits_for_a_database_that_cannot_be_reached_yet(
         "QHOOK_SECRET_KEY": TEST_SECRET_KEY,
         "QHOOK_PORT": "1",  # never reached while it waits
     }
-    serving = subprocess.Popen(
-        [sys.executable, "-m", "qhook", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    said = tmp_path / "serve.err"
+    with said.open("w") as err_file:
+        serving = subprocess.Popen(
+            [sys.executable, "-m", "qhook", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=err_file
+        )
     try:
-        time.sleep(3)
-        assert serving.poll() is None, serving.communicate()
+        deadline = time.monotonic() + 30  # however slowly it starts on a busy machine
+        while "waiting for it" not in said.read_text():
+            assert serving.poll() is None and time.monotonic() < deadline, said.read_text()
+            time.sleep(0.1)
+        time.sleep(3)  # it used to exit right after saying so
+        assert serving.poll() is None, said.read_text()
     finally:
         serving.terminate()
-        _, err = serving.communicate(timeout=20)
-    assert "waiting for it" in err and "Traceback" not in err
+        serving.wait(20)
+    assert "Traceback" not in said.read_text()
 
     slept: list[float] = []
     tries = iter([False, False, True])
