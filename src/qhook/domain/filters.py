@@ -85,6 +85,11 @@ class NotOf:
 Node = Leaf | AllOf | AnyOf | NotOf
 
 
+def deactivated_expected(name: str) -> str:
+    """What a filter or trigger naming a deactivated field is told (at save, and on each event)."""
+    return f"an active field; {name} is deactivated"
+
+
 def _fail(path: str, expected: str) -> ValidationFailed:
     return ValidationFailed(f"{path}: {expected}", details=[{"field": path, "error": expected}])
 
@@ -134,7 +139,7 @@ def _parse_leaf(
         field_type = fields[name].type
         options = fields[name].options
     elif name in inactive:
-        raise _fail(f"{path}.field", f"an active field; {name} is deactivated")
+        raise _fail(f"{path}.field", deactivated_expected(name))
     else:
         known = ", ".join(sorted(fields)) or "none"
         raise _fail(f"{path}.field", f"a field of the set ({known}), got {name!r}")

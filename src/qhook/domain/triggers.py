@@ -9,7 +9,7 @@ from typing import Any
 
 import isodate
 
-from qhook.domain.filters import FieldLike
+from qhook.domain.filters import FieldLike, deactivated_expected
 from qhook.errors import ValidationFailed
 
 ACTIONS = ("new", "modified", "deleted", "date", "manual")
@@ -121,7 +121,7 @@ def parse_triggers(raw: Any, fields: Sequence[FieldLike], *, inactive: Collectio
             raise _fail("triggers.modification.fields", "a list of field names")
         for i, name in enumerate(names):
             if isinstance(name, str) and name in inactive:
-                raise _fail(f"triggers.modification.fields[{i}]", f"an active field; {name} is deactivated")
+                raise _fail(f"triggers.modification.fields[{i}]", deactivated_expected(name))
             if not isinstance(name, str) or (name not in by_name and name != "date"):
                 raise _fail(f"triggers.modification.fields[{i}]", f"a field of the set, got {name!r}")
         mod_on, mod_fields = True, tuple(dict.fromkeys(names))
@@ -149,7 +149,7 @@ def _parse_on_date(raw: Any, fields: Mapping[str, FieldLike], inactive: Collecti
         raise _fail(f"triggers.on_date.{sorted(extra)[0]}", "only 'field', 'offset' and 'at'")
     name = raw.get("field")
     if isinstance(name, str) and name in inactive:
-        raise _fail("triggers.on_date.field", f"an active field; {name} is deactivated")
+        raise _fail("triggers.on_date.field", deactivated_expected(name))
     field = fields.get(name) if isinstance(name, str) else None
     if field is None or field.type not in ("date", "datetime"):
         dated = ", ".join(n for n, f in fields.items() if f.type in ("date", "datetime")) or "none"
@@ -186,7 +186,7 @@ def deactivated(raw: Mapping[str, Any], inactive: Collection[str]) -> str | None
     (a rule tightened later would stop workflows that were saved under the old one)."""
     for place, name in named_fields(raw):
         if name in inactive:
-            return f"{place}: an active field; {name} is deactivated"
+            return f"{place}: {deactivated_expected(name)}"
     return None
 
 
