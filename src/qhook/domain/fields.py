@@ -317,6 +317,8 @@ def parse_datetime(raw: object) -> datetime:
 
 
 def parse_date(raw: object) -> date:
+    """A date field's value (and a filter's value for one): ``YYYY-MM-DD``, or a date and time
+    counted by its date as written."""
     if isinstance(raw, datetime):
         return raw.date()
     if isinstance(raw, date):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from qhook.domain.fields import QUALIFIED_NUMBER_RE, format_iso
+from qhook.domain.fields import QUALIFIED_NUMBER_RE, format_iso, parse_date, parse_datetime
 from qhook.errors import ValidationFailed
 
 
@@ -202,21 +202,16 @@ def _check_value(value: Any, field_type: str, options: Sequence[Any], path: str)
         return value
     if field_type == "date":
         try:
-            if isinstance(value, str) and len(value.strip()) != len("YYYY-MM-DD"):
-                # A date and time counts by its date as written, as a stored value does (in UTC
-                # "2026-06-01T23:30:00-05:00" is 2 June); anything else after the date was cut
-                # off ("2026-12-01xyz" meant 2026-12-01).
-                _as_datetime(value)
-                text = value.strip()
-                return datetime.fromisoformat(text[:-1] if text.endswith(("Z", "z")) else text).date()
-            return _as_date(value)
+            # Read as a stored value is: a date and time counts by its date as written (in UTC
+            # "2026-06-01T23:30:00-05:00" is already 2 June); "2026-12-01xyz" is refused.
+            return parse_date(value)
         except (TypeError, ValueError) as exc:
             raise _fail(path, "a date 'YYYY-MM-DD'") from exc
     if field_type == "datetime":
         try:
             # To the second, as stored values are: "lt 07:00:00.5" met 07:00:00.9 (stored as
             # 07:00:00) and "eq 07:00:00.4" could never be met, each explained with whole seconds.
-            return _as_datetime(value).replace(microsecond=0)
+            return parse_datetime(value)
         except (TypeError, ValueError) as exc:
             raise _fail(path, "a date-time, e.g. '2025-10-02T13:37:00Z'") from exc
     raise _fail(path, f"a field type qhook knows, not {field_type!r}")
