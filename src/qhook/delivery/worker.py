@@ -454,14 +454,14 @@ class Worker:
     async def _run_one(self, gate: Gate[Item], item: Item) -> None:
         rate_slot: tuple[str, int] | None = None
         try:
-            if self._gave_back(item):
-                return
             if gate.rate is not None and not item.probe:
+                if self._gave_back(item):  # before taking one of the endpoint's shared slots
+                    return
                 rate_slot = await self._rate_slot(gate, gate.rate, item)
                 if rate_slot is None:
                     return
             async with self._slots:
-                if self._gave_back(item):  # again: a rate slot or a free send slot took a while
+                if self._gave_back(item):  # checked when the send can start (slots take a while)
                     return
                 await self._attempt(gate, item)
         except asyncio.CancelledError:
