@@ -6,9 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from qhook import scheduler
 from qhook.context import AppContext, open_context
+from qhook.services import workflows as workflows_service
 from qhook.settings import Settings
 from tests.support.workflows import (
     add_result,
@@ -310,3 +312,57 @@ async def test_a_fired_row_stays_fired_when_an_edit_of_another_field_moves_it(
     with ctx.db.transaction() as tx:
         workflow_store.put_schedule(tx, workflow["id"], result_id, later + timedelta(days=1), later, "UTC")
     assert schedules_of(ctx, workflow["id"])[0].fired_at is None  # its date changed: due again
+
+
+async def test_a_reschedule_over_many_pages_writes_each_row_as_one_at_a_time_did(
+    api: httpx.AsyncClient, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workflow's schedules are written a page of results at a time (one statement per result
+    took 12 s for 20,000 on SQLite). Across pages: a fired row moved into the past stays fired,
+    waiting rows move, a past due time without a row gets none, a result without the new field's
+    value loses its row, and one that gains a due time gets a row."""
+    monkeypatch.setattr(workflows_service, "RESULTS_PER_PAGE", 2)
+    set_id = await make_set(api)
+    await add_result(api, set_id, batchnumber_="B-8", expiry_="2001-03-10")  # past: never scheduled
+    workflow = await make_workflow(api, set_id, triggers=ON_DATE)
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    fired_id = await add_result(
+        api, set_id, batchnumber_="B-0", expiry_=yesterday.date().isoformat(), tested_="2031-05-01T10:00:00Z"
+    )
+    assert scheduler.tick(ctx) == 1
+    [fired] = schedules_of(ctx, workflow["id"])
+    futures = {
+        await add_result(
+            api,
+            set_id,
+            batchnumber_=f"B-{n}",
+            expiry_=f"2031-03-{n:02d}",
+            tested_=f"2031-04-{n:02d}T10:00:00Z",
+        ): n
+        for n in range(1, 6)
+    }
+    untested = await add_result(api, set_id, batchnumber_="B-7", expiry_="2031-03-07")
+    assert len(schedules_of(ctx, workflow["id"])) == 7
+
+    earlier = {"on_date": {"field": "expiry_", "offset": "-P8D", "at": "09:00"}}
+    response = await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"triggers": earlier})
+    assert response.status_code == 200, response.text
+    rows = {s.result_id: s for s in schedules_of(ctx, workflow["id"])}
+    assert sorted(rows) == sorted([fired_id, untested, *futures])
+    assert rows[fired_id].fired_at == fired.fired_at  # moved into the past after firing: stays fired
+    assert rows[fired_id].due_at == fired.due_at - timedelta(days=1) + timedelta(hours=1)
+    for result_id, n in futures.items():
+        assert rows[result_id].due_at == datetime(2031, 3, n, 9, 0, tzinfo=UTC) - timedelta(days=8)
+        assert rows[result_id].fired_at is None
+
+    on_test = {"on_date": {"field": "tested_", "offset": "PT2H"}}
+    response = await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"triggers": on_test})
+    assert response.status_code == 200, response.text
+    rows = {s.result_id: s for s in schedules_of(ctx, workflow["id"])}
+    assert sorted(rows) == sorted([fired_id, *futures])  # B-7 has no test time: its row is gone
+    assert rows[fired_id].due_at == datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
+    assert rows[fired_id].fired_at is None  # moved into the future: it fires again then
+    for result_id, n in futures.items():
+        assert rows[result_id].due_at == datetime(2031, 4, n, 12, 0, tzinfo=UTC)
+    assert scheduler.tick(ctx) == 0
+    assert len(deliveries_of(ctx, fired_id)) == 1

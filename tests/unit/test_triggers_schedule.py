@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qhook.domain.fields import FieldDef
-from qhook.domain.schedule import due_at
+from qhook.domain.schedule import Change, Kept, change_for, due_at
 from qhook.domain.triggers import OnDate, Triggers, match, parse_offset, parse_triggers, triggers_from_json
 from qhook.errors import ValidationFailed
 
@@ -201,3 +201,29 @@ def test_an_on_date_offset_beyond_a_century_is_refused(offset: str) -> None:
         "error": f"a duration of at most 100 years either way, got {offset!r}",
     }
     assert parse_offset("-P100Y", "x") == "-P100Y" and parse_offset("P36525D", "x") == "P36525D"
+
+
+NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
+PAST = NOW - timedelta(days=1)
+LATER = NOW + timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("current", "due", "fire_past", "expected"),
+    [
+        (None, LATER, False, Change("insert")),
+        (None, PAST, True, Change("insert")),  # a result entered with a past due time fires it
+        (None, PAST, False, None),  # an unrelated edit does not replay the past
+        (Kept(LATER, None, "UTC"), LATER, True, None),  # unchanged: never fires twice
+        (Kept(LATER, None, "UTC"), LATER + timedelta(hours=1), True, Change("move")),
+        (Kept(PAST, PAST, "UTC"), PAST - timedelta(hours=1), True, Change("move", PAST)),  # stays fired
+        (Kept(PAST, PAST, "UTC"), LATER, True, Change("move")),  # into the future: fires again then
+        (Kept(PAST, PAST, "UTC"), LATER, False, Change("move", PAST)),  # zone moved it: stays fired
+        (Kept(LATER, None, None), LATER, True, Change("zone")),
+        (Kept(LATER, None, "Europe/Amsterdam"), LATER, False, Change("zone")),
+    ],
+)
+def test_a_new_due_time_changes_the_row_as_documented(
+    current: Kept | None, due: datetime, fire_past: bool, expected: Change | None
+) -> None:
+    assert change_for(current, due, NOW, "UTC", fire_past=fire_past) == expected

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import isodate
@@ -11,8 +13,10 @@ import isodate
 from qhook.domain.triggers import OnDate
 
 
+@functools.lru_cache(maxsize=256)
 def offset_of(text: str) -> timedelta | isodate.Duration:
-    """An ISO 8601 duration; months and years come back as ``isodate.Duration``."""
+    """An ISO 8601 duration; months and years come back as ``isodate.Duration`` (kept: a workflow's
+    offset is read again for every result it schedules)."""
     parsed: timedelta | isodate.Duration = isodate.parse_duration(text)
     return parsed
 
@@ -75,3 +79,41 @@ def _due_at(on_date: OnDate, value: Any, timezone: str) -> datetime | None:
 def local_time(moment: datetime, timezone: str) -> time:
     """The wall-clock time of a UTC moment in ``timezone`` (for tests and display)."""
     return moment.astimezone(ZoneInfo(timezone)).time()
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A result's schedule row as it stands: its due time, when it fired (None: waiting), its zone."""
+
+    due_at: datetime
+    fired_at: datetime | None
+    timezone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a new due time does to a result's row: ``insert`` one, ``move`` it (to ``due_at``, with
+    ``fired_at``), or only record the ``zone`` it was computed in."""
+
+    kind: Literal["insert", "move", "zone"]
+    fired_at: datetime | None = None
+
+
+def change_for(
+    current: Kept | None, due: datetime, now: datetime, timezone: str, *, fire_past: bool
+) -> Change | None:
+    """One row per (workflow, result), due in ``timezone`` (QHOOK_TIMEZONE). An unchanged due time
+    never fires twice; one moved into the future fires again then; one that already fired and moves
+    to a time already past (a new offset or ``at`` on the workflow, an earlier date) does not fire
+    again. Without ``fire_past`` (the result changed, but not its date), a result with no row and a
+    due time already past gets none (the past is not replayed), and a row that fired stays fired
+    although its time moved (computed in another QHOOK_TIMEZONE: it was sent again). None: nothing
+    to write."""
+    if current is None:
+        return None if due <= now and not fire_past else Change("insert")
+    if current.due_at != due:
+        keep = current.fired_at is not None and (due <= now or not fire_past)
+        return Change("move", current.fired_at if keep else None)
+    if current.timezone != timezone:
+        return Change("zone")
+    return None

@@ -48,6 +48,9 @@ from qhook.store.workflows import WorkflowRecord
 
 SECRET_GRACE = timedelta(hours=24)
 MAX_RUN_RESULTS = 1000
+RESULTS_PER_PAGE = (
+    500  # results read (and their schedules written) at a time when a workflow is (re)scheduled
+)
 
 
 def new_signing_secret() -> str:
@@ -251,22 +254,28 @@ def _reschedule(tx: Tx, ctx: AppContext, workflow: WorkflowRecord, current: SetR
         store.drop_schedules_of_workflow(tx, workflow.id)
         return
     now = utcnow()
-    waiting = {s.result_id for s in store.list_schedules(tx, workflow_id=workflow.id)}
     after_id = None
     while True:
-        page = result_store.list_results(tx, current.id, after_id=after_id, limit=500)
+        page = result_store.list_results(tx, current.id, after_id=after_id, limit=RESULTS_PER_PAGE)
         if not page:
             break
+        existing = store.schedules_by_result(tx, workflow.id, page[0].id, page[-1].id)
+        dues: dict[int, datetime] = {}
+        gone: list[int] = []
         for result in page:
             flat = flat_result(result.id, result.date, result.values, current.fields)
             try:
                 due = due_at(triggers.on_date, flat.get(triggers.on_date.field), ctx.settings.timezone)
             except ValueError:
                 due = None
+            row = existing.get(result.id)
             if due is None:
-                store.drop_schedule(tx, workflow.id, result.id)
-            elif due >= now or result.id in waiting:
-                store.put_schedule(tx, workflow.id, result.id, due, now, ctx.settings.timezone)
+                if row is not None:
+                    gone.append(row.id)
+            elif due >= now or row is not None:
+                dues[result.id] = due
+        store.put_schedules(tx, workflow.id, dues, existing, now, ctx.settings.timezone)
+        store.drop_schedules(tx, gone)
         after_id = page[-1].id
 
 

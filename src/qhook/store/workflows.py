@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Integer, Select, bindparam, delete, insert, or_, select, text, update
 
+from qhook.domain.schedule import Change, Kept, change_for
 from qhook.store import definitions
 from qhook.store.db import Tx
 from qhook.store.tables import schedules, signals, workflows
@@ -312,6 +313,8 @@ def set_signal_secrets(
 
 # --- schedules ----------------------------------------------------------------------------------
 
+IDS_PER_STATEMENT = 500  # far below SQLite's 32,766 parameters a statement
+
 
 def _schedule(row: Any) -> ScheduleRecord:
     return ScheduleRecord(row.id, row.workflow_id, row.result_id, row.due_at, row.fired_at, row.timezone)
@@ -334,31 +337,67 @@ def put_schedule(
     *,
     fire_past: bool = True,
 ) -> None:
-    """Keep one row per (workflow, result), due in ``timezone`` (QHOOK_TIMEZONE). An unchanged due
-    time never fires twice; one moved into the future fires again then; one that already fired and
-    moves to a time already past (a new offset or ``at`` on the workflow, an earlier date) does not
-    fire again. Without ``fire_past`` (the result changed, but not its date), a result with no row
-    and a due time already past gets none (the past is not replayed), and a row that fired stays
-    fired although its time moved (computed in another QHOOK_TIMEZONE: it was sent again)."""
+    """Keep the result's one row due at ``due_at`` as ``schedule.change_for`` decides."""
     current = get_schedule(tx, workflow_id, result_id)
-    if current is None:
-        if due_at <= now and not fire_past:
-            return
+    kept = Kept(current.due_at, current.fired_at, current.timezone) if current else None
+    change = change_for(kept, due_at, now, timezone, fire_past=fire_past)
+    if change is None:
+        return
+    if change.kind == "insert":
         tx.execute(
             insert(schedules).values(
                 workflow_id=workflow_id, result_id=result_id, due_at=due_at, timezone=timezone
             )
         )
-    elif current.due_at != due_at:
-        keep = current.fired_at is not None and (due_at <= now or not fire_past)
-        fired_at = current.fired_at if keep else None
-        tx.execute(
-            update(schedules)
-            .where(schedules.c.id == current.id)
-            .values(due_at=due_at, fired_at=fired_at, timezone=timezone)
-        )
-    elif current.timezone != timezone:
-        tx.execute(update(schedules).where(schedules.c.id == current.id).values(timezone=timezone))
+    else:
+        assert current is not None
+        tx.execute(_MOVE, [_move_values(current.id, due_at, change, current, timezone)])
+
+
+def put_schedules(
+    tx: Tx,
+    workflow_id: int,
+    dues: Mapping[int, datetime],
+    current: Mapping[int, ScheduleRecord],
+    now: datetime,
+    timezone: str,
+) -> None:
+    """``put_schedule`` (firing past due times) for many results of one workflow in a few
+    statements: ``current`` holds the workflow's rows by result id. One statement per result made
+    an on_date workflow on a set of 20,000 results take 12 s to save, holding the write lock."""
+    inserts: list[dict[str, object]] = []
+    moves: list[dict[str, object]] = []
+    for result_id, due in dues.items():
+        row = current.get(result_id)
+        kept = Kept(row.due_at, row.fired_at, row.timezone) if row else None
+        change = change_for(kept, due, now, timezone, fire_past=True)
+        if change is None:
+            continue
+        if row is None:
+            inserts.append(
+                {"workflow_id": workflow_id, "result_id": result_id, "due_at": due, "timezone": timezone}
+            )
+        else:
+            moves.append(_move_values(row.id, due, change, row, timezone))
+    if inserts:
+        tx.execute(insert(schedules), inserts)
+    if moves:
+        tx.execute(_MOVE, moves)
+
+
+_MOVE = (
+    update(schedules)
+    .where(schedules.c.id == bindparam("b_id"))
+    .values(due_at=bindparam("b_due"), fired_at=bindparam("b_fired"), timezone=bindparam("b_zone"))
+)
+
+
+def _move_values(
+    schedule_id: int, due_at: datetime, change: Change, current: ScheduleRecord, timezone: str
+) -> dict[str, object]:
+    if change.kind == "zone":  # the due time stands: only the zone it was computed in is new
+        return {"b_id": schedule_id, "b_due": current.due_at, "b_fired": current.fired_at, "b_zone": timezone}
+    return {"b_id": schedule_id, "b_due": due_at, "b_fired": change.fired_at, "b_zone": timezone}
 
 
 def schedules_of_other_zones(tx: Tx, timezone: str, *, after_id: int, limit: int) -> list[ScheduleRecord]:
@@ -382,12 +421,28 @@ def drop_schedule(tx: Tx, workflow_id: int, result_id: int) -> None:
     )
 
 
+def drop_schedules(tx: Tx, schedule_ids: Sequence[int]) -> None:
+    for start in range(0, len(schedule_ids), IDS_PER_STATEMENT):
+        chunk = list(schedule_ids[start : start + IDS_PER_STATEMENT])
+        tx.execute(delete(schedules).where(schedules.c.id.in_(chunk)))
+
+
 def drop_schedules_of_result(tx: Tx, result_id: int) -> None:
     tx.execute(delete(schedules).where(schedules.c.result_id == result_id))
 
 
 def drop_schedules_of_workflow(tx: Tx, workflow_id: int) -> None:
     tx.execute(delete(schedules).where(schedules.c.workflow_id == workflow_id))
+
+
+def schedules_by_result(tx: Tx, workflow_id: int, first: int, last: int) -> dict[int, ScheduleRecord]:
+    """The workflow's rows of results ``first`` to ``last`` (ids), by result id. A range, not a
+    list of ids: PostgreSQL read a list of 500 against the rows this transaction had just written
+    by scanning them all (its statistics still saw an empty table), 80 ms a page at 50,000."""
+    query = select(schedules).where(
+        schedules.c.workflow_id == workflow_id, schedules.c.result_id.between(first, last)
+    )
+    return {row.result_id: _schedule(row) for row in tx.execute(query)}
 
 
 def list_schedules(
