@@ -15,6 +15,7 @@ from qhook.context import AppContext
 from qhook.delivery.attempt import CIRCUIT_FAILURE_KINDS
 from qhook.services import auth_profiles, hub
 from qhook.store import endpoints as endpoint_store
+from qhook.store import queue as queue_store
 from tests.support.delivery import (
     attempts_of,
     delivery,
@@ -484,3 +485,36 @@ def test_the_circuit_counts_by_the_retry_after_header_not_a_value_naming_it(ctx:
             tx, origin, now - timedelta(minutes=1), CIRCUIT_FAILURE_KINDS
         )
     assert (tried, failed) == (2, 2)
+
+
+async def test_failed_probes_do_not_use_up_the_probed_deliverys_attempts(ctx: AppContext) -> None:
+    """Every probe of an open circuit sends the endpoint's oldest held delivery. Its failures
+    counted as attempts, so after ``max_attempts`` probes it was failed for good while the receiver
+    was down (one delivery every ~11 minutes of an outage, at the defaults), and the next was
+    probed. The Endpoints page keeps saying since when the circuit is open, not the last probe."""
+    healthy = False
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="ok") if healthy else web.Response(status=503)
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url, max_attempts=2)
+        ids = enqueue(ctx, signal_id, rx.url, ['{"n": 1}', '{"n": 2}', '{"n": 3}'])
+        origin = delivery(ctx, ids[0]).endpoint
+        opened = ctx_now() - timedelta(minutes=5)
+        with ctx.db.transaction() as tx:
+            endpoint_store.open_circuit(tx, origin, opened, "10 of 10 attempts failed")
+            queue_store.hold_endpoint(tx, origin, opened)
+        async with running_worker(ctx, cool_off_s=0.2):
+            await until(lambda: len(rx.received) >= 4, timeout=15)
+            probed = await until(lambda: (d := delivery(ctx, ids[0])).attempt_count >= 4 and d)
+            assert probed.status in ("held", "retrying")
+            assert {delivery(ctx, i).status for i in ids[1:]} == {"held"}
+            assert delivery(ctx, ids[1]).attempt_count == 0
+            [summary] = [e for e in hub.endpoint_summaries(ctx) if e.origin == origin]
+            assert summary.circuit_open_since == opened
+            healthy = True
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=10)
+    failed_probes = [a for a in attempts_of(ctx, ids[0]) if a.status_code == 503]
+    assert len(failed_probes) >= 4 and all(a.hint for a in failed_probes)
+    assert [a.number for a in attempts_of(ctx, ids[0])] == list(range(1, len(failed_probes) + 2))

@@ -54,8 +54,14 @@ def counts_for_circuit(result: AttemptResult) -> bool:
 
 
 async def perform(
-    ctx: AppContext, sender: Sender, delivery: queue.QueuedDelivery, signal: queue.SendSignal | None
+    ctx: AppContext,
+    sender: Sender,
+    delivery: queue.QueuedDelivery,
+    signal: queue.SendSignal | None,
+    *,
+    probe: bool = False,
 ) -> AttemptResult:
+    """Send one attempt; ``probe``: it tests the endpoint's open circuit (see ``retry.decide``)."""
     started = utcnow()
     if signal is None:
         sent = _Sent(_refused("gone", "the signal of this delivery was deleted"), permanent=True)
@@ -89,6 +95,7 @@ async def perform(
         policy=policy,
         retry_after_s=outcome.retry_after_s,
         permanent=sent.permanent,
+        probe=probe,
     )
     hint = None
     if decision.outcome != "succeeded":

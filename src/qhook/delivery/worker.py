@@ -518,7 +518,9 @@ class Worker:
             return rate_slots.take(tx, key, slots=slots, period_ms=period_ms, now_ms=now_ms, hold_ms=hold_ms)
 
     async def _attempt(self, gate: Gate[Item], item: Item) -> None:
-        result = await attempt_mod.perform(self._send_ctx, self.sender, item.delivery, item.signal)
+        result = await attempt_mod.perform(
+            self._send_ctx, self.sender, item.delivery, item.signal, probe=item.probe
+        )
         self._conclude(gate, item, result)
 
     # --- outcomes ---------------------------------------------------------------------------

@@ -99,10 +99,14 @@ def decide(
     policy: RetryPolicy = DEFAULT_POLICY,
     retry_after_s: float | None = None,
     permanent: bool = False,
+    probe: bool = False,
 ) -> RetryDecision:
     """Decide after attempt ``attempt_number`` (1-based) of a delivery created at ``created_at``.
 
     ``permanent`` forces failure for refusals decided before sending (e.g. allowed domains).
+    ``probe``: the attempt tested an open circuit. It does not use up the delivery's attempts: the
+    oldest held delivery went out with every probe, and after ``max_attempts`` failed probes it was
+    failed for good while the endpoint was down, about one every 11 minutes of an outage.
     """
     if is_success(status_code, error_kind):
         return RetryDecision("succeeded", reason="delivered")
@@ -113,7 +117,7 @@ def decide(
         return RetryDecision("failed", pause_signal=True, reason="the receiver answered 410 Gone")
     if permanent or not is_retryable(status_code, error_kind):
         return RetryDecision("failed", pause_endpoint_until=pause_until, reason="not retryable")
-    if attempt_number >= policy.max_attempts:
+    if attempt_number >= policy.max_attempts and not probe:
         return RetryDecision(
             "failed", pause_endpoint_until=pause_until, reason=f"gave up after {attempt_number} attempts"
         )

@@ -436,6 +436,7 @@ def endpoint_summaries(
         depths = store.queue_depths(tx, set_ids)
         day = hub_stats.latency_by_endpoint(tx, now - timedelta(days=1), now, set_ids)
         hour = hub_stats.latency_by_endpoint(tx, now - timedelta(hours=1), now, set_ids)
+        opened = endpoint_store.opened_at(tx, [o for o, r in rows.items() if r.circuit_state != "closed"])
     shown = set(depths) | set(day)
     if set_ids is None:
         shown |= set(rows)
@@ -449,7 +450,11 @@ def endpoint_summaries(
                 state=state,
                 paused=bool(row and row.paused),
                 throttled_until=row.throttled_until if row and state == "throttled" else None,
-                circuit_open_since=row.circuit_opened_at if row and row.circuit_state != "closed" else None,
+                circuit_open_since=(
+                    opened.get(origin, row.circuit_opened_at)
+                    if row and row.circuit_state != "closed"
+                    else None
+                ),
                 last_hour=hour.get(origin, EMPTY_LATENCY),
                 last_day=day.get(origin, EMPTY_LATENCY),
                 queue_depth=depths.get(origin, 0),

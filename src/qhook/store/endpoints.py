@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -98,6 +98,20 @@ def blocked_origins(tx: Tx, now: datetime) -> dict[str, EndpointState]:
 
 def log(tx: Tx, origin: str, change: str, detail: str | None, now: datetime) -> None:
     tx.execute(insert(endpoint_log).values(origin=origin, at=now, change=change, detail=detail))
+
+
+def opened_at(tx: Tx, origins: Sequence[str]) -> dict[str, datetime]:
+    """When each origin's circuit last opened, from its log: ``circuit_opened_at`` restarts with
+    every failed probe (it times the next cool-off), so an outage of hours read "open since" the
+    last minute."""
+    if not origins:
+        return {}
+    query = (
+        select(endpoint_log.c.origin, func.max(endpoint_log.c.at))
+        .where(endpoint_log.c.change == "circuit_open", endpoint_log.c.origin.in_(list(origins)))
+        .group_by(endpoint_log.c.origin)
+    )
+    return {origin: at for origin, at in tx.execute(query)}
 
 
 def log_entries(
@@ -211,7 +225,8 @@ def abandon_probe(tx: Tx, origin: str, now: datetime) -> None:
 
 
 def probe_failed(tx: Tx, origin: str, now: datetime, detail: str) -> None:
-    """half_open -> open with a fresh cool-off."""
+    """half_open -> open with a fresh cool-off (``circuit_opened_at`` times it; ``opened_at``
+    says when the outage began)."""
     done = tx.execute(
         update(endpoints)
         .where(endpoints.c.origin == origin, endpoints.c.circuit_state != "closed")
