@@ -680,3 +680,47 @@ async def test_rate_limit_is_shared_by_both_apis(client: httpx.AsyncClient, ctx:
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert refused.headers["X-RateLimit-Remaining"] == "0"
     assert (await client.get("/api/v1/me", headers=auth(key))).status_code == 429
+
+
+async def test_numbers_beyond_what_is_stored_and_odd_digits_are_400_and_nothing_is_stored(
+    client: httpx.AsyncClient, ctx: AppContext, editor_key: str
+) -> None:
+    """A whole number past 64 bits given as text (or 1e30) was a plain-text 500, and one between
+    2**63 and 2**64 was stored, failing every later filter on it; "1_5" was stored as 15."""
+    set_id = make_set(ctx)
+    for value, expected in (
+        ("99999999999999999999", "a whole number from -9223372036854775808"),
+        ("1e19", "a whole number from -9223372036854775808"),
+        (1e30, "a whole number from -9223372036854775808"),
+        ("1_5", "digits 0-9"),
+    ):
+        rows = [{"batchnumber_": "B-ok", "count_": 1}, {"batchnumber_": "B-big", "count_": value}]
+        response = await store(client, editor_key, set_id, rows)
+        assert response.status_code == 400, (value, response.text)
+        assert "results[1]" in response.json()["error"] and "count_" in response.json()["error"]
+        assert expected in response.json()["error"]
+        assert response.headers["X-RateLimit-Limit"]
+    response = await store(client, editor_key, set_id, [{"batchnumber_": "B-ph", "ph_": "1_5"}])
+    assert response.status_code == 400 and "ph_" in response.json()["error"]
+    listed = await get_results(client, editor_key, setId=str(set_id))
+    assert listed.json() == []
+
+
+async def test_a_json_body_null_is_not_given_and_its_bytes_must_be_utf8(
+    client: httpx.AsyncClient, ctx: AppContext, editor_key: str
+) -> None:
+    set_id = make_set(ctx)
+    body = {"setId": set_id, "keyField": None, "limit": None, "results": [{"batchnumber_": "B-1"}]}
+    response = await client.post("/api/storeResults", json=body, headers=auth(editor_key))
+    assert response.status_code == 200, response.text
+    latin = json.dumps(
+        {"setId": set_id, "results": [{"batchnumber_": "Müller"}]}, ensure_ascii=False
+    ).encode()
+    latin = latin.replace("Müller".encode(), "Müller".encode("latin-1"))
+    response = await client.post(
+        "/api/storeResults",
+        content=latin,
+        headers={**auth(editor_key), "Content-Type": "application/json; charset=ISO-8859-1"},
+    )
+    assert response.status_code == 400
+    assert "Expected JSON in UTF-8" in response.json()["error"] and "0xfc" in response.json()["error"]

@@ -57,6 +57,10 @@ def test_filter_values_take_their_stored_form() -> None:
         ("{not json", "Expected a JSON object"),
         ('{"status_": [{"id": 2}]}', 'Expected {"value": ...} entries.'),
         ('{"status_": []}', "Expected at least one value."),
+        ('{"ph_": [{"value": 5, "operator": ">"}]}', "filter field 'ph_' key 'operator'"),
+        ('{"count_": "1e19"}', "a whole number from -9223372036854775808 to 9223372036854775807"),
+        ('{"count_": "1_5"}', "digits 0-9"),
+        ('{"ph_": "\uff11\uff12"}', "digits 0-9"),
     ],
 )
 def test_bad_filters_are_400_naming_the_problem(raw: str, message: str) -> None:
@@ -81,15 +85,18 @@ def test_sort_parsing() -> None:
     assert caught.value.message == "Invalid parameter: sort field 'batchnr'. No such field in set."
     with pytest.raises(BadRequest, match="asc or desc"):
         compat.parse_sort("date:sideways", FIELDS)
-    # A repeated key adds nothing (the first one counts); thousands of them were a 503 on SQLite.
+    # A repeated key adds nothing; thousands of them were a 503 on SQLite.
     assert compat.parse_sort("ph_:desc," * 100, FIELDS) == (compat.SortKey("ph_", True),)
-    assert compat.parse_sort("ph_:asc,date,ph_:desc", FIELDS) == (
-        compat.SortKey("ph_", False),
+    assert compat.parse_sort("ph_:desc,date,ph_:desc", FIELDS) == (
+        compat.SortKey("ph_", True),
         compat.SortKey("date", False),
     )
+    wide = tuple(FieldDef(n, f"f{n}_", f"F{n}", "text", False, True, n) for n in range(1, 102))
     with pytest.raises(BadRequest) as too_many:
-        compat.parse_sort(",".join(["ph_"] * 101), FIELDS)
+        compat.parse_sort(",".join(f.name for f in wide), wide)
     assert too_many.value.message == "Invalid parameter: sort. Expected at most 100 sort fields."
+    with pytest.raises(BadRequest, match="at most 100 sort fields"):
+        compat.parse_sort("ph_," * 10_001, FIELDS)  # bounded work, however short each part
 
 
 def test_sort_by_a_field_named_id_is_by_that_field() -> None:
@@ -152,3 +159,30 @@ def test_results_parameter_forms() -> None:
     for bad in (None, "", "[]", "[1]", "nope", '"text"'):
         with pytest.raises(BadRequest, match="results"):
             compat.parse_results_param(bad)
+
+
+def test_a_list_filter_reads_its_value_as_store_results_does() -> None:
+    """Options labelled with numbers: text is a label first, a JSON number an id. The id came
+    first, and grade "1" found the results of grade "3"."""
+    grades = FieldDef(
+        8,
+        "grade_",
+        "Grade",
+        "list",
+        False,
+        True,
+        8,
+        (OptionDef(1, "3"), OptionDef(2, "2"), OptionDef(3, "1")),
+    )
+    assert compat.parse_filter('{"grade_": "1"}', (grades,))[0].accepted == (3,)
+    assert compat.parse_filter('{"grade_": [{"value": "3"}]}', (grades,))[0].accepted == (1,)
+    assert compat.parse_filter('{"grade_": 1}', (grades,))[0].accepted == (1,)
+    assert compat.parse_filter('{"status_": "2"}', FIELDS)[0].accepted == (2,)  # no such label: the id
+
+
+def test_a_repeated_sort_key_counts_once_and_keeps_one_direction() -> None:
+    many = ",".join(["date:asc"] * 101)
+    assert compat.parse_sort(many, FIELDS) == (compat.SortKey("date", False),)
+    with pytest.raises(BadRequest) as caught:
+        compat.parse_sort("date:asc,date:desc", FIELDS)
+    assert "sort field 'date'" in caught.value.message and "one direction" in caught.value.message

@@ -83,6 +83,14 @@ async def _params(request: Request, ctx: AppContext) -> Params:
         body = await request.body()
         if body.strip():
             try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                byte = f"byte {exc.object[exc.start]:#04x} at {exc.start}"
+                raise compat.bad_parameter(
+                    "body",
+                    f"Expected JSON in UTF-8 (RFC 8259; a declared charset is not read): {byte} is not.",
+                ) from exc
+            try:
                 parsed = json_text.loads(body)
             except json.JSONDecodeError as exc:
                 refusal = json_text.refused(exc.msg)
@@ -92,6 +100,8 @@ async def _params(request: Request, ctx: AppContext) -> Params:
             if not isinstance(parsed, dict):
                 raise compat.bad_parameter("body", "Expected a JSON object of parameters.")
             for name, value in parsed.items():
+                if value is None:  # what serialisers send for an optional parameter not set
+                    continue
                 params[name] = value if isinstance(value, str) else json.dumps(value)
     for name, value in params.items():
         if "\x00" in value:  # a form field or an uploaded file; JSON is refused by json_text

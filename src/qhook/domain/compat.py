@@ -24,6 +24,7 @@ from qhook.errors import BadRequest
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 100
 SYSTEM_SORT_KEYS = ("date", "@id")
+MAX_SORT_PARTS = 10_000  # repeats included: the work a sort parameter may ask for
 MAX_SORT_KEYS = 100  # each becomes ORDER BY terms; SQLite refuses more than 2,000 (it was a 503)
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -186,7 +187,7 @@ def parse_sort(raw: str | None, fields: Sequence[FieldDef]) -> tuple[SortKey, ..
     parts = [part for part in split_list(raw) if part.strip()]
     if not parts:  # "," named no key: the default, not the table's order
         return (SortKey("date", True),)
-    if len(parts) > MAX_SORT_KEYS:
+    if len(parts) > MAX_SORT_PARTS:
         raise bad_parameter("sort", f"Expected at most {MAX_SORT_KEYS} sort fields.")
     for part in parts:
         name, _, direction = part.partition(":")
@@ -198,7 +199,14 @@ def parse_sort(raw: str | None, fields: Sequence[FieldDef]) -> tuple[SortKey, ..
         direction = direction.strip().lower() or "asc"
         if direction not in ("asc", "desc"):
             raise bad_parameter(f"sort direction '{direction}'", "Expected asc or desc.")
-        keys.setdefault(name, SortKey(name, direction == "desc"))  # a repeated key adds nothing
+        key = SortKey(name, direction == "desc")
+        if keys.get(name, key) != key:
+            raise bad_parameter(
+                f"sort field '{name}'", "Expected one direction for each field (asc or desc)."
+            )
+        keys[name] = key  # a repeated key adds nothing
+    if len(keys) > MAX_SORT_KEYS:
+        raise bad_parameter("sort", f"Expected at most {MAX_SORT_KEYS} sort fields.")
     return tuple(keys.values())
 
 
@@ -237,6 +245,13 @@ def _filter_values(name: str, spec: Any) -> list[Any]:
         if isinstance(item, dict):
             if "value" not in item:
                 raise bad_parameter(f"filter field '{name}'", 'Expected {"value": ...} entries.')
+            others = sorted(str(key) for key in item if key != "value")
+            if others:
+                # {"value": 5, "operator": ">"} filtered on equality: wrong rows, no word said.
+                raise bad_parameter(
+                    f"filter field '{name}' key '{others[0]}'",
+                    'Expected {"value": ...} entries only: filters match values exactly (no operators).',
+                )
             values.append(item["value"])
         else:
             values.append(item)
@@ -251,11 +266,15 @@ def _stored_form(field: FieldDef, value: Any) -> Any:
         return None
     where = f"filter value {value!r} for field '{field.name}'"
     if field.type == "list":
-        # Deactivated options still match: old results keep them.
+        # Deactivated options still match: old results keep them. Read as storeResults reads a
+        # value: a JSON number is an id, text a label first, then an id. With options "3", "2",
+        # "1" the id was tried first and grade "1" found the results of grade "3".
         text = str(value).strip()
-        for option in field.options:
-            if text == str(option.id) or text.casefold() == option.label.casefold():
-                return option.id
+        by_label = [o for o in field.options if text.casefold() == o.label.casefold()]
+        by_id = [o for o in field.options if text == str(o.id)]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        for option in (by_id or by_label) if number else (by_label or by_id):
+            return option.id
         raise bad_parameter(where, "No such option.")
     try:
         return coerce_value(field, value)

@@ -26,8 +26,14 @@ MAX_OPTION_LABEL = 200  # as a field's label: longer ones came back inside every
 RESERVED_NAMES = frozenset({*SYSTEM_KEYS, "lastmodificationdate"})
 FIELD_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 # "<321", "> 0.5", "<=10": a measurement below/above what the instrument reports.
-QUALIFIED_NUMBER_RE = re.compile(r"^(<=|>=|<|>|≤|≥|~)\s*[-+]?(\d+([.,]\d*)?|[.,]\d+)([eE][-+]?\d+)?$")
-_DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
+QUALIFIED_NUMBER_RE = re.compile(
+    r"^(<=|>=|<|>|≤|≥|~)\s*[-+]?([0-9]+([.,][0-9]*)?|[.,][0-9]+)([eE][-+]?[0-9]+)?$"
+)
+_DECIMAL_COMMA = re.compile(r"^[-+]?[0-9]+,[0-9]+$")
+# Python reads "1_5" as 15, and full-width or Arabic-Indic digits as numbers: a typo stored as a
+# number ten times too large. Numbers are written with 0-9 only.
+_PLAIN_DIGITS = "the digits 0-9 (no '_', no other scripts' digits)"
+INTEGER_MIN, INTEGER_MAX = -(2**63), 2**63 - 1  # what every database stores in an integer
 _TRUE = frozenset({"true", "1", "yes", "y", "on", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "off", "f"})
 
@@ -361,6 +367,8 @@ def _number(raw: object) -> float | str:
         text = raw.strip()
         if QUALIFIED_NUMBER_RE.match(text):
             return text
+        if "_" in text or not text.isascii():
+            raise _Invalid(f"a number written with {_PLAIN_DIGITS}")
         try:
             value = float(text)
         except ValueError as exc:
@@ -378,6 +386,14 @@ def _number(raw: object) -> float | str:
 
 
 def _integer(raw: object) -> int:
+    value = _whole(raw)
+    if not INTEGER_MIN <= value <= INTEGER_MAX:
+        # Stored, it failed the write with a 500 (or the first filter or key lookup on it).
+        raise _Invalid(f"a whole number from {INTEGER_MIN} to {INTEGER_MAX}")
+    return value
+
+
+def _whole(raw: object) -> int:
     if isinstance(raw, bool):
         raise _Invalid("a whole number")
     if isinstance(raw, int):
@@ -386,6 +402,8 @@ def _integer(raw: object) -> int:
         return int(raw)
     if isinstance(raw, str):
         text = raw.strip()
+        if "_" in text or not text.isascii():
+            raise _Invalid(f"a whole number written with {_PLAIN_DIGITS}")
         try:
             return int(text)
         except ValueError:
