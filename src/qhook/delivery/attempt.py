@@ -116,6 +116,7 @@ async def perform(
         error_kind=outcome.error_kind,
         error=storable(outcome.error) if outcome.error else outcome.error,
         hint=hint,
+        url=request.url if request else delivery.url,
     )
     return AttemptResult(
         attempt,
@@ -160,6 +161,7 @@ def _refused_row(
             f"The receiver refused the cached access token of {profile} (401): qhook forgot it, "
             f"fetched a new one and sent again at once (attempt {number + 1})."
         ),
+        url=refused.request.url,
     )
 
 

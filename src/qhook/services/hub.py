@@ -17,6 +17,7 @@ from qhook.domain.rates import parse_rate
 from qhook.domain.urls import origin_of
 from qhook.errors import Conflict, Forbidden, NotFound, QhookError, ValidationFailed, field_error
 from qhook.services import audit
+from qhook.store import deliveries as delivery_store
 from qhook.store import endpoints as endpoint_store
 from qhook.store import events as event_store
 from qhook.store import hub as store
@@ -269,9 +270,26 @@ def redeliver(
         done = store.requeue(tx, delivery_id, from_statuses=REDELIVERABLE, now=now, trigger="manual")
         if done is None:
             raise _changed_meanwhile(delivery_id)
+        if _follow_signal_urls(tx, [delivery_id], now):
+            moved = store.get_delivery(tx, delivery_id)
+            assert moved is not None  # written in this transaction
+            done = moved[0]
         audit.record(tx, actor, "delivery.redeliver", "delivery", delivery_id, {"was": current.status})
     logger.info("redelivery queued", extra={"action": "delivery_redeliver", "delivery_id": delivery_id})
     return done
+
+
+def _follow_signal_urls(tx: Tx, delivery_ids: list[int], now: datetime) -> int:
+    """Queued again: sent where the signal sends now (its URL may have been fixed since)."""
+    if not delivery_ids:
+        return 0
+    moved = 0
+    grouped = delivery_store.by_signal(tx, delivery_ids)
+    for signal_id, signal in queue.send_signals(tx, grouped).items():
+        url = signal.config.get("url")
+        if isinstance(url, str):
+            moved += delivery_store.follow_url(tx, url, origin_of(url), now, ids=grouped[signal_id])
+    return moved
 
 
 def _movable(
@@ -375,6 +393,7 @@ def replay(
         now = utcnow()
         with ctx.db.transaction() as tx:
             moved = store.requeue_batch(tx, wanted, now=now, trigger="manual", batch=batch)
+            _follow_signal_urls(tx, moved, now)
             if moved:
                 audit.record(
                     tx,

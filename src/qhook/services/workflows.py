@@ -176,6 +176,10 @@ def _write_signals(
             store.update_signal(tx, spec.id, position=position, config=spec.config, active=True)
             if spec.type == "webhook" and spec.secret is not None:
                 _replace_secret(tx, ctx, spec.id, spec.secret, now)
+            url = spec.config.get("url")
+            if spec.type == "webhook" and isinstance(url, str) and url != old.config.get("url"):
+                # What waits to be sent goes where the signal now sends (it was fixed, or moved).
+                delivery_store.follow_url(tx, url, origin_of(url), now, signal_id=spec.id)
             kept.append(spec.id)
             continue
         plain = (spec.secret or new_signing_secret()) if spec.type == "webhook" else None

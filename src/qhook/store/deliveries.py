@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, case, insert, select, update
 
 from qhook.store import bulk
 from qhook.store.db import Tx
-from qhook.store.tables import deliveries
+from qhook.store.tables import attempts, deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,3 +273,54 @@ def cancel_unfinished_of_signals(tx: Tx, signal_ids: Sequence[int], *, hint: str
         .values(status="cancelled", next_attempt_at=None, hint=hint, updated_at=now)
     )
     return int(done.rowcount)
+
+
+def follow_url(
+    tx: Tx, url: str, endpoint: str, now: datetime, *, signal_id: int | None = None, ids: Sequence[int] = ()
+) -> int:
+    """Point deliveries at ``url`` (on ``endpoint``): the unfinished ones of ``signal_id`` when its
+    URL was changed, or the rows ``ids`` a redelivery or replay just queued. They went to the old
+    URL for good: fixing a misspelt host or a redirect's target changed nothing for what was
+    queued, and a redelivery went where it had failed. Rows held behind the old endpoint's open
+    circuit are due at once on the new one. Their earlier attempts keep where they went."""
+    which = (
+        [deliveries.c.signal_id == signal_id, deliveries.c.status.in_(UNFINISHED_STATUSES)]
+        if signal_id is not None
+        else [deliveries.c.id.in_(list(ids))]
+    )
+    where = [*which, deliveries.c.url != url, deliveries.c.is_test.is_(False)]
+    moving = select(deliveries.c.id).where(*where)
+    old_url = select(deliveries.c.url).where(deliveries.c.id == attempts.c.delivery_id).scalar_subquery()
+    tx.execute(
+        update(attempts)
+        .where(attempts.c.delivery_id.in_(moving), attempts.c.url.is_(None))
+        .values(url=old_url)
+    )
+    moved_out = and_(deliveries.c.status == "held", deliveries.c.endpoint != endpoint)
+    done = tx.execute(
+        update(deliveries)
+        .where(*where)
+        .values(
+            url=url,
+            endpoint=endpoint,
+            status=case(
+                (and_(moved_out, deliveries.c.attempt_count > 0), "retrying"),
+                (moved_out, "pending"),
+                else_=deliveries.c.status,
+            ),
+            next_attempt_at=case((moved_out, now), else_=deliveries.c.next_attempt_at),
+            updated_at=now,
+        )
+    )
+    return int(done.rowcount)
+
+
+def by_signal(tx: Tx, delivery_ids: Sequence[int]) -> dict[int, list[int]]:
+    """The ids of these deliveries, by their signal (rows without one left out)."""
+    found: dict[int, list[int]] = {}
+    query = select(deliveries.c.id, deliveries.c.signal_id).where(
+        deliveries.c.id.in_(list(delivery_ids)), deliveries.c.signal_id.is_not(None)
+    )
+    for delivery_id, signal_id in tx.execute(query):
+        found.setdefault(signal_id, []).append(delivery_id)
+    return found

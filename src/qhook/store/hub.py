@@ -113,6 +113,7 @@ class AttemptRecord:
     error_kind: str | None
     error: str | None
     hint: str | None
+    url: str | None = None  # where it went; None: made before qhook kept it (the delivery's url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +448,7 @@ def list_attempts(tx: Tx, delivery_id: int) -> list[AttemptRecord]:
             r.error_kind,
             r.error,
             r.hint,
+            r.url,
         )
         for r in rows
     ]

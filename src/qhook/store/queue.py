@@ -107,6 +107,7 @@ class AttemptRow:
     error_kind: str | None
     error: str | None
     hint: str | None
+    url: str | None = None  # where the request went (None: the delivery's url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +490,7 @@ def _attempt_values(
         a.error_kind,
         a.error,
         a.hint,
+        a.url,
     )
 
 

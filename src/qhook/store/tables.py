@@ -341,6 +341,7 @@ attempts = Table(
     Column("error_kind", String(30), nullable=True),
     Column("error", Text, nullable=True),
     Column("hint", Text, nullable=True),
+    Column("url", Text, nullable=True),  # where it went; null before 0010: the delivery's url
     Index("ix_attempts_delivery_id_number", "delivery_id", "number"),
     Index("ix_attempts_started_at", "started_at"),  # endpoint health and stats windows
 )

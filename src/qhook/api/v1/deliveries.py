@@ -79,9 +79,12 @@ class AttemptOut(BaseModel):
     error_kind: str | None
     error: str | None
     hint: str | None
+    url: str = Field(
+        description="Where it was sent (a delivery follows its signal's URL when that is changed)"
+    )
 
     @classmethod
-    def of(cls, a: AttemptRecord) -> AttemptOut:
+    def of(cls, a: AttemptRecord, delivery_url: str) -> AttemptOut:
         return cls(
             number=a.number,
             trigger=a.trigger,
@@ -94,6 +97,7 @@ class AttemptOut(BaseModel):
             error_kind=a.error_kind,
             error=a.error,
             hint=a.hint,
+            url=a.url or delivery_url,
         )
 
 
@@ -216,7 +220,7 @@ def get_delivery(delivery_id: BigId, ctx: Ctx, principal: Viewer) -> DeliveryDet
     return DeliveryDetailOut(
         **DeliveryOut.of(d).model_dump(),
         request=RequestOut(url=d.url, headers=found.request_headers, body=found.body),
-        attempts=[AttemptOut.of(a) for a in found.attempts],
+        attempts=[AttemptOut.of(a, d.url) for a in found.attempts],
         waiting=found.waiting,
     )
 

@@ -1,0 +1,29 @@
+"""attempts.url: where an attempt was sent (hand-written)
+
+A delivery follows its signal when the signal's URL is changed (unfinished ones at once, finished
+ones when redelivered or replayed), so the delivery's URL alone no longer says where each earlier
+attempt went. Attempts made before this column show their delivery's URL.
+
+Revision ID: 0010
+Revises: 0009
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("attempts", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("url", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("attempts", schema=None) as batch_op:
+        batch_op.drop_column("url")
