@@ -597,7 +597,7 @@ def emails_resend(email_id: Annotated[int, typer.Argument(min=1, max=MAX_BIG_ID)
 def replay(
     status: Annotated[
         str | None,
-        typer.Option(help="failed, succeeded or cancelled (default: failed and succeeded)"),
+        typer.Option(help="failed, succeeded or cancelled, or several comma-separated (default: failed)"),
     ] = None,
     workflow: WorkflowOption = None,
     signal: SignalOption = None,

@@ -255,9 +255,12 @@ async def test_replay_is_idempotent(api: httpx.AsyncClient, ctx: AppContext) -> 
     assert sorted(await ids_of(api, workflow_id=7, status="pending")) == [*failed, failed[-1] + 3]
     with ctx.db.reading() as tx:
         assert {hub_store.get_delivery(tx, i)[0].next_trigger for i in failed} == {"manual"}  # type: ignore[index]
-    # Without a status: failed and succeeded ones; the pending ones stay as they are.
-    assert (await api.post("/api/v1/deliveries/replay", json={"workflow_id": 7})).json() == {"queued": 1}
+    # Without a status: failed ones only (the succeeded one is not sent to the ERP again); both when
+    # asked. The pending ones stay as they are.
     assert (await api.post("/api/v1/deliveries/replay", json={"workflow_id": 7})).json() == {"queued": 0}
+    both = {"workflow_id": 7, "status": "failed, succeeded"}
+    assert (await api.post("/api/v1/deliveries/replay", json=both)).json() == {"queued": 1}
+    assert (await api.post("/api/v1/deliveries/replay", json=both)).json() == {"queued": 0}
     by_endpoint = await api.post("/api/v1/deliveries/replay", json={"endpoint": "https://erp.example.com"})
     assert by_endpoint.json() == {"queued": 1}
 

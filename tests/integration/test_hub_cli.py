@@ -187,3 +187,18 @@ def test_emails_list_and_resend(run, ctx: AppContext) -> None:  # type: ignore[n
     assert resent.exit_code == 0 and f"e-mail {email_id} to qa@example.com: queued again" in resent.stdout
     assert "0 e-mails" in run("emails", "list", "--status", "failed").stdout
     assert run("emails", "resend", str(email_id)).exit_code == 1  # pending: it goes by itself
+
+
+def test_replay_without_a_status_sends_again_what_failed_only(run, ctx: AppContext) -> None:  # type: ignore[no-untyped-def]
+    """`qhook replay --endpoint X` after a fix re-sent everything the ERP already had."""
+    failed = add_delivery(ctx.db, status="failed")
+    delivered = add_delivery(ctx.db, status="succeeded")
+    done = run("replay", "--endpoint", "https://erp.example.com")
+    assert done.exit_code == 0 and "1 delivery queued" in done.stdout, done.output
+    with ctx.db.reading() as tx:
+        assert hub_store.get_delivery(tx, failed)[0].status == "pending"  # type: ignore[index]
+        assert hub_store.get_delivery(tx, delivered)[0].status == "succeeded"  # type: ignore[index]
+    both = run("replay", "--endpoint", "https://erp.example.com", "--status", "failed,succeeded", "--dry-run")
+    assert "would queue 1 delivery" in both.stdout, both.output  # the failed one is queued already
+    bad = run("replay", "--status", "failed,pending")
+    assert bad.exit_code != 0 and "comma-separated" in bad.output

@@ -35,7 +35,9 @@ ACTIONS = ("new", "modified", "deleted", "date", "manual", "test")
 REDELIVERABLE = ("failed", "succeeded", "retrying")
 CANCELLABLE = ("pending", "retrying", "held")
 REPLAYABLE = ("failed", "succeeded", "cancelled")
-REPLAY_DEFAULT = ("failed", "succeeded")
+# Without a status a replay sends again what failed only: "failed and succeeded" sent everything
+# the ERP already had again, from `qhook replay --endpoint X` after a fix.
+REPLAY_DEFAULT = ("failed",)
 MAX_LIMIT = 500
 MAX_STATS_DAYS = 31
 
@@ -354,9 +356,13 @@ def _replay_filter(tx: Tx, filters: Filters, set_ids: frozenset[int] | None) -> 
             " until, q) to replay",
             details=[{"field": "filters", "error": "at least one filter"}],
         )
-    if filters.status is not None and filters.status not in REPLAYABLE:
-        raise field_error("status", f"one of {', '.join(REPLAYABLE)} (queued deliveries are not replayed)")
-    wanted = to_store(filters, set_ids)
+    statuses = tuple(dict.fromkeys(s.strip() for s in (filters.status or "").split(",") if s.strip()))
+    if any(status not in REPLAYABLE for status in statuses):
+        raise field_error(
+            "status",
+            f"one or more of {', '.join(REPLAYABLE)}, comma-separated (queued deliveries are not replayed)",
+        )
+    wanted = replace(to_store(replace(filters, status=None), set_ids), statuses=statuses)
     if filters.event is not None:
         # The event filter was dropped here: `qhook replay --event X` replayed every delivery.
         event = _event_of(tx, filters.event)

@@ -121,7 +121,9 @@ class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: str | None = Field(
-        None, description="failed, succeeded or cancelled; default failed and succeeded"
+        None,
+        description="failed, succeeded or cancelled, or several comma-separated ('failed,succeeded');"
+        " default failed",
     )
     workflow_id: BodyId | None = None
     signal_id: BodyId | None = None
