@@ -32,9 +32,16 @@ def test_rejected_credentials_name_the_profile(code: int) -> None:
     )
 
 
-def test_401_without_profile_suggests_one() -> None:
+def test_401_without_profile_suggests_the_signing_secret_and_a_profile() -> None:
+    """A receiver checking qhook's signature answers 401 too; the hint only said "attach a profile"."""
     hint = _hint(status_code=401, error_kind="http_status")
-    assert "erp.example.com answered 401 Unauthorized" in hint and "Attach an auth profile" in hint
+    assert "erp.example.com answered 401 Unauthorized" in hint and "attach an auth profile" in hint
+    assert "signing secret differs from this signal's" in hint
+
+
+def test_an_unresolved_host_is_named_without_its_port() -> None:
+    hint = hint_for(url="https://erp.invalid:8720/hook", status_code=None, error_kind="dns")
+    assert hint is not None and hint.startswith("The host name erp.invalid could not be resolved (DNS)")
 
 
 def test_404() -> None:

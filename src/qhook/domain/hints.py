@@ -92,8 +92,8 @@ def hint_for(
         return None
     if error_kind == "dns":
         return (
-            f"The host name {host} could not be resolved (DNS). Check the spelling of the URL, "
-            "or the DNS of the network qhook runs in."
+            f"The host name {host_of(url) or host} could not be resolved (DNS). Check the spelling of "
+            "the URL, or the DNS of the network qhook runs in."
         )
     if error_kind == "connect":
         address = origin_of(url).split("://", 1)[-1] if host_of(url) else host
@@ -214,8 +214,12 @@ def _status_hint(
                 f"The endpoint rejected the credentials of auth profile '{auth_profile}'. "
                 "Check or regenerate the API token."
             )
+        # A receiver that checks qhook's signature answers 401 too (receiving.md's examples do):
+        # after a secret rotation that is the likelier cause, and "attach a profile" misled.
         return (
-            f"{host} answered {_reason(code)}: it wants credentials. Attach an auth profile to this signal."
+            f"{host} answered {_reason(code)}. If it checks qhook's signature (webhook-signature), its "
+            "signing secret differs from this signal's: compare them. If it wants credentials, attach an "
+            "auth profile to this signal."
         )
     if code == 404:
         return f"No such path on {host}: check the URL."
