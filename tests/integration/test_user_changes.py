@@ -167,6 +167,36 @@ async def test_own_password_change(api: httpx.AsyncClient, ctx: AppContext, make
     assert "brand-new-pass" not in str(entries) and "newer-still-1" not in str(entries)
 
 
+async def test_guessing_the_current_password_is_limited(
+    api: httpx.AsyncClient,
+    ctx: AppContext,
+    make_key,  # type: ignore[no-untyped-def]
+) -> None:
+    """With a stolen API key, wrong current passwords could be tried without end (25 in 4 s, no
+    429), and a hit handed over the account. Sign-in is not held off by it."""
+    key = make_key("editor", "gina")
+    answers = [
+        (
+            await api.post(
+                "/api/v1/me/password",
+                json={"current_password": f"guess-{n}", "new_password": "taken-over-1"},
+                headers=auth(key),
+            )
+        ).status_code
+        for n in range(11)
+    ]
+    assert answers == [403] * 10 + [429]
+    right = await api.post(
+        "/api/v1/me/password",
+        json={"current_password": "password-gina", "new_password": "taken-over-1"},
+        headers=auth(key),
+    )
+    assert right.status_code == 429 and "Retry-After" in right.headers
+    assert users.check_password(ctx.db, "gina", "password-gina").name == "gina"  # unchanged
+    async with make_browser(ctx) as browser:
+        await login(browser, "gina", "password-gina")
+
+
 @pytest.fixture
 def run(db_url: str, tmp_path: Path, ctx: AppContext):  # type: ignore[no-untyped-def]
     runner = CliRunner()

@@ -205,8 +205,13 @@ def update_user(
 def change_own_password(
     db: Database, user_id: int, current: str, new: str, keep_session: str | None = None
 ) -> None:
-    """A person's own change: the current password must match; their other sessions end."""
+    """A person's own change: the current password must match; their other sessions end.
+
+    Wrong current passwords are limited as sign-in tries are (their own bucket, so a guesser does
+    not lock the owner out of signing in): anyone holding a stolen API key or session could try
+    passwords here without end, and a hit handed over the account."""
     _check_password(new, "new_password")
+    counted = _count_try(db, [(f"password:user:{user_id}", LOGIN_RATE_PER_NAME)], None, "wrong passwords")
     with db.transaction() as tx:
         hashed = store.password_hash_of(tx, user_id)
         try:
@@ -220,6 +225,7 @@ def change_own_password(
         keep = sha256_hex(keep_session) if keep_session else None
         store.delete_sessions_of(tx, user_id, keep_hash=keep)
         audit.record(tx, user.name, "user.password", "user", user_id, {"name": user.name})
+    _take_back(db, counted)
 
 
 def bootstrap_admin(db: Database) -> tuple[str, str] | None:
@@ -263,8 +269,6 @@ def check_login(
     successes locked out people who simply logged in often, and behind a proxy, where everyone
     shares one address, the whole site at once.
     """
-    now_ms = int((now or utcnow()).timestamp() * 1000)
-    counted: list[tuple[str, int]] = []
     buckets = [
         (f"login:name:{name.lower()}:from:{source}", LOGIN_RATE_PER_NAME),
         (f"login:source:{source}", LOGIN_RATE_PER_SOURCE),
@@ -273,18 +277,33 @@ def check_login(
         # A guesser with many addresses trips this one and holds the name off the UI: a browser
         # this user signed in with before (``known_browser``) is not held by it.
         buckets.append((f"login:name:{name.lower()}", LOGIN_RATE_PER_NAME_EVERYWHERE))
+    counted = _count_try(db, buckets, now, "login attempts")
+    user = check_password(db, name, password)
+    _take_back(db, counted)
+    return user
+
+
+def _count_try(
+    db: Database, buckets: list[tuple[str, Rate]], now: datetime | None, what: str
+) -> list[tuple[str, int]]:
+    """Count one try in each bucket (RateLimited past one); (bucket, window) to take it back."""
+    now_ms = int((now or utcnow()).timestamp() * 1000)
+    counted: list[tuple[str, int]] = []
     with db.transaction() as tx:
         for bucket, rate in buckets:
             count, window_start_ms = rates.hit(tx, bucket, period_ms=rate.period_s * 1000, now_ms=now_ms)
             counted.append((bucket, window_start_ms))
             if count > rate.limit:
                 state = _rate_state(rate, count, window_start_ms, now_ms)
-                raise _limited(f"Too many login attempts; try again in {state.retry_after_s} s", state)
-    user = check_password(db, name, password)
+                raise _limited(f"Too many {what}; try again in {state.retry_after_s} s", state)
+    return counted
+
+
+def _take_back(db: Database, counted: list[tuple[str, int]]) -> None:
+    """A try that succeeded: the limits are on failed ones."""
     with db.transaction() as tx:
         for bucket, window_start_ms in counted:
             rates.take_back(tx, bucket, window_start_ms=window_start_ms)
-    return user
 
 
 def check_password(db: Database, name: str, password: str) -> UserRecord:
