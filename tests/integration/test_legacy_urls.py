@@ -94,12 +94,15 @@ async def test_same_credentials_reuse_the_profile_and_others_get_their_own(
     names = {p["id"]: p["name"] for p in (await api.get("/api/v1/auth-profiles")).json()}
     assert names[other] == "legacy basic for 127.0.0.1 (2)"
 
-    # The profile serves the sets whose workflows gave its credentials, no others.
+    # The profile serves the set whose workflow gave its credentials. The same pair on another
+    # set's workflow gets a profile of its own: reusing (and extending) the first one told an admin
+    # of that set, by its id, that a guessed password was right.
     assert (await api.get(f"/api/v1/auth-profiles/{first}")).json()["set_ids"] == [set_id]
     second_set = await make_set(api, name="Complaints")
-    reused = (await save(api, second_set, legacy_url(base))).json()["signals"][0]["auth_profile_id"]
-    assert reused == first
-    assert (await api.get(f"/api/v1/auth-profiles/{first}")).json()["set_ids"] == [set_id, second_set]
+    own = (await save(api, second_set, legacy_url(base))).json()["signals"][0]["auth_profile_id"]
+    assert own not in (first, other)
+    assert (await api.get(f"/api/v1/auth-profiles/{first}")).json()["set_ids"] == [set_id]
+    assert (await api.get(f"/api/v1/auth-profiles/{own}")).json()["set_ids"] == [second_set]
     assert (await api.get(f"/api/v1/auth-profiles/{other}")).json()["set_ids"] == [set_id]
 
     # A PATCH keeping the signal (bare URL and its profile) changes nothing about the credentials.

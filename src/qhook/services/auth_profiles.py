@@ -237,29 +237,20 @@ def legacy_basic_profile_tx(
 
     The credentials go where every other secret goes (encrypted, write-only) and the URL keeps
     none of them. The profile serves the workflow's set. A profile made earlier for the same host
-    and the same credentials is reused, and serves this set too: whoever typed the password may
-    use it anyway.
+    and credentials is reused only where it serves this set already: one of another set was
+    reused and extended, so an admin of one set could confirm another set's password by guessing
+    (a right guess answered with the other set's profile id) and then use it.
     """
     for row in store.list_profiles(tx):
+        served = sets_of(row)
         if (
             row.type == "basic"
             and row.name.startswith(LEGACY_BASIC_PREFIX)
+            and (served is None or set_id in served)
             and list(row.config.get("allowed_domains") or []) == [host]
             and row.config.get("username") == username
             and _secrets(ctx, row).get("password") == password
         ):
-            served = sets_of(row)
-            if served is not None and set_id not in served:
-                config = {**row.config, "set_ids": sorted({*served, set_id})}
-                store.update_profile(tx, row.id, config=config, updated_at=utcnow())
-                audit.record(
-                    tx,
-                    actor,
-                    "auth_profile.update",
-                    "auth_profile",
-                    row.id,
-                    {"name": row.name, "changed": ["set_ids"], "config": config, "secrets_changed": []},
-                )
             return row.id
     base = f"{LEGACY_BASIC_PREFIX}{host}"
     name, number = base, 2
