@@ -263,3 +263,24 @@ def test_an_orphan_row_from_before_does_not_stop_qhook(tmp_path: Path) -> None:
         assert migrate.is_current(db)
     finally:
         db.dispose()
+
+
+def test_a_new_sqlite_database_and_its_key_are_readable_by_qhooks_user_only(tmp_path: Path) -> None:
+    """Results, password hashes and API key hashes were 0644 in a 0755 folder (umask 022)."""
+    import os
+    import stat
+
+    from qhook.context import open_context
+    from qhook.settings import Settings
+
+    data = tmp_path / "var"
+    ctx = open_context(Settings(data_dir=data))
+    try:
+        users.create_user(ctx.db, "mode", "viewer", password="password-mode")
+        modes = {
+            p.name: stat.S_IMODE(os.stat(p).st_mode)
+            for p in (data, data / "qhook.db", data / "qhook.db-wal", data / "secret.key")
+        }
+    finally:
+        ctx.db.dispose()
+    assert modes == {"var": 0o700, "qhook.db": 0o600, "qhook.db-wal": 0o600, "secret.key": 0o600}

@@ -71,6 +71,15 @@ def sqlite_file(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def _create_private(file: Path) -> None:
+    """A new database (and its folder) readable by qhook's user only: results, password hashes and
+    API key hashes were 0644 in a 0755 folder under the usual umask. SQLite gives its -wal and -shm
+    files the database file's mode. Existing files keep theirs."""
+    file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class Database:
     """One engine per process; SQLite gets WAL, foreign keys and IMMEDIATE write transactions."""
 
@@ -83,7 +92,7 @@ class Database:
         if self.dialect == "sqlite":
             check_sqlite(sqlite3.sqlite_version_info, _has_json())
             if self.file is not None:
-                self.file.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(self.file)
                 self._turn_file = _open_turn_file(f"{self.file}-turn")
                 if self._turn_file is not None:
                     weakref.finalize(self, os.close, self._turn_file)
