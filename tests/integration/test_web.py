@@ -195,6 +195,22 @@ async def test_hub_lists_filters_and_pages(ctx: AppContext, browser: httpx.Async
     assert "Older" not in second and "Newest" in second
 
 
+async def test_a_held_row_says_why_it_waits(ctx: AppContext, browser: httpx.AsyncClient) -> None:
+    """Held rows showed no reason (or an old attempt's hint): each had to be opened to learn that
+    the endpoint's circuit was open."""
+    never_tried = add_delivery(ctx.db, status="held")
+    tried = add_delivery(ctx.db, status="held", hint="erp.example.com did not answer within 3 s.")
+    await login(browser, "vic", person(ctx, "vic", "viewer"))
+    page = (await browser.get("/ui/hub", params={"status": "held"})).text
+    why = 'Held: the circuit of <a href="/ui/endpoints">https://erp.example.com:443</a> is open'
+    assert page.count(why) == 2, page
+    assert "using up no attempt. Last attempt: erp.example.com did not answer within 3 s." in page
+    assert f'href="/ui/hub/{never_tried}"' in page and f'href="/ui/hub/{tried}"' in page
+    detail = (await browser.get(f"/ui/hub/{never_tried}")).text
+    assert "No attempt yet: it is held while the endpoint's circuit is open" in detail
+    assert "picks this up at" not in detail  # a time already past, beside "held"
+
+
 async def test_hub_empty_state(ctx: AppContext, browser: httpx.AsyncClient) -> None:
     await login(browser, "vic", person(ctx, "vic", "viewer"))
     assert "No deliveries yet" in (await browser.get("/ui/hub")).text
