@@ -337,6 +337,14 @@ async def test_endpoint_health_numbers(ctx: AppContext, browser: httpx.AsyncClie
     assert "50.0 %" in page and "of 2" in page
     row = page[page.index(ERP) :]
     assert re.search(r"<td>1</td>", row), "queue depth of one pending delivery"
+    # Most of the hour failed: failing while the newest call fails too, ok once one gets through.
+    add_attempt(ctx.db, delivery, number=3, status_code=500, duration_ms=80)
+    page = (await browser.get("/ui/endpoints")).text
+    assert 'class="badge bad">failing' in page
+    add_attempt(ctx.db, delivery, number=4, status_code=None, error_kind="timeout")
+    add_attempt(ctx.db, add_delivery(ctx.db, status="succeeded"), number=1, status_code=200)
+    page = (await browser.get("/ui/endpoints")).text
+    assert 'class="badge ok">ok' in page and "40.0 %" in page
 
 
 async def _catalog(api: httpx.AsyncClient, ctx: AppContext) -> tuple[int, int, dict[str, object], int]:

@@ -22,6 +22,7 @@ from qhook.web import present
 )
 def test_endpoint_state(state: str, attempts: int, succeeded: int, shown: str) -> None:
     assert present.endpoint_state(state, attempts, succeeded) == shown
+    assert present.endpoint_state(state, attempts, succeeded, last_ok=False) == shown
     assert present.badge_class(shown) == {"ok": "ok", "failing": "bad", "circuit_open": "bad"}.get(
         shown, "warn"
     )
@@ -42,3 +43,9 @@ def test_endpoint_state(state: str, attempts: int, succeeded: int, shown: str) -
 )
 def test_body_cut(body: str | None, limit: int, cut: bool) -> None:
     assert present.body_cut(body, limit) is cut
+
+
+def test_an_endpoint_whose_newest_call_succeeded_is_not_failing() -> None:
+    """Fixed ten minutes ago, it read "failing" for the rest of the hour."""
+    assert present.endpoint_state("ok", 10, 2, last_ok=True) == "ok"
+    assert present.endpoint_state("ok", 10, 2, last_ok=False) == "failing"

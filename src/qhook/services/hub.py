@@ -83,6 +83,7 @@ class EndpointSummary:
     queue_depth: int
     rate_limit: str | None = None
     max_in_flight: int | None = None
+    last_ok: bool | None = None  # the newest attempt of the last hour succeeded (None: no attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +462,7 @@ def endpoint_summaries(
         depths = store.queue_depths(tx, set_ids)
         day = hub_stats.latency_by_endpoint(tx, now - timedelta(days=1), now, set_ids)
         hour = hub_stats.latency_by_endpoint(tx, now - timedelta(hours=1), now, set_ids)
+        last_ok = hub_stats.last_ok_by_endpoint(tx, now - timedelta(hours=1), now, set_ids)
         opened = endpoint_store.opened_at(tx, [o for o, r in rows.items() if r.circuit_state != "closed"])
     shown = set(depths) | set(day)
     if set_ids is None:
@@ -485,6 +487,7 @@ def endpoint_summaries(
                 queue_depth=depths.get(origin, 0),
                 rate_limit=row.rate_limit if row else None,
                 max_in_flight=row.max_in_flight if row else None,
+                last_ok=last_ok.get(origin),
             )
         )
     return found

@@ -136,3 +136,21 @@ def deliveries_by_hour(
         .group_by(hour, deliveries.c.status)
     )
     return {(_aware(r.hour), r.status): int(r.n) for r in rows}
+
+
+def last_ok_by_endpoint(
+    tx: Tx, since: datetime, until: datetime, set_ids: frozenset[int] | None = None
+) -> dict[str, bool]:
+    """Whether the newest attempt in [since, until) of each endpoint succeeded."""
+    newest = tx.execute(
+        select(deliveries.c.endpoint, func.max(attempts.c.id))
+        .select_from(attempts.join(deliveries, deliveries.c.id == attempts.c.delivery_id))
+        .where(_window(since, until, set_ids))
+        .group_by(deliveries.c.endpoint)
+    ).all()
+    if not newest:
+        return {}
+    ok = set(
+        tx.execute(select(attempts.c.id).where(attempts.c.id.in_([i for _, i in newest]), _ok())).scalars()
+    )
+    return {endpoint: attempt_id in ok for endpoint, attempt_id in newest}

@@ -41,10 +41,12 @@ def badge_class(status: str | None) -> str:
     return BADGES.get(status or "", "muted")
 
 
-def endpoint_state(state: str, attempts: int, succeeded: int) -> str:
+def endpoint_state(state: str, attempts: int, succeeded: int, last_ok: bool | None = None) -> str:
     """What the Endpoints page says: ``failing`` for an endpoint whose circuit is still closed
-    while most of the last hour's calls failed (it said a green "ok" beside "0.0 % of 3")."""
-    if state == "ok" and attempts and succeeded * 2 < attempts:
+    while most of the last hour's calls failed (it said a green "ok" beside "0.0 % of 3"), unless
+    its newest call succeeded: a receiver fixed ten minutes ago read "failing" for the rest of
+    the hour, and the person who fixed it could not tell whether it worked."""
+    if state == "ok" and attempts and succeeded * 2 < attempts and not last_ok:
         return "failing"
     return state
 
