@@ -137,6 +137,7 @@ async def test_chosen_result_and_failure_with_hint_are_not_retried(http: httpx.A
     assert attempt["error_kind"] == "http_status"
     assert attempt["response_body"] == '"database down"' or "database down" in attempt["response_body"]
     assert attempt["hint"].startswith("Send test, not retried. ") and "500" in attempt["hint"]
+    assert "qhook retries" not in attempt["hint"]  # it said both
     captures = await _ok(await http.get(f"/api/v1/inspector/bins/{setup['bin_id']}/requests"))
     assert json.loads(captures[0]["body"])["results"]["batchnumber_"] == "B-7001"
 

@@ -517,4 +517,5 @@ async def test_failed_probes_do_not_use_up_the_probed_deliverys_attempts(ctx: Ap
             await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=10)
     failed_probes = [a for a in attempts_of(ctx, ids[0]) if a.status_code == 503]
     assert len(failed_probes) >= 4 and all(a.hint for a in failed_probes)
+    assert {a.trigger for a in attempts_of(ctx, ids[0])} == {"probe"}  # the Hub tells probes apart
     assert [a.number for a in attempts_of(ctx, ids[0])] == list(range(1, len(failed_probes) + 2))

@@ -60,8 +60,10 @@ async def perform(
     signal: queue.SendSignal | None,
     *,
     probe: bool = False,
+    once: bool = False,
 ) -> AttemptResult:
-    """Send one attempt; ``probe``: it tests the endpoint's open circuit (see ``retry.decide``)."""
+    """Send one attempt; ``probe``: it tests the endpoint's open circuit (see ``retry.decide``);
+    ``once``: no retry follows whatever the answer (a send test), so the hint promises none."""
     started = utcnow()
     if signal is None:
         sent = _Sent(_refused("gone", "the signal of this delivery was deleted"), permanent=True)
@@ -99,14 +101,14 @@ async def perform(
     )
     hint = None
     if decision.outcome != "succeeded":
-        hint = _hint(ctx, delivery, outcome, decision, request, sent.profile_name)
+        hint = _hint(ctx, delivery, outcome, decision, request, sent.profile_name, once=once)
         # Hints and errors may quote what a token endpoint or an exception said.
         hint = storable(hint) if hint else hint
     headers = prepare.redact(request.headers, request.secret_header_names) if request else {}
     attempt = queue.AttemptRow(
         delivery_id=delivery.id,
         number=number,
-        trigger=delivery.next_trigger,
+        trigger="probe" if probe else delivery.next_trigger,
         started_at=refused.resent_at if refused is not None else started,
         duration_ms=outcome.duration_ms,
         request_headers=headers,
@@ -172,9 +174,12 @@ def _hint(
     decision: retry.RetryDecision,
     request: OutgoingRequest | None,
     profile_name: str | None,
+    *,
+    once: bool = False,
 ) -> str | None:
+    final = decision.final or once
     if outcome.error_kind in ("gone", "config"):
-        if outcome.error_kind == "config" and not decision.final:
+        if outcome.error_kind == "config" and not final:
             return (
                 f"Not sent: {outcome.error}. It is tried again under the signal's retry policy: set "
                 "QHOOK_SECRET_KEY to the key the secrets were made with."
@@ -185,7 +190,7 @@ def _hint(
             f"Not sent: qhook failed while preparing or sending this request ({outcome.error})."
             " Check the signal's settings (signing secret, headers, auth profile)."
         )
-        if decision.final:
+        if final:
             return f"{internal} {_gave_up(decision.reason)}"
         return f"{internal} It is retried under the signal's retry policy."
     found = hints.hint_for(
@@ -198,7 +203,7 @@ def _hint(
         location=outcome.location,
         timeout_s=request.timeout_s if request else None,
         body_limit=ctx.settings.response_body_limit,
-        final=decision.final,
+        final=final,
     )
     if decision.reason.startswith("gave up") or decision.reason == "older than max_age":
         return f"{found} {_gave_up(decision.reason)}" if found else _gave_up(decision.reason)

@@ -145,7 +145,9 @@ async def send_test(
     own_sender = sender is None
     active = sender or Sender(ctx.settings)
     try:
-        outcome = await attempt_mod.perform(ctx, active, replace(delivery, id=delivery_id), prepared.signal)
+        outcome = await attempt_mod.perform(
+            ctx, active, replace(delivery, id=delivery_id), prepared.signal, once=True
+        )
     finally:
         if own_sender:
             await active.close()

@@ -69,7 +69,10 @@ class DeliveryPage(Page[DeliveryOut]):
 
 class AttemptOut(BaseModel):
     number: int
-    trigger: str = Field(description="scheduled, manual (a redelivery or replay) or test")
+    trigger: str = Field(
+        description="scheduled, manual (a redelivery or replay), test, or probe (it tested the endpoint's"
+        " open circuit: a failed probe uses up none of the delivery's attempts)"
+    )
     started_at: datetime
     duration_ms: int | None
     request_headers: dict[str, str] = Field(description="Secrets redacted")
