@@ -17,6 +17,7 @@ from rich.table import Table
 
 from qhook.clock import utcnow
 from qhook.context import AppContext, open_context, require_existing_database
+from qhook.domain import credentials
 from qhook.domain.ids import MAX_BIG_ID, MAX_ID, is_id
 from qhook.errors import QhookError
 from qhook.settings import Settings
@@ -440,7 +441,7 @@ def deliveries_list(
             str(d.workflow_id or "-"),
             str(d.result_id or "-"),
             d.action,
-            d.url,
+            credentials.shown_url(d.url),
             str(d.attempt_count),
             last,
             d.hint or (_HELD if d.status == "held" else ""),
@@ -462,7 +463,7 @@ def deliveries_show(delivery_id: Annotated[int, typer.Argument(min=1, max=MAX_BI
     found = hub.delivery_detail(open_ctx(), delivery_id)
     d = found.delivery
     console.print(f"[bold]delivery {d.id}[/bold]  {d.status}  webhook-id {d.webhook_id}")
-    console.print(f"POST {d.url}")
+    console.print(f"POST {credentials.shown_url(d.url)}", markup=False)
     console.print(
         f"workflow {d.workflow_id}  signal {d.signal_id}  set {d.set_id}  result {d.result_id}  "
         f"action {d.action}  created {_when(d.created_at)}  next attempt {_when(d.next_attempt_at)}"

@@ -25,7 +25,9 @@ HEADER_VALUE = "hv-NOSECRET-61d0f"
 PASSWORD = "pw-NOSECRET-c93a2"
 SIGNING_A = "whsec_" + "Tm9TZWNyZXRTaWduaW5nS2V5QUFBQUFB"
 SIGNING_B = "whsec_" + "Tm9TZWNyZXRTaWduaW5nS2V5QkJCQkJC"
+URL_KEY = "uk-NOSECRET-7f3e1"  # an Azure Functions style ?code= key in the signal's URL
 SECRETS = (
+    URL_KEY,
     HEADER_VALUE,
     PASSWORD,
     base64.b64encode(f"qhook:{PASSWORD}".encode()).decode(),  # the Basic header as sent
@@ -36,7 +38,11 @@ SECRETS = (
 )
 
 
+QUERIES: list[str] = []
+
+
 async def answer(request: web.Request) -> web.StreamResponse:
+    QUERIES.append(request.query_string)
     # The LIMS path rejects the credentials (so the hint names the profile); ERP accepts.
     if request.path == "/lims":
         return web.Response(status=401, text="bad key")
@@ -86,7 +92,7 @@ async def test_no_secret_in_any_hub_answer_after_real_sends(
                     },
                     {
                         "type": "webhook",
-                        "url": f"{base}/erp",
+                        "url": f"{base}/erp?code={URL_KEY}&plant=Venlo",
                         "auth_profile_id": basic.json()["id"],
                         "secret": SIGNING_B,
                     },
@@ -104,9 +110,11 @@ async def test_no_secret_in_any_hub_answer_after_real_sends(
     # The receiver did get the credentials: the test can fail.
     sent = {r.path: r.headers for r in rx.received}
     assert sent["/lims"]["X-Lims-Key"] == HEADER_VALUE
-    assert sent["/erp"]["Authorization"] == "Basic " + SECRETS[2]
+    assert sent["/erp"]["Authorization"] == "Basic " + SECRETS[3]
+    assert f"code={URL_KEY}&plant=Venlo" in QUERIES
 
-    by_url = {i["url"].rsplit("/", 1)[-1]: i["id"] for i in items}
+    by_url = {i["url"].split("?")[0].rsplit("/", 1)[-1]: i["id"] for i in items}
+    assert {i["url"] for i in items} >= {f"{base}/erp?code=[redacted]&plant=Venlo"}
     lims, erp = by_url["lims"], by_url["erp"]
     origin = quote(origin_of(base), safe="")
     answers = [
@@ -125,6 +133,8 @@ async def test_no_secret_in_any_hub_answer_after_real_sends(
         await api.post(f"/api/v1/deliveries/{lims}/cancel"),
         await api.post("/api/v1/deliveries/replay", json={"status": "succeeded"}),
         await api.get("/api/v1/audit"),
+        await api.get(f"/api/v1/workflows/{created.json()['id']}"),
+        await api.get("/api/v1/workflows"),
     ]
     texts = []
     for response in answers:
@@ -141,7 +151,14 @@ async def test_no_secret_in_any_hub_answer_after_real_sends(
     password = person(ctx, "hugo", "viewer")
     async with make_browser(ctx) as browser:
         await login(browser, "hugo", password)
-        for path in ("/ui/hub", "/ui/hub?q=B-1234", f"/ui/hub/{lims}", f"/ui/hub/{erp}", "/ui/endpoints"):
+        for path in (
+            f"/ui/workflows/{created.json()['id']}",
+            "/ui/hub",
+            "/ui/hub?q=B-1234",
+            f"/ui/hub/{lims}",
+            f"/ui/hub/{erp}",
+            "/ui/endpoints",
+        ):
             page = await browser.get(path)
             assert page.status_code == 200, (path, page.text)
             texts.append(page.text)
@@ -163,3 +180,38 @@ async def test_no_secret_in_any_hub_answer_after_real_sends(
     for text in texts:
         for secret in SECRETS:
             assert secret not in text, secret
+
+
+async def test_a_url_sent_back_as_shown_keeps_its_key(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    """GET shows a credential query value "[redacted]"; PATCHing the document back keeps the key
+    (and a changed value replaces it)."""
+    from sqlalchemy import select
+
+    from qhook.store.tables import signals
+
+    set_id = await make_set(api)
+    url = f"http://127.0.0.1:9/api/hook?code={URL_KEY}&plant=Venlo"
+    created = await api.post(
+        "/api/v1/workflows",
+        json={"name": "ERP", "set_id": set_id, "signals": [{"type": "webhook", "url": url}]},
+    )
+    assert created.status_code == 201, created.text
+    workflow = (await api.get(f"/api/v1/workflows/{created.json()['id']}")).json()
+    shown = workflow["signals"][0]
+    assert shown["url"] == "http://127.0.0.1:9/api/hook?code=[redacted]&plant=Venlo"
+    keep = {k: v for k, v in shown.items() if k not in ("secret_set", "paused_reason")}
+    patched = await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"signals": [keep]})
+    assert patched.status_code == 200, patched.text
+
+    def stored() -> str:
+        with ctx.db.reading() as tx:
+            return str(
+                tx.execute(select(signals.c.config).where(signals.c.id == shown["id"])).scalar_one()["url"]
+            )
+
+    assert stored() == url
+    fresh = {**keep, "url": "http://127.0.0.1:9/api/hook?code=new-key&plant=Venlo"}
+    assert (
+        await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"signals": [fresh]})
+    ).status_code == 200
+    assert stored() == "http://127.0.0.1:9/api/hook?code=new-key&plant=Venlo"

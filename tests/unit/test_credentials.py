@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from qhook.domain import credentials
 from qhook.domain.credentials import is_credential, redacted
 
 
@@ -46,3 +47,26 @@ def test_redacted_covers_words_and_named_extras() -> None:
         "X-Plant": "Delft",
         "X-Custom": "[redacted]",
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://f.azurewebsites.net/api/x?code=K1==&name=a",
+            "https://f.azurewebsites.net/api/x?code=[redacted]&name=a",
+        ),
+        (
+            "https://erp/h?api_key=K&access_token=T&sig=S&plant=Venlo",
+            "https://erp/h?api_key=[redacted]&access_token=[redacted]&sig=[redacted]&plant=Venlo",
+        ),
+        ("https://erp/h?Api%5FKey=K", "https://erp/h?Api%5FKey=[redacted]"),
+        ("https://erp/h?token", "https://erp/h?token"),  # no value to hide
+        ("https://erp/h?plant=Venlo&batch=B-1", "https://erp/h?plant=Venlo&batch=B-1"),
+        ("https://erp/h", "https://erp/h"),
+    ],
+)
+def test_credential_query_values_are_shown_redacted(url: str, shown: str) -> None:
+    assert credentials.shown_url(url) == shown
+    assert credentials.restored_url(shown, url) == url  # sent back as shown: the stored one
+    assert credentials.restored_url("https://other/h", url) == "https://other/h"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote_plus
 
 CREDENTIAL_HEADERS = frozenset(
     {
@@ -59,3 +60,35 @@ def redacted(headers: Mapping[str, str] | None, also: Iterable[str] = ()) -> dic
     return {
         k: (REDACTED if is_credential(k) or k.lower() in extra else v) for k, v in (headers or {}).items()
     }
+
+
+# Query parameters that carry a credential besides the header words above: Azure Functions'
+# ``code``, SAS ``sig``, ``signature``, ``pwd``.
+CREDENTIAL_QUERY_NAMES = frozenset({"code", "sig", "signature", "pass", "pwd", "pw"})
+
+
+def is_credential_parameter(name: str) -> bool:
+    return name.lower() in CREDENTIAL_QUERY_NAMES or is_credential(name)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as qhook shows and logs it: the values of credential query parameters
+    (``?code=...``, ``?api_key=...``) replaced by "[redacted]", everything else as stored.
+    Receivers that take their key in the URL had it shown to every viewer of the workflow and
+    the Hub. Sending uses the stored URL."""
+    base, mark, rest = url.partition("?")
+    if not mark:
+        return url
+    query, hash_mark, fragment = rest.partition("#")
+    parts = []
+    for part in query.split("&"):
+        name, equals, _ = part.partition("=")
+        if equals and is_credential_parameter(unquote_plus(name)):
+            part = f"{name}={REDACTED}"
+        parts.append(part)
+    return f"{base}?{'&'.join(parts)}{hash_mark}{fragment}"
+
+
+def restored_url(sent: str, stored: str) -> str:
+    """A URL sent back as qhook showed it (credential values "[redacted]") is the stored one."""
+    return stored if sent != stored and sent == shown_url(stored) else sent

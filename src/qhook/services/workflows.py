@@ -66,6 +66,7 @@ def as_document(workflow: WorkflowRecord) -> dict[str, Any]:
         if "headers" in item:  # saved before credentials were refused there (see domain/workflows)
             item["headers"] = credentials.redacted(item["headers"])
         if signal.type == "webhook":
+            item["url"] = credentials.shown_url(str(item.get("url", "")))
             item["secret_set"] = signal.secret_set
             item["paused_reason"] = signal.paused_reason
         signals.append(item)
@@ -227,7 +228,13 @@ def _audit_details(spec: WorkflowSpec) -> dict[str, Any]:
         "name": spec.name,
         "set_id": spec.set_id,
         "active": spec.active,
-        "signals": [{"type": s.type, "url": s.config.get("url")} for s in spec.signals],
+        "signals": [
+            {
+                "type": s.type,
+                "url": credentials.shown_url(str(s.config["url"])) if "url" in s.config else None,
+            }
+            for s in spec.signals
+        ],
     }
 
 
@@ -427,6 +434,9 @@ def _stored_credentials_aside(
     signals = []
     for raw in doc.get("signals") or []:
         signal_id = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(signal_id, int) and signal_id in stored and isinstance(raw.get("url"), str):
+            # Sent back as GET shows it, credential query values "[redacted]": the stored URL.
+            raw = {**raw, "url": credentials.restored_url(raw["url"], stored[signal_id][1])}
         headers = raw.get("headers") if isinstance(raw, dict) else None
         if not isinstance(signal_id, int) or signal_id not in stored or not isinstance(headers, dict):
             signals.append(raw)
@@ -636,7 +646,8 @@ def preview(
             except payloads.PayloadError as exc:
                 notes.append(f"signal {signal.id} (webhook) would not be sent: {exc}")
                 continue
-            bodies.append({"signal_id": signal.id, "url": signal.config["url"], "body": body})
+            url = credentials.shown_url(str(signal.config["url"]))
+            bodies.append({"signal_id": signal.id, "url": url, "body": body})
     warnings = overlaps(_overlap_view(workflow, current), [_overlap_view(o, current) for o in others])
     warnings += _mail_warnings(ctx, workflow)
     impossible = filters.never_met(plan.node)

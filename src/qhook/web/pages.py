@@ -50,6 +50,7 @@ env.filters.update(
     endpoint_state=present.endpoint_state,
     body_cut=present.body_cut,
     redact=credentials.redacted,
+    shown_url=credentials.shown_url,
     urlquote=lambda text: quote(str(text), safe=""),
 )
 # For app.js, which redacts the live inspector's captures as the server does.

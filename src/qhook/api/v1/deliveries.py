@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from qhook.api.deps import BigId, BodyId, Ctx, Editor, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.pages import Page
+from qhook.domain import credentials
 from qhook.services import hub
 from qhook.store.hub import AttemptRecord, DeliveryRecord
 
@@ -51,7 +52,7 @@ class DeliveryOut(BaseModel):
             event_id=d.event_id,
             event_uid=d.event_uid,
             action=d.action,
-            url=d.url,
+            url=credentials.shown_url(d.url),
             attempt_count=d.attempt_count,
             next_attempt_at=d.next_attempt_at,
             last_status_code=d.last_status_code,
@@ -100,7 +101,7 @@ class AttemptOut(BaseModel):
             error_kind=a.error_kind,
             error=a.error,
             hint=a.hint,
-            url=a.url or delivery_url,
+            url=credentials.shown_url(a.url or delivery_url),
         )
 
 
@@ -224,7 +225,7 @@ def get_delivery(delivery_id: BigId, ctx: Ctx, principal: Viewer) -> DeliveryDet
     d = found.delivery
     return DeliveryDetailOut(
         **DeliveryOut.of(d).model_dump(),
-        request=RequestOut(url=d.url, headers=found.request_headers, body=found.body),
+        request=RequestOut(url=credentials.shown_url(d.url), headers=found.request_headers, body=found.body),
         attempts=[AttemptOut.of(a, d.url) for a in found.attempts],
         waiting=found.waiting,
     )
