@@ -347,3 +347,39 @@ def hub_store_deliveries(ctx: AppContext, workflow_id: int) -> list[tuple[str, i
             select(deliveries.c.action, deliveries.c.result_id).where(deliveries.c.workflow_id == workflow_id)
         )
         return [(r.action, r.result_id) for r in rows]
+
+
+def test_probe_now_waits_for_the_circuit_and_shows_it_closed(server: Server, browser: Browser) -> None:
+    """The page reloaded at once after Probe now and still said circuit_open (the worker sends the
+    probe a moment later), so whoever fixed the receiver could not tell whether it got through."""
+    from qhook.clock import utcnow
+    from qhook.store import endpoints as endpoint_store
+    from qhook.store import queue as queue_store
+
+    ctx = server.ctx
+    users.create_user(ctx.db, "erin", "admin", password=PASSWORD)
+    add_delivery(ctx.db, status="pending")  # lists the endpoint
+    origin = "https://erp.example.com:443"
+    with ctx.db.transaction() as tx:
+        endpoint_store.open_circuit(tx, origin, utcnow(), "10 of 10 attempts failed")
+        queue_store.hold_endpoint(tx, origin, utcnow())
+    context = browser.new_context()
+    page = context.new_page()
+    log_in(page, server.base)
+    page.goto(f"{server.base}/ui/endpoints")
+    row = page.locator("tr").filter(has_text=origin)
+    expect(row.locator(".badge").first).to_have_text("circuit_open")
+
+    def worker_probe_succeeds() -> None:  # what a worker does with the probe, 2 s later
+        time.sleep(2)
+        with ctx.db.transaction() as tx:
+            endpoint_store.close_circuit(tx, origin, utcnow(), "probe succeeded")
+            queue_store.unhold_endpoint(tx, origin, utcnow())
+
+    closing = threading.Thread(target=worker_probe_succeeds)
+    closing.start()
+    page.get_by_role("button", name=f"Probe {origin} now").click()
+    expect(page.locator("#flash")).to_contain_text("Probe requested")
+    expect(row.locator(".badge").first).to_have_text("ok", timeout=10_000)  # reloaded by itself
+    closing.join()
+    context.close()

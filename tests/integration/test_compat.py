@@ -724,3 +724,25 @@ async def test_a_json_body_null_is_not_given_and_its_bytes_must_be_utf8(
     )
     assert response.status_code == 400
     assert "Expected JSON in UTF-8" in response.json()["error"] and "0xfc" in response.json()["error"]
+
+
+async def test_rows_read_can_be_written_back_and_fields_can_ask_for_the_id(
+    client: httpx.AsyncClient, ctx: AppContext, editor_key: str
+) -> None:
+    """A row from getResults&includeLastModificationDate=true was refused by storeResults
+    (lastModificationDate: no such field); an empty @id column was a 400 where an empty date is
+    not given; fields=@id was accepted and returned no id."""
+    set_id = make_set(ctx)
+    [first, *_] = await seed(client, editor_key, set_id)
+    read = await get_results(
+        client, editor_key, setId=str(set_id), includeId="true", includeLastModificationDate="true"
+    )
+    row = next(r for r in read.json() if r["@id"] == first)
+    assert "lastModificationDate" in row
+    written = await store(client, editor_key, set_id, [{**row, "ph_": 7.4}])
+    assert written.status_code == 200, written.text
+    assert written.json()["results"] == [{"@id": first, "action": "updated"}]
+    fresh = await store(client, editor_key, set_id, [{"@id": "", "batchnumber_": "B-9", "date": ""}])
+    assert fresh.status_code == 200 and fresh.json()["created"] == 1, fresh.text
+    only_id = await get_results(client, editor_key, setId=str(set_id), fields="@id,batchnumber_")
+    assert all(set(r) == {"@id", "date", "batchnumber_"} for r in only_id.json()), only_id.json()

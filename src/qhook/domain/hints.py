@@ -107,7 +107,13 @@ def hint_for(
             return (
                 f"{address} accepted the connection and closed it before answering ({error}). The "
                 f"receiver may have failed on this request, or a proxy or load balancer cut it.{retries}"
-                " The receiver's logs say which."
+                " The receiver's logs say which"
+                + (
+                    "."
+                    if final
+                    else "; if it took the request before closing, the retry reaches it a"
+                    " second time with the same webhook-id."
+                )
             )
         return (
             f"Nothing accepted the connection to {address} (refused or unreachable). "

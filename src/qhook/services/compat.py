@@ -146,7 +146,8 @@ def get_results(ctx: AppContext, principal: Principal, query: ResultsQuery) -> l
     return [
         compat.present(
             flat_result(row.id, row.date, row.values, found.fields),
-            include_id=query.include_id,
+            # fields=@id asks for the id as includeId does (it was accepted and returned no id).
+            include_id=query.include_id or "@id" in compat.split_list(query.fields),
             only_fields=only_fields,
             last_modified=row.updated_at if query.include_last_modification else None,
         )
@@ -277,10 +278,11 @@ def _store_one_by_one(
 
 def batch_op(item: Mapping[str, Any], *, key_field: str | None, edit_only: bool) -> results_batch.BatchOp:
     """One input result as a BatchOp: by ``@id``, by ``key_field``, or new; BadRequest when it can't be."""
-    values = {k: v for k, v in item.items() if k not in ("@id", "date")}
+    # lastModificationDate is what getResults adds: a row read and written back carries it.
+    values = {k: v for k, v in item.items() if k not in ("@id", "date", "lastModificationDate")}
     date = compat.parse_result_date(item["date"]) if item.get("date") else None
     result_id = item.get("@id")
-    if result_id is not None:
+    if result_id is not None and result_id != "":  # an empty column, as "date": "" is
         if (
             isinstance(result_id, bool)
             or not isinstance(result_id, int | str)

@@ -100,7 +100,18 @@
       window.location.reload();
     },
     async probe(button) {
-      await api("POST", "/api/v1/endpoints/" + encodeURIComponent(button.dataset.origin) + "/probe");
+      // The worker sends the probe a moment later: reloading at once still showed the circuit
+      // open, and nothing said whether the probe had got through.
+      const origin = button.dataset.origin;
+      await api("POST", "/api/v1/endpoints/" + encodeURIComponent(origin) + "/probe");
+      flash("Probe requested: one held delivery to " + origin +
+        " goes now. This page reloads when the circuit changes (at most 15 s).", "ok");
+      for (let second = 0; second < 15; second++) {
+        await new Promise(function (done) { setTimeout(done, 1000); });
+        const endpoints = await api("GET", "/api/v1/endpoints");
+        const found = (endpoints || []).find(function (e) { return e.origin === origin; });
+        if (!found || found.state !== "circuit_open") break;
+      }
       window.location.reload();
     },
     async resume(button) {
