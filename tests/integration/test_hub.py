@@ -266,6 +266,9 @@ async def test_replay_is_idempotent(api: httpx.AsyncClient, ctx: AppContext) -> 
 
     empty = await api.post("/api/v1/deliveries/replay", json={})
     assert empty.status_code == 422 and "at least one filter" in empty.json()["error"]
+    for blank in ("", " ", ","):  # no filter either: it replayed every failed delivery
+        refused = await api.post("/api/v1/deliveries/replay", json={"status": blank, "dry_run": True})
+        assert refused.status_code == 422 and "at least one filter" in refused.json()["error"], blank
     queued = await api.post("/api/v1/deliveries/replay", json={"status": "pending"})
     assert queued.status_code == 422 and queued.json()["details"][0]["field"] == "status"
     unknown = await api.post("/api/v1/deliveries/replay", json={"set": 1})

@@ -210,8 +210,38 @@ async def test_a_url_sent_back_as_shown_keeps_its_key(api: httpx.AsyncClient, ct
             )
 
     assert stored() == url
+    path = f"/api/v1/workflows/{workflow['id']}"
+    # Another parameter changed beside the redacted key: the key stays (it was stored as "[redacted]").
+    moved = {**keep, "url": "http://127.0.0.1:9/api/hook?code=[redacted]&plant=Delft"}
+    assert (await api.patch(path, json={"signals": [moved]})).status_code == 200
+    assert stored() == f"http://127.0.0.1:9/api/hook?code={URL_KEY}&plant=Delft"
     fresh = {**keep, "url": "http://127.0.0.1:9/api/hook?code=new-key&plant=Venlo"}
-    assert (
-        await api.patch(f"/api/v1/workflows/{workflow['id']}", json={"signals": [fresh]})
-    ).status_code == 200
+    assert (await api.patch(path, json={"signals": [fresh]})).status_code == 200
     assert stored() == "http://127.0.0.1:9/api/hook?code=new-key&plant=Venlo"
+    elsewhere = {**keep, "url": "http://127.0.0.2:9/api/hook?code=[redacted]"}
+    refused = await api.patch(path, json={"signals": [elsewhere]})
+    assert refused.status_code == 422 and refused.json()["details"][0]["field"] == "signals[0].url"
+    copied = await api.post(
+        "/api/v1/workflows",
+        json={"name": "Copy", "set_id": set_id, "signals": [{"type": "webhook", "url": shown["url"]}]},
+    )
+    assert copied.status_code == 422 and "the key itself" in copied.text
+
+    # Two workflows sending the same event to the same URL: the preview's warning names it, redacted.
+    entry = {"entry": True}
+    restored = {"triggers": entry, "signals": [{**keep, "url": url}]}
+    assert (await api.patch(path, json=restored)).status_code == 200
+    twin = await api.post(
+        "/api/v1/workflows",
+        json={
+            "name": "Twin",
+            "set_id": set_id,
+            "triggers": entry,
+            "signals": [{"type": "webhook", "url": url}],
+        },
+    )
+    result_id = await add_result(api, set_id, batchnumber_="B-1")
+    preview = await api.post(f"/api/v1/workflows/{twin.json()['id']}/preview", json={"result_id": result_id})
+    assert preview.status_code == 200, preview.text
+    assert any("code=[redacted]&plant=Venlo" in w for w in preview.json()["warnings"]), preview.json()
+    assert URL_KEY not in preview.text

@@ -70,3 +70,25 @@ def test_credential_query_values_are_shown_redacted(url: str, shown: str) -> Non
     assert credentials.shown_url(url) == shown
     assert credentials.restored_url(shown, url) == url  # sent back as shown: the stored one
     assert credentials.restored_url("https://other/h", url) == "https://other/h"
+
+
+def test_a_redacted_key_is_restored_by_parameter_while_the_host_stays() -> None:
+    """Only the URL as a whole came back: changing another parameter stored "[redacted]" as the key."""
+    stored = "https://erp.example.com/hook?code=K1&plant=Venlo"
+    assert credentials.restored_url("https://erp.example.com/hook?code=[redacted]&plant=Delft", stored) == (
+        "https://erp.example.com/hook?code=K1&plant=Delft"
+    )
+    assert credentials.restored_url("https://erp.example.com/v2/hook?code=%5Bredacted%5D", stored) == (
+        "https://erp.example.com/v2/hook?code=K1"
+    )
+    for refused in (
+        "https://evil.example.net/hook?code=[redacted]",  # the key must not follow to another host
+        "https://erp.example.com/hook?api_key=[redacted]",  # no stored value to stand for
+        "https://erp.example.com/hook?plant=[redacted]",  # not a credential parameter
+    ):
+        with pytest.raises(ValueError, match="the key itself"):
+            credentials.restored_url(refused, stored)
+    with pytest.raises(ValueError):
+        credentials.restored_url("https://erp.example.com/hook?code=[redacted]", None)
+    assert credentials.has_redacted_value("https://e/h?code=[redacted]")
+    assert not credentials.has_redacted_value("https://e/h?note=[redacted]x")

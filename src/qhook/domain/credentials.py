@@ -89,6 +89,50 @@ def shown_url(url: str) -> str:
     return f"{base}?{'&'.join(parts)}{hash_mark}{fragment}"
 
 
-def restored_url(sent: str, stored: str) -> str:
-    """A URL sent back as qhook showed it (credential values "[redacted]") is the stored one."""
-    return stored if sent != stored and sent == shown_url(stored) else sent
+def restored_url(sent: str, stored: str | None) -> str:
+    """A URL sent back with credential query values "[redacted]", as qhook shows it: each such
+    value is the stored one of the same parameter, while the URL keeps the stored one's scheme,
+    host and port (a key must not follow the URL to a host its owner never chose). Anything else
+    may change. Only the URL as a whole was restored: changing another parameter stored the text
+    "[redacted]" as the key. ValueError when a "[redacted]" has no stored value to stand for."""
+    if not has_redacted_value(sent):
+        return sent
+    base, _, rest = sent.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    stored_base, _, stored_query = (stored or "").partition("?")
+    if stored is None or _origin(base) != _origin(stored_base):
+        raise ValueError(
+            f"the key itself in place of {REDACTED} (a new URL or another host has no stored key)"
+        )
+    kept: dict[str, str] = {}
+    for part in stored_query.partition("#")[0].split("&"):
+        name, equals, value = part.partition("=")
+        if equals:
+            kept.setdefault(unquote_plus(name), value)
+    parts = []
+    for part in query.split("&"):
+        name, equals, value = part.partition("=")
+        if equals and value.lower() in (REDACTED.lower(), _ENCODED_REDACTED):
+            original = kept.get(unquote_plus(name))
+            if original is None or not is_credential_parameter(unquote_plus(name)):
+                raise ValueError(f"the key itself in place of {REDACTED} in '{unquote_plus(name)}'")
+            part = f"{name}={original}"
+        parts.append(part)
+    return f"{base}?{'&'.join(parts)}{hash_mark}{fragment}"
+
+
+_ENCODED_REDACTED = "%5bredacted%5d"
+
+
+def has_redacted_value(url: str) -> bool:
+    """Whether a query value of ``url`` is the "[redacted]" qhook shows in place of a key."""
+    query = url.partition("?")[2].partition("#")[0]
+    return any(
+        part.partition("=")[2].lower() in (REDACTED.lower(), _ENCODED_REDACTED) for part in query.split("&")
+    )
+
+
+def _origin(base: str) -> str:
+    """scheme://host:port of a URL without its query, lower-cased (no path)."""
+    scheme, _, rest = base.partition("://")
+    return f"{scheme.lower()}://{rest.split('/', 1)[0].lower()}"

@@ -187,6 +187,9 @@ def _webhook(
     url = raw.get("url")
     if not isinstance(url, str) or not url.strip():
         raise _fail(f"{path}.url", "the receiver's URL")
+    if credentials.has_redacted_value(url):
+        # A URL copied from what qhook shows: the placeholder would be sent as the key.
+        raise _fail(f"{path}.url", f"the key itself in place of {credentials.REDACTED}")
     try:
         url = check_url(url.strip()) or url.strip()
     except ValueError as exc:
@@ -365,6 +368,7 @@ def overlaps(workflow: OverlapView, others: Sequence[OverlapView]) -> list[str]:
         if shared_actions and shared_urls and same_filter:
             warnings.append(
                 f"workflow {other.id} ({other.name!r}) also fires on {', '.join(sorted(shared_actions))}"
-                f" and sends to {', '.join(sorted(shared_urls))}: receivers may get the event twice"
+                f" and sends to {', '.join(sorted(credentials.shown_url(u) for u in shared_urls))}:"
+                " receivers may get the event twice"
             )
     return warnings

@@ -351,6 +351,8 @@ def _replay_filter(tx: Tx, filters: Filters, set_ids: frozenset[int] | None) -> 
     replayed everything), and an event filter that names an event qhook has."""
     if filters.q is not None and not filters.q.strip():
         filters = replace(filters, q=None)
+    if filters.status is not None and not filters.status.replace(",", "").strip():
+        filters = replace(filters, status=None)  # "" or ",": no filter (it replayed every failed one)
     if filters.is_empty():
         raise ValidationFailed(
             "Give at least one filter (status, workflow_id, set_id, result_id, action, endpoint, since,"

@@ -432,11 +432,14 @@ def _stored_credentials_aside(
     stored = {s.id: (dict(s.config.get("headers") or {}), str(s.config.get("url"))) for s in existing.signals}
     kept: dict[int, dict[str, str]] = {}
     signals = []
-    for raw in doc.get("signals") or []:
+    for index, raw in enumerate(doc.get("signals") or []):
         signal_id = raw.get("id") if isinstance(raw, dict) else None
         if isinstance(signal_id, int) and signal_id in stored and isinstance(raw.get("url"), str):
-            # Sent back as GET shows it, credential query values "[redacted]": the stored URL.
-            raw = {**raw, "url": credentials.restored_url(raw["url"], stored[signal_id][1])}
+            # Sent back as GET shows it: credential query values "[redacted]" are the stored ones.
+            try:
+                raw = {**raw, "url": credentials.restored_url(raw["url"], stored[signal_id][1])}
+            except ValueError as exc:
+                raise field_error(f"signals[{index}].url", str(exc)) from exc
         headers = raw.get("headers") if isinstance(raw, dict) else None
         if not isinstance(signal_id, int) or signal_id not in stored or not isinstance(headers, dict):
             signals.append(raw)
