@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Integer, Select, bindparam, delete, insert, or_, select, text, update
 
-from qhook.domain.schedule import Change, Kept, change_for
+from qhook.domain.schedule import Kept, change_for
 from qhook.store import definitions
 from qhook.store.db import Tx
 from qhook.store.tables import schedules, signals, workflows
@@ -339,19 +339,8 @@ def put_schedule(
 ) -> None:
     """Keep the result's one row due at ``due_at`` as ``schedule.change_for`` decides."""
     current = get_schedule(tx, workflow_id, result_id)
-    kept = Kept(current.due_at, current.fired_at, current.timezone) if current else None
-    change = change_for(kept, due_at, now, timezone, fire_past=fire_past)
-    if change is None:
-        return
-    if change.kind == "insert":
-        tx.execute(
-            insert(schedules).values(
-                workflow_id=workflow_id, result_id=result_id, due_at=due_at, timezone=timezone
-            )
-        )
-    else:
-        assert current is not None
-        tx.execute(_MOVE, [_move_values(current.id, due_at, change, current, timezone)])
+    found = {result_id: current} if current is not None else {}
+    put_schedules(tx, workflow_id, {result_id: due_at}, found, now, timezone, fire_past=fire_past)
 
 
 def put_schedules(
@@ -361,28 +350,36 @@ def put_schedules(
     current: Mapping[int, ScheduleRecord],
     now: datetime,
     timezone: str,
+    *,
+    fire_past: bool = True,
 ) -> None:
-    """``put_schedule`` (firing past due times) for many results of one workflow in a few
-    statements: ``current`` holds the workflow's rows by result id. One statement per result made
-    an on_date workflow on a set of 20,000 results take 12 s to save, holding the write lock."""
+    """``put_schedule`` for many results of one workflow in a few statements: ``current`` holds
+    the workflow's rows by result id. One statement per result made an on_date workflow on a set
+    of 20,000 results take 12 s to save, holding the write lock."""
     inserts: list[dict[str, object]] = []
     moves: list[dict[str, object]] = []
+    zones: list[dict[str, object]] = []
     for result_id, due in dues.items():
         row = current.get(result_id)
         kept = Kept(row.due_at, row.fired_at, row.timezone) if row else None
-        change = change_for(kept, due, now, timezone, fire_past=True)
+        change = change_for(kept, due, now, timezone, fire_past=fire_past)
         if change is None:
             continue
         if row is None:
             inserts.append(
                 {"workflow_id": workflow_id, "result_id": result_id, "due_at": due, "timezone": timezone}
             )
+        elif change.kind == "zone":
+            # Only the zone: writing fired_at back as read could undo a firing committed meanwhile.
+            zones.append({"b_id": row.id, "b_zone": timezone})
         else:
-            moves.append(_move_values(row.id, due, change, row, timezone))
+            moves.append({"b_id": row.id, "b_due": due, "b_fired": change.fired_at, "b_zone": timezone})
     if inserts:
         tx.execute(insert(schedules), inserts)
     if moves:
         tx.execute(_MOVE, moves)
+    if zones:
+        tx.execute(_ZONE, zones)
 
 
 _MOVE = (
@@ -390,14 +387,7 @@ _MOVE = (
     .where(schedules.c.id == bindparam("b_id"))
     .values(due_at=bindparam("b_due"), fired_at=bindparam("b_fired"), timezone=bindparam("b_zone"))
 )
-
-
-def _move_values(
-    schedule_id: int, due_at: datetime, change: Change, current: ScheduleRecord, timezone: str
-) -> dict[str, object]:
-    if change.kind == "zone":  # the due time stands: only the zone it was computed in is new
-        return {"b_id": schedule_id, "b_due": current.due_at, "b_fired": current.fired_at, "b_zone": timezone}
-    return {"b_id": schedule_id, "b_due": due_at, "b_fired": change.fired_at, "b_zone": timezone}
+_ZONE = update(schedules).where(schedules.c.id == bindparam("b_id")).values(timezone=bindparam("b_zone"))
 
 
 def schedules_of_other_zones(tx: Tx, timezone: str, *, after_id: int, limit: int) -> list[ScheduleRecord]:
