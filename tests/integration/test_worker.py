@@ -488,10 +488,12 @@ def test_the_circuit_counts_by_the_retry_after_header_not_a_value_naming_it(ctx:
 
 
 async def test_failed_probes_do_not_use_up_the_probed_deliverys_attempts(ctx: AppContext) -> None:
-    """Every probe of an open circuit sends the endpoint's oldest held delivery. Its failures
+    """Every probe of an open circuit sent the endpoint's oldest held delivery. Its failures
     counted as attempts, so after ``max_attempts`` probes it was failed for good while the receiver
     was down (one delivery every ~11 minutes of an outage, at the defaults), and the next was
-    probed. The Endpoints page keeps saying since when the circuit is open, not the last probe."""
+    probed. Failed probes now use up no attempt, and each puts its delivery's next try off, so the
+    next probe takes another delivery (one the receiver always refuses does not keep the circuit
+    open for the rest). The Endpoints page keeps saying since when the circuit is open."""
     healthy = False
 
     async def handler(request: web.Request) -> web.Response:
@@ -506,16 +508,88 @@ async def test_failed_probes_do_not_use_up_the_probed_deliverys_attempts(ctx: Ap
             endpoint_store.open_circuit(tx, origin, opened, "10 of 10 attempts failed")
             queue_store.hold_endpoint(tx, origin, opened)
         async with running_worker(ctx, cool_off_s=0.2):
-            await until(lambda: len(rx.received) >= 4, timeout=15)
-            probed = await until(lambda: (d := delivery(ctx, ids[0])).attempt_count >= 4 and d)
-            assert probed.status in ("held", "retrying")
-            assert {delivery(ctx, i).status for i in ids[1:]} == {"held"}
-            assert delivery(ctx, ids[1]).attempt_count == 0
+            await until(lambda: len(rx.received) >= 6, timeout=15)
+            rows = {i: _probe_counts(ctx, i) for i in ids}
+            assert all(status in ("held", "retrying") for status, _, _ in rows.values()), rows
+            assert all(tries == failed for _, tries, failed in rows.values()), rows  # all were probes
+            assert sum(1 for _, tries, _ in rows.values() if tries) >= 2, rows  # not always the oldest
+            assert max(tries for _, tries, _ in rows.values()) >= 2  # past max_attempts, not failed
             [summary] = [e for e in hub.endpoint_summaries(ctx) if e.origin == origin]
             assert summary.circuit_open_since == opened
             healthy = True
             await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in ids), timeout=10)
-    failed_probes = [a for a in attempts_of(ctx, ids[0]) if a.status_code == 503]
-    assert len(failed_probes) >= 4 and all(a.hint for a in failed_probes)
-    assert {a.trigger for a in attempts_of(ctx, ids[0])} == {"probe"}  # the Hub tells probes apart
-    assert [a.number for a in attempts_of(ctx, ids[0])] == list(range(1, len(failed_probes) + 2))
+    probed = [a for i in ids for a in attempts_of(ctx, i) if a.status_code == 503]
+    assert len(probed) >= 6 and all(a.hint and a.trigger == "probe" for a in probed)
+    for delivery_id in ids:
+        numbers = [a.number for a in attempts_of(ctx, delivery_id)]
+        assert numbers == list(range(1, len(numbers) + 1))
+
+
+def _probe_counts(ctx: AppContext, delivery_id: int) -> tuple[str, int, int]:
+    from sqlalchemy import select
+
+    from qhook.store.tables import deliveries
+
+    with ctx.db.reading() as tx:
+        row = tx.execute(
+            select(deliveries.c.status, deliveries.c.attempt_count, deliveries.c.probe_failures).where(
+                deliveries.c.id == delivery_id
+            )
+        ).one()
+    return row.status, row.attempt_count, row.probe_failures
+
+
+async def test_a_delivery_probed_many_times_keeps_its_own_retries(ctx: AppContext) -> None:
+    """After a long outage a delivery had hundreds of failed probes among its attempts; its first
+    ordinary failure after the circuit closed failed it for good ("gave up after 301 attempts")."""
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.Response(status=503) if calls == 1 else web.Response(text="ok")
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url, max_attempts=3)
+        [delivery_id] = enqueue(ctx, signal_id, rx.url, ['{"n": 1}'])
+        from sqlalchemy import update
+
+        from qhook.store.tables import deliveries
+
+        with ctx.db.transaction() as tx:  # as left by 40 failed probes
+            tx.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(attempt_count=40, probe_failures=40)
+            )
+        async with running_worker(ctx):
+            await until(lambda: _probe_counts(ctx, delivery_id)[1] == 41)
+            status, tries, failed = _probe_counts(ctx, delivery_id)
+            assert status == "retrying" and failed == 40, (status, tries, failed)
+
+
+async def test_a_probe_refused_for_its_own_message_closes_the_circuit(ctx: AppContext) -> None:
+    """A 4xx answer is about one message: the endpoint is up. The probe failed, the circuit stayed
+    open and every other delivery waited behind the one the receiver refuses."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.Response(status=422, text="bad batch") if b'"n": 1' in body else web.Response(text="ok")
+
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url)
+        ids = enqueue(ctx, signal_id, rx.url, ['{"n": 1}', '{"n": 2}', '{"n": 3}'])
+        origin = delivery(ctx, ids[0]).endpoint
+        with ctx.db.transaction() as tx:
+            endpoint_store.open_circuit(tx, origin, ctx_now(), "10 of 10 attempts failed")
+            queue_store.hold_endpoint(tx, origin, ctx_now())
+        async with running_worker(ctx, cool_off_s=0.2):
+            await until(
+                lambda: [delivery(ctx, i).status for i in ids] == ["failed", "succeeded", "succeeded"]
+            )
+    with ctx.db.reading() as tx:
+        [closed, *_] = endpoint_store.log_entries(tx, origin)
+    assert (
+        closed.change == "circuit_closed" and closed.detail == "probe answered HTTP 422: the endpoint is up"
+    )
+    assert len(rx.received) == 3

@@ -200,3 +200,20 @@ def test_policy_of_a_bad_stored_key_keeps_the_other() -> None:
         assert policy == RetryPolicy(max_attempts=2, max_age=expected), stored
     assert retry.policy_of({"max_attempts": 0, "max_age": "PT6H"}) == RetryPolicy(1, timedelta(hours=6))
     assert retry.policy_of({"max_attempts": "x"}).max_attempts == retry.DEFAULT_MAX_ATTEMPTS
+
+
+def test_a_failed_probe_uses_up_no_attempt_but_max_age_and_refusals_still_end_it() -> None:
+    policy = RetryPolicy(max_attempts=2, max_age=timedelta(hours=1))
+    assert _decide(attempt_number=9, probe=True, policy=policy).outcome == "retry"
+    # Earlier failed probes among the attempts do not count for a later ordinary one.
+    assert _decide(attempt_number=9, probe_failures=8, policy=policy).outcome == "retry"
+    assert _decide(attempt_number=10, probe_failures=8, policy=policy).outcome == "failed"
+    late = NOW + timedelta(hours=1)
+    assert _decide(attempt_number=3, probe=True, now=late, policy=policy).reason == "older than max_age"
+    refused = _decide(attempt_number=1, probe=True, status_code=400, policy=policy)
+    assert refused.outcome == "failed" and refused.reason == "not retryable"
+    # The backoff counts every attempt: a delivery that keeps failing probes waits longer each time.
+    first = _decide(attempt_number=1, probe=True, policy=RetryPolicy(max_age=timedelta(days=2)))
+    fifth = _decide(attempt_number=5, probe=True, policy=RetryPolicy(max_age=timedelta(days=2)))
+    assert first.next_attempt_at is not None and fifth.next_attempt_at is not None
+    assert fifth.next_attempt_at > first.next_attempt_at

@@ -98,6 +98,7 @@ async def perform(
         retry_after_s=outcome.retry_after_s,
         permanent=sent.permanent,
         probe=probe,
+        probe_failures=delivery.probe_failures,
     )
     hint = None
     if decision.outcome != "succeeded":

@@ -577,6 +577,7 @@ class Worker:
             last_error_kind=result.error_kind,
             hint=result.hint,
             delivered_at=result.finished_at if decision.outcome == "succeeded" else None,
+            probe_failures=d.probe_failures + 1 if item.probe and decision.outcome != "succeeded" else None,
         )
         for earlier in result.earlier:  # a call refused with 401 before a fresh OAuth2 token
             self.recorder.add(earlier, None)
@@ -590,10 +591,18 @@ class Worker:
         origin = item.delivery.endpoint
         ok = result.decision.outcome == "succeeded"
         if item.probe:
-            if ok:
+            # An answer about this one message (a 4xx, or Retry-After) is an endpoint that is up:
+            # kept open, a delivery the receiver refuses held every other one back.
+            answered = result.status_code is not None and not attempt_mod.counts_for_circuit(result)
+            if ok or answered:
                 gate.blocked = False
                 gate.window = circuit.Window()
-                return [functools.partial(_close, origin=origin)]
+                why = (
+                    "probe succeeded"
+                    if ok
+                    else f"probe answered HTTP {result.status_code}: the endpoint is up"
+                )
+                return [functools.partial(_close, origin=origin, detail=why)]
             detail = f"probe failed: {result.hint or result.decision.reason}"
             return [functools.partial(_probe_failed, origin=origin, detail=detail)]
         if not attempt_mod.counts_for_circuit(result) or gate.blocked:
@@ -784,8 +793,8 @@ def _free_rate_slot(tx: Tx, now: datetime, *, slot: str, at_ms: int) -> None:
     rate_slots.free_from(tx, slot, at_ms)
 
 
-def _close(tx: Tx, now: datetime, *, origin: str) -> None:
-    endpoint_store.close_circuit(tx, origin, now, "probe succeeded")
+def _close(tx: Tx, now: datetime, *, origin: str, detail: str) -> None:
+    endpoint_store.close_circuit(tx, origin, now, detail)
     queue.unhold_endpoint(tx, origin, now)
 
 

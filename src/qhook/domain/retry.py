@@ -100,13 +100,16 @@ def decide(
     retry_after_s: float | None = None,
     permanent: bool = False,
     probe: bool = False,
+    probe_failures: int = 0,
 ) -> RetryDecision:
     """Decide after attempt ``attempt_number`` (1-based) of a delivery created at ``created_at``.
 
     ``permanent`` forces failure for refusals decided before sending (e.g. allowed domains).
     ``probe``: the attempt tested an open circuit. It does not use up the delivery's attempts: the
     oldest held delivery went out with every probe, and after ``max_attempts`` failed probes it was
-    failed for good while the endpoint was down, about one every 11 minutes of an outage.
+    failed for good while the endpoint was down, about one every 11 minutes of an outage. Nor do
+    the earlier ``probe_failures`` among ``attempt_number`` count later. The backoff counts every
+    attempt, so a delivery that keeps failing its probes waits longer between them.
     """
     if is_success(status_code, error_kind):
         return RetryDecision("succeeded", reason="delivered")
@@ -117,7 +120,7 @@ def decide(
         return RetryDecision("failed", pause_signal=True, reason="the receiver answered 410 Gone")
     if permanent or not is_retryable(status_code, error_kind):
         return RetryDecision("failed", pause_endpoint_until=pause_until, reason="not retryable")
-    if attempt_number >= policy.max_attempts and not probe:
+    if attempt_number - probe_failures >= policy.max_attempts and not probe:
         return RetryDecision(
             "failed", pause_endpoint_until=pause_until, reason=f"gave up after {attempt_number} attempts"
         )

@@ -76,6 +76,7 @@ class QueuedDelivery:
     is_test: bool
     created_at: datetime
     next_trigger: str  # "scheduled", or "manual" after a redelivery from the Hub
+    probe_failures: int = 0  # failed probes among attempt_count (see retry.decide)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ class Finish:
     last_error_kind: str | None
     hint: str | None
     delivered_at: datetime | None
+    probe_failures: int | None = None  # None: as it was
 
 
 _COLUMNS = (
@@ -144,6 +146,7 @@ _COLUMNS = (
     deliveries.c.is_test,
     deliveries.c.created_at,
     deliveries.c.next_trigger,
+    deliveries.c.probe_failures,
 )
 
 
@@ -313,31 +316,33 @@ def claim(
 
 
 @functools.cache
-def _probe_statement() -> Any:
+def _probe_statement(due_only: bool) -> Any:
     now: BindParameter[datetime] = bindparam("now", type_=deliveries.c.next_attempt_at.type)
-    due = (
-        select(deliveries.c.id)
-        .where(
-            deliveries.c.endpoint == bindparam("origin"),
-            text(UNFINISHED_SQL),  # walks ix_deliveries_unfinished_endpoint in id order
-            lease_free(now),
-            _signal_usable(),  # a paused signal's delivery probed and was sent although paused
-            or_(deliveries.c.ordered.is_(False), not_(_EARLIER_UNFINISHED)),
-        )
-        .order_by(deliveries.c.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+    due = select(deliveries.c.id).where(
+        deliveries.c.endpoint == bindparam("origin"),
+        text(UNFINISHED_SQL),  # walks ix_deliveries_unfinished_endpoint in id order
+        lease_free(now),
+        _signal_usable(),  # a paused signal's delivery probed and was sent although paused
+        or_(deliveries.c.ordered.is_(False), not_(_EARLIER_UNFINISHED)),
     )
-    return _lease_statement(due)
+    if due_only:
+        due = due.where(or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now))
+    return _lease_statement(due.order_by(deliveries.c.id).limit(1).with_for_update(skip_locked=True))
 
 
 def claim_probe(
     tx: Tx, *, origin: str, owner: str, now: datetime, lease_until: datetime
 ) -> QueuedDelivery | None:
-    """Lease the one delivery that probes an endpoint whose circuit is half-open (held rows included)."""
+    """Lease the one delivery that probes an endpoint whose circuit is half-open (held rows included):
+    the oldest that is due, else the oldest. A failed probe puts its delivery's next try off, so
+    the next probe takes another: always the oldest, one message the receiver refuses (a 500 for
+    a value it cannot parse) kept the circuit open for every other delivery until its max_age."""
     params = {"now": now, "origin": origin, "owner": owner, "lease_until": lease_until}
-    found = _leased(tx.execute(_probe_statement(), params))
-    return found[0] if found else None
+    for due_only in (True, False):
+        found = _leased(tx.execute(_probe_statement(due_only), params))
+        if found:
+            return found[0]
+    return None
 
 
 def _lease_statement(due: Any) -> Any:
@@ -507,6 +512,7 @@ def _finish_values(
         f.hint,
         moment(f.delivered_at),
         owner,
+        f.probe_failures,
     )
 
 
@@ -522,6 +528,7 @@ _FINISH_TYPES = {
     "b_hint": deliveries.c.hint.type,
     "b_delivered": deliveries.c.delivered_at.type,
     "b_owner": deliveries.c.lease_owner.type,
+    "b_probe_failures": deliveries.c.probe_failures.type,
 }
 _KEEP = "deliveries.status = 'cancelled' AND b.b_status <> 'succeeded'"
 _ATTEMPT_NAMES = ", ".join(f'"{c}"' for c in _ATTEMPT_TYPES)  # quoted: "trigger" is an SQL keyword
@@ -534,6 +541,7 @@ _UPDATE_DELIVERIES_SQL = (
     "last_status_code = b.b_code, last_error_kind = b.b_kind, "
     f"hint = CASE WHEN {_KEEP} THEN deliveries.hint ELSE b.b_hint END, "
     "delivered_at = COALESCE(b.b_delivered, deliveries.delivered_at), "
+    "probe_failures = COALESCE(b.b_probe_failures, deliveries.probe_failures), "
     "lease_owner = NULL, lease_expires_at = NULL, next_trigger = 'scheduled', "
     "updated_at = {now} FROM {rows} WHERE deliveries.id = b.b_id{fence} RETURNING deliveries.id"
 )

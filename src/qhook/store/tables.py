@@ -270,6 +270,8 @@ deliveries = Table(
     Column("body", Text, nullable=False),  # frozen at event time; sent byte for byte
     Column("status", String(20), nullable=False),  # pending retrying held succeeded failed cancelled
     Column("attempt_count", Integer, nullable=False, server_default=text("0")),
+    # Failed probes of an open circuit among attempt_count: they use up none of max_attempts.
+    Column("probe_failures", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", UTCDateTime, nullable=True),
     Column("lease_owner", String(100), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),

@@ -1,8 +1,11 @@
-"""attempts.url: where an attempt was sent (hand-written)
+"""attempts.url: where an attempt was sent; deliveries.probe_failures (hand-written)
 
 A delivery follows its signal when the signal's URL is changed (unfinished ones at once, finished
 ones when redelivered or replayed), so the delivery's URL alone no longer says where each earlier
 attempt went. Attempts made before this column show their delivery's URL.
+
+A failed probe of an open circuit is an attempt that uses up none of the delivery's
+max_attempts: deliveries count them apart.
 
 Revision ID: 0010
 Revises: 0009
@@ -22,8 +25,14 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("attempts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("url", sa.Text(), nullable=True))
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("probe_failures", sa.Integer(), server_default=sa.text("0"), nullable=False)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("probe_failures")
     with op.batch_alter_table("attempts", schema=None) as batch_op:
         batch_op.drop_column("url")
