@@ -441,7 +441,7 @@ def deliveries_list(
             str(d.workflow_id or "-"),
             str(d.result_id or "-"),
             d.action,
-            credentials.shown_url(d.url),
+            escape(credentials.shown_url(d.url)),  # "[redacted]" is no markup tag
             str(d.attempt_count),
             last,
             d.hint or (_HELD if d.status == "held" else ""),

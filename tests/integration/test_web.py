@@ -211,6 +211,20 @@ async def test_a_held_row_says_why_it_waits(ctx: AppContext, browser: httpx.Asyn
     assert "picks this up at" not in detail  # a time already past, beside "held"
 
 
+async def test_a_delivery_with_thousands_of_attempts_shows_the_newest(
+    ctx: AppContext, browser: httpx.AsyncClient
+) -> None:
+    """Failed probes of a days-long outage add an attempt a minute: the page rendered them all."""
+    delivery = add_delivery(ctx.db, status="held")
+    for number in range(1, 131):
+        add_attempt(ctx.db, delivery, number=number, status_code=503, trigger="probe")
+    await login(browser, "vic", person(ctx, "vic", "viewer"))
+    page = (await browser.get(f"/ui/hub/{delivery}")).text
+    assert page.count('<section class="attempt">') == 100
+    assert "#130" in page and "#31\n" in page and "#30\n" not in page
+    assert "30 older attempt(s) not shown here" in page
+
+
 async def test_hub_empty_state(ctx: AppContext, browser: httpx.AsyncClient) -> None:
     await login(browser, "vic", person(ctx, "vic", "viewer"))
     assert "No deliveries yet" in (await browser.get("/ui/hub")).text

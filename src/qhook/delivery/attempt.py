@@ -119,7 +119,7 @@ async def perform(
         error_kind=outcome.error_kind,
         error=storable(outcome.error) if outcome.error else outcome.error,
         hint=hint,
-        url=request.url if request else delivery.url,
+        url=delivery.url,  # as the row says it (a legacy user:pass@ URL is sent without the pair)
     )
     return AttemptResult(
         attempt,
@@ -164,7 +164,7 @@ def _refused_row(
             f"The receiver refused the cached access token of {profile} (401): qhook forgot it, "
             f"fetched a new one and sent again at once (attempt {number + 1})."
         ),
-        url=refused.request.url,
+        url=delivery.url,
     )
 
 

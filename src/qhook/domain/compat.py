@@ -188,7 +188,7 @@ def parse_sort(raw: str | None, fields: Sequence[FieldDef]) -> tuple[SortKey, ..
     if not parts:  # "," named no key: the default, not the table's order
         return (SortKey("date", True),)
     if len(parts) > MAX_SORT_PARTS:
-        raise bad_parameter("sort", f"Expected at most {MAX_SORT_KEYS} sort fields.")
+        raise bad_parameter("sort", f"Expected at most {MAX_SORT_PARTS} sort parts, repeats included.")
     for part in parts:
         name, _, direction = part.partition(":")
         name = name.strip()

@@ -77,8 +77,15 @@ def shown_url(url: str) -> str:
     Receivers that take their key in the URL had it shown to every viewer of the workflow and
     the Hub. Sending uses the stored URL."""
     base, mark, rest = url.partition("?")
+    scheme, slashes, after = base.partition("://")
+    authority, slash, path = after.partition("/")
+    if slashes and "@" in authority:  # a legacy https://user:pass@host URL of an old delivery
+        userinfo, _, host = authority.rpartition("@")
+        if ":" in userinfo:
+            authority = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}"
+        base = f"{scheme}{slashes}{authority}{slash}{path}"
     if not mark:
-        return url
+        return base
     query, hash_mark, fragment = rest.partition("#")
     parts = []
     for part in query.split("&"):

@@ -28,6 +28,7 @@ from qhook.web import catalog, pages, present
 from qhook.web.pages import PageUser, render
 
 router = APIRouter(route_class=JsonBodyRoute, include_in_schema=False)
+ATTEMPTS_SHOWN = 100  # newest first, on a delivery's page
 router.include_router(catalog.router)
 
 LOGIN_COOKIE = "qhook_login"
@@ -240,13 +241,16 @@ def hub_page(request: Request, ctx: Ctx, me: PageUser) -> Response:
 def delivery_page(delivery_id: BigId, request: Request, ctx: Ctx, me: PageUser) -> Response:
     detail = hub.delivery_detail(ctx, delivery_id, set_ids=me.set_ids)
     flows, known_sets = _names(ctx, me.set_ids)
+    newest_first = list(reversed(detail.attempts))
     return render(
         request,
         "delivery.html",
         d=detail.delivery,
         body=detail.body,
         request_headers=credentials.redacted(detail.request_headers),
-        attempts=list(reversed(detail.attempts)),
+        # Probes of a days-long outage make thousands: the newest are the ones read (the API has all).
+        attempts=newest_first[:ATTEMPTS_SHOWN],
+        attempts_hidden=max(len(newest_first) - ATTEMPTS_SHOWN, 0),
         waiting=detail.waiting,
         redeliverable=detail.delivery.status in hub.REDELIVERABLE,
         cancellable=detail.delivery.status in hub.CANCELLABLE,
