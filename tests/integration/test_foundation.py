@@ -284,3 +284,30 @@ def test_a_new_sqlite_database_and_its_key_are_readable_by_qhooks_user_only(tmp_
     finally:
         ctx.db.dispose()
     assert modes == {"var": 0o700, "qhook.db": 0o600, "qhook.db-wal": 0o600, "secret.key": 0o600}
+
+
+def test_migration_0010_keeps_the_body_search_triggers_both_ways(tmp_path: Path) -> None:
+    """Alembic's batch mode rebuilt SQLite's deliveries table to add a column: every row copied,
+    and the body-search triggers on it gone."""
+    from alembic import command
+    from sqlalchemy import text
+
+    db = Database(f"sqlite:///{tmp_path / 'q.db'}")
+
+    def state() -> tuple[list[str], list[str]]:
+        with db.engine.connect() as conn:
+            triggers = sorted(
+                r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='trigger'"))
+            )
+            columns = [r[1] for r in conn.execute(text("PRAGMA table_info(deliveries)"))]
+        return triggers, columns
+
+    try:
+        migrate.upgrade(db, "0009")
+        triggers, _ = state()
+        migrate.upgrade(db)
+        assert state()[0] == triggers != [] and "probe_failures" in state()[1]
+        command.downgrade(migrate.alembic_config(db), "0009")
+        assert state()[0] == triggers and "probe_failures" not in state()[1]
+    finally:
+        db.dispose()

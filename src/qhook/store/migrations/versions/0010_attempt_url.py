@@ -23,16 +23,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("attempts", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("url", sa.Text(), nullable=True))
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("probe_failures", sa.Integer(), server_default=sa.text("0"), nullable=False)
-        )
+    op.add_column("attempts", sa.Column("url", sa.Text(), nullable=True))
+    # A plain ADD COLUMN on both databases: batch mode rebuilt SQLite's deliveries table, copying
+    # every row and dropping the body-search triggers on it.
+    op.add_column(
+        "deliveries", sa.Column("probe_failures", sa.Integer(), server_default=sa.text("0"), nullable=False)
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_column("probe_failures")
-    with op.batch_alter_table("attempts", schema=None) as batch_op:
-        batch_op.drop_column("url")
+    op.drop_column("deliveries", "probe_failures")  # not batch: it dropped the triggers on deliveries
+    op.drop_column("attempts", "url")
