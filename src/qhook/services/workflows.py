@@ -48,9 +48,8 @@ from qhook.store.workflows import WorkflowRecord
 
 SECRET_GRACE = timedelta(hours=24)
 MAX_RUN_RESULTS = 1000
-RESULTS_PER_PAGE = (
-    500  # results read (and their schedules written) at a time when a workflow is (re)scheduled
-)
+# Results read (and their schedules written) at a time when a workflow is (re)scheduled.
+RESULTS_PER_PAGE = 500
 
 
 def new_signing_secret() -> str:
