@@ -385,3 +385,24 @@ def test_probe_now_waits_for_the_circuit_and_shows_it_closed(server: Server, bro
     expect(row.locator(".badge").first).to_have_text("ok", timeout=10_000)  # reloaded by itself
     closing.join()
     context.close()
+
+
+def test_the_api_docs_page_works_without_the_internet(server: Server, browser: Browser) -> None:
+    """FastAPI's docs page loaded Swagger UI from a CDN: blank on a plant network without internet,
+    and running whatever the CDN served on qhook's own origin."""
+    context = browser.new_context()
+    page = context.new_page()
+    requested: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    response = page.goto(f"{server.base}/api/v1/docs")
+    assert response is not None and response.ok
+    assert "script-src 'self' 'sha256-" in response.headers["content-security-policy"]
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("qhook")
+    expect(page.get_by_text("/api/v1/deliveries/{delivery_id}/redeliver").first).to_be_visible()
+    assert requested and all(url.startswith(server.base) for url in requested), requested
+    assert errors == []  # nothing refused by the page's policy
+    assert httpx.get(f"{server.base}/api/v1/docs/assets/index.html").status_code == 404
+    context.close()

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhook import __version__
-from qhook.api import errors
+from qhook.api import docs, errors
 from qhook.api.deps import refuse_nul
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.rate_headers import RateHeaders
@@ -83,7 +83,7 @@ def create_app(
         title="qhook",
         version=__version__,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served by api/docs.py, without a CDN
         redoc_url=None,
         lifespan=lifespan,
         dependencies=[Depends(refuse_nul)],
@@ -93,6 +93,7 @@ def create_app(
     migrate.head_revision()  # the schema this code expects, read once (see /readyz)
     app.state.on_stop = []
     errors.install(app)
+    docs.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
