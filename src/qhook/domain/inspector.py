@@ -60,13 +60,22 @@ _ANSWER_HEADERS = frozenset(
     }
 )
 _ANSWER_HEADERS_SAID = (
-    "Content-Type, Retry-After, Location (a path such as /moved), WWW-Authenticate, ETag, "
+    "Content-Type (not a script or style sheet type), Retry-After, Location (a path such as /moved),"
+    " WWW-Authenticate, ETag, "
     "Last-Modified, Content-Language, Server, Date or an X- header"
 )
 
 
+# Types a browser runs or applies when a qhook page includes the URL: served from qhook's own
+# origin, a bin's answer would pass the UI's own script-src 'self' (and style-src 'self') should an
+# HTML injection ever appear there. A receiver's answer is never one of them.
+_ACTIVE_TYPES = ("javascript", "ecmascript", "jscript", "livescript", "text/css")
+
+
 def _answer_header(name: str, value: str) -> bool:
     lowered = name.lower()
+    if lowered == "content-type":
+        return not any(kind in value.lower() for kind in _ACTIVE_TYPES)
     if lowered == "location":
         return value.startswith("/") and not value.startswith("//") and "\\" not in value
     if lowered in _ANSWER_HEADERS:
