@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from qhook.store.db import Database
 from tests.support.pg import free_port
 from tests.support.serve import serving
 
-CREDENTIALS = re.compile(r"First start: admin user (\S+), password (\S+) ")
+CREDENTIALS = re.compile(r"First start: admin user (\S+); its password is in (\S+) ")
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -53,7 +54,14 @@ def test_serve_end_to_end(server: tuple[str, Path, dict[str, str], subprocess.Po
     assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
     found = CREDENTIALS.search(log.read_text())
     assert found, log.read_text()
-    admin, password = found.groups()
+    # Not on a terminal (a service's log is read and kept by others): the password is in a file
+    # only qhook's user can read, never in the output.
+    admin, where = found.groups()
+    password_file = Path(where)
+    assert password_file.parent == Path(env["QHOOK_DATA_DIR"]).resolve()
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    password = password_file.read_text().strip()
+    assert password and password not in log.read_text()
     database = Database(Settings(data_dir=Path(env["QHOOK_DATA_DIR"])).resolved_database_url)
     try:
         assert users.check_password(database, admin, password).role == "admin"
@@ -116,3 +124,36 @@ def test_serve_end_to_end(server: tuple[str, Path, dict[str, str], subprocess.Po
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=20) == 0, log.read_text()
+
+
+def test_on_a_terminal_the_first_password_is_shown_once_and_written_nowhere(tmp_path: Path) -> None:
+    import pty
+    import select
+    import time
+
+    env = _env(tmp_path / "var")
+    env["TERM"] = "xterm"
+    main, child = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qhook", "serve", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=child,
+    )
+    os.close(child)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"First start" not in seen or b"shown once" not in seen:
+            assert time.monotonic() < deadline and process.poll() is None, seen
+            if select.select([main], [], [], 0.5)[0]:
+                seen += os.read(main, 65536)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(20)
+        os.close(main)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", seen.decode(errors="replace"))
+    assert re.search(r"First start: admin user admin, password \S+ \(shown once;", text), text
+    assert not (tmp_path / "var" / "initial-admin-password").exists()
