@@ -746,3 +746,33 @@ async def test_rows_read_can_be_written_back_and_fields_can_ask_for_the_id(
     assert fresh.status_code == 200 and fresh.json()["created"] == 1, fresh.text
     only_id = await get_results(client, editor_key, setId=str(set_id), fields="@id,batchnumber_")
     assert all(set(r) == {"@id", "date", "batchnumber_"} for r in only_id.json()), only_id.json()
+
+
+async def test_a_row_with_a_deactivated_option_can_be_written_back_unchanged(
+    client: httpx.AsyncClient, ctx: AppContext, editor_key: str
+) -> None:
+    """A row read and written back with only ph_ changed was refused: its status_ named an option
+    deactivated since ("'blocked' is deactivated"). Choosing that option anew is still refused."""
+    set_id = make_set(ctx)
+    stored = await store(
+        client,
+        editor_key,
+        set_id,
+        [{"batchnumber_": "B-1", "status_": "blocked"}, {"batchnumber_": "B-2", "status_": "draft"}],
+    )
+    first, second = (entry["@id"] for entry in stored.json()["results"])
+    set_service.update_set(
+        ctx,
+        set_id,
+        fields=[{"name": "status_", "options": [{"label": "blocked", "active": False}]}],
+        actor="t",
+    )
+    rows = (await get_results(client, editor_key, setId=str(set_id), includeId="true")).json()
+    row = next(r for r in rows if r["@id"] == first)
+    assert row["status_"] == "blocked"
+    written = await store(client, editor_key, set_id, [{**row, "ph_": 6.9}])
+    assert written.status_code == 200, written.text
+    anew = await store(client, editor_key, set_id, [{"@id": second, "status_": "blocked"}])
+    assert anew.status_code == 400 and "deactivated" in anew.json()["error"]
+    batch = await store(client, editor_key, set_id, [{**row, "ph_": 7.0}, {"batchnumber_": "B-3"}])
+    assert batch.status_code == 200, batch.text  # the many-rows path too

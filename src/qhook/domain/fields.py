@@ -438,6 +438,28 @@ def _text(raw: object) -> str:
     raise _Invalid("text")
 
 
+def kept_as_stored(
+    fields: Sequence[FieldDef], raw: Mapping[str, object], stored: Mapping[str, StoredValue]
+) -> dict[str, object]:
+    """``raw`` without the list values that name the deactivated option already stored: a result
+    read and written back unchanged was refused ("'blocked' is deactivated") although nothing of
+    it changed. Choosing a deactivated option anew is still refused."""
+    by_name = {f.name: f for f in fields}
+    kept = dict(raw)
+    for name, value in raw.items():
+        field = by_name.get(name)
+        if field is None or field.type != "list" or stored.get(name) is None:
+            continue
+        try:
+            option_id = _list_value(field, value, [], False, allow_inactive=True)
+        except ValueError:
+            continue
+        option = field.option_by_id(option_id)
+        if option is not None and not option.active and option_id == stored.get(name):
+            del kept[name]
+    return kept
+
+
 def _list_value(
     field: FieldDef, raw: object, added: list[OptionDef], add_options: bool, allow_inactive: bool = False
 ) -> int:

@@ -22,6 +22,7 @@ from qhook.domain.fields import (
     coerce_values,
     field_by_name,
     flat_result,
+    kept_as_stored,
     merge_values,
     parse_datetime,
 )
@@ -202,6 +203,7 @@ def update_result_tx(
     current = _set_for_write(tx, set_id, add_list_options)
     result = _existing(tx, set_id, result_id)
     _check_version(result, expected_version)
+    values = kept_as_stored(current.fields, values, result.values)
     coerced = coerce_values(current.fields, values, add_options=add_list_options)
     current = _with_new_options(tx, current, coerced.new_options)
     merged = merge_values(result.values, coerced.values)

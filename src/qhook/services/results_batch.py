@@ -23,6 +23,7 @@ from qhook.domain.fields import (
     ValueCoercer,
     changes_between,
     check_required,
+    kept_as_stored,
     merge_values,
 )
 from qhook.domain.id_batch import UidSource
@@ -110,7 +111,7 @@ class _Batch:
         result = self.state.get(ref)
         if result is None:
             raise NotFound(f"result {ref}: no such result in set {self.set_id}")
-        coerced = self.coerce(current, values)
+        coerced = self.coerce(current, kept_as_stored(current.fields, values, result.values))
         current = _with_new_options(self.tx, current, coerced.new_options)
         merged = merge_values(result.values, coerced.values)
         new_date = result.date if date is None or date == "" else _result_date(date, now)
