@@ -390,3 +390,30 @@ def test_a_filter_that_can_never_be_met_says_why(tree: dict[str, Any], why: str)
 )
 def test_a_filter_that_can_be_met_is_not_flagged(tree: dict[str, Any]) -> None:
     assert never_met(parse_filter(tree, FIELDS)) is None
+
+
+def test_text_is_compared_in_one_unicode_form() -> None:
+    """ "Müller" typed as one code point did not equal "Müller" pasted as u + combining diaeresis."""
+    composed_name, decomposed_name = "M\u00fcller", "Mu\u0308ller"
+    stored = {**RESULT, "batch_": decomposed_name}
+    assert check({"field": "batch_", "op": "eq", "value": composed_name}, stored)
+    assert check({"field": "batch_", "op": "in", "value": ["x", composed_name]}, stored)
+    assert check({"field": "batch_", "op": "starts_with", "value": "M\u00fc"}, stored)
+    assert not check({"field": "batch_", "op": "ne", "value": composed_name}, stored)
+    assert check(
+        {"field": "batch_", "op": "eq", "value": decomposed_name}, {**RESULT, "batch_": composed_name}
+    )
+    assert (
+        never_met(
+            parse_filter(
+                {
+                    "all": [
+                        {"field": "batch_", "op": "eq", "value": composed_name},
+                        {"field": "batch_", "op": "eq", "value": decomposed_name},
+                    ]
+                },
+                FIELDS,
+            )
+        )
+        is None
+    )  # the same text: no contradiction

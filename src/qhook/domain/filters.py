@@ -12,6 +12,7 @@ unknown is "not met", the reason saying why. A qualified number settles what its
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -166,7 +167,7 @@ def _parse_leaf(
     if op in _TEXTUAL:
         if not isinstance(value, str):
             raise _fail(f"{path}.value", f"a text value for {op!r}")
-        return Leaf(name, op, value, field_type)
+        return Leaf(name, op, composed(value), field_type)
     return Leaf(name, op, _check_value(value, field_type, options, f"{path}.value"), field_type)
 
 
@@ -175,14 +176,14 @@ def _check_value(value: Any, field_type: str, options: Sequence[Any], path: str)
     if field_type == "text":
         if not isinstance(value, str):
             raise _fail(path, "a text value")
-        return value
+        return composed(value)
     if field_type == "list":
         labels = {getattr(o, "label", None): o for o in options}
         ids = {getattr(o, "id", None): o for o in options}
         if isinstance(value, str) and value in labels:
-            return value
+            return composed(value)
         if isinstance(value, int) and not isinstance(value, bool) and value in ids:
-            return str(ids[value].label)
+            return composed(str(ids[value].label))
         known = ", ".join(repr(label) for label in labels if label is not None)
         raise _fail(path, f"an option label or id of the list ({known}), got {value!r}")
     if field_type == "number":
@@ -268,7 +269,14 @@ def _actual(value: Any, leaf: Leaf) -> Any:
             return _as_datetime(value)
     except (TypeError, ValueError) as exc:
         raise FilterRuntimeError(f"{leaf.field} is {value!r}, not a plain {leaf.type}") from exc
-    return str(value)
+    return composed(str(value))
+
+
+def composed(text: str) -> str:
+    """Text in Unicode's composed form (NFC), as filters compare it: "Müller" typed on one system
+    (one code point for ü) did not equal "Müller" pasted from another (u and a combining
+    diaeresis), though they read the same. Stored values keep the form they came in."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def _show(value: Any) -> str:
