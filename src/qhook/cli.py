@@ -192,11 +192,15 @@ def user_set_password(
     ],
 ) -> None:
     """Set a user's password (asked for when not given); their UI sessions end."""
+    from qhook import initial_password
     from qhook.services import users
 
-    db = open_ctx().db
-    users.update_user(db, users.user_named(db, name).id, actor="cli", password=password)
+    ctx = open_ctx()
+    users.update_user(ctx.db, users.user_named(ctx.db, name).id, actor="cli", password=password)
     console.print(f"password of {name} changed")
+    if initial_password.retire(ctx):
+        path = ctx.settings.data_dir / initial_password.FILE_NAME
+        console.print(f"removed {path}: the password in it no longer works")
 
 
 @user_app.command("update")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -11,7 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
-from qhook import heap, logline, scheduler
+from qhook import heap, initial_password, logline, scheduler
 from qhook.api.app import create_app
 from qhook.context import AppContext, require_secret_key
 from qhook.errors import QhookError
@@ -19,32 +17,6 @@ from qhook.services import hub, hub_search, inspector, users
 from qhook.store import migrate
 
 console = Console(stderr=True)
-INITIAL_PASSWORD_FILE = "initial-admin-password"
-
-
-def _hand_over(ctx: AppContext, name: str, password: str) -> None:
-    """The first admin's password: on a terminal, shown once. Otherwise (a service, a container)
-    the output goes to a log that others read and keep (journald), so the password goes to a file
-    only qhook's user can read, and the output says where."""
-    change = "change it at /ui/account or with `qhook user set-password admin`"
-    if console.is_terminal:
-        console.print(
-            f"[bold yellow]First start:[/] admin user [bold]{name}[/], password [bold]{password}[/]"
-            f" (shown once; {change})"
-        )
-        return
-    folder = ctx.settings.data_dir
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = folder / INITIAL_PASSWORD_FILE
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # a leftover of an earlier database: never written into with another mode
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-        handle.write(password + "\n")
-    console.print(
-        f"First start: admin user {name}; its password is in {path.resolve()} (readable by this user"
-        f" only): {change}, then delete the file.",
-        markup=False,
-    )
 
 
 def _check_address(host: str, port: int) -> None:
@@ -88,7 +60,9 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
     console.print(f"[bold green]qhook is running.[/] Open {base}/ui  (API docs: {base}/api/v1/docs)")
     console.print(f"database: {ctx.db.engine.url.render_as_string(hide_password=True)}")
     if credentials:
-        _hand_over(ctx, *credentials)
+        initial_password.hand_over(ctx, console, *credentials)
+    else:
+        initial_password.retire(ctx)
     try:
         uvicorn.run(app, host=host, port=port, log_level=ctx.settings.log_level.lower(), access_log=False)
     finally:

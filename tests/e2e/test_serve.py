@@ -125,6 +125,16 @@ def test_serve_end_to_end(server: tuple[str, Path, dict[str, str], subprocess.Po
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=20) == 0, log.read_text()
 
+    # The file goes once the password in it stops working: at a change (here the CLI's) ...
+    changed = _qhook("user", "set-password", admin, "--password", "changed-at-the-cli", env=env)
+    assert changed.returncode == 0, changed.stderr
+    assert "removed" in changed.stdout and not password_file.exists()
+    # ... and at start, for one changed while the file was away (restored from a backup, say).
+    password_file.write_text(password + "\n")
+    port = free_port()
+    with serving(["serve", "--port", str(port)], env=env, cwd=log.parent, log=log, port=port):
+        assert not password_file.exists()
+
 
 def test_on_a_terminal_the_first_password_is_shown_once_and_written_nowhere(tmp_path: Path) -> None:
     import pty

@@ -35,6 +35,7 @@ from qhook.store.users import ApiKeyRecord, UserRecord
 
 _hasher = PasswordHasher()
 SESSION_LIFETIME = timedelta(hours=12)
+FIRST_ADMIN = store.FIRST_ADMIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +241,8 @@ def bootstrap_admin(db: Database) -> tuple[str, str] | None:
         user = store.insert_first_admin(tx, password_hash=_hasher.hash(password), now=utcnow())
         if user is None:
             return None
-        audit.record(tx, "system", "user.create", "user", user.id, {"name": "admin", "role": "admin"})
-    return "admin", password
+        audit.record(tx, "system", "user.create", "user", user.id, {"name": FIRST_ADMIN, "role": "admin"})
+    return FIRST_ADMIN, password
 
 
 # Password guessing, failed tries per window: per user name from one address; per user name from

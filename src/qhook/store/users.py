@@ -13,6 +13,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from qhook.store.db import Tx
 from qhook.store.tables import api_keys, ui_sessions, users
 
+FIRST_ADMIN = "admin"  # the user the very first start makes
+
 
 @dataclass(frozen=True, slots=True)
 class UserRecord:
@@ -55,12 +57,17 @@ def insert_user(
 
 
 def insert_first_admin(tx: Tx, *, password_hash: str, now: datetime) -> UserRecord | None:
-    """``admin``, unless another process starting at the same moment made it first (None)."""
+    """``FIRST_ADMIN``, unless another process starting at the same moment made it first (None)."""
     dialect_insert = postgresql_insert if tx.dialect.name == "postgresql" else sqlite_insert
     row = tx.execute(
         dialect_insert(users)
         .values(
-            name="admin", role="admin", password_hash=password_hash, set_ids=None, active=True, created_at=now
+            name=FIRST_ADMIN,
+            role="admin",
+            password_hash=password_hash,
+            set_ids=None,
+            active=True,
+            created_at=now,
         )
         .on_conflict_do_nothing(index_elements=[users.c.name])
         .returning(users)

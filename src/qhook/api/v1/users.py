@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
+from qhook import initial_password
 from qhook.api.deps import SESSION_COOKIE, BodyId, Ctx, CurrentUser, FullAdmin, Id
 from qhook.api.json_body import JsonBodyRoute
 from qhook.errors import field_error
@@ -147,6 +148,8 @@ async def update_user(user_id: Id, body: UserPatch, ctx: Ctx, principal: FullAdm
             password=body.password,
         )
     )
+    if body.password is not None:
+        await run_in_threadpool(initial_password.retire, ctx)
     return UserOut.of(user)
 
 
@@ -163,6 +166,7 @@ async def change_my_password(
         body.new_password,
         request.cookies.get(SESSION_COOKIE) if principal.key_id is None else None,
     )
+    await run_in_threadpool(initial_password.retire, ctx)
 
 
 @router.get("/api-keys")
