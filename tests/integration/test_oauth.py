@@ -370,3 +370,42 @@ async def test_a_token_failure_before_sending_names_the_profile_and_the_cause(ct
     assert attempt.hint.startswith("qhook could not get an access token for auth profile 'sso' (")
     assert "not a login page" in attempt.hint
     assert [r.path for r in server.received] == ["/token"]
+
+
+async def test_a_changed_profile_is_used_from_the_next_claim(
+    ctx: AppContext, endpoint: TokenEndpoint
+) -> None:
+    """The worker kept its copy of a profile for 5 s: a password or client secret rotated because it
+    leaked was still sent meanwhile, and the old token too (found by a workflow author's review)."""
+    async with receiver() as server:
+        basic = auth_profiles.create_profile(
+            ctx,
+            {
+                "name": "ERP basic",
+                "type": "basic",
+                "username": "qhook",
+                "password": "old-password",
+                "allowed_domains": ["127.0.0.1"],
+            },
+            "alice",
+        ).id
+        oauth = _loopback_profile(ctx, "ERP oauth", endpoint.url)
+        basic_signal = make_signal(ctx, server.url, auth_profile_id=basic)
+        oauth_signal = make_signal(ctx, server.url, auth_profile_id=oauth)
+        async with running_worker(ctx):
+            first = enqueue(ctx, basic_signal, server.url, ['{"n": 1}']) + enqueue(
+                ctx, oauth_signal, server.url, ['{"n": 2}']
+            )
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in first))
+            auth_profiles.update_profile(ctx, basic, {"password": "new-password"}, "alice")
+            auth_profiles.update_profile(ctx, oauth, {"client_secret": "rotated-secret"}, "alice")
+            second = enqueue(ctx, basic_signal, server.url, ['{"n": 3}']) + enqueue(
+                ctx, oauth_signal, server.url, ['{"n": 4}']
+            )
+            await until(lambda: all(delivery(ctx, i).status == "succeeded" for i in second))
+    sent = {r.body: r.headers["Authorization"] for r in server.received}
+    assert sent[b'{"n": 1}'] == "Basic " + base64.b64encode(b"qhook:old-password").decode()
+    assert sent[b'{"n": 3}'] == "Basic " + base64.b64encode(b"qhook:new-password").decode()
+    assert (sent[b'{"n": 2}'], sent[b'{"n": 4}']) == ("Bearer tok-1", "Bearer tok-2")
+    token_request_auth = endpoint.requests[-1][0]["Authorization"]
+    assert token_request_auth == "Basic " + base64.b64encode(b"qhook:rotated-secret").decode()

@@ -299,6 +299,11 @@ async def _build(
 ) -> tuple[OutgoingRequest, auth_mod.ResolvedAuth | None]:
     profile_id = signal.config.get("auth_profile_id")
     auth = await auth_mod.auth_for(
-        ctx, int(profile_id) if profile_id else None, delivery.url, set_id=delivery.set_id, sender=sender
+        ctx,
+        int(profile_id) if profile_id else None,
+        delivery.url,
+        set_id=delivery.set_id,
+        sender=sender,
+        changed_at=signal.auth_profile_updated_at,
     )
     return prepare.build_request(ctx, delivery, signal, auth, now), auth

@@ -125,15 +125,30 @@ _profiles: WeakKeyDictionary[Database, dict[int, tuple[float, AuthProfile]]] = W
 
 
 async def auth_for(
-    ctx: AppContext, profile_id: int | None, url: str, *, set_id: int | None, sender: Sender | None = None
+    ctx: AppContext,
+    profile_id: int | None,
+    url: str,
+    *,
+    set_id: int | None,
+    sender: Sender | None = None,
+    changed_at: datetime | None = None,
 ) -> ResolvedAuth | None:
-    """``resolve_auth`` for a signal's ``auth_profile_id`` (None: no auth); the profile is cached briefly."""
+    """``resolve_auth`` for a signal's ``auth_profile_id`` (None: no auth).
+
+    The profile is cached briefly; ``changed_at`` (when the profile last changed, as the worker read
+    it with the signal) makes an older copy be read again. Without it, a changed password, client
+    secret or token URL was still used for up to ``PROFILE_CACHE_S``, and with it the old token.
+    """
     if profile_id is None:
         return None
     profiles = _profiles.setdefault(ctx.db, {})
     loop_time = asyncio.get_running_loop().time()
     cached = profiles.get(profile_id)
-    if cached is None or loop_time - cached[0] > PROFILE_CACHE_S:
+    if (
+        cached is None
+        or loop_time - cached[0] > PROFILE_CACHE_S
+        or (changed_at is not None and cached[1].updated_at < changed_at)
+    ):
         try:
             profile = await asyncio.to_thread(load_profile, ctx, profile_id)
         except NotFound as exc:

@@ -43,6 +43,7 @@ from qhook.store.tables import (
     DUE_RETRY_SQL,
     UNFINISHED_SQL,
     attempts,
+    auth_profiles,
     deliveries,
     endpoints,
     signals,
@@ -92,6 +93,9 @@ class SendSignal:
     paused_reason: str | None
     active: bool
     error_email: str | None
+    # When the signal's auth profile last changed, as read with the signal: a worker's copy of the
+    # profile that is older is read again (another process may have changed it).
+    auth_profile_updated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,13 +689,26 @@ _SEND_SIGNALS = (
 
 
 def send_signals(tx: Tx, signal_ids: Iterable[int]) -> dict[int, SendSignal]:
-    """Signal configs and encrypted secrets for a batch, with the workflow's error e-mail."""
+    """Signal configs and encrypted secrets for a batch, with the workflow's error e-mail and when
+    each signal's auth profile last changed."""
     ids = sorted(set(signal_ids))
     if not ids:
         return {}
-    rows = tx.execute(_SEND_SIGNALS, {"ids": ids})
-    return {
-        r.id: SendSignal(
+    rows = tx.execute(_SEND_SIGNALS, {"ids": ids}).all()
+    profile_ids = {_profile_id(r.config) for r in rows} - {None}
+    changed: dict[int, datetime] = {}
+    if profile_ids:
+        changed = dict(
+            tx.execute(
+                select(auth_profiles.c.id, auth_profiles.c.updated_at).where(
+                    auth_profiles.c.id.in_(sorted(profile_ids))
+                )
+            ).all()
+        )
+    found: dict[int, SendSignal] = {}
+    for r in rows:
+        profile_id = _profile_id(r.config)
+        found[r.id] = SendSignal(
             r.id,
             r.workflow_id,
             dict(r.config or {}),
@@ -701,9 +718,17 @@ def send_signals(tx: Tx, signal_ids: Iterable[int]) -> dict[int, SendSignal]:
             r.paused_reason,
             bool(r.active),
             r.error_email,
+            changed.get(profile_id) if profile_id is not None else None,
         )
-        for r in rows
-    }
+    return found
+
+
+def _profile_id(config: dict[str, Any] | None) -> int | None:
+    value = (config or {}).get("auth_profile_id")
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def pause_signal(tx: Tx, signal_id: int, reason: str) -> None:
