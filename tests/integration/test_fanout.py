@@ -206,3 +206,33 @@ async def test_changes_in_bodies_only_for_modified(api: httpx.AsyncClient, ctx: 
     }
     new_event = (await events_of(api, result_id))[0]
     assert new_event["changes"]["status_"] == {"old": None, "new": "draft"}
+
+
+async def test_a_save_changing_only_the_unicode_form_is_no_change(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """ "Müller" saved as u + combining diaeresis over "Müller" with one code point made a new
+    version and a `modified` event whose old and new value read the same; every modification
+    workflow fired (a workflow author's review). Through the API and through storeResults."""
+    composed_name, decomposed_name = "M\u00fcller", "Mu\u0308ller"
+    set_id = await make_set(api)
+    await make_workflow(api, set_id, triggers={"modification": True})
+    result_id = await add_result(api, set_id, batchnumber_=composed_name, status_="draft")
+    before = len(await events_of(api, result_id))
+    await patch_result(api, set_id, result_id, batchnumber_=decomposed_name)
+    stored = await api.post(
+        "/api/storeResults",
+        data={
+            "setId": str(set_id),
+            "results": json.dumps([{"@id": result_id, "batchnumber_": decomposed_name}]),
+        },
+    )
+    assert stored.status_code == 200, stored.text
+    assert len(await events_of(api, result_id)) == before
+    assert deliveries_of(ctx, result_id) == []
+    shown = (await api.get(f"/api/v1/sets/{set_id}/results/{result_id}")).json()
+    assert shown["values"]["batchnumber_"] == composed_name and shown["version"] == 1
+    # A real change beside it is one, and only it is listed.
+    await patch_result(api, set_id, result_id, batchnumber_=decomposed_name, status_="released")
+    [modified] = deliveries_of(ctx, result_id)
+    assert json.loads(modified.body)["changes"] == {"status_": {"old": "draft", "new": "released"}}

@@ -364,6 +364,20 @@ def test_a_date_value_written_with_a_time_counts_by_its_date_as_written() -> Non
             },
             "expiry_: eq '2025-12-31' and gt '2026-01-01' cannot both hold",
         ),
+        # "" counts as empty and an empty field equals no value: saved without a word, never fired.
+        (
+            {"field": "batch_", "op": "eq", "value": ""},
+            "batch_: eq '' is never met (an empty field equals no value; use empty)",
+        ),
+        (
+            {
+                "all": [
+                    {"field": "ph_", "op": "gt", "value": 1},
+                    {"field": "batch_", "op": "in", "value": [""]},
+                ]
+            },
+            "batch_: in [''] is never met (an empty field equals no value; use empty)",
+        ),
     ],
 )
 def test_a_filter_that_can_never_be_met_says_why(tree: dict[str, Any], why: str) -> None:
@@ -386,6 +400,10 @@ def test_a_filter_that_can_never_be_met_says_why(tree: dict[str, Any], why: str)
         {"all": [{"field": "batch_", "op": "empty"}, {"field": "batch_", "op": "ne", "value": "x"}]},
         {"any": [{"field": "ph_", "op": "gt", "value": 5}, {"field": "ph_", "op": "lt", "value": 3}]},
         {"field": "ok_", "op": "eq", "value": True},
+        # An empty field's text is "" for contains (the preview said "would fire" and "never fires").
+        {"all": [{"field": "batch_", "op": "empty"}, {"field": "batch_", "op": "contains", "value": ""}]},
+        {"field": "batch_", "op": "in", "value": ["", "B-1"]},
+        {"field": "batch_", "op": "ne", "value": ""},
     ],
 )
 def test_a_filter_that_can_be_met_is_not_flagged(tree: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -732,14 +733,39 @@ def native_values(values: Mapping[str, object], fields: Sequence[FieldDef]) -> d
 def changes_between(
     before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
 ) -> dict[str, dict[str, Any]]:
-    """{"field": {"old", "new"}} for each presented key (including "date") whose value differs."""
+    """{"field": {"old", "new"}} for each presented key (including "date") whose value differs.
+
+    Text that differs only in its Unicode form (``composed``) is no change: a save of "Müller"
+    pasted with a combining diaeresis over "Müller" typed with one code point fired every
+    modification workflow with an old and a new value that read the same."""
     if before is None and after is not None:
         # A new result: every value it has is a change (the general case gives the same).
         return {k: {"old": None, "new": v} for k, v in after.items() if k != "@id" and v is not None}
     old = before or {}
     new = after or {}
     keys = [k for k in (*old.keys(), *(k for k in new if k not in old)) if k != "@id"]
-    return {k: {"old": old.get(k), "new": new.get(k)} for k in keys if old.get(k) != new.get(k)}
+    return {k: {"old": old.get(k), "new": new.get(k)} for k in keys if _differs(old.get(k), new.get(k))}
+
+
+def composed(text: str) -> str:
+    """Text in Unicode's composed form (NFC), as filters and change detection compare it: "Müller"
+    typed on one system (one code point for ü) did not equal "Müller" pasted from another (u and a
+    combining diaeresis), though they read the same. Stored values keep the form they came in."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def same_values(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Stored values that say the same (text compared in its composed form): saving them over
+    each other is no change, so no new version and no event."""
+    return old.keys() == new.keys() and not any(_differs(old[k], new[k]) for k in old)
+
+
+def _differs(old: Any, new: Any) -> bool:
+    if isinstance(old, str) and isinstance(new, str):
+        return composed(old) != composed(new)
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return any(_differs(a, b) for a, b in zip(old, new, strict=True))
+    return bool(old != new)
 
 
 def with_options(

@@ -12,13 +12,12 @@ unknown is "not met", the reason saying why. A qualified number settles what its
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from qhook.domain.fields import QUALIFIED_NUMBER_RE, format_iso, parse_date, parse_datetime
+from qhook.domain.fields import QUALIFIED_NUMBER_RE, composed, format_iso, parse_date, parse_datetime
 from qhook.errors import ValidationFailed
 
 
@@ -272,13 +271,6 @@ def _actual(value: Any, leaf: Leaf) -> Any:
     return composed(str(value))
 
 
-def composed(text: str) -> str:
-    """Text in Unicode's composed form (NFC), as filters compare it: "Müller" typed on one system
-    (one code point for ü) did not equal "Müller" pasted from another (u and a combining
-    diaeresis), though they read the same. Stored values keep the form they came in."""
-    return text if text.isascii() else unicodedata.normalize("NFC", text)
-
-
 def _show(value: Any) -> str:
     if value is None:
         return "empty"
@@ -452,12 +444,21 @@ def never_met(node: Node | None) -> str | None:
     saved without a word and the workflow never fired."""
     by_field: dict[str, list[Leaf]] = {}
     for leaf in _must_hold(node):
+        if _equals_only_empty_text(leaf):
+            # "" counts as empty, and an empty field equals no value: the author meant ``empty``.
+            return f"{leaf.field}: {_said(leaf)} is never met (an empty field equals no value; use empty)"
         by_field.setdefault(leaf.field, []).append(leaf)
     for name, leaves in by_field.items():
         why = _contradiction(leaves)
         if why is not None:
             return f"{name}: {why}"
     return None
+
+
+def _equals_only_empty_text(leaf: Leaf) -> bool:
+    return (leaf.op == "eq" and leaf.value == "") or (
+        leaf.op == "in" and bool(leaf.value) and all(v == "" for v in leaf.value)
+    )
 
 
 def _must_hold(node: Node | None) -> list[Leaf]:
@@ -487,7 +488,10 @@ def _contradiction(leaves: list[Leaf]) -> str | None:
 
 
 def _clash(leaves: list[Leaf]) -> tuple[Leaf, Leaf] | None:
-    filled = [leaf for leaf in leaves if leaf.op not in _EMPTY_MEETS]
+    # ``contains ""`` holds for any text, an empty field's "" included.
+    filled = [
+        leaf for leaf in leaves if leaf.op not in _EMPTY_MEETS and (leaf.op, leaf.value) != ("contains", "")
+    ]
     empty = next((leaf for leaf in leaves if leaf.op == "empty"), None)
     if empty is not None and filled:
         return empty, filled[0]

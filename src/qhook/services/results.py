@@ -25,6 +25,7 @@ from qhook.domain.fields import (
     kept_as_stored,
     merge_values,
     parse_datetime,
+    same_values,
 )
 from qhook.domain.ids import new_uid
 from qhook.errors import NotFound, PreconditionFailed, QhookError, field_error
@@ -208,7 +209,7 @@ def update_result_tx(
     current = _with_new_options(tx, current, coerced.new_options)
     merged = merge_values(result.values, coerced.values)
     new_date = result.date if date is None or date == "" else _result_date(date, now)
-    if merged == dict(result.values) and new_date == result.date:
+    if same_values(result.values, merged) and new_date == result.date:
         return result
     # Only the fields this change touches must be complete; old gaps (e.g. a field made required
     # later) do not block editing other fields.

@@ -25,6 +25,7 @@ from qhook.domain.fields import (
     check_required,
     kept_as_stored,
     merge_values,
+    same_values,
 )
 from qhook.domain.id_batch import UidSource
 from qhook.errors import NotFound, QhookError
@@ -115,7 +116,7 @@ class _Batch:
         current = _with_new_options(self.tx, current, coerced.new_options)
         merged = merge_values(result.values, coerced.values)
         new_date = result.date if date is None or date == "" else _result_date(date, now)
-        if merged == dict(result.values) and new_date == result.date:
+        if same_values(result.values, merged) and new_date == result.date:
             return current  # nothing changed: no version, no event (as update_result_tx)
         touched = set(coerced.values)
         check_required([f for f in current.fields if f.name in touched], merged)
