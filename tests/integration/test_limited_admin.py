@@ -96,6 +96,8 @@ async def test_limited_admin_cannot_change_other_sets_or_write_into_them(
     doc = {"name": "tamper", "set_id": mine, "triggers": {"manual": True}, "signals": [transfer]}
     refused = await client.post("/api/v1/workflows", json=doc, headers=limited)
     assert refused.status_code == 403, refused.text
+    expected = f"a set you may write (set {theirs} is outside your sets)"
+    assert refused.json()["details"] == [{"field": "signals[0].set_id", "error": expected}]
     own = await client.post("/api/v1/workflows", json={**doc, "signals": []}, headers=limited)
     assert own.status_code == 201, own.text
     patched = await client.patch(

@@ -14,6 +14,7 @@ from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.sets import ensure_set_access
 from qhook.domain.access import Principal
 from qhook.domain.workflows import transfer_set_ids
+from qhook.errors import Forbidden
 from qhook.services import workflows
 from qhook.store.workflows import WorkflowRecord
 
@@ -95,8 +96,13 @@ def create_workflow(body: WorkflowBody, ctx: Ctx, principal: Admin) -> dict[str,
 def _may_write_targets(principal: Principal, body: Mapping[str, Any]) -> None:
     """A transfer signal writes results into its set (and fires that set's workflows): an admin
     limited to some sets may only name sets they may write."""
-    for target in sorted(transfer_set_ids(body)):
-        ensure_set_access(principal, target, write=True)
+    allowed = transfer_set_ids(body)
+    for index, signal in enumerate(body.get("signals") or []):
+        target = signal.get("set_id") if isinstance(signal, dict) else None
+        if target in allowed and not principal.can_use_set(target):
+            where = f"signals[{index}].set_id"
+            expected = f"a set you may write (set {target} is outside your sets)"
+            raise Forbidden(f"{where}: {expected}", details=[{"field": where, "error": expected}])
 
 
 @router.get("/workflows")
