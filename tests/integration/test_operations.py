@@ -4,6 +4,7 @@ start-up races; settings that stopped or repeated deliveries. Real PostgreSQL (a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -312,3 +313,93 @@ def test_a_schema_newer_than_this_qhook_is_left_alone_on_sqlite(tmp_path: Path) 
     said = " ".join(done.stdout.split())
     assert f"schema at 0999, newer than this qhook's {migrate.head_revision()}: nothing to migrate" in said
     assert "Traceback" not in done.stderr
+
+
+def test_a_worker_started_before_its_database_checks_the_key_once_it_answers(
+    ctx_pg_with_secret: str, tmp_path: Path
+) -> None:
+    """Started while PostgreSQL was down, `qhook worker` skipped its start-up checks: with the wrong
+    key it ran and used up its deliveries' retries ("A stored secret cannot be decrypted"), and on a
+    database never migrated it logged a traceback per cycle (an operator's review)."""
+    from cryptography.fernet import Fernet
+
+    port = pg.free_port()
+    target = ctx_pg_with_secret
+    env = {
+        **os.environ,
+        "QHOOK_DATA_DIR": str(tmp_path / "var"),
+        "QHOOK_DATABASE_URL": target.replace(f":{pg.port_of(target)}/", f":{port}/"),
+        "QHOOK_SECRET_KEY": Fernet.generate_key().decode(),  # not the key the secret was sealed with
+    }
+    said = tmp_path / "worker.err"
+    with said.open("w") as err_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "qhook", "worker"], env=env, stdout=err_file, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for it" not in said.read_text():
+            assert worker.poll() is None and time.monotonic() < deadline, said.read_text()
+            time.sleep(0.1)
+        with _forwarding(port, pg.port_of(target)):
+            assert worker.wait(30) == 1, said.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    text_said = said.read_text()
+    assert "does not open the secrets stored in this database" in text_said, text_said
+    assert "worker started" not in text_said and "Traceback" not in text_said
+
+
+@pytest.fixture
+def ctx_pg_with_secret(pg_server: pg.PgServer, tmp_path: Path) -> Iterator[str]:
+    """A migrated PostgreSQL database holding one signing secret sealed with the tests' key."""
+    url = fresh_postgres_url(pg_server)
+    settings = Settings(data_dir=tmp_path / "sealed", database_url=url, secret_key=TEST_SECRET_KEY)  # type: ignore[arg-type]
+    sealed = open_context(settings)
+    try:
+        from tests.support.delivery import make_signal
+
+        make_signal(sealed, "http://127.0.0.1:9/hook")
+    finally:
+        sealed.db.dispose()
+    yield url
+
+
+@contextlib.contextmanager
+def _forwarding(port: int, to_port: int) -> Iterator[None]:
+    """A TCP forwarder on 127.0.0.1:``port`` to ``to_port`` while the block runs: the database
+    "comes up" at that address."""
+    forwarder = subprocess.Popen(
+        [sys.executable, "-c", _FORWARDER, str(port), str(to_port)], stdout=subprocess.PIPE
+    )
+    try:
+        assert forwarder.stdout is not None and forwarder.stdout.readline().strip() == b"listening"
+        yield
+    finally:
+        forwarder.kill()
+        forwarder.wait()
+
+
+_FORWARDER = """
+import asyncio, sys
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+async def main(port, to_port):
+    async def handle(reader, writer):
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", to_port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    print("listening", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"""

@@ -22,6 +22,11 @@ def find_binary(name: str) -> str:
     raise RuntimeError(f"PostgreSQL's {name} is not installed: run .ci/run or apt-get install postgresql")
 
 
+def port_of(url: str) -> int:
+    """The port of a database URL made by ``PgServer.url``."""
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -908,7 +908,10 @@ def serve_worker(
 
     A database that refuses qhook's credentials or is not migrated stops it at once with the
     reason (it ran on, logging tracebacks, delivering nothing); one that cannot be reached yet is
-    waited for."""
+    waited for, and checked once it answers: started while PostgreSQL was down, a worker with the
+    wrong key skipped the check and used up its deliveries' retries ("cannot be decrypted")."""
+    if not ctx.db.is_sqlite:  # SQLite was opened, and migrated, with the context
+        migrate.wait_for(ctx.db)
     migrate.require_usable(ctx.db)
     require_secret_key(ctx)
     lock = SingleWorkerLock(ctx) if ctx.db.is_sqlite else None
