@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
     timezone: str = Field("UTC", description="Time zone for on_date triggers on date fields.")
-    max_chain_depth: int = 8
+    max_chain_depth: int = Field(8, ge=0, description="How many transfer signals may follow one another.")
     allowed_target_networks: str = Field("", description="Comma-separated networks exempt from SSRF refusal.")
     allow_http: bool = Field(False, description="Allow plain http:// webhook targets.")
     ca_bundle: Path | None = Field(None, description="Extra CA bundle for webhook TLS verification.")
@@ -108,9 +108,66 @@ class Settings(BaseSettings):
     @classmethod
     def _rate(cls, value: str) -> str:
         from qhook.domain.rates import parse_rate
+        from qhook.errors import ValidationFailed
 
-        parse_rate(value)
+        try:
+            parse_rate(value)
+        except ValidationFailed as exc:  # a ValueError names the variable; it said "rate_limit"
+            raise ValueError(str(exc).removeprefix("rate_limit: ")) from None
         return value
+
+    @field_validator("ca_bundle", mode="before")
+    @classmethod
+    def _ca_bundle(cls, value: object) -> object:
+        # Checked here: a missing file stopped serve's worker at its first send, while /readyz
+        # said ready and nothing was delivered. Empty is unset.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str | Path):
+            return value
+        import ssl
+
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(value))
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValueError(
+                f"cannot use {value}: {reason}; expected a PEM file of CA certificates"
+            ) from None
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str) -> str:
+        # Checked here: "mail.example.com:587" was read as a host-less URL and mail went to localhost:25.
+        if not value.strip():
+            return ""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        try:
+            port_ok = parts.port is None or 1 <= parts.port <= 65535
+        except ValueError:
+            port_ok = False
+        if parts.scheme not in ("smtp", "smtp+starttls", "smtps") or not parts.hostname or not port_ok:
+            raise ValueError(
+                "expected smtp://, smtp+starttls:// or smtps:// with a host, e.g."
+                " smtps://user:password@mail.example.com:465"
+            )
+        return value.strip()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        # Links in e-mails and the start banner are built on it ("Open qhook.example.com/ui").
+        if not value.strip():
+            return ""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected http:// or https:// with a host, e.g. https://qhook.example.com")
+        return value.strip()
 
     @field_validator("allowed_target_networks")
     @classmethod

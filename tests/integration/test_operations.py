@@ -147,6 +147,16 @@ def test_the_first_admin_is_made_once_when_processes_start_together(db: Database
         ("poll_interval_s", 0),
         ("circuit_cool_off_s", -1),
         ("retention_interval_s", 0),
+        # Accepted without a word before (an operator's review):
+        ("ca_bundle", "/nonexistent.pem"),  # serve's worker died at its first send; /readyz said ready
+        ("ca_bundle", __file__),  # not PEM
+        ("smtp_url", "mail.example.com:587"),  # no scheme: mail went to localhost:25
+        ("smtp_url", "http://mail.example.com"),
+        ("smtp_url", "smtp://mail.example.com:99999"),
+        ("public_url", "qhook.example.com"),  # the banner said "Open qhook.example.com/ui"
+        ("max_chain_depth", -1),
+        ("api_rate_limit", "lots"),  # said "rate_limit: ...", not which of the two
+        ("ui_rate_limit", "0/minute"),
     ],
 )
 def test_settings_that_stopped_or_repeated_deliveries_are_refused(name: str, value: object) -> None:
@@ -156,6 +166,34 @@ def test_settings_that_stopped_or_repeated_deliveries_are_refused(name: str, val
         Settings(**{name: value})
     assert refused.value.errors()[0]["loc"] == (name,)
     assert Settings(log_level="debug").log_level == "DEBUG"
+
+
+def test_good_mail_and_public_urls_and_an_empty_ca_bundle_stand() -> None:
+    settings = Settings(
+        smtp_url=" smtps://qhook:pw@mail.example.com:465 ",
+        public_url="https://qhook.example.com/",
+        ca_bundle="",  # type: ignore[arg-type]
+    )
+    assert settings.smtp_url == "smtps://qhook:pw@mail.example.com:465"
+    assert settings.public_url == "https://qhook.example.com/" and settings.ca_bundle is None
+    assert Settings(smtp_url="smtp+starttls://localhost").smtp_url == "smtp+starttls://localhost"
+
+
+def test_the_cli_names_a_bad_ca_bundle_and_rate_limit(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("QHOOK_")},
+        "QHOOK_DATA_DIR": str(tmp_path / "var"),
+        "QHOOK_CA_BUNDLE": str(tmp_path / "missing.pem"),
+        "QHOOK_API_RATE_LIMIT": "lots",
+        "COLUMNS": "250",
+    }
+    said = subprocess.run(
+        [sys.executable, "-m", "qhook", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert said.returncode == 1
+    assert f"QHOOK_CA_BUNDLE: cannot use {tmp_path / 'missing.pem'}: No such file or directory" in said.stderr
+    assert "QHOOK_API_RATE_LIMIT: expected '<count>/<second|minute|hour>'" in said.stderr
+    assert "Traceback" not in said.stderr and not (tmp_path / "var").exists()  # nothing half-started
 
 
 async def test_a_stopping_worker_gives_up_recording_when_the_database_stays_away(
