@@ -60,9 +60,9 @@ def friendly(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_ctx(*, create: bool = False) -> AppContext:
+def open_ctx(*, create: bool = False, settings: Settings | None = None) -> AppContext:
     """The database of the settings; only the services (serve, worker) and migrate create it."""
-    settings = Settings()
+    settings = settings or Settings()
     if not create:
         require_existing_database(settings)
     return open_context(settings)
@@ -78,9 +78,11 @@ def serve(
     ] = False,
 ) -> None:
     """Start the API, UI, compat API, delivery worker and scheduler in one process."""
-    from qhook.server import run_server
+    from qhook.server import listen, run_server
 
-    run_server(open_ctx(create=True), host=host, port=port, with_worker=not no_worker)
+    settings = Settings()
+    with listen(host or settings.host, port or settings.port) as listening:
+        run_server(open_ctx(create=True, settings=settings), listening, with_worker=not no_worker)
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,11 +33,26 @@ class AppContext:
 
 def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AppContext:
     """Open the database (migrating the embedded SQLite default) and the secret box."""
-    db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    try:
+        db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    except OSError as exc:  # the SQLite file or its folder cannot be made (read-only, a file)
+        where = exc.filename or settings.data_dir
+        raise QhookError(
+            f"cannot create the SQLite database at {where}: {exc.strerror or exc} (QHOOK_DATA_DIR, or"
+            " QHOOK_DATABASE_URL)"
+        ) from exc
+    _require_writable_folder(db)
     if migrate_sqlite and db.is_sqlite:
         migrate.upgrade(db)
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
-    box = SecretBox(secret or load_or_create_key(settings.data_dir))
+    try:
+        box = SecretBox(secret or load_or_create_key(settings.data_dir))
+    except OSError as exc:
+        db.dispose()
+        raise QhookError(
+            f"cannot read or make the secret key in {exc.filename or settings.data_dir}:"
+            f" {exc.strerror or exc} (set QHOOK_SECRET_KEY, or QHOOK_DATA_DIR to a writable folder)"
+        ) from exc
     context = AppContext(settings=settings, db=db, box=box)
     if db.is_sqlite:
         from qhook.delivery import doorbell
@@ -45,6 +61,21 @@ def open_context(settings: Settings, *, migrate_sqlite: bool = True) -> AppConte
     else:
         context.wake = _notify_wake(db)
     return context
+
+
+def _require_writable_folder(db: Database) -> None:
+    """SQLite writes its -wal and -shm files beside the database: in a read-only folder it only
+    said "Database unavailable: unable to open database file"."""
+    if db.file is None:
+        return
+    folder = db.file.resolve().parent
+    if not os.access(folder, os.W_OK | os.X_OK) or not os.access(db.file, os.R_OK | os.W_OK):
+        db.dispose()
+        raise QhookError(
+            f"the SQLite database {db.file.resolve()} and its folder must be writable by this user"
+            " (SQLite writes its -wal and -shm files beside it): check QHOOK_DATA_DIR and the"
+            " folder's permissions"
+        )
 
 
 def require_existing_database(settings: Settings) -> None:

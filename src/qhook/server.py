@@ -19,19 +19,34 @@ from qhook.store import migrate
 console = Console(stderr=True)
 
 
-def _check_address(host: str, port: int) -> None:
-    """Refuse an address nothing can bind before saying "qhook is running" (it said so, then
-    uvicorn failed with "Name or service not known")."""
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything else starts: an address in use or one nothing
+    can bind is refused with qhook's own message. Bound by uvicorn, a busy port was found only
+    after the database, the first admin and its password file were made and the worker had
+    started ("error while attempting to bind", exit 3)."""
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
     except (OSError, UnicodeError) as exc:
         raise QhookError(f"cannot listen on {host}:{port}: {exc}") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise QhookError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another with QHOOK_PORT or"
+            " --port, QHOOK_HOST or --host)"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
 
 
-def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_worker: bool) -> None:
-    host = host or ctx.settings.host
-    port = port or ctx.settings.port
-    _check_address(host, port)
+def run_server(ctx: AppContext, listening: socket.socket, *, with_worker: bool) -> None:
+    """Serve on ``listening`` (from ``listen``) until stopped."""
+    host, port = listening.getsockname()[:2]
     logline.configure(ctx.settings.log_level)
     if not ctx.db.is_sqlite:  # SQLite was migrated when the context opened
         migrate.wait_for(ctx.db)
@@ -63,8 +78,16 @@ def run_server(ctx: AppContext, *, host: str | None, port: int | None, with_work
         initial_password.hand_over(ctx, console, *credentials)
     else:
         initial_password.retire(ctx)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=ctx.settings.log_level.lower(), access_log=False
+    )
+    server = uvicorn.Server(config)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=ctx.settings.log_level.lower(), access_log=False)
+        server.run(sockets=[listening])
+    except KeyboardInterrupt:
+        pass
     finally:
         if lock is not None:
             lock.release()
+    if not server.started:  # a start-up hook failed; uvicorn logged why
+        raise SystemExit(3)

@@ -116,6 +116,21 @@ class Settings(BaseSettings):
             raise ValueError(str(exc).removeprefix("rate_limit: ")) from None
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        # Checked here: a typo in the scheme ("postgresq://") or another database ("mysql://")
+        # ended in a traceback of SQLAlchemy's plugin loader. The URL is not repeated: it may
+        # hold a password.
+        url = value.strip()
+        scheme = url.partition("://")[0].lower() if "://" in url else None
+        if url and scheme not in ("sqlite", "postgresql", "postgres", "postgresql+psycopg"):
+            raise ValueError(
+                "expected postgresql://user:password@host:5432/database, or sqlite:///path/qhook.db,"
+                " or empty (SQLite in QHOOK_DATA_DIR)"
+            )
+        return url
+
     @field_validator("ca_bundle", mode="before")
     @classmethod
     def _ca_bundle(cls, value: object) -> object:

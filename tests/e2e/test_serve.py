@@ -167,3 +167,19 @@ def test_on_a_terminal_the_first_password_is_shown_once_and_written_nowhere(tmp_
     text = re.sub(r"\x1b\[[0-9;]*m", "", seen.decode(errors="replace"))
     assert re.search(r"First start: admin user admin, password \S+ \(shown once;", text), text
     assert not (tmp_path / "var" / "initial-admin-password").exists()
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """qhook said "qhook is running", made the database, the first admin and its password file,
+    started the worker, and only then died with uvicorn's bind error (an operator's review)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        said = _qhook("serve", "--port", str(port), env=_env(tmp_path / "var"))
+    assert said.returncode == 1, said.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in said.stderr
+    assert "Traceback" not in said.stderr and "running" not in said.stdout + said.stderr
+    assert not (tmp_path / "var").exists()

@@ -157,6 +157,8 @@ def test_the_first_admin_is_made_once_when_processes_start_together(db: Database
         ("max_chain_depth", -1),
         ("api_rate_limit", "lots"),  # said "rate_limit: ...", not which of the two
         ("ui_rate_limit", "0/minute"),
+        ("database_url", "postgresq://qhook:pw@db/qhook"),  # a traceback of SQLAlchemy's plugin loader
+        ("database_url", "mysql://qhook:pw@db/qhook"),
     ],
 )
 def test_settings_that_stopped_or_repeated_deliveries_are_refused(name: str, value: object) -> None:
@@ -166,6 +168,24 @@ def test_settings_that_stopped_or_repeated_deliveries_are_refused(name: str, val
         Settings(**{name: value})
     assert refused.value.errors()[0]["loc"] == (name,)
     assert Settings(log_level="debug").log_level == "DEBUG"
+
+
+def test_a_bad_database_url_is_not_repeated_in_the_error() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(database_url="postgresq://qhook:hunter2@db/qhook")
+    assert "hunter2" not in refused.value.errors()[0]["msg"]
+    assert refused.value.errors()[0]["msg"].endswith("or empty (SQLite in QHOOK_DATA_DIR)")
+
+
+def test_a_data_folder_that_cannot_hold_the_database_is_named(tmp_path: Path) -> None:
+    """A data folder path that is a file ended in a FileExistsError traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    settings = Settings(data_dir=blocker / "var", secret_key=TEST_SECRET_KEY)  # type: ignore[arg-type]
+    with pytest.raises(QhookError) as refused:
+        open_context(settings)
+    assert str(refused.value).startswith(f"cannot create the SQLite database at {blocker / 'var'}: ")
+    assert "QHOOK_DATA_DIR" in str(refused.value)
 
 
 def test_good_mail_and_public_urls_and_an_empty_ca_bundle_stand() -> None:
