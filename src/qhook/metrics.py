@@ -58,16 +58,25 @@ DATABASE_UP = Gauge(
     "1 when the last scrape read the database gauges, 0 when the database was away (they are then absent).",
     registry=REGISTRY,
 )
+OLDEST_DUE = Gauge(
+    "qhook_oldest_due_seconds",
+    "How long the oldest due pending or retrying delivery has waited past its due time (0: none"
+    " waits); it grows while no worker sends, or while a paused signal or endpoint holds it.",
+    registry=REGISTRY,
+)
 STATUSES = ("pending", "retrying", "held", "succeeded", "failed", "cancelled")
 
 
 def refresh_gauges(ctx: AppContext) -> None:
     """Read the database-backed gauges now (blocking)."""
+    now = utcnow()
     with ctx.db.reading() as tx:
         depth = queue.depth_by_status(tx)
         open_count = endpoint_store.open_circuit_count(tx)
-        waiting = endpoint_store.waiting_counts(tx, utcnow())
+        waiting = endpoint_store.waiting_counts(tx, now)
         mails = email_outbox.count_by_status(tx, ("pending", "failed"))
+        oldest = queue.oldest_due(tx, now)
+    OLDEST_DUE.set(max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0)
     for status in sorted(set(STATUSES) | set(depth)):
         QUEUE_DEPTH.labels(status).set(depth.get(status, 0))
     OPEN_CIRCUITS.set(open_count)
@@ -79,9 +88,27 @@ def refresh_gauges(ctx: AppContext) -> None:
 
 
 def render(ctx: AppContext) -> bytes:
-    """The exposition text; database-backed gauges are read now (blocking: call from a thread)."""
-    refresh_gauges(ctx)
+    """The exposition text; database-backed gauges are read now (blocking: call from a thread).
+    With the database away it still answers: serve's /metrics answered 503, so the scrape failed
+    and ``qhook_database_up == 0`` could never be seen for serve processes."""
+    _refresh_or_mark_down(ctx)
     return generate_latest(REGISTRY)
+
+
+def _refresh_or_mark_down(ctx: AppContext) -> None:
+    try:
+        refresh_gauges(ctx)
+    except Exception as exc:  # the database is away: counters and histograms still answer
+        why = exc.for_operators if isinstance(exc, QhookError) else f"{type(exc).__name__}: {exc}"
+        logger.warning("metrics gauges not refreshed: %s", why, extra={"action": "metrics_gauges_failed"})
+        # The last values would pass for current ones (a queue that looks calm during an
+        # outage): the database gauges go absent, and qhook_database_up says why.
+        DATABASE_UP.set(0)
+        QUEUE_DEPTH.clear()
+        WAITING_ENDPOINTS.clear()
+        EMAILS.clear()
+        OPEN_CIRCUITS.set(float("nan"))
+        OLDEST_DUE.set(float("nan"))
 
 
 class _ScrapeRegistry(CollectorRegistry):
@@ -92,18 +119,7 @@ class _ScrapeRegistry(CollectorRegistry):
         self._ctx = ctx
 
     def collect(self) -> Iterator[Metric]:
-        try:
-            refresh_gauges(self._ctx)
-        except Exception as exc:  # the database is away: counters and histograms still answer
-            why = exc.for_operators if isinstance(exc, QhookError) else f"{type(exc).__name__}: {exc}"
-            logger.warning("metrics gauges not refreshed: %s", why, extra={"action": "metrics_gauges_failed"})
-            # The last values would pass for current ones (a queue that looks calm during an
-            # outage): the database gauges go absent, and qhook_database_up says why.
-            DATABASE_UP.set(0)
-            QUEUE_DEPTH.clear()
-            WAITING_ENDPOINTS.clear()
-            EMAILS.clear()
-            OPEN_CIRCUITS.set(float("nan"))
+        _refresh_or_mark_down(self._ctx)
         yield from REGISTRY.collect()
 
 

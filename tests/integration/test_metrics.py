@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
+from qhook.api.app import create_app
 from qhook.clock import utcnow
-from qhook.context import AppContext
+from qhook.context import AppContext, open_context
 from qhook.domain.urls import origin_of
+from qhook.settings import Settings
 from qhook.store import endpoints as endpoint_store
 from qhook.store import hub as hub_store
-from qhook.store.tables import email_outbox
+from qhook.store.tables import deliveries, email_outbox
+from tests.conftest import TEST_SECRET_KEY
 from tests.support.delivery import delivery, enqueue, make_signal, receiver, running_worker, until
 
 
@@ -68,6 +72,33 @@ async def test_metrics_count_deliveries_and_read_depth(ctx: AppContext, client: 
     assert after[("qhook_waiting_endpoints", (("reason", "throttled"),))] == 1  # not the one whose wait ended
     assert after[("qhook_emails", (("status", "failed"),))] == 1
     assert after[("qhook_emails", (("status", "pending"),))] == 0
+    # The two waiting ones were due when enqueued: the oldest has waited since then.
+    assert 0 < after[("qhook_oldest_due_seconds", ())] < 60
+    with ctx.db.transaction() as tx:
+        tx.execute(
+            deliveries.update()
+            .where(deliveries.c.status == "pending")
+            .values(next_attempt_at=utcnow() + timedelta(hours=1))
+        )
+    assert samples((await client.get("/metrics")).text)[("qhook_oldest_due_seconds", ())] == 0
+
+
+async def test_serve_metrics_answer_while_the_database_is_away(tmp_path: Path) -> None:
+    """serve's /metrics answered 503 during an outage: the scrape failed, so its counters were
+    lost and the documented alert ``qhook_database_up == 0`` never fired for serve processes."""
+    closed = "postgresql+psycopg://qhook:secret@127.0.0.1:1/qhook"  # nothing listens on port 1
+    away = open_context(Settings(database_url=closed, data_dir=tmp_path, secret_key=TEST_SECRET_KEY))  # type: ignore[arg-type]
+    try:
+        transport = httpx.ASGITransport(app=create_app(away))
+        async with httpx.AsyncClient(transport=transport, base_url="http://qhook") as client:
+            response = await client.get("/metrics")
+    finally:
+        away.db.dispose()
+    assert response.status_code == 200, response.text
+    found = samples(response.text)
+    assert found[("qhook_database_up", ())] == 0
+    assert not any(name == "qhook_queue_depth" for name, _ in found)
+    assert ("qhook_deliveries_total", (("outcome", "succeeded"),)) in found  # counters still answer
 
 
 async def test_a_redelivery_is_no_event_to_delivery_delay(

@@ -795,11 +795,21 @@ def _finished_estimate(tx: Tx) -> dict[str, int] | None:
 def next_due_after(tx: Tx, now: datetime) -> datetime | None:
     """The earliest ``next_attempt_at`` after ``now`` of a waiting row in either lane (or None):
     when an idle worker has something to look for (the start of each lane's partial index)."""
+    return _earliest(tx, deliveries.c.next_attempt_at > now)
+
+
+def oldest_due(tx: Tx, now: datetime) -> datetime | None:
+    """The earliest ``next_attempt_at`` of a pending or retrying row already due (or None): how
+    long the queue's oldest due delivery has waited (a stuck worker, a paused signal)."""
+    return _earliest(tx, deliveries.c.next_attempt_at <= now)
+
+
+def _earliest(tx: Tx, condition: ColumnElement[bool]) -> datetime | None:
     found = []
     for lane_sql in (DUE_FIRST_SQL, DUE_RETRY_SQL):
         query = (
             select(deliveries.c.next_attempt_at)
-            .where(text(lane_sql), deliveries.c.next_attempt_at > now)
+            .where(text(lane_sql), condition)
             .order_by(deliveries.c.next_attempt_at)
             .limit(1)
         )
