@@ -104,6 +104,18 @@ def test_retry_after_pauses_endpoint_and_delays_retry() -> None:
     assert _decide(status_code=500, retry_after_s=60).pause_endpoint_until is None
 
 
+def test_a_retry_after_ending_past_max_age_fails_now() -> None:
+    """The last try at the max_age deadline waited behind the endpoint's Retry-After pause and
+    went out 10 minutes after a 1-minute max_age (a receiver developer's review)."""
+    policy = RetryPolicy(max_attempts=3, max_age=timedelta(minutes=1))
+    decision = _decide(status_code=429, retry_after_s=600, policy=policy)
+    assert decision.outcome == "failed" and decision.next_attempt_at is None
+    assert decision.reason == "older than max_age by the end of the receiver's Retry-After"
+    assert decision.pause_endpoint_until == NOW + timedelta(seconds=600)  # the endpoint still waits
+    within = _decide(status_code=429, retry_after_s=30, policy=policy)
+    assert within.outcome == "retry" and within.next_attempt_at == NOW + timedelta(seconds=30)
+
+
 def test_retry_after_capped_at_an_hour() -> None:
     decision = _decide(status_code=429, retry_after_s=99999)
     assert decision.pause_endpoint_until == NOW + timedelta(hours=1)
@@ -145,6 +157,8 @@ def test_decisions_are_consistent(
         assert number < max_attempts
         assert decision.next_attempt_at is not None
         assert now < decision.next_attempt_at <= NOW + policy.max_age
+        # Never a retry that the endpoint's pause holds past max_age.
+        assert decision.pause_endpoint_until is None or decision.pause_endpoint_until < NOW + policy.max_age
     else:
         assert decision.next_attempt_at is None
     if decision.pause_endpoint_until is not None:

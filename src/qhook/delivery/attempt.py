@@ -206,14 +206,22 @@ def _hint(
         body_limit=ctx.settings.response_body_limit,
         final=final,
     )
-    if decision.reason.startswith("gave up") or decision.reason == "older than max_age":
+    if decision.reason.startswith(("gave up", "older than max_age")):
         return f"{found} {_gave_up(decision.reason)}" if found else _gave_up(decision.reason)
     return found
 
 
+_WHY_STOPPED = {
+    "older than max_age": "it is older than the signal's max_age",
+    "older than max_age by the end of the receiver's Retry-After": (
+        "the receiver's Retry-After asks to wait past the signal's max_age"
+    ),
+}
+
+
 def _gave_up(reason: str) -> str:
     """The end of a hint on a delivery qhook will not try again by itself."""
-    why = "it is older than the signal's max_age" if reason == "older than max_age" else reason
+    why = _WHY_STOPPED.get(reason, reason)
     return f"qhook stopped: {why}. Once the cause is fixed, Redeliver in the Hub sends it again."
 
 

@@ -127,6 +127,14 @@ def decide(
     deadline = created_at + policy.max_age
     if now >= deadline:
         return RetryDecision("failed", pause_endpoint_until=pause_until, reason="older than max_age")
+    if pause_until is not None and pause_until >= deadline:
+        # The receiver's wait ends past max_age: the "last try at the deadline" below waited behind
+        # the endpoint's pause and went out long after max_age (10 minutes after a 1-minute one).
+        return RetryDecision(
+            "failed",
+            pause_endpoint_until=pause_until,
+            reason="older than max_age by the end of the receiver's Retry-After",
+        )
     next_at = now + timedelta(seconds=backoff_s(attempt_number, jitter, policy.schedule_s))
     if pause_until is not None and pause_until > next_at:
         next_at = pause_until
