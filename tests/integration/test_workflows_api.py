@@ -69,6 +69,15 @@ async def test_secret_endpoint_and_rotation(api: httpx.AsyncClient, ctx: AppCont
     assert stored is not None and stored.previous_secret_enc is not None
     assert ctx.box.decrypt(stored.previous_secret_enc) == given
     assert stored.previous_secret_until is not None
+    # "Rotating" to the secret it signs with already changes nothing: it became its own previous
+    # secret, and the one before stopped signing at once (a receiver developer's review).
+    again = await api.post(f"/api/v1/workflows/{wid}/signals/{sid}/rotate-secret", json={"secret": new})
+    assert again.status_code == 200, again.text
+    assert again.json()["previous_valid_until"] == rotated.json()["previous_valid_until"]
+    with ctx.db.reading() as tx:
+        kept = workflow_store.signal_secrets(tx, sid)
+    assert kept is not None and kept.previous_secret_enc is not None
+    assert ctx.box.decrypt(kept.secret_enc) == new and ctx.box.decrypt(kept.previous_secret_enc) == given
 
 
 async def test_patch_keeps_adds_and_deactivates_signals(api: httpx.AsyncClient) -> None:

@@ -209,17 +209,24 @@ def _day(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _replace_secret(tx: Tx, ctx: AppContext, signal_id: int, plain: str, now: datetime) -> None:
-    """The old secret keeps signing alongside the new one for the grace period."""
+def _replace_secret(tx: Tx, ctx: AppContext, signal_id: int, plain: str, now: datetime) -> datetime | None:
+    """The old secret keeps signing alongside the new one for the grace period; returns until when.
+
+    The secret the signal signs with already changes nothing: "rotating" to it made it its own
+    previous secret, and the one before stopped signing at once while the answer promised 24 h."""
     current = store.signal_secrets(tx, signal_id)
     old = current.secret_enc if current else None
+    if current is not None and old is not None and ctx.box.decrypt(old) == plain:
+        return current.previous_secret_until
+    until = now + SECRET_GRACE if old else None
     store.set_signal_secrets(
         tx,
         signal_id,
         secret_enc=ctx.box.encrypt(plain),
         previous_secret_enc=old,
-        previous_secret_until=now + SECRET_GRACE if old else None,
+        previous_secret_until=until,
     )
+    return until
 
 
 def _audit_details(spec: WorkflowSpec) -> dict[str, Any]:
@@ -535,7 +542,7 @@ def signal_secret(
 
 def rotate_secret(
     ctx: AppContext, workflow_id: int, signal_id: int, *, actor: str, secret: str | None = None
-) -> tuple[str, datetime]:
+) -> tuple[str, datetime | None]:
     """A new secret; the old one keeps signing for 24 hours. Returns (new secret, old valid until)."""
     if secret is not None and not signing.is_valid_secret(secret):
         raise field_error("secret", signing.SECRET_EXPECTED)
@@ -543,9 +550,9 @@ def rotate_secret(
     now = utcnow()
     with ctx.db.transaction() as tx:
         _webhook_signal(tx, workflow_id, signal_id)
-        _replace_secret(tx, ctx, signal_id, plain, now)
+        until = _replace_secret(tx, ctx, signal_id, plain, now)
         audit.record(tx, actor, "signal.rotate_secret", "signal", signal_id, {"workflow_id": workflow_id})
-    return plain, now + SECRET_GRACE
+    return plain, until
 
 
 def _overlap_view(workflow: WorkflowRecord, current: SetRecord) -> OverlapView:
