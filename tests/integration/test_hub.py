@@ -693,3 +693,30 @@ async def test_an_ordered_delivery_says_which_earlier_one_it_waits_for(
     assert str(await waiting(third)).startswith(
         f"Waiting: the signal keeps each result's deliveries in order, and delivery {second} "
     )
+
+
+async def test_the_webhook_id_a_receiver_logged_finds_its_delivery(
+    api: httpx.AsyncClient, ctx: AppContext, make_key
+) -> None:  # type: ignore[no-untyped-def]
+    """A receiver logs the webhook-id header; searching the Hub for it found nothing (the search
+    reads bodies) and nothing else took it (a receiver developer's review)."""
+    ensure_sets(ctx.db, 1, 2)
+    wanted = add_delivery(ctx.db, status="failed")
+    add_delivery(ctx.db, status="failed")
+    other_set = add_delivery(ctx.db, status="failed", set_id=2, workflow_id=2, signal_id=2)
+    with ctx.db.reading() as tx:
+        known = dict(tx.execute(select(deliveries.c.id, deliveries.c.webhook_id)).all())
+
+    async def found(key: str | None = None, **params: str) -> list[int]:
+        headers = auth(key) if key else {}
+        answer = await api.get("/api/v1/deliveries", params=params, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return [d["id"] for d in answer.json()["items"]]
+
+    assert await found(q=f" {known[wanted]} ") == [wanted]
+    assert await found(q=known[wanted], status="failed") == [wanted]
+    assert await found(q=known[wanted], status="succeeded") == []  # the other filters still apply
+    assert await found(q="msg_01NOSUCHDELIVERY000000000") == []
+    limited = make_key("viewer", "val", [1])
+    assert await found(limited, q=known[other_set]) == []  # outside the asker's sets
+    assert await found(limited, q=known[wanted]) == [wanted]

@@ -195,8 +195,27 @@ def list_deliveries(
             # The event's deliveries share its result: filter on both to walk the result's index.
             result_id = wanted.result_id if wanted.result_id is not None else event.result_id
             wanted = replace(wanted, event_id=event.id, result_id=result_id)
+        if filters.q is not None and _is_webhook_id(filters.q.strip()):
+            return _by_webhook_id(tx, wanted, filters.q.strip(), before_id), None
         rows = store.list_deliveries(tx, wanted, limit=limit + 1, before_id=before_id)
     return ids.cut_page(rows, limit)
+
+
+def _is_webhook_id(text: str) -> bool:
+    rest = text[4:]
+    return text.startswith("msg_") and 1 <= len(rest) <= 36 and rest.isascii() and rest.isalnum()
+
+
+def _by_webhook_id(
+    tx: Tx, wanted: store.DeliveryFilter, webhook_id: str, before_id: int | None
+) -> list[store.DeliveryRecord]:
+    """``q`` holding a ``webhook-id`` (what a receiver logs) finds that delivery: the body search
+    never matched it. The other filters and the asker's sets still apply."""
+    found = store.delivery_id_by_webhook_id(tx, webhook_id)
+    if found is None or (before_id is not None and found >= before_id):
+        return []
+    rows = store.list_deliveries(tx, replace(wanted, q=None), limit=1, before_id=found + 1)
+    return rows if rows and rows[0].id == found else []
 
 
 def check_event(text: str, name: str = "event_id") -> str:

@@ -702,3 +702,8 @@ def purge_batch(tx: Tx, status: str, cutoff: datetime, *, batch: int) -> tuple[i
     removed_attempts = tx.execute(delete(attempts).where(attempts.c.delivery_id.in_(ids))).rowcount
     removed = tx.execute(delete(deliveries).where(deliveries.c.id.in_(ids))).rowcount
     return int(removed), int(removed_attempts)
+
+
+def delivery_id_by_webhook_id(tx: Tx, webhook_id: str) -> int | None:
+    """The delivery a receiver knows by its ``webhook-id`` header (a unique index)."""
+    return tx.execute(select(deliveries.c.id).where(deliveries.c.webhook_id == webhook_id)).scalar()

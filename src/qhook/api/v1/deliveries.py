@@ -137,7 +137,9 @@ class ReplayIn(BaseModel):
     endpoint: str | None = Field(None, description="Origin, e.g. https://erp.example.com:443")
     since: datetime | None = None
     until: datetime | None = None
-    q: str | None = Field(None, description="Text in the body, as the Hub's search")
+    q: str | None = Field(
+        None, description="Text in the body, as the Hub's search, or a webhook-id (msg_...)"
+    )
     dry_run: StrictBool = Field(False, description="Count what would be queued; queue nothing")
 
 
@@ -167,7 +169,8 @@ def list_deliveries(
 ) -> DeliveryPage:
     """Newest first: by id, or with ``since``/``until`` by creation time (then id), so a time
     window is one short index walk however many rows it holds. ``q`` finds text in the body (e.g.
-    a batch number); ``event_id`` (or ``event_uid``) takes the ``evt_...`` id receivers get, or the
+    a batch number), or the delivery whose ``webhook-id`` it is (``msg_...``, as receivers log it);
+    ``event_id`` (or ``event_uid``) takes the ``evt_...`` id receivers get, or the
     internal event id."""
     for name, given in (("event_uid", event_uid), ("event_id", event_id)):
         if given is not None:
