@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -112,6 +113,9 @@ def create_app(
             return JSONResponse(
                 {"status": "unavailable", "error": "migrations pending: run qhook migrate"}, 503
             )
+        trouble = _worker_trouble(app)
+        if trouble is not None:
+            return JSONResponse({"status": "unavailable", "error": trouble}, status_code=503)
         if schema == "ahead":  # a newer qhook migrated it (its migrations add): this one still works
             return JSONResponse({"status": "ready", "schema": f"newer than this qhook ({revision})"})
         return JSONResponse({"status": "ready"})
@@ -122,6 +126,18 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
     app.add_middleware(RateHeaders, ctx=ctx)  # outermost: the 413 above gets its headers too
     return app
+
+
+UNREADY_AFTER_CRASH_S = 60.0  # /readyz answers 503 this long after serve's worker stopped by an error
+
+
+def _worker_trouble(app: FastAPI) -> str | None:
+    """Why /readyz says "not ready" for ``qhook serve``'s own worker (None: it runs, or there is
+    none); ``app.state.worker_crash`` is (loop time, why), set by the worker's supervisor."""
+    crash = getattr(app.state, "worker_crash", None)
+    if crash is None or asyncio.get_running_loop().time() - crash[0] > UNREADY_AFTER_CRASH_S:
+        return None
+    return f"the delivery worker stopped ({crash[1]}); it is started again"
 
 
 def _include_optional(app: FastAPI) -> None:

@@ -955,14 +955,46 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+RESTART_MAX_S = 60.0
+
+
 async def start_in_app(app: Any) -> None:
     """Lifespan hook for ``qhook serve``: the worker in the API's loop; the API's commits wake it."""
     ctx: AppContext = app.state.ctx
     stop = asyncio.Event()
-    task = asyncio.create_task(run_until_stopped(ctx, stop), name="qhook-worker")
+    app.state.worker_crash = None
+    task = asyncio.create_task(_supervised(app, ctx, stop), name="qhook-worker")
 
     async def _stop() -> None:
         stop.set()
         await task
 
     app.state.on_stop.append(_stop)
+
+
+async def _supervised(app: Any, ctx: AppContext, stop: asyncio.Event) -> None:
+    """Run the worker until ``stop``; one that stops by an error is logged at once and started
+    again after a pause (1 s, doubling to a minute). It died silently before: ``qhook serve``
+    answered /readyz "ready" while nothing was delivered, and the traceback came at shutdown.
+    Meanwhile ``app.state.worker_crash`` holds (loop time, why) for /readyz."""
+    loop = asyncio.get_running_loop()
+    crashes = 0
+    while not stop.is_set():
+        try:
+            await run_until_stopped(ctx, stop)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            crashes += 1
+            pause = min(2.0 ** (crashes - 1), RESTART_MAX_S)
+            why = exc.for_operators if isinstance(exc, QhookError) else f"{type(exc).__name__}: {exc}"
+            app.state.worker_crash = (loop.time(), why)
+            logger.exception(
+                "delivery worker stopped: %s; starting it again in %g s",
+                why,
+                pause,
+                extra={"action": "worker_crashed", "crashes": crashes},
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
