@@ -123,8 +123,12 @@ def migrate() -> None:
             "To go back to an older schema, restore the backup taken before that upgrade."
         )
         return
-    migrations.upgrade(ctx.db)
-    console.print(f"schema at {migrations.current_revision(ctx.db)} (was {before or 'empty'})")
+    found = migrations.upgrade(ctx.db)
+    now = migrations.current_revision(ctx.db)
+    if found == now:
+        console.print(f"schema at {now}: already current")
+    else:
+        console.print(f"schema at {now} (was {found or 'empty'})")
 
 
 @app.command()

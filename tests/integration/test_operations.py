@@ -105,13 +105,17 @@ def test_processes_migrating_together_wait_for_each_other(pg_server: pg.PgServer
     """Two of three `qhook migrate` started together failed with a traceback (CREATE EXTENSION)."""
     url = _empty_database(pg_server, "together")
     code = "import sys; from qhook.store import migrate; from qhook.store.db import Database; "
-    code += "migrate.upgrade(Database(sys.argv[1]))"
+    code += "print('found', migrate.upgrade(Database(sys.argv[1])))"
     runs = [
         subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for _ in range(3)
     ]
     outputs = [run.communicate(timeout=120)[0].decode() for run in runs]
     assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    # One migrated from empty; the others waited and found it done (each said "was empty").
+    found = sorted(line for out in outputs for line in out.splitlines() if line.startswith("found "))
+    head = migrate.head_revision()
+    assert found == sorted([f"found {head}", f"found {head}", "found None"]), outputs
     db = Database(url)
     try:
         assert migrate.is_current(db)

@@ -59,15 +59,22 @@ def alembic_config(db: Database) -> Config:
 MIGRATE_LOCK = 7_201_311_047
 
 
-def upgrade(db: Database, revision: str = "head") -> None:
+def upgrade(db: Database, revision: str = "head") -> str | None:
     """Bring the schema to ``revision``; safe to call on every start, and from several processes.
     A schema newer than this code (a later qhook migrated it) is left as it is: its migrations only
     add, so this code works on it. Alembic stopped with a traceback there ("Can't locate revision"),
-    so on SQLite, which migrates at start, an older qhook could not start at all."""
-    if schema_state(db)[0] == "ahead":
-        return
+    so on SQLite, which migrates at start, an older qhook could not start at all.
+
+    Returns the revision this call found once it held the migration lock: a process that waited
+    for another finds the schema already migrated (each said "was empty")."""
+    state, current = schema_state(db)
+    if state == "ahead":
+        return current
+    config = alembic_config(db)
     with _reachable():
-        command.upgrade(alembic_config(db), revision)
+        command.upgrade(config, revision)
+    found = config.attributes.get("found_revision", current)
+    return found if isinstance(found, str) else None
 
 
 @functools.cache

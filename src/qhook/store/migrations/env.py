@@ -44,7 +44,9 @@ with engine.connect() as connection:
                 # The trigram index on deliveries.body needs pg_trgm (a trusted extension since
                 # PostgreSQL 13: the database owner may create it).
                 connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
-            pending = context.get_context().get_current_revision() != context.get_head_revision()
+            found = context.get_context().get_current_revision()  # read under the lock
+            context.config.attributes["found_revision"] = found
+            pending = found != context.get_head_revision()
             # Rows that already referred to missing rows (deleted in the sqlite3 shell, where
             # foreign keys are off) are not this migration's doing: only new ones stop it.
             orphans = _orphans(connection) if sqlite and pending else set()
