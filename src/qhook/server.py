@@ -40,7 +40,6 @@ def listen(host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another with QHOOK_PORT or"
             " --port, QHOOK_HOST or --host)"
         ) from exc
-    sock.set_inheritable(True)
     return sock
 
 
