@@ -98,6 +98,9 @@ async def test_limited_admin_cannot_change_other_sets_or_write_into_them(
     assert refused.status_code == 403, refused.text
     expected = f"a set you may write (set {theirs} is outside your sets)"
     assert refused.json()["details"] == [{"field": "signals[0].set_id", "error": expected}]
+    malformed = {**doc, "signals": [{**transfer, "set_id": [theirs]}]}
+    not_an_id = await client.post("/api/v1/workflows", json=malformed, headers=limited)
+    assert not_an_id.status_code == 422, not_an_id.text  # the signal's own check, not a 500
     own = await client.post("/api/v1/workflows", json={**doc, "signals": []}, headers=limited)
     assert own.status_code == 201, own.text
     patched = await client.patch(

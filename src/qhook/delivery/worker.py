@@ -980,13 +980,16 @@ async def _supervised(app: Any, ctx: AppContext, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     crashes = 0
     while not stop.is_set():
+        started = loop.time()
         try:
             await run_until_stopped(ctx, stop)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            crashes += 1
+            # A worker that ran a while before it stopped starts again soon: the pause doubles
+            # only while it keeps stopping.
+            crashes = 1 if loop.time() - started > RESTART_MAX_S else crashes + 1
             pause = min(2.0 ** (crashes - 1), RESTART_MAX_S)
             why = exc.for_operators if isinstance(exc, QhookError) else f"{type(exc).__name__}: {exc}"
             app.state.worker_crash = (loop.time(), why)

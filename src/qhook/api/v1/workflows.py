@@ -13,6 +13,7 @@ from qhook.api.deps import Admin, BodyId, Ctx, Editor, Id, Viewer
 from qhook.api.json_body import JsonBodyRoute
 from qhook.api.v1.sets import ensure_set_access
 from qhook.domain.access import Principal
+from qhook.domain.ids import is_id
 from qhook.domain.workflows import transfer_set_ids
 from qhook.errors import Forbidden
 from qhook.services import workflows
@@ -96,10 +97,10 @@ def create_workflow(body: WorkflowBody, ctx: Ctx, principal: Admin) -> dict[str,
 def _may_write_targets(principal: Principal, body: Mapping[str, Any]) -> None:
     """A transfer signal writes results into its set (and fires that set's workflows): an admin
     limited to some sets may only name sets they may write."""
-    allowed = transfer_set_ids(body)
+    named = transfer_set_ids(body)  # well-formed ids only: others are refused by the signal's check
     for index, signal in enumerate(body.get("signals") or []):
         target = signal.get("set_id") if isinstance(signal, dict) else None
-        if target in allowed and not principal.can_use_set(target):
+        if is_id(target) and target in named and not principal.can_use_set(target):
             where = f"signals[{index}].set_id"
             expected = f"a set you may write (set {target} is outside your sets)"
             raise Forbidden(f"{where}: {expected}", details=[{"field": where, "error": expected}])
