@@ -24,9 +24,11 @@ def listen(host: str, port: int) -> socket.socket:
     can bind is refused with qhook's own message. Bound by uvicorn, a busy port was found only
     after the database, the first admin and its password file were made and the worker had
     started ("error while attempting to bind", exit 3)."""
+    # The family as uvicorn picks it: "localhost" is 127.0.0.1, whatever getaddrinfo lists first.
+    wanted = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host, port, wanted, socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except (OSError, UnicodeError) as exc:
         raise QhookError(f"cannot listen on {host}:{port}: {exc}") from exc
