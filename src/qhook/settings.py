@@ -155,34 +155,22 @@ class Settings(BaseSettings):
     @classmethod
     def _smtp_url(cls, value: str) -> str:
         # Checked here: "mail.example.com:587" was read as a host-less URL and mail went to localhost:25.
-        if not value.strip():
-            return ""
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value.strip())
-        try:
-            port_ok = parts.port is None or 1 <= parts.port <= 65535
-        except ValueError:
-            port_ok = False
-        if parts.scheme not in ("smtp", "smtp+starttls", "smtps") or not parts.hostname or not port_ok:
-            raise ValueError(
-                "expected smtp://, smtp+starttls:// or smtps:// with a host, e.g."
-                " smtps://user:password@mail.example.com:465"
-            )
-        return value.strip()
+        return _url_with_host(
+            value,
+            ("smtp", "smtp+starttls", "smtps"),
+            "expected smtp://, smtp+starttls:// or smtps:// with a host, e.g."
+            " smtps://user:password@mail.example.com:465",
+        )
 
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
         # Links in e-mails and the start banner are built on it ("Open qhook.example.com/ui").
-        if not value.strip():
-            return ""
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected http:// or https:// with a host, e.g. https://qhook.example.com")
-        return value.strip()
+        return _url_with_host(
+            value,
+            ("http", "https"),
+            "expected http:// or https:// with a host, e.g. https://qhook.example.com",
+        )
 
     @field_validator("allowed_target_networks")
     @classmethod
@@ -249,3 +237,20 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+
+def _url_with_host(value: str, schemes: tuple[str, ...], expected: str) -> str:
+    """``value`` stripped, empty, or a URL of one of ``schemes`` with a host and a valid port."""
+    url = value.strip()
+    if not url:
+        return ""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or 1 <= parts.port <= 65535
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in schemes or not parts.hostname or not port_ok:
+        raise ValueError(expected)
+    return url
