@@ -6,6 +6,7 @@ delivery is prepared or sent becomes a recorded attempt, never a crash that leav
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select, update
 
+from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import signing
 from qhook.store.tables import deliveries, signals
@@ -172,3 +174,67 @@ async def test_max_attempts_holds_whatever_the_max_age(ctx: AppContext, api: htt
     assert [r.attempt_count for r in rows] == [2, 2]
     assert all("gave up after 2 attempts" in r.hint for r in rows)
     assert len(rx.received) == 4
+
+
+def _age(ctx: AppContext, ids: list[int], seconds: float, **values: Any) -> None:
+    """Events from ``seconds`` ago (and other columns), due now."""
+    with ctx.db.transaction() as tx:
+        tx.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids))
+            .values(created_at=utcnow() - timedelta(seconds=seconds), next_attempt_at=utcnow(), **values)
+        )
+
+
+async def test_a_retry_whose_turn_comes_after_max_age_is_not_sent(ctx: AppContext) -> None:
+    """max_age PT1M, events 2 minutes old: a scheduled retry is failed unsent, with an attempt that
+    says why; a first attempt, a redelivery asked for in the Hub and a retry within max_age go."""
+    async with receiver() as rx:
+        signal_id = make_signal(ctx, rx.url, max_age="PT1M")
+        late, first, manual, fresh = enqueue(
+            ctx, signal_id, rx.url, ['{"n":0}', '{"n":1}', '{"n":2}', '{"n":3}']
+        )
+        _age(ctx, [late, manual], 120, status="retrying", attempt_count=1)
+        _age(ctx, [manual], 120, next_trigger="manual")
+        _age(ctx, [first], 120)
+        _age(ctx, [fresh], 30, status="retrying", attempt_count=1)
+        async with running_worker(ctx):
+            await until(
+                lambda: all(
+                    delivery(ctx, i).status in ("succeeded", "failed") for i in (late, first, manual, fresh)
+                )
+            )
+    assert sorted(rx.bodies()) == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
+    row = delivery(ctx, late)
+    assert (row.status, row.attempt_count, row.last_status_code, row.last_error_kind) == (
+        "failed",
+        2,
+        None,
+        "expired",
+    )
+    assert row.hint.startswith("Not sent: this retry was due at ")
+    assert "the signal's max_age (PT1M after the event) had passed" in row.hint
+    assert "qhook stopped: it is older than the signal's max_age" in row.hint
+    (attempt,) = attempts_of(ctx, late)
+    assert (attempt.number, attempt.error_kind, attempt.status_code, attempt.hint) == (
+        2,
+        "expired",
+        None,
+        row.hint,
+    )
+    assert [delivery(ctx, i).status for i in (first, manual, fresh)] == ["succeeded"] * 3
+
+
+async def test_a_retry_past_max_age_takes_none_of_the_endpoints_rate(ctx: AppContext) -> None:
+    """With a rate of 1 a minute, five retries past max_age ahead of a new event: the new event
+    takes the one send of the minute, at once; the retries are failed without using it up."""
+    async with receiver() as rx:
+        signal_id = make_signal(ctx, rx.url, max_age="PT1M", rate_limit="1/minute")
+        late = enqueue(ctx, signal_id, rx.url, ['{"late":true}'] * 5)
+        _age(ctx, late, 120, status="retrying", attempt_count=1)
+        (new,) = enqueue(ctx, signal_id, rx.url, ['{"new":true}'])
+        async with running_worker(ctx):
+            await until(lambda: delivery(ctx, new).status == "succeeded")
+            await until(lambda: all(delivery(ctx, i).status == "failed" for i in late))
+    assert rx.bodies() == [b'{"new":true}']
+    assert {delivery(ctx, i).last_error_kind for i in late} == {"expired"}

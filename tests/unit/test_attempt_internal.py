@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -105,3 +106,27 @@ async def test_nul_in_a_message_is_stored_as_a_replacement_character() -> None:
     assert result.attempt.error == "RuntimeError: bad\ufffdbyte"
     assert result.hint is not None and "bad\ufffdbyte" in result.hint and "\x00" not in result.hint
     assert result.attempt.hint == result.hint
+
+
+def test_only_a_scheduled_retry_is_too_late_after_max_age() -> None:
+    """max_age bounds retries: a first attempt, a redelivery from the Hub and a probe still go."""
+    signal = _signal(new_secret(), max_age="PT1M")
+    later = NOW + timedelta(minutes=2)
+    retry_row = _delivery(attempt_count=1)
+    assert attempt.too_late(retry_row, signal, later)
+    assert not attempt.too_late(retry_row, signal, NOW + timedelta(seconds=30))
+    assert not attempt.too_late(_delivery(attempt_count=0), signal, later)
+    assert not attempt.too_late(replace(retry_row, next_trigger="manual"), signal, later)
+    assert not attempt.too_late(retry_row, signal, later, probe=True)
+    assert not attempt.too_late(retry_row, None, later)
+
+
+async def test_a_retry_past_max_age_never_reaches_the_sender() -> None:
+    sender = RaisingSender(AssertionError("must not be called"))
+    signal = _signal(new_secret(), max_age="PT1M")
+    late = replace(_delivery(attempt_count=3), created_at=NOW - timedelta(minutes=5))
+    result = await attempt.perform(CTX, sender, late, signal)  # type: ignore[arg-type]
+    assert sender.calls == 0
+    assert (result.decision.outcome, result.error_kind, result.attempt.number) == ("failed", "expired", 4)
+    assert result.attempt.request_headers == {}
+    assert result.hint is not None and "max_age (PT1M after the event) had passed" in result.hint

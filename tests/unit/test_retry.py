@@ -116,6 +116,24 @@ def test_a_retry_after_ending_past_max_age_fails_now() -> None:
     assert within.outcome == "retry" and within.next_attempt_at == NOW + timedelta(seconds=30)
 
 
+def test_past_max_age_from_the_deadline_on() -> None:
+    policy = RetryPolicy(max_age=timedelta(minutes=1))
+    assert not retry.past_max_age(NOW, NOW + timedelta(seconds=59), policy)
+    assert retry.past_max_age(NOW, NOW + timedelta(minutes=1), policy)
+    assert retry.past_max_age(NOW, NOW + timedelta(days=3), RetryPolicy())
+
+
+def test_a_retry_refused_for_its_age_is_failed_as_older_than_max_age() -> None:
+    """The worker refuses a retry whose turn came after max_age (kind ``expired``, nothing sent):
+    failed for good, with the reason the hint explains, however many attempts are left."""
+    decision = _decide(status_code=None, error_kind=retry.EXPIRED, attempt_number=2, permanent=True)
+    assert (decision.outcome, decision.reason, decision.pause_endpoint_until) == (
+        "failed",
+        "older than max_age",
+        None,
+    )
+
+
 def test_retry_after_capped_at_an_hour() -> None:
     decision = _decide(status_code=429, retry_after_s=99999)
     assert decision.pause_endpoint_until == NOW + timedelta(hours=1)

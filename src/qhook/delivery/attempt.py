@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+import isodate
+
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.crypto import SecretUnreadable
@@ -53,6 +55,19 @@ def counts_for_circuit(result: AttemptResult) -> bool:
     return code is not None and code >= 500 and result.error_kind in (None, "http_status")
 
 
+def too_late(
+    delivery: queue.QueuedDelivery, signal: queue.SendSignal | None, now: datetime, *, probe: bool = False
+) -> bool:
+    """Is this a scheduled retry whose turn came after the signal's ``max_age``? It is not sent.
+
+    ``max_age`` bounds how long retries go on: a first attempt always goes, as do a redelivery or
+    replay someone asked for and a probe of an open circuit (it tests the endpoint).
+    """
+    if signal is None or probe or delivery.attempt_count == 0 or delivery.next_trigger != "scheduled":
+        return False
+    return retry.past_max_age(delivery.created_at, now, retry.policy_of(signal.config))
+
+
 async def perform(
     ctx: AppContext,
     sender: Sender,
@@ -67,6 +82,8 @@ async def perform(
     started = utcnow()
     if signal is None:
         sent = _Sent(_refused("gone", "the signal of this delivery was deleted"), permanent=True)
+    elif not once and too_late(delivery, signal, started, probe=probe):
+        sent = _Sent(_refused(retry.EXPIRED, _too_late_text(delivery, signal, started)), permanent=True)
     else:
         try:
             sent = await _try_send(ctx, sender, delivery, signal, started)
@@ -179,6 +196,8 @@ def _hint(
     once: bool = False,
 ) -> str | None:
     final = decision.final or once
+    if outcome.error_kind == retry.EXPIRED:
+        return f"Not sent: {outcome.error}. {_gave_up(decision.reason)}"
     if outcome.error_kind in ("gone", "config"):
         if outcome.error_kind == "config" and not final:
             return (
@@ -279,6 +298,17 @@ class _Sent:
     @property
     def profile_name(self) -> str | None:
         return self.auth.profile_name if self.auth is not None else self.failed_profile
+
+
+def _too_late_text(delivery: queue.QueuedDelivery, signal: queue.SendSignal, now: datetime) -> str:
+    max_age = isodate.duration_isoformat(retry.policy_of(signal.config).max_age)
+    due = delivery.next_attempt_at or now
+    return (
+        f"this retry was due at {due:%Y-%m-%d %H:%M:%S} UTC, and when its turn came at"
+        f" {now:%Y-%m-%d %H:%M:%S} UTC the signal's max_age ({max_age} after the event) had passed"
+        " (the endpoint was paused by a Retry-After, its rate limit or an open circuit, or the"
+        " worker was busy or stopped)"
+    )
 
 
 def _describe(exc: Exception) -> str:

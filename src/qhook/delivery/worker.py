@@ -454,7 +454,8 @@ class Worker:
     async def _run_one(self, gate: Gate[Item], item: Item) -> None:
         rate_slot: tuple[str, int] | None = None
         try:
-            if gate.rate is not None and not item.probe:
+            # A retry past its max_age is refused without sending: it takes none of the slots.
+            if gate.rate is not None and not item.probe and not self._too_late(item):
                 if self._gave_back(item):  # before taking one of the endpoint's shared slots
                     return
                 rate_slot = await self._rate_slot(gate, gate.rate, item)
@@ -484,6 +485,10 @@ class Worker:
                 # only at half, a busy endpoint sat idle a third of the time (bench/throughput,
                 # SQLite): the claim took longer than the half batch lasted.
                 self._nudge.set()
+
+    @staticmethod
+    def _too_late(item: Item) -> bool:
+        return attempt_mod.too_late(item.delivery, item.signal, utcnow())
 
     def _gave_back(self, item: Item) -> bool:
         """Give ``item`` back unsent when the lease may run out before its send ends: renewals

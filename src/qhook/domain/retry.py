@@ -34,6 +34,8 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 # setting may cure it, so it is retried under the policy rather than given up at once.
 RETRYABLE_KINDS = frozenset({"dns", "connect", "tls", "timeout", "auth", "internal"})
 PERMANENT_KINDS = frozenset({"ssrf_blocked", "redirect", "too_large"})
+# A scheduled retry whose turn came only after max_age: not sent at all (see ``past_max_age``).
+EXPIRED = "expired"
 
 Outcome = Literal["succeeded", "retry", "failed"]
 
@@ -82,6 +84,16 @@ def is_retryable(status_code: int | None, error_kind: str | None) -> bool:
     return 500 <= status_code < 600 and status_code not in PERMANENT_SERVER_STATUSES
 
 
+def past_max_age(created_at: datetime, now: datetime, policy: RetryPolicy) -> bool:
+    """Whether retries of an event from ``created_at`` are over at ``now``.
+
+    Checked after every failed attempt, and again when a scheduled retry's turn comes: one that
+    waited behind an endpoint's pause (Retry-After, its rate limit, an open circuit) or a busy
+    or stopped worker until past ``max_age`` is not sent (kind ``expired``), as the signal asks.
+    """
+    return now >= created_at + policy.max_age
+
+
 def backoff_s(attempt_number: int, jitter: float, schedule_s: tuple[int, ...] = DEFAULT_SCHEDULE_S) -> float:
     """Delay after attempt ``attempt_number`` (1 = the first try); ``jitter`` in [0, 1) spreads it ±20 %."""
     base = schedule_s[min(max(attempt_number, 1), len(schedule_s)) - 1]
@@ -113,6 +125,8 @@ def decide(
     """
     if is_success(status_code, error_kind):
         return RetryDecision("succeeded", reason="delivered")
+    if error_kind == EXPIRED:
+        return RetryDecision("failed", reason="older than max_age")
     pause_until = None
     if retry_after_s is not None and status_code in RETRY_AFTER_STATUSES:
         pause_until = now + timedelta(seconds=min(max(retry_after_s, 0.0), RETRY_AFTER_CAP_S))
@@ -125,7 +139,7 @@ def decide(
             "failed", pause_endpoint_until=pause_until, reason=f"gave up after {attempt_number} attempts"
         )
     deadline = created_at + policy.max_age
-    if now >= deadline:
+    if past_max_age(created_at, now, policy):
         return RetryDecision("failed", pause_endpoint_until=pause_until, reason="older than max_age")
     if pause_until is not None and pause_until >= deadline:
         # The receiver's wait ends past max_age: the "last try at the deadline" below waited behind
