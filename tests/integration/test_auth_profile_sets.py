@@ -73,6 +73,17 @@ async def test_only_workflows_of_the_profiles_sets_may_use_it(
     assert narrowed.status_code == 409, narrowed.text
     signal_id = mine.json()["signals"][0]["id"]
     assert f"signal(s) {signal_id} (workflow 'release to ERP', set {plant_a})" in narrowed.json()["error"]
+    (detail,) = narrowed.json()["details"]
+    assert detail["field"] == "set_ids" and "of sets left out" in detail["error"]
+    assert detail["signals"] == [
+        {
+            "signal_id": signal_id,
+            "workflow_id": mine.json()["id"],
+            "workflow": "release to ERP",
+            "set_id": plant_a,
+            "url": mine.json()["signals"][0]["url"],
+        }
+    ]
     assert (await api.get(f"/api/v1/auth-profiles/{profile_id}")).json()["set_ids"] == [plant_a]
 
     # Shared with Plant B too, its admin may use it there.
@@ -183,6 +194,16 @@ async def test_narrowing_allowed_domains_past_a_signal_that_uses_it_is_refused(
         narrowed = await api.patch(f"/api/v1/auth-profiles/{profile_id}", json={"allowed_domains": domains})
         assert narrowed.status_code == 409, narrowed.text
         assert f"signal(s) {signal_id} (workflow 'release to ERP', set {plant})" in narrowed.json()["error"]
+        (detail,) = narrowed.json()["details"]
+        assert detail["field"] == "allowed_domains"
+        assert [u["signal_id"] for u in detail["signals"]] == [signal_id]
+    # Deleting it would leave the signal with no credentials: refused, naming the signal.
+    deleted = await api.delete(f"/api/v1/auth-profiles/{profile_id}")
+    assert deleted.status_code == 409, deleted.text
+    (detail,) = deleted.json()["details"]
+    assert "field" not in detail and detail["error"] == deleted.json()["error"]
+    assert [(u["signal_id"], u["workflow_id"]) for u in detail["signals"]] == [(signal_id, used.json()["id"])]
+    assert (await api.get(f"/api/v1/auth-profiles/{profile_id}")).status_code == 200
     assert (await api.get(f"/api/v1/auth-profiles/{profile_id}")).json()["allowed_domains"] == [
         "erp.example.com"
     ]

@@ -151,6 +151,12 @@ async def test_duplicate_name_and_type_change(api: httpx.AsyncClient) -> None:
     first = (await api.post("/api/v1/auth-profiles", json=BASIC)).json()
     duplicate = await api.post("/api/v1/auth-profiles", json={**HEADER, "name": "ERP prod"})
     assert duplicate.status_code == 409 and "ERP prod" in duplicate.json()["error"]
+    assert duplicate.json()["details"] == [
+        {"field": "name", "error": "an auth profile named 'ERP prod' exists already"}
+    ]
+    second = (await api.post("/api/v1/auth-profiles", json={**HEADER, "name": "ERP test"})).json()
+    renamed = await api.patch(f"/api/v1/auth-profiles/{second['id']}", json={"name": "ERP prod"})
+    assert renamed.status_code == 409 and renamed.json()["details"][0]["field"] == "name"
     retype = await api.patch(f"/api/v1/auth-profiles/{first['id']}", json={"type": "header"})
     assert retype.status_code == 422 and retype.json()["details"][0]["field"] == "type"
 

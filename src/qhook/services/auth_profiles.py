@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.domain import headers as header_names
+from qhook.domain.credentials import shown_url
 from qhook.domain.hints import ALLOWED_DOMAINS_PREFIX, SET_IDS_PREFIX
 from qhook.domain.urls import netloc, parse_target, shown_target, split_pattern, url_matches
 from qhook.errors import Conflict, NotFound, ValidationFailed, field_error
@@ -207,7 +208,7 @@ def create_profile_tx(tx: Tx, ctx: AppContext, doc: Mapping[str, Any], actor: st
     name, kind, config, secrets = _normalize(ctx, doc)
     _check_sets_exist(tx, config)
     if store.profile_by_name(tx, name) is not None:
-        raise Conflict(f"name: an auth profile named {name!r} exists already")
+        raise _name_taken(name)
     row = store.insert_profile(
         tx,
         name=name,
@@ -286,7 +287,7 @@ def update_profile(ctx: AppContext, profile_id: int, doc: Mapping[str, Any], act
         if name != row.name:
             other = store.profile_by_name(tx, name)
             if other is not None and other.id != profile_id:
-                raise Conflict(f"name: an auth profile named {name!r} exists already")
+                raise _name_taken(name)
         now = utcnow()
         updated = store.update_profile(
             tx,
@@ -325,9 +326,11 @@ def delete_profile(ctx: AppContext, profile_id: int, actor: str) -> None:
             raise NotFound(f"No auth profile with id {profile_id}")
         uses = store.uses_of(tx, profile_id)
         if uses:
-            raise Conflict(
+            raise _in_use(
+                None,
                 f"auth profile {row.name!r} is used by signal(s) {_described(uses)}; "
-                "change those signals first"
+                "change those signals first",
+                uses,
             )
         store.delete_profile(tx, profile_id)
         audit.record(
@@ -344,17 +347,43 @@ def _refuse_stranded_uses(tx: Tx, name: str, profile_id: int, config: Mapping[st
     if set_ids is not None:
         stranded = [u for u in uses if u.set_id not in set_ids]
         if stranded:
-            raise Conflict(
-                f"set_ids: auth profile {name!r} is used by signal(s) {_described(stranded)} of sets "
-                "left out; give those signals another profile first, or keep their sets"
+            raise _in_use(
+                "set_ids",
+                f"auth profile {name!r} is used by signal(s) {_described(stranded)} of sets left out; "
+                "give those signals another profile first, or keep their sets",
+                stranded,
             )
     elsewhere = [u for u in uses if not _allows(config["allowed_domains"], u.url)]
     if elsewhere:
-        raise Conflict(
-            f"allowed_domains: auth profile {name!r} is used by signal(s) {_described(elsewhere)} "
-            "whose URL's host would no longer be allowed; change those signals first, or keep "
-            "their hosts"
+        raise _in_use(
+            "allowed_domains",
+            f"auth profile {name!r} is used by signal(s) {_described(elsewhere)} whose URL's host "
+            "would no longer be allowed; change those signals first, or keep their hosts",
+            elsewhere,
         )
+
+
+def _name_taken(name: str) -> Conflict:
+    expected = f"an auth profile named {name!r} exists already"
+    return Conflict(f"name: {expected}", details=[{"field": "name", "error": expected}])
+
+
+def _in_use(field: str | None, error: str, uses: list[store.ProfileUse]) -> Conflict:
+    """409 naming the field that cannot change (None: the profile itself) and each signal in the
+    way, so that a script or the UI can list them without reading the sentence."""
+    detail: dict[str, Any] = {"field": field} if field else {}
+    detail["error"] = error
+    detail["signals"] = [
+        {
+            "signal_id": u.signal_id,
+            "workflow_id": u.workflow_id,
+            "workflow": u.workflow_name,
+            "set_id": u.set_id,
+            "url": shown_url(u.url),
+        }
+        for u in uses
+    ]
+    return Conflict(f"{field}: {error}" if field else error, details=[detail])
 
 
 def _described(uses: list[store.ProfileUse]) -> str:

@@ -80,6 +80,7 @@ def delete_profile(tx: Tx, profile_id: int) -> bool:
 @dataclass(frozen=True, slots=True)
 class ProfileUse:
     signal_id: int
+    workflow_id: int
     workflow_name: str
     set_id: int
     url: str
@@ -88,13 +89,13 @@ class ProfileUse:
 def uses_of(tx: Tx, profile_id: int) -> list[ProfileUse]:
     """Active webhook signals whose config names the profile (few rows; filtered here, portable)."""
     rows = tx.execute(
-        select(signals.c.id, signals.c.config, workflows.c.name, workflows.c.set_id)
+        select(signals.c.id, signals.c.config, signals.c.workflow_id, workflows.c.name, workflows.c.set_id)
         .join(workflows, workflows.c.id == signals.c.workflow_id)
         .where(signals.c.type == "webhook", signals.c.active.is_(True))
         .order_by(signals.c.id)
     )
     return [
-        ProfileUse(r.id, r.name, r.set_id, str((r.config or {}).get("url", "")))
+        ProfileUse(r.id, r.workflow_id, r.name, r.set_id, str((r.config or {}).get("url", "")))
         for r in rows
         if (r.config or {}).get("auth_profile_id") == profile_id
     ]
