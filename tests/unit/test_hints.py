@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -73,6 +73,24 @@ def test_503_with_retry_after_is_a_pause_not_a_rate_limit() -> None:
     assert _hint(status_code=503, error_kind="http_status", paused_until=until) == (
         "erp.example.com is unavailable (503) and asked qhook to wait; deliveries to it are paused "
         "until 2025-10-02 14:05:30 UTC (Retry-After), then go on by themselves."
+    )
+
+
+def test_a_backoff_ending_after_the_pause_is_named() -> None:
+    """Retry-After: 3 with a 5 s backoff: the endpoint's pause ends first, this delivery waits on."""
+    until = datetime(2025, 10, 2, 14, 5, 30, tzinfo=UTC)
+    later = until + timedelta(seconds=2)
+    hint = _hint(status_code=429, error_kind="http_status", paused_until=until, next_attempt_at=later)
+    assert hint.endswith(
+        "paused until 2025-10-02 14:05:30 UTC (Retry-After). Consider a rate limit on this endpoint."
+        " This delivery's next try is at 2025-10-02 14:05:32 UTC (its backoff)."
+    )
+    # At the pause's end, or given up: nothing more to say.
+    assert "next try" not in _hint(
+        status_code=503, error_kind="http_status", paused_until=until, next_attempt_at=until
+    )
+    assert "next try" not in _hint(
+        status_code=429, error_kind="http_status", paused_until=until, next_attempt_at=later, final=True
     )
 
 

@@ -224,6 +224,7 @@ def _hint(
         timeout_s=request.timeout_s if request else None,
         body_limit=ctx.settings.response_body_limit,
         final=final,
+        next_attempt_at=decision.next_attempt_at,
     )
     if decision.reason.startswith(("gave up", "older than max_age")):
         return f"{found} {_gave_up(decision.reason)}" if found else _gave_up(decision.reason)

@@ -77,10 +77,12 @@ def hint_for(
     timeout_s: float | None = None,
     body_limit: int | None = None,
     final: bool = False,
+    next_attempt_at: datetime | None = None,
 ) -> str | None:
     """The hint for one attempt; None when it succeeded.
 
     ``auth_profile`` is the profile's name, ``paused_until`` the endpoint's Retry-After pause (UTC),
+    ``next_attempt_at`` when this delivery is tried again (its backoff may end after the pause),
     ``location`` a redirect's target, ``body_limit`` the response truncation limit in bytes.
     ``final``: qhook gave up on the delivery, so the hint promises no retry (it said "qhook
     retries" beside "Gave up"). The host carries its port when the URL writes one: with several
@@ -149,7 +151,14 @@ def hint_for(
             "(they could lead anywhere and drop the body). Change the signal's URL to the final address."
         )
     if status_code is not None:
-        return _status_hint(host, status_code, auth_profile, paused_until, retries)
+        hint = _status_hint(host, status_code, auth_profile, paused_until, retries)
+        if paused_until is not None and next_attempt_at is not None and not final:
+            if (next_attempt_at - paused_until).total_seconds() >= 1:
+                # Its own backoff ends later: "paused until 12:00:03" read as "sent at 12:00:03".
+                hint += (
+                    f" This delivery's next try is at {next_attempt_at:%Y-%m-%d %H:%M:%S} UTC (its backoff)."
+                )
+        return hint
     return f"The request to {host} failed: {error or 'unknown error'}."
 
 
