@@ -1,4 +1,4 @@
-"""``python -m bench all|throughput|latency|isolation|ingest|hub|memory|scaleout``
+"""``python -m bench all|throughput|latency|isolation|ingest|hub|memory|scaleout|anatomy``
 
 Options: ``--db sqlite|postgres|both`` (default both), ``--runs N`` (default 3; medians with min and
 max), ``--quick`` (modest sizes), ``--rows N`` (hub and memory: delivery rows, default 1,000,000).
@@ -21,11 +21,13 @@ from bench.harness import RESULTS
 from bench.report import Row, say, show
 
 SCENARIOS = ("throughput", "latency", "isolation", "ingest", "hub", "memory", "scaleout")
+# Diagnoses, not part of ``all``: ``anatomy`` splits a delivery's CPU time between threads.
+DIAGNOSES = ("anatomy",)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", choices=("all", *SCENARIOS))
+    parser.add_argument("scenario", choices=("all", *SCENARIOS, *DIAGNOSES))
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="modest sizes, for a first look")
