@@ -191,20 +191,19 @@ async def test_a_retry_whose_turn_comes_after_max_age_is_not_sent(ctx: AppContex
     says why; a first attempt, a redelivery asked for in the Hub and a retry within max_age go."""
     async with receiver() as rx:
         signal_id = make_signal(ctx, rx.url, max_age="PT1M")
-        late, first, manual, fresh = enqueue(
-            ctx, signal_id, rx.url, ['{"n":0}', '{"n":1}', '{"n":2}', '{"n":3}']
+        late, first, manual, fresh, last = enqueue(
+            ctx, signal_id, rx.url, ['{"n":0}', '{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}']
         )
         _age(ctx, [late, manual], 120, status="retrying", attempt_count=1)
         _age(ctx, [manual], 120, next_trigger="manual")
         _age(ctx, [first], 120)
         _age(ctx, [fresh], 30, status="retrying", attempt_count=1)
+        # The last try, due at the deadline itself (as ``retry.decide`` schedules it), still goes.
+        _age(ctx, [last], 60.5, status="retrying", attempt_count=1)
+        everyone = (late, first, manual, fresh, last)
         async with running_worker(ctx):
-            await until(
-                lambda: all(
-                    delivery(ctx, i).status in ("succeeded", "failed") for i in (late, first, manual, fresh)
-                )
-            )
-    assert sorted(rx.bodies()) == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
+            await until(lambda: all(delivery(ctx, i).status in ("succeeded", "failed") for i in everyone))
+    assert sorted(rx.bodies()) == [b'{"n":1}', b'{"n":2}', b'{"n":3}', b'{"n":4}']
     row = delivery(ctx, late)
     assert (row.status, row.attempt_count, row.last_status_code, row.last_error_kind) == (
         "failed",
@@ -222,7 +221,7 @@ async def test_a_retry_whose_turn_comes_after_max_age_is_not_sent(ctx: AppContex
         None,
         row.hint,
     )
-    assert [delivery(ctx, i).status for i in (first, manual, fresh)] == ["succeeded"] * 3
+    assert [delivery(ctx, i).status for i in (first, manual, fresh, last)] == ["succeeded"] * 4
 
 
 async def test_a_retry_past_max_age_takes_none_of_the_endpoints_rate(ctx: AppContext) -> None:

@@ -123,6 +123,17 @@ def test_past_max_age_from_the_deadline_on() -> None:
     assert retry.past_max_age(NOW, NOW + timedelta(days=3), RetryPolicy())
 
 
+def test_the_last_try_at_the_deadline_still_goes_within_its_grace() -> None:
+    """``decide`` puts the last try at the deadline itself: its turn comes a moment after it."""
+    one_minute = RetryPolicy(max_age=timedelta(minutes=1))  # grace: a tenth, 6 s
+    deadline = NOW + timedelta(minutes=1)
+    assert not retry.too_late_to_send(NOW, deadline + timedelta(seconds=5), one_minute)
+    assert retry.too_late_to_send(NOW, deadline + timedelta(seconds=6), one_minute)
+    two_days = RetryPolicy()  # grace: at most a minute
+    assert not retry.too_late_to_send(NOW, NOW + timedelta(days=2, seconds=59), two_days)
+    assert retry.too_late_to_send(NOW, NOW + timedelta(days=2, minutes=1), two_days)
+
+
 def test_a_retry_refused_for_its_age_is_failed_as_older_than_max_age() -> None:
     """The worker refuses a retry whose turn came after max_age (kind ``expired``, nothing sent):
     failed for good, with the reason the hint explains, however many attempts are left."""

@@ -58,14 +58,15 @@ def counts_for_circuit(result: AttemptResult) -> bool:
 def too_late(
     delivery: queue.QueuedDelivery, signal: queue.SendSignal | None, now: datetime, *, probe: bool = False
 ) -> bool:
-    """Is this a scheduled retry whose turn came after the signal's ``max_age``? It is not sent.
+    """Is this a scheduled retry whose turn came after the signal's ``max_age`` (and its grace,
+    ``retry.too_late_to_send``)? It is not sent.
 
     ``max_age`` bounds how long retries go on: a first attempt always goes, as do a redelivery or
     replay someone asked for and a probe of an open circuit (it tests the endpoint).
     """
     if signal is None or probe or delivery.attempt_count == 0 or delivery.next_trigger != "scheduled":
         return False
-    return retry.past_max_age(delivery.created_at, now, retry.policy_of(signal.config))
+    return retry.too_late_to_send(delivery.created_at, now, retry.policy_of(signal.config))
 
 
 async def perform(

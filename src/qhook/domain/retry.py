@@ -34,8 +34,9 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 # setting may cure it, so it is retried under the policy rather than given up at once.
 RETRYABLE_KINDS = frozenset({"dns", "connect", "tls", "timeout", "auth", "internal"})
 PERMANENT_KINDS = frozenset({"ssrf_blocked", "redirect", "too_large"})
-# A scheduled retry whose turn came only after max_age: not sent at all (see ``past_max_age``).
+# A scheduled retry whose turn came only after max_age: not sent at all (``too_late_to_send``).
 EXPIRED = "expired"
+LATE_GRACE_MAX = timedelta(minutes=1)
 
 Outcome = Literal["succeeded", "retry", "failed"]
 
@@ -85,13 +86,23 @@ def is_retryable(status_code: int | None, error_kind: str | None) -> bool:
 
 
 def past_max_age(created_at: datetime, now: datetime, policy: RetryPolicy) -> bool:
-    """Whether retries of an event from ``created_at`` are over at ``now``.
-
-    Checked after every failed attempt, and again when a scheduled retry's turn comes: one that
-    waited behind an endpoint's pause (Retry-After, its rate limit, an open circuit) or a busy
-    or stopped worker until past ``max_age`` is not sent (kind ``expired``), as the signal asks.
-    """
+    """Whether retries of an event from ``created_at`` are over at ``now`` (after a failed attempt)."""
     return now >= created_at + policy.max_age
+
+
+def too_late_to_send(created_at: datetime, now: datetime, policy: RetryPolicy) -> bool:
+    """Whether a scheduled retry whose turn comes at ``now`` is no longer sent (kind ``expired``).
+
+    One that waited behind an endpoint's pause (Retry-After, its rate limit, an open circuit) or
+    a busy or stopped worker until well past ``max_age`` went out anyway, minutes or days late.
+    The last try is due at the deadline itself (``decide``), so a turn that comes within
+    ``late_grace`` after it still goes: a tenth of ``max_age``, at most a minute.
+    """
+    return now >= created_at + policy.max_age + late_grace(policy)
+
+
+def late_grace(policy: RetryPolicy) -> timedelta:
+    return min(policy.max_age / 10, LATE_GRACE_MAX)
 
 
 def backoff_s(attempt_number: int, jitter: float, schedule_s: tuple[int, ...] = DEFAULT_SCHEDULE_S) -> float:
