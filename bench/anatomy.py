@@ -15,7 +15,6 @@ what the other threads cost it (the GIL changes hands at every database call).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import threading
@@ -29,10 +28,9 @@ from bench import env
 from bench.baseline import bare_aiohttp, run_loop
 from bench.harness import alternate, control, receiver, write
 from bench.report import Row, say
-from bench.throughput import CONCURRENCY
+from bench.throughput import CONCURRENCY, drain
 from qhook.context import AppContext
-from qhook.delivery.sender import OutgoingRequest, Sender, SendOutcome
-from qhook.delivery.worker import Worker
+from qhook.delivery.sender import OutgoingRequest, SendOutcome
 from qhook.store.tables import attempts, deliveries
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -74,19 +72,6 @@ def _per_delivery(before: tuple[float, float], total: int) -> tuple[float, float
     return loop_s / total * 1e6, max(after[1] - before[1] - loop_s, 0.0) / total * 1e6
 
 
-async def _drain(ctx: AppContext, total: int, sender: Any) -> None:
-    worker = Worker(ctx, sender)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        while await asyncio.to_thread(env.count_status, ctx, "succeeded") < total:
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await task
-        await sender.close()
-
-
 def _worker_run(ctx: AppContext, base: str, hook: env.Hook, total: int, http: bool) -> tuple[float, float]:
     with ctx.db.transaction() as tx:
         tx.execute(delete(attempts))
@@ -94,8 +79,12 @@ def _worker_run(ctx: AppContext, base: str, hook: env.Hook, total: int, http: bo
     env.bulk_insert(ctx, env.delivery_rows(hook, total, prefix=f"msg_a{next(_runs)}_"))
     control(base, "reset")
     before = cpu_s()
-    run_loop(_drain(ctx, total, Sender(ctx.settings) if http else AnswerAtOnce()))
-    return _per_delivery(before, total)
+    run_loop(drain(ctx, total, timeout=max(60.0, total / 100), sender=None if http else AnswerAtOnce()))
+    figures = _per_delivery(before, total)
+    delivered = env.count_status(ctx, "succeeded")
+    if delivered != total:  # per delivery of what was not delivered: no figure
+        raise RuntimeError(f"anatomy: {delivered} of {total} deliveries succeeded before the timeout")
+    return figures
 
 
 def _bare_run(base: str, bodies: list[bytes]) -> tuple[float, float]:

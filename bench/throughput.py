@@ -42,9 +42,10 @@ NEEDLES = (
 )
 
 
-async def drain(ctx: AppContext, total: int, timeout: float, **worker_args: Any) -> float:
-    """Run the real Worker until ``total`` deliveries succeeded (or ``timeout``); seconds taken."""
-    sender = Sender(ctx.settings)
+async def drain(ctx: AppContext, total: int, timeout: float, sender: Any = None, **worker_args: Any) -> float:
+    """Run the real Worker until ``total`` deliveries succeeded (or ``timeout``); seconds taken.
+    ``sender``: another than the real one (bench/anatomy's that answers at once)."""
+    sender = sender if sender is not None else Sender(ctx.settings)
     worker = Worker(ctx, sender, **worker_args)
     stop = asyncio.Event()
     start = time.perf_counter()
