@@ -455,7 +455,11 @@ class Worker:
         rate_slot: tuple[str, int] | None = None
         try:
             # A retry past its max_age is refused without sending: it takes none of the slots.
-            if gate.rate is not None and not item.probe and not self._too_late(item):
+            if (
+                gate.rate is not None
+                and not item.probe
+                and not attempt_mod.too_late(item.delivery, item.signal, utcnow())
+            ):
                 if self._gave_back(item):  # before taking one of the endpoint's shared slots
                     return
                 rate_slot = await self._rate_slot(gate, gate.rate, item)
@@ -485,10 +489,6 @@ class Worker:
                 # only at half, a busy endpoint sat idle a third of the time (bench/throughput,
                 # SQLite): the claim took longer than the half batch lasted.
                 self._nudge.set()
-
-    @staticmethod
-    def _too_late(item: Item) -> bool:
-        return attempt_mod.too_late(item.delivery, item.signal, utcnow())
 
     def _gave_back(self, item: Item) -> bool:
         """Give ``item`` back unsent when the lease may run out before its send ends: renewals
