@@ -58,8 +58,9 @@ async def test_fired_webhook_is_a_pending_delivery_with_frozen_body(
         "workflow",
         "event_id",
         "occurred_at",
+        "result_version",
     ]
-    assert body["action"] == "new"
+    assert body["action"] == "new" and body["result_version"] == 1
     assert body["subject"] == "Batch B-1234 released"
     assert body["message"] == "Released by alice"
     assert body["results"]["@id"] == result_id
@@ -104,6 +105,67 @@ async def test_each_trigger_kind(api: httpx.AsyncClient, ctx: AppContext) -> Non
     body = json.loads(deleted.body)
     assert deleted.action == "deleted" and body["action"] == "deleted"
     assert body["results"]["batchnumber_"] == "B-1" and body["results"]["status_"] == "released"
+
+
+async def test_result_version_orders_a_results_bodies_on_every_path(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """Without ``ordered``, a retry of an older change can reach the receiver after a newer one.
+    Each body says which version of its result it shows, so the receiver can keep the newest:
+    one more per change that changes something, the deletion after the last, a manual run the
+    version as it stands; the same through storeResults' batched path and on the event."""
+    set_id = await make_set(api)
+    workflow = await make_workflow(
+        api, set_id, triggers={"entry": True, "modification": True, "deletion": True, "manual": True}
+    )
+    result_id = await add_result(api, set_id, batchnumber_="B-1", status_="draft")
+    await patch_result(api, set_id, result_id, status_="released")
+    await patch_result(api, set_id, result_id, status_="released")  # no change: no event, no version
+    await patch_result(api, set_id, result_id, ph_=6.5)
+    run = await api.post(f"/api/v1/workflows/{workflow['id']}/run", json={"result_ids": [result_id]})
+    assert run.status_code == 200, run.text
+    assert (await api.delete(f"/api/v1/sets/{set_id}/results/{result_id}")).status_code == 204
+    sent = [json.loads(d.body) for d in deliveries_of(ctx, result_id)]
+    assert [(b["action"], b["result_version"]) for b in sent] == [
+        ("new", 1),
+        ("modified", 2),
+        ("modified", 3),
+        ("manual", 3),
+        ("deleted", 4),
+    ]
+    events = await events_of(api, result_id)
+    assert [(e["action"], e["result_version"]) for e in events] == [
+        (b["action"], b["result_version"]) for b in sent
+    ]
+    assert [e["uid"] for e in events] == [b["event_id"] for b in sent]
+
+    # storeResults with a key field: the batched fan-out, several changes of one result in a call.
+    stored = await api.post(
+        "/api/storeResults",
+        data={
+            "setId": str(set_id),
+            "keyField": "batchnumber_",
+            "results": json.dumps(
+                [
+                    {"batchnumber_": "B-2", "status_": "draft"},
+                    {"batchnumber_": "B-2", "status_": "released"},
+                    {"batchnumber_": "B-3", "status_": "draft"},
+                ]
+            ),
+        },
+    )
+    assert stored.status_code == 200, stored.text
+    with ctx.db.reading() as tx:
+        by_batch: dict[str, list[tuple[str, int]]] = {}
+        for event in event_store.list_events(tx, set_id=set_id, limit=20)[::-1]:
+            rows = delivery_store.deliveries_of_result(tx, event.result_id or 0)
+            bodies = [json.loads(d.body) for d in rows if json.loads(d.body)["event_id"] == event.uid]
+            [body] = bodies
+            assert body["result_version"] == event.result_version
+            name = body["results"]["batchnumber_"]
+            by_batch.setdefault(name, []).append((body["action"], body["result_version"]))
+    assert by_batch["B-2"] == [("new", 1), ("modified", 2)]
+    assert by_batch["B-3"] == [("new", 1)]
 
 
 async def test_field_limited_modification_and_no_op_save(api: httpx.AsyncClient, ctx: AppContext) -> None:

@@ -30,7 +30,19 @@ WORKFLOW = {"id": 9, "name": "ERP <sync>"}
 WHEN = datetime(2025, 10, 2, 13, 37, 5, 123456, tzinfo=UTC)
 
 names = st.sampled_from(
-    ["batchnumber_", "status_", "ph_", "missing_", "result", "actor", "action", "set", "workflow", "changes"]
+    [
+        "batchnumber_",
+        "status_",
+        "ph_",
+        "missing_",
+        "result",
+        "actor",
+        "action",
+        "set",
+        "workflow",
+        "changes",
+        "result_version",
+    ]
 )
 # Valid Unicode only: a lone surrogate cannot be written as UTF-8 JSON by either path (orjson refuses).
 literal = st.text(
@@ -46,18 +58,35 @@ scalar = st.one_of(
 )
 flat = st.fixed_dictionaries(
     {"@id": st.integers(1, 10**6), "date": st.just("2025-10-02 13:37:05")},
-    optional={"batchnumber_": scalar, "status_": scalar, "ph_": scalar, "actor": scalar},
+    # A field may share a template variable's name: the variable wins in both paths.
+    optional={
+        "batchnumber_": scalar,
+        "status_": scalar,
+        "ph_": scalar,
+        "actor": scalar,
+        "result_version": scalar,
+    },
 )
 
 
-def general(config: dict[str, Any], result: dict[str, Any] | None, changes: dict[str, Any]) -> str:
+def general(
+    config: dict[str, Any], result: dict[str, Any] | None, changes: dict[str, Any], version: int | None = 7
+) -> str:
     context = build_context(
-        result, actor="anna", action="new", set_info=SET_INFO, workflow=WORKFLOW, changes=changes
+        result,
+        actor="anna",
+        action="new",
+        set_info=SET_INFO,
+        workflow=WORKFLOW,
+        changes=changes,
+        result_version=version,
     )
     return render_body(config, context, event_id="evt_01J9Z0000000000000000000", occurred_at=WHEN)
 
 
-def planned(config: dict[str, Any], result: dict[str, Any] | None, changes: dict[str, Any]) -> str:
+def planned(
+    config: dict[str, Any], result: dict[str, Any] | None, changes: dict[str, Any], version: int | None = 7
+) -> str:
     plan = body_plan(config, set_info=SET_INFO, workflow=WORKFLOW)
     assert plan is not None
     view = event_view(
@@ -67,6 +96,7 @@ def planned(config: dict[str, Any], result: dict[str, Any] | None, changes: dict
         changes=changes,
         event_id="evt_01J9Z0000000000000000000",
         occurred_at=WHEN,
+        result_version=version,
     )
     return plan.render(view)
 
@@ -90,6 +120,9 @@ def test_no_payload_key_and_empty_result_match_too() -> None:
     config = {"url": "http://x", "subject": "{{ batchnumber_ }} by {{ actor }}"}
     assert planned(config, None, {}) == general(config, None, {})
     assert planned(config, {"batchnumber_": "B-1"}, {}) == general(config, {"batchnumber_": "B-1"}, {})
+    assert planned(config, None, {}, None) == general(config, None, {}, None)  # a sample: no version
+    versioned = {"url": "http://x", "subject": "v{{ result_version }}"}
+    assert '"subject":"v7"' in planned(versioned, None, {}) == general(versioned, None, {})
 
 
 def test_templates_beyond_plain_names_take_the_general_path() -> None:

@@ -41,6 +41,7 @@ def context() -> dict[str, object]:
         set_info={"id": 1, "name": "Batch release"},
         workflow={"id": 4, "name": "To ERP"},
         changes=CHANGES,
+        result_version=3,
     )
 
 
@@ -62,7 +63,9 @@ def test_envelope_shape_and_order() -> None:
         "workflow",
         "event_id",
         "occurred_at",
+        "result_version",
     ]
+    assert parsed["result_version"] == 3
     assert parsed["subject"] == "Batch B-1234 released"
     assert parsed["message"] == "By alice"
     assert parsed["results"] == RESULT
@@ -71,6 +74,25 @@ def test_envelope_shape_and_order() -> None:
     assert parsed["occurred_at"] == "2025-10-02T13:37:00Z"
     assert " " not in body.split('"subject"')[0]  # compact
     assert render_body(config, context(), event_id="evt_1", occurred_at=WHEN) == body  # deterministic
+
+
+def test_result_version_is_null_without_one_and_a_template_variable() -> None:
+    """A send test's sample result has no version: the key says null rather than going missing."""
+    bare = build_context(
+        RESULT,
+        actor="t",
+        action="test",
+        set_info={"id": 1, "name": "s"},
+        workflow={"id": 1, "name": "w"},
+        changes={},
+    )
+    assert json.loads(render_body({}, bare, event_id="evt_1", occurred_at=WHEN))["result_version"] is None
+    config = {"payload": "template", "body_template": '{"v": {{ result_version }}, "s": "{{ status_ }}"}'}
+    assert json.loads(render_body(config, context(), event_id="evt_1", occurred_at=WHEN)) == {
+        "v": 3,
+        "s": "released",
+    }
+    assert render_text("v{{ result_version }}", context()) == "v3"
 
 
 def test_result_payload_is_the_flat_result() -> None:

@@ -255,8 +255,10 @@ def build_context(
     set_info: Mapping[str, Any],
     workflow: Mapping[str, Any],
     changes: Mapping[str, Any] | None,
+    result_version: int | None = None,
 ) -> dict[str, Any]:
-    """The template variables: the result's values by name, plus actor, action, set, workflow, changes."""
+    """The template variables: the result's values by name, plus actor, action, set, workflow,
+    changes and result_version."""
     context: dict[str, Any] = dict(result or {})
     context.update(
         result=dict(result or {}),
@@ -265,6 +267,7 @@ def build_context(
         set=dict(set_info),
         workflow=dict(workflow),
         changes=dict(changes or {}),
+        result_version=result_version,
     )
     return context
 
@@ -280,8 +283,11 @@ def envelope(
     workflow: Mapping[str, Any],
     event_id: str,
     occurred_at: datetime,
+    result_version: int | None = None,
 ) -> dict[str, Any]:
-    """The default body; action/subject/message/results are what the original's receivers expect."""
+    """The default body; action/subject/message/results are what the original's receivers expect.
+    ``result_version`` is the version of the result the body shows (a deletion's is one more than
+    the result's last): a receiver keeps, per result, the body with the highest."""
     return {
         "action": action,
         "subject": subject,
@@ -292,6 +298,7 @@ def envelope(
         "workflow": {"id": workflow["id"], "name": workflow["name"]},
         "event_id": event_id,
         "occurred_at": occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "result_version": result_version,
     }
 
 
@@ -334,6 +341,7 @@ def render_body(
         workflow=context["workflow"],
         event_id=event_id,
         occurred_at=occurred_at,
+        result_version=context.get("result_version"),
     )
     return dumps(body)
 
@@ -347,8 +355,15 @@ def render_body(
 # serialise the same wherever they appear, so the text is byte for byte ``render_body``'s
 # (tests/unit/test_payload_plans.py checks it).
 
-_RESERVED = ("result", "actor", "action", "set", "workflow", "changes")
-_TEXT, _FIELD, _ACTOR, _ACTION, _RESULT, _CHANGES = range(6)
+_RESERVED = ("result", "actor", "action", "set", "workflow", "changes", "result_version")
+_TEXT, _FIELD, _ACTOR, _ACTION, _RESULT, _CHANGES, _VERSION = range(7)
+_NAMED = {
+    "actor": _ACTOR,
+    "action": _ACTION,
+    "result": _RESULT,
+    "changes": _CHANGES,
+    "result_version": _VERSION,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +377,8 @@ class EventView:
     changes: Mapping[str, Any]
     result_json: str
     changes_json: str
-    tail: str  # ',"event_id":..,"occurred_at":..}'
+    tail: str  # ',"event_id":..,"occurred_at":..,"result_version":..}'
+    result_version: int | None
 
 
 def event_view(
@@ -375,6 +391,7 @@ def event_view(
     occurred_at: datetime,
     result_json: str | None = None,
     changes_json: str | None = None,
+    result_version: int | None = None,
 ) -> EventView:
     """The shared parts of an event's bodies; pass JSON texts already made to skip serialising."""
     shown = result or {}
@@ -387,7 +404,11 @@ def event_view(
         changes=changed,
         result_json=result_json if result_json is not None else dumps(dict(shown)),
         changes_json=changes_json if changes_json is not None else dumps(dict(changed)),
-        tail=f',"event_id":{dumps(event_id)},"occurred_at":{dumps(stamp)}}}',
+        tail=(
+            f',"event_id":{dumps(event_id)},"occurred_at":{dumps(stamp)}'
+            f',"result_version":{dumps(result_version)}}}'
+        ),
+        result_version=result_version,
     )
 
 
@@ -410,7 +431,7 @@ def _plain_parts(
         elif part == "workflow":
             parts.append((_TEXT, _print(dict(workflow))))
         elif part in _RESERVED:
-            parts.append(({"actor": _ACTOR, "action": _ACTION, "result": _RESULT}.get(part, _CHANGES), part))
+            parts.append((_NAMED[part], part))
         else:
             parts.append((_FIELD, part))
     return tuple(parts)
@@ -430,6 +451,8 @@ def _render_parts(parts: tuple[Part, ...], view: EventView) -> str:
             out.append(_print(view.action))
         elif kind == _RESULT:
             out.append(str(dict(view.result)))
+        elif kind == _VERSION:
+            out.append(_print(view.result_version))
         else:
             out.append(str(dict(view.changes)))
     return json_text.without_nul("".join(out))  # as render_text
@@ -519,6 +542,7 @@ def check_body_template(text: Any, path: str, fields: Sequence[FieldLike]) -> st
         set_info={"id": 1, "name": "sample"},
         workflow={"id": 1, "name": "sample"},
         changes={},
+        result_version=1,
     )
     try:
         json_text.loads(render_text(text, context))

@@ -279,6 +279,7 @@ def evaluate_one(
         set_info=plan.info,
         workflow=wplan.info,
         changes=payload_changes(event),
+        result_version=event.result_version,
     )
     for signal in workflow.active_signals:
         _run_signal(tx, ctx, event, workflow, signal, context, firing, outbox)
@@ -518,6 +519,7 @@ def fire_for_workflow(
             before=flat,
             after=flat,
             changes={},
+            result_version=result.version,
         ),
     )
     evaluations = after_event(tx, ctx, event, only_workflow_id=workflow_id)
@@ -690,6 +692,7 @@ def fan_out_many(tx: Tx, ctx: AppContext, events: Sequence[EventRecord]) -> list
                             if snapshot is not None and snapshot is event.after
                             else None,
                             changes_json=changes_json if event.action == "modified" else "{}",
+                            result_version=event.result_version,
                         )
                     for signal in planned:
                         rows.append(

@@ -103,6 +103,7 @@ def _record_event(
     after: dict[str, Any] | None,
     chain: Mapping[str, Any] | None,
     now: datetime,
+    result_version: int,
 ) -> EventRecord:
     """Write the event, let the workflows decide about it, keep their evaluations on it."""
     record = event_store.new_event(
@@ -116,6 +117,7 @@ def _record_event(
         after=after,
         changes=changes_between(before, after),
         chain=chain,
+        result_version=result_version,
     )
     if chain is None and action in BATCHED_ACTIONS and fanout.can_batch(tx, set_id):
         # No signal of the set writes results in turn (the usual case): the workflows decide
@@ -178,6 +180,7 @@ def create_result_tx(
         after=_flat(result, current),
         chain=chain,
         now=now,
+        result_version=result.version,
     )
     return result
 
@@ -239,6 +242,7 @@ def update_result_tx(
         after=_flat(updated, current),
         chain=chain,
         now=now,
+        result_version=updated.version,
     )
     return updated
 
@@ -271,6 +275,7 @@ def delete_result_tx(
         after=None,
         chain=chain,
         now=now,
+        result_version=result.version + 1,  # after its last: no later body of it is newer
     )
 
 

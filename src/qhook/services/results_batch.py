@@ -250,6 +250,7 @@ def _write_events(tx: Tx, ctx: AppContext, batch: _Batch, real: Mapping[int, int
                 changes=changes_between(before, after),
                 evaluations=[],
                 chain=None,
+                result_version=w.after.version,
             )
         )
     fanout.fan_out_many(tx, ctx, events)

@@ -59,6 +59,7 @@ def _prepare(ctx: AppContext, workflow_id: int, signal_id: int, result_id: int |
         current = set_store.get_set(tx, workflow.set_id)
         if current is None:
             raise NotFound(f"set {workflow.set_id} of workflow {workflow_id}: no such set")
+        version: int | None = None  # a sample result has none
         if result_id is None:
             flat = flat_result(SAMPLE_RESULT_ID, now, sample_values(current.fields, now), current.fields)
         else:
@@ -68,6 +69,7 @@ def _prepare(ctx: AppContext, workflow_id: int, signal_id: int, result_id: int |
                     "result_id", f"a result of set {workflow.set_id}; there is no result {result_id}"
                 )
             flat = flat_result(result.id, result.date, result.values, current.fields)
+            version = result.version
         signal = queue.send_signals(tx, [signal_id])[signal_id]
     context = payloads.build_context(
         flat,
@@ -76,6 +78,7 @@ def _prepare(ctx: AppContext, workflow_id: int, signal_id: int, result_id: int |
         set_info={"id": current.id, "name": current.name},
         workflow={"id": workflow.id, "name": workflow.name},
         changes={},
+        result_version=version,
     )
     try:
         body = payloads.render_body(signal.config, context, event_id=new_uid("evt", now), occurred_at=now)

@@ -599,6 +599,8 @@ def preview(
             None,
         )
         changes: dict[str, Any] = dict(latest.changes) if latest else {}
+        # As the event would carry it: a change tried, or the deletion, comes after the last version.
+        version = result.version + 1 if values is not None or action == "deleted" else result.version
         if values is not None:
             # Checked as the result's PATCH checks them; a list value must be an option already.
             tried = merge_values(result.values, coerce_values(current.fields, values).values)
@@ -636,6 +638,7 @@ def preview(
             set_info={"id": current.id, "name": current.name},
             workflow={"id": workflow.id, "name": workflow.name},
             changes=changes if action == "modified" else {},
+            result_version=version,
         )
         for signal in workflow.active_signals:
             if signal.type == "email":

@@ -28,6 +28,9 @@ class EventRecord:
     changes: Mapping[str, Mapping[str, Any]]  # {"field": {"old": .., "new": ..}}
     evaluations: Sequence[Mapping[str, Any]]  # [{"workflow_id", "fired", "reason"}]
     chain: Mapping[str, Any] | None  # {"depth", "origin_event", "workflows"}
+    # The version of the result the event shows: after the change, or one more than the last for
+    # a deletion (None: made before qhook kept it). Bodies carry it so receivers can order them.
+    result_version: int | None = None
 
 
 def _event(row: Any) -> EventRecord:
@@ -44,6 +47,7 @@ def _event(row: Any) -> EventRecord:
         changes=row.changes or {},
         evaluations=row.evaluations or [],
         chain=row.chain,
+        result_version=row.result_version,
     )
 
 
@@ -68,6 +72,7 @@ def new_event(
     changes: Mapping[str, Any],
     chain: Mapping[str, Any] | None = None,
     evaluations: Sequence[Mapping[str, Any]] = (),
+    result_version: int | None = None,
 ) -> EventRecord:
     """An event not written yet (id 0), with copies of the mappings it is given."""
     return EventRecord(
@@ -83,6 +88,7 @@ def new_event(
         changes=dict(changes),
         evaluations=[dict(e) for e in evaluations],
         chain=dict(chain) if chain is not None else None,
+        result_version=result_version,
     )
 
 
@@ -102,6 +108,7 @@ def insert_record(tx: Tx, record: EventRecord) -> EventRecord:
             "changes": record.changes,
             "evaluations": record.evaluations,
             "chain": record.chain,
+            "result_version": record.result_version,
         },
     ).scalar_one()
     return replace(record, id=int(new_id))
@@ -164,7 +171,17 @@ def _insert_many_statement(tx: Tx) -> Any:
 EventTexts = tuple[str, str, str]  # before, after, changes as jsontext.dumps writes them
 
 
-_SQLITE_COLUMNS = ("id", "uid", "set_id", "result_id", "action", "actor", "occurred_at", *_JSON_COLUMNS)
+_SQLITE_COLUMNS = (
+    "id",
+    "uid",
+    "set_id",
+    "result_id",
+    "action",
+    "actor",
+    "occurred_at",
+    "result_version",
+    *_JSON_COLUMNS,
+)
 _SQLITE_INSERT = bulk.insert_sql(events, _SQLITE_COLUMNS)
 
 
@@ -201,6 +218,7 @@ def insert_events(
                     r.action,
                     r.actor,
                     to_time(r.occurred_at),
+                    r.result_version,
                     before,
                     after,
                     changes,
@@ -219,6 +237,7 @@ def insert_events(
             "action": r.action,
             "actor": r.actor,
             "occurred_at": r.occurred_at,
+            "result_version": r.result_version,
             "j_before": before,
             "j_after": after,
             "j_changes": changes,

@@ -171,6 +171,8 @@ events = Table(
     Column("changes", JSONType, nullable=False),  # {"field": {"old": .., "new": ..}}
     Column("evaluations", JSONType, nullable=False),  # [{"workflow_id", "fired", "reason"}]
     Column("chain", JSONType, nullable=True),  # {"depth": n, "origin_event": uid, "workflows": [ids]}
+    # The result's version the event shows (a deletion: its last + 1); null before migration 0011.
+    Column("result_version", Integer, nullable=True),
     Index("ix_events_result_id_id", "result_id", "id"),
     Index("ix_events_set_id_id", "set_id", "id"),
 )

@@ -32,6 +32,10 @@ class EventOut(BaseModel):
     changes: dict[str, Any] = Field(description='{"field": {"old": .., "new": ..}}')
     evaluations: list[dict[str, Any]] = Field(description="What each workflow decided")
     chain: dict[str, Any] | None
+    result_version: int | None = Field(
+        description="The version of the result the event shows (a deletion: one more than its last); "
+        "null for events made before qhook kept it"
+    )
 
     @classmethod
     def of(cls, event: EventRecord) -> EventOut:
@@ -48,6 +52,7 @@ class EventOut(BaseModel):
             changes={k: dict(v) for k, v in event.changes.items()},
             evaluations=[dict(e) for e in event.evaluations],
             chain=dict(event.chain) if event.chain is not None else None,
+            result_version=event.result_version,
         )
 
 
