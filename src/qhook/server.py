@@ -83,12 +83,15 @@ def run_server(ctx: AppContext, listening: socket.socket, *, with_worker: bool) 
         app, host=host, port=port, log_level=ctx.settings.log_level.lower(), access_log=False
     )
     server = uvicorn.Server(config)
+    interrupted = False
     try:
         server.run(sockets=[listening])
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C, re-raised by uvicorn once stopped, or before it took the signal
+        interrupted = True
     finally:
         if lock is not None:
             lock.release()
-    if not server.started:  # a start-up hook failed; uvicorn logged why
+    # Not started and not stopped by a person: a start-up hook failed (uvicorn logged why). Ctrl-C
+    # while it started up was reported as that failure, exit status 3.
+    if not server.started and not interrupted and not server.should_exit:
         raise SystemExit(3)
