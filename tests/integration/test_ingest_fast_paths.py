@@ -117,6 +117,7 @@ async def test_batch_evaluations_and_bodies_match_the_one_event_functions(
                 set_info=plan.info,
                 workflow=wplan.info,
                 changes=fanout.payload_changes(event),
+                result_version=event.result_version,
             )
             expected = payloads.render_body(
                 signal.config, context, event_id=event.uid, occurred_at=event.occurred_at
@@ -127,6 +128,7 @@ async def test_batch_evaluations_and_bodies_match_the_one_event_functions(
                 assert _without_message(row.body) == _without_message(expected)
             checked += 1
     assert checked == len(rows) > 12
+    assert {e.result_version for e in stored if e is not None} == {1, 2, 3}  # 4 keys, 12 items
     # The -0.0 and 0.0 results have reasons that print their own value.
     reasons = [e.evaluations[0]["reason"] for e in stored if e is not None]
     assert any("-0.0" in r for r in reasons) and any("is 0.0" in r for r in reasons)
