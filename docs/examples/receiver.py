@@ -1,4 +1,5 @@
-"""A minimal qhook webhook receiver: verify, drop duplicates, answer at once, work in the background.
+"""A minimal qhook webhook receiver: verify, drop duplicates and stale versions, answer at once,
+work in the background.
 
 Run it:
 
@@ -34,14 +35,36 @@ log_path = Path(os.environ.get("RECEIVER_LOG", "received.jsonl"))
 # Ids already taken. In production keep them in your database (a unique column), so a restart
 # or a second instance still recognises a redelivery.
 seen: set[str] = set()
+# The newest version taken of each result (results["@id"] -> result_version): without the signal's
+# "ordered" option a retry of an older change can arrive after a newer one. In production keep it
+# beside the data it guards, updated in the same transaction.
+newest: dict[int, int] = {}
 work: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
 
 def process(webhook_id: str, event: dict[str, Any]) -> None:
     """The slow part (an ERP call, a database write); here: one line per event in a file."""
-    line = {"webhook_id": webhook_id, "action": event.get("action"), "results": event.get("results")}
+    line = {
+        "webhook_id": webhook_id,
+        "action": event.get("action"),
+        "result_version": event.get("result_version"),
+        "results": event.get("results"),
+    }
     with log_path.open("a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")
+
+
+def is_stale(event: dict[str, Any]) -> bool:
+    """An older version of a result than one already taken (an equal one, from an on_date or manual
+    run, shows the same values again and is taken)."""
+    result_id = (event.get("results") or {}).get("@id")
+    version = event.get("result_version")
+    if result_id is None or version is None:  # payload "result", or a body from before the key
+        return False
+    if version < newest.get(result_id, 0):
+        return True
+    newest[result_id] = version
+    return False
 
 
 async def worker() -> None:
@@ -77,6 +100,9 @@ async def receive(request: Request) -> Response:
     if webhook_id in seen:
         return Response(status_code=200)  # a retry or redelivery of something already taken
     seen.add(webhook_id)
-    if event.get("action") != "test":  # a send test proves the path; nothing to do with it
-        await work.put((webhook_id, event))
+    if event.get("action") == "test":  # a send test proves the path; nothing to do with it
+        return Response(status_code=202)
+    if is_stale(event):
+        return Response(status_code=200)  # a newer version of this result was taken already
+    await work.put((webhook_id, event))
     return Response(status_code=202)  # at once; the work happens after the answer

@@ -9,15 +9,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from qhook.clock import utcnow
 from qhook.context import AppContext
+from qhook.store.tables import deliveries
 from tests.support.delivery import delivery, running_worker, until
-from tests.support.workflows import add_result, deliveries_of, make_set
+from tests.support.workflows import add_result, deliveries_of, make_set, patch_result
 
 EXAMPLES = Path(__file__).parents[2] / "docs" / "examples"
 
@@ -148,3 +152,45 @@ async def test_example_receiver_verifies_dedupes_and_refuses_bad_signatures(
     await until(lambda: len(example.lines()) == 3)
     assert sorted(line["results"]["batchnumber_"] for line in example.lines()) == ["B-1", "B-2", "B-3"]
     assert all(line["action"] == "new" for line in example.lines())
+
+
+async def test_example_receiver_skips_an_older_version_that_arrives_after_a_newer_one(
+    api: httpx.AsyncClient, ctx: AppContext, example: ExampleReceiver
+) -> None:
+    """Without ``ordered`` a retry of a result's first body can come after its second: the example
+    keeps the newest ``result_version`` per result and takes nothing older."""
+    set_id = await make_set(api)
+    response = await api.post(
+        "/api/v1/workflows",
+        json={
+            "name": "entries and changes",
+            "set_id": set_id,
+            "triggers": {"entry": True, "modification": True},
+            "signals": [{"type": "webhook", "url": example.url}],
+        },
+    )
+    assert response.status_code == 201, response.text
+    example.start(response.json()["signals"][0]["secret"])
+    result_id = await add_result(api, set_id, batchnumber_="B-1", status_="draft")
+    [entered] = deliveries_of(ctx, result_id)
+    # As after a first attempt that failed: the entry's body is retried in two seconds.
+    with ctx.db.transaction() as tx:
+        tx.execute(
+            update(deliveries)
+            .where(deliveries.c.id == entered.id)
+            .values(status="retrying", attempt_count=1, next_attempt_at=utcnow() + timedelta(seconds=2))
+        )
+    await patch_result(api, set_id, result_id, status_="released")
+    async with running_worker(ctx):
+        rows = await until(lambda: _settled(ctx, result_id, 2), timeout=20)
+    by_action = {r.action: r for r in rows}
+    assert by_action["modified"].delivered_at < by_action["new"].delivered_at  # the older came last
+    assert (by_action["new"].status, by_action["new"].last_status_code) == ("succeeded", 200)
+    assert (by_action["modified"].status, by_action["modified"].last_status_code) == ("succeeded", 202)
+    await until(lambda: len(example.lines()) == 1)
+    [taken] = example.lines()
+    assert (taken["action"], taken["result_version"], taken["results"]["status_"]) == (
+        "modified",
+        2,
+        "released",
+    )
