@@ -410,6 +410,7 @@ async def test_workflows_sets_and_result_trail(
     result = (await browser.get(f"/ui/sets/{set_id}/results/{result_id}")).text
     assert "B-1234" in result
     assert result.count('class="event"') == 2
+    assert "· version 2 ·" in result and "· version 1 ·" in result  # each event's result_version
     assert 'class="badge ok">fired' in result and 'class="badge muted">not fired' in result
     assert "draft" in result and "released" in result  # the change, before and after
     assert 'href="/ui/hub/' in result  # the delivery the release made
