@@ -21,7 +21,7 @@ from qhook.clock import utcnow
 from qhook.context import AppContext
 from qhook.store.tables import deliveries
 from tests.support.delivery import delivery, running_worker, until
-from tests.support.workflows import add_result, deliveries_of, make_set, patch_result
+from tests.support.workflows import add_result, deliveries_of, make_set, make_workflow, patch_result
 
 EXAMPLES = Path(__file__).parents[2] / "docs" / "examples"
 
@@ -160,17 +160,13 @@ async def test_example_receiver_skips_an_older_version_that_arrives_after_a_newe
     """Without ``ordered`` a retry of a result's first body can come after its second: the example
     keeps the newest ``result_version`` per result and takes nothing older."""
     set_id = await make_set(api)
-    response = await api.post(
-        "/api/v1/workflows",
-        json={
-            "name": "entries and changes",
-            "set_id": set_id,
-            "triggers": {"entry": True, "modification": True},
-            "signals": [{"type": "webhook", "url": example.url}],
-        },
+    workflow = await make_workflow(
+        api,
+        set_id,
+        triggers={"entry": True, "modification": True},
+        signals=[{"type": "webhook", "url": example.url}],
     )
-    assert response.status_code == 201, response.text
-    example.start(response.json()["signals"][0]["secret"])
+    example.start(workflow["signals"][0]["secret"])
     result_id = await add_result(api, set_id, batchnumber_="B-1", status_="draft")
     [entered] = deliveries_of(ctx, result_id)
     # As after a first attempt that failed: the entry's body is retried in two seconds.
