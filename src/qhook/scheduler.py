@@ -40,7 +40,17 @@ def _fire(tx: Tx, ctx: AppContext, schedule: ScheduleRecord, now: datetime) -> b
     result = result_store.get_result(tx, workflow.set_id, schedule.result_id, for_update=True)
     if current is None or result is None:
         return False
-    fanout.fire_for_workflow(tx, ctx, workflow.id, current, result, action="date", actor="scheduler", now=now)
+    fanout.fire_for_workflow(
+        tx,
+        ctx,
+        workflow.id,
+        current,
+        result,
+        action="date",
+        actor="scheduler",
+        now=now,
+        due_at=schedule.due_at,
+    )
     return True
 
 

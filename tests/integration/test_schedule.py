@@ -38,9 +38,14 @@ async def test_date_field_schedule_fires_once(api: httpx.AsyncClient, ctx: AppCo
     assert scheduler.tick(ctx, schedule.due_at) == 1
     assert scheduler.tick(ctx, schedule.due_at + timedelta(days=1)) == 0
     [delivery] = deliveries_of(ctx, result_id)
-    assert delivery.action == "date" and json.loads(delivery.body)["action"] == "date"
+    body = json.loads(delivery.body)
+    assert delivery.action == "date" and body["action"] == "date"
+    assert body["due_at"] == "2031-03-03T08:00:00Z" and body["result_version"] == 1
     date_event = (await events_of(api, result_id))[-1]
     assert date_event["action"] == "date"
+    assert date_event["due_at"] == "2031-03-03T08:00:00Z" and date_event["result_version"] == 1
+    entered = (await events_of(api, result_id))[0]
+    assert entered["action"] == "new" and entered["due_at"] is None
     assert date_event["evaluations"][0]["fired"] is True
     assert schedules_of(ctx, workflow["id"])[0].fired_at is not None
 
@@ -72,7 +77,11 @@ async def test_past_due_fires_after_a_restart_once(
     finally:
         restarted.db.dispose()
     assert scheduler.tick(ctx) == 0
-    assert len(deliveries_of(ctx, result_id)) == 1
+    [delivery] = deliveries_of(ctx, result_id)
+    # Fired a day late: occurred_at says when, due_at which due time it was.
+    body = json.loads(delivery.body)
+    assert body["due_at"] == schedule.due_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert body["occurred_at"] > body["due_at"]
 
 
 async def test_schedule_moves_when_the_field_changes(api: httpx.AsyncClient, ctx: AppContext) -> None:
@@ -284,6 +293,9 @@ async def test_preview_of_a_date_trigger_says_when_and_whether_it_fires(
     due = await preview(coming)
     assert due["would_fire"] is True and due["bodies"]
     assert (due["due_at"], due["fired_at"]) == ("2031-03-03T08:00:00Z", None)
+    bodies = due["bodies"]
+    assert isinstance(bodies, list)
+    assert [json.loads(b["body"])["due_at"] for b in bodies] == ["2031-03-03T08:00:00Z"]  # as it would fire
     scheduler.tick(ctx, datetime(2031, 3, 3, 8, 0, tzinfo=UTC))
     assert (await preview(coming))["fired_at"] is not None
 

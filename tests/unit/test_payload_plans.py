@@ -42,6 +42,7 @@ names = st.sampled_from(
         "workflow",
         "changes",
         "result_version",
+        "due_at",
     ]
 )
 # Valid Unicode only: a lone surrogate cannot be written as UTF-8 JSON by either path (orjson refuses).
@@ -65,6 +66,7 @@ flat = st.fixed_dictionaries(
         "ph_": scalar,
         "actor": scalar,
         "result_version": scalar,
+        "due_at": scalar,
     },
 )
 

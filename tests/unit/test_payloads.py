@@ -95,6 +95,26 @@ def test_result_version_is_null_without_one_and_a_template_variable() -> None:
     assert render_text("v{{ result_version }}", context()) == "v3"
 
 
+def test_due_at_only_in_a_date_firings_body() -> None:
+    """A date firing says which due time came due (occurred_at is when the scheduler fired it);
+    other bodies keep their keys as they were."""
+    fired = build_context(
+        RESULT,
+        actor="scheduler",
+        action="date",
+        set_info={"id": 1, "name": "s"},
+        workflow={"id": 1, "name": "w"},
+        changes={},
+        result_version=2,
+        due_at=datetime(2031, 3, 3, 7, 0, tzinfo=UTC),
+    )
+    body = json.loads(render_body({}, fired, event_id="evt_1", occurred_at=WHEN))
+    assert list(body)[-2:] == ["result_version", "due_at"] and body["due_at"] == "2031-03-03T07:00:00Z"
+    assert render_text("due {{ due_at }}", fired) == "due 2031-03-03T07:00:00Z"
+    assert "due_at" not in json.loads(render_body({}, context(), event_id="evt_1", occurred_at=WHEN))
+    assert render_text("due {{ due_at }}", context()) == "due "
+
+
 def test_result_payload_is_the_flat_result() -> None:
     body = render_body({"payload": "result"}, context(), event_id="e", occurred_at=WHEN)
     assert json.loads(body) == RESULT

@@ -16,6 +16,7 @@ from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from qhook.domain import json_text
+from qhook.domain.fields import format_iso
 from qhook.domain.filters import FieldLike
 from qhook.errors import ValidationFailed
 
@@ -256,9 +257,10 @@ def build_context(
     workflow: Mapping[str, Any],
     changes: Mapping[str, Any] | None,
     result_version: int | None = None,
+    due_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The template variables: the result's values by name, plus actor, action, set, workflow,
-    changes and result_version."""
+    changes, result_version and due_at (a ``date`` firing's due time, ISO 8601 UTC)."""
     context: dict[str, Any] = dict(result or {})
     context.update(
         result=dict(result or {}),
@@ -268,6 +270,7 @@ def build_context(
         workflow=dict(workflow),
         changes=dict(changes or {}),
         result_version=result_version,
+        due_at=None if due_at is None else format_iso(due_at),
     )
     return context
 
@@ -284,11 +287,13 @@ def envelope(
     event_id: str,
     occurred_at: datetime,
     result_version: int | None = None,
+    due_at: str | None = None,
 ) -> dict[str, Any]:
     """The default body; action/subject/message/results are what the original's receivers expect.
     ``result_version`` is the version of the result the body shows (a deletion's is one more than
-    the result's last): a receiver keeps, per result, the body with the highest."""
-    return {
+    the result's last): a receiver keeps, per result, the body with the highest. ``due_at`` (a
+    ``date`` firing's due time) is added only when given."""
+    body = {
         "action": action,
         "subject": subject,
         "message": message,
@@ -300,6 +305,9 @@ def envelope(
         "occurred_at": occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "result_version": result_version,
     }
+    if due_at is not None:
+        body["due_at"] = due_at
+    return body
 
 
 def render_body(
@@ -342,6 +350,7 @@ def render_body(
         event_id=event_id,
         occurred_at=occurred_at,
         result_version=context.get("result_version"),
+        due_at=context.get("due_at"),
     )
     return dumps(body)
 
@@ -355,14 +364,16 @@ def render_body(
 # serialise the same wherever they appear, so the text is byte for byte ``render_body``'s
 # (tests/unit/test_payload_plans.py checks it).
 
-_RESERVED = ("result", "actor", "action", "set", "workflow", "changes", "result_version")
-_TEXT, _FIELD, _ACTOR, _ACTION, _RESULT, _CHANGES, _VERSION = range(7)
+# due_at is always None here: the plans serve new and modified events only (storeResults).
+_RESERVED = ("result", "actor", "action", "set", "workflow", "changes", "result_version", "due_at")
+_TEXT, _FIELD, _ACTOR, _ACTION, _RESULT, _CHANGES, _VERSION, _NOTHING = range(8)
 _NAMED = {
     "actor": _ACTOR,
     "action": _ACTION,
     "result": _RESULT,
     "changes": _CHANGES,
     "result_version": _VERSION,
+    "due_at": _NOTHING,
 }
 
 
@@ -453,6 +464,8 @@ def _render_parts(parts: tuple[Part, ...], view: EventView) -> str:
             out.append(str(dict(view.result)))
         elif kind == _VERSION:
             out.append(_print(view.result_version))
+        elif kind == _NOTHING:
+            pass
         else:
             out.append(str(dict(view.changes)))
     return json_text.without_nul("".join(out))  # as render_text

@@ -280,6 +280,7 @@ def evaluate_one(
         workflow=wplan.info,
         changes=payload_changes(event),
         result_version=event.result_version,
+        due_at=event.due_at,
     )
     for signal in workflow.active_signals:
         _run_signal(tx, ctx, event, workflow, signal, context, firing, outbox)
@@ -503,9 +504,11 @@ def fire_for_workflow(
     action: str,
     actor: str,
     now: datetime,
+    due_at: datetime | None = None,
 ) -> tuple[EventRecord, list[dict[str, object]]]:
     """A ``date`` or ``manual`` firing: an event about the result as it stands (before = after),
-    evaluated for that one workflow, with its evaluations kept on it."""
+    evaluated for that one workflow, with its evaluations kept on it. ``due_at``: the due time
+    of a ``date`` firing."""
     flat = flat_result(result.id, result.date, result.values, current.fields)
     event = event_store.insert_record(
         tx,
@@ -520,6 +523,7 @@ def fire_for_workflow(
             after=flat,
             changes={},
             result_version=result.version,
+            due_at=due_at,
         ),
     )
     evaluations = after_event(tx, ctx, event, only_workflow_id=workflow_id)

@@ -624,8 +624,9 @@ def preview(
     )
     now = utcnow()
     timing: dict[str, Any] = {}
+    due: datetime | None = None  # a date firing's due time, as its body would carry it
     if action == "date" and triggers.on_date is not None:
-        timing, no_time = _date_timing(ctx, triggers.on_date, flat, schedule, now)
+        timing, no_time, due = _date_timing(ctx, triggers.on_date, flat, schedule, now)
         if no_time and decision.fire:
             decision = fanout.Decision(False, no_time)
     bodies: list[dict[str, Any]] = []
@@ -639,6 +640,7 @@ def preview(
             workflow={"id": workflow.id, "name": workflow.name},
             changes=changes if action == "modified" else {},
             result_version=version,
+            due_at=due,
         )
         for signal in workflow.active_signals:
             if signal.type == "email":
@@ -694,9 +696,9 @@ def _date_timing(
     flat: Mapping[str, Any],
     schedule: store.ScheduleRecord | None,
     now: datetime,
-) -> tuple[dict[str, Any], str | None]:
+) -> tuple[dict[str, Any], str | None, datetime | None]:
     """When the on_date trigger fires for this result, and whether it already did: ({"due_at",
-    "fired_at"}, None), or ({}, why it never fires)."""
+    "fired_at"}, None, due time), or ({}, why it never fires, None)."""
     value = flat.get(on_date.field)
     try:
         due = due_at(on_date, value, ctx.settings.timezone)
@@ -704,15 +706,15 @@ def _date_timing(
         due = None
     if due is None:
         shown = "empty" if value in (None, "") else f"{value!r}, giving no due time in the years 1 to 9999"
-        return {}, f"never fires for this result: {on_date.field} is {shown}"
+        return {}, f"never fires for this result: {on_date.field} is {shown}", None
     if schedule is None:
         timing = {"due_at": format_iso(due), "fired_at": None}
         if due <= now:  # a new workflow does not replay due times already past (docs/payload.md)
             passed = f"not scheduled: its due time {format_iso(due)} had passed when the workflow was saved"
-            return timing, passed
-        return timing, "not scheduled: saving the result or the workflow schedules it"
+            return timing, passed, due
+        return timing, "not scheduled: saving the result or the workflow schedules it", due
     fired = format_iso(schedule.fired_at) if schedule.fired_at else None
-    return {"due_at": format_iso(schedule.due_at), "fired_at": fired}, None
+    return {"due_at": format_iso(schedule.due_at), "fired_at": fired}, None, schedule.due_at
 
 
 def run_manual(

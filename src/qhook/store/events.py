@@ -31,6 +31,7 @@ class EventRecord:
     # The version of the result the event shows: after the change, or one more than the last for
     # a deletion (None: made before qhook kept it). Bodies carry it so receivers can order them.
     result_version: int | None = None
+    due_at: datetime | None = None  # a ``date`` event: the due time that came due
 
 
 def _event(row: Any) -> EventRecord:
@@ -48,6 +49,7 @@ def _event(row: Any) -> EventRecord:
         evaluations=row.evaluations or [],
         chain=row.chain,
         result_version=row.result_version,
+        due_at=row.due_at,
     )
 
 
@@ -73,6 +75,7 @@ def new_event(
     chain: Mapping[str, Any] | None = None,
     evaluations: Sequence[Mapping[str, Any]] = (),
     result_version: int | None = None,
+    due_at: datetime | None = None,
 ) -> EventRecord:
     """An event not written yet (id 0), with copies of the mappings it is given."""
     return EventRecord(
@@ -89,6 +92,7 @@ def new_event(
         evaluations=[dict(e) for e in evaluations],
         chain=dict(chain) if chain is not None else None,
         result_version=result_version,
+        due_at=due_at,
     )
 
 
@@ -109,6 +113,7 @@ def insert_record(tx: Tx, record: EventRecord) -> EventRecord:
             "evaluations": record.evaluations,
             "chain": record.chain,
             "result_version": record.result_version,
+            "due_at": record.due_at,
         },
     ).scalar_one()
     return replace(record, id=int(new_id))
@@ -180,6 +185,7 @@ _SQLITE_COLUMNS = (
     "actor",
     "occurred_at",
     "result_version",
+    "due_at",
     *_JSON_COLUMNS,
 )
 _SQLITE_INSERT = bulk.insert_sql(events, _SQLITE_COLUMNS)
@@ -219,6 +225,7 @@ def insert_events(
                     r.actor,
                     to_time(r.occurred_at),
                     r.result_version,
+                    None if r.due_at is None else to_time(r.due_at),
                     before,
                     after,
                     changes,
@@ -238,6 +245,7 @@ def insert_events(
             "actor": r.actor,
             "occurred_at": r.occurred_at,
             "result_version": r.result_version,
+            "due_at": r.due_at,
             "j_before": before,
             "j_after": after,
             "j_changes": changes,

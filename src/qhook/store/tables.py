@@ -173,6 +173,7 @@ events = Table(
     Column("chain", JSONType, nullable=True),  # {"depth": n, "origin_event": uid, "workflows": [ids]}
     # The result's version the event shows (a deletion: its last + 1); null before migration 0011.
     Column("result_version", Integer, nullable=True),
+    Column("due_at", UTCDateTime, nullable=True),  # a date event's due time; null for the others
     Index("ix_events_result_id_id", "result_id", "id"),
     Index("ix_events_set_id_id", "set_id", "id"),
 )

@@ -36,6 +36,9 @@ class EventOut(BaseModel):
         description="The version of the result the event shows (a deletion: one more than its last); "
         "null for events made before qhook kept it"
     )
+    due_at: datetime | None = Field(
+        description="For a date event: the due time that came due; null otherwise"
+    )
 
     @classmethod
     def of(cls, event: EventRecord) -> EventOut:
@@ -53,6 +56,7 @@ class EventOut(BaseModel):
             evaluations=[dict(e) for e in event.evaluations],
             chain=dict(event.chain) if event.chain is not None else None,
             result_version=event.result_version,
+            due_at=event.due_at,
         )
 
 
