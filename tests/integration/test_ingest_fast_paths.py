@@ -120,7 +120,11 @@ async def test_batch_evaluations_and_bodies_match_the_one_event_functions(
                 result_version=event.result_version,
             )
             expected = payloads.render_body(
-                signal.config, context, event_id=event.uid, occurred_at=event.occurred_at
+                signal.config,
+                context,
+                event_id=event.uid,
+                occurred_at=event.occurred_at,
+                result_version=event.result_version,
             )
             if sqlite:
                 assert row.body == expected

@@ -83,7 +83,9 @@ def general(
         changes=changes,
         result_version=version,
     )
-    return render_body(config, context, event_id="evt_01J9Z0000000000000000000", occurred_at=WHEN)
+    return render_body(
+        config, context, event_id="evt_01J9Z0000000000000000000", occurred_at=WHEN, result_version=version
+    )
 
 
 def planned(

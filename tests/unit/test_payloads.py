@@ -51,7 +51,7 @@ def test_envelope_shape_and_order() -> None:
         "subject": "Batch {{ batchnumber_ }} released",
         "message": "By {{ actor }}",
     }
-    body = render_body(config, context(), event_id="evt_1", occurred_at=WHEN)
+    body = render_body(config, context(), event_id="evt_1", occurred_at=WHEN, result_version=3)
     parsed = json.loads(body)
     assert list(parsed) == [
         "action",
@@ -73,7 +73,8 @@ def test_envelope_shape_and_order() -> None:
     assert parsed["set"] == {"id": 1, "name": "Batch release"}
     assert parsed["occurred_at"] == "2025-10-02T13:37:00Z"
     assert " " not in body.split('"subject"')[0]  # compact
-    assert render_body(config, context(), event_id="evt_1", occurred_at=WHEN) == body  # deterministic
+    again = render_body(config, context(), event_id="evt_1", occurred_at=WHEN, result_version=3)
+    assert again == body  # deterministic
 
 
 def test_result_version_is_null_without_one_and_a_template_variable() -> None:
@@ -108,11 +109,43 @@ def test_due_at_only_in_a_date_firings_body() -> None:
         result_version=2,
         due_at=datetime(2031, 3, 3, 7, 0, tzinfo=UTC),
     )
-    body = json.loads(render_body({}, fired, event_id="evt_1", occurred_at=WHEN))
+    due = datetime(2031, 3, 3, 7, 0, tzinfo=UTC)
+    body = json.loads(
+        render_body({}, fired, event_id="evt_1", occurred_at=WHEN, result_version=2, due_at=due)
+    )
     assert list(body)[-2:] == ["result_version", "due_at"] and body["due_at"] == "2031-03-03T07:00:00Z"
     assert render_text("due {{ due_at }}", fired) == "due 2031-03-03T07:00:00Z"
     assert "due_at" not in json.loads(render_body({}, context(), event_id="evt_1", occurred_at=WHEN))
     assert render_text("due {{ due_at }}", context()) == "due "
+
+
+def test_a_field_named_like_a_later_variable_keeps_its_place_in_templates() -> None:
+    """result_version and due_at came after sets had fields: a field of that name still prints
+    in a template written for it, while the envelope carries qhook's values."""
+    result = {**RESULT, "due_at": "2026-05-01", "result_version": "rev B"}
+    fields = build_context(
+        result,
+        actor="a",
+        action="date",
+        set_info={"id": 1, "name": "s"},
+        workflow={"id": 1, "name": "w"},
+        changes={},
+        result_version=4,
+        due_at=datetime(2031, 3, 3, 7, 0, tzinfo=UTC),
+    )
+    assert render_text("{{ due_at }} / {{ result_version }}", fields) == "2026-05-01 / rev B"
+    body = json.loads(
+        render_body(
+            {"subject": "{{ result_version }}"},
+            fields,
+            event_id="e",
+            occurred_at=WHEN,
+            result_version=4,
+            due_at=datetime(2031, 3, 3, 7, 0, tzinfo=UTC),
+        )
+    )
+    assert (body["subject"], body["result_version"], body["due_at"]) == ("rev B", 4, "2031-03-03T07:00:00Z")
+    assert body["results"]["result_version"] == "rev B"
 
 
 def test_result_payload_is_the_flat_result() -> None:

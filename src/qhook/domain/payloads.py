@@ -260,7 +260,10 @@ def build_context(
     due_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The template variables: the result's values by name, plus actor, action, set, workflow,
-    changes, result_version and due_at (a ``date`` firing's due time, ISO 8601 UTC)."""
+    changes, result_version and due_at (a ``date`` firing's due time, ISO 8601 UTC).
+
+    The last two came later: a field of the same name keeps its place, so that a template written
+    before them prints what it printed."""
     context: dict[str, Any] = dict(result or {})
     context.update(
         result=dict(result or {}),
@@ -269,9 +272,9 @@ def build_context(
         set=dict(set_info),
         workflow=dict(workflow),
         changes=dict(changes or {}),
-        result_version=result_version,
-        due_at=None if due_at is None else format_iso(due_at),
     )
+    context.setdefault("result_version", result_version)
+    context.setdefault("due_at", None if due_at is None else format_iso(due_at))
     return context
 
 
@@ -316,8 +319,12 @@ def render_body(
     *,
     event_id: str,
     occurred_at: datetime,
+    result_version: int | None = None,
+    due_at: datetime | None = None,
 ) -> str:
-    """The webhook body for a signal ``config`` as frozen JSON text; PayloadError on template errors."""
+    """The webhook body for a signal ``config`` as frozen JSON text; PayloadError on template errors.
+    ``result_version`` and ``due_at`` go into the envelope (the context may hold fields of those
+    names)."""
     kind = config.get("payload", "envelope")
     result = context.get("result") or {}
     if kind == "result":
@@ -349,8 +356,8 @@ def render_body(
         workflow=context["workflow"],
         event_id=event_id,
         occurred_at=occurred_at,
-        result_version=context.get("result_version"),
-        due_at=context.get("due_at"),
+        result_version=result_version,
+        due_at=None if due_at is None else format_iso(due_at),
     )
     return dumps(body)
 
@@ -364,16 +371,17 @@ def render_body(
 # serialise the same wherever they appear, so the text is byte for byte ``render_body``'s
 # (tests/unit/test_payload_plans.py checks it).
 
-# due_at is always None here: the plans serve new and modified events only (storeResults).
+# result_version and due_at yield to a field of that name (see build_context); due_at has no value
+# here otherwise: the plans serve new and modified events only (storeResults).
 _RESERVED = ("result", "actor", "action", "set", "workflow", "changes", "result_version", "due_at")
-_TEXT, _FIELD, _ACTOR, _ACTION, _RESULT, _CHANGES, _VERSION, _NOTHING = range(8)
+_TEXT, _FIELD, _ACTOR, _ACTION, _RESULT, _CHANGES, _VERSION, _DUE = range(8)
 _NAMED = {
     "actor": _ACTOR,
     "action": _ACTION,
     "result": _RESULT,
     "changes": _CHANGES,
     "result_version": _VERSION,
-    "due_at": _NOTHING,
+    "due_at": _DUE,
 }
 
 
@@ -463,9 +471,9 @@ def _render_parts(parts: tuple[Part, ...], view: EventView) -> str:
         elif kind == _RESULT:
             out.append(str(dict(view.result)))
         elif kind == _VERSION:
-            out.append(_print(view.result_version))
-        elif kind == _NOTHING:
-            pass
+            out.append(_print(view.result.get(text, view.result_version)))
+        elif kind == _DUE:
+            out.append(_print(view.result.get(text)))
         else:
             out.append(str(dict(view.changes)))
     return json_text.without_nul("".join(out))  # as render_text

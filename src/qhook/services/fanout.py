@@ -303,7 +303,12 @@ def _run_signal(
     if signal.type == "webhook":
         try:
             body = payloads.render_body(
-                signal.config, context, event_id=event.uid, occurred_at=event.occurred_at
+                signal.config,
+                context,
+                event_id=event.uid,
+                occurred_at=event.occurred_at,
+                result_version=event.result_version,
+                due_at=event.due_at,
             )
         except payloads.PayloadError as exc:
             firing.notes.append(f"{label} not sent: {exc}")

@@ -81,7 +81,9 @@ def _prepare(ctx: AppContext, workflow_id: int, signal_id: int, result_id: int |
         result_version=version,
     )
     try:
-        body = payloads.render_body(signal.config, context, event_id=new_uid("evt", now), occurred_at=now)
+        body = payloads.render_body(
+            signal.config, context, event_id=new_uid("evt", now), occurred_at=now, result_version=version
+        )
     except payloads.PayloadError as exc:
         raise ValidationFailed(
             f"signal {signal_id}: the body cannot be built: {exc}",

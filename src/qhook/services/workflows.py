@@ -656,7 +656,14 @@ def preview(
                 notes.append(f"signal {signal.id} ({signal.type}) would run")
                 continue
             try:
-                body = payloads.render_body(signal.config, context, event_id="evt_preview", occurred_at=now)
+                body = payloads.render_body(
+                    signal.config,
+                    context,
+                    event_id="evt_preview",
+                    occurred_at=now,
+                    result_version=version,
+                    due_at=due,
+                )
             except payloads.PayloadError as exc:
                 notes.append(f"signal {signal.id} (webhook) would not be sent: {exc}")
                 continue
