@@ -254,7 +254,7 @@ async def test_replay_is_idempotent(api: httpx.AsyncClient, ctx: AppContext) -> 
     assert again.json() == {"queued": 0}
     assert sorted(await ids_of(api, workflow_id=7, status="pending")) == [*failed, failed[-1] + 3]
     with ctx.db.reading() as tx:
-        assert {hub_store.get_delivery(tx, i)[0].next_trigger for i in failed} == {"manual"}  # type: ignore[index]
+        assert {hub_store.get_delivery(tx, i)[0].next_trigger for i in failed} == {"replay"}  # type: ignore[index]
     # Without a status: failed ones only (the succeeded one is not sent to the ERP again); both when
     # asked. The pending ones stay as they are.
     assert (await api.post("/api/v1/deliveries/replay", json={"workflow_id": 7})).json() == {"queued": 0}

@@ -538,7 +538,7 @@ class Worker:
         COUNTED[outcome].inc()
         if result.duration_ms is not None:
             metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
-        if decision.outcome == "succeeded" and d.next_trigger != "manual":
+        if decision.outcome == "succeeded" and d.next_trigger not in queue.ON_REQUEST:
             # A redelivery or replay is sent when someone asks, days later maybe: not a delay.
             metrics.EVENT_TO_DELIVERY_SECONDS.observe(
                 max((result.finished_at - d.created_at).total_seconds(), 0)

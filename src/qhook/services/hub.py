@@ -420,7 +420,7 @@ def replay(
     while True:
         now = utcnow()
         with ctx.db.transaction() as tx:
-            moved = store.requeue_batch(tx, wanted, now=now, trigger="manual", batch=batch)
+            moved = store.requeue_batch(tx, wanted, now=now, trigger="replay", batch=batch)
             _follow_signal_urls(tx, moved, now)
             if moved:
                 audit.record(

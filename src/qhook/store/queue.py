@@ -56,6 +56,11 @@ UNFINISHED = ("pending", "retrying", "held")
 NOTIFY_CHANNEL = "qhook_deliveries"
 
 
+# Triggers of sends someone asked for from the Hub (one redelivered, or many replayed), days after
+# their event maybe: not retries (max_age does not stop them) and no event-to-delivery delay.
+ON_REQUEST = frozenset({"manual", "replay"})
+
+
 @dataclass(frozen=True, slots=True)
 class QueuedDelivery:
     id: int
@@ -76,7 +81,7 @@ class QueuedDelivery:
     order_key: str | None
     is_test: bool
     created_at: datetime
-    next_trigger: str  # "scheduled", or "manual" after a redelivery from the Hub
+    next_trigger: str  # "scheduled"; "manual" after a redelivery, "replay" after a replay (ON_REQUEST)
     probe_failures: int = 0  # failed probes among attempt_count (see retry.decide)
 
 

@@ -287,7 +287,8 @@ deliveries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
-    # "manual" after a redelivery from the Hub: the worker stamps it on the next attempt, then resets it.
+    # "manual" after a redelivery, "replay" after a replay from the Hub: the worker stamps it on the
+    # next attempt, then resets it.
     Column("next_trigger", String(20), nullable=False, server_default="scheduled"),
     # The worker's claim walks one lane's index in (next_attempt_at, id) order and stops at its
     # LIMIT; partial, so each holds only the waiting rows of its lane, not the delivered history.
@@ -336,7 +337,7 @@ attempts = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("delivery_id", BigInteger, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
     Column("number", Integer, nullable=False),
-    Column("trigger", String(20), nullable=False),  # scheduled manual test
+    Column("trigger", String(20), nullable=False),  # scheduled manual replay test probe
     Column("started_at", UTCDateTime, nullable=False),
     Column("duration_ms", Integer, nullable=True),
     Column("request_headers", JSONType, nullable=False),  # secrets redacted

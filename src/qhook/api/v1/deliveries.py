@@ -71,8 +71,8 @@ class DeliveryPage(Page[DeliveryOut]):
 class AttemptOut(BaseModel):
     number: int
     trigger: str = Field(
-        description="scheduled, manual (a redelivery or replay), test, or probe (it tested the endpoint's"
-        " open circuit: a failed probe uses up none of the delivery's attempts)"
+        description="scheduled, manual (a redelivery), replay (a replay of many), test, or probe (it tested"
+        " the endpoint's open circuit: a failed probe uses up none of the delivery's attempts)"
     )
     started_at: datetime
     duration_ms: int | None
