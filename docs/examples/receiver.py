@@ -57,10 +57,11 @@ def process(webhook_id: str, event: dict[str, Any]) -> None:
 def is_stale(event: dict[str, Any]) -> bool:
     """An older version of a result than one already taken (an equal one, from an on_date or manual
     run, shows the same values again and is taken)."""
-    result_id = (event.get("results") or {}).get("@id")
+    results = event.get("results")
+    result_id = results.get("@id") if isinstance(results, dict) else None
     version = event.get("result_version")
-    if result_id is None or version is None:  # payload "result", or a body from before the key
-        return False
+    if not isinstance(result_id, int) or not isinstance(version, int):
+        return False  # payload "result" or a template of your own, or a body from before the key
     if version < newest.get(result_id, 0):
         return True
     newest[result_id] = version

@@ -110,7 +110,7 @@ async def test_replay_by_time_window_sends_the_matching_deliveries_once_more(
     assert all(r.headers["webhook-id"] == original[r.body] for r in rx.received[6:])
     for i, delivery_id in enumerate(ids):
         triggers = [a.trigger for a in attempts_of(ctx, delivery_id)]
-        assert triggers == (["scheduled", "manual"] if i in (1, 2, 3) else ["scheduled"])
+        assert triggers == (["scheduled", "replay"] if i in (1, 2, 3) else ["scheduled"])
     # A window that ends before it starts is refused, naming the field.
     bad = await api.post(
         "/api/v1/deliveries/replay", json={"since": window["until"], "until": window["since"]}

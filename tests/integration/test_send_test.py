@@ -117,6 +117,7 @@ async def test_sample_to_the_inspector_is_signed_and_logged_as_a_test(http: http
     assert body["results"]["status_"] == "draft"  # a list field: its first option's label
     assert isinstance(body["results"]["ph_"], float)
     assert body["subject"] == "Batch B-2025-0042"
+    assert body["result_version"] == 1  # a sample as just entered: a template printing it gives JSON
     jsonschema.Draft202012Validator(payload_schema()).validate(body)
 
     detail = await _ok(await http.get(f"/api/v1/deliveries/{answer['delivery_id']}"))
@@ -140,6 +141,7 @@ async def test_chosen_result_and_failure_with_hint_are_not_retried(http: httpx.A
     assert "qhook retries" not in attempt["hint"]  # it said both
     captures = await _ok(await http.get(f"/api/v1/inspector/bins/{setup['bin_id']}/requests"))
     assert json.loads(captures[0]["body"])["results"]["batchnumber_"] == "B-7001"
+    assert json.loads(captures[0]["body"])["result_version"] == 1  # the chosen result's version
 
     await asyncio.sleep(0.3)  # nothing retries a test, not even a worker that looks now
     detail = await _ok(await http.get(f"/api/v1/deliveries/{answer['delivery_id']}"))

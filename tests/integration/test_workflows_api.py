@@ -268,6 +268,7 @@ async def test_preview_and_overlap_warning(api: httpx.AsyncClient, ctx: AppConte
     assert tried["would_fire"] is True, tried
     assert tried["changes"] == {"status_": {"old": "draft", "new": "released"}}
     assert '"status_":{"old":"draft","new":"released"}' in tried["bodies"][0]["body"]
+    assert '"result_version":2' in tried["bodies"][0]["body"]  # as the change would make it
     other = (await api.post(url, json={"result_id": drafted, "values": {"ph_": 7}})).json()
     assert other["would_fire"] is False and "status_" in other["reason"], other
     stored = (await api.get(f"/api/v1/sets/{set_id}/results/{drafted}")).json()

@@ -59,7 +59,8 @@ scalar = st.one_of(
 )
 flat = st.fixed_dictionaries(
     {"@id": st.integers(1, 10**6), "date": st.just("2025-10-02 13:37:05")},
-    # A field may share a template variable's name: the variable wins in both paths.
+    # A field may share a template variable's name: actor's variable wins, and a field named
+    # result_version or due_at wins over those later variables, alike in both paths.
     optional={
         "batchnumber_": scalar,
         "status_": scalar,

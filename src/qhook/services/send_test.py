@@ -59,7 +59,9 @@ def _prepare(ctx: AppContext, workflow_id: int, signal_id: int, result_id: int |
         current = set_store.get_set(tx, workflow.set_id)
         if current is None:
             raise NotFound(f"set {workflow.set_id} of workflow {workflow_id}: no such set")
-        version: int | None = None  # a sample result has none
+        # The sample is a result as just entered, as saving checks the templates with it: a
+        # template printing {{ result_version }} gives JSON for the test as for real events.
+        version = 1
         if result_id is None:
             flat = flat_result(SAMPLE_RESULT_ID, now, sample_values(current.fields, now), current.fields)
         else:

@@ -599,14 +599,16 @@ def preview(
             None,
         )
         changes: dict[str, Any] = dict(latest.changes) if latest else {}
-        # As the event would carry it: a change tried, or the deletion, comes after the last version.
-        version = result.version + 1 if values is not None or action == "deleted" else result.version
+        # As the event would carry it: the deletion comes after the last version (a tried change too,
+        # below, when it changes something).
+        version = result.version + 1 if action == "deleted" else result.version
         if values is not None:
             # Checked as the result's PATCH checks them; a list value must be an option already.
             tried = merge_values(result.values, coerce_values(current.fields, values).values)
             check_required(current.fields, tried)
             after = flat_result(result.id, result.date, tried, current.fields)
             changes, flat = changes_between(flat, after), after
+            version += 1 if changes else 0
         others = store.list_workflows(tx, set_id=workflow.set_id)
         schedule = store.get_schedule(tx, workflow.id, result_id)
     plan = fanout.plan_workflow(workflow, current.fields)  # what an event would be decided by
