@@ -96,22 +96,29 @@ def test_result_version_is_null_without_one_and_a_template_variable() -> None:
     assert render_text("v{{ result_version }}", context()) == "v3"
 
 
-def test_due_at_only_in_a_date_firings_body() -> None:
-    """A date firing says which due time came due (occurred_at is when the scheduler fired it);
-    other bodies keep their keys as they were."""
-    fired = build_context(
-        RESULT,
+DUE = datetime(2031, 3, 3, 7, 0, tzinfo=UTC)
+
+
+def date_firing(result: dict[str, object], version: int) -> dict[str, object]:
+    """The template context of a date firing of ``result`` at ``version``, due at ``DUE``."""
+    return build_context(
+        result,
         actor="scheduler",
         action="date",
         set_info={"id": 1, "name": "s"},
         workflow={"id": 1, "name": "w"},
         changes={},
-        result_version=2,
-        due_at=datetime(2031, 3, 3, 7, 0, tzinfo=UTC),
+        result_version=version,
+        due_at=DUE,
     )
-    due = datetime(2031, 3, 3, 7, 0, tzinfo=UTC)
+
+
+def test_due_at_only_in_a_date_firings_body() -> None:
+    """A date firing says which due time came due (occurred_at is when the scheduler fired it);
+    other bodies keep their keys as they were."""
+    fired = date_firing(RESULT, 2)
     body = json.loads(
-        render_body({}, fired, event_id="evt_1", occurred_at=WHEN, result_version=2, due_at=due)
+        render_body({}, fired, event_id="evt_1", occurred_at=WHEN, result_version=2, due_at=DUE)
     )
     assert list(body)[-2:] == ["result_version", "due_at"] and body["due_at"] == "2031-03-03T07:00:00Z"
     assert render_text("due {{ due_at }}", fired) == "due 2031-03-03T07:00:00Z"
@@ -122,27 +129,11 @@ def test_due_at_only_in_a_date_firings_body() -> None:
 def test_a_field_named_like_a_later_variable_keeps_its_place_in_templates() -> None:
     """result_version and due_at came after sets had fields: a field of that name still prints
     in a template written for it, while the envelope carries qhook's values."""
-    result = {**RESULT, "due_at": "2026-05-01", "result_version": "rev B"}
-    fields = build_context(
-        result,
-        actor="a",
-        action="date",
-        set_info={"id": 1, "name": "s"},
-        workflow={"id": 1, "name": "w"},
-        changes={},
-        result_version=4,
-        due_at=datetime(2031, 3, 3, 7, 0, tzinfo=UTC),
-    )
+    fields = date_firing({**RESULT, "due_at": "2026-05-01", "result_version": "rev B"}, 4)
     assert render_text("{{ due_at }} / {{ result_version }}", fields) == "2026-05-01 / rev B"
+    config = {"subject": "{{ result_version }}"}
     body = json.loads(
-        render_body(
-            {"subject": "{{ result_version }}"},
-            fields,
-            event_id="e",
-            occurred_at=WHEN,
-            result_version=4,
-            due_at=datetime(2031, 3, 3, 7, 0, tzinfo=UTC),
-        )
+        render_body(config, fields, event_id="e", occurred_at=WHEN, result_version=4, due_at=DUE)
     )
     assert (body["subject"], body["result_version"], body["due_at"]) == ("rev B", 4, "2031-03-03T07:00:00Z")
     assert body["results"]["result_version"] == "rev B"
