@@ -100,14 +100,30 @@ def worker(
     metrics_host: Annotated[
         str | None, typer.Option(help="Address for the metrics server (QHOOK_WORKER_METRICS_HOST).")
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Delivery processes, one per core to use (QHOOK_WORKER_PROCESSES); they split each"
+            " endpoint's max_in_flight. Process i serves its metrics on the metrics port + i.",
+        ),
+    ] = None,
 ) -> None:
-    """Run a delivery worker alone (several may share a PostgreSQL database)."""
+    """Run a delivery worker alone (several may share a PostgreSQL database; on SQLite one
+    `qhook worker`, whose --processes share the database's worker lock)."""
     from qhook import logline
     from qhook.delivery.worker import serve_worker
 
     ctx = open_ctx(create=True)  # a service like serve, whichever of the two starts first
     logline.configure(ctx.settings.log_level)
-    serve_worker(ctx, concurrency=concurrency, metrics_port=metrics_port, metrics_host=metrics_host)
+    serve_worker(
+        ctx,
+        concurrency=concurrency,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        processes=processes,
+    )
 
 
 @app.command()

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     # renew (the same delivery sent again and again).
     worker_concurrency: int = Field(100, ge=1, description="Deliveries in flight per worker process.")
     worker_batch_size: int = Field(200, ge=1)
+    worker_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Delivery processes `qhook worker` runs (one per core to use); they split each"
+        " endpoint's max_in_flight and share the SQLite worker lock.",
+    )
     worker_metrics_port: int | None = Field(
         None,
         ge=1,

@@ -33,9 +33,12 @@ def sqlite_folder(database_file: Path | None, data_dir: Path) -> Path:
     return database_file.parent if database_file is not None else data_dir
 
 
-def path_for(database_file: Path | None, data_dir: Path) -> Path | None:
-    """Where the bell lives, or None when the path is too long for a Unix socket."""
-    path = (sqlite_folder(database_file, data_dir) / NAME).absolute()
+def path_for(database_file: Path | None, data_dir: Path, index: int = 0) -> Path | None:
+    """Where the bell lives, or None when the path is too long for a Unix socket. ``index``: of the
+    processes of one ``qhook worker --processes N``; the others' bells are ``worker.wake.<index>``,
+    rung by the first process whenever its own rings."""
+    name = NAME if index == 0 else f"{NAME}.{index}"
+    path = (sqlite_folder(database_file, data_dir) / name).absolute()
     return path if len(os.fsencode(path)) <= MAX_PATH_BYTES else None
 
 

@@ -88,6 +88,23 @@ class CachedBox(SecretBox):
         return self._box.rotate(token)
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """Which of the processes of one ``qhook worker --processes N`` a worker is. They split each
+    endpoint's ``max_in_flight`` (``endpoint_limits.share_of``); the first alone sends the e-mails
+    and, on SQLite, answers the doorbell and rings the others' bells (``worker.wake.<index>``)."""
+
+    index: int = 0
+    processes: int = 1
+
+    @property
+    def first(self) -> bool:
+        return self.index == 0
+
+
+SOLE = Share()
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
 
@@ -105,9 +122,11 @@ class Worker:
         owner: str | None = None,
         circuit_policy: circuit.CircuitPolicy | None = None,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        share: Share = SOLE,
     ) -> None:
         settings = ctx.settings
         self.ctx = ctx
+        self.share = share
         # Signing secrets are decrypted per attempt; the same ciphertext always gives the same key.
         self._send_ctx = dataclasses.replace(ctx, box=CachedBox(ctx.box))
         self.sender = sender
@@ -149,6 +168,7 @@ class Worker:
         self._retry_full = False
         self._wakes = 0
         self._wake_pending = False
+        self._relay: list[Callable[[], None]] = []
         # Set by ``attach_wake``: every commit of this process that queues work calls ``wake()``,
         # so the PostgreSQL listener passes over the NOTIFYs of this process's own connections.
         self.woken_by_own_commits = False
@@ -187,6 +207,8 @@ class Worker:
         self._wake_pending = False
         self._wakes += 1
         self._nudge.set()
+        for ring in self._relay:  # the other processes of this `qhook worker` (SQLite)
+            ring()
 
     async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         loop = asyncio.get_running_loop()
@@ -203,7 +225,7 @@ class Worker:
         listener = self._start_listener(listener_stop)
         close_bell = self._start_bell()
         mailer_task = None
-        if self.ctx.settings.smtp_url:
+        if self.ctx.settings.smtp_url and self.share.first:
             every_s = min(mailer.CHECK_EVERY_S, max(self.ctx.settings.poll_interval_s, 0.2))
             mailer_task = asyncio.create_task(mailer.run_mailer(self.ctx, recorder_stop, every_s))
         stop_watch = asyncio.ensure_future(stop.wait())
@@ -389,8 +411,10 @@ class Worker:
     ) -> None:
         config = signal.config if signal else {}
         try:
-            gate.max_in_flight = endpoint_limits.max_in_flight_of(
-                config, state.max_in_flight if state else None
+            gate.max_in_flight = endpoint_limits.share_of(
+                endpoint_limits.max_in_flight_of(config, state.max_in_flight if state else None),
+                self.share.index,
+                self.share.processes,
             )
             gate.rate = endpoint_limits.rate_of(config, state.rate_limit if state else None)
         except (ValueError, TypeError):
@@ -742,8 +766,12 @@ class Worker:
         the doorbell; PostgreSQL's NOTIFY does this there."""
         if not self.ctx.db.is_sqlite or self._loop is None:
             return lambda: None
-        path = doorbell.path_for(self.ctx.db.file, self.ctx.settings.data_dir)
-        return doorbell.listen(self._loop, path, self.wake)
+        file, folder = self.ctx.db.file, self.ctx.settings.data_dir
+        if self.share.first:
+            # Rings reach the first process only: it passes each wake-up on to the others.
+            others = range(1, self.share.processes)
+            self._relay = [doorbell.ringer(doorbell.path_for(file, folder, i)) for i in others]
+        return doorbell.listen(self._loop, doorbell.path_for(file, folder, self.share.index), self.wake)
 
     def _start_listener(self, stop: threading.Event) -> threading.Thread | None:
         if self.ctx.db.is_sqlite:
@@ -841,7 +869,8 @@ class SingleWorkerLock:
             handle.close()
             raise QhookError(
                 f"Another qhook worker already runs against this SQLite database (lock {self.path}). "
-                "SQLite serves one worker (inside `qhook serve` or one `qhook worker`): beside a "
+                "SQLite serves one worker (inside `qhook serve` or one `qhook worker`, with its "
+                "--processes): beside a "
                 "running `qhook worker`, start the API with `qhook serve --no-worker`; "
                 "use PostgreSQL to run several workers."
             ) from exc
@@ -888,12 +917,14 @@ def attach_wake(ctx: AppContext, worker: Worker) -> Callable[[], None]:
     return restore
 
 
-async def run_until_stopped(ctx: AppContext, stop: asyncio.Event, *, concurrency: int | None = None) -> None:
+async def run_until_stopped(
+    ctx: AppContext, stop: asyncio.Event, *, concurrency: int | None = None, share: Share = SOLE
+) -> None:
     """A worker with its own sender until ``stop``; the SQLite lock is the caller's."""
     from qhook.delivery.sender import Sender
 
     sender = Sender(ctx.settings)
-    worker = Worker(ctx, sender, concurrency=concurrency)
+    worker = Worker(ctx, sender, concurrency=concurrency, share=share)
     restore_wake = attach_wake(ctx, worker)
     try:
         await worker.run(stop)
@@ -908,13 +939,25 @@ def serve_worker(
     concurrency: int | None = None,
     metrics_port: int | None = None,
     metrics_host: str | None = None,
+    processes: int | None = None,
 ) -> None:
     """``qhook worker``: run until SIGINT/SIGTERM; Prometheus metrics on ``metrics_port`` if given.
+    With ``processes`` (QHOOK_WORKER_PROCESSES) above 1, this process is the first of them and
+    runs the others (``delivery.fleet``); process i serves its metrics on ``metrics_port + i``.
 
     A database that refuses qhook's credentials or is not migrated stops it at once with the
     reason (it ran on, logging tracebacks, delivering nothing); one that cannot be reached yet is
     waited for, and checked once it answers: started while PostgreSQL was down, a worker with the
     wrong key skipped the check and used up its deliveries' retries ("cannot be decrypted")."""
+    from qhook.delivery import fleet as fleet_mod
+
+    count = processes or ctx.settings.worker_processes
+    port = metrics_port if metrics_port is not None else ctx.settings.worker_metrics_port
+    host = metrics_host or ctx.settings.worker_metrics_host
+    if port is not None and port + count - 1 > 65535:
+        raise QhookError(
+            f"Cannot serve metrics on ports {port} to {port + count - 1}: the last port is 65535"
+        )
     if not ctx.db.is_sqlite:  # SQLite was opened, and migrated, with the context
         migrate.wait_for(ctx.db)
     migrate.require_usable(ctx.db)
@@ -922,15 +965,16 @@ def serve_worker(
     lock = SingleWorkerLock(ctx) if ctx.db.is_sqlite else None
     if lock is not None:
         lock.acquire()
-    port = metrics_port if metrics_port is not None else ctx.settings.worker_metrics_port
     stop_metrics = None
     if port is not None:
         try:
-            stop_metrics = metrics.serve_http(ctx, port, metrics_host or ctx.settings.worker_metrics_host)
+            stop_metrics = metrics.serve_http(ctx, port, host)
         except OSError as exc:
             if lock is not None:
                 lock.release()
             raise QhookError(f"Cannot serve metrics on port {port}: {exc.strerror or exc}") from exc
+    options = fleet_mod.Options(ctx.settings, count, concurrency, port, host)
+    fleet = fleet_mod.Fleet(options) if count > 1 else None
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -938,19 +982,31 @@ def serve_worker(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         heap.freeze_startup_objects()  # full collections then skip what start-up made
-        await run_until_stopped(ctx, stop, concurrency=concurrency)
+        watching = None
+        if fleet is not None:
+            fleet.start()
+            watching = asyncio.create_task(fleet.watch_until(stop))
+        try:
+            await run_until_stopped(ctx, stop, concurrency=concurrency, share=Share(0, count))
+        finally:
+            stop.set()
+            if watching is not None:
+                await watching
 
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(main())
     finally:
+        if fleet is not None:
+            fleet.signal_stop()  # a no-op after a clean stop; after a crash here they stop too
+            fleet.join()
         if stop_metrics is not None:
             stop_metrics()
         if lock is not None:
             lock.release()
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (uvicorn[standard] brings it; ``qhook serve`` runs on it already):
     the worker's loop thread spent ~10 % less CPU per delivery on it (bench/throughput, SQLite)."""
     try:

@@ -17,6 +17,16 @@ def max_in_flight_of(config: Mapping[str, Any], endpoint_override: int | None = 
     return max(1, min(int(value), MAX_IN_FLIGHT_LIMIT))
 
 
+def share_of(cap: int, index: int, processes: int) -> int:
+    """Process ``index``'s part of ``cap`` when the ``processes`` of one ``qhook worker --processes``
+    share it: the parts add up to ``cap`` (the first ones take the remainder), and every process
+    gets at least 1, so with more processes than ``cap`` the sum is ``processes``."""
+    if processes <= 1:
+        return cap
+    part = cap // processes + (1 if index < cap % processes else 0)
+    return max(part, 1)
+
+
 def rate_of(config: Mapping[str, Any], endpoint_override: str | None = None) -> Rate | None:
     """The endpoint's rate limit (``30/minute``) or None when unlimited."""
     text = endpoint_override or config.get("rate_limit")

@@ -1,0 +1,192 @@
+"""The other delivery processes of one ``qhook worker --processes N``.
+
+One process's event loop sends at most ~2,500-3,500 deliveries a second here, whatever the number
+of cores (bench/throughput: it is bound by its own CPU time per delivery). With N processes each
+runs a whole worker (claims, sends, records) on the shared queue, as several ``qhook worker``
+commands would on PostgreSQL, and SQLite gets them too: they share the command's SQLite worker
+lock, and SQLite's write lock (every transaction here begins IMMEDIATE) keeps their claims apart.
+
+The command's own process is the first (``worker.Share``); it starts the others with the spawn
+method, starts one again when it ends (after 1 s, doubling to a minute while it keeps ending),
+and stops them with itself. A process whose command is gone (killed) stops too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+
+from qhook import heap, logline, metrics
+from qhook.context import open_context
+from qhook.delivery import worker as worker_mod
+from qhook.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RESTART_MAX_S = 60.0
+WATCH_EVERY_S = 1.0
+# A process that ran this long before it ended starts again after the shortest pause.
+STEADY_S = 60.0
+# Stopping: each process lets its sends in flight finish (``worker.SHUTDOWN_GRACE_S``) and writes
+# what it has; one still there after this is killed (its leases run out, nothing is lost).
+STOP_WAIT_S = worker_mod.SHUTDOWN_GRACE_S + 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What every process of the command runs with."""
+
+    settings: Settings
+    processes: int
+    concurrency: int | None
+    metrics_port: int | None  # the first process's; process i serves on metrics_port + i
+    metrics_host: str
+
+
+@dataclass
+class _Member:
+    index: int
+    process: BaseProcess
+    started: float
+    ends: int = 0  # ended in a row without running STEADY_S
+    restart_at: float | None = None
+
+
+class Fleet:
+    """Processes 1 to N-1 of the command, started, watched and stopped by process 0."""
+
+    def __init__(self, options: Options) -> None:
+        self._options = options
+        self._context = multiprocessing.get_context("spawn")
+        self._members: list[_Member] = []
+
+    def start(self) -> None:
+        now = time.monotonic()
+        self._members = [_Member(i, self._spawn(i), now) for i in range(1, self._options.processes)]
+
+    def _spawn(self, index: int) -> BaseProcess:
+        process = self._context.Process(
+            target=run_member,
+            args=(self._options, index),
+            name=f"qhook-worker-{index}",
+            daemon=False,  # it has a worker to stop cleanly, which a daemon process may not wait for
+        )
+        process.start()
+        return process
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [m.process.pid for m in self._members]
+
+    def watch(self, now: float) -> None:
+        """Start again the processes that ended, each after its pause."""
+        for member in self._members:
+            if member.restart_at is not None:
+                if now >= member.restart_at:
+                    member.restart_at = None
+                    member.process = self._spawn(member.index)
+                    member.started = now
+                continue
+            code = member.process.exitcode
+            if code is None:
+                continue
+            member.ends = 1 if now - member.started >= STEADY_S else member.ends + 1
+            pause = min(2.0 ** (member.ends - 1), RESTART_MAX_S)
+            member.restart_at = now + pause
+            logger.error(
+                "delivery process %d ended (exit status %s); starting it again in %g s",
+                member.index,
+                code,
+                pause,
+                extra={"action": "worker_process_ended", "worker_process": member.index, "exit": code},
+            )
+
+    async def watch_until(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_EVERY_S)
+            if not stop.is_set():
+                self.watch(time.monotonic())
+        self.signal_stop()
+
+    def signal_stop(self) -> None:
+        """Ask every process to stop (SIGTERM: each finishes as ``qhook worker`` does)."""
+        for member in self._members:
+            if member.process.exitcode is None and member.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    member.process.terminate()
+
+    def join(self, timeout_s: float = STOP_WAIT_S) -> None:
+        """Wait for them all; kill what is left after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        for member in self._members:
+            if member.process.pid is None:
+                continue
+            member.process.join(max(deadline - time.monotonic(), 0.0))
+            if member.process.exitcode is None:
+                logger.error(
+                    "delivery process %d did not stop within %g s: killed (its leases run out)",
+                    member.index,
+                    timeout_s,
+                    extra={"action": "worker_process_killed", "worker_process": member.index},
+                )
+                member.process.kill()
+                member.process.join()
+
+
+def run_member(options: Options, index: int) -> None:
+    """Process ``index`` of the command (the spawn target): a worker until SIGTERM or SIGINT, or
+    until process 0 is gone."""
+    settings = options.settings
+    logline.configure(settings.log_level)
+    ctx = open_context(settings, migrate_sqlite=False)  # the first process migrated it
+    stop_metrics: Callable[[], None] | None = None
+    if options.metrics_port is not None:
+        port = options.metrics_port + index
+        try:
+            stop_metrics = metrics.serve_http(ctx, port, options.metrics_host)
+        except OSError as exc:
+            logger.error(
+                "delivery process %d serves no metrics: port %d: %s",
+                index,
+                port,
+                exc.strerror or exc,
+                extra={"action": "metrics_unavailable", "worker_process": index},
+            )
+    share = worker_mod.Share(index, options.processes)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        parent = multiprocessing.parent_process()
+        if parent is not None:
+            sentinel = parent.sentinel
+
+            def orphaned() -> None:  # readable once process 0 has ended, however it ended
+                loop.remove_reader(sentinel)
+                logger.warning(
+                    "the first process of this qhook worker is gone: stopping",
+                    extra={"action": "worker_orphaned", "worker_process": index},
+                )
+                stop.set()
+
+            loop.add_reader(sentinel, orphaned)
+        heap.freeze_startup_objects()
+        await worker_mod.run_until_stopped(ctx, stop, concurrency=options.concurrency, share=share)
+
+    try:
+        with asyncio.Runner(loop_factory=worker_mod.loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+        ctx.db.dispose()

@@ -1,0 +1,260 @@
+"""``qhook worker --processes N``: one command, N delivery processes on the shared queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from qhook.context import AppContext, open_context
+from qhook.settings import Settings
+from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
+from tests.support import pg
+from tests.support.delivery import enqueue, make_signal, receiver, statuses, until
+from tests.support.processes import stop
+
+QHOOK = str(Path(sys.executable).parent / "qhook")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_ctx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AppContext]:
+    url = ""
+    if request.param == "postgres":
+        server: pg.PgServer = request.getfixturevalue("pg_server")
+        url = fresh_postgres_url(server)
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        database_url=url,
+        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
+        allow_http=True,
+        allowed_target_networks="127.0.0.0/8",
+    )
+    context = open_context(settings)
+    yield context
+    context.db.dispose()
+
+
+def start(ctx: AppContext, *args: str, **extra: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "QHOOK_DATA_DIR": str(ctx.settings.data_dir),
+        "QHOOK_DATABASE_URL": ctx.settings.database_url,
+        "QHOOK_SECRET_KEY": TEST_SECRET_KEY,
+        "QHOOK_ALLOW_HTTP": "true",
+        "QHOOK_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+        "QHOOK_POLL_INTERVAL_S": "0.2",
+        "QHOOK_LOG_LEVEL": "INFO",
+        **extra,
+    }
+    return subprocess.Popen([QHOOK, "worker", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the spawn start method leaves a resource tracker
+    too: only the delivery processes are counted, by their command line)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if parent == pid and b"spawn_main" in command:
+            found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def sent_by(port: int) -> float | None:
+    """Succeeded deliveries counted by the process serving metrics on ``port`` (None: not up)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.TransportError:
+        return None
+    for line in text.splitlines():
+        if line.startswith('qhook_deliveries_total{outcome="succeeded"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+class Concurrency:
+    """A receiver handler that answers after ``delay_s`` and keeps the most requests at once."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.now = 0
+        self.most = 0
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.now -= 1
+        return web.Response(text="ok")
+
+
+async def test_the_processes_share_the_queue_and_split_max_in_flight(any_ctx: AppContext) -> None:
+    port = pg.free_port()
+    handler = Concurrency(0.3)
+    async with receiver(handler) as rx:
+        signal_id = make_signal(any_ctx, rx.url, max_in_flight=2)
+        # Batches of 2: a process holds at most 2 rows of the endpoint, so both get some.
+        process = start(any_ctx, "--processes", "2", "--metrics-port", str(port), QHOOK_WORKER_BATCH_SIZE="2")
+        try:
+            await until(lambda: sent_by(port) is not None and sent_by(port + 1) is not None, timeout=30)
+            first_pid = process.pid
+            assert len(children(first_pid)) == 1
+            total = 12
+            enqueue(any_ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(total)])
+            any_ctx.wake()
+            await until(lambda: statuses(any_ctx).get("succeeded") == total, timeout=60)
+            by_process = [sent_by(port), sent_by(port + 1)]
+        finally:
+            helpers = children(process.pid)
+            stop(process)
+        errors = process.stderr.read() if process.stderr else b""
+    assert process.returncode == 0, errors
+    assert not [pid for pid in helpers if alive(pid)]  # stopped with the command
+    counts = Counter(r.headers["webhook-id"] for r in rx.received)
+    assert len(counts) == total and max(counts.values()) == 1  # each sent once
+    # Both processes sent, each one request at a time: max_in_flight 2 split in two.
+    assert all(n is not None and n >= 1 for n in by_process), by_process
+    assert sum(n or 0 for n in by_process) == total
+    assert handler.most == 2
+    assert errors.count(b"worker started") == 2 and errors.count(b"worker stopped") == 2
+
+
+async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
+        allow_http=True,
+        allowed_target_networks="127.0.0.0/8",
+    )
+    ctx = open_context(settings)
+    port = pg.free_port()
+    handler = Concurrency(1.0)
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url, max_in_flight=2)
+        # Polls every 30 s: only a wake-up brings the second process in within the test.
+        process = start(
+            ctx,
+            "--processes",
+            "2",
+            "--metrics-port",
+            str(port),
+            QHOOK_WORKER_BATCH_SIZE="1",
+            QHOOK_POLL_INTERVAL_S="30",
+        )
+        try:
+            await until(lambda: sent_by(port) is not None and sent_by(port + 1) is not None, timeout=30)
+            await until(lambda: (tmp_path / "var" / "worker.wake.1").exists(), timeout=10)
+            # Both processes have looked once and found nothing: they idle for 30 s now.
+            await asyncio.sleep(1.0)
+            enqueue(ctx, signal_id, rx.url, ['{"n": 1}', '{"n": 2}'])
+            ctx.wake()  # what an API commit in `qhook serve --no-worker` does
+            await until(lambda: statuses(ctx).get("succeeded") == 2, timeout=10)
+        finally:
+            stop(process)
+    ctx.db.dispose()
+    assert process.returncode == 0
+    # The first process took one (batch of 1, one in flight) and passed the ring on: the second
+    # took the other at once, so both were at the receiver together.
+    assert handler.most == 2
+    assert abs(rx.received[0].at - rx.received[1].at) < 0.9
+
+
+async def test_a_process_that_ends_is_started_again(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
+        allow_http=True,
+        allowed_target_networks="127.0.0.0/8",
+    )
+    ctx = open_context(settings)
+    port = pg.free_port()
+    async with receiver() as rx:
+        signal_id = make_signal(ctx, rx.url)
+        process = start(ctx, "--processes", "2", "--metrics-port", str(port), QHOOK_LEASE_SECONDS="3")
+        try:
+            await until(lambda: sent_by(port + 1) is not None, timeout=30)
+            [helper] = children(process.pid)
+            os.kill(helper, signal.SIGKILL)
+            await until(lambda: [p for p in children(process.pid) if p != helper and alive(p)], timeout=20)
+            await until(lambda: sent_by(port + 1) is not None, timeout=30)  # the new one runs
+            ids = enqueue(ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(20)])
+            ctx.wake()
+            await until(lambda: statuses(ctx).get("succeeded") == len(ids), timeout=30)
+        finally:
+            stop(process)
+        errors = process.stderr.read() if process.stderr else b""
+    ctx.db.dispose()
+    assert process.returncode == 0, errors
+    assert b"delivery process 1 ended (exit status -9); starting it again in 1 s" in errors
+
+
+async def test_the_other_processes_stop_when_the_first_is_killed(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
+        allow_http=True,
+        allowed_target_networks="127.0.0.0/8",
+    )
+    ctx = open_context(settings)
+    port = pg.free_port()
+    process = start(ctx, "--processes", "3", "--metrics-port", str(port))
+    try:
+        await until(lambda: sent_by(port + 1) is not None and sent_by(port + 2) is not None, timeout=30)
+        helpers = children(process.pid)
+        assert len(helpers) == 2
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        # Nothing in flight: each stops at once (a SIGKILL'd command left them delivering before,
+        # beside a new worker that took the SQLite lock).
+        await until(lambda: not [pid for pid in helpers if alive(pid)], timeout=20)
+    finally:
+        stop(process)
+        for pid in helpers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    ctx.db.dispose()
+    assert not (tmp_path / "var" / "worker.wake.1").exists()  # each closed its bell
+
+
+def test_metrics_ports_past_65535_are_refused(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
+    )
+    ctx = open_context(settings)
+    process = start(ctx, "--processes", "3", "--metrics-port", "65534")
+    try:
+        process.wait(30)
+    finally:
+        stop(process)
+    ctx.db.dispose()
+    errors = process.stderr.read() if process.stderr else b""
+    assert process.returncode == 1
+    assert b"Cannot serve metrics on ports 65534 to 65536" in errors
