@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -21,6 +24,7 @@ from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
 from tests.support.delivery import enqueue, make_signal, receiver, statuses, until
 from tests.support.processes import stop
+from tests.support.serve import serving
 
 QHOOK = str(Path(sys.executable).parent / "qhook")
 
@@ -56,6 +60,24 @@ def start(ctx: AppContext, *args: str, **extra: str) -> subprocess.Popen[bytes]:
         **extra,
     }
     return subprocess.Popen([QHOOK, "worker", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` free ports in a row, for process i's metrics on port + i. Below
+    the kernel's ephemeral range (32768-60999), where ``bind(0)`` (every receiver here, and
+    ``free_port``) never lands, so another test cannot take port + 1 meanwhile."""
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20000, 32000)
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise AssertionError("no free ports in a row")
 
 
 def children(pid: int) -> list[int]:
@@ -116,7 +138,7 @@ class Concurrency:
 
 
 async def test_the_processes_share_the_queue_and_split_max_in_flight(any_ctx: AppContext) -> None:
-    port = pg.free_port()
+    port = free_ports(2)
     handler = Concurrency(0.3)
     async with receiver(handler) as rx:
         signal_id = make_signal(any_ctx, rx.url, max_in_flight=2)
@@ -154,7 +176,7 @@ async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(tmp_path: Pa
         allowed_target_networks="127.0.0.0/8",
     )
     ctx = open_context(settings)
-    port = pg.free_port()
+    port = free_ports(2)
     handler = Concurrency(1.0)
     async with receiver(handler) as rx:
         signal_id = make_signal(ctx, rx.url, max_in_flight=2)
@@ -194,7 +216,7 @@ async def test_a_process_that_ends_is_started_again(tmp_path: Path) -> None:
         allowed_target_networks="127.0.0.0/8",
     )
     ctx = open_context(settings)
-    port = pg.free_port()
+    port = free_ports(2)
     async with receiver() as rx:
         signal_id = make_signal(ctx, rx.url)
         process = start(ctx, "--processes", "2", "--metrics-port", str(port), QHOOK_LEASE_SECONDS="3")
@@ -223,7 +245,7 @@ async def test_the_other_processes_stop_when_the_first_is_killed(tmp_path: Path)
         allowed_target_networks="127.0.0.0/8",
     )
     ctx = open_context(settings)
-    port = pg.free_port()
+    port = free_ports(3)
     process = start(ctx, "--processes", "3", "--metrics-port", str(port))
     try:
         await until(lambda: sent_by(port + 1) is not None and sent_by(port + 2) is not None, timeout=30)
@@ -258,3 +280,43 @@ def test_metrics_ports_past_65535_are_refused(tmp_path: Path) -> None:
     errors = process.stderr.read() if process.stderr else b""
     assert process.returncode == 1
     assert b"Cannot serve metrics on ports 65534 to 65536" in errors
+
+
+async def test_serve_runs_the_other_processes_of_its_worker(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
+        allow_http=True,
+        allowed_target_networks="127.0.0.0/8",
+    )
+    ctx = open_context(settings)
+    port, metrics_port = pg.free_port(), free_ports(2)
+    handler = Concurrency(0.5)
+    env = {
+        **os.environ,
+        "QHOOK_DATA_DIR": str(tmp_path / "var"),
+        "QHOOK_SECRET_KEY": TEST_SECRET_KEY,
+        "QHOOK_ALLOW_HTTP": "true",
+        "QHOOK_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+        "QHOOK_PORT": str(port),
+        "QHOOK_WORKER_PROCESSES": "2",
+        "QHOOK_WORKER_METRICS_PORT": str(metrics_port),
+        "QHOOK_WORKER_BATCH_SIZE": "1",
+        "QHOOK_POLL_INTERVAL_S": "0.2",
+    }
+    async with receiver(handler) as rx:
+        signal_id = make_signal(ctx, rx.url, max_in_flight=2)
+        with serving(["serve"], env=env, cwd=tmp_path, log=tmp_path / "serve.log", port=port) as (_, process):
+            await until(lambda: sent_by(metrics_port + 1) is not None, timeout=30)
+            [helper] = children(process.pid)
+            enqueue(ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(6)])
+            ctx.wake()
+            await until(lambda: statuses(ctx).get("succeeded") == 6, timeout=30)
+            by_helper = sent_by(metrics_port + 1)
+            process.send_signal(signal.SIGINT)
+            process.wait(30)
+        await until(lambda: not alive(helper), timeout=20)
+    ctx.db.dispose()
+    assert process.returncode == 0, (tmp_path / "serve.log").read_text()
+    assert by_helper is not None and by_helper >= 1  # process 1 sent some
+    assert handler.most == 2  # one each: max_in_flight 2 split in two

@@ -1020,20 +1020,45 @@ RESTART_MAX_S = 60.0
 
 
 async def start_in_app(app: Any) -> None:
-    """Lifespan hook for ``qhook serve``: the worker in the API's loop; the API's commits wake it."""
+    """Lifespan hook for ``qhook serve``: the worker in the API's loop; the API's commits wake it.
+    With QHOOK_WORKER_PROCESSES above 1 it is process 0 of them, and serve runs the others
+    (``delivery.fleet``; process i serves metrics on QHOOK_WORKER_METRICS_PORT + i when set)."""
+    from qhook.delivery import fleet as fleet_mod
+
     ctx: AppContext = app.state.ctx
+    settings = ctx.settings
+    count = settings.worker_processes
     stop = asyncio.Event()
     app.state.worker_crash = None
-    task = asyncio.create_task(_supervised(app, ctx, stop), name="qhook-worker")
+    share = Share(0, count)
+    task = asyncio.create_task(_supervised(app, ctx, stop, share), name="qhook-worker")
+    fleet = None
+    watching = None
+    if count > 1:
+        port = settings.worker_metrics_port
+        if port is not None and port + count - 1 > 65535:
+            port = None
+            logger.error(
+                "QHOOK_WORKER_METRICS_PORT + QHOOK_WORKER_PROCESSES passes 65535: the delivery "
+                "processes serve no metrics",
+                extra={"action": "metrics_unavailable"},
+            )
+        options = fleet_mod.Options(settings, count, None, port, settings.worker_metrics_host)
+        fleet = fleet_mod.Fleet(options)
+        fleet.start()
+        watching = asyncio.create_task(fleet.watch_until(stop), name="qhook-worker-processes")
 
     async def _stop() -> None:
         stop.set()
         await task
+        if watching is not None and fleet is not None:
+            await watching
+            await asyncio.to_thread(fleet.join)
 
     app.state.on_stop.append(_stop)
 
 
-async def _supervised(app: Any, ctx: AppContext, stop: asyncio.Event) -> None:
+async def _supervised(app: Any, ctx: AppContext, stop: asyncio.Event, share: Share = SOLE) -> None:
     """Run the worker until ``stop``; one that stops by an error is logged at once and started
     again after a pause (1 s, doubling to a minute). It died silently before: ``qhook serve``
     answered /readyz "ready" while nothing was delivered, and the traceback came at shutdown.
@@ -1043,7 +1068,7 @@ async def _supervised(app: Any, ctx: AppContext, stop: asyncio.Event) -> None:
     while not stop.is_set():
         started = loop.time()
         try:
-            await run_until_stopped(ctx, stop)
+            await run_until_stopped(ctx, stop, share=share)
             return
         except asyncio.CancelledError:
             raise
