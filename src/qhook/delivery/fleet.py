@@ -90,8 +90,19 @@ class Fleet:
         for member in self._members:
             if member.restart_at is not None:
                 if now >= member.restart_at:
+                    try:
+                        member.process = self._spawn(member.index)
+                    except OSError as exc:  # no process could be made now (memory, process limit)
+                        member.ends += 1
+                        member.restart_at = now + min(2.0 ** (member.ends - 1), RESTART_MAX_S)
+                        logger.error(
+                            "delivery process %d could not be started: %s",
+                            member.index,
+                            exc,
+                            extra={"action": "worker_process_failed", "worker_process": member.index},
+                        )
+                        continue
                     member.restart_at = None
-                    member.process = self._spawn(member.index)
                     member.started = now
                 continue
             code = member.process.exitcode

@@ -1,0 +1,80 @@
+"""The restart rule of ``qhook worker --processes``: pauses that double while a process keeps
+ending, and a process that cannot be made is tried again (fake processes: no spawning here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from qhook.delivery import fleet
+from qhook.settings import Settings
+
+
+@dataclass
+class FakeProcess:
+    exitcode: int | None = None
+    pid: int | None = 1
+
+
+class FakeFleet(fleet.Fleet):
+    def __init__(self, fail: list[bool] | None = None) -> None:
+        super().__init__(fleet.Options(Settings(secret_key="k" * 44), 2, None, None, "127.0.0.1"))  # type: ignore[arg-type]
+        self.made: list[FakeProcess] = []
+        self.fail = fail or []
+
+    def _spawn(self, index: int) -> Any:
+        if self.fail and self.fail.pop(0):
+            raise OSError(11, "Resource temporarily unavailable")
+        process = FakeProcess()
+        self.made.append(process)
+        return process
+
+
+def test_a_process_that_keeps_ending_waits_longer_each_time(caplog: pytest.LogCaptureFixture) -> None:
+    f = FakeFleet()
+    f._members = [fleet._Member(1, f._spawn(1), 0.0)]
+    now = 0.0
+    pauses = []
+    for _ in range(8):
+        f.made[-1].exitcode = 1
+        f.watch(now)
+        restart_at = f._members[0].restart_at
+        assert restart_at is not None
+        pauses.append(restart_at - now)
+        now = restart_at
+        f.watch(now)  # started again
+        assert f._members[0].restart_at is None
+        now += 0.5  # ends soon after
+    assert pauses == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert "delivery process 1 ended (exit status 1); starting it again in 60 s" in caplog.text
+
+
+def test_a_process_that_ran_a_while_starts_again_after_the_shortest_pause() -> None:
+    f = FakeFleet()
+    f._members = [fleet._Member(1, f._spawn(1), 0.0)]
+    f._members[0].ends = 5
+    f.made[-1].exitcode = -9
+    f.watch(fleet.STEADY_S + 1)
+    assert f._members[0].restart_at == fleet.STEADY_S + 2
+
+
+def test_a_process_that_cannot_be_made_is_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+    f = FakeFleet(fail=[False, True, False])
+    f._members = [fleet._Member(1, f._spawn(1), 0.0)]
+    f.made[-1].exitcode = 1
+    f.watch(0.0)  # ended: again at 1 s
+    f.watch(1.0)  # the spawn fails: again 2 s later
+    assert f._members[0].restart_at == 3.0
+    assert "delivery process 1 could not be started" in caplog.text
+    f.watch(3.0)
+    assert f._members[0].restart_at is None and len(f.made) == 2
+    assert f._members[0].process is f.made[-1]
+
+
+def test_running_processes_are_left_alone() -> None:
+    f = FakeFleet()
+    f._members = [fleet._Member(1, f._spawn(1), 0.0)]
+    f.watch(100.0)
+    assert f._members[0].restart_at is None and len(f.made) == 1
