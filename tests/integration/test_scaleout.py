@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 from sqlalchemy import text
 
-from qhook.context import AppContext, open_context
-from qhook.settings import Settings
+from qhook.context import AppContext
 from qhook.store import queue
 from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
+from tests.support.contexts import shared_context
 from tests.support.delivery import enqueue, make_signal, receiver, statuses, until
 from tests.support.processes import stop
 from tests.support.serve import serving
@@ -49,17 +49,8 @@ def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def pg_ctx(pg_server: pg.PgServer, tmp_path: Path) -> Iterator[AppContext]:
-    url = fresh_postgres_url(pg_server)
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        database_url=url,
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-        allow_http=True,
-        allowed_target_networks="127.0.0.0/8",
-    )
-    context = open_context(settings)
-    yield context
-    context.db.dispose()
+    with shared_context(tmp_path, fresh_postgres_url(pg_server)) as context:
+        yield context
 
 
 def _listening(ctx: AppContext) -> int:

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qhook.context import AppContext, open_context
-from qhook.settings import Settings
+from qhook.context import AppContext
 from tests.conftest import TEST_SECRET_KEY
 from tests.support import processes
+from tests.support.contexts import shared_context
 from tests.support.delivery import delivery, enqueue, make_signal, receiver, until
 from tests.support.pg import free_port
 
@@ -23,15 +23,8 @@ QHOOK = str(Path(sys.executable).parent / "qhook")
 
 @pytest.fixture
 def file_ctx(tmp_path: Path) -> Iterator[AppContext]:
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-        allow_http=True,
-        allowed_target_networks="127.0.0.0/8",
-    )
-    context = open_context(settings)
-    yield context
-    context.db.dispose()
+    with shared_context(tmp_path) as context:
+        yield context
 
 
 def start(tmp_path: Path, args: list[str], extra_env: dict[str, str]) -> subprocess.Popen[bytes]:

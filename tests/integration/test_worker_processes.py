@@ -18,10 +18,10 @@ import httpx
 import pytest
 from aiohttp import web
 
-from qhook.context import AppContext, open_context
-from qhook.settings import Settings
+from qhook.context import AppContext
 from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
+from tests.support.contexts import shared_context
 from tests.support.delivery import enqueue, make_signal, receiver, statuses, until
 from tests.support.processes import stop
 from tests.support.serve import serving
@@ -31,20 +31,15 @@ QHOOK = str(Path(sys.executable).parent / "qhook")
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def any_ctx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AppContext]:
-    url = ""
-    if request.param == "postgres":
-        server: pg.PgServer = request.getfixturevalue("pg_server")
-        url = fresh_postgres_url(server)
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        database_url=url,
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-        allow_http=True,
-        allowed_target_networks="127.0.0.0/8",
-    )
-    context = open_context(settings)
-    yield context
-    context.db.dispose()
+    url = fresh_postgres_url(request.getfixturevalue("pg_server")) if request.param == "postgres" else ""
+    with shared_context(tmp_path, url) as context:
+        yield context
+
+
+@pytest.fixture
+def sqlite_ctx(tmp_path: Path) -> Iterator[AppContext]:
+    with shared_context(tmp_path) as context:
+        yield context
 
 
 def start(ctx: AppContext, *args: str, **extra: str) -> subprocess.Popen[bytes]:
@@ -168,14 +163,10 @@ async def test_the_processes_share_the_queue_and_split_max_in_flight(any_ctx: Ap
     assert errors.count(b"worker started") == 2 and errors.count(b"worker stopped") == 2
 
 
-async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-        allow_http=True,
-        allowed_target_networks="127.0.0.0/8",
-    )
-    ctx = open_context(settings)
+async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(
+    sqlite_ctx: AppContext, tmp_path: Path
+) -> None:
+    ctx = sqlite_ctx
     port = free_ports(2)
     handler = Concurrency(1.0)
     async with receiver(handler) as rx:
@@ -200,7 +191,6 @@ async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(tmp_path: Pa
             await until(lambda: statuses(ctx).get("succeeded") == 2, timeout=10)
         finally:
             stop(process)
-    ctx.db.dispose()
     assert process.returncode == 0
     # The first process took one (batch of 1, one in flight) and passed the ring on: the second
     # took the other at once, so both were at the receiver together.
@@ -208,14 +198,8 @@ async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(tmp_path: Pa
     assert abs(rx.received[0].at - rx.received[1].at) < 0.9
 
 
-async def test_a_process_that_ends_is_started_again(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-        allow_http=True,
-        allowed_target_networks="127.0.0.0/8",
-    )
-    ctx = open_context(settings)
+async def test_a_process_that_ends_is_started_again(sqlite_ctx: AppContext, tmp_path: Path) -> None:
+    ctx = sqlite_ctx
     port = free_ports(2)
     async with receiver() as rx:
         signal_id = make_signal(ctx, rx.url)
@@ -232,19 +216,14 @@ async def test_a_process_that_ends_is_started_again(tmp_path: Path) -> None:
         finally:
             stop(process)
         errors = process.stderr.read() if process.stderr else b""
-    ctx.db.dispose()
     assert process.returncode == 0, errors
     assert b"delivery process 1 ended (exit status -9); starting it again in 1 s" in errors
 
 
-async def test_the_other_processes_stop_when_the_first_is_killed(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-        allow_http=True,
-        allowed_target_networks="127.0.0.0/8",
-    )
-    ctx = open_context(settings)
+async def test_the_other_processes_stop_when_the_first_is_killed(
+    sqlite_ctx: AppContext, tmp_path: Path
+) -> None:
+    ctx = sqlite_ctx
     port = free_ports(3)
     process = start(ctx, "--processes", "3", "--metrics-port", str(port))
     try:
@@ -261,35 +240,23 @@ async def test_the_other_processes_stop_when_the_first_is_killed(tmp_path: Path)
         for pid in helpers:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    ctx.db.dispose()
     assert not (tmp_path / "var" / "worker.wake.1").exists()  # each closed its bell
 
 
-def test_metrics_ports_past_65535_are_refused(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-    )
-    ctx = open_context(settings)
+def test_metrics_ports_past_65535_are_refused(sqlite_ctx: AppContext) -> None:
+    ctx = sqlite_ctx
     process = start(ctx, "--processes", "3", "--metrics-port", "65534")
     try:
         process.wait(30)
     finally:
         stop(process)
-    ctx.db.dispose()
     errors = process.stderr.read() if process.stderr else b""
     assert process.returncode == 1
     assert b"Cannot serve metrics on ports 65534 to 65536" in errors
 
 
-async def test_serve_runs_the_other_processes_of_its_worker(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-        allow_http=True,
-        allowed_target_networks="127.0.0.0/8",
-    )
-    ctx = open_context(settings)
+async def test_serve_runs_the_other_processes_of_its_worker(sqlite_ctx: AppContext, tmp_path: Path) -> None:
+    ctx = sqlite_ctx
     port, metrics_port = pg.free_port(), free_ports(2)
     handler = Concurrency(0.5)
     env = {
@@ -316,7 +283,6 @@ async def test_serve_runs_the_other_processes_of_its_worker(tmp_path: Path) -> N
             process.send_signal(signal.SIGINT)
             process.wait(30)
         await until(lambda: not alive(helper), timeout=20)
-    ctx.db.dispose()
     assert process.returncode == 0, (tmp_path / "serve.log").read_text()
     assert by_helper is not None and by_helper >= 1  # process 1 sent some
     assert handler.most == 2  # one each: max_in_flight 2 split in two
