@@ -1,10 +1,11 @@
 """The other delivery processes of one ``qhook worker --processes N``.
 
-One process's event loop sends at most ~2,500-3,500 deliveries a second here, whatever the number
-of cores (bench/throughput: it is bound by its own CPU time per delivery). With N processes each
-runs a whole worker (claims, sends, records) on the shared queue, as several ``qhook worker``
-commands would on PostgreSQL, and SQLite gets them too: they share the command's SQLite worker
-lock, and SQLite's write lock (every transaction here begins IMMEDIATE) keeps their claims apart.
+One process sends at most ~2,000-5,000 deliveries a second on the 2-core development machine
+(depending on its load), whatever the number of cores: it is bound by its own CPU time per
+delivery (bench/throughput). With N processes each runs a whole worker (claims, sends, records)
+on the shared queue, as several ``qhook worker`` commands would on PostgreSQL, and SQLite gets
+them too: they share the command's SQLite worker lock, and SQLite's write lock (every transaction
+here begins IMMEDIATE) keeps their claims apart.
 
 The command's own process is the first (``worker.Share``); it starts the others with the spawn
 method, starts one again when it ends (after 1 s, doubling to a minute while it keeps ending),
