@@ -82,10 +82,6 @@ class Fleet:
         process.start()
         return process
 
-    @property
-    def pids(self) -> list[int | None]:
-        return [m.process.pid for m in self._members]
-
     def watch(self, now: float) -> None:
         """Start again the processes that ended, each after its pause."""
         for member in self._members:
