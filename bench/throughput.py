@@ -133,6 +133,7 @@ def processes_run(
     published = env.webhook_ids(ctx)
     cut_off = [w for w, s in published.items() if s != "succeeded"]
     book = env.ledger(published, control(base, "ledger"), cut_off)
+    book["duplicates"] = control(base, "stats")["duplicates"]  # sent twice: none while leases hold
     return env.count_status(ctx, "succeeded") / seconds, book
 
 
