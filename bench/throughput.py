@@ -90,7 +90,9 @@ def qhook_run(ctx: AppContext, base: str, hook: env.Hook, total: int) -> tuple[f
     return delivered / seconds, book
 
 
-PROCESSES = os.cpu_count() or 1  # `qhook worker --processes` as one would run it here: a core each
+# `qhook worker --processes` as one would run it here, a core each; at most CONCURRENCY, so the
+# split of max_in_flight (at least 1 a process) keeps the bare client's 10 in flight.
+PROCESSES = min(os.cpu_count() or 1, CONCURRENCY)
 
 
 def processes_run(
