@@ -286,3 +286,35 @@ async def test_serve_runs_the_other_processes_of_its_worker(sqlite_ctx: AppConte
     assert process.returncode == 0, (tmp_path / "serve.log").read_text()
     assert by_helper is not None and by_helper >= 1  # process 1 sent some
     assert handler.most == 2  # one each: max_in_flight 2 split in two
+
+
+async def test_ordered_deliveries_keep_their_order_across_the_processes(any_ctx: AppContext) -> None:
+    port = free_ports(2)
+
+    async def jittery(request: web.Request) -> web.Response:
+        # Uneven answer times: without the order rule a later event of a result would overtake.
+        await asyncio.sleep(0.01 * (len(rx.received) % 4))
+        return web.Response(text="ok")
+
+    async with receiver(jittery) as rx:
+        signal_id = make_signal(any_ctx, rx.url, ordered=True)
+        process = start(any_ctx, "--processes", "2", "--metrics-port", str(port), QHOOK_WORKER_BATCH_SIZE="3")
+        try:
+            await until(lambda: sent_by(port) is not None and sent_by(port + 1) is not None, timeout=30)
+            expected: dict[int, list[str]] = {}
+            for result_id in range(1, 5):
+                bodies = [f'{{"result": {result_id}, "n": {n}}}' for n in range(6)]
+                enqueue(any_ctx, signal_id, rx.url, bodies, result_id=result_id, ordered=True)
+                expected[result_id] = bodies
+            any_ctx.wake()
+            await until(lambda: statuses(any_ctx).get("succeeded") == 24, timeout=60)
+            by_process = [sent_by(port), sent_by(port + 1)]
+        finally:
+            stop(process)
+    assert process.returncode == 0
+    arrived: dict[int, list[str]] = {}
+    for r in rx.received:
+        body = r.body.decode()
+        arrived.setdefault(int(body.split('"result": ')[1].split(",")[0]), []).append(body)
+    assert arrived == expected  # each result's events once each, in the order they happened
+    assert all(n is not None and n >= 1 for n in by_process), by_process  # both processes sent
