@@ -198,7 +198,7 @@ async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(
     assert abs(rx.received[0].at - rx.received[1].at) < 0.9
 
 
-async def test_a_process_that_ends_is_started_again(sqlite_ctx: AppContext, tmp_path: Path) -> None:
+async def test_a_process_that_ends_is_started_again(sqlite_ctx: AppContext) -> None:
     ctx = sqlite_ctx
     port = free_ports(2)
     async with receiver() as rx:
