@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from qhook.delivery import fleet
+from qhook.domain import restarts
 from qhook.settings import Settings
 
 
@@ -56,8 +57,8 @@ def test_a_process_that_ran_a_while_starts_again_after_the_shortest_pause() -> N
     f._members = [fleet._Member(1, f._spawn(1), 0.0)]
     f._members[0].ends = 5
     f.made[-1].exitcode = -9
-    f.watch(fleet.STEADY_S + 1)
-    assert f._members[0].restart_at == fleet.STEADY_S + 2
+    f.watch(restarts.MOST_S + 1)
+    assert f._members[0].restart_at == restarts.MOST_S + 2
 
 
 def test_a_process_that_cannot_be_made_is_tried_again(caplog: pytest.LogCaptureFixture) -> None:

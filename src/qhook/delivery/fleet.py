@@ -27,14 +27,12 @@ from multiprocessing.process import BaseProcess
 from qhook import heap, logline, metrics
 from qhook.context import open_context
 from qhook.delivery import worker as worker_mod
+from qhook.domain import restarts
 from qhook.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-RESTART_MAX_S = 60.0
 WATCH_EVERY_S = 1.0
-# A process that ran this long before it ended starts again after the shortest pause.
-STEADY_S = 60.0
 # Stopping: each process lets its sends in flight finish (``worker.SHUTDOWN_GRACE_S``) and writes
 # what it has; one still there after this is killed (its leases run out, nothing is lost).
 STOP_WAIT_S = worker_mod.SHUTDOWN_GRACE_S + 20.0
@@ -56,7 +54,7 @@ class _Member:
     index: int
     process: BaseProcess
     started: float
-    ends: int = 0  # ended in a row without running STEADY_S
+    ends: int = 0  # in a row (``restarts.in_a_row``)
     restart_at: float | None = None
 
 
@@ -91,7 +89,7 @@ class Fleet:
                         member.process = self._spawn(member.index)
                     except OSError as exc:  # no process could be made now (memory, process limit)
                         member.ends += 1
-                        member.restart_at = now + min(2.0 ** (member.ends - 1), RESTART_MAX_S)
+                        member.restart_at = now + restarts.pause_s(member.ends)
                         logger.error(
                             "delivery process %d could not be started: %s",
                             member.index,
@@ -105,8 +103,8 @@ class Fleet:
             code = member.process.exitcode
             if code is None:
                 continue
-            member.ends = 1 if now - member.started >= STEADY_S else member.ends + 1
-            pause = min(2.0 ** (member.ends - 1), RESTART_MAX_S)
+            member.ends = restarts.in_a_row(member.ends, now - member.started)
+            pause = restarts.pause_s(member.ends)
             member.restart_at = now + pause
             logger.error(
                 "delivery process %d ended (exit status %s); starting it again in %g s",

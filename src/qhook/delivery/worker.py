@@ -36,7 +36,7 @@ from qhook.delivery import attempt as attempt_mod
 from qhook.delivery import doorbell, mailer, prepare
 from qhook.delivery.endpoints import Gate, Gates
 from qhook.delivery.recorder import Op, Recorder
-from qhook.domain import circuit, endpoint_limits
+from qhook.domain import circuit, endpoint_limits, restarts
 from qhook.domain.rates import Rate
 from qhook.errors import QhookError, StoreError
 from qhook.store import endpoints as endpoint_store
@@ -1016,9 +1016,6 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-RESTART_MAX_S = 60.0
-
-
 async def start_in_app(app: Any) -> None:
     """Lifespan hook for ``qhook serve``: the worker in the API's loop; the API's commits wake it.
     With QHOOK_WORKER_PROCESSES above 1 it is process 0 of them, and serve runs the others
@@ -1075,8 +1072,8 @@ async def _supervised(app: Any, ctx: AppContext, stop: asyncio.Event, share: Sha
         except Exception as exc:
             # A worker that ran a while before it stopped starts again soon: the pause doubles
             # only while it keeps stopping.
-            crashes = 1 if loop.time() - started > RESTART_MAX_S else crashes + 1
-            pause = min(2.0 ** (crashes - 1), RESTART_MAX_S)
+            crashes = restarts.in_a_row(crashes, loop.time() - started)
+            pause = restarts.pause_s(crashes)
             why = exc.for_operators if isinstance(exc, QhookError) else f"{type(exc).__name__}: {exc}"
             app.state.worker_crash = (loop.time(), why)
             logger.exception(
