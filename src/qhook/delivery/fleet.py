@@ -18,13 +18,12 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
-from qhook import heap, logline, metrics
+from qhook import logline, metrics
 from qhook.context import open_context
 from qhook.delivery import worker as worker_mod
 from qhook.domain import restarts
@@ -168,13 +167,10 @@ def run_member(options: Options, index: int) -> None:
             )
     share = worker_mod.Share(index, options.processes)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         parent = multiprocessing.parent_process()
         if parent is not None:
+            loop = asyncio.get_running_loop()
             sentinel = parent.sentinel
 
             def orphaned() -> None:  # readable once process 0 has ended, however it ended
@@ -186,12 +182,10 @@ def run_member(options: Options, index: int) -> None:
                 stop.set()
 
             loop.add_reader(sentinel, orphaned)
-        heap.freeze_startup_objects()
         await worker_mod.run_until_stopped(ctx, stop, concurrency=options.concurrency, share=share)
 
     try:
-        with asyncio.Runner(loop_factory=worker_mod.loop_factory()) as runner:
-            runner.run(main())
+        worker_mod.run_until_signalled(main)
     finally:
         if stop_metrics is not None:
             stop_metrics()

@@ -21,7 +21,7 @@ import random
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -976,12 +976,7 @@ def serve_worker(
     options = fleet_mod.Options(ctx.settings, count, concurrency, port, host)
     fleet = fleet_mod.Fleet(options) if count > 1 else None
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        heap.freeze_startup_objects()  # full collections then skip what start-up made
+    async def main(stop: asyncio.Event) -> None:
         watching = None
         if fleet is not None:
             fleet.start()
@@ -994,8 +989,7 @@ def serve_worker(
                 await watching
 
     try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(main())
+        run_until_signalled(main)
     finally:
         if fleet is not None:
             fleet.signal_stop()  # a no-op after a clean stop; after a crash here they stop too
@@ -1006,7 +1000,23 @@ def serve_worker(
             lock.release()
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)`` on the worker's event loop (``_loop_factory``); SIGINT and SIGTERM set
+    ``stop``. What a worker process runs: ``qhook worker`` and each of its ``--processes``."""
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        heap.freeze_startup_objects()  # full collections then skip what start-up made
+        await main(stop)
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (uvicorn[standard] brings it; ``qhook serve`` runs on it already):
     the worker's loop thread spent ~10 % less CPU per delivery on it (bench/throughput, SQLite)."""
     try:
