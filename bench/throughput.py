@@ -83,11 +83,7 @@ def qhook_run(ctx: AppContext, base: str, hook: env.Hook, total: int) -> tuple[f
         for frame, own, incl in env.spy_summary(name):
             say(f"  profile self {own:6.1%} incl {incl:6.1%}  {frame}")
         say(f"  profile inclusive: {env.inclusive_summary(name, NEEDLES)}")
-    published = env.webhook_ids(ctx)
-    cut_off = [w for w, s in published.items() if s != "succeeded"]
-    book = env.ledger(published, control(base, "ledger"), cut_off)
-    delivered = env.count_status(ctx, "succeeded")
-    return delivered / seconds, book
+    return env.count_status(ctx, "succeeded") / seconds, _book(ctx, base)
 
 
 # `qhook worker --processes` as one would run it here, a core each; at most CONCURRENCY, so the
@@ -132,11 +128,17 @@ def processes_run(
     if process.returncode != 0:
         errors = process.stderr.read().decode() if process.stderr else ""
         raise RuntimeError(f"qhook worker --processes {PROCESSES} ended with {process.returncode}: {errors}")
+    return env.count_status(ctx, "succeeded") / seconds, _book(ctx, base)
+
+
+def _book(ctx: AppContext, base: str) -> dict[str, Any]:
+    """The ledger of a worker run: still queued rows are cut off, and what the receiver got twice
+    is counted (none while the leases hold)."""
     published = env.webhook_ids(ctx)
     cut_off = [w for w, s in published.items() if s != "succeeded"]
     book = env.ledger(published, control(base, "ledger"), cut_off)
-    book["duplicates"] = control(base, "stats")["duplicates"]  # sent twice: none while leases hold
-    return env.count_status(ctx, "succeeded") / seconds, book
+    book["duplicates"] = control(base, "stats")["duplicates"]
+    return book
 
 
 def _answers(port: int) -> bool:
