@@ -12,19 +12,23 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from email import message_from_bytes
 from pathlib import Path
 
 import httpx
 import pytest
 from aiohttp import web
 
+from qhook.clock import utcnow
 from qhook.context import AppContext
+from qhook.store import error_reports
 from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
 from tests.support.contexts import shared_context
 from tests.support.delivery import enqueue, make_signal, receiver, statuses, until
 from tests.support.processes import stop
 from tests.support.serve import serving
+from tests.support.smtp import smtp_server
 
 QHOOK = str(Path(sys.executable).parent / "qhook")
 
@@ -318,3 +322,52 @@ async def test_ordered_deliveries_keep_their_order_across_the_processes(any_ctx:
         arrived.setdefault(int(body.split('"result": ')[1].split(",")[0]), []).append(body)
     assert arrived == expected  # each result's events once each, in the order they happened
     assert all(n is not None and n >= 1 for n in by_process), by_process  # both processes sent
+
+
+class SlowInbox:
+    """An SMTP server that takes its time, so two mailers would surely overlap."""
+
+    def __init__(self) -> None:
+        self.subjects: list[str] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        await asyncio.sleep(0.3)
+        self.subjects.append(str(message_from_bytes(envelope.content)["Subject"]))  # type: ignore[attr-defined]
+        return "250 OK"
+
+
+async def test_only_the_first_process_mails(sqlite_ctx: AppContext) -> None:
+    ctx = sqlite_ctx
+    port = free_ports(2)
+    inbox = SlowInbox()
+    with smtp_server(inbox) as smtp_port:
+        process = start(
+            ctx,
+            "--processes",
+            "2",
+            "--metrics-port",
+            str(port),
+            QHOOK_SMTP_URL=f"smtp://127.0.0.1:{smtp_port}",
+            QHOOK_ERROR_MAIL_INTERVAL="3600",
+        )
+        try:
+            await until(lambda: sent_by(port) is not None and sent_by(port + 1) is not None, timeout=30)
+            endpoints = [f"https://erp{n}.example.com:443" for n in range(3)]
+            with ctx.db.transaction() as tx:
+                for endpoint in endpoints:
+                    error_reports.add(
+                        tx,
+                        endpoint=endpoint,
+                        email="ops@example.com",
+                        kind="delivery_failed",
+                        delivery_id=None,
+                        text=f"{endpoint} failed",
+                        now=utcnow(),
+                    )
+            await until(lambda: len(inbox.subjects) >= 3, timeout=20)
+            await asyncio.sleep(2.0)  # a second mailer would have sent its copies by now
+        finally:
+            stop(process)
+    assert process.returncode == 0
+    # One digest per endpoint: two mailers on SQLite read the same unsent rows and both sent them.
+    assert sorted(s.split(": ")[1] for s in inbox.subjects) == endpoints
