@@ -55,7 +55,8 @@ def _on(kind: str, runs: int, per_endpoint: int, out: dict[str, Any]) -> list[Ro
                 for base in [*bases, bad_base]:
                     control(base, "reset")
                 healthy = per_endpoint * HEALTHY
-                seconds = asyncio.run(drain(ctx, healthy, timeout=120, shutdown_grace_s=0.5))
+                over = env.delivered(ctx, bases, healthy)
+                seconds = asyncio.run(drain(ctx, healthy, timeout=120, done=over, shutdown_grace_s=0.5))
                 published = env.webhook_ids(ctx)
                 seen: dict[str, float] = {}
                 for base in bases:

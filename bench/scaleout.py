@@ -48,9 +48,7 @@ def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
                 started = time.perf_counter()
                 processes = [env.start_qhook(db, "worker") for _ in range(workers)]
                 try:
-                    env.wait_for(
-                        lambda: env.count_status(ctx, "succeeded") >= total, timeout=300, interval=0.1
-                    )
+                    env.wait_for(env.delivered(ctx, [base], total), timeout=300, interval=0.1)
                     wall = time.perf_counter() - started
                 finally:
                     for process in processes:

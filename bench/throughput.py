@@ -4,15 +4,17 @@ client (the limit) and the classic 2 x 10 requests pool, alternating A, B, C in 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import itertools
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, update
-from tests.support.pg import free_port
+from tests.support.pg import free_ports
 
 from bench import env
 from bench.baseline import bare_aiohttp, classic_pool, run_loop
@@ -45,9 +47,18 @@ NEEDLES = (
 )
 
 
-async def drain(ctx: AppContext, total: int, timeout: float, sender: Any = None, **worker_args: Any) -> float:
+async def drain(
+    ctx: AppContext,
+    total: int,
+    timeout: float,
+    sender: Any = None,
+    done: Callable[[], bool] | None = None,
+    **worker_args: Any,
+) -> float:
     """Run the real Worker until ``total`` deliveries succeeded (or ``timeout``); seconds taken.
-    ``sender``: another than the real one (bench/anatomy's that answers at once)."""
+    ``sender``: another than the real one (bench/anatomy's that answers at once); ``done``: the
+    check that they did (``env.delivered``; by default the database's count alone)."""
+    check = done if done is not None else lambda: env.count_status(ctx, "succeeded") >= total
     sender = sender if sender is not None else Sender(ctx.settings)
     worker = Worker(ctx, sender, **worker_args)
     stop = asyncio.Event()
@@ -56,9 +67,9 @@ async def drain(ctx: AppContext, total: int, timeout: float, sender: Any = None,
     deadline = start + timeout
     try:
         while time.perf_counter() < deadline:
-            if await asyncio.to_thread(env.count_status, ctx, "succeeded") >= total:
+            if await asyncio.to_thread(check):
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         return time.perf_counter() - start
     finally:
         stop.set()
@@ -76,7 +87,8 @@ def qhook_run(ctx: AppContext, base: str, hook: env.Hook, total: int) -> tuple[f
     control(base, "reset")
     name = f"throughput-{ctx.db.dialect}"
     spy = env.spy(os.getpid(), name, 600) if not _profiled.get(name) else None
-    seconds = run_loop(drain(ctx, total, timeout=max(60.0, total / 100)))
+    done = env.delivered(ctx, [base], total)
+    seconds = run_loop(drain(ctx, total, timeout=max(60.0, total / 100), done=done))
     if spy is not None:
         env.spy_stop(spy)
         _profiled[name] = True
@@ -105,7 +117,7 @@ def processes_run(
     rows = env.delivery_rows(hook, total, prefix=f"msg_p{next(_runs)}_")
     env.bulk_insert(ctx, ({**row, "next_attempt_at": later} for row in rows))
     control(base, "reset")
-    port = free_port()
+    port = free_ports(PROCESSES)
     process = env.start_qhook(db, "worker", "--processes", str(PROCESSES), "--metrics-port", str(port))
     try:
         if not env.wait_for(lambda: all(_answers(port + i) for i in range(PROCESSES)), timeout=60):
@@ -117,11 +129,7 @@ def processes_run(
             tx.execute(update(deliveries).values(next_attempt_at=due))
         env.wait_for(lambda: env.utc_now() >= due, timeout=10, interval=0.001)
         start = time.perf_counter()
-
-        def drained() -> bool:
-            return env.count_status(ctx, "succeeded") >= total
-
-        env.wait_for(drained, timeout=max(60.0, total / 100), interval=0.02)
+        env.wait_for(env.delivered(ctx, [base], total), timeout=max(60.0, total / 100), interval=0.02)
         seconds = time.perf_counter() - start
     finally:
         env.stop_process(process, timeout=60)
@@ -145,7 +153,7 @@ def _answers(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
             return bool(response.status == 200)
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return False
 
 

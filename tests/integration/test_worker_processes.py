@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -59,24 +56,6 @@ def start(ctx: AppContext, *args: str, **extra: str) -> subprocess.Popen[bytes]:
         **extra,
     }
     return subprocess.Popen([QHOOK, "worker", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` free ports in a row, for process i's metrics on port + i. Below
-    the kernel's ephemeral range (32768-60999), where ``bind(0)`` (every receiver here, and
-    ``free_port``) never lands, so another test cannot take port + 1 meanwhile."""
-    rng = random.Random()
-    for _ in range(200):
-        first = rng.randrange(20000, 32000)
-        try:
-            with contextlib.ExitStack() as held:
-                for port in range(first, first + count):
-                    sock = held.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-    raise AssertionError("no free ports in a row")
 
 
 def children(pid: int) -> list[int]:
@@ -137,7 +116,7 @@ class Concurrency:
 
 
 async def test_the_processes_share_the_queue_and_split_max_in_flight(any_ctx: AppContext) -> None:
-    port = free_ports(2)
+    port = pg.free_ports(2)
     handler = Concurrency(0.3)
     async with receiver(handler) as rx:
         signal_id = make_signal(any_ctx, rx.url, max_in_flight=2)
@@ -171,7 +150,7 @@ async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(
     sqlite_ctx: AppContext, tmp_path: Path
 ) -> None:
     ctx = sqlite_ctx
-    port = free_ports(2)
+    port = pg.free_ports(2)
     handler = Concurrency(1.0)
     async with receiver(handler) as rx:
         signal_id = make_signal(ctx, rx.url, max_in_flight=2)
@@ -204,7 +183,7 @@ async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(
 
 async def test_a_process_that_ends_is_started_again(sqlite_ctx: AppContext) -> None:
     ctx = sqlite_ctx
-    port = free_ports(2)
+    port = pg.free_ports(2)
     async with receiver() as rx:
         signal_id = make_signal(ctx, rx.url)
         process = start(ctx, "--processes", "2", "--metrics-port", str(port), QHOOK_LEASE_SECONDS="3")
@@ -228,7 +207,7 @@ async def test_the_other_processes_stop_when_the_first_is_killed(
     sqlite_ctx: AppContext, tmp_path: Path
 ) -> None:
     ctx = sqlite_ctx
-    port = free_ports(3)
+    port = pg.free_ports(3)
     process = start(ctx, "--processes", "3", "--metrics-port", str(port))
     try:
         await until(lambda: sent_by(port + 1) is not None and sent_by(port + 2) is not None, timeout=30)
@@ -261,7 +240,7 @@ def test_metrics_ports_past_65535_are_refused(sqlite_ctx: AppContext) -> None:
 
 async def test_serve_runs_the_other_processes_of_its_worker(sqlite_ctx: AppContext, tmp_path: Path) -> None:
     ctx = sqlite_ctx
-    port, metrics_port = pg.free_port(), free_ports(2)
+    port, metrics_port = pg.free_port(), pg.free_ports(2)
     handler = Concurrency(0.5)
     env = {
         **os.environ,
@@ -293,7 +272,7 @@ async def test_serve_runs_the_other_processes_of_its_worker(sqlite_ctx: AppConte
 
 
 async def test_ordered_deliveries_keep_their_order_across_the_processes(any_ctx: AppContext) -> None:
-    port = free_ports(2)
+    port = pg.free_ports(2)
 
     async def jittery(request: web.Request) -> web.Response:
         # Uneven answer times: without the order rule a later event of a result would overtake.
@@ -338,7 +317,7 @@ class SlowInbox:
 
 async def test_only_the_first_process_mails(sqlite_ctx: AppContext) -> None:
     ctx = sqlite_ctx
-    port = free_ports(2)
+    port = pg.free_ports(2)
     inbox = SlowInbox()
     with smtp_server(inbox) as smtp_port:
         process = start(

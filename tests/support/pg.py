@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -31,6 +33,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` free ports in a row, for process i's metrics on port + i. Below
+    the kernel's ephemeral range (32768-60999), where ``bind(0)`` (every receiver here, and
+    ``free_port``) never lands, so another test or bench cannot take port + 1 meanwhile."""
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20000, 32000)
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise AssertionError("no free ports in a row")
 
 
 @dataclass
