@@ -77,13 +77,15 @@ def test_demo_ends_with_a_captured_signature_valid_delivery(
         captures = http.get(f"/api/v1/inspector/bins/{bin_id}/requests").json()
         workflow = http.get(f"/api/v1/workflows/{workflow_id}").json()
         signal_id = workflow["signals"][0]["id"]
-        secret = http.get(f"/api/v1/workflows/{workflow_id}/signals/{signal_id}/secret").json()["secret"]
         assert len(captures) == 1
         capture = captures[0]
         assert capture["method"] == "POST" and capture["signature"] == "valid"
-        # Checked again here with the reference library and the signal's own secret.
-        Webhook(secret).verify(capture["body"], capture["headers"])
         assert '"status_":"released"' in capture["body"]
+        # The secret is never read back; a rotation shows the new one, which signs the next run's
+        # delivery: checked below with the reference library.
+        rotated = http.post(f"/api/v1/workflows/{workflow_id}/signals/{signal_id}/rotate-secret")
+        assert rotated.status_code == 200, rotated.text
+        secret = rotated.json()["secret"]
         assert workflow["name"] == "Released batches to ERP"
         assert workflow["filter"] == {"all": [{"field": "status_", "op": "eq", "value": "released"}]}
 
@@ -92,7 +94,11 @@ def test_demo_ends_with_a_captured_signature_valid_delivery(
         assert second.returncode == 0, second.stdout + second.stderr
         assert f"bins/{bin_id}/requests" in second.stdout
         assert f"workflow_id={workflow_id}" in second.stdout
-        assert len(http.get(f"/api/v1/inspector/bins/{bin_id}/requests").json()) == 2
+        captures = http.get(f"/api/v1/inspector/bins/{bin_id}/requests").json()
+        assert len(captures) == 2
+        newest = max(captures, key=lambda c: c["id"])
+        assert newest["signature"] == "valid"
+        Webhook(secret).verify(newest["body"], newest["headers"])
         sets = [s for s in http.get("/api/v1/sets").json() if s["name"] == "Batch release"]
         assert len(sets) == 1
     database = Database(Settings(data_dir=Path(env["QHOOK_DATA_DIR"])).resolved_database_url)

@@ -80,8 +80,6 @@ async def test_every_configuration_change_is_audited_without_secrets(
     )
     workflow_id, signal_id = workflow["id"], workflow["signals"][0]["id"]
     await ok(await api.patch(f"/api/v1/workflows/{workflow_id}", json={"name": "To ERP (prod)"}))
-    read = await ok(await api.get(f"/api/v1/workflows/{workflow_id}/signals/{signal_id}/secret"))
-    assert read["secret"] == SIGNING
     rotated = await api.post(
         f"/api/v1/workflows/{workflow_id}/signals/{signal_id}/rotate-secret", json={"secret": ROTATED}
     )
@@ -120,7 +118,6 @@ async def test_every_configuration_change_is_audited_without_secrets(
         ("auth_profile.update", "auth_profile"),
         ("workflow.create", "workflow"),
         ("workflow.update", "workflow"),
-        ("signal.secret_read", "signal"),
         ("signal.rotate_secret", "signal"),
         ("user.create", "user"),
         ("user.update", "user"),

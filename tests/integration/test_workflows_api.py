@@ -45,7 +45,9 @@ async def test_create_read_list_and_no_secrets(api: httpx.AsyncClient, ctx: AppC
     assert signal["secret"] not in str(entries[0].details)
 
 
-async def test_secret_endpoint_and_rotation(api: httpx.AsyncClient, ctx: AppContext, editor_key: str) -> None:
+async def test_secret_shown_when_made_never_read_back_and_rotated(
+    api: httpx.AsyncClient, ctx: AppContext, editor_key: str
+) -> None:
     set_id = await make_set(api)
     given = "whsec_" + "A" * 32
     created = await make_workflow(
@@ -53,17 +55,19 @@ async def test_secret_endpoint_and_rotation(api: httpx.AsyncClient, ctx: AppCont
     )
     wid, sid = created["id"], created["signals"][0]["id"]
     assert created["signals"][0]["secret"] == given
-    url = f"/api/v1/workflows/{wid}/signals/{sid}/secret"
-    assert (await api.get(url)).json() == {"signal_id": sid, "secret": given, "previous_valid_until": None}
-    assert (await api.get(url, headers=auth(editor_key))).status_code == 403
-    rotated = await api.post(f"/api/v1/workflows/{wid}/signals/{sid}/rotate-secret")
+    # Never returned after creation (design.md invariant 6): no route reads it back, and the
+    # workflow says only that it is set.
+    assert (await api.get(f"/api/v1/workflows/{wid}/signals/{sid}/secret")).status_code == 404
+    shown = (await api.get(f"/api/v1/workflows/{wid}")).json()
+    assert shown["signals"][0]["secret_set"] is True and given not in str(shown)
+    rotate = f"/api/v1/workflows/{wid}/signals/{sid}/rotate-secret"
+    assert (await api.post(rotate, headers=auth(editor_key))).status_code == 403
+    rotated = await api.post(rotate)
     assert rotated.status_code == 200, rotated.text
     new = rotated.json()["secret"]
     assert new.startswith("whsec_") and new != given
-    read = (await api.get(url)).json()
-    # While the previous secret still signs, reading the secret says until when (it said null).
-    assert read["secret"] == new and read["previous_valid_until"] == rotated.json()["previous_valid_until"]
-    assert read["previous_valid_until"] is not None
+    assert rotated.json()["signal_id"] == sid and rotated.json()["previous_valid_until"] is not None
+    assert new not in str((await api.get(f"/api/v1/workflows/{wid}")).json())
     with ctx.db.reading() as tx:
         stored = workflow_store.signal_secrets(tx, sid)
     assert stored is not None and stored.previous_secret_enc is not None

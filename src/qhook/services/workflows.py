@@ -523,23 +523,6 @@ def _webhook_signal(tx: Tx, workflow_id: int, signal_id: int) -> WorkflowRecord:
     return workflow
 
 
-def signal_secret(
-    ctx: AppContext, workflow_id: int, signal_id: int, *, actor: str
-) -> tuple[str, datetime | None]:
-    """The current signing secret (admin only; the read is audited), and until when the previous
-    one still signs alongside it after a rotation (None when it no longer does)."""
-    now = utcnow()
-    with ctx.db.transaction() as tx:
-        _webhook_signal(tx, workflow_id, signal_id)
-        found = store.signal_secrets(tx, signal_id)
-        if found is None or found.secret_enc is None:
-            raise NotFound(f"signal {signal_id}: no signing secret")
-        audit.record(tx, actor, "signal.secret_read", "signal", signal_id, {"workflow_id": workflow_id})
-        until = found.previous_secret_until
-        live = found.previous_secret_enc is not None and until is not None and until > now
-        return ctx.box.decrypt(found.secret_enc), until if live else None
-
-
 def rotate_secret(
     ctx: AppContext, workflow_id: int, signal_id: int, *, actor: str, secret: str | None = None
 ) -> tuple[str, datetime | None]:

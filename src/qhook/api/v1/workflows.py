@@ -133,18 +133,12 @@ def delete_workflow(workflow_id: Id, ctx: Ctx, principal: Admin) -> None:
     workflows.delete_workflow(ctx, workflow_id, actor=principal.name)
 
 
-@router.get("/workflows/{workflow_id}/signals/{signal_id}/secret")
-def get_secret(workflow_id: Id, signal_id: Id, ctx: Ctx, principal: Admin) -> SecretOut:
-    _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
-    secret, until = workflows.signal_secret(ctx, workflow_id, signal_id, actor=principal.name)
-    return SecretOut(signal_id=signal_id, secret=secret, previous_valid_until=until)
-
-
 @router.post("/workflows/{workflow_id}/signals/{signal_id}/rotate-secret")
 def rotate_secret(
     workflow_id: Id, signal_id: Id, ctx: Ctx, principal: Admin, body: RotateIn | None = None
 ) -> SecretOut:
-    """A new signing secret; the previous one keeps signing alongside it for 24 hours."""
+    """A new signing secret, shown in this answer only (no route reads a secret back, design.md
+    invariant 6); the previous one keeps signing alongside it for 24 hours."""
     _visible(principal, workflows.get_workflow(ctx.db, workflow_id))
     secret, until = workflows.rotate_secret(
         ctx, workflow_id, signal_id, actor=principal.name, secret=body.secret if body else None
