@@ -23,6 +23,12 @@ from qhook.errors import ValidationFailed
 )
 def test_origin_of(url: str, origin: str) -> None:
     assert urls.origin_of(url) == origin
+    assert urls.origin_or_none(url) == origin
+
+
+@pytest.mark.parametrize("stored", [None, 42, {"url": "https://x"}, "https://erp.example.com:99999/"])
+def test_origin_or_none_of_what_is_no_url(stored: object) -> None:
+    assert urls.origin_or_none(stored) is None
 
 
 def test_parse_target_https() -> None:

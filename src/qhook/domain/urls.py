@@ -54,6 +54,15 @@ def origin_of(url: str) -> str:
     return f"{scheme}://{netloc(_host(parts), port)}"
 
 
+def origin_or_none(url: object) -> str | None:
+    """``origin_of`` a stored URL, or None when it is none (not text, or not a URL): for
+    comparing origins, where such a URL matches nothing."""
+    try:
+        return origin_of(url) if isinstance(url, str) else None
+    except ValueError:
+        return None
+
+
 def host_of(url: str) -> str:
     """The lower-case host name (no port), or "" when the URL has none."""
     try:

@@ -25,7 +25,7 @@ from qhook.domain.ids import is_id
 from qhook.domain.inspector import is_own_inspector
 from qhook.domain.schedule import due_at
 from qhook.domain.triggers import OnDate, named_fields
-from qhook.domain.urls import origin_of, parse_target
+from qhook.domain.urls import origin_of, origin_or_none, parse_target
 from qhook.domain.workflows import (
     OverlapView,
     SignalSpec,
@@ -451,7 +451,8 @@ def _stored_credentials_aside(
             signals.append(raw)
             continue
         before, before_url = stored[signal_id]
-        same_origin = isinstance(raw.get("url"), str) and _origin(raw["url"]) == _origin(before_url)
+        url = raw.get("url")
+        same_origin = isinstance(url, str) and origin_or_none(url) == origin_or_none(before_url)
         unchanged = {
             name: before[name]
             for name, value in headers.items()
@@ -468,13 +469,6 @@ def _stored_credentials_aside(
             raw = {**raw, "headers": {k: v for k, v in headers.items() if k not in dropped}}
         signals.append(raw)
     return ({**doc, "signals": signals} if "signals" in doc else doc), kept
-
-
-def _origin(url: str) -> str | None:
-    try:
-        return origin_of(url)
-    except ValueError:
-        return None
 
 
 def delete_workflow(ctx: AppContext, workflow_id: int, *, actor: str) -> None:

@@ -42,7 +42,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BindParameter, UnaryExpression
 from sqlalchemy.sql.visitors import replacement_traverse
 
-from qhook.domain.urls import origin_of
+from qhook.domain.urls import origin_or_none
 from qhook.store import search_index
 from qhook.store.db import Tx
 from qhook.store.queue import lease_free
@@ -582,14 +582,7 @@ def is_known_origin(tx: Tx, origin: str) -> bool:
     urls = tx.execute(
         select(signals.c.config).where(signals.c.type == "webhook", signals.c.active.is_(True))
     ).scalars()
-    return any(_origin_or_none((config or {}).get("url")) == origin for config in urls)
-
-
-def _origin_or_none(url: object) -> str | None:
-    try:
-        return origin_of(url) if isinstance(url, str) else None
-    except ValueError:
-        return None
+    return any(origin_or_none((config or {}).get("url")) == origin for config in urls)
 
 
 def endpoint_row(tx: Tx, origin: str) -> EndpointRecord | None:
