@@ -55,7 +55,7 @@ def _on(kind: str, runs: int, per_endpoint: int, out: dict[str, Any]) -> list[Ro
                 for base in [*bases, bad_base]:
                     control(base, "reset")
                 healthy = per_endpoint * HEALTHY
-                over = env.delivered(ctx, bases, healthy)
+                over = env.delivered(ctx, bases, per_endpoint)
                 seconds = asyncio.run(drain(ctx, healthy, timeout=120, done=over, shutdown_grace_s=0.5))
                 published = env.webhook_ids(ctx)
                 seen: dict[str, float] = {}
