@@ -36,7 +36,7 @@ class Ledger:
 
     def summary(self) -> dict[str, object]:
         """Counts and first and last arrival, without reading the arrivals: benches ask for it
-        every few ms while a run goes on (``bench.harness.delivered``)."""
+        every few ms while a run goes on (``bench.env.delivered``)."""
         return {
             "requests": self.requests,
             "unique": len(self.arrivals),
