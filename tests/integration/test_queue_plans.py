@@ -162,6 +162,47 @@ def test_claim_and_renewal_find_their_rows_once_whatever_the_plan(filled: AppCon
         outer.rollback()
 
 
+def test_ordered_rows_look_up_their_key_in_its_own_index(filled: AppContext) -> None:
+    """An ordered delivery waits for the unfinished rows of its order key before it: the claim and
+    the Hub's "waiting for" find them in the index of unfinished keyed rows, on both databases.
+    Here the statistics are from before any row had a key (as when a signal is switched to
+    ordered): PostgreSQL took the endpoint's unfinished index and read every earlier row."""
+    now = utcnow()
+    rows = [
+        {
+            "webhook_id": f"msg_ordered_{i:020d}",
+            "action": "modified",
+            "url": ERP + "/hook",
+            "endpoint": ERP,
+            "body": "{}",
+            "status": "pending",
+            "attempt_count": 0,
+            "next_attempt_at": now - timedelta(seconds=ROWS - i),
+            "ordered": True,
+            "order_key": f"7:{i % 40}",
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(400)
+    ]
+    with filled.db.transaction() as tx:
+        tx.execute(insert(deliveries), rows)
+        last = int(tx.execute(text("SELECT max(id) FROM deliveries")).scalar_one())
+    plans = {
+        "claim": _plan(filled, _claim("first")),
+        "waits for": _plan(filled, lambda tx: queue.ordered_predecessor(tx, last)),
+    }
+    for name, plan in plans.items():
+        assert "ix_deliveries_unfinished_order_key" in plan, (name, plan)
+        assert "ix_deliveries_unfinished_endpoint" not in plan, (name, plan)
+    with filled.db.reading() as tx:
+        waits_for = queue.ordered_predecessor(tx, last)
+        earliest = tx.execute(
+            text("SELECT min(id) FROM deliveries WHERE order_key = :key"), {"key": f"7:{399 % 40}"}
+        ).scalar_one()
+    assert waits_for == (earliest, "pending")
+
+
 def test_circuit_statements_use_the_unfinished_endpoint_index(filled: AppContext) -> None:
     now = utcnow()
     runs: list[Callable[[Tx], object]] = [

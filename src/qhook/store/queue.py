@@ -200,10 +200,12 @@ def lease_free(now: Any) -> ColumnElement[bool]:
 
 
 _OLDER = deliveries.alias("older")
+# The partial index's own terms, as SQLite needs them to use it (``order_key =`` implies the rest).
+_OLDER_UNFINISHED = text(f"older.{UNFINISHED_SQL}")
 _EARLIER_UNFINISHED = exists().where(
     _OLDER.c.order_key == deliveries.c.order_key,
     _OLDER.c.id < deliveries.c.id,
-    _OLDER.c.status.in_(UNFINISHED),
+    _OLDER_UNFINISHED,
 )
 
 
@@ -218,7 +220,7 @@ def ordered_predecessor(tx: Tx, delivery_id: int) -> tuple[int, str] | None:
             current.c.id == delivery_id,
             current.c.ordered.is_(True),
             _OLDER.c.id < current.c.id,
-            _OLDER.c.status.in_(UNFINISHED),
+            _OLDER_UNFINISHED,
         )
         .order_by(_OLDER.c.id)
         .limit(1)
