@@ -378,7 +378,8 @@ def _among(ids: Any, postgres: bool) -> ColumnElement[bool]:
     the subquery, and with statistics from when the queue was all delivered (one row expected)
     it chose a nested loop that ran the LIMITed, locking subquery again for every row of
     ``deliveries``. Two workers' claims ran at 100 % CPU for minutes while nothing was sent
-    (bench/throughput, 20,000 rows). SQLite has no arrays and never plans it so.
+    (bench/throughput, 20,000 rows), and a claim of 50 leased every due row, past its LIMIT
+    (tests/integration/test_queue_plans.py). SQLite has no arrays and never plans it so.
     """
     if not postgres:
         return deliveries.c.id.in_(ids.scalar_subquery())
