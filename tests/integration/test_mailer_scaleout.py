@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from qhook.clock import utcnow
 from qhook.context import AppContext, open_context
 from qhook.delivery import mailer
 from qhook.settings import Settings
@@ -19,7 +18,7 @@ from qhook.store import error_reports
 from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
 from tests.support.delivery import until
-from tests.support.smtp import smtp_server
+from tests.support.smtp import report, smtp_server
 
 INTERVAL_S = 3
 
@@ -62,19 +61,6 @@ def two_workers(
     yield contexts
     for context in contexts:
         context.db.dispose()
-
-
-def report(ctx: AppContext, endpoint: str, text: str) -> None:
-    with ctx.db.transaction() as tx:
-        error_reports.add(
-            tx,
-            endpoint=endpoint,
-            email="ops@example.com",
-            kind="delivery_failed",
-            delivery_id=None,
-            text=text,
-            now=utcnow(),
-        )
 
 
 @pytest.mark.postgres

@@ -16,16 +16,14 @@ import httpx
 import pytest
 from aiohttp import web
 
-from qhook.clock import utcnow
 from qhook.context import AppContext
-from qhook.store import error_reports
 from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
 from tests.support.contexts import shared_context
 from tests.support.delivery import enqueue, make_signal, receiver, statuses, until
 from tests.support.processes import stop
 from tests.support.serve import serving
-from tests.support.smtp import smtp_server
+from tests.support.smtp import report, smtp_server
 
 QHOOK = str(Path(sys.executable).parent / "qhook")
 
@@ -56,6 +54,15 @@ def start(ctx: AppContext, *args: str, **extra: str) -> subprocess.Popen[bytes]:
         **extra,
     }
     return subprocess.Popen([QHOOK, "worker", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def start_two(ctx: AppContext, port: int, **extra: str) -> subprocess.Popen[bytes]:
+    """``qhook worker --processes 2``, process i serving metrics on ``port`` + i."""
+    return start(ctx, "--processes", "2", "--metrics-port", str(port), **extra)
+
+
+def both_up(port: int) -> bool:
+    return sent_by(port) is not None and sent_by(port + 1) is not None
 
 
 def children(pid: int) -> list[int]:
@@ -121,9 +128,9 @@ async def test_the_processes_share_the_queue_and_split_max_in_flight(any_ctx: Ap
     async with receiver(handler) as rx:
         signal_id = make_signal(any_ctx, rx.url, max_in_flight=2)
         # Batches of 2: a process holds at most 2 rows of the endpoint, so both get some.
-        process = start(any_ctx, "--processes", "2", "--metrics-port", str(port), QHOOK_WORKER_BATCH_SIZE="2")
+        process = start_two(any_ctx, port, QHOOK_WORKER_BATCH_SIZE="2")
         try:
-            await until(lambda: sent_by(port) is not None and sent_by(port + 1) is not None, timeout=30)
+            await until(lambda: both_up(port), timeout=30)
             first_pid = process.pid
             assert len(children(first_pid)) == 1
             total = 12
@@ -155,17 +162,14 @@ async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(
     async with receiver(handler) as rx:
         signal_id = make_signal(ctx, rx.url, max_in_flight=2)
         # Polls every 30 s: only a wake-up brings the second process in within the test.
-        process = start(
+        process = start_two(
             ctx,
-            "--processes",
-            "2",
-            "--metrics-port",
-            str(port),
+            port,
             QHOOK_WORKER_BATCH_SIZE="1",
             QHOOK_POLL_INTERVAL_S="30",
         )
         try:
-            await until(lambda: sent_by(port) is not None and sent_by(port + 1) is not None, timeout=30)
+            await until(lambda: both_up(port), timeout=30)
             await until(lambda: (tmp_path / "var" / "worker.wake.1").exists(), timeout=10)
             # Both processes have looked once and found nothing: they idle for 30 s now.
             await asyncio.sleep(1.0)
@@ -186,7 +190,7 @@ async def test_a_process_that_ends_is_started_again(sqlite_ctx: AppContext) -> N
     port = pg.free_ports(2)
     async with receiver() as rx:
         signal_id = make_signal(ctx, rx.url)
-        process = start(ctx, "--processes", "2", "--metrics-port", str(port), QHOOK_LEASE_SECONDS="3")
+        process = start_two(ctx, port, QHOOK_LEASE_SECONDS="3")
         try:
             await until(lambda: sent_by(port + 1) is not None, timeout=30)
             [helper] = children(process.pid)
@@ -281,9 +285,9 @@ async def test_ordered_deliveries_keep_their_order_across_the_processes(any_ctx:
 
     async with receiver(jittery) as rx:
         signal_id = make_signal(any_ctx, rx.url, ordered=True)
-        process = start(any_ctx, "--processes", "2", "--metrics-port", str(port), QHOOK_WORKER_BATCH_SIZE="3")
+        process = start_two(any_ctx, port, QHOOK_WORKER_BATCH_SIZE="3")
         try:
-            await until(lambda: sent_by(port) is not None and sent_by(port + 1) is not None, timeout=30)
+            await until(lambda: both_up(port), timeout=30)
             expected: dict[int, list[str]] = {}
             for result_id in range(1, 5):
                 bodies = [f'{{"result": {result_id}, "n": {n}}}' for n in range(6)]
@@ -320,29 +324,17 @@ async def test_only_the_first_process_mails(sqlite_ctx: AppContext) -> None:
     port = pg.free_ports(2)
     inbox = SlowInbox()
     with smtp_server(inbox) as smtp_port:
-        process = start(
+        process = start_two(
             ctx,
-            "--processes",
-            "2",
-            "--metrics-port",
-            str(port),
+            port,
             QHOOK_SMTP_URL=f"smtp://127.0.0.1:{smtp_port}",
             QHOOK_ERROR_MAIL_INTERVAL="3600",
         )
         try:
-            await until(lambda: sent_by(port) is not None and sent_by(port + 1) is not None, timeout=30)
+            await until(lambda: both_up(port), timeout=30)
             endpoints = [f"https://erp{n}.example.com:443" for n in range(3)]
-            with ctx.db.transaction() as tx:
-                for endpoint in endpoints:
-                    error_reports.add(
-                        tx,
-                        endpoint=endpoint,
-                        email="ops@example.com",
-                        kind="delivery_failed",
-                        delivery_id=None,
-                        text=f"{endpoint} failed",
-                        now=utcnow(),
-                    )
+            for endpoint in endpoints:
+                report(ctx, endpoint, f"{endpoint} failed")
             await until(lambda: len(inbox.subjects) >= 3, timeout=20)
             await asyncio.sleep(2.0)  # a second mailer would have sent its copies by now
         finally:

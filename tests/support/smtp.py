@@ -8,6 +8,9 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from qhook.clock import utcnow
+from qhook.context import AppContext
+from qhook.store import error_reports
 from tests.support.pg import free_port
 
 
@@ -24,3 +27,17 @@ def smtp_server(handler: object, **options: Any) -> Iterator[int]:
         yield port
     finally:
         controller.stop()
+
+
+def report(ctx: AppContext, endpoint: str, text: str) -> None:
+    """An unsent error report for ops@example.com about ``endpoint``: what the mailer sends."""
+    with ctx.db.transaction() as tx:
+        error_reports.add(
+            tx,
+            endpoint=endpoint,
+            email="ops@example.com",
+            kind="delivery_failed",
+            delivery_id=None,
+            text=text,
+            now=utcnow(),
+        )
