@@ -275,6 +275,27 @@ async def test_serve_runs_the_other_processes_of_its_worker(sqlite_ctx: AppConte
     assert handler.most == 2  # one each: max_in_flight 2 split in two
 
 
+def test_serve_runs_its_processes_without_metrics_when_the_ports_pass_65535(
+    sqlite_ctx: AppContext, tmp_path: Path
+) -> None:
+    """``qhook worker`` refuses such a range; serve logs why and runs on (its API is up)."""
+    port = pg.free_port()
+    env = {
+        **os.environ,
+        "QHOOK_DATA_DIR": str(tmp_path / "var"),
+        "QHOOK_SECRET_KEY": TEST_SECRET_KEY,
+        "QHOOK_PORT": str(port),
+        "QHOOK_WORKER_PROCESSES": "2",
+        "QHOOK_WORKER_METRICS_PORT": "65535",
+    }
+    log = tmp_path / "serve.log"
+    with serving(["serve"], env=env, cwd=tmp_path, log=log, port=port) as (_, process):
+        assert len(children(process.pid)) == 1, log.read_text()
+    assert process.returncode == 0, log.read_text()
+    assert "Cannot serve metrics on ports 65535 to 65536: the last port is 65535" in log.read_text()
+    assert "the delivery processes serve no metrics" in log.read_text()
+
+
 async def test_ordered_deliveries_keep_their_order_across_the_processes(any_ctx: AppContext) -> None:
     port = pg.free_ports(2)
 

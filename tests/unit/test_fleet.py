@@ -79,3 +79,18 @@ def test_running_processes_are_left_alone() -> None:
     f._members = [fleet._Member(1, f._spawn(1), 0.0)]
     f.watch(100.0)
     assert f._members[0].restart_at is None and len(f.made) == 1
+
+
+@pytest.mark.parametrize(
+    ("port", "processes", "refused"),
+    [
+        (None, 64, None),
+        (9100, 2, None),
+        (65534, 2, None),
+        (65535, 1, None),
+        (65535, 2, "Cannot serve metrics on ports 65535 to 65536: the last port is 65535"),
+        (65534, 3, "Cannot serve metrics on ports 65534 to 65536: the last port is 65535"),
+    ],
+)
+def test_metrics_ports_past_the_last(port: int | None, processes: int, refused: str | None) -> None:
+    assert fleet.metrics_ports_past_the_last(port, processes) == refused

@@ -37,6 +37,13 @@ WATCH_EVERY_S = 1.0
 STOP_WAIT_S = worker_mod.SHUTDOWN_GRACE_S + 20.0
 
 
+def metrics_ports_past_the_last(port: int | None, processes: int) -> str | None:
+    """Why process i cannot serve its metrics on ``port`` + i (the range ends past 65535), or None."""
+    if port is None or port + processes - 1 <= 65535:
+        return None
+    return f"Cannot serve metrics on ports {port} to {port + processes - 1}: the last port is 65535"
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """What every process of the command runs with."""

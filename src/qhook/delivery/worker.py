@@ -954,10 +954,9 @@ def serve_worker(
     count = processes or ctx.settings.worker_processes
     port = metrics_port if metrics_port is not None else ctx.settings.worker_metrics_port
     host = metrics_host or ctx.settings.worker_metrics_host
-    if port is not None and port + count - 1 > 65535:
-        raise QhookError(
-            f"Cannot serve metrics on ports {port} to {port + count - 1}: the last port is 65535"
-        )
+    refused = fleet_mod.metrics_ports_past_the_last(port, count)
+    if refused is not None:
+        raise QhookError(refused)
     if not ctx.db.is_sqlite:  # SQLite was opened, and migrated, with the context
         migrate.wait_for(ctx.db)
     migrate.require_usable(ctx.db)
@@ -1043,11 +1042,13 @@ async def start_in_app(app: Any) -> None:
     watching = None
     if count > 1:
         port = settings.worker_metrics_port
-        if port is not None and port + count - 1 > 65535:
+        refused = fleet_mod.metrics_ports_past_the_last(port, count)
+        if refused is not None:  # the API still serves: the delivery processes run without metrics
             port = None
             logger.error(
-                "QHOOK_WORKER_METRICS_PORT + QHOOK_WORKER_PROCESSES passes 65535: the delivery "
-                "processes serve no metrics",
+                "%s (QHOOK_WORKER_METRICS_PORT + QHOOK_WORKER_PROCESSES): the delivery processes "
+                "serve no metrics",
+                refused,
                 extra={"action": "metrics_unavailable"},
             )
         options = fleet_mod.Options(settings, count, None, port, settings.worker_metrics_host)
