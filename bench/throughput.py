@@ -104,12 +104,13 @@ PROCESSES = min(os.cpu_count() or 1, CONCURRENCY)
 
 
 def processes_run(
-    db: env.Db, ctx: AppContext, base: str, hook: env.Hook, total: int
+    db: env.Db, ctx: AppContext, base: str, hook: env.Hook, total: int, *, affinity: bool = False
 ) -> tuple[float, dict[str, Any]]:
     """The same queue drained by the real ``qhook worker --processes PROCESSES`` command (its
     processes split the endpoint's max_in_flight of 10, so the receiver sees the bare client's
-    concurrency); (requests/s, ledger). Timed from when the rows come due, with every process
-    started and idle: start-up is not counted."""
+    concurrency), with ``affinity`` each bound to a CPU (``--cpu-affinity``); (requests/s,
+    ledger). Timed from when the rows come due, with every process started and idle: start-up is
+    not counted."""
     with ctx.db.transaction() as tx:
         tx.execute(delete(attempts))
         tx.execute(delete(deliveries))
@@ -118,7 +119,8 @@ def processes_run(
     env.bulk_insert(ctx, ({**row, "next_attempt_at": later} for row in rows))
     control(base, "reset")
     port = free_ports(PROCESSES)
-    process = env.start_qhook(db, "worker", "--processes", str(PROCESSES), "--metrics-port", str(port))
+    args = ["worker", "--processes", str(PROCESSES), "--metrics-port", str(port)]
+    process = env.start_qhook(db, *args, *(["--cpu-affinity"] if affinity else []))
     try:
         if not env.wait_for(lambda: all(_answers(port + i) for i in range(PROCESSES)), timeout=60):
             raise RuntimeError(f"qhook worker --processes {PROCESSES} did not start within 60 s")
@@ -187,7 +189,9 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
         ctx = env.context(db)
         hook = env.make_hook(ctx, base + "/hook")
         bodies = [r["body"].encode() for r in env.delivery_rows(hook, total)]
-        books: dict[str, list[dict[str, Any]]] = {"qhook": [], "processes": [], "bare": [], "pool": []}
+        books: dict[str, list[dict[str, Any]]] = {
+            name: [] for name in ("qhook", "processes", "bound", "bare", "pool")
+        }
         loads: list[str] = []
 
         def contender(name: str) -> Any:
@@ -195,8 +199,8 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
                 loads.append(env.load())
                 if name == "qhook":
                     rate, book = qhook_run(ctx, base, hook, total)
-                elif name == "processes":
-                    rate, book = processes_run(db, ctx, base, hook, total)
+                elif name in ("processes", "bound"):
+                    rate, book = processes_run(db, ctx, base, hook, total, affinity=name == "bound")
                 else:
                     rate, book = baseline_run(base, bodies, name)
                 books[name].append(book)
@@ -205,7 +209,8 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
 
             return go
 
-        names = ("qhook", "processes", "bare", "pool") if PROCESSES > 1 else ("qhook", "bare", "pool")
+        several = ("processes", "bound") if PROCESSES > 1 else ()
+        names = ("qhook", *several, "bare", "pool")
         results = alternate(runs, {name: contender(name) for name in names})
         ctx.db.dispose()
     valid = {k: [v for v in vs if v == v] for k, vs in results.items()}
@@ -217,9 +222,12 @@ def _on(kind: str, runs: int, total: int, out: dict[str, Any]) -> list[Row]:
     ]
     contenders = [("qhook", "qhook, one process")]
     if "processes" in results:
-        label = f"qhook worker --processes {PROCESSES}"
-        rows.insert(-2, Row("throughput", kind, label, "req/s", valid["processes"], load=load))
-        contenders.append(("processes", label))
+        for name, label in (
+            ("processes", f"qhook worker --processes {PROCESSES}"),
+            ("bound", f"qhook worker --processes {PROCESSES} --cpu-affinity"),
+        ):
+            rows.insert(-2, Row("throughput", kind, label, "req/s", valid[name], load=load))
+            contenders.append((name, label))
     for name, label in contenders:
         to_bare = _ratios(results[name], results["bare"])
         rows.append(Row("throughput", kind, f"{label} / bare", "ratio", to_bare, target=">= 0.5", load=load))

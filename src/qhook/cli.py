@@ -109,6 +109,13 @@ def worker(
             " endpoint's max_in_flight. Process i serves its metrics on the metrics port + i.",
         ),
     ] = None,
+    cpu_affinity: Annotated[
+        bool | None,
+        typer.Option(
+            "--cpu-affinity/--no-cpu-affinity",
+            help="Bind process i to the i-th CPU this command may use (QHOOK_WORKER_CPU_AFFINITY; Linux).",
+        ),
+    ] = None,
 ) -> None:
     """Run a delivery worker alone (several may share a PostgreSQL database; on SQLite one
     `qhook worker`, whose --processes share the database's worker lock)."""
@@ -123,6 +130,7 @@ def worker(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         processes=processes,
+        cpu_affinity=cpu_affinity,
     )
 
 

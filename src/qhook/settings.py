@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         description="Delivery processes `qhook worker` runs (one per core to use); they split each"
         " endpoint's max_in_flight and share the SQLite worker lock.",
     )
+    worker_cpu_affinity: bool = Field(
+        False,
+        description="Bind delivery process i of `qhook worker` to the i-th CPU it may use (Linux;"
+        " `qhook serve` binds its other delivery processes, never its own). For a machine whose"
+        " cores the worker has to itself, or shares with its database.",
+    )
     worker_metrics_port: int | None = Field(
         None,
         ge=1,

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from qhook.context import AppContext
+from qhook.delivery import fleet
 from tests.conftest import TEST_SECRET_KEY, fresh_postgres_url
 from tests.support import pg
 from tests.support.contexts import shared_context
@@ -207,16 +208,61 @@ async def test_a_process_that_ends_is_started_again(sqlite_ctx: AppContext) -> N
     assert b"delivery process 1 ended (exit status -9); starting it again in 1 s" in errors
 
 
+async def test_cpu_affinity_binds_process_i_to_the_ith_cpu_again_after_a_restart(
+    sqlite_ctx: AppContext,
+) -> None:
+    ctx = sqlite_ctx
+    cpus = tuple(sorted(os.sched_getaffinity(0)))  # the command's, inherited from this process
+    first, second = fleet.cpu_of(0, cpus), fleet.cpu_of(1, cpus)
+    port = pg.free_ports(2)
+    async with receiver() as rx:
+        signal_id = make_signal(ctx, rx.url)
+        process = start(
+            ctx, "--processes", "2", "--metrics-port", str(port), "--cpu-affinity", QHOOK_LEASE_SECONDS="3"
+        )
+        try:
+            await until(lambda: both_up(port), timeout=30)
+            [helper] = children(process.pid)
+            assert os.sched_getaffinity(process.pid) == {first}
+            assert os.sched_getaffinity(helper) == {second}
+            # Started again by process 0, bound to one CPU, it binds itself to its own again.
+            os.kill(helper, signal.SIGKILL)
+            await until(lambda: [p for p in children(process.pid) if p != helper and alive(p)], timeout=20)
+            await until(lambda: sent_by(port + 1) is not None, timeout=30)
+            [again] = children(process.pid)
+            assert os.sched_getaffinity(again) == {second}
+            ids = enqueue(ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(20)])
+            ctx.wake()
+            await until(lambda: statuses(ctx).get("succeeded") == len(ids), timeout=30)
+        finally:
+            stop(process)
+        errors = process.stderr.read() if process.stderr else b""
+    assert process.returncode == 0, errors
+    assert errors.count(f"delivery process 0 bound to CPU {first}".encode()) == 1
+    assert errors.count(f"delivery process 1 bound to CPU {second}".encode()) == 2
+
+
 async def test_the_other_processes_stop_when_the_first_is_killed(
     sqlite_ctx: AppContext, tmp_path: Path
 ) -> None:
     ctx = sqlite_ctx
     port = pg.free_ports(3)
-    process = start(ctx, "--processes", "3", "--metrics-port", str(port))
+    # --no-cpu-affinity wins over the setting: no process is bound.
+    process = start(
+        ctx,
+        "--processes",
+        "3",
+        "--metrics-port",
+        str(port),
+        "--no-cpu-affinity",
+        QHOOK_WORKER_CPU_AFFINITY="true",
+    )
     try:
         await until(lambda: sent_by(port + 1) is not None and sent_by(port + 2) is not None, timeout=30)
         helpers = children(process.pid)
         assert len(helpers) == 2
+        unbound = os.sched_getaffinity(0)
+        assert [os.sched_getaffinity(pid) for pid in (process.pid, *helpers)] == [unbound] * 3
         process.send_signal(signal.SIGKILL)
         process.wait()
         # Nothing in flight: each stops at once (a SIGKILL'd command left them delivering before,
@@ -257,12 +303,17 @@ async def test_serve_runs_the_other_processes_of_its_worker(sqlite_ctx: AppConte
         "QHOOK_WORKER_METRICS_PORT": str(metrics_port),
         "QHOOK_WORKER_BATCH_SIZE": "1",
         "QHOOK_POLL_INTERVAL_S": "0.2",
+        "QHOOK_WORKER_CPU_AFFINITY": "true",
     }
+    cpus = tuple(sorted(os.sched_getaffinity(0)))
     async with receiver(handler) as rx:
         signal_id = make_signal(ctx, rx.url, max_in_flight=2)
         with serving(["serve"], env=env, cwd=tmp_path, log=tmp_path / "serve.log", port=port) as (_, process):
             await until(lambda: sent_by(metrics_port + 1) is not None, timeout=30)
             [helper] = children(process.pid)
+            # Serve's own process answers the API too: only its other delivery process is bound.
+            assert os.sched_getaffinity(process.pid) == set(cpus)
+            assert os.sched_getaffinity(helper) == {fleet.cpu_of(1, cpus)}
             enqueue(ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(6)])
             ctx.wake()
             await until(lambda: statuses(ctx).get("succeeded") == 6, timeout=30)

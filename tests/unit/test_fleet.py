@@ -1,8 +1,10 @@
 """The restart rule of ``qhook worker --processes``: pauses that double while a process keeps
-ending, and a process that cannot be made is tried again (fake processes: no spawning here)."""
+ending, and a process that cannot be made is tried again (fake processes: no spawning here); and
+which CPU each process is bound to with ``--cpu-affinity`` (the system calls faked)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,3 +96,56 @@ def test_running_processes_are_left_alone() -> None:
 )
 def test_metrics_ports_past_the_last(port: int | None, processes: int, refused: str | None) -> None:
     assert fleet.metrics_ports_past_the_last(port, processes) == refused
+
+
+def test_process_i_takes_the_ith_cpu_in_turn() -> None:
+    cpus = (2, 5, 7)
+    assert [fleet.cpu_of(i, cpus) for i in range(7)] == [2, 5, 7, 2, 5, 7, 2]
+    assert fleet.cpu_of(3, (0,)) == 0
+
+
+def test_the_allowed_cpus_come_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet.os, "sched_getaffinity", lambda pid: {3, 1, 2}, raising=False)
+    assert fleet.allowed_cpus() == (1, 2, 3)
+
+
+def test_cpu_affinity_without_sched_setaffinity_is_refused_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(fleet.os, "sched_getaffinity", raising=False)
+    with pytest.raises(fleet.QhookError, match="needs Linux's sched_setaffinity"):
+        fleet.allowed_cpus()
+
+
+def test_a_process_that_cannot_be_bound_runs_unbound_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    asked: list[set[int]] = []
+
+    def refuse(pid: int, cpus: set[int]) -> None:
+        asked.append(cpus)
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(fleet.os, "sched_setaffinity", refuse, raising=False)
+    with caplog.at_level(logging.INFO, logger=fleet.__name__):
+        fleet.bind(1, (0, 4))
+    assert asked == [{4}]
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    assert (
+        record.getMessage()
+        == "delivery process 1 could not be bound to CPU 4: Invalid argument; it runs on any CPU"
+    )
+
+
+def test_a_bound_process_says_to_which_cpu(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    asked: list[tuple[int, set[int]]] = []
+    monkeypatch.setattr(
+        fleet.os, "sched_setaffinity", lambda pid, cpus: asked.append((pid, cpus)), raising=False
+    )
+    with caplog.at_level(logging.INFO, logger=fleet.__name__):
+        fleet.bind(2, (0, 4))
+    assert asked == [(0, {0})]
+    assert [r.getMessage() for r in caplog.records] == ["delivery process 2 bound to CPU 0"]

@@ -940,10 +940,12 @@ def serve_worker(
     metrics_port: int | None = None,
     metrics_host: str | None = None,
     processes: int | None = None,
+    cpu_affinity: bool | None = None,
 ) -> None:
     """``qhook worker``: run until SIGINT/SIGTERM; Prometheus metrics on ``metrics_port`` if given.
     With ``processes`` (QHOOK_WORKER_PROCESSES) above 1, this process is the first of them and
-    runs the others (``delivery.fleet``); process i serves its metrics on ``metrics_port + i``.
+    runs the others (``delivery.fleet``); process i serves its metrics on ``metrics_port + i``
+    and, with ``cpu_affinity`` (QHOOK_WORKER_CPU_AFFINITY), runs on the i-th CPU it may use.
 
     A database that refuses qhook's credentials or is not migrated stops it at once with the
     reason (it ran on, logging tracebacks, delivering nothing); one that cannot be reached yet is
@@ -957,6 +959,8 @@ def serve_worker(
     refused = fleet_mod.metrics_ports_past_the_last(port, count)
     if refused is not None:
         raise QhookError(refused)
+    bound = ctx.settings.worker_cpu_affinity if cpu_affinity is None else cpu_affinity
+    cpus = fleet_mod.allowed_cpus() if bound else ()  # before this process is bound to one
     if not ctx.db.is_sqlite:  # SQLite was opened, and migrated, with the context
         migrate.wait_for(ctx.db)
     migrate.require_usable(ctx.db)
@@ -972,7 +976,7 @@ def serve_worker(
             if lock is not None:
                 lock.release()
             raise QhookError(f"Cannot serve metrics on port {port}: {exc.strerror or exc}") from exc
-    options = fleet_mod.Options(ctx.settings, count, concurrency, port, host)
+    options = fleet_mod.Options(ctx.settings, count, concurrency, port, host, cpus)
     fleet = fleet_mod.Fleet(options) if count > 1 else None
 
     async def main(stop: asyncio.Event) -> None:
@@ -980,6 +984,8 @@ def serve_worker(
         if fleet is not None:
             fleet.start()
             watching = asyncio.create_task(fleet.watch_until(stop))
+        if cpus:
+            fleet_mod.bind(0, cpus)
         try:
             await run_until_stopped(ctx, stop, concurrency=concurrency, share=Share(0, count))
         finally:
@@ -1051,7 +1057,9 @@ async def start_in_app(app: Any) -> None:
                 refused,
                 extra={"action": "metrics_unavailable"},
             )
-        options = fleet_mod.Options(settings, count, None, port, settings.worker_metrics_host)
+        # Its own process answers the API too and stays unbound; processes 1.. are bound.
+        cpus = fleet_mod.allowed_cpus() if settings.worker_cpu_affinity else ()
+        options = fleet_mod.Options(settings, count, None, port, settings.worker_metrics_host, cpus)
         fleet = fleet_mod.Fleet(options)
         fleet.start()
         watching = asyncio.create_task(fleet.watch_until(stop), name="qhook-worker-processes")
