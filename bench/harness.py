@@ -67,11 +67,16 @@ def control(base: str, what: str) -> Any:
 
 
 def alternate(runs: int, contenders: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
-    """Run each contender ``runs`` times, interleaved A, B, C, A, B, C, ... so noise hits all alike."""
+    """Run each contender ``runs`` times, interleaved, each round starting one later (A B C, B C A,
+    C A B, ...), so neither the machine's noise nor what ran just before favours one. In a fixed
+    order each contender always followed the same one (``--cpu-affinity`` after the unbound run of
+    the same queue, bench/throughput)."""
     out: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(runs):
-        for name, run in contenders.items():
-            out[name].append(run())
+    names = list(contenders)
+    for round_ in range(runs):
+        start = round_ % len(names)
+        for name in names[start:] + names[:start]:
+            out[name].append(contenders[name]())
     return out
 
 
