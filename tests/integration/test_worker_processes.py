@@ -186,6 +186,21 @@ async def test_a_ring_of_the_doorbell_wakes_every_process_on_sqlite(
     assert abs(rx.received[0].at - rx.received[1].at) < 0.9
 
 
+async def killed_and_started_again(process: subprocess.Popen[bytes], helper: int, port: int) -> int:
+    """SIGKILL process 1 (``helper``); the pid of the process 1 started in its place, once it serves."""
+    os.kill(helper, signal.SIGKILL)
+    await until(lambda: [p for p in children(process.pid) if p != helper and alive(p)], timeout=20)
+    await until(lambda: sent_by(port + 1) is not None, timeout=30)  # the new one runs
+    [again] = children(process.pid)
+    return again
+
+
+async def twenty_delivered(ctx: AppContext, signal_id: int, url: str) -> None:
+    ids = enqueue(ctx, signal_id, url, [f'{{"n": {i}}}' for i in range(20)])
+    ctx.wake()
+    await until(lambda: statuses(ctx).get("succeeded") == len(ids), timeout=30)
+
+
 async def test_a_process_that_ends_is_started_again(sqlite_ctx: AppContext) -> None:
     ctx = sqlite_ctx
     port = pg.free_ports(2)
@@ -195,12 +210,8 @@ async def test_a_process_that_ends_is_started_again(sqlite_ctx: AppContext) -> N
         try:
             await until(lambda: sent_by(port + 1) is not None, timeout=30)
             [helper] = children(process.pid)
-            os.kill(helper, signal.SIGKILL)
-            await until(lambda: [p for p in children(process.pid) if p != helper and alive(p)], timeout=20)
-            await until(lambda: sent_by(port + 1) is not None, timeout=30)  # the new one runs
-            ids = enqueue(ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(20)])
-            ctx.wake()
-            await until(lambda: statuses(ctx).get("succeeded") == len(ids), timeout=30)
+            await killed_and_started_again(process, helper, port)
+            await twenty_delivered(ctx, signal_id, rx.url)
         finally:
             stop(process)
         errors = process.stderr.read() if process.stderr else b""
@@ -226,14 +237,9 @@ async def test_cpu_affinity_binds_process_i_to_the_ith_cpu_again_after_a_restart
             assert os.sched_getaffinity(process.pid) == {first}
             assert os.sched_getaffinity(helper) == {second}
             # Started again by process 0, bound to one CPU, it binds itself to its own again.
-            os.kill(helper, signal.SIGKILL)
-            await until(lambda: [p for p in children(process.pid) if p != helper and alive(p)], timeout=20)
-            await until(lambda: sent_by(port + 1) is not None, timeout=30)
-            [again] = children(process.pid)
+            again = await killed_and_started_again(process, helper, port)
             assert os.sched_getaffinity(again) == {second}
-            ids = enqueue(ctx, signal_id, rx.url, [f'{{"n": {i}}}' for i in range(20)])
-            ctx.wake()
-            await until(lambda: statuses(ctx).get("succeeded") == len(ids), timeout=30)
+            await twenty_delivered(ctx, signal_id, rx.url)
         finally:
             stop(process)
         errors = process.stderr.read() if process.stderr else b""
