@@ -13,9 +13,10 @@ and stops them with itself. A process whose command is gone (killed) stops too.
 
 With CPU affinity (``--cpu-affinity``, QHOOK_WORKER_CPU_AFFINITY) process i is bound to the i-th
 CPU the command may use. Unbound, the scheduler moved the processes between the cores they share
-with the database and the receivers, and two processes delivered 10-20 % less (bench/throughput,
-medians on both databases; a lone client gains nothing from it). ``qhook serve``'s own process,
-which also answers the API, is never bound; its other delivery processes are.
+with the database and the receivers, and two processes delivered 5-18 % less (bench/throughput,
+medians of two runs on SQLite and three on PostgreSQL; a lone client gains nothing from it).
+``qhook serve``'s own process, which also answers the API, is never bound; its other delivery
+processes are.
 """
 
 from __future__ import annotations
