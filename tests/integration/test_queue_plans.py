@@ -7,6 +7,7 @@ due row took ~430 ms at 200,000 rows on PostgreSQL. Each lane has a partial inde
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,6 +20,7 @@ from qhook.context import AppContext
 from qhook.store import queue, sets, workflows
 from qhook.store.db import Tx
 from qhook.store.tables import deliveries
+from tests.support.delivery import running_worker, until
 from tests.support.plans import explain
 
 ROWS = 6000
@@ -164,11 +166,13 @@ def test_claim_and_renewal_find_their_rows_once_whatever_the_plan(filled: AppCon
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-def test_a_claim_planned_on_an_empty_queue_reads_only_its_rows_once_the_queue_fills(ctx: AppContext) -> None:
+def test_a_claim_planned_on_an_empty_queue_reads_only_its_rows_once_statistics_are_refreshed(
+    ctx: AppContext,
+) -> None:
     """A worker polls an empty queue, then a burst arrives. psycopg prepares a statement run five
-    times and PostgreSQL kept a generic plan made for the empty table: each claim of the burst read
-    every row, by a full scan of the table or of its primary key (50 ms for a claim of 200 at 20,000
-    rows, growing with the table). Planned each time, it reads its lane's index and its rows' keys."""
+    times, and PostgreSQL keeps the generic plan it made for the empty table: each claim of the
+    burst reads every row. The worker's statistics refresh sees the table outgrew its statistics
+    and analyses it, and the same connection plans its claim again."""
     with ctx.db.transaction() as tx:
         tx.execute(text("ANALYZE deliveries"))  # the statistics of an empty queue
     with ctx.db.engine.connect() as conn:
@@ -176,43 +180,106 @@ def test_a_claim_planned_on_an_empty_queue_reads_only_its_rows_once_the_queue_fi
             with conn.begin():
                 assert _claim("first")(conn) == []
         _fill(ctx, analyze=False)
-        before = _index_reads(ctx, conn)
-        with conn.begin():
-            claimed = _claim("first")(conn)
-            plans = conn.execute(
-                text(
-                    "SELECT generic_plans FROM pg_prepared_statements"
-                    " WHERE statement LIKE 'UPDATE deliveries SET lease_owner%'"
-                )
-            ).scalars()
-            assert list(plans) == [0]  # prepared, and never run from a generic plan
-        after = _index_reads(ctx, conn, since=before)
-    assert isinstance(claimed, list) and len(claimed) == 50
-    read = {name: after[name] - before[name] for name in after if after[name] != before[name]}
-    assert read == {"ix_deliveries_due_first": 50, "pk_deliveries": 50}, read
+        stale = _rows_read(ctx, conn, _claim("first"))
+        _live_rows_counted(ctx, ROWS)
+        assert queue.refresh_statistics(ctx.db) is True
+        assert queue.refresh_statistics(ctx.db) is False  # current now: nothing to do
+        fresh = _rows_read(ctx, conn, _claim("first"))
+    assert stale >= ROWS // 2, stale  # the plan made for an empty table: every row, or half
+    # From the lane's index the 50 the first claim leased and the next 50, then these by primary key.
+    assert fresh <= 3 * 50, fresh
 
 
-def _index_reads(ctx: AppContext, conn: Tx, since: dict[str, int] | None = None) -> dict[str, int]:
-    """Index entries read so far per index of deliveries, ``conn``'s reads included. A backend
-    sends its counts when idle, soon after ``pg_stat_force_next_flush``: with ``since``, the
-    counts are read until they differ from it and then hold still for 0.2 s (10 s at most)."""
-    with conn.begin():
-        conn.execute(text("SELECT pg_stat_force_next_flush()"))
-    deadline = time.monotonic() + 10
-    last: dict[str, int] | None = None
+def _live_rows_counted(ctx: AppContext, rows: int) -> None:
+    """Wait until PostgreSQL counts ``rows`` committed rows of deliveries (its inserting backend
+    sends the count within 1-10 s), as a worker's statistics refresh would see them."""
+    deadline = time.monotonic() + 15
     while True:
         with ctx.db.transaction() as tx:
             tx.execute(text("SELECT pg_stat_clear_snapshot()"))
-            rows = tx.execute(
-                text(
-                    "SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE relname = 'deliveries'"
-                )
-            ).all()
-        now = {name: int(count) for name, count in rows}
-        if since is None or (now != since and now == last) or time.monotonic() > deadline:
-            return now
-        last = now
-        time.sleep(0.2)
+            live = tx.execute(
+                text("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'deliveries'")
+            ).scalar_one()
+        if live >= rows:
+            return
+        assert time.monotonic() < deadline, f"{live} rows counted"
+        time.sleep(0.1)
+
+
+def _rows_read(ctx: AppContext, conn: Tx, run: Callable[[Tx], object]) -> int:
+    """Rows of deliveries that ``run`` read on ``conn`` (by scans and by index), from PostgreSQL's
+    statistics: a backend sends its counts once idle, soon after ``pg_stat_force_next_flush``."""
+
+    def counted() -> int:
+        with ctx.db.transaction() as tx:
+            tx.execute(text("SELECT pg_stat_clear_snapshot()"))
+            return int(
+                tx.execute(
+                    text(
+                        "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables"
+                        " WHERE relname = 'deliveries'"
+                    )
+                ).scalar_one()
+            )
+
+    def flushed() -> None:
+        with conn.begin():
+            conn.execute(text("SELECT pg_stat_force_next_flush()"))
+
+    flushed()
+    before = counted()
+    with conn.begin():
+        claimed = run(conn)
+    assert isinstance(claimed, list) and len(claimed) == 50
+    flushed()
+    deadline = time.monotonic() + 10
+    while (after := counted()) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return after - before
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_worker_analyses_a_queue_that_outgrew_its_statistics(ctx: AppContext) -> None:
+    with ctx.db.transaction() as tx:
+        tx.execute(text("ANALYZE deliveries"))
+    async with running_worker(ctx):
+        await asyncio.sleep(1.5)  # a tick or more on the empty queue: nothing to analyse
+        assert await asyncio.to_thread(_analysed_rows, ctx) == 0
+        await asyncio.to_thread(_fill_later, ctx, 2000)
+        # PostgreSQL counts the committed rows within 1-10 s; the worker looks every second.
+        rows = await until(lambda: _analysed_rows(ctx), timeout=20)
+    assert rows == 2000
+
+
+def _analysed_rows(ctx: AppContext) -> int:
+    """The rows of deliveries its statistics recorded (0 while they say empty)."""
+    with ctx.db.reading() as tx:
+        return max(
+            0,
+            int(tx.execute(text("SELECT reltuples FROM pg_class WHERE relname = 'deliveries'")).scalar_one()),
+        )
+
+
+def _fill_later(ctx: AppContext, count: int) -> None:
+    """``count`` deliveries due in an hour: a burst the worker must not send within the test."""
+    now = utcnow()
+    rows = [
+        {
+            "webhook_id": f"msg_later_{i:020d}",
+            "action": "new",
+            "url": ERP + "/hook",
+            "endpoint": ERP,
+            "body": '{"batch": "' + "x" * 400 + '"}',
+            "status": "pending",
+            "attempt_count": 0,
+            "next_attempt_at": now + timedelta(hours=1),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(count)
+    ]
+    with ctx.db.transaction() as tx:
+        tx.execute(insert(deliveries), rows)
 
 
 def test_ordered_rows_look_up_their_key_in_its_own_index(filled: AppContext) -> None:

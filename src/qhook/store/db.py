@@ -313,18 +313,8 @@ def _postgresql_setup(engine: Engine, backend_pids: set[int]) -> None:
         # row estimates on a large backlog and spent ~300 ms compiling it on every call. A SET on
         # connect (not a startup "options" parameter, which PgBouncer refuses); committed so the
         # pool's rollback on return keeps it.
-        #
-        # Every statement is planned for the table as it is now (``plan_cache_mode``). psycopg
-        # prepares a statement run five times, and PostgreSQL then kept one generic plan, made for
-        # the table as it was: a worker polling an empty queue planned its claim for an empty table
-        # and kept that plan once 20,000 rows arrived. Each claim of 200 then read the whole
-        # primary key or another index (50 ms at 20,000 rows, growing with the table; the outcome
-        # update hash-joined the whole table) until autovacuum's next ANALYZE, up to a minute later
-        # (bench/throughput ran at 930-2,100/s instead of ~3,000). Planning each time costs well
-        # under a millisecond per statement, and the worker's statements each carry a batch.
         with dbapi_conn.cursor() as cursor:
             cursor.execute("SET jit = off")
-            cursor.execute("SET plan_cache_mode = force_custom_plan")
         dbapi_conn.commit()
         record.info["backend_pid"] = dbapi_conn.info.backend_pid
         backend_pids.add(record.info["backend_pid"])
