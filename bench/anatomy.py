@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete
-
 from bench import env
 from bench.baseline import bare_aiohttp, run_loop
 from bench.harness import alternate, control, receiver, write
@@ -31,7 +29,6 @@ from bench.report import Row, say
 from bench.throughput import CONCURRENCY, drain
 from qhook.context import AppContext
 from qhook.delivery.sender import OutgoingRequest, SendOutcome
-from qhook.store.tables import attempts, deliveries
 
 TICKS = os.sysconf("SC_CLK_TCK")
 _runs = itertools.count()
@@ -73,9 +70,7 @@ def _per_delivery(before: tuple[float, float], total: int) -> tuple[float, float
 
 
 def _worker_run(ctx: AppContext, base: str, hook: env.Hook, total: int, http: bool) -> tuple[float, float]:
-    with ctx.db.transaction() as tx:
-        tx.execute(delete(attempts))
-        tx.execute(delete(deliveries))
+    env.empty_queue(ctx)
     env.bulk_insert(ctx, env.delivery_rows(hook, total, prefix=f"msg_a{next(_runs)}_"))
     control(base, "reset")
     before = cpu_s()

@@ -8,13 +8,10 @@ import itertools
 from contextlib import ExitStack
 from typing import Any
 
-from sqlalchemy import delete
-
 from bench import env
 from bench.harness import alternate, control, receiver, write
 from bench.report import Row, say
 from bench.throughput import drain
-from qhook.store.tables import attempts, deliveries
 
 HEALTHY = 9
 _runs = itertools.count()
@@ -44,9 +41,7 @@ def _on(kind: str, runs: int, per_endpoint: int, out: dict[str, Any]) -> list[Ro
         def contender(with_bad: bool) -> Any:
             def go() -> float:
                 loads.append(env.load())
-                with ctx.db.transaction() as tx:
-                    tx.execute(delete(attempts))
-                    tx.execute(delete(deliveries))
+                env.empty_queue(ctx)
                 number = next(_runs)
                 chosen = [*hooks, bad_hook] if with_bad else hooks
                 for index, hook in enumerate(chosen):

@@ -11,12 +11,9 @@ import itertools
 import time
 from typing import Any
 
-from sqlalchemy import delete
-
 from bench import env
 from bench.harness import alternate, control, receiver, write
 from bench.report import Row, say
-from qhook.store.tables import attempts, deliveries
 
 COUNTS = (1, 2, 4)
 DELAY_MS = 20
@@ -39,9 +36,7 @@ def run(kinds: list[str], runs: int, quick: bool) -> list[Row]:
 
         def contender(workers: int) -> Any:
             def go() -> float:
-                with ctx.db.transaction() as tx:
-                    tx.execute(delete(attempts))
-                    tx.execute(delete(deliveries))
+                env.empty_queue(ctx)
                 env.bulk_insert(ctx, env.delivery_rows(hook, total, prefix=f"msg_s{next(_runs)}_"))
                 control(base, "reset")
                 loads.append(env.load())

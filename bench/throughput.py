@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
 from tests.support.pg import free_ports
 
 from bench import env
@@ -23,7 +22,6 @@ from bench.report import Row, say
 from qhook.context import AppContext
 from qhook.delivery.sender import Sender
 from qhook.delivery.worker import Worker
-from qhook.store.tables import attempts, deliveries
 
 CONCURRENCY = 10  # qhook's default max_in_flight per endpoint; the bare client gets the same
 _runs = itertools.count()
@@ -79,9 +77,7 @@ async def drain(
 
 def qhook_run(ctx: AppContext, base: str, hook: env.Hook, total: int) -> tuple[float, dict[str, Any]]:
     """Fresh queue of ``total`` rows, drained by the worker; (requests/s, ledger)."""
-    with ctx.db.transaction() as tx:
-        tx.execute(delete(attempts))
-        tx.execute(delete(deliveries))
+    env.empty_queue(ctx)
     prefix = f"msg_r{next(_runs)}_"
     env.bulk_insert(ctx, env.delivery_rows(hook, total, prefix=prefix))
     control(base, "reset")
@@ -101,6 +97,7 @@ def qhook_run(ctx: AppContext, base: str, hook: env.Hook, total: int) -> tuple[f
 # `qhook worker --processes` as one would run it here, a core each; at most CONCURRENCY, so the
 # split of max_in_flight (at least 1 a process) keeps the bare client's 10 in flight.
 PROCESSES = min(os.cpu_count() or 1, CONCURRENCY)
+DUE_AFTER_S = 20.0  # a processes run's rows come due this long after the command answers (COPY: 4-8 s)
 
 
 def processes_run(
@@ -111,12 +108,8 @@ def processes_run(
     concurrency), with ``affinity`` each bound to a CPU (``--cpu-affinity``); (requests/s,
     ledger). Timed from when the rows come due, with every process started and idle: start-up is
     not counted."""
-    with ctx.db.transaction() as tx:
-        tx.execute(delete(attempts))
-        tx.execute(delete(deliveries))
-    later = env.utc_now() + timedelta(hours=1)
-    rows = env.delivery_rows(hook, total, prefix=f"msg_p{next(_runs)}_")
-    env.bulk_insert(ctx, ({**row, "next_attempt_at": later} for row in rows))
+    env.empty_queue(ctx)
+    rows = list(env.delivery_rows(hook, total, prefix=f"msg_p{next(_runs)}_"))
     control(base, "reset")
     port = free_ports(PROCESSES)
     args = ["worker", "--processes", str(PROCESSES), "--metrics-port", str(port)]
@@ -124,12 +117,16 @@ def processes_run(
     try:
         if not env.wait_for(lambda: all(_answers(port + i) for i in range(PROCESSES)), timeout=60):
             raise RuntimeError(f"qhook worker --processes {PROCESSES} did not start within 60 s")
-        # Due a poll interval (2 s) and a half from now: by then each process has looked again,
-        # and waits for exactly that moment.
-        due = env.utc_now() + timedelta(seconds=2.5)
-        with ctx.db.transaction() as tx:
-            tx.execute(update(deliveries).values(next_attempt_at=due))
-        env.wait_for(lambda: env.utc_now() >= due, timeout=10, interval=0.001)
+        # The rows are written now, due a little later, as events write them: inserted once and
+        # never updated before their claim. (Inserted before the start and then all made due by one
+        # UPDATE, each row had a dead version beside it, and the claim's update found its page full.)
+        due = env.utc_now() + timedelta(seconds=DUE_AFTER_S)
+        env.bulk_insert(ctx, ({**row, "next_attempt_at": due} for row in rows))
+        # Written a poll interval (2 s) and a half before they come due: by then each process has
+        # looked again, and waits for exactly that moment.
+        if env.utc_now() > due - timedelta(seconds=2.5):
+            raise RuntimeError(f"writing {total} rows took over {DUE_AFTER_S - 2.5} s: the start is void")
+        env.wait_for(lambda: env.utc_now() >= due, timeout=30, interval=0.001)
         start = time.perf_counter()
         env.wait_for(env.delivered(ctx, [base], total), timeout=max(60.0, total / 100), interval=0.02)
         seconds = time.perf_counter() - start
