@@ -26,6 +26,7 @@ def test_a_ctrl_c_as_serve_hands_over_to_uvicorn_stops_it_once_started(
 ) -> None:
     said_password = server.initial_password.hand_over
     started: list[bool] = []
+    before = signal.getsignal(signal.SIGINT)
 
     def interrupted_after_the_password(*args: Any) -> None:
         said_password(*args)
@@ -44,7 +45,7 @@ def test_a_ctrl_c_as_serve_hands_over_to_uvicorn_stops_it_once_started(
     except KeyboardInterrupt:
         pytest.fail("the Ctrl-C came out as KeyboardInterrupt, where a weakref callback may drop it")
     assert started == [True]  # uvicorn started (the worker too), then stopped for the Ctrl-C
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # serve's own handler lasted only its start
     lock = SingleWorkerLock(ctx)  # and serve let go of the SQLite worker lock
     lock.acquire()
     lock.release()

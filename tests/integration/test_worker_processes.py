@@ -358,12 +358,19 @@ async def test_ordered_deliveries_keep_their_order_across_the_processes(any_ctx:
 
     async def jittery(request: web.Request) -> web.Response:
         # Uneven answer times: without the order rule a later event of a result would overtake.
-        await asyncio.sleep(0.01 * (len(rx.received) % 4))
+        # The results' first events take half a second: the first process holds at most 3 of the
+        # 4 (QHOOK_WORKER_BATCH_SIZE), so the second takes the fourth meanwhile, woken by its bell
+        # or by its own look every 0.2 s. (Answered at once, the first process at times sent all
+        # 24 before a loaded machine let the second look.)
+        if b'"n": 0}' in await request.read():
+            await asyncio.sleep(0.5)
+        else:
+            await asyncio.sleep(0.01 * (len(rx.received) % 4))
         return web.Response(text="ok")
 
     async with receiver(jittery) as rx:
         signal_id = make_signal(any_ctx, rx.url, ordered=True)
-        process = start_two(any_ctx, port, QHOOK_WORKER_BATCH_SIZE="3")
+        process = start_two(any_ctx, port, QHOOK_WORKER_BATCH_SIZE="3", QHOOK_POLL_INTERVAL_S="0.2")
         try:
             await until(lambda: both_up(port), timeout=30)
             expected: dict[int, list[str]] = {}
