@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 
 from qhook.store import definitions
 from qhook.store.db import Database, Tx
@@ -902,26 +903,33 @@ def statistics_outgrown(recorded_rows: float, live_rows: int) -> bool:
     return live_rows > 2 * max(recorded_rows, 0) + STATISTICS_SLACK_ROWS
 
 
-def refresh_statistics(db: Database) -> bool:
-    """Keep the planner's statistics of deliveries current; True when they were taken again.
+def refresh_statistics(db: Database, *, due: bool = False) -> bool:
+    """Keep the planner's statistics of deliveries current; True when they were taken again:
+    when ``due`` (SQLite: the worker's first tick, then every 10 minutes) or when the table has
+    outgrown them (``statistics_outgrown``; the worker looks every second).
 
-    SQLite: ANALYZE, reading a bounded sample (the worker calls this every 10 minutes).
+    Plans made from statistics of a smaller table stay in use as the queue fills. SQLite planned
+    a claim on the statistics of an empty queue (the worker's first look on a fresh database) by
+    sorting every waiting row: 20 ms a claim of 200 at 20,000 waiting, against 3.6 ms from its
+    lane's index. PostgreSQL's autovacuum analyses the table, but only a minute or so after it
+    changed, and meanwhile each connection keeps the generic plans it made for the table as it
+    was: psycopg prepares a statement run five times, and a worker polling an empty queue planned
+    its claim for an empty table. Once 20,000 deliveries arrived each claim of 200 read the whole
+    primary key (50 ms a claim, growing with the table; the outcome update hash-joined the whole
+    table) until that ANALYZE (bench/throughput: 930-2,100 deliveries/s instead of ~3,000).
 
-    PostgreSQL: autovacuum analyses the table, but only a minute or so after it changed, and
-    meanwhile every connection keeps the generic plans it made for the table as it was. psycopg
-    prepares a statement run five times: a worker polling an empty queue planned its claim for an
-    empty table, and once 20,000 deliveries arrived each claim of 200 read the whole primary key
-    (50 ms a claim, growing with the table; the outcome update hash-joined the whole table) until
-    that ANALYZE (bench/throughput: 930-2,100 deliveries/s instead of ~3,000). The worker calls this
-    every second: it compares the committed rows PostgreSQL counts (``n_live_tup``, sent by each
-    backend within 1-10 s of its commit) with the count the statistics recorded, and analyses only a
-    table that outgrew them, which makes every connection plan again. Not the file's size: it grows
-    while a large insert is still uncommitted, and statistics taken then count its pages but none
-    of its rows, the worst of both. Planning every statement afresh instead (``plan_cache_mode``)
-    cost the database 40 % more CPU a delivery: each attempt's foreign key check was planned again.
+    The rows now: PostgreSQL's count of committed rows (``n_live_tup``, sent by each backend
+    within 1-10 s of its commit) against the statistics' ``reltuples``; SQLite's id range (two
+    lookups) against the rows its last ANALYZE counted. Not the file's size: it grows while a large
+    insert is still uncommitted, and statistics taken then count its pages but none of its rows,
+    the worst of both. An ANALYZE makes every connection plan again. Planning every statement
+    afresh instead (PostgreSQL's ``plan_cache_mode``) cost the database 40 % more CPU a delivery:
+    each attempt's foreign key check was planned again.
     """
     with db.engine.connect() as conn:
         if db.is_sqlite:
+            if not due and not statistics_outgrown(*_sqlite_rows(conn)):
+                return False
             conn.exec_driver_sql("PRAGMA analysis_limit=1000")
             conn.exec_driver_sql("ANALYZE deliveries")
             conn.commit()
@@ -939,3 +947,20 @@ def refresh_statistics(db: Database) -> bool:
                 return False  # another worker is taking them
             conn.exec_driver_sql("ANALYZE deliveries")
         return True
+
+
+def _sqlite_rows(conn: Tx) -> tuple[float, int]:
+    """(rows SQLite's last ANALYZE counted, -1 before any; rows now at most, from the id range).
+    The count is that of an index on every row (``sqlite_stat1``'s first number); the id range
+    counts deleted rows in between too, which at worst analyses once more than needed."""
+    try:
+        stat = conn.exec_driver_sql(
+            "SELECT stat FROM sqlite_stat1 WHERE tbl = 'deliveries' AND idx = 'ix_deliveries_created_at'"
+        ).scalar()
+    except DBAPIError:  # no sqlite_stat1 before the first ANALYZE
+        conn.rollback()
+        stat = None
+    recorded = float(str(stat).split()[0]) if stat else -1.0
+    low, high = conn.exec_driver_sql("SELECT min(id), max(id) FROM deliveries").one()
+    conn.rollback()
+    return recorded, (int(high) - int(low) + 1) if high is not None else 0
