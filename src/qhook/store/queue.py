@@ -889,8 +889,8 @@ def listen(
                 raw.invalidate()  # never hand a LISTENing connection back to the pool
 
 
-# Rows a table may grow by beyond twice the count its statistics recorded before PostgreSQL's
-# statistics count as outgrown: an empty queue's first burst qualifies, everyday growth never.
+# Rows a table may grow by beyond twice the count its statistics recorded before they count as
+# outgrown: an empty queue's first burst qualifies, everyday growth never.
 STATISTICS_SLACK_ROWS = 500
 # pg_try_advisory_xact_lock key: "qhook analyze" (one worker analyses at a time).
 ANALYZE_LOCK = 0x71686F6F6B616E61
@@ -906,7 +906,8 @@ def statistics_outgrown(recorded_rows: float, live_rows: int) -> bool:
 def refresh_statistics(db: Database, *, due: bool = False) -> bool:
     """Keep the planner's statistics of deliveries current; True when they were taken again:
     when ``due`` (SQLite: the worker's first tick, then every 10 minutes) or when the table has
-    outgrown them (``statistics_outgrown``; the worker looks every second).
+    outgrown them (``statistics_outgrown``; the worker looks every second on PostgreSQL, every
+    10 s on SQLite).
 
     Plans made from statistics of a smaller table stay in use as the queue fills. SQLite planned
     a claim on the statistics of an empty queue (the worker's first look on a fresh database) by
@@ -952,7 +953,7 @@ def refresh_statistics(db: Database, *, due: bool = False) -> bool:
 def _sqlite_rows(conn: Tx) -> tuple[float, int]:
     """(rows SQLite's last ANALYZE counted, -1 before any; rows now at most, from the id range).
     The count is that of an index on every row (``sqlite_stat1``'s first number); the id range
-    counts deleted rows in between too, which at worst analyses once more than needed."""
+    counts deleted rows in between too, which at worst costs a bounded ANALYZE at each look."""
     try:
         stat = conn.exec_driver_sql(
             "SELECT stat FROM sqlite_stat1 WHERE tbl = 'deliveries' AND idx = 'ix_deliveries_created_at'"
