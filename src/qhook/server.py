@@ -138,6 +138,6 @@ def _serve(
     early.server = server
     try:
         server.run(sockets=[listening])
-    except KeyboardInterrupt:  # Ctrl-C with Python's own handler (serve run off the main thread)
+    except KeyboardInterrupt:  # a stop by a person all the same, should one come out this way
         early.received = True
     return server

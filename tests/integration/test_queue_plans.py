@@ -196,16 +196,17 @@ def _live_rows_counted(ctx: AppContext, rows: int) -> None:
     """Wait until PostgreSQL counts ``rows`` committed rows of deliveries (its inserting backend
     sends the count within 1-10 s), as a worker's statistics refresh would see them."""
     deadline = time.monotonic() + 15
-    while True:
-        with ctx.db.transaction() as tx:
-            tx.execute(text("SELECT pg_stat_clear_snapshot()"))
-            live = tx.execute(
-                text("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'deliveries'")
-            ).scalar_one()
-        if live >= rows:
-            return
+    while (live := _table_statistic(ctx, "n_live_tup")) < rows:
         assert time.monotonic() < deadline, f"{live} rows counted"
         time.sleep(0.1)
+
+
+def _table_statistic(ctx: AppContext, expression: str) -> int:
+    """``expression`` over deliveries' row of ``pg_stat_user_tables``, as PostgreSQL counts now."""
+    with ctx.db.transaction() as tx:
+        tx.execute(text("SELECT pg_stat_clear_snapshot()"))
+        query = f"SELECT {expression} FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+        return int(tx.execute(text(query)).scalar_one())
 
 
 def _rows_read(ctx: AppContext, conn: Tx, run: Callable[[Tx], object]) -> int:
@@ -213,16 +214,7 @@ def _rows_read(ctx: AppContext, conn: Tx, run: Callable[[Tx], object]) -> int:
     statistics: a backend sends its counts once idle, soon after ``pg_stat_force_next_flush``."""
 
     def counted() -> int:
-        with ctx.db.transaction() as tx:
-            tx.execute(text("SELECT pg_stat_clear_snapshot()"))
-            return int(
-                tx.execute(
-                    text(
-                        "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables"
-                        " WHERE relname = 'deliveries'"
-                    )
-                ).scalar_one()
-            )
+        return _table_statistic(ctx, "seq_tup_read + coalesce(idx_tup_fetch, 0)")
 
     def flushed() -> None:
         with conn.begin():
