@@ -14,10 +14,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from qhook.clock import utcnow
 from qhook.context import AppContext
+from qhook.delivery import recorder as recorder_mod
 from qhook.delivery.recorder import Recorder
 from qhook.store import endpoints as endpoint_store
 from qhook.store import queue
@@ -111,3 +113,67 @@ async def test_an_answer_the_database_refuses_is_recorded_without_it(ctx: AppCon
     assert recorded[poisoned].response_body is None and recorded[poisoned].status_code == 200
     assert "could not store the receiver's answer" in recorded[poisoned].hint
     assert "could not store" in rows[poisoned].hint
+
+
+class _Writes:
+    """The recorder's thread runner, noting the deliveries each transaction finished."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if args and hasattr(args[0], "finishes"):
+            self.batches.append([f.delivery_id for f in args[0].finishes])
+        return await asyncio.to_thread(fn, *args)
+
+
+async def _stream(recorder: Recorder, ids: list[int], every_s: float, urgent_at: int | None = None) -> None:
+    for n, delivery_id in enumerate(ids):
+        recorder.add(_attempt(delivery_id), _finish(delivery_id), urgent=n == urgent_at)
+        await asyncio.sleep(every_s)
+
+
+async def _recorded(
+    ctx: AppContext, gather_s: float, gather_max_s: float, urgent_at: int | None = None, count: int = 30
+) -> tuple[list[list[int]], list[int]]:
+    """``count`` outcomes arriving every 5 ms, with the recorder's steps and limit as given (wide
+    enough that a loaded machine's scheduling does not decide); (transactions, deliveries)."""
+    signal_id = make_signal(ctx, URL)
+    ids = enqueue(ctx, signal_id, URL, [f'{{"n": {n}}}' for n in range(count)])
+    writes = _Writes()
+    written: list[int] = []
+    recorder = Recorder(ctx.db, writes, written.extend, batch_size=200)
+    stop = asyncio.Event()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recorder_mod, "GATHER_S", gather_s)
+        patch.setattr(recorder_mod, "GATHER_MAX_S", gather_max_s)
+        running = asyncio.create_task(recorder.run(stop))
+        await _stream(recorder, ids, 0.005, urgent_at)
+        await recorder.drained()
+        stop.set()
+        await running
+    with ctx.db.reading() as tx:
+        done = {r.id for r in tx.execute(select(deliveries.c.id).where(deliveries.c.status == "succeeded"))}
+    assert done == set(ids) and sorted(written) == sorted(ids)
+    return writes.batches, ids
+
+
+async def test_outcomes_that_keep_coming_share_one_transaction(ctx: AppContext) -> None:
+    """A busy worker's outcomes wait while more keep coming. At the quiet worker's single step they
+    went out a few at a time: each transaction costs the same round trips whatever it holds."""
+    batches, ids = await _recorded(ctx, gather_s=0.1, gather_max_s=60.0)
+    assert batches == [ids]
+
+
+async def test_a_gather_ends_at_its_longest_wait(ctx: AppContext) -> None:
+    batches, ids = await _recorded(ctx, gather_s=0.02, gather_max_s=0.04, count=60)
+    assert len(batches) >= 3  # 60 outcomes over 300 ms or more, in transactions of at most ~40 ms
+    assert sorted(i for batch in batches for i in batch) == ids
+
+
+async def test_an_ordered_deliverys_last_outcome_waits_for_no_company(ctx: AppContext) -> None:
+    """The next event of an ordered delivery's result waits until its outcome is written: it goes
+    after the next step, while the other outcomes keep coming."""
+    batches, ids = await _recorded(ctx, gather_s=0.1, gather_max_s=60.0, urgent_at=3)
+    assert len(batches) >= 2
+    assert ids[3] in batches[0] and ids[-1] not in batches[0]

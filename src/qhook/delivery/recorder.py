@@ -3,7 +3,10 @@
 Outcomes wait a few milliseconds so that many share one transaction (one insert of their attempts
 and one update of their deliveries, many rows per statement: ``queue.record_outcomes``); rare side
 effects (pauses, circuits, error reports, released leases) ride along in the same transaction, in
-order.
+order. While outcomes keep coming (a busy worker) they wait longer, up to ``GATHER_MAX_S``: a
+transaction costs the same few round trips whatever it holds, and at the 5 ms of a quiet worker
+a busy one wrote ~30 outcomes at a time and spent a quarter more CPU per delivery, its
+database's included (bench/throughput, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 Op = Callable[[Tx, datetime], object]
 RunInThread = Callable[..., Awaitable[object]]
-GATHER_S = 0.005
+GATHER_S = 0.005  # an outcome waits this long for others to share its transaction, and again
+GATHER_MAX_S = 0.05  # while more came meanwhile, up to this long after the first of them
 STOP_GRACE_S = 10.0  # how long a stopping worker keeps trying to record while the database is away
 RETRY_MAX_S = 5.0  # the longest pause between tries while the database is away
 
@@ -37,6 +42,8 @@ class _Pending:
     finishes: list[queue.Finish] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
     done_ids: list[int] = field(default_factory=list)
+    since: float = 0.0  # monotonic time the first of them came
+    urgent: bool = False  # something must not wait for company (see ``Recorder.add``)
 
     def __bool__(self) -> bool:
         return bool(self.attempts or self.finishes or self.ops or self.done_ids)
@@ -62,6 +69,7 @@ class Recorder:
         self._pending = _Pending()
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
+        self._added = 0  # outcomes and side effects queued so far: did more come while gathering
         self._outage_tries = 0  # failed tries in a row: the database is away
         self._give_up_at: float | None = None  # stopping during an outage: one grace for all batches
         self._idle.set()
@@ -72,8 +80,19 @@ class Recorder:
         finish: queue.Finish | None,
         ops: list[Op] | None = None,
         done_ids: list[int] | None = None,
+        *,
+        urgent: bool = False,
     ) -> None:
-        """Queue one outcome (and its side effects); ``done_ids`` leave the worker's hands once written."""
+        """Queue one outcome (and its side effects); ``done_ids`` leave the worker's hands once written.
+
+        ``urgent`` (an ordered delivery's last outcome: the next event of its result waits for it)
+        and side effects (a circuit, a pause, a rate slot given back) are written after the short
+        gather, never kept waiting while other outcomes keep coming.
+        """
+        if not self._pending:
+            self._pending.since = time.monotonic()
+        self._pending.urgent = self._pending.urgent or urgent or bool(ops)
+        self._added += 1
         if attempt is not None:
             self._pending.attempts.append(attempt)
         if finish is not None:
@@ -112,8 +131,7 @@ class Recorder:
                 await self._ready.wait()
                 self._ready.clear()
                 continue
-            if len(self._pending.finishes) < self._batch_size and not stop.is_set():
-                await asyncio.sleep(GATHER_S)
+            await self._gather(stop)
             batch, self._pending = self._pending, _Pending()
             self._ready.clear()
             while True:
@@ -146,6 +164,19 @@ class Recorder:
                     await self._run(self._write_apart, batch)
                     break
             self._on_written(batch.done_ids)
+
+    async def _gather(self, stop: asyncio.Event) -> None:
+        """Let outcomes that arrive meanwhile share the next transaction (``keep_gathering``)."""
+        while not stop.is_set() and len(self._pending.finishes) < self._batch_size:
+            added = self._added
+            await asyncio.sleep(GATHER_S)
+            if not keep_gathering(
+                more_came=self._added != added,
+                urgent=self._pending.urgent,
+                full=len(self._pending.finishes) >= self._batch_size,
+                waited_s=time.monotonic() - self._pending.since,
+            ):
+                return
 
     def _gave_up(self, batch: _Pending) -> bool:
         """Stopping while the database is away: it waited for the database for ever, so the
@@ -225,6 +256,12 @@ class Recorder:
             )
         except Exception:
             logger.exception("recording an outcome failed", extra={"action": "record_failed"})
+
+
+def keep_gathering(*, more_came: bool, urgent: bool, full: bool, waited_s: float) -> bool:
+    """After a gather step of ``GATHER_S``: wait one more? Only while outcomes keep coming, none
+    is urgent, the batch has room, and the first of them has waited less than ``GATHER_MAX_S``."""
+    return more_came and not urgent and not full and waited_s + GATHER_S <= GATHER_MAX_S
 
 
 def _stripped_hint(reason: str) -> str:

@@ -615,9 +615,12 @@ class Worker:
         )
         for earlier in result.earlier:  # a call refused with 401 before a fresh OAuth2 token
             self.recorder.add(earlier, None)
-        self.recorder.add(result.attempt, finish, ops)
-        if d.ordered and decision.final:
-            self._ordered_done.add(d.id)  # the next event of its result may go once this is written
+        # The next event of an ordered delivery's result may go once this is written: not kept
+        # waiting for other outcomes to share the transaction.
+        next_waits = d.ordered and decision.final
+        self.recorder.add(result.attempt, finish, ops, urgent=next_waits)
+        if next_waits:
+            self._ordered_done.add(d.id)
 
     def _circuit_ops(
         self, gate: Gate[Item], item: Item, result: attempt_mod.AttemptResult, email: str | None
