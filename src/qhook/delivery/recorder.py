@@ -5,7 +5,7 @@ and one update of their deliveries, many rows per statement: ``queue.record_outc
 effects (pauses, circuits, error reports, released leases) ride along in the same transaction, in
 order. While outcomes keep coming (a busy worker) they wait longer, up to ``GATHER_MAX_S``: a
 transaction costs the same few round trips whatever it holds, and at the 5 ms of a quiet worker
-a busy one wrote ~30 outcomes at a time and spent a quarter more CPU per delivery, its
+a busy one wrote ~30 outcomes at a time and the machine spent 15-32 % more CPU per delivery, its
 database's included (bench/throughput, PostgreSQL).
 """
 
