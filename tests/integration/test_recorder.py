@@ -134,10 +134,15 @@ async def _stream(recorder: Recorder, ids: list[int], every_s: float, urgent_at:
 
 
 async def _recorded(
-    ctx: AppContext, gather_s: float, gather_max_s: float, urgent_at: int | None = None, count: int = 30
+    ctx: AppContext,
+    gather_s: float,
+    gather_max_s: float,
+    urgent_at: int | None = None,
+    count: int = 30,
+    every_s: float = 0.005,
 ) -> tuple[list[list[int]], list[int]]:
-    """``count`` outcomes arriving every 5 ms, with the recorder's steps and limit as given (wide
-    enough that a loaded machine's scheduling does not decide); (transactions, deliveries)."""
+    """``count`` outcomes arriving every ``every_s``, with the recorder's step and limit as given
+    (wide enough that a loaded machine's scheduling does not decide); (transactions, deliveries)."""
     signal_id = make_signal(ctx, URL)
     ids = enqueue(ctx, signal_id, URL, [f'{{"n": {n}}}' for n in range(count)])
     writes = _Writes()
@@ -148,7 +153,7 @@ async def _recorded(
         patch.setattr(recorder_mod, "GATHER_S", gather_s)
         patch.setattr(recorder_mod, "GATHER_MAX_S", gather_max_s)
         running = asyncio.create_task(recorder.run(stop))
-        await _stream(recorder, ids, 0.005, urgent_at)
+        await _stream(recorder, ids, every_s, urgent_at)
         await recorder.drained()
         stop.set()
         await running
@@ -161,7 +166,8 @@ async def _recorded(
 async def test_outcomes_that_keep_coming_share_one_transaction(ctx: AppContext) -> None:
     """A busy worker's outcomes wait while more keep coming. At the quiet worker's single step they
     went out a few at a time: each transaction costs the same round trips whatever it holds."""
-    batches, ids = await _recorded(ctx, gather_s=0.1, gather_max_s=60.0)
+    # 60 outcomes over 600 ms or more, steps of 150 ms: one step alone wrote them in four or more.
+    batches, ids = await _recorded(ctx, gather_s=0.15, gather_max_s=60.0, count=60, every_s=0.01)
     assert batches == [ids]
 
 
